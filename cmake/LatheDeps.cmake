@@ -1,0 +1,28 @@
+# Debian-packaged dependencies (scripts/setup.sh installs them).
+
+find_package(yaml-cpp REQUIRED)
+find_package(fmt REQUIRED)
+find_package(cxxopts REQUIRED)
+
+if(LATHE_WITH_MPI)
+  find_package(MPI COMPONENTS CXX)
+  if(NOT MPI_CXX_FOUND)
+    message(FATAL_ERROR "lathe: LATHE_WITH_MPI=ON but no MPI was found (apt-get install libopenmpi-dev) "
+                        "- or configure with -DLATHE_WITH_MPI=OFF")
+  endif()
+endif()
+
+if(LATHE_WITH_ONNX)
+  find_package(Protobuf REQUIRED)
+  find_library(LATHE_ONNX_LIB onnx)
+  find_library(LATHE_ONNX_PROTO_LIB onnx_proto)
+  find_path(LATHE_ONNX_INCLUDE_DIR onnx/onnx_pb.h)
+  if(NOT LATHE_ONNX_LIB OR NOT LATHE_ONNX_PROTO_LIB OR NOT LATHE_ONNX_INCLUDE_DIR)
+    message(FATAL_ERROR "lathe: LATHE_WITH_ONNX=ON but libonnx was not found (apt-get install libonnx-dev) "
+                        "- or configure with -DLATHE_WITH_ONNX=OFF")
+  endif()
+  add_library(lathe_onnx INTERFACE)
+  target_include_directories(lathe_onnx SYSTEM INTERFACE ${LATHE_ONNX_INCLUDE_DIR})
+  target_compile_definitions(lathe_onnx INTERFACE ONNX_ML=1 ONNX_NAMESPACE=onnx)
+  target_link_libraries(lathe_onnx INTERFACE ${LATHE_ONNX_LIB} ${LATHE_ONNX_PROTO_LIB} protobuf::libprotobuf)
+endif()

@@ -1,0 +1,17 @@
+// Writing files so that a crash never leaves a half-written one behind.
+#pragma once
+
+#include <filesystem>
+#include <string_view>
+
+namespace lathe::io {
+
+/// Writes `contents` to `path` through a temporary file in the same directory: write, fsync,
+/// rename over `path`, fsync the directory. Readers see the old file or the new one, never a
+/// mix. Creates missing parent directories. Throws lathe::Error naming the path on failure.
+void write_file_atomic(const std::filesystem::path& path, std::string_view contents);
+
+/// fsync of a file or directory; throws lathe::Error naming the path on failure.
+void fsync_path(const std::filesystem::path& path);
+
+}  // namespace lathe::io

@@ -1,0 +1,397 @@
+// The typed recipe: one struct per YAML section, each field with its default.
+//
+// Every field is declared once more, with its YAML key, its documentation and its allowed
+// range, in the section's `visit` function right below the struct. That declaration is the
+// schema: the loader binds YAML through it, `lathe recipe show` writes YAML through it and
+// `lathe recipe keys` prints the key reference (the README's table) from it.
+//
+// Units: steps are optimizer steps; sizes in tokens unless the key says otherwise; paths are
+// relative to the directory `lathe` is started from. A `0` or empty value marked "derived"
+// is filled in by the stage that uses it (see each key's text).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lathe/recipe/enums.hpp"
+#include "lathe/recipe/range.hpp"
+
+namespace lathe::recipe {
+
+struct RunConfig {
+  std::string name = "lathe";
+  std::string out_dir = "runs/lathe";
+  int64_t seed = 1337;
+  Device device = Device::Auto;
+  int64_t threads = 0;
+  bool force = false;
+};
+
+template <class V>
+void visit(V& v, RunConfig& c) {
+  v.field("name", c.name, "Run name, shown in logs and metrics.");
+  v.field("out_dir", c.out_dir, "Directory that receives every artifact of the run (tokenizer, shards, "
+                                "checkpoints, metrics, exports).");
+  v.field("seed", c.seed, "Seed of every random stream (init, data order, dropout, masking).", at_least(0));
+  v.field("device", c.device, "Where to compute: auto takes CUDA when a GPU is visible, else the CPU.");
+  v.field("threads", c.threads, "CPU threads for LibTorch's intra-op pool; 0 keeps LibTorch's default.",
+          at_least(0));
+  v.field("force", c.force, "Re-run stages whose outputs already exist (otherwise they are skipped).");
+}
+
+struct TokenizerConfig {
+  TokenizerType type = TokenizerType::ByteBpe;
+  std::string path;
+  std::vector<std::string> train_files;
+  int64_t vocab_size = 8192;
+  int64_t min_frequency = 2;
+  std::vector<std::string> special_tokens = {"<|endoftext|>"};
+  bool lowercase = false;
+};
+
+template <class V>
+void visit(V& v, TokenizerConfig& c) {
+  v.field("type", c.type, "Tokenizer model: byte-level BPE (GPT-2 style) or WordPiece (BERT).");
+  v.field("path", c.path, "An existing tokenizer (tokenizer.json, vocab.json with merges.txt beside it, or "
+                          "vocab.txt) to use instead of training one. Empty: the tokenizer stage trains "
+                          "<out_dir>/tokenizer.json.");
+  v.field("train_files", c.train_files, "Text or JSONL files (globs allowed) to train the tokenizer on. Empty: "
+                                        "data.train_files.");
+  v.field("vocab_size", c.vocab_size, "Vocabulary size to train to, special tokens included.", between(256, 1 << 24));
+  v.field("min_frequency", c.min_frequency, "Pairs seen fewer times than this are never merged.", at_least(1));
+  v.field("special_tokens", c.special_tokens, "Tokens matched before pre-tokenization and never split.");
+  v.field("lowercase", c.lowercase, "WordPiece only: lower-case and strip accents (uncased BERT).");
+}
+
+struct DataConfig {
+  std::vector<std::string> train_files;
+  std::vector<std::string> val_files;
+  double val_fraction = 0.05;
+  DataFormat format = DataFormat::Auto;
+  std::string jsonl_field = "text";
+  std::string shard_dir;
+  int64_t shard_tokens = 100'000'000;
+  int64_t seq_len = 256;
+  Sampler sampler = Sampler::Random;
+  int64_t num_workers = 2;
+  int64_t prefetch = 4;
+  double mlm_probability = 0.15;
+  bool whole_word_mask = false;
+  std::string text_field = "text";
+  std::string text_pair_field;
+  std::string label_field = "label";
+};
+
+template <class V>
+void visit(V& v, DataConfig& c) {
+  v.field("train_files", c.train_files, "Training corpus: text, JSONL, CSV/TSV (classification) files, "
+                                        "directories or globs.");
+  v.field("val_files", c.val_files, "Validation files. Empty: val_fraction of the training documents.");
+  v.field("val_fraction", c.val_fraction, "Share of training documents held out for validation when "
+                                          "val_files is empty.", in_closed_open(0.0, 1.0));
+  v.field("format", c.format, "Input format; auto decides by file extension (.jsonl/.json is JSONL).");
+  v.field("jsonl_field", c.jsonl_field, "JSONL field that holds a document's text.");
+  v.field("shard_dir", c.shard_dir, "Where token shards are written and read. Empty: <out_dir>/shards.");
+  v.field("shard_tokens", c.shard_tokens, "Tokens per shard file.", at_least(1024));
+  v.field("seq_len", c.seq_len, "Tokens per training sequence (context length seen in training).", at_least(1));
+  v.field("sampler", c.sampler, "random: random windows every step; sequential: consecutive windows, "
+                                "epoch by epoch.");
+  v.field("num_workers", c.num_workers, "Background threads that assemble batches.", at_least(0));
+  v.field("prefetch", c.prefetch, "Batches prepared ahead of the training step.", at_least(1));
+  v.field("mlm_probability", c.mlm_probability, "masked_lm: share of tokens selected for prediction "
+                                                "(80% masked, 10% random, 10% kept).",
+          in_open_closed(0.0, 1.0));
+  v.field("whole_word_mask", c.whole_word_mask, "masked_lm: select whole words rather than single pieces.");
+  v.field("text_field", c.text_field, "classification: column or JSON field with the text.");
+  v.field("text_pair_field", c.text_pair_field, "classification: field with the second text of a pair "
+                                                "(empty: single texts).");
+  v.field("label_field", c.label_field, "classification: field with the label.");
+}
+
+struct ModelConfig {
+  Arch arch = Arch::Gpt;
+  int64_t n_layer = 12;
+  int64_t n_head = 12;
+  int64_t n_kv_head = 0;
+  int64_t d_model = 768;
+  int64_t d_ff = 0;
+  int64_t max_seq_len = 1024;
+  int64_t vocab_size = 0;
+  double dropout = 0.0;
+  double attn_dropout = 0.0;
+  bool bias = true;
+  Norm norm = Norm::LayerNorm;
+  double norm_eps = 1e-5;
+  Activation activation = Activation::GeluTanh;
+  Position position = Position::Learned;
+  double rope_theta = 10000.0;
+  bool tie_embeddings = true;
+  double init_std = 0.02;
+  int64_t type_vocab_size = 2;
+  int64_t num_labels = 2;
+};
+
+template <class V>
+void visit(V& v, ModelConfig& c) {
+  v.field("arch", c.arch, "gpt: decoder-only causal LM; bert: bidirectional encoder.");
+  v.field("n_layer", c.n_layer, "Transformer blocks.", at_least(1));
+  v.field("n_head", c.n_head, "Attention heads; must divide d_model.", at_least(1));
+  v.field("n_kv_head", c.n_kv_head, "Key/value heads for grouped-query attention; must divide n_head. "
+                                    "0: n_head (plain multi-head attention).",
+          at_least(0));
+  v.field("d_model", c.d_model, "Width of the residual stream.", at_least(1));
+  v.field("d_ff", c.d_ff, "Hidden width of the MLP. 0: 4 * d_model.", at_least(0));
+  v.field("max_seq_len", c.max_seq_len, "Longest sequence the model accepts (learned position table "
+                                        "size).", at_least(1));
+  v.field("vocab_size", c.vocab_size, "Embedding rows. 0: the tokenizer's vocabulary size; larger values pad "
+                                      "it (e.g. to a multiple of 64).",
+          at_least(0));
+  v.field("dropout", c.dropout, "Dropout on embeddings, residual branches and the MLP.", in_closed_open(0.0, 1.0));
+  v.field("attn_dropout", c.attn_dropout, "Dropout on attention probabilities.", in_closed_open(0.0, 1.0));
+  v.field("bias", c.bias, "Biases in linear layers and norms.");
+  v.field("norm", c.norm, "Normalisation layer.");
+  v.field("norm_eps", c.norm_eps, "Epsilon of the norms.", greater_than(0.0));
+  v.field("activation", c.activation, "MLP activation: gelu_tanh (GPT-2), gelu (exact, BERT) or swiglu.");
+  v.field("position", c.position, "Position encoding: learned table or rotary (rope).");
+  v.field("rope_theta", c.rope_theta, "Base of the rotary frequencies.", greater_than(0.0));
+  v.field("tie_embeddings", c.tie_embeddings, "Share the input embedding with the output projection.");
+  v.field("init_std", c.init_std, "Standard deviation of the normal initialisation (residual projections "
+                                  "are scaled by 1/sqrt(2 * n_layer)).",
+          greater_than(0.0));
+  v.field("type_vocab_size", c.type_vocab_size, "bert: segment (token type) embeddings.", at_least(1));
+  v.field("num_labels", c.num_labels, "bert, classification: number of classes.", at_least(1));
+}
+
+struct OptimConfig {
+  Optimizer name = Optimizer::AdamW;
+  double lr = 3e-4;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double momentum = 0.9;
+  bool nesterov = false;
+  double grad_clip = 1.0;
+  bool decay_embeddings = false;
+  bool fused = true;
+};
+
+template <class V>
+void visit(V& v, OptimConfig& c) {
+  v.field("name", c.name, "Optimizer.");
+  v.field("lr", c.lr, "Peak learning rate (the schedule scales it).", greater_than(0.0));
+  v.field("weight_decay", c.weight_decay, "Decoupled weight decay; never applied to biases and norms.",
+          at_least(0.0));
+  v.field("beta1", c.beta1, "adamw: first-moment decay.", in_closed_open(0.0, 1.0));
+  v.field("beta2", c.beta2, "adamw: second-moment decay.", in_closed_open(0.0, 1.0));
+  v.field("eps", c.eps, "adamw: denominator epsilon.", greater_than(0.0));
+  v.field("momentum", c.momentum, "sgd: momentum.", in_closed_open(0.0, 1.0));
+  v.field("nesterov", c.nesterov, "sgd: Nesterov momentum.");
+  v.field("grad_clip", c.grad_clip, "Clip the global gradient norm to this value; 0 turns clipping off.",
+          at_least(0.0));
+  v.field("decay_embeddings", c.decay_embeddings, "Apply weight decay to embedding tables too.");
+  v.field("fused", c.fused, "adamw: use the fused multi-tensor kernel where the device has one.");
+}
+
+struct ScheduleConfig {
+  Schedule name = Schedule::Cosine;
+  int64_t warmup_steps = 100;
+  double min_lr_ratio = 0.1;
+  double decay_fraction = 0.2;
+};
+
+template <class V>
+void visit(V& v, ScheduleConfig& c) {
+  v.field("name", c.name, "constant, linear warmup then cosine or linear decay, or warmup-stable-decay (wsd).");
+  v.field("warmup_steps", c.warmup_steps, "Steps of linear warmup from 0 to optim.lr.", at_least(0));
+  v.field("min_lr_ratio", c.min_lr_ratio, "Floor of the decay, as a fraction of optim.lr.", between(0.0, 1.0));
+  v.field("decay_fraction", c.decay_fraction, "wsd: final share of train.max_steps spent decaying.",
+          in_open_closed(0.0, 1.0));
+}
+
+struct TrainConfig {
+  Task task = Task::CausalLm;
+  int64_t max_steps = 1000;
+  int64_t batch_size = 8;
+  int64_t grad_accum = 1;
+  Precision precision = Precision::Fp32;
+  int64_t eval_every = 100;
+  int64_t eval_batches = 20;
+  int64_t log_every = 10;
+  int64_t save_every = 500;
+  int64_t keep_last = 3;
+  bool keep_best = true;
+  std::string resume = "none";
+  std::string init_from;
+  NanPolicy nan_policy = NanPolicy::Error;
+};
+
+template <class V>
+void visit(V& v, TrainConfig& c) {
+  v.field("task", c.task, "causal_lm needs model.arch gpt; masked_lm and classification need bert.");
+  v.field("max_steps", c.max_steps, "Optimizer steps to train.", at_least(1));
+  v.field("batch_size", c.batch_size, "Sequences per micro-batch on each rank.", at_least(1));
+  v.field("grad_accum", c.grad_accum, "Micro-batches accumulated per optimizer step (global batch = "
+                                      "batch_size * grad_accum * world size).",
+          at_least(1));
+  v.field("precision", c.precision, "fp32, bf16 autocast (CPU and CUDA) or fp16 autocast with loss scaling "
+                                    "(CUDA only).");
+  v.field("eval_every", c.eval_every, "Steps between validation runs; 0: only at the end.", at_least(0));
+  v.field("eval_batches", c.eval_batches, "Batches per validation run.", at_least(1));
+  v.field("log_every", c.log_every, "Steps between metric records.", at_least(1));
+  v.field("save_every", c.save_every, "Steps between checkpoints; 0: only at the end.", at_least(0));
+  v.field("keep_last", c.keep_last, "Checkpoints kept besides the best one.", at_least(1));
+  v.field("keep_best", c.keep_best, "Also keep the checkpoint with the lowest validation loss.");
+  v.field("resume", c.resume, "none, auto (newest complete checkpoint in out_dir) or a checkpoint "
+                              "directory.");
+  v.field("init_from", c.init_from, "Start from these weights: a lathe checkpoint or a Hugging Face model "
+                                    "directory. Empty: random initialisation.");
+  v.field("nan_policy", c.nan_policy, "On a NaN or infinite loss: stop with an error, or skip the step.");
+}
+
+struct DistributedConfig {
+  Backend backend = Backend::Auto;
+  int64_t timeout_s = 300;
+  double bucket_mb = 25.0;
+};
+
+template <class V>
+void visit(V& v, DistributedConfig& c) {
+  v.field("backend", c.backend, "Gradient all-reduce: nccl (GPUs), mpi (CPUs), none (one process); auto "
+                                "picks nccl on CUDA, mpi on CPU when WORLD_SIZE > 1.");
+  v.field("timeout_s", c.timeout_s, "Seconds before a missing or dead rank ends the job with an error.",
+          at_least(1));
+  v.field("bucket_mb", c.bucket_mb, "Gradient bucket size for overlapped all-reduce, in MiB.",
+          greater_than(0.0));
+}
+
+struct PruneConfig {
+  PruneMethod method = PruneMethod::Magnitude;
+  double sparsity = 0.5;
+  int64_t n = 2;
+  int64_t m = 4;
+  int64_t finetune_steps = 0;
+  std::string checkpoint;
+};
+
+template <class V>
+void visit(V& v, PruneConfig& c) {
+  v.field("method", c.method, "magnitude (unstructured), heads or neurons (structured), n_m (N of every M "
+                              "weights kept).");
+  v.field("sparsity", c.sparsity, "Share of weights, heads or neurons removed (not used by n_m).",
+          in_closed_open(0.0, 1.0));
+  v.field("n", c.n, "n_m: weights kept in every group of m.", at_least(1));
+  v.field("m", c.m, "n_m: group size.", at_least(2));
+  v.field("finetune_steps", c.finetune_steps, "Training steps after pruning, with the mask held fixed.",
+          at_least(0));
+  v.field("checkpoint", c.checkpoint, "Checkpoint to prune. Empty: the newest in <out_dir>/checkpoints.");
+}
+
+struct QuantizeConfig {
+  QuantMethod method = QuantMethod::Int8WeightOnly;
+  int64_t group_size = 128;
+  int64_t calibration_batches = 8;
+  std::vector<std::string> skip_modules;
+  ExportSource source = ExportSource::Checkpoint;
+};
+
+template <class V>
+void visit(V& v, QuantizeConfig& c) {
+  v.field("method", c.method, "int8_dynamic (int8 weights and activations), int8_weight_only or "
+                              "int4_weight_only.");
+  v.field("group_size", c.group_size, "int4_weight_only: weights per quantization group.", between(16, 1024));
+  v.field("calibration_batches", c.calibration_batches, "Validation batches used to measure accuracy "
+                                                        "before and after.",
+          at_least(1));
+  v.field("skip_modules", c.skip_modules, "Module names kept in floating point (e.g. lm_head).");
+  v.field("source", c.source, "Model to quantize: the trained checkpoint or the pruned one.");
+}
+
+struct ExportConfig {
+  ExportFormat format = ExportFormat::Onnx;
+  int64_t opset = 17;
+  bool dynamic_axes = true;
+  ExportSource source = ExportSource::Checkpoint;
+  std::string path;
+};
+
+template <class V>
+void visit(V& v, ExportConfig& c) {
+  v.field("format", c.format, "onnx (model.onnx), hf (Hugging Face config.json + model.safetensors) or both.");
+  v.field("opset", c.opset, "ONNX opset version.", between(13, 21));
+  v.field("dynamic_axes", c.dynamic_axes, "Leave batch and sequence dimensions symbolic in the ONNX graph.");
+  v.field("source", c.source, "Model to export: trained checkpoint, pruned or quantized model.");
+  v.field("path", c.path, "Output directory. Empty: <out_dir>/export.");
+}
+
+struct EvalConfig {
+  std::string checkpoint;
+  int64_t batches = 50;
+  Split split = Split::Val;
+};
+
+template <class V>
+void visit(V& v, EvalConfig& c) {
+  v.field("checkpoint", c.checkpoint, "Checkpoint to evaluate. Empty: the newest in <out_dir>/checkpoints.");
+  v.field("batches", c.batches, "Batches to evaluate.", at_least(1));
+  v.field("split", c.split, "Which shards to evaluate on.");
+}
+
+struct GenerateConfig {
+  std::vector<std::string> prompts = {""};
+  int64_t max_new_tokens = 64;
+  double temperature = 0.8;
+  int64_t top_k = 50;
+  double top_p = 1.0;
+  std::vector<std::string> stop;
+};
+
+template <class V>
+void visit(V& v, GenerateConfig& c) {
+  v.field("prompts", c.prompts, "Prompts to continue (an empty prompt starts from the end-of-text token).");
+  v.field("max_new_tokens", c.max_new_tokens, "Tokens generated per prompt.", at_least(1));
+  v.field("temperature", c.temperature, "Sampling temperature; 0 is greedy decoding.", at_least(0.0));
+  v.field("top_k", c.top_k, "Sample from the k most likely tokens; 0 disables.", at_least(0));
+  v.field("top_p", c.top_p, "Nucleus sampling: smallest set of tokens with this much probability.",
+          in_open_closed(0.0, 1.0));
+  v.field("stop", c.stop, "Strings that end a generation.");
+}
+
+/// A whole recipe: what `lathe run` executes and every stage command reads.
+struct Recipe {
+  std::vector<Stage> pipeline = {Stage::Tokenizer, Stage::Data, Stage::Train, Stage::Eval};
+  RunConfig run;
+  TokenizerConfig tokenizer;
+  DataConfig data;
+  ModelConfig model;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  TrainConfig train;
+  DistributedConfig distributed;
+  PruneConfig prune;
+  QuantizeConfig quantize;
+  ExportConfig export_;
+  EvalConfig eval;
+  GenerateConfig generate;
+};
+
+template <class V>
+void visit(V& v, Recipe& r) {
+  v.field("pipeline", r.pipeline, "Stages `lathe run` executes, in order.");
+  v.section("run", r.run, "Run identity, output directory, seed and device.");
+  v.section("tokenizer", r.tokenizer, "Tokenizer to train or load.");
+  v.section("data", r.data, "Corpus, token shards and batching.");
+  v.section("model", r.model, "Transformer architecture.");
+  v.section("optim", r.optim, "Optimizer.");
+  v.section("schedule", r.schedule, "Learning-rate schedule.");
+  v.section("train", r.train, "Training loop, evaluation cadence and checkpoints.");
+  v.section("distributed", r.distributed, "Multi-process training.");
+  v.section("prune", r.prune, "Pruning stage.");
+  v.section("quantize", r.quantize, "Post-training quantization stage.");
+  v.section("export", r.export_, "Export stage.");
+  v.section("eval", r.eval, "Evaluation stage.");
+  v.section("generate", r.generate, "Sample generation stage.");
+}
+
+}  // namespace lathe::recipe

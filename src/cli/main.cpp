@@ -1,0 +1,291 @@
+// The `lathe` command: argument parsing and dispatch to lathe_core. No logic lives here.
+//
+// Exit codes: 0 success; 1 the command failed (invalid recipe, missing file, capability not in
+// this build); 2 usage error (unknown command or option, missing argument).
+
+// --set values may hold commas (lists such as pipeline=[data,train]): never split them.
+#define CXXOPTS_VECTOR_DELIMITER '\n'
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "lathe/core/build_info.hpp"
+#include "lathe/core/env_info.hpp"
+#include "lathe/core/error.hpp"
+#include "lathe/pipeline/run.hpp"
+#include "lathe/recipe/load.hpp"
+
+namespace {
+
+using lathe::recipe::Recipe;
+
+constexpr int kOk = 0;
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+
+/// Raised for a command line that cannot be understood; main prints it with the usage line.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Command {
+  std::string name;     // "train", "tokenizer encode"
+  std::string args;     // positional synopsis, e.g. "RECIPE"
+  std::string summary;  // one line for `lathe --help`
+  // Adds the command's options; absent for commands without options beyond --help.
+  std::function<void(cxxopts::Options&)> options;
+  std::function<int(const cxxopts::ParseResult&)> run;
+};
+
+std::string usage_line(const Command& c) {
+  return fmt::format("usage: lathe {} {}[options]  (lathe {} --help)", c.name, c.args.empty() ? "" : c.args + " ",
+                     c.name);
+}
+
+// ---------------------------------------------------------------------------------- options
+
+void recipe_options(cxxopts::Options& o) {
+  o.add_options()("recipe", "Recipe file (YAML)", cxxopts::value<std::string>())(
+      "set", "Override a recipe key, e.g. --set optim.lr=3e-4 (repeatable)",
+      cxxopts::value<std::vector<std::string>>());
+  o.parse_positional({"recipe"});
+}
+
+std::vector<std::string> overrides(const cxxopts::ParseResult& r) {
+  return r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+}
+
+std::string required(const cxxopts::ParseResult& r, const std::string& key, const std::string& what) {
+  if (!r.count(key)) throw UsageError("missing " + what);
+  return r[key].as<std::string>();
+}
+
+Recipe load(const cxxopts::ParseResult& r) {
+  return lathe::recipe::load_recipe(required(r, "recipe", "RECIPE"), overrides(r));
+}
+
+/// For commands whose capability arrives in a later release: the options are already parsed
+/// (so --help and usage errors behave), and the recipe is validated, before saying so.
+std::function<int(const cxxopts::ParseResult&)> unavailable(std::string what, bool takes_recipe = true) {
+  return [what = std::move(what), takes_recipe](const cxxopts::ParseResult& r) {
+    if (takes_recipe) load(r);
+    std::cerr << fmt::format("lathe: {} is not available in lathe {} yet\n", what, lathe::build::kVersion);
+    return kFailed;
+  };
+}
+
+// ---------------------------------------------------------------------------------- commands
+
+int cmd_recipe_check(const cxxopts::ParseResult& r) {
+  if (!r.count("files")) throw UsageError("missing FILE");
+  int status = kOk;
+  for (const auto& file : r["files"].as<std::vector<std::string>>()) {
+    try {
+      lathe::recipe::load_recipe(file, overrides(r));
+      std::cout << file << ": ok\n";
+    } catch (const lathe::recipe::RecipeError& e) {
+      std::cerr << e.what() << "\n"
+                << fmt::format("{}: {} problem(s)\n", file, e.diagnostics().size());
+      status = kFailed;
+    }
+  }
+  return status;
+}
+
+int cmd_recipe_show(const cxxopts::ParseResult& r) {
+  std::cout << lathe::recipe::to_yaml(load(r));
+  return kOk;
+}
+
+int cmd_recipe_keys(const cxxopts::ParseResult& r) {
+  const auto keys = lathe::recipe::recipe_keys();
+  if (r.count("markdown")) {
+    std::cout << "| key | type | default | meaning |\n|---|---|---|---|\n";
+    for (const auto& k : keys) {
+      std::string value = k.value;
+      for (std::size_t p = 0; (p = value.find('|', p)) != std::string::npos; p += 2) value.replace(p, 1, "\\|");
+      std::string type = k.type;
+      for (std::size_t p = 0; (p = type.find('|', p)) != std::string::npos; p += 2) type.replace(p, 1, "\\|");
+      std::cout << fmt::format("| `{}` | {} | `{}` | {} |\n", k.key, type, value, k.doc);
+    }
+  } else {
+    for (const auto& k : keys) std::cout << fmt::format("{:<30} {:<36} {:<22} {}\n", k.key, k.type, k.value, k.doc);
+  }
+  return kOk;
+}
+
+int cmd_run(const cxxopts::ParseResult& r) {
+  Recipe recipe = load(r);
+  lathe::pipeline::RunOptions options;
+  options.force = r.count("force") > 0 || recipe.run.force;
+  options.dry_run = r.count("dry-run") > 0;
+  std::cout << "# resolved recipe\n" << lathe::recipe::to_yaml(recipe) << "\n";
+  auto report = lathe::pipeline::run_pipeline(recipe, options, std::cout);
+  if (!report.unavailable.empty())
+    std::cout << fmt::format("{} of {} stage(s) need a later lathe release; the recipe is valid.\n",
+                             report.unavailable.size(), recipe.pipeline.size());
+  return kOk;
+}
+
+int cmd_env(const cxxopts::ParseResult&) {
+  std::cout << lathe::environment_report();
+  return kOk;
+}
+
+std::vector<Command> commands() {
+  auto with_recipe = [](std::function<void(cxxopts::Options&)> more = {}) {
+    return [more](cxxopts::Options& o) {
+      recipe_options(o);
+      if (more) more(o);
+    };
+  };
+  return {
+      {"run", "RECIPE", "Run the recipe's pipeline of stages in order",
+       with_recipe([](cxxopts::Options& o) {
+         o.add_options()("force", "Re-run stages whose outputs already exist")(
+             "dry-run", "Validate and print the plan; write nothing");
+       }),
+       cmd_run},
+      {"train", "RECIPE", "Train the recipe's model",
+       with_recipe([](cxxopts::Options& o) {
+         o.add_options()("resume", "none, auto or a checkpoint directory", cxxopts::value<std::string>());
+       }),
+       unavailable("training")},
+      {"eval", "RECIPE", "Evaluate a checkpoint (loss, perplexity, accuracy)",
+       with_recipe([](cxxopts::Options& o) {
+         o.add_options()("checkpoint", "Checkpoint directory", cxxopts::value<std::string>());
+       }),
+       unavailable("evaluation")},
+      {"generate", "RECIPE", "Generate text from a trained GPT",
+       with_recipe([](cxxopts::Options& o) {
+         o.add_options()("prompt", "Prompt text", cxxopts::value<std::string>())(
+             "max-new-tokens", "Tokens to generate", cxxopts::value<int64_t>());
+       }),
+       unavailable("generation")},
+      {"tokenizer train", "RECIPE", "Train the recipe's tokenizer", with_recipe(), unavailable("tokenizer training")},
+      {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids",
+       [](cxxopts::Options& o) {
+         o.add_options()("tokenizer", "tokenizer.json, vocab.json or vocab.txt", cxxopts::value<std::string>())(
+             "files", "Input files", cxxopts::value<std::vector<std::string>>());
+         o.parse_positional({"files"});
+       },
+       unavailable("tokenizer encoding", false)},
+      {"tokenizer decode", "[FILE...]", "Decode token ids (or stdin) to text",
+       [](cxxopts::Options& o) {
+         o.add_options()("tokenizer", "tokenizer.json, vocab.json or vocab.txt", cxxopts::value<std::string>())(
+             "files", "Input files", cxxopts::value<std::vector<std::string>>());
+         o.parse_positional({"files"});
+       },
+       unavailable("tokenizer decoding", false)},
+      {"data prepare", "RECIPE", "Tokenize the corpus into train/val shards", with_recipe(),
+       unavailable("data preparation")},
+      {"prune", "RECIPE", "Prune a checkpoint", with_recipe(), unavailable("pruning")},
+      {"quantize", "RECIPE", "Quantize a checkpoint", with_recipe(), unavailable("quantization")},
+      {"export", "RECIPE", "Export to ONNX or Hugging Face format", with_recipe(), unavailable("export")},
+      {"recipe check", "FILE...", "Validate recipes; print every problem as file:line:col: key: message",
+       [](cxxopts::Options& o) {
+         o.add_options()("files", "Recipe files", cxxopts::value<std::vector<std::string>>())(
+             "set", "Override a recipe key (repeatable)", cxxopts::value<std::vector<std::string>>());
+         o.parse_positional({"files"});
+       },
+       cmd_recipe_check},
+      {"recipe show", "RECIPE", "Print the fully resolved recipe as YAML", with_recipe(), cmd_recipe_show},
+      {"recipe keys", "", "List every recipe key with its type, default and meaning",
+       [](cxxopts::Options& o) { o.add_options()("markdown", "As a Markdown table"); }, cmd_recipe_keys},
+      {"env", "", "Show versions, devices, backends and thread settings", {}, cmd_env},
+  };
+}
+
+void print_help(const std::vector<Command>& cmds) {
+  std::cout << fmt::format("lathe {} - train transformers from raw text to an exported model\n\n", lathe::build::kVersion)
+            << "usage: lathe <command> [args] [options]\n\ncommands:\n";
+  for (const auto& c : cmds) std::cout << fmt::format("  {:<18} {}\n", c.name, c.summary);
+  std::cout << "\nlathe <command> --help shows a command's options; lathe --version prints the version.\n";
+}
+
+int run_command(const Command& c, int argc, char** argv) {
+  cxxopts::Options o("lathe " + c.name, c.summary);
+  o.positional_help(c.args);
+  if (c.options) c.options(o);
+  o.add_options()("h,help", "Show this help");
+  try {
+    auto result = o.parse(argc, argv);
+    if (result.count("help")) {
+      std::cout << o.help();
+      return kOk;
+    }
+    if (!result.unmatched().empty()) throw UsageError("unexpected argument '" + result.unmatched().front() + "'");
+    return c.run(result);
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "lathe " << c.name << ": " << e.what() << "\n" << usage_line(c) << "\n";
+    return kUsage;
+  } catch (const UsageError& e) {
+    std::cerr << "lathe " << c.name << ": " << e.what() << "\n" << usage_line(c) << "\n";
+    return kUsage;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto cmds = commands();
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::cerr << "usage: lathe <command> [args] [options]  (lathe --help lists the commands)\n";
+    return kUsage;
+  }
+  if (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+    print_help(cmds);
+    return kOk;
+  }
+  if (args[0] == "--version" || args[0] == "-V") {
+    std::cout << "lathe " << lathe::build::kVersion << " (LibTorch " << lathe::torch_version() << ")\n";
+    return kOk;
+  }
+
+  // Commands are one word ("train") or a group and a word ("tokenizer encode").
+  const Command* found = nullptr;
+  int consumed = 1;
+  for (const auto& c : cmds) {
+    if (c.name == args[0]) found = &c;
+    if (args.size() > 1 && c.name == args[0] + " " + args[1]) {
+      found = &c;
+      consumed = 2;
+      break;
+    }
+  }
+  if (!found) {
+    std::string group_words;
+    for (const auto& c : cmds)
+      if (c.name.starts_with(args[0] + " ")) group_words += (group_words.empty() ? "" : "|") + c.name.substr(args[0].size() + 1);
+    if (!group_words.empty())
+      std::cerr << fmt::format("lathe {}: expected one of {}\nusage: lathe {} {{{}}} ...\n", args[0], group_words,
+                               args[0], group_words);
+    else
+      std::cerr << fmt::format("lathe: unknown command '{}'\nusage: lathe <command> [args] [options]  (lathe --help "
+                               "lists the commands)\n",
+                               args[0]);
+    return kUsage;
+  }
+
+  // cxxopts sees the command name as argv[0] and the rest as arguments.
+  std::vector<char*> rest{argv[0]};
+  for (int i = 1 + consumed; i < argc; ++i) rest.push_back(argv[i]);
+  try {
+    return run_command(*found, static_cast<int>(rest.size()), rest.data());
+  } catch (const lathe::recipe::RecipeError& e) {
+    std::cerr << e.what() << "\n";
+    return kFailed;
+  } catch (const lathe::Error& e) {
+    std::cerr << "lathe " << found->name << ": " << e.what() << "\n";
+    return kFailed;
+  } catch (const std::exception& e) {
+    std::cerr << "lathe " << found->name << ": internal error: " << e.what() << "\n";
+    return kFailed;
+  }
+}

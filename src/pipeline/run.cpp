@@ -1,0 +1,36 @@
+#include "lathe/pipeline/run.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ostream>
+
+#include "lathe/io/atomic_file.hpp"
+#include "lathe/recipe/load.hpp"
+
+namespace lathe::pipeline {
+
+std::vector<recipe::Stage> available_stages() { return {}; }
+
+RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log) {
+  RunReport report;
+  report.recipe_path = std::filesystem::path(recipe.run.out_dir) / "recipe.yaml";
+  const auto available = available_stages();
+
+  std::string plan;
+  for (auto stage : recipe.pipeline) plan += (plan.empty() ? "" : " -> ") + std::string(recipe::enum_name(stage));
+  log << fmt::format("run '{}': {} (out_dir {})\n", recipe.run.name, plan, recipe.run.out_dir);
+  if (!options.dry_run) {
+    io::write_file_atomic(report.recipe_path, recipe::to_yaml(recipe));
+    log << fmt::format("wrote the resolved recipe to {}\n", report.recipe_path.string());
+  }
+  for (auto stage : recipe.pipeline) {
+    if (std::find(available.begin(), available.end(), stage) == available.end()) {
+      report.unavailable.push_back(stage);
+      log << fmt::format("stage {}: not available in this build of lathe\n", recipe::enum_name(stage));
+    }
+  }
+  return report;
+}
+
+}  // namespace lathe::pipeline

@@ -1,0 +1,323 @@
+// Binding a composed YAML tree to the typed Recipe, then the checks that span several keys.
+
+#include "lathe/recipe/load.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include "tree.hpp"
+#include "values.hpp"
+
+namespace lathe::recipe {
+namespace {
+
+using detail::Node;
+
+std::string dotted(const std::string& prefix, std::string_view key) {
+  return prefix.empty() ? std::string(key) : prefix + "." + std::string(key);
+}
+
+std::string join_names(const std::vector<std::string_view>& names) {
+  std::string out;
+  for (auto n : names) out += (out.empty() ? "" : ", ") + std::string(n);
+  return out;
+}
+
+/// Schema visitor that reads values from a tree and reports every problem it meets.
+class Binder {
+ public:
+  Binder(const Node& map, std::vector<Diagnostic>& diags, std::string prefix = "")
+      : map_(map), diags_(diags), prefix_(std::move(prefix)) {}
+
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view /*doc*/, Range range = {}) {
+    known_.push_back(key);
+    if (const Node* n = map_.find(key)) read(*n, dotted(prefix_, key), value, range);
+  }
+
+  template <class S>
+  void section(std::string_view key, S& section, std::string_view /*doc*/) {
+    known_.push_back(key);
+    const Node* n = map_.find(key);
+    if (!n || n->kind == Node::Kind::Null) return;  // "section:" alone keeps the defaults
+    if (n->kind != Node::Kind::Map) {
+      error(n->mark, dotted(prefix_, key), "expected a section (a mapping of keys), got " + std::string(n->kind_name()));
+      return;
+    }
+    Binder sub(*n, diags_, dotted(prefix_, key));
+    visit(sub, section);
+    sub.report_unknown();
+  }
+
+  void report_unknown() const {
+    for (const auto& e : map_.entries) {
+      if (std::find(known_.begin(), known_.end(), e.key) != known_.end()) continue;
+      std::string msg = "unknown key '" + e.key + "'";
+      if (auto hint = detail::closest(e.key, known_); !hint.empty())
+        msg += " (did you mean '" + hint + "'?)";
+      else
+        msg += "; the keys here are: " + join_names(known_);
+      diags_.push_back({e.key_mark, dotted(prefix_, e.key), msg});
+    }
+  }
+
+ private:
+  void error(const Mark& m, const std::string& key, std::string msg) const {
+    diags_.push_back({m, key, std::move(msg)});
+  }
+
+  template <class T>
+  void read(const Node& n, const std::string& key, T& out, const Range& range) {
+    if constexpr (detail::is_vector<T>::value) {
+      using E = typename detail::is_vector<T>::element;
+      T values;
+      bool ok = true;
+      if (n.kind == Node::Kind::Scalar) {  // a single value stands for a one-element list
+        E v{};
+        ok = read_scalar(n, key, v);
+        values.push_back(std::move(v));
+      } else if (n.kind == Node::Kind::Sequence) {
+        for (std::size_t i = 0; i < n.items.size(); ++i) {
+          E v{};
+          ok = read_scalar(n.items[i], key + "[" + std::to_string(i) + "]", v) && ok;
+          values.push_back(std::move(v));
+        }
+      } else {
+        error(n.mark, key, "expected a " + detail::type_name<T>() + ", got " + std::string(n.kind_name()));
+        ok = false;
+      }
+      if (ok) out = std::move(values);
+    } else {
+      T v{};
+      if (!read_scalar(n, key, v)) return;
+      if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, double>) {
+        if (!range.contains(static_cast<double>(v))) {
+          error(n.mark, key, "must be " + range.describe() + ", got " + n.scalar);
+          return;
+        }
+      }
+      out = v;
+    }
+  }
+
+  template <class T>
+  bool read_scalar(const Node& n, const std::string& key, T& out) {
+    const std::string expected = std::is_same_v<T, int64_t> ? "an integer"
+                                 : std::is_same_v<T, double> ? "a number"
+                                 : std::is_same_v<T, bool>   ? "true or false"
+                                                             : "a " + detail::type_name<T>();
+    if (n.kind != Node::Kind::Scalar) {
+      error(n.mark, key, "expected " + expected + ", got " + std::string(n.kind_name()));
+      return false;
+    }
+    if constexpr (std::is_same_v<T, std::string>) {
+      out = n.scalar;
+      return true;
+    } else if constexpr (RecipeEnum<T>) {
+      if (auto v = parse_enum<T>(n.scalar)) {
+        out = *v;
+        return true;
+      }
+      std::vector<std::string_view> names;
+      for (const auto& entry : EnumTable<T>::values) names.push_back(entry.second);
+      std::string msg = "unknown value '" + n.scalar + "'";
+      if (auto hint = detail::closest(n.scalar, names); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
+      error(n.mark, key, msg + "; expected one of " + enum_choices<T>(", "));
+      return false;
+    } else {
+      if (n.quoted) {
+        error(n.mark, key, "expected " + expected + ", got the string \"" + n.scalar + "\" (remove the quotes)");
+        return false;
+      }
+      std::optional<T> v;
+      if constexpr (std::is_same_v<T, bool>) v = detail::read_bool(n.scalar);
+      else if constexpr (std::is_same_v<T, int64_t>) v = detail::read_int(n.scalar);
+      else v = detail::read_double(n.scalar);
+      if (!v) {
+        error(n.mark, key, "expected " + expected + ", got '" + n.scalar + "'");
+        return false;
+      }
+      out = *v;
+      return true;
+    }
+  }
+
+  const Node& map_;
+  std::vector<Diagnostic>& diags_;
+  std::string prefix_;
+  std::vector<std::string_view> known_;
+};
+
+/// Finds where a dotted key was written, for checks that involve several keys.
+class Locator {
+ public:
+  explicit Locator(const Node& root) : root_(root) {}
+
+  /// The mark of the value at `key`, or of the deepest enclosing section that was written.
+  Mark find(std::string_view key) const {
+    const Node* cur = &root_;
+    Mark best = root_.mark;
+    std::size_t start = 0;
+    while (cur && cur->kind == Node::Kind::Map) {
+      auto dot = key.find('.', start);
+      auto part = key.substr(start, dot == std::string_view::npos ? key.size() - start : dot - start);
+      const Node* next = cur->find(part);
+      if (!next) return best;
+      best = (dot == std::string_view::npos) ? next->mark : cur->key_mark(part);
+      if (dot == std::string_view::npos) return best;
+      cur = next;
+      start = dot + 1;
+    }
+    return best;
+  }
+
+  bool given(std::string_view key) const {
+    const Node* cur = &root_;
+    std::size_t start = 0;
+    for (;;) {
+      auto dot = key.find('.', start);
+      auto part = key.substr(start, dot == std::string_view::npos ? key.size() - start : dot - start);
+      if (!cur || cur->kind != Node::Kind::Map || !(cur = cur->find(part))) return false;
+      if (dot == std::string_view::npos) return true;
+      start = dot + 1;
+    }
+  }
+
+ private:
+  const Node& root_;
+};
+
+/// Checks that involve more than one key, or what a stage in the pipeline requires.
+/// Checks whose keys already failed to bind are skipped: their values are only defaults.
+void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic>& diags) {
+  Locator loc(root);
+  std::vector<std::string> bad;
+  for (const auto& d : diags) bad.push_back(d.key);
+  // Reports at the first of `keys` the user wrote (that is the value to change), else the first.
+  auto fail = [&](std::initializer_list<std::string_view> keys, std::string msg) {
+    for (auto k : keys)
+      for (const auto& b : bad)
+        if (b == k || b.starts_with(std::string(k) + ".") || b.starts_with(std::string(k) + "[") ||
+            std::string(k).starts_with(b + "."))
+          return;
+    std::string_view at = *keys.begin();
+    for (auto k : keys)
+      if (loc.given(k)) {
+        at = k;
+        break;
+      }
+    diags.push_back({loc.find(at), std::string(at), std::move(msg)});
+  };
+  auto s = [](auto v) { return std::to_string(v); };
+  auto has_stage = [&](Stage st) { return std::find(r.pipeline.begin(), r.pipeline.end(), st) != r.pipeline.end(); };
+
+  // pipeline
+  if (r.pipeline.empty()) fail({"pipeline"}, "lists no stage; name at least one of " + enum_choices<Stage>(", "));
+  for (std::size_t i = 0; i < r.pipeline.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (r.pipeline[i] == r.pipeline[j])
+        fail({"pipeline"}, "stage '" + std::string(enum_name(r.pipeline[i])) + "' is listed twice");
+
+  // run
+  if (r.run.out_dir.empty()) fail({"run.out_dir"}, "must not be empty");
+  if (r.run.name.empty()) fail({"run.name"}, "must not be empty");
+
+  // model shape
+  const auto& m = r.model;
+  if (m.d_model % m.n_head != 0)
+    fail({"model.n_head", "model.d_model"}, "n_head (" + s(m.n_head) + ") must divide d_model (" + s(m.d_model) + ")");
+  else if (m.position == Position::Rope && (m.d_model / m.n_head) % 2 != 0)
+    fail({"model.position", "model.d_model", "model.n_head"},
+         "rope needs an even head dimension, but d_model / n_head = " + s(m.d_model / m.n_head));
+  if (m.n_kv_head > 0 && m.n_head % m.n_kv_head != 0)
+    fail({"model.n_kv_head", "model.n_head"},
+         "n_kv_head (" + s(m.n_kv_head) + ") must divide n_head (" + s(m.n_head) + ")");
+  if (m.n_kv_head > 0 && m.arch == Arch::Bert)
+    fail({"model.n_kv_head"}, "grouped key/value heads are for gpt; bert uses n_kv_head: 0");
+  if (m.arch == Arch::Gpt && m.vocab_size > 0 && r.tokenizer.path.empty() && m.vocab_size < r.tokenizer.vocab_size)
+    fail({"model.vocab_size", "tokenizer.vocab_size"},
+         "vocab_size (" + s(m.vocab_size) + ") is smaller than tokenizer.vocab_size (" + s(r.tokenizer.vocab_size) +
+             "); use 0 to take the tokenizer's size");
+
+  // task vs architecture
+  const Arch needed = r.train.task == Task::CausalLm ? Arch::Gpt : Arch::Bert;
+  if (m.arch != needed)
+    fail({"train.task", "model.arch"}, "task " + std::string(enum_name(r.train.task)) + " needs model.arch: " +
+                                           std::string(enum_name(needed)) + " (got " +
+                                           std::string(enum_name(m.arch)) + ")");
+
+  // data vs model
+  if (r.data.seq_len > m.max_seq_len)
+    fail({"data.seq_len", "model.max_seq_len"},
+         "seq_len (" + s(r.data.seq_len) + ") exceeds model.max_seq_len (" + s(m.max_seq_len) + ")");
+
+  // schedule vs training length
+  if (r.schedule.warmup_steps > r.train.max_steps)
+    fail({"schedule.warmup_steps", "train.max_steps"}, "warmup_steps (" + s(r.schedule.warmup_steps) +
+                                                           ") exceeds train.max_steps (" + s(r.train.max_steps) + ")");
+  if (r.train.resume.empty()) fail({"train.resume"}, "must be none, auto or a checkpoint directory");
+
+  // devices
+  if (r.train.precision == Precision::Fp16 && r.run.device == Device::Cpu)
+    fail({"train.precision", "run.device"}, "fp16 needs CUDA; use bf16 on the CPU");
+  if (r.distributed.backend == Backend::Nccl && r.run.device == Device::Cpu)
+    fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
+
+  // pruning
+  if (r.prune.method == PruneMethod::NM && r.prune.n >= r.prune.m)
+    fail({"prune.n", "prune.m"}, "n (" + s(r.prune.n) + ") must be smaller than m (" + s(r.prune.m) + ")");
+
+  // what the stages of the pipeline need
+  if (has_stage(Stage::Data) && r.data.train_files.empty())
+    fail({"data.train_files"}, "missing required key: the data stage needs the training corpus (data.train_files)");
+  if (has_stage(Stage::Tokenizer) && r.tokenizer.path.empty() && r.tokenizer.train_files.empty() &&
+      r.data.train_files.empty())
+    fail({"tokenizer.train_files"},
+         "missing required key: the tokenizer stage needs tokenizer.train_files (or data.train_files), or an "
+         "existing tokenizer in tokenizer.path");
+  if (has_stage(Stage::Generate) && r.generate.prompts.empty())
+    fail({"generate.prompts"}, "the generate stage needs at least one prompt (\"\" starts from nothing)");
+  if (has_stage(Stage::Generate) && m.arch != Arch::Gpt)
+    fail({"pipeline", "model.arch"}, "the generate stage needs a gpt model");
+}
+
+/// Problems sorted by file (in order of first appearance), then position.
+void sort_diagnostics(std::vector<Diagnostic>& diags) {
+  std::map<std::string, std::size_t> rank;
+  for (const auto& d : diags) rank.emplace(d.mark.file, rank.size());
+  std::stable_sort(diags.begin(), diags.end(), [&](const Diagnostic& a, const Diagnostic& b) {
+    return std::tuple(rank[a.mark.file], a.mark.line, a.mark.col) < std::tuple(rank[b.mark.file], b.mark.line, b.mark.col);
+  });
+}
+
+Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Diagnostic> diags) {
+  for (const auto& o : overrides) detail::apply_override(root, o, diags);
+  // Unreadable files and syntax errors stop here: binding a partial tree would only add noise.
+  if (diags.empty()) {
+    Recipe recipe;
+    Binder binder(root, diags);
+    visit(binder, recipe);
+    binder.report_unknown();
+    check_consistency(recipe, root, diags);
+    if (diags.empty()) return recipe;
+  }
+  sort_diagnostics(diags);
+  throw RecipeError(std::move(diags));
+}
+
+}  // namespace
+
+Recipe load_recipe(const std::filesystem::path& path, const std::vector<std::string>& overrides) {
+  std::vector<Diagnostic> diags;
+  Node root = detail::load_tree(path, diags);
+  return bind(std::move(root), overrides, std::move(diags));
+}
+
+Recipe parse_recipe(std::string_view yaml, const std::string& name, const std::vector<std::string>& overrides,
+                    const std::filesystem::path& base_dir) {
+  std::vector<Diagnostic> diags;
+  Node root = detail::load_tree_from_text(yaml, name, base_dir, diags);
+  return bind(std::move(root), overrides, std::move(diags));
+}
+
+}  // namespace lathe::recipe
