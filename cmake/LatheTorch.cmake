@@ -4,14 +4,17 @@
 # LATHE_PYTHON (default: the project venv made by scripts/setup.sh), found through
 # torch.utils.cmake_prefix_path.
 
-if(NOT Torch_DIR)
-  if(NOT LATHE_PYTHON)
-    if(EXISTS ${PROJECT_SOURCE_DIR}/.venv/bin/python)
-      set(LATHE_PYTHON ${PROJECT_SOURCE_DIR}/.venv/bin/python)
-    else()
-      find_program(LATHE_PYTHON NAMES python3 python REQUIRED)
-    endif()
+# LATHE_PYTHON also runs the Python reference tests, so it is resolved even with Torch_DIR.
+if(NOT LATHE_PYTHON)
+  if(EXISTS ${PROJECT_SOURCE_DIR}/.venv/bin/python)
+    set(LATHE_PYTHON ${PROJECT_SOURCE_DIR}/.venv/bin/python CACHE FILEPATH "" FORCE)
+  else()
+    find_program(_lathe_python3 NAMES python3 python)
+    set(LATHE_PYTHON ${_lathe_python3} CACHE FILEPATH "" FORCE)
   endif()
+endif()
+
+if(NOT Torch_DIR)
   execute_process(
     COMMAND ${LATHE_PYTHON} -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
     OUTPUT_VARIABLE _lathe_torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE

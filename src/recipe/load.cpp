@@ -193,13 +193,21 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
   Locator loc(root);
   std::vector<std::string> bad;
   for (const auto& d : diags) bad.push_back(d.key);
-  // Reports at the first of `keys` the user wrote (that is the value to change), else the first.
-  auto fail = [&](std::initializer_list<std::string_view> keys, std::string msg) {
+  auto intact = [&](std::initializer_list<std::string_view> keys) {
     for (auto k : keys)
       for (const auto& b : bad)
         if (b == k || b.starts_with(std::string(k) + ".") || b.starts_with(std::string(k) + "[") ||
             std::string(k).starts_with(b + "."))
-          return;
+          return false;
+    return true;
+  };
+  // A pipeline that failed to bind holds only the default stages: check no stage against it.
+  auto has_stage = [&](Stage st) {
+    return intact({"pipeline"}) && std::find(r.pipeline.begin(), r.pipeline.end(), st) != r.pipeline.end();
+  };
+  // Reports at the first of `keys` the user wrote (that is the value to change), else the first.
+  auto fail = [&](std::initializer_list<std::string_view> keys, std::string msg) {
+    if (!intact(keys)) return;
     std::string_view at = *keys.begin();
     for (auto k : keys)
       if (loc.given(k)) {
@@ -209,7 +217,6 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
     diags.push_back({loc.find(at), std::string(at), std::move(msg)});
   };
   auto s = [](auto v) { return std::to_string(v); };
-  auto has_stage = [&](Stage st) { return std::find(r.pipeline.begin(), r.pipeline.end(), st) != r.pipeline.end(); };
 
   // pipeline
   if (r.pipeline.empty()) fail({"pipeline"}, "lists no stage; name at least one of " + enum_choices<Stage>(", "));
@@ -270,7 +277,7 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
   // what the stages of the pipeline need
   if (has_stage(Stage::Data) && r.data.train_files.empty())
     fail({"data.train_files"}, "missing required key: the data stage needs the training corpus (data.train_files)");
-  if (has_stage(Stage::Tokenizer) && r.tokenizer.path.empty() && r.tokenizer.train_files.empty() &&
+  if (has_stage(Stage::Tokenizer) && intact({"data.train_files", "tokenizer.path"}) && r.tokenizer.path.empty() && r.tokenizer.train_files.empty() &&
       r.data.train_files.empty())
     fail({"tokenizer.train_files"},
          "missing required key: the tokenizer stage needs tokenizer.train_files (or data.train_files), or an "

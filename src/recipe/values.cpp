@@ -95,7 +95,8 @@ std::string format_double(double x) {
   if (std::isnan(x)) return ".nan";
   if (std::isinf(x)) return x < 0 ? "-.inf" : ".inf";
   char buf[64];
-  auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, x);
+  // general: fixed notation for moderate exponents (0.0003), scientific otherwise (1e-08).
+  auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::general);
   std::string out(buf, ptr);
   // A '.' in the mantissa keeps the text a float for YAML 1.1 readers too (PyYAML).
   const auto e = out.find('e');

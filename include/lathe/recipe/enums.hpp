@@ -4,6 +4,7 @@
 
 #include <array>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -100,6 +101,11 @@ std::string enum_choices(std::string_view sep = "|") {
     out += name;
   }
   return out;
+}
+
+template <RecipeEnum E>
+std::ostream& operator<<(std::ostream& os, E value) {
+  return os << enum_name(value);
 }
 
 }  // namespace lathe::recipe

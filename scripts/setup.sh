@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Sets up everything lathe needs and builds it. Idempotent: a second run installs nothing,
+# downloads nothing and rebuilds only what changed.
+#
+#   scripts/setup.sh            # Debian packages, .venv with torch==2.11.0, default corpus, build/
+#
+# Environment:
+#   Torch_DIR=<libtorch>/share/cmake/Torch   build against a LibTorch zip instead of the wheel
+#   LATHE_BUILD_DIR=build                    where to build
+#   LATHE_BUILD_TYPE=Release                 CMake build type
+#   LATHE_CMAKE_ARGS="-DLATHE_WITH_MPI=OFF"  extra CMake arguments (first configure only)
+#   PYTHON=python3                           interpreter the venv is made from (3.10 - 3.13)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build_dir=${LATHE_BUILD_DIR:-$root/build}
+venv=$root/.venv
+say() { echo "setup: $*"; }
+
+# ----------------------------------------------------------------------------- Debian packages
+packages=(build-essential cmake ninja-build ccache pkg-config
+          libyaml-cpp-dev libcxxopts-dev libfmt-dev catch2
+          libonnx-dev libprotobuf-dev protobuf-compiler
+          libopenmpi-dev openmpi-bin
+          nlohmann-json3-dev
+          bible-kjv binutils)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+python=${PYTHON:-python3}
+if ! command -v "$python" >/dev/null 2>&1; then
+  missing+=(python3 python3-venv); python=python3
+elif ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ----------------------------------------------------------------------------- Python venv
+# torch is the LibTorch lathe links; the rest serve the reference tests and benchmarks.
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating $venv"
+  "$python" -m venv "$venv"
+fi
+stamp=$venv/.lathe-requirements
+want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing Python packages (requirements.txt) into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/requirements.txt"
+  echo "$want" > "$stamp"
+fi
+
+# ----------------------------------------------------------------------------- default corpus
+"$root/data/prepare_kjv.sh" >/dev/null
+
+# ----------------------------------------------------------------------------- build
+if [ ! -f "$build_dir/build.ninja" ]; then
+  say "configuring $build_dir"
+  mkdir -p "$build_dir"
+  # shellcheck disable=SC2086
+  cmake -S "$root" -B "$build_dir" -G Ninja \
+    -DCMAKE_BUILD_TYPE="${LATHE_BUILD_TYPE:-Release}" \
+    -DLATHE_PYTHON="$venv/bin/python" \
+    ${Torch_DIR:+-DTorch_DIR="$Torch_DIR"} \
+    ${LATHE_CMAKE_ARGS:-} >"$build_dir/configure.log" 2>&1 || {
+      cat "$build_dir/configure.log"; exit 1; }
+fi
+# Quiet when nothing changed; the whole log when something fails.
+log=$(mktemp)
+if ! cmake --build "$build_dir" >"$log" 2>&1; then
+  cat "$log"; rm -f "$log"; exit 1
+fi
+if ! grep -q "no work to do" "$log"; then say "built $build_dir ($(grep -c '^\[' "$log") steps)"; fi
+rm -f "$log"

@@ -1,0 +1,207 @@
+// The lathe command: exit codes, usage errors, recipe commands, env, run, and that the binary
+// starts without a GPU driver.
+
+#include <catch2/catch.hpp>
+
+#include "gpu.hpp"
+#include "lathe/recipe/load.hpp"
+#include "support.hpp"
+
+using lathe::test::run_lathe;
+using lathe::test::TempDir;
+
+namespace {
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+const std::string kDefault = (lathe::test::source_dir() / "recipes/gpt/tiny_pretrain.yaml").string();
+}  // namespace
+
+TEST_CASE("cli: --version names lathe and the LibTorch of the torch wheel", "[cli]") {
+  auto r = run_lathe({"--version"});
+  REQUIRE(r.code == 0);
+  auto py = lathe::test::run_python("import torch; print(torch.__version__.split('+')[0])");
+  REQUIRE(py.code == 0);
+  CHECK(r.out == "lathe 0.1.0 (LibTorch " + lathe::test::lines(py.out).at(0) + ")\n");
+}
+
+TEST_CASE("cli: --help lists every command", "[cli]") {
+  auto r = run_lathe({"--help"});
+  REQUIRE(r.code == 0);
+  for (std::string c : {"run", "train", "eval", "generate", "tokenizer train", "tokenizer encode", "tokenizer decode",
+                        "data prepare", "prune", "quantize", "export", "recipe check", "recipe show", "env"}) {
+    INFO(c);
+    CHECK(contains(r.out, "  " + c + " "));
+  }
+}
+
+TEST_CASE("cli: every command has --help", "[cli]") {
+  for (std::vector<std::string> c :
+       {std::vector<std::string>{"run"}, {"train"}, {"eval"}, {"generate"}, {"tokenizer", "train"},
+        {"tokenizer", "encode"}, {"tokenizer", "decode"}, {"data", "prepare"}, {"prune"}, {"quantize"}, {"export"},
+        {"recipe", "check"}, {"recipe", "show"}, {"recipe", "keys"}, {"env"}}) {
+    c.push_back("--help");
+    auto r = run_lathe(c);
+    INFO(c[0]);
+    CHECK(r.code == 0);
+    CHECK(contains(r.out, "Usage:"));
+  }
+}
+
+TEST_CASE("cli: usage errors exit 2 with a short usage line", "[cli][errors]") {
+  SECTION("no command") {
+    auto r = run_lathe({});
+    CHECK(r.code == 2);
+    CHECK(contains(r.err, "usage: lathe <command>"));
+  }
+  SECTION("unknown command") {
+    auto r = run_lathe({"trian"});
+    CHECK(r.code == 2);
+    CHECK(contains(r.err, "lathe: unknown command 'trian'"));
+  }
+  SECTION("group without its word") {
+    auto r = run_lathe({"tokenizer"});
+    CHECK(r.code == 2);
+    CHECK(contains(r.err, "expected one of train|encode|decode"));
+  }
+  SECTION("unknown flag") {
+    auto r = run_lathe({"recipe", "show", kDefault, "--bogus"});
+    CHECK(r.code == 2);
+    CHECK(contains(r.err, "bogus"));
+    CHECK(contains(r.err, "usage: lathe recipe show RECIPE"));
+  }
+  SECTION("missing argument") {
+    auto r = run_lathe({"recipe", "check"});
+    CHECK(r.code == 2);
+    CHECK(contains(r.err, "missing FILE"));
+  }
+  SECTION("extra argument") {
+    auto r = run_lathe({"recipe", "show", kDefault, "other.yaml"});
+    CHECK(r.code == 2);
+  }
+}
+
+TEST_CASE("cli: recipe check prints every planted mistake with its line", "[cli][recipe]") {
+  TempDir dir;
+  auto bad = dir.write("bad.yaml", R"(pipeline: [tokenizer, data, train]
+data:
+  train_files: [corpus.txt]
+model:
+  d_model: 256
+  n_head: 6
+optim:
+  lr: fast
+train:
+  max_stepz: 100
+)");
+  auto r = run_lathe({"recipe", "check", bad.string()});
+  CHECK(r.code == 1);
+  auto out = lathe::test::lines(r.err);
+  REQUIRE(out.size() == 4);
+  CHECK(out[0] == bad.string() + ":6:11: model.n_head: n_head (6) must divide d_model (256)");
+  CHECK(out[1] == bad.string() + ":8:7: optim.lr: expected a number, got 'fast'");
+  CHECK(out[2] == bad.string() + ":10:3: train.max_stepz: unknown key 'max_stepz' (did you mean 'max_steps'?)");
+  CHECK(out[3] == bad.string() + ": 3 problem(s)");
+}
+
+TEST_CASE("cli: recipe check reports each file and fails if any is invalid", "[cli][recipe]") {
+  TempDir dir;
+  auto bad = dir.write("bad.yaml", "run:\n  seed: -1\n");
+  auto r = run_lathe({"recipe", "check", kDefault, bad.string()});
+  CHECK(r.code == 1);
+  CHECK(contains(r.out, kDefault + ": ok"));
+  CHECK(contains(r.err, bad.string() + ":2:9: run.seed: must be >= 0, got -1"));
+  CHECK(run_lathe({"recipe", "check", kDefault}).code == 0);
+}
+
+TEST_CASE("cli: recipe show prints the resolved recipe, overrides applied", "[cli][recipe]") {
+  TempDir dir;
+  auto r = run_lathe({"recipe", "show", kDefault, "--set", "model.n_layer=2", "--set", "pipeline=[data,train]"});
+  REQUIRE(r.code == 0);
+  auto shown = dir.write("shown.yaml", r.out);
+  auto recipe = lathe::recipe::load_recipe(shown);
+  CHECK(recipe.model.n_layer == 2);
+  CHECK(recipe.pipeline == std::vector{lathe::recipe::Stage::Data, lathe::recipe::Stage::Train});
+  // show of show is the same text
+  auto again = run_lathe({"recipe", "show", shown.string()});
+  REQUIRE(again.code == 0);
+  CHECK(again.out == r.out);
+  // an invalid override fails like a bad file
+  auto bad = run_lathe({"recipe", "show", kDefault, "--set", "model.n_layer=0"});
+  CHECK(bad.code == 1);
+  CHECK(contains(bad.err, "<--set model.n_layer=0>:1:15: model.n_layer: must be >= 1, got 0"));
+}
+
+TEST_CASE("cli: recipe keys prints the key reference", "[cli][recipe]") {
+  auto r = run_lathe({"recipe", "keys", "--markdown"});
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "| `optim.lr` | number > 0 | `0.0003` |"));
+  CHECK(lathe::test::lines(r.out).size() == lathe::recipe::recipe_keys().size() + 2);
+}
+
+TEST_CASE("cli: env reports LibTorch, CUDA, NCCL, MPI and threads", "[cli]") {
+  auto r = run_lathe({"env"});
+  REQUIRE(r.code == 0);
+  auto py = lathe::test::run_python("import torch; print(torch.__version__.split('+')[0], torch.cuda.nccl.version() "
+                                    "if torch.cuda.is_available() else '')");
+  REQUIRE(py.code == 0);
+  const std::string torch_version = py.out.substr(0, py.out.find(' '));
+  CHECK(contains(r.out, "LibTorch      " + torch_version + "\n"));
+  for (std::string key : {"CUDA", "cuDNN", "NCCL", "MPI", "threads", "rendezvous"}) {
+    INFO(key);
+    CHECK(contains(r.out, "\n" + key + " "));
+  }
+}
+
+TEST_CASE("cli: env shows rendezvous variables", "[cli]") {
+  auto r = lathe::test::run_process({"env", "RANK=3", "WORLD_SIZE=8", LATHE_CLI, "env"});
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "RANK=3 WORLD_SIZE=8"));
+}
+
+TEST_CASE("cli: commands of later releases say so and exit 1 after validating the recipe", "[cli]") {
+  auto r = run_lathe({"train", kDefault});
+  CHECK(r.code == 1);
+  CHECK(r.err == "lathe: training is not available in lathe 0.1.0 yet\n");
+  TempDir dir;
+  auto bad = dir.write("bad.yaml", "model:\n  n_layer: x\n");
+  auto invalid = run_lathe({"train", bad.string()});
+  CHECK(invalid.code == 1);
+  CHECK(contains(invalid.err, "model.n_layer: expected an integer"));
+}
+
+TEST_CASE("cli: run writes the resolved recipe into out_dir and prints the plan", "[cli][run]") {
+  TempDir dir;
+  const auto out_dir = dir.path() / "run";
+  auto r = run_lathe({"run", kDefault, "--set", "run.out_dir=" + out_dir.string()});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "tokenizer -> data -> train -> eval -> generate"));
+  auto shown = run_lathe({"recipe", "show", kDefault, "--set", "run.out_dir=" + out_dir.string()});
+  CHECK(lathe::test::read_file(out_dir / "recipe.yaml") == shown.out);
+
+  SECTION("--dry-run writes nothing") {
+    const auto other = dir.path() / "dry";
+    CHECK(run_lathe({"run", kDefault, "--dry-run", "--set", "run.out_dir=" + other.string()}).code == 0);
+    CHECK(!std::filesystem::exists(other));
+  }
+}
+
+TEST_CASE("cli: the binaries start without a GPU driver (no libcuda.so in NEEDED)", "[cli][build]") {
+  for (std::string binary : {std::string(LATHE_CLI), std::filesystem::read_symlink("/proc/self/exe").string()}) {
+    auto r = lathe::test::run_process({"readelf", "-d", binary});
+    REQUIRE(r.code == 0);
+    INFO(binary << "\n" << r.out);
+    CHECK(!contains(r.out, "libcuda.so"));
+    CHECK(contains(r.out, "libtorch_cpu.so"));
+#ifdef LATHE_WITH_CUDA
+    CHECK(contains(r.out, "libtorch_cuda.so"));  // kept, so CUDA is found where there is a GPU
+#endif
+  }
+}
+
+TEST_CASE("cli: on a GPU machine env lists the CUDA devices", "[cli][gpu]") {
+  LATHE_REQUIRE_GPU();
+  auto r = run_lathe({"env"});
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.out, "available, "));
+  CHECK(contains(r.out, "  cuda:0 "));
+}
