@@ -11,9 +11,10 @@
 int main(int argc, char* argv[]) {
   Catch::Session session;
   if (int rc = session.applyCommandLine(argc, argv); rc != 0) return rc;
-  if (!torch::cuda::is_available() && !session.config().listTests()) {
-    const auto& config = session.config();
-    auto selected = Catch::filterTests(Catch::getAllTestCasesSorted(config), config.testSpec(), config);
+  const auto& cfg = session.config();
+  const bool listing = cfg.listTests() || cfg.listTestNamesOnly() || cfg.listTags() || cfg.listReporters();
+  if (!listing && !torch::cuda::is_available()) {
+    auto selected = Catch::filterTests(Catch::getAllTestCasesSorted(cfg), cfg.testSpec(), cfg);
     const bool all_gpu = !selected.empty() && std::all_of(selected.begin(), selected.end(), [](const auto& tc) {
       const auto& tags = tc.getTestCaseInfo().tags;
       return std::find(tags.begin(), tags.end(), "gpu") != tags.end();
