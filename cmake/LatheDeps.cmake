@@ -3,6 +3,9 @@
 find_package(yaml-cpp REQUIRED)
 find_package(fmt REQUIRED)
 find_package(cxxopts REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 
 if(LATHE_WITH_MPI)
   find_package(MPI COMPONENTS CXX)

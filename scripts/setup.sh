@@ -22,7 +22,7 @@ packages=(build-essential cmake ninja-build ccache pkg-config
           libyaml-cpp-dev libcxxopts-dev libfmt-dev catch2
           libonnx-dev libprotobuf-dev protobuf-compiler
           libopenmpi-dev openmpi-bin
-          nlohmann-json3-dev
+          nlohmann-json3-dev libutf8proc-dev
           bible-kjv binutils)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,43 @@
+// The interface every lathe tokenizer implements, and loading one from disk.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lathe::tokenizer {
+
+/// Byte offsets [first, second) of a token in the encoded text.
+using Offset = std::pair<std::size_t, std::size_t>;
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  /// Token ids of `text` (no special tokens added). `offsets`, when given, receives each
+  /// token's byte span in `text`.
+  virtual std::vector<int32_t> encode(std::string_view text, std::vector<Offset>* offsets = nullptr) const = 0;
+  /// Text of `ids`; special tokens are written as their content.
+  virtual std::string decode(std::span<const int32_t> ids) const = 0;
+  /// Number of ids (the largest id + 1).
+  virtual int32_t vocab_size() const = 0;
+  /// Id of a token as spelled in the vocabulary, or -1.
+  virtual int32_t token_to_id(std::string_view token) const = 0;
+  /// Writes a Hugging Face tokenizer.json that `tokenizers.Tokenizer.from_file` loads.
+  virtual void save(const std::filesystem::path& tokenizer_json) const = 0;
+
+  /// Encodes many texts on `threads` threads (0: all hardware threads); same ids as encode().
+  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, int threads = 0) const;
+};
+
+/// Loads tokenizer.json (BPE or WordPiece model), vocab.json (with merges.txt beside it) or
+/// vocab.txt (WordPiece; `lowercase` applies to this form only, tokenizer.json says its own).
+/// Throws lathe::Error naming the file (and line) of any problem.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, bool lowercase = true);
+
+}  // namespace lathe::tokenizer

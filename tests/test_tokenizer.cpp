@@ -1,0 +1,251 @@
+// Tokenizers against Hugging Face `tokenizers` on the same vocabularies: byte-level BPE and
+// WordPiece ids on an edge-case corpus plus real text; round trips; errors naming the file.
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <random>
+
+#include "lathe/core/error.hpp"
+#include "lathe/tokenizer/byte_bpe.hpp"
+#include "lathe/tokenizer/wordpiece.hpp"
+#include "support.hpp"
+
+using namespace lathe::tokenizer;
+using lathe::test::TempDir;
+
+namespace {
+
+const std::string kScript = (lathe::test::source_dir() / "tests/reference/hf_tokenizers.py").string();
+const std::string kKjv = (lathe::test::source_dir() / "data/kjv/kjv.txt").string();
+
+void python(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{LATHE_TEST_PYTHON, kScript};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = lathe::test::run_process(argv);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+}
+
+nlohmann::json read_json(const std::filesystem::path& p) { return nlohmann::json::parse(std::ifstream(p)); }
+
+/// A training corpus (the first 3000 verses of the default corpus) and the edge-case texts.
+struct Reference {
+  TempDir dir;
+  std::filesystem::path corpus, texts;
+  std::vector<std::string> items;
+  Reference() {
+    std::ifstream in(kKjv);
+    REQUIRE(in);  // written by data/prepare_kjv.sh, which scripts/setup.sh runs
+    std::string text, line;
+    for (int i = 0; i < 3000 && std::getline(in, line); ++i) text += line + "\n";
+    corpus = dir.write("corpus.txt", text);
+    texts = dir.path() / "texts.json";
+    python({"edge_corpus", texts.string(), kKjv});
+    items = read_json(texts).get<std::vector<std::string>>();
+  }
+  /// HF's ids for every text.
+  std::vector<std::vector<int32_t>> hf_ids(const std::filesystem::path& tokenizer, bool specials = false) {
+    auto out = dir.path() / "ids.json";
+    std::vector<std::string> args{"encode", tokenizer.string(), texts.string(), out.string()};
+    if (specials) args.push_back("--specials");
+    python(args);
+    return read_json(out).get<std::vector<std::vector<int32_t>>>();
+  }
+};
+
+std::string show(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) out += (c < 0x20 || c == 0x7f) ? "\\x" + std::to_string(c) : std::string(1, static_cast<char>(c));
+  return out;
+}
+
+template <class Encode>
+void check_same_ids(const std::vector<std::string>& items, const std::vector<std::vector<int32_t>>& expected,
+                    Encode&& encode) {
+  REQUIRE(items.size() == expected.size());
+  int mismatches = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    auto ids = encode(items[i]);
+    if (ids != expected[i] && ++mismatches <= 5) {
+      INFO("text " << i << ": '" << show(items[i]) << "'");
+      CHECK(ids == expected[i]);
+    }
+  }
+  CHECK(mismatches == 0);
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer: GPT-2 pre-tokenization splits like the regex", "[tokenizer]") {
+  auto split = [](std::string_view s) {
+    std::vector<std::string> out;
+    pretokenize_gpt2(s, [&](std::size_t b, std::size_t e) { out.emplace_back(s.substr(b, e - b)); });
+    return out;
+  };
+  using V = std::vector<std::string>;
+  CHECK(split("Hello world") == V{"Hello", " world"});
+  CHECK(split("I'm don't we'll") == V{"I", "'m", " don", "'t", " we", "'ll"});
+  CHECK(split("a  b") == V{"a", " ", " b"});
+  CHECK(split("\n\nHello") == V{"\n", "\n", "Hello"});
+  CHECK(split("x   ") == V{"x", "   "});
+  CHECK(split("abc123!!") == V{"abc", "123", "!!"});
+  CHECK(split(" ?! 42") == V{" ?!", " 42"});
+}
+
+TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (tokenizer.json)", "[tokenizer][reference][python]") {
+  Reference ref;
+  const auto dir = ref.dir.path() / "bpe";
+  std::filesystem::create_directories(dir);
+  python({"train_bpe", ref.corpus.string(), dir.string(), "2000"});
+  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  CHECK(bpe.vocab_size() == 2000);
+  check_same_ids(ref.items, ref.hf_ids(dir / "tokenizer.json"), [&](const std::string& t) { return bpe.encode(t); });
+}
+
+TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (vocab.json + merges.txt)", "[tokenizer][reference][python]") {
+  Reference ref;
+  const auto dir = ref.dir.path() / "bpe";
+  std::filesystem::create_directories(dir);
+  python({"train_bpe", ref.corpus.string(), dir.string(), "1500"});
+  auto out = ref.dir.path() / "vm.json";
+  python({"encode_vocab_merges", (dir / "vocab.json").string(), (dir / "merges.txt").string(), ref.texts.string(),
+          out.string()});
+  // HF's plain BPE model knows no added tokens: compare on texts without the special token.
+  auto expected = read_json(out).get<std::vector<std::vector<int32_t>>>();
+  std::vector<std::string> items;
+  std::vector<std::vector<int32_t>> wanted;
+  for (std::size_t i = 0; i < ref.items.size(); ++i)
+    if (ref.items[i].find("<|endoftext|>") == std::string::npos) {
+      items.push_back(ref.items[i]);
+      wanted.push_back(expected[i]);
+    }
+  auto bpe = ByteBpe::from_vocab_merges(dir / "vocab.json", dir / "merges.txt");
+  check_same_ids(items, wanted, [&](const std::string& t) { return bpe.encode(t); });
+}
+
+TEST_CASE("tokenizer: WordPiece gives HF tokenizers' ids, uncased and cased", "[tokenizer][reference][python]") {
+  Reference ref;
+  for (std::string lower : {"1", "0"}) {
+    INFO("lowercase " << lower);
+    const auto dir = ref.dir.path() / ("wp" + lower);
+    std::filesystem::create_directories(dir);
+    python({"train_wordpiece", ref.corpus.string(), dir.string(), "2000", lower});
+    auto expected = ref.hf_ids(dir / "tokenizer.json", /*specials=*/true);
+    auto wp = WordPiece::from_tokenizer_json(dir / "tokenizer.json");
+    check_same_ids(ref.items, expected, [&](const std::string& t) { return wp.encode_with_specials(t).ids; });
+    // vocab.txt with the same casing gives the same ids
+    WordPieceOptions o;
+    o.lowercase = lower == "1";
+    auto from_txt = WordPiece::from_vocab_txt(dir / "vocab.txt", o);
+    check_same_ids(ref.items, expected, [&](const std::string& t) { return from_txt.encode_with_specials(t).ids; });
+  }
+}
+
+TEST_CASE("tokenizer: a tokenizer.json saved by lathe loads in HF tokenizers with the same ids",
+          "[tokenizer][reference][python]") {
+  Reference ref;
+  const auto dir = ref.dir.path() / "bpe";
+  std::filesystem::create_directories(dir);
+  python({"train_bpe", ref.corpus.string(), dir.string(), "1000"});
+  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  const auto saved = ref.dir.path() / "lathe_bpe.json";
+  bpe.save(saved);
+  check_same_ids(ref.items, ref.hf_ids(saved), [&](const std::string& t) { return bpe.encode(t); });
+
+  const auto wdir = ref.dir.path() / "wp";
+  std::filesystem::create_directories(wdir);
+  python({"train_wordpiece", ref.corpus.string(), wdir.string(), "1000", "1"});
+  auto wp = WordPiece::from_tokenizer_json(wdir / "tokenizer.json");
+  const auto wsaved = ref.dir.path() / "lathe_wp.json";
+  wp.save(wsaved);
+  check_same_ids(ref.items, ref.hf_ids(wsaved, true), [&](const std::string& t) { return wp.encode_with_specials(t).ids; });
+}
+
+TEST_CASE("tokenizer: byte-level BPE decode(encode(x)) == x for any bytes", "[tokenizer]") {
+  Reference ref;
+  const auto dir = ref.dir.path() / "bpe";
+  std::filesystem::create_directories(dir);
+  python({"train_bpe", ref.corpus.string(), dir.string(), "800"});
+  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  for (const auto& t : ref.items) CHECK(bpe.decode(bpe.encode(t)) == t);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    std::string s(rng() % 64, '\0');
+    for (auto& c : s) c = static_cast<char>(rng() % 4 == 0 ? rng() % 256 : "ab \n'1\xc3\xa9\xe2"[rng() % 10]);
+    auto ids = bpe.encode(s);
+    if (bpe.decode(ids) != s) FAIL("round trip failed for '" << show(s) << "'");
+  }
+  // a long run goes through the heap merge path and still matches the short path's result
+  std::string long_word(5000, 'a');
+  CHECK(bpe.decode(bpe.encode(long_word)) == long_word);
+}
+
+TEST_CASE("tokenizer: offsets cover the text the ids came from", "[tokenizer]") {
+  Reference ref;
+  const auto dir = ref.dir.path() / "bpe";
+  std::filesystem::create_directories(dir);
+  python({"train_bpe", ref.corpus.string(), dir.string(), "800"});
+  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  const std::string text = "In the beginning<|endoftext|>God created\n\nthe heaven.";
+  std::vector<Offset> offsets;
+  auto ids = bpe.encode(text, &offsets);
+  REQUIRE(offsets.size() == ids.size());
+  std::size_t at = 0;
+  for (std::size_t k = 0; k < ids.size(); ++k) {
+    CHECK(offsets[k].first == at);
+    CHECK(text.substr(offsets[k].first, offsets[k].second - offsets[k].first) ==
+          bpe.decode(std::span<const int32_t>(&ids[k], 1)));
+    at = offsets[k].second;
+  }
+  CHECK(at == text.size());
+}
+
+TEST_CASE("tokenizer: batch encoding on threads gives encode()'s ids", "[tokenizer]") {
+  Reference ref;
+  const auto dir = ref.dir.path() / "bpe";
+  std::filesystem::create_directories(dir);
+  python({"train_bpe", ref.corpus.string(), dir.string(), "800"});
+  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  auto batch = bpe.encode_batch(ref.items, 4);
+  REQUIRE(batch.size() == ref.items.size());
+  for (std::size_t i = 0; i < ref.items.size(); ++i) CHECK(batch[i] == bpe.encode(ref.items[i]));
+}
+
+TEST_CASE("tokenizer: malformed files are reported with the file and line", "[tokenizer][errors]") {
+  TempDir dir;
+  auto msg = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const lathe::Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  auto vocab = dir.write("vocab.json", "{\"a\": 0, \"b\": 1,\n \"ab\": }");
+  CHECK(msg([&] { load_tokenizer(vocab); }).starts_with(vocab.string() + ":2: invalid JSON"));
+
+  nlohmann::json v;
+  for (int b = 0; b < 256; ++b) v[bytes_to_spelling(std::string(1, static_cast<char>(b)))] = b;
+  v["ab"] = 256;
+  auto good_vocab = dir.write("bpe/vocab.json", v.dump());
+  dir.write("bpe/merges.txt", "#version: 0.2\na b\nab\n");
+  CHECK(msg([&] { load_tokenizer(good_vocab); }) ==
+        (dir.path() / "bpe/merges.txt").string() + ":3: expected two tokens separated by one space, got 'ab'");
+  dir.write("bpe/merges.txt", "#version: 0.2\na z\n");
+  CHECK(msg([&] { load_tokenizer(good_vocab); }) ==
+        (dir.path() / "bpe/merges.txt").string() + ":2: 'a z' names a token that is not in vocab.json");
+  std::filesystem::remove(dir.path() / "bpe/merges.txt");
+  CHECK(msg([&] { load_tokenizer(good_vocab); }).find("needs merges.txt beside it") != std::string::npos);
+
+  auto wp = dir.write("wp/vocab.txt", "[PAD]\n[UNK]\nthe\n\nend\n");
+  CHECK(msg([&] { load_tokenizer(wp); }) == wp.string() + ":4: empty token");
+  auto dup = dir.write("wp2/vocab.txt", "[UNK]\nthe\nthe\n");
+  CHECK(msg([&] { load_tokenizer(dup); }) == dup.string() + ":3: token 'the' repeats line 2");
+  auto no_unk = dir.write("wp3/vocab.txt", "the\n");
+  CHECK(msg([&] { load_tokenizer(no_unk); }).find("no unknown token '[UNK]'") != std::string::npos);
+  CHECK(msg([&] { load_tokenizer(dir.path() / "missing.json"); }).find("does not exist") != std::string::npos);
+  auto bad_model = dir.write("tok.json", R"({"model": {"type": "Unigram", "vocab": []}})");
+  CHECK(msg([&] { load_tokenizer(bad_model); }).find("'Unigram' is not supported") != std::string::npos);
+}
