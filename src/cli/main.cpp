@@ -15,10 +15,18 @@
 #include <vector>
 
 #include "lathe/core/build_info.hpp"
+#include "lathe/core/console.hpp"
 #include "lathe/core/env_info.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/pipeline/run.hpp"
+#include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/tokenizer/wordpiece.hpp"
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
 
 namespace {
 
@@ -124,11 +132,117 @@ int cmd_run(const cxxopts::ParseResult& r) {
   lathe::pipeline::RunOptions options;
   options.force = r.count("force") > 0 || recipe.run.force;
   options.dry_run = r.count("dry-run") > 0;
+  options.progress = lathe::console_progress();
   std::cout << "# resolved recipe\n" << lathe::recipe::to_yaml(recipe) << "\n";
   auto report = lathe::pipeline::run_pipeline(recipe, options, std::cout);
   if (!report.unavailable.empty())
     std::cout << fmt::format("{} of {} stage(s) need a later lathe release; the recipe is valid.\n",
                              report.unavailable.size(), recipe.pipeline.size());
+  return kOk;
+}
+
+int cmd_tokenizer_train(const cxxopts::ParseResult& r) {
+  Recipe recipe = load(r);
+  auto result = lathe::pipeline::run_tokenizer_stage(recipe, r.count("force") > 0 || recipe.run.force,
+                                                     lathe::console_progress());
+  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return kOk;
+}
+
+/// The inputs of encode/decode: each named file, or stdin when none is named.
+std::vector<std::pair<std::string, std::string>> read_inputs(const cxxopts::ParseResult& r) {
+  std::vector<std::pair<std::string, std::string>> inputs;
+  auto slurp = [](std::istream& in) {
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  if (!r.count("files")) {
+    inputs.emplace_back("<stdin>", slurp(std::cin));
+    return inputs;
+  }
+  for (const auto& f : r["files"].as<std::vector<std::string>>()) {
+    std::ifstream in(f, std::ios::binary);
+    if (!in) throw lathe::Error("cannot read '" + f + "'");
+    inputs.emplace_back(f, slurp(in));
+  }
+  return inputs;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    auto nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    lines.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return lines;
+}
+
+int cmd_tokenizer_encode(const cxxopts::ParseResult& r) {
+  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), !r.count("cased"));
+  const bool lines = r.count("lines") > 0, offsets = r.count("offsets") > 0, specials = r.count("specials") > 0;
+  const int threads = r.count("threads") ? r["threads"].as<int>() : 1;
+  const auto* wordpiece = dynamic_cast<const lathe::tokenizer::WordPiece*>(tok.get());
+  if (specials && !wordpiece) throw UsageError("--specials applies to WordPiece tokenizers ([CLS] ... [SEP])");
+  std::size_t bytes = 0, count = 0;
+  double seconds = 0;
+  std::string out;
+  for (const auto& [name, text] : read_inputs(r)) {
+    std::vector<std::string> texts = lines ? split_lines(text) : std::vector<std::string>{text};
+    std::vector<std::vector<int32_t>> ids;
+    std::vector<std::vector<lathe::tokenizer::Offset>> spans(texts.size());
+    const auto start = std::chrono::steady_clock::now();
+    if (offsets) {
+      for (std::size_t i = 0; i < texts.size(); ++i) ids.push_back(tok->encode(texts[i], &spans[i]));
+    } else if (specials) {
+      for (const auto& t : texts) ids.push_back(wordpiece->encode_with_specials(t).ids);
+    } else {
+      ids = tok->encode_batch(texts, threads);
+    }
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    bytes += text.size();
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      count += ids[i].size();
+      for (std::size_t k = 0; k < ids[i].size(); ++k) {
+        if (k) out += ' ';
+        out += std::to_string(ids[i][k]);
+        if (offsets) out += fmt::format(":{}-{}", spans[i][k].first, spans[i][k].second);
+      }
+      out += '\n';
+    }
+  }
+  std::cout << out;
+  if (r.count("stats"))
+    std::cerr << fmt::format("encoded {} bytes into {} tokens in {:.3f} s: {:.2f} MB/s, {:.2f} bytes/token\n", bytes,
+                             count, seconds, seconds > 0 ? static_cast<double>(bytes) / 1e6 / seconds : 0.0,
+                             count ? static_cast<double>(bytes) / static_cast<double>(count) : 0.0);
+  return kOk;
+}
+
+int cmd_tokenizer_decode(const cxxopts::ParseResult& r) {
+  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), !r.count("cased"));
+  const bool lines = r.count("lines") > 0;
+  for (const auto& [name, text] : read_inputs(r)) {
+    int lineno = 0;
+    for (const auto& line : split_lines(text)) {
+      ++lineno;
+      std::vector<int32_t> ids;
+      std::istringstream in(line);
+      for (std::string word; in >> word;) {
+        try {
+          std::size_t used = 0;
+          ids.push_back(static_cast<int32_t>(std::stol(word, &used)));
+          if (used != word.size()) throw std::invalid_argument(word);
+        } catch (const std::exception&) {
+          throw lathe::Error(fmt::format("{}:{}: '{}' is not a token id", name, lineno, word));
+        }
+      }
+      std::cout << tok->decode(ids) << (lines ? "\n" : "");
+    }
+  }
   return kOk;
 }
 
@@ -167,21 +281,30 @@ std::vector<Command> commands() {
              "max-new-tokens", "Tokens to generate", cxxopts::value<int64_t>());
        }),
        unavailable("generation")},
-      {"tokenizer train", "RECIPE", "Train the recipe's tokenizer", with_recipe(), unavailable("tokenizer training")},
-      {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids",
+      {"tokenizer train", "RECIPE", "Train the recipe's tokenizer into <out_dir>/tokenizer.json",
+       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Train even if the tokenizer exists"); }),
+       cmd_tokenizer_train},
+      {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids, one line per file",
        [](cxxopts::Options& o) {
-         o.add_options()("tokenizer", "tokenizer.json, vocab.json or vocab.txt", cxxopts::value<std::string>())(
-             "files", "Input files", cxxopts::value<std::vector<std::string>>());
+         o.add_options()("tokenizer", "tokenizer.json, vocab.json (merges.txt beside it) or vocab.txt",
+                         cxxopts::value<std::string>())("lines", "Encode each line on its own; one output line each")(
+             "specials", "WordPiece: add [CLS] and [SEP]")("offsets", "Write id:start-end byte offsets")(
+             "cased", "vocab.txt: keep case and accents")("threads", "Encoding threads for --lines",
+                                                          cxxopts::value<int>())(
+             "stats", "Print bytes, tokens and MB/s to stderr")("files", "Input files",
+                                                                 cxxopts::value<std::vector<std::string>>());
          o.parse_positional({"files"});
        },
-       unavailable("tokenizer encoding", false)},
-      {"tokenizer decode", "[FILE...]", "Decode token ids (or stdin) to text",
+       cmd_tokenizer_encode},
+      {"tokenizer decode", "[FILE...]", "Decode lines of token ids (or stdin) to text",
        [](cxxopts::Options& o) {
-         o.add_options()("tokenizer", "tokenizer.json, vocab.json or vocab.txt", cxxopts::value<std::string>())(
-             "files", "Input files", cxxopts::value<std::vector<std::string>>());
+         o.add_options()("tokenizer", "tokenizer.json, vocab.json (merges.txt beside it) or vocab.txt",
+                         cxxopts::value<std::string>())("lines", "End each decoded line with a newline")(
+             "cased", "vocab.txt: keep case and accents")("files", "Input files",
+                                                         cxxopts::value<std::vector<std::string>>());
          o.parse_positional({"files"});
        },
-       unavailable("tokenizer decoding", false)},
+       cmd_tokenizer_decode},
       {"data prepare", "RECIPE", "Tokenize the corpus into train/val shards", with_recipe(),
        unavailable("data preparation")},
       {"prune", "RECIPE", "Prune a checkpoint", with_recipe(), unavailable("pruning")},

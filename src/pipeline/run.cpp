@@ -6,11 +6,12 @@
 #include <ostream>
 
 #include "lathe/io/atomic_file.hpp"
+#include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
 
 namespace lathe::pipeline {
 
-std::vector<recipe::Stage> available_stages() { return {}; }
+std::vector<recipe::Stage> available_stages() { return {recipe::Stage::Tokenizer}; }
 
 RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log) {
   RunReport report;
@@ -28,7 +29,16 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
     if (std::find(available.begin(), available.end(), stage) == available.end()) {
       report.unavailable.push_back(stage);
       log << fmt::format("stage {}: not available in this build of lathe\n", recipe::enum_name(stage));
+      continue;
     }
+    if (options.dry_run) continue;
+    StageResult result;
+    switch (stage) {
+      case recipe::Stage::Tokenizer: result = run_tokenizer_stage(recipe, options.force, options.progress); break;
+      default: break;
+    }
+    log << fmt::format("stage {}: {}{}\n", recipe::enum_name(stage), result.skipped ? "skipped, " : "", result.summary);
+    log.flush();
   }
   return report;
 }

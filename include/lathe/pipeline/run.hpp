@@ -5,6 +5,7 @@
 #include <iosfwd>
 #include <vector>
 
+#include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/recipe.hpp"
 
 namespace lathe::pipeline {
@@ -12,6 +13,7 @@ namespace lathe::pipeline {
 struct RunOptions {
   bool force = false;    // re-run stages whose outputs exist (also recipe run.force)
   bool dry_run = false;  // validate and print the plan, write nothing
+  Progress progress;     // stage progress; none by default
 };
 
 struct RunReport {
