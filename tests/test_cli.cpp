@@ -157,6 +157,54 @@ TEST_CASE("cli: env shows rendezvous variables", "[cli]") {
   CHECK(contains(r.out, "RANK=3 WORLD_SIZE=8"));
 }
 
+TEST_CASE("cli: tokenizer train / encode / decode work from a recipe", "[cli][tokenizer]") {
+  TempDir dir;
+  std::string corpus;
+  for (int i = 0; i < 200; ++i) corpus += "The quick brown fox jumps over the lazy dog " + std::to_string(i % 7) + ".\n";
+  auto file = dir.write("corpus.txt", corpus);
+  auto recipe = dir.write("tok.yaml", "pipeline: [tokenizer]\nrun:\n  out_dir: " + (dir.path() / "out").string() +
+                                          "\ntokenizer:\n  train_files: [" + file.string() +
+                                          "]\n  vocab_size: 300\n");
+  auto trained = run_lathe({"tokenizer", "train", recipe.string()});
+  INFO(trained.err);
+  REQUIRE(trained.code == 0);
+  CHECK(contains(trained.out, "-token byte-level BPE on 1 file(s)"));
+  const auto tok = (dir.path() / "out" / "tokenizer.json").string();
+  REQUIRE(std::filesystem::exists(tok));
+  // a second run skips, --force retrains
+  CHECK(contains(run_lathe({"tokenizer", "train", recipe.string()}).out, "skipped"));
+  CHECK(contains(run_lathe({"tokenizer", "train", recipe.string(), "--force"}).out, "trained"));
+
+  auto text = dir.write("in.txt", "The lazy dog, 42 times!\nSecond line\n");
+  auto enc = run_lathe({"tokenizer", "encode", "--tokenizer", tok, text.string()});
+  REQUIRE(enc.code == 0);
+  REQUIRE(lathe::test::lines(enc.out).size() == 1);
+  auto ids = dir.write("ids.txt", enc.out);
+  auto dec = run_lathe({"tokenizer", "decode", "--tokenizer", tok, ids.string()});
+  REQUIRE(dec.code == 0);
+  CHECK(dec.out == "The lazy dog, 42 times!\nSecond line\n");
+
+  auto by_line = run_lathe({"tokenizer", "encode", "--tokenizer", tok, "--lines", "--threads", "2", text.string()});
+  CHECK(lathe::test::lines(by_line.out).size() == 2);
+  auto bad = dir.write("bad_ids.txt", "1 2 x3\n");
+  auto bad_dec = run_lathe({"tokenizer", "decode", "--tokenizer", tok, bad.string()});
+  CHECK(bad_dec.code == 1);
+  CHECK(contains(bad_dec.err, bad.string() + ":1: 'x3' is not a token id"));
+}
+
+TEST_CASE("cli: tokenizer commands report missing inputs", "[cli][tokenizer][errors]") {
+  TempDir dir;
+  auto recipe = dir.write("tok.yaml", "pipeline: [tokenizer]\nrun:\n  out_dir: " + (dir.path() / "out").string() +
+                                          "\ntokenizer:\n  train_files: [" + (dir.path() / "none*.txt").string() + "]\n");
+  auto r = run_lathe({"tokenizer", "train", recipe.string()});
+  CHECK(r.code == 1);
+  CHECK(contains(r.err, "input '" + (dir.path() / "none*.txt").string() + "' matches no file"));
+  auto e = run_lathe({"tokenizer", "encode", "--tokenizer", (dir.path() / "t.json").string()});
+  CHECK(e.code == 1);
+  CHECK(contains(e.err, "does not exist"));
+  CHECK(run_lathe({"tokenizer", "encode"}).code == 2);
+}
+
 TEST_CASE("cli: commands of later releases say so and exit 1 after validating the recipe", "[cli]") {
   auto r = run_lathe({"train", kDefault});
   CHECK(r.code == 1);
@@ -171,10 +219,14 @@ TEST_CASE("cli: commands of later releases say so and exit 1 after validating th
 TEST_CASE("cli: run writes the resolved recipe into out_dir and prints the plan", "[cli][run]") {
   TempDir dir;
   const auto out_dir = dir.path() / "run";
-  auto r = run_lathe({"run", kDefault, "--set", "run.out_dir=" + out_dir.string()});
+  // relative paths in recipes are relative to where lathe starts: the repository root here
+  auto r = run_lathe({"run", kDefault, "--set", "run.out_dir=" + out_dir.string()}, lathe::test::source_dir());
   INFO(r.err);
   REQUIRE(r.code == 0);
   CHECK(contains(r.out, "tokenizer -> data -> train -> eval -> generate"));
+  CHECK(contains(r.out, "stage tokenizer: trained a 4096-token byte-level BPE"));
+  CHECK(std::filesystem::exists(out_dir / "tokenizer.json"));
+  CHECK(contains(r.out, "stage train: not available in this build of lathe"));
   auto shown = run_lathe({"recipe", "show", kDefault, "--set", "run.out_dir=" + out_dir.string()});
   CHECK(lathe::test::read_file(out_dir / "recipe.yaml") == shown.out);
 

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "lathe/core/error.hpp"
+#include "lathe/tokenizer/bpe_trainer.hpp"
 #include "lathe/tokenizer/byte_bpe.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 #include "support.hpp"
@@ -40,10 +41,14 @@ struct Reference {
     REQUIRE(in);  // written by data/prepare_kjv.sh, which scripts/setup.sh runs
     std::string text, line;
     for (int i = 0; i < 3000 && std::getline(in, line); ++i) text += line + "\n";
-    corpus = dir.write("corpus.txt", text);
     texts = dir.path() / "texts.json";
     python({"edge_corpus", texts.string(), kKjv});
     items = read_json(texts).get<std::vector<std::string>>();
+    // The edge cases go into the training text too, so the vocabulary has merges for them
+    // (contractions, CJK, emoji, odd whitespace) and a wrong split changes the ids.
+    for (int copy = 0; copy < 3; ++copy)
+      for (const auto& t : items) text += t + "\n";
+    corpus = dir.write("corpus.txt", text);
   }
   /// HF's ids for every text.
   std::vector<std::vector<int32_t>> hf_ids(const std::filesystem::path& tokenizer, bool specials = false) {
@@ -248,4 +253,74 @@ TEST_CASE("tokenizer: malformed files are reported with the file and line", "[to
   CHECK(msg([&] { load_tokenizer(dir.path() / "missing.json"); }).find("does not exist") != std::string::npos);
   auto bad_model = dir.write("tok.json", R"({"model": {"type": "Unigram", "vocab": []}})");
   CHECK(msg([&] { load_tokenizer(bad_model); }).find("'Unigram' is not supported") != std::string::npos);
+}
+
+TEST_CASE("tokenizer: the BPE trainer learns HF BpeTrainer's vocabulary and merges", "[tokenizer][train][reference][python]") {
+  Reference ref;
+  const auto dir = ref.dir.path() / "hf";
+  std::filesystem::create_directories(dir);
+  python({"train_bpe", ref.corpus.string(), dir.string(), "3000"});
+  BpeTrainerOptions o;
+  o.vocab_size = 3000;
+  o.threads = 2;
+  auto ours = train_byte_bpe(std::vector<std::filesystem::path>{ref.corpus}, o);
+  auto hf = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  CHECK(ours.vocab_size() == hf.vocab_size());
+  CHECK(ours.tokens() == hf.tokens());
+  CHECK(ours.merges() == hf.merges());
+  // and the saved result loads in HF with the same ids as ours
+  const auto saved = ref.dir.path() / "trained.json";
+  ours.save(saved);
+  check_same_ids(ref.items, ref.hf_ids(saved), [&](const std::string& t) { return ours.encode(t); });
+}
+
+TEST_CASE("tokenizer: held-out compression of the trained BPE is within 1% of HF's", "[tokenizer][train][reference][python]") {
+  TempDir dir;
+  std::ifstream in(kKjv);
+  REQUIRE(in);
+  std::string train, held, line;
+  for (int i = 0; std::getline(in, line); ++i) (i < 12000 ? train : held) += line + "\n";
+  held.resize(std::min<std::size_t>(held.size(), 400000));
+  auto train_file = dir.write("train.txt", train);
+  auto held_file = dir.write("held.json", nlohmann::json(std::vector<std::string>{held}).dump());
+  const auto hf_dir = dir.path() / "hf";
+  std::filesystem::create_directories(hf_dir);
+  python({"train_bpe", train_file.string(), hf_dir.string(), "4096"});
+  auto out = dir.path() / "ids.json";
+  python({"encode", (hf_dir / "tokenizer.json").string(), held_file.string(), out.string()});
+  const auto hf_tokens = read_json(out)[0].size();
+
+  BpeTrainerOptions o;
+  o.vocab_size = 4096;
+  auto ours = train_byte_bpe(std::vector<std::filesystem::path>{train_file}, o);
+  const auto our_tokens = ours.encode(held).size();
+  const double ratio = static_cast<double>(our_tokens) / static_cast<double>(hf_tokens);
+  INFO("bytes/token: lathe " << static_cast<double>(held.size()) / our_tokens << ", HF "
+                             << static_cast<double>(held.size()) / hf_tokens);
+  CHECK(ratio == Approx(1.0).margin(0.01));
+}
+
+TEST_CASE("tokenizer: training reads JSONL and rejects an empty corpus", "[tokenizer][train][errors]") {
+  TempDir dir;
+  auto jsonl = dir.write("docs.jsonl", "{\"text\": \"hello world hello\"}\n\n{\"text\": \"world peace\"}\n");
+  BpeTrainerOptions o;
+  o.vocab_size = 300;
+  o.min_frequency = 1;
+  auto bpe = train_byte_bpe(std::vector<std::filesystem::path>{jsonl}, o);
+  CHECK(bpe.token_to_id("hello") > 256);
+  CHECK(bpe.token_to_id("Ġworld") > 256);
+
+  auto empty = dir.write("empty.txt", "");
+  auto message = [&](const std::vector<std::filesystem::path>& files) -> std::string {
+    try {
+      train_byte_bpe(files, o);
+    } catch (const lathe::Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK(message({empty}) == "cannot train a tokenizer on an empty corpus (" + empty.string() + ")");
+  auto bad = dir.write("bad.jsonl", "{\"text\": \"ok\"}\n{\"body\": 1}\n");
+  CHECK(message({bad}) == bad.string() + ":2: no string field 'text'");
+  CHECK(message({dir.path() / "nope.txt"}) == "cannot read training file '" + (dir.path() / "nope.txt").string() + "'");
 }

@@ -79,9 +79,9 @@ Recipe load(const cxxopts::ParseResult& r) {
 
 /// For commands whose capability arrives in a later release: the options are already parsed
 /// (so --help and usage errors behave), and the recipe is validated, before saying so.
-std::function<int(const cxxopts::ParseResult&)> unavailable(std::string what, bool takes_recipe = true) {
-  return [what = std::move(what), takes_recipe](const cxxopts::ParseResult& r) {
-    if (takes_recipe) load(r);
+std::function<int(const cxxopts::ParseResult&)> unavailable(std::string what) {
+  return [what = std::move(what)](const cxxopts::ParseResult& r) {
+    load(r);
     std::cerr << fmt::format("lathe: {} is not available in lathe {} yet\n", what, lathe::build::kVersion);
     return kFailed;
   };
