@@ -168,7 +168,7 @@ TEST_CASE("cli: tokenizer train / encode / decode work from a recipe", "[cli][to
   auto trained = run_lathe({"tokenizer", "train", recipe.string()});
   INFO(trained.err);
   REQUIRE(trained.code == 0);
-  CHECK(contains(trained.out, "-token byte-level BPE on 1 file(s)"));
+  CHECK(contains(trained.out, "-token byte_bpe tokenizer on 1 file(s)"));
   const auto tok = (dir.path() / "out" / "tokenizer.json").string();
   REQUIRE(std::filesystem::exists(tok));
   // a second run skips, --force retrains
@@ -224,7 +224,7 @@ TEST_CASE("cli: run writes the resolved recipe into out_dir and prints the plan"
   INFO(r.err);
   REQUIRE(r.code == 0);
   CHECK(contains(r.out, "tokenizer -> data -> train -> eval -> generate"));
-  CHECK(contains(r.out, "stage tokenizer: trained a 4096-token byte-level BPE"));
+  CHECK(contains(r.out, "stage tokenizer: trained a 4096-token byte_bpe tokenizer"));
   CHECK(std::filesystem::exists(out_dir / "tokenizer.json"));
   CHECK(contains(r.out, "stage train: not available in this build of lathe"));
   auto shown = run_lathe({"recipe", "show", kDefault, "--set", "run.out_dir=" + out_dir.string()});

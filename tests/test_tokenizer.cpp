@@ -8,7 +8,7 @@
 #include <random>
 
 #include "lathe/core/error.hpp"
-#include "lathe/tokenizer/bpe_trainer.hpp"
+#include "lathe/tokenizer/trainer.hpp"
 #include "lathe/tokenizer/byte_bpe.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 #include "support.hpp"
@@ -323,4 +323,42 @@ TEST_CASE("tokenizer: training reads JSONL and rejects an empty corpus", "[token
   auto bad = dir.write("bad.jsonl", "{\"text\": \"ok\"}\n{\"body\": 1}\n");
   CHECK(message({bad}) == bad.string() + ":2: no string field 'text'");
   CHECK(message({dir.path() / "nope.txt"}) == "cannot read training file '" + (dir.path() / "nope.txt").string() + "'");
+}
+
+TEST_CASE("tokenizer: WordPiece training matches HF WordPieceTrainer's vocabulary and compression",
+          "[tokenizer][train][reference][python]") {
+  TempDir dir;
+  std::ifstream in(kKjv);
+  REQUIRE(in);
+  std::string train, held, line;
+  for (int i = 0; std::getline(in, line); ++i) (i < 12000 ? train : held) += line + "\n";
+  held.resize(std::min<std::size_t>(held.size(), 400000));
+  auto train_file = dir.write("train.txt", train);
+  auto held_file = dir.write("held.json", nlohmann::json(std::vector<std::string>{held}).dump());
+  const auto hf_dir = dir.path() / "hf";
+  std::filesystem::create_directories(hf_dir);
+  python({"train_wordpiece", train_file.string(), hf_dir.string(), "3000", "1"});
+  auto out = dir.path() / "ids.json";
+  python({"encode", (hf_dir / "tokenizer.json").string(), held_file.string(), out.string()});
+  const auto hf_tokens = read_json(out)[0].size();
+  auto hf = WordPiece::from_tokenizer_json(hf_dir / "tokenizer.json");
+
+  WordPieceTrainerOptions o;
+  o.vocab_size = 3000;
+  auto ours = train_wordpiece(std::vector<std::filesystem::path>{train_file}, o);
+  CHECK(ours.vocab_size() == hf.vocab_size());
+  // Same tokens, up to ties that HF breaks in hash-map order.
+  int shared = 0;
+  for (const auto& t : ours.tokens()) shared += hf.token_to_id(t) >= 0;
+  INFO("tokens in both vocabularies: " << shared << " of " << ours.vocab_size());
+  CHECK(shared >= ours.vocab_size() * 97 / 100);
+  const auto our_tokens = ours.encode(held).size();
+  INFO("tokens on held-out text: lathe " << our_tokens << ", HF " << hf_tokens);
+  CHECK(static_cast<double>(our_tokens) / static_cast<double>(hf_tokens) == Approx(1.0).margin(0.01));
+  // the saved vocabulary loads in HF and gives our ids
+  const auto saved = dir.path() / "wp.json";
+  ours.save(saved);
+  auto texts = dir.write("texts.json", nlohmann::json(std::vector<std::string>{held.substr(0, 5000)}).dump());
+  python({"encode", saved.string(), texts.string(), out.string()});
+  CHECK(read_json(out)[0].get<std::vector<int32_t>>() == ours.encode(held.substr(0, 5000)));
 }

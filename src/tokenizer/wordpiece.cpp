@@ -1,6 +1,7 @@
 #include "lathe/tokenizer/wordpiece.hpp"
 
 #include <fstream>
+#include <functional>
 
 #include "json_file.hpp"
 #include "lathe/core/error.hpp"
@@ -111,39 +112,46 @@ void WordPiece::encode_word(const std::u32string& word, std::size_t from, std::s
   }
 }
 
+void WordPiece::split_words(std::string_view text,
+                            const std::function<void(const std::u32string&, std::size_t, std::size_t)>& word) const {
+  std::vector<std::size_t> origin;
+  const std::u32string norm = normalize(text, &origin);
+  std::u32string current;
+  std::size_t from = 0, to = 0;
+  auto byte_end = [&](std::size_t k) {  // end of the original character behind norm[k]
+    std::size_t len = 0;
+    decode_utf8(text, origin[k], len);
+    return origin[k] + len;
+  };
+  auto flush = [&] {
+    if (!current.empty()) word(current, from, to);
+    current.clear();
+  };
+  for (std::size_t k = 0; k < norm.size(); ++k) {
+    const char32_t c = norm[k];
+    if (is_whitespace(c)) {
+      flush();
+    } else if (is_punctuation(c)) {  // each punctuation character is a word of its own
+      flush();
+      current.assign(1, c);
+      from = origin[k];
+      to = byte_end(k);
+      flush();
+    } else {
+      if (current.empty()) from = origin[k];
+      current.push_back(c);
+      to = byte_end(k);
+    }
+  }
+  flush();
+}
+
 std::vector<int32_t> WordPiece::encode(std::string_view text, std::vector<Offset>* offsets) const {
   std::vector<int32_t> ids;
   auto encode_text = [&](std::size_t seg_from, std::size_t seg_to) {
-    std::vector<std::size_t> origin;
-    const std::u32string norm = normalize(text.substr(seg_from, seg_to - seg_from), &origin);
-    std::u32string word;
-    std::size_t word_from = 0, word_to = 0;
-    auto byte_end = [&](std::size_t k) {  // end of the original character behind norm[k]
-      std::size_t len = 0;
-      decode_utf8(text, seg_from + origin[k], len);
-      return seg_from + origin[k] + len;
-    };
-    auto flush = [&] {
-      if (!word.empty()) encode_word(word, word_from, word_to, ids, offsets);
-      word.clear();
-    };
-    for (std::size_t k = 0; k < norm.size(); ++k) {
-      const char32_t c = norm[k];
-      if (is_whitespace(c)) {
-        flush();
-      } else if (is_punctuation(c)) {
-        flush();
-        word.assign(1, c);
-        word_from = seg_from + origin[k];
-        word_to = byte_end(k);
-        flush();
-      } else {
-        if (word.empty()) word_from = seg_from + origin[k];
-        word.push_back(c);
-        word_to = byte_end(k);
-      }
-    }
-    flush();
+    split_words(text.substr(seg_from, seg_to - seg_from), [&](const std::u32string& w, std::size_t from, std::size_t to) {
+      encode_word(w, seg_from + from, seg_from + to, ids, offsets);
+    });
   };
   matcher_.split(text, encode_text, [&](int32_t id, std::size_t from, std::size_t to) {
     ids.push_back(id);

@@ -21,7 +21,8 @@ struct StageResult {
 };
 
 /// Tokenizer stage: with tokenizer.path set, checks that it loads; otherwise trains a byte-level
-/// BPE on tokenizer.train_files (or data.train_files) into <out_dir>/tokenizer.json.
+/// BPE or WordPiece tokenizer (tokenizer.type) on tokenizer.train_files (or data.train_files)
+/// into <out_dir>/tokenizer.json.
 StageResult run_tokenizer_stage(const recipe::Recipe& recipe, bool force, const Progress& progress = {});
 
 }  // namespace lathe::pipeline

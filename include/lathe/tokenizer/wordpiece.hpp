@@ -4,6 +4,7 @@
 // longer than max_input_chars_per_word. Gives the ids Hugging Face `tokenizers` gives.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -48,6 +49,12 @@ class WordPiece final : public Tokenizer {
   void save(const std::filesystem::path& tokenizer_json) const override;
 
   const WordPieceOptions& options() const { return options_; }
+  const std::vector<std::string>& tokens() const { return tokens_; }
+
+  /// Normalises `text` and splits it into words on whitespace and punctuation (BERT's
+  /// pre-tokenizer); calls word(code points, byte from, byte to) for each, spans in `text`.
+  void split_words(std::string_view text,
+                   const std::function<void(const std::u32string&, std::size_t, std::size_t)>& word) const;
 
   /// The BERT normaliser alone, on UTF-8 text (returns the normalised code points with the
   /// byte offset of the original character each came from).

@@ -1,0 +1,72 @@
+// Training tokenizers from text, the way Hugging Face's trainers do. Byte-level BPE: words
+// counted after GPT-2 pre-tokenization, the 256 byte symbols as the alphabet, then the most
+// frequent adjacent pair merged until the vocabulary is full (ties: the smaller pair of ids).
+// WordPiece: the same merges over BERT-normalised words, continuation symbols spelled "##x".
+// Counting runs on several threads.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lathe/tokenizer/byte_bpe.hpp"
+#include "lathe/tokenizer/wordpiece.hpp"
+
+namespace lathe::tokenizer {
+
+using TrainProgress = std::function<void(const std::string&, int64_t, int64_t)>;
+
+struct BpeTrainerOptions {
+  int64_t vocab_size = 8192;                              // final size, special tokens included
+  int64_t min_frequency = 2;                              // pairs seen fewer times are not merged
+  std::vector<std::string> special_tokens = {"<|endoftext|>"};  // ids 0.. in this order
+  int threads = 0;                                        // counting threads; 0: all hardware threads
+  std::string jsonl_field = "text";                       // field read from .jsonl / .json lines
+  /// Called now and then with (stage, done, total), e.g. ("merges", 1200, 7900).
+  TrainProgress progress;
+};
+
+/// Trains on text files (one sequence per line, newline included) and JSONL files (one
+/// document per line, `jsonl_field`). Throws lathe::Error for an unreadable file or an empty
+/// corpus, naming the files.
+ByteBpe train_byte_bpe(const std::vector<std::filesystem::path>& files, const BpeTrainerOptions& options);
+
+/// Same, on texts already in memory.
+ByteBpe train_byte_bpe(const std::vector<std::string>& texts, const BpeTrainerOptions& options);
+
+struct WordPieceTrainerOptions {
+  int64_t vocab_size = 30522;
+  int64_t min_frequency = 2;
+  std::vector<std::string> special_tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};  // ids 0..
+  WordPieceOptions wordpiece;  // normaliser settings, unknown token and prefix of the result
+  int threads = 0;
+  std::string jsonl_field = "text";
+  TrainProgress progress;
+};
+
+/// Trains a WordPiece vocabulary (inputs as for train_byte_bpe). The unknown token must be
+/// among the special tokens.
+WordPiece train_wordpiece(const std::vector<std::filesystem::path>& files, const WordPieceTrainerOptions& options);
+WordPiece train_wordpiece(const std::vector<std::string>& texts, const WordPieceTrainerOptions& options);
+
+/// The texts of training files: each line of a text file (newline kept), the `jsonl_field` of
+/// each line of a .jsonl/.json file. Throws lathe::Error naming the file and line.
+std::vector<std::string> read_training_texts(const std::vector<std::filesystem::path>& files,
+                                             const std::string& jsonl_field);
+
+struct MergeOptions {
+  int64_t vocab_size = 0;     // stop when the vocabulary has this many tokens
+  int64_t min_frequency = 0;  // or when the best pair is rarer than this
+  std::string prefix;         // continuation prefix removed from the right part ("##")
+  TrainProgress progress;
+};
+
+/// The merge loop both trainers share: appends merged tokens to `tokens` and returns the merges
+/// (pairs of ids) in order. `words` are symbol ids with their frequencies `freq`.
+std::vector<std::pair<int32_t, int32_t>> learn_merges(std::vector<std::string>& tokens,
+                                                      std::vector<std::vector<int32_t>> words,
+                                                      const std::vector<int64_t>& freq, const MergeOptions& options);
+
+}  // namespace lathe::tokenizer
