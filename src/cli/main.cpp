@@ -386,6 +386,11 @@ int main(int argc, char** argv) {
     std::string group_words;
     for (const auto& c : cmds)
       if (c.name.starts_with(args[0] + " ")) group_words += (group_words.empty() ? "" : "|") + c.name.substr(args[0].size() + 1);
+    if (!group_words.empty() && args.size() > 1 && (args[1] == "--help" || args[1] == "-h")) {
+      for (const auto& c : cmds)
+        if (c.name.starts_with(args[0] + " ")) std::cout << fmt::format("  lathe {:<18} {}\n", c.name, c.summary);
+      return kOk;
+    }
     if (!group_words.empty())
       std::cerr << fmt::format("lathe {}: expected one of {}\nusage: lathe {} {{{}}} ...\n", args[0], group_words,
                                args[0], group_words);
