@@ -50,6 +50,17 @@ struct Reference {
       for (const auto& t : items) text += t + "\n";
     corpus = dir.write("corpus.txt", text);
   }
+  /// Trains HF's byte-level BPE (or WordPiece, lowercase "1"/"0") on the corpus into a new
+  /// directory `name` and returns that directory.
+  std::filesystem::path train(const std::string& name, const std::string& vocab_size, const std::string& lowercase = "") {
+    const auto out = dir.path() / name;
+    std::filesystem::create_directories(out);
+    if (lowercase.empty())
+      python({"train_bpe", corpus.string(), out.string(), vocab_size});
+    else
+      python({"train_wordpiece", corpus.string(), out.string(), vocab_size, lowercase});
+    return out;
+  }
   /// HF's ids for every text.
   std::vector<std::vector<int32_t>> hf_ids(const std::filesystem::path& tokenizer, bool specials = false) {
     auto out = dir.path() / "ids.json";
@@ -59,6 +70,17 @@ struct Reference {
     return read_json(out).get<std::vector<std::vector<int32_t>>>();
   }
 };
+
+/// The first 12000 verses of the default corpus as a training file, and up to 400 kB of the
+/// verses after them as held-out text.
+std::pair<std::filesystem::path, std::string> split_corpus(const TempDir& dir) {
+  std::ifstream in(kKjv);
+  REQUIRE(in);
+  std::string train, held, line;
+  for (int i = 0; std::getline(in, line); ++i) (i < 12000 ? train : held) += line + "\n";
+  held.resize(std::min<std::size_t>(held.size(), 400000));
+  return {dir.write("train.txt", train), held};
+}
 
 std::string show(const std::string& s) {
   std::string out;
@@ -101,9 +123,7 @@ TEST_CASE("tokenizer: GPT-2 pre-tokenization splits like the regex", "[tokenizer
 
 TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (tokenizer.json)", "[tokenizer][reference][python]") {
   Reference ref;
-  const auto dir = ref.dir.path() / "bpe";
-  std::filesystem::create_directories(dir);
-  python({"train_bpe", ref.corpus.string(), dir.string(), "2000"});
+  const auto dir = ref.train("bpe", "2000");
   auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
   CHECK(bpe.vocab_size() == 2000);
   check_same_ids(ref.items, ref.hf_ids(dir / "tokenizer.json"), [&](const std::string& t) { return bpe.encode(t); });
@@ -111,9 +131,7 @@ TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (tokenizer.json)",
 
 TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (vocab.json + merges.txt)", "[tokenizer][reference][python]") {
   Reference ref;
-  const auto dir = ref.dir.path() / "bpe";
-  std::filesystem::create_directories(dir);
-  python({"train_bpe", ref.corpus.string(), dir.string(), "1500"});
+  const auto dir = ref.train("bpe", "1500");
   auto out = ref.dir.path() / "vm.json";
   python({"encode_vocab_merges", (dir / "vocab.json").string(), (dir / "merges.txt").string(), ref.texts.string(),
           out.string()});
@@ -134,9 +152,7 @@ TEST_CASE("tokenizer: WordPiece gives HF tokenizers' ids, uncased and cased", "[
   Reference ref;
   for (std::string lower : {"1", "0"}) {
     INFO("lowercase " << lower);
-    const auto dir = ref.dir.path() / ("wp" + lower);
-    std::filesystem::create_directories(dir);
-    python({"train_wordpiece", ref.corpus.string(), dir.string(), "2000", lower});
+    const auto dir = ref.train("wp" + lower, "2000", lower);
     auto expected = ref.hf_ids(dir / "tokenizer.json", /*specials=*/true);
     auto wp = WordPiece::from_tokenizer_json(dir / "tokenizer.json");
     check_same_ids(ref.items, expected, [&](const std::string& t) { return wp.encode_with_specials(t).ids; });
@@ -151,17 +167,13 @@ TEST_CASE("tokenizer: WordPiece gives HF tokenizers' ids, uncased and cased", "[
 TEST_CASE("tokenizer: a tokenizer.json saved by lathe loads in HF tokenizers with the same ids",
           "[tokenizer][reference][python]") {
   Reference ref;
-  const auto dir = ref.dir.path() / "bpe";
-  std::filesystem::create_directories(dir);
-  python({"train_bpe", ref.corpus.string(), dir.string(), "1000"});
+  const auto dir = ref.train("bpe", "1000");
   auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
   const auto saved = ref.dir.path() / "lathe_bpe.json";
   bpe.save(saved);
   check_same_ids(ref.items, ref.hf_ids(saved), [&](const std::string& t) { return bpe.encode(t); });
 
-  const auto wdir = ref.dir.path() / "wp";
-  std::filesystem::create_directories(wdir);
-  python({"train_wordpiece", ref.corpus.string(), wdir.string(), "1000", "1"});
+  const auto wdir = ref.train("wp", "1000", "1");
   auto wp = WordPiece::from_tokenizer_json(wdir / "tokenizer.json");
   const auto wsaved = ref.dir.path() / "lathe_wp.json";
   wp.save(wsaved);
@@ -170,9 +182,7 @@ TEST_CASE("tokenizer: a tokenizer.json saved by lathe loads in HF tokenizers wit
 
 TEST_CASE("tokenizer: byte-level BPE decode(encode(x)) == x for any bytes", "[tokenizer]") {
   Reference ref;
-  const auto dir = ref.dir.path() / "bpe";
-  std::filesystem::create_directories(dir);
-  python({"train_bpe", ref.corpus.string(), dir.string(), "800"});
+  const auto dir = ref.train("bpe", "800");
   auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
   for (const auto& t : ref.items) CHECK(bpe.decode(bpe.encode(t)) == t);
   std::mt19937 rng(7);
@@ -189,9 +199,7 @@ TEST_CASE("tokenizer: byte-level BPE decode(encode(x)) == x for any bytes", "[to
 
 TEST_CASE("tokenizer: offsets cover the text the ids came from", "[tokenizer]") {
   Reference ref;
-  const auto dir = ref.dir.path() / "bpe";
-  std::filesystem::create_directories(dir);
-  python({"train_bpe", ref.corpus.string(), dir.string(), "800"});
+  const auto dir = ref.train("bpe", "800");
   auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
   const std::string text = "In the beginning<|endoftext|>God created\n\nthe heaven.";
   std::vector<Offset> offsets;
@@ -209,9 +217,7 @@ TEST_CASE("tokenizer: offsets cover the text the ids came from", "[tokenizer]") 
 
 TEST_CASE("tokenizer: batch encoding on threads gives encode()'s ids", "[tokenizer]") {
   Reference ref;
-  const auto dir = ref.dir.path() / "bpe";
-  std::filesystem::create_directories(dir);
-  python({"train_bpe", ref.corpus.string(), dir.string(), "800"});
+  const auto dir = ref.train("bpe", "800");
   auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
   auto batch = bpe.encode_batch(ref.items, 4);
   REQUIRE(batch.size() == ref.items.size());
@@ -257,9 +263,7 @@ TEST_CASE("tokenizer: malformed files are reported with the file and line", "[to
 
 TEST_CASE("tokenizer: the BPE trainer learns HF BpeTrainer's vocabulary and merges", "[tokenizer][train][reference][python]") {
   Reference ref;
-  const auto dir = ref.dir.path() / "hf";
-  std::filesystem::create_directories(dir);
-  python({"train_bpe", ref.corpus.string(), dir.string(), "3000"});
+  const auto dir = ref.train("hf", "3000");
   BpeTrainerOptions o;
   o.vocab_size = 3000;
   o.threads = 2;
@@ -276,12 +280,7 @@ TEST_CASE("tokenizer: the BPE trainer learns HF BpeTrainer's vocabulary and merg
 
 TEST_CASE("tokenizer: held-out compression of the trained BPE is within 1% of HF's", "[tokenizer][train][reference][python]") {
   TempDir dir;
-  std::ifstream in(kKjv);
-  REQUIRE(in);
-  std::string train, held, line;
-  for (int i = 0; std::getline(in, line); ++i) (i < 12000 ? train : held) += line + "\n";
-  held.resize(std::min<std::size_t>(held.size(), 400000));
-  auto train_file = dir.write("train.txt", train);
+  auto [train_file, held] = split_corpus(dir);
   auto held_file = dir.write("held.json", nlohmann::json(std::vector<std::string>{held}).dump());
   const auto hf_dir = dir.path() / "hf";
   std::filesystem::create_directories(hf_dir);
@@ -328,12 +327,7 @@ TEST_CASE("tokenizer: training reads JSONL and rejects an empty corpus", "[token
 TEST_CASE("tokenizer: WordPiece training matches HF WordPieceTrainer's vocabulary and compression",
           "[tokenizer][train][reference][python]") {
   TempDir dir;
-  std::ifstream in(kKjv);
-  REQUIRE(in);
-  std::string train, held, line;
-  for (int i = 0; std::getline(in, line); ++i) (i < 12000 ? train : held) += line + "\n";
-  held.resize(std::min<std::size_t>(held.size(), 400000));
-  auto train_file = dir.write("train.txt", train);
+  auto [train_file, held] = split_corpus(dir);
   auto held_file = dir.write("held.json", nlohmann::json(std::vector<std::string>{held}).dump());
   const auto hf_dir = dir.path() / "hf";
   std::filesystem::create_directories(hf_dir);

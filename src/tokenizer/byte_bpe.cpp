@@ -360,14 +360,7 @@ ByteBpe ByteBpe::from_tokenizer_json(const std::filesystem::path& path) {
 }
 
 void ByteBpe::save(const std::filesystem::path& path) const {
-  nlohmann::ordered_json j;
-  j["version"] = "1.0";
-  j["truncation"] = nullptr;
-  j["padding"] = nullptr;
-  j["added_tokens"] = nlohmann::ordered_json::array();
-  for (int32_t id : special_)
-    j["added_tokens"].push_back({{"id", id}, {"content", tokens_[id]}, {"single_word", false}, {"lstrip", false},
-                                 {"rstrip", false}, {"normalized", false}, {"special", true}});
+  nlohmann::ordered_json j = detail::tokenizer_json_head(tokens_, special_);
   j["normalizer"] = nullptr;
   const nlohmann::ordered_json byte_level = {{"type", "ByteLevel"},
                                              {"add_prefix_space", options_.add_prefix_space},

@@ -260,14 +260,7 @@ WordPiece WordPiece::from_tokenizer_json(const std::filesystem::path& path) {
 }
 
 void WordPiece::save(const std::filesystem::path& path) const {
-  nlohmann::ordered_json j;
-  j["version"] = "1.0";
-  j["truncation"] = nullptr;
-  j["padding"] = nullptr;
-  j["added_tokens"] = nlohmann::ordered_json::array();
-  for (int32_t id : special_)
-    j["added_tokens"].push_back({{"id", id}, {"content", tokens_[id]}, {"single_word", false}, {"lstrip", false},
-                                 {"rstrip", false}, {"normalized", false}, {"special", true}});
+  nlohmann::ordered_json j = detail::tokenizer_json_head(tokens_, special_);
   j["normalizer"] = {{"type", "BertNormalizer"},
                      {"clean_text", options_.clean_text},
                      {"handle_chinese_chars", options_.handle_chinese_chars},
