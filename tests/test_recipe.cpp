@@ -188,6 +188,11 @@ TEST_CASE("recipe: inconsistent values are reported at the key the user wrote", 
     CHECK(problem(kCorpus + "run:\n  device: cpu\ntrain:\n  precision: fp16\n").message ==
           "fp16 needs CUDA; use bf16 on the CPU");
   }
+  SECTION("WordPiece without an unknown token") {
+    auto d = problem(kCorpus + "tokenizer:\n  type: wordpiece\n");
+    CHECK(d.key == "tokenizer.type");
+    CHECK(contains(d.message, "needs [UNK] among its special tokens"));
+  }
   SECTION("model vocabulary smaller than the tokenizer's") {
     CHECK(problem(kCorpus + "model:\n  vocab_size: 1000\n").key == "model.vocab_size");
   }

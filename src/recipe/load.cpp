@@ -282,6 +282,12 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
     fail({"tokenizer.train_files"},
          "missing required key: the tokenizer stage needs tokenizer.train_files (or data.train_files), or an "
          "existing tokenizer in tokenizer.path");
+  if (has_stage(Stage::Tokenizer) && r.tokenizer.path.empty() && r.tokenizer.type == TokenizerType::WordPiece &&
+      std::find(r.tokenizer.special_tokens.begin(), r.tokenizer.special_tokens.end(), "[UNK]") ==
+          r.tokenizer.special_tokens.end())
+    fail({"tokenizer.special_tokens", "tokenizer.type"},
+         "a WordPiece tokenizer needs [UNK] among its special tokens, e.g. [\"[PAD]\", \"[UNK]\", \"[CLS]\", "
+         "\"[SEP]\", \"[MASK]\"]");
   if (has_stage(Stage::Generate) && r.generate.prompts.empty())
     fail({"generate.prompts"}, "the generate stage needs at least one prompt (\"\" starts from nothing)");
   if (has_stage(Stage::Generate) && m.arch != Arch::Gpt)

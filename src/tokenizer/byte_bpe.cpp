@@ -18,8 +18,13 @@ std::atomic<uint64_t> next_uid{1};
 /// Per-thread cache of word -> ids, one per vocabulary, bounded so memory stays flat.
 struct WordCache {
   static constexpr std::size_t kMaxWords = 1 << 18;
+  // Looked up by string_view: no allocation on a hit.
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   uint64_t uid = 0;
-  std::unordered_map<std::string, std::vector<int32_t>> words;
+  std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> words;
 };
 
 WordCache& cache_for(uint64_t uid) {
@@ -179,7 +184,7 @@ void ByteBpe::encode_piece(std::string_view piece, std::size_t base, std::vector
     ids.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
   } else {
     WordCache& cache = cache_for(uid_);
-    auto it = cache.words.find(std::string(piece));
+    auto it = cache.words.find(piece);
     if (it != cache.words.end()) {
       ids.insert(ids.end(), it->second.begin(), it->second.end());
     } else {
