@@ -149,6 +149,14 @@ int cmd_tokenizer_train(const cxxopts::ParseResult& r) {
   return kOk;
 }
 
+int cmd_data_prepare(const cxxopts::ParseResult& r) {
+  Recipe recipe = load(r);
+  auto result = lathe::pipeline::run_data_stage(recipe, r.count("force") > 0 || recipe.run.force,
+                                                lathe::console_progress());
+  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return kOk;
+}
+
 /// The inputs of encode/decode: each named file, or stdin when none is named.
 std::vector<std::pair<std::string, std::string>> read_inputs(const cxxopts::ParseResult& r) {
   std::vector<std::pair<std::string, std::string>> inputs;
@@ -305,8 +313,9 @@ std::vector<Command> commands() {
          o.parse_positional({"files"});
        },
        cmd_tokenizer_decode},
-      {"data prepare", "RECIPE", "Tokenize the corpus into train/val shards", with_recipe(),
-       unavailable("data preparation")},
+      {"data prepare", "RECIPE", "Tokenize the corpus into train/val shards",
+       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Prepare again even if the shards exist"); }),
+       cmd_data_prepare},
       {"prune", "RECIPE", "Prune a checkpoint", with_recipe(), unavailable("pruning")},
       {"quantize", "RECIPE", "Quantize a checkpoint", with_recipe(), unavailable("quantization")},
       {"export", "RECIPE", "Export to ONNX or Hugging Face format", with_recipe(), unavailable("export")},

@@ -11,7 +11,7 @@
 
 namespace lathe::pipeline {
 
-std::vector<recipe::Stage> available_stages() { return {recipe::Stage::Tokenizer}; }
+std::vector<recipe::Stage> available_stages() { return {recipe::Stage::Tokenizer, recipe::Stage::Data}; }
 
 RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log) {
   RunReport report;
@@ -35,6 +35,7 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
     StageResult result;
     switch (stage) {
       case recipe::Stage::Tokenizer: result = run_tokenizer_stage(recipe, options.force, options.progress); break;
+      case recipe::Stage::Data: result = run_data_stage(recipe, options.force, options.progress); break;
       default: break;
     }
     log << fmt::format("stage {}: {}{}\n", recipe::enum_name(stage), result.skipped ? "skipped, " : "", result.summary);

@@ -242,6 +242,19 @@ int32_t ByteBpe::token_to_id(std::string_view spelled) const {
   return it == spelled_to_id_.end() ? -1 : it->second;
 }
 
+uint64_t ByteBpe::fingerprint() const {
+  Fnv1a h;
+  h.add("byte_bpe");
+  h.add_u64(options_.add_prefix_space);
+  for (const auto& t : tokens_) {
+    h.add_u64(t.size());
+    h.add(t);
+  }
+  for (auto [a, b] : merges_) h.add_u64((static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b));
+  for (int32_t id : special_) h.add_u64(static_cast<uint64_t>(id));
+  return h.value();
+}
+
 // ------------------------------------------------------------------------------ files
 
 ByteBpe ByteBpe::from_vocab_merges(const std::filesystem::path& vocab_json, const std::filesystem::path& merges_txt) {

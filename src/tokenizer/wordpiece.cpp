@@ -23,6 +23,24 @@ WordPiece::WordPiece(std::vector<std::string> tokens, std::vector<int32_t> speci
   if (unk_id_ < 0) throw Error("WordPiece vocabulary has no unknown token '" + options_.unk_token + "'");
 }
 
+uint64_t WordPiece::fingerprint() const {
+  Fnv1a h;
+  h.add("wordpiece");
+  for (bool flag : {options_.lowercase, options_.strip_accents, options_.clean_text, options_.handle_chinese_chars})
+    h.add_u64(flag);
+  h.add_u64(static_cast<uint64_t>(options_.max_input_chars_per_word));
+  for (const auto* s : {&options_.unk_token, &options_.prefix, &options_.cls_token, &options_.sep_token}) {
+    h.add_u64(s->size());
+    h.add(*s);
+  }
+  for (const auto& t : tokens_) {
+    h.add_u64(t.size());
+    h.add(t);
+  }
+  for (int32_t id : special_) h.add_u64(static_cast<uint64_t>(id));
+  return h.value();
+}
+
 int32_t WordPiece::token_to_id(std::string_view token) const {
   auto it = vocab_.find(std::string(token));
   return it == vocab_.end() ? -1 : it->second;

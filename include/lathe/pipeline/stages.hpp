@@ -25,4 +25,11 @@ struct StageResult {
 /// into <out_dir>/tokenizer.json.
 StageResult run_tokenizer_stage(const recipe::Recipe& recipe, bool force, const Progress& progress = {});
 
+/// Where the run's shards live: data.shard_dir, else <out_dir>/shards.
+std::filesystem::path shard_dir(const recipe::Recipe& recipe);
+
+/// Data stage: tokenizes data.train_files (and data.val_files) with the run's tokenizer into
+/// train/val shards under shard_dir(); skipped when index.json shows the same tokenizer.
+StageResult run_data_stage(const recipe::Recipe& recipe, bool force, const Progress& progress = {});
+
 }  // namespace lathe::pipeline

@@ -47,6 +47,7 @@ class ByteBpe final : public Tokenizer {
   int32_t vocab_size() const override { return static_cast<int32_t>(tokens_.size()); }
   int32_t token_to_id(std::string_view spelled) const override;
   void save(const std::filesystem::path& tokenizer_json) const override;
+  uint64_t fingerprint() const override;
 
   const std::vector<std::string>& tokens() const { return tokens_; }
   const std::vector<std::pair<int32_t, int32_t>>& merges() const { return merges_; }

@@ -31,6 +31,10 @@ class Tokenizer {
   /// Writes a Hugging Face tokenizer.json that `tokenizers.Tokenizer.from_file` loads.
   virtual void save(const std::filesystem::path& tokenizer_json) const = 0;
 
+  /// A 64-bit FNV-1a hash of everything that decides the ids (tokens, merges, special tokens,
+  /// normalisation): two tokenizers with equal fingerprints give the same ids. Stored in shards.
+  virtual uint64_t fingerprint() const = 0;
+
   /// Encodes many texts on `threads` threads (0: all hardware threads); same ids as encode().
   std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, int threads = 0) const;
 };
@@ -38,6 +42,21 @@ class Tokenizer {
 /// Loads tokenizer.json (BPE or WordPiece model), vocab.json (with merges.txt beside it) or
 /// vocab.txt (WordPiece; `lowercase` applies to this form only, tokenizer.json says its own).
 /// Throws lathe::Error naming the file (and line) of any problem.
+/// FNV-1a, 64 bit: the hash behind Tokenizer::fingerprint().
+class Fnv1a {
+ public:
+  void add(std::string_view bytes) {
+    for (unsigned char c : bytes) h_ = (h_ ^ c) * 0x100000001b3ull;
+  }
+  void add_u64(uint64_t v) {
+    for (int i = 0; i < 8; ++i) h_ = (h_ ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+  }
+  uint64_t value() const { return h_; }
+
+ private:
+  uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, bool lowercase = true);
 
 }  // namespace lathe::tokenizer

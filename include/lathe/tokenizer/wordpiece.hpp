@@ -47,6 +47,7 @@ class WordPiece final : public Tokenizer {
   int32_t vocab_size() const override { return static_cast<int32_t>(tokens_.size()); }
   int32_t token_to_id(std::string_view token) const override;
   void save(const std::filesystem::path& tokenizer_json) const override;
+  uint64_t fingerprint() const override;
 
   const WordPieceOptions& options() const { return options_; }
   const std::vector<std::string>& tokens() const { return tokens_; }

@@ -1,0 +1,53 @@
+// `lathe data prepare`: corpus files -> tokenized train/val shards + shards/index.json.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lathe/tokenizer/tokenizer.hpp"
+
+namespace lathe::data {
+
+enum class InputFormat { Auto, Text, Jsonl };
+
+/// Calls `doc` for each document of `files`: a text file holds documents separated by blank
+/// lines; a JSONL file (.jsonl/.json, or format Jsonl) one document per line, in `jsonl_field`.
+/// Throws lathe::Error naming the file and line of a bad JSONL line.
+void read_documents(const std::vector<std::filesystem::path>& files, InputFormat format,
+                    const std::string& jsonl_field, const std::function<void(std::string&&)>& doc);
+
+struct PrepareOptions {
+  std::vector<std::filesystem::path> train_files;
+  std::vector<std::filesystem::path> val_files;  // empty: val_fraction of the training documents
+  double val_fraction = 0.05;
+  InputFormat format = InputFormat::Auto;
+  std::string jsonl_field = "text";
+  std::filesystem::path shard_dir;
+  uint64_t shard_tokens = 100'000'000;  // tokens per shard file
+  uint64_t seed = 1337;                 // decides which documents go to validation
+  int threads = 0;                      // tokenization threads; 0: all hardware threads
+  std::function<void(const std::string&, int64_t, int64_t)> progress;
+};
+
+struct PrepareReport {
+  std::vector<std::filesystem::path> train_shards, val_shards;
+  uint64_t train_tokens = 0, val_tokens = 0;
+  uint64_t train_documents = 0, val_documents = 0;
+  uint64_t bytes = 0;
+  double seconds = 0;
+};
+
+/// Tokenizes the documents (end-of-text token after each), writes train_NNNNNN.bin and
+/// val_NNNNNN.bin shards and, last, index.json (what the shards hold and which tokenizer wrote
+/// them). The end-of-text token is <|endoftext|>, else [SEP].
+PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptions& options);
+
+/// The shards listed by <shard_dir>/index.json for a split ("train" or "val"), checked against
+/// the tokenizer. Throws lathe::Error naming the file when the index or a shard is unusable.
+std::vector<std::filesystem::path> indexed_shards(const std::filesystem::path& shard_dir, const std::string& split,
+                                                  const tokenizer::Tokenizer& tok);
+
+}  // namespace lathe::data

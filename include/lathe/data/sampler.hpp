@@ -1,0 +1,78 @@
+// Windows of seq_len + 1 tokens for causal-LM training, drawn from shards.
+//
+// random:     every batch draws window starts uniformly over the whole token stream, from a
+//             counter-based generator keyed by (seed, rank, step, row): deterministic, and resumed
+//             exactly by restoring the step.
+// sequential: the stream is cut into non-overlapping windows (stride seq_len, so each target
+//             token is predicted once per epoch); each epoch shuffles them with (seed, epoch) and
+//             rank r of W takes every W-th window, so ranks see disjoint windows that together
+//             cover the epoch (the remainder that does not divide evenly is dropped).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "lathe/data/shard.hpp"
+
+namespace lathe::data {
+
+/// Several shards read as one stream of tokens.
+class TokenStream {
+ public:
+  explicit TokenStream(std::vector<Shard> shards);
+  uint64_t size() const { return total_; }
+  /// Copies tokens [from, from + n) into out; may cross shard boundaries.
+  void read(uint64_t from, uint64_t n, int32_t* out) const;
+  const std::vector<Shard>& shards() const { return shards_; }
+
+ private:
+  std::vector<Shard> shards_;
+  std::vector<uint64_t> starts_;  // first global index of each shard
+  uint64_t total_ = 0;
+};
+
+enum class SamplerMode { Random, Sequential };
+
+struct WindowSamplerOptions {
+  int64_t seq_len = 256;    // tokens per input row; rows hold seq_len + 1 (inputs and shifted targets)
+  int64_t batch_size = 8;   // rows per batch
+  uint64_t seed = 1337;
+  int rank = 0;             // this process's rank ...
+  int world_size = 1;       // ... among this many
+  SamplerMode mode = SamplerMode::Random;
+};
+
+/// Where a sampler is; saving and restoring it resumes with the very next batch.
+struct SamplerState {
+  uint64_t epoch = 0;
+  uint64_t step = 0;  // batches drawn (random) or windows consumed in this epoch (sequential)
+};
+
+class WindowSampler {
+ public:
+  WindowSampler(const TokenStream& stream, WindowSamplerOptions options);
+
+  /// Fills `rows` with batch_size * (seq_len + 1) tokens, row-major.
+  void next(std::vector<int32_t>& rows);
+  /// Start offsets of the next batch's windows (what next() would read), advancing the state.
+  std::vector<uint64_t> next_starts();
+
+  SamplerState state() const { return state_; }
+  void restore(const SamplerState& s);
+  /// Windows per epoch for this rank (sequential mode).
+  uint64_t windows_per_rank() const;
+
+ private:
+  void shuffle_epoch();
+
+  const TokenStream& stream_;
+  WindowSamplerOptions o_;
+  SamplerState state_;
+  std::vector<uint64_t> order_;  // sequential: this epoch's window indices for this rank
+  uint64_t order_epoch_ = UINT64_MAX;
+};
+
+/// splitmix64: the counter-based mixing used by the samplers (a documented, portable generator).
+uint64_t splitmix64(uint64_t x);
+
+}  // namespace lathe::data

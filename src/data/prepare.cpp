@@ -1,0 +1,191 @@
+#include "lathe/data/prepare.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+
+#include "lathe/core/error.hpp"
+#include "lathe/data/sampler.hpp"
+#include "lathe/data/shard.hpp"
+#include "lathe/io/atomic_file.hpp"
+
+namespace lathe::data {
+namespace fs = std::filesystem;
+
+void read_documents(const std::vector<fs::path>& files, InputFormat format, const std::string& jsonl_field,
+                    const std::function<void(std::string&&)>& doc) {
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    if (!in) throw Error("cannot read '" + f.string() + "'");
+    const bool jsonl = format == InputFormat::Jsonl ||
+                       (format == InputFormat::Auto && (f.extension() == ".jsonl" || f.extension() == ".json"));
+    std::string line, text;
+    for (int lineno = 1; std::getline(in, line); ++lineno) {
+      if (jsonl) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        nlohmann::json j;
+        try {
+          j = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception& e) {
+          throw Error(f.string() + ":" + std::to_string(lineno) + ": invalid JSON: " + e.what());
+        }
+        if (!j.is_object() || !j.contains(jsonl_field) || !j[jsonl_field].is_string())
+          throw Error(f.string() + ":" + std::to_string(lineno) + ": no string field '" + jsonl_field + "'");
+        doc(j[jsonl_field].get<std::string>());
+      } else if (line.find_first_not_of(" \t\r") == std::string::npos) {
+        if (!text.empty()) doc(std::move(text));
+        text.clear();
+      } else {
+        text += line;
+        text += '\n';
+      }
+    }
+    if (!text.empty()) doc(std::move(text));
+  }
+}
+
+namespace {
+
+/// Writes a split's shards, starting a new file every shard_tokens tokens.
+class SplitWriter {
+ public:
+  SplitWriter(fs::path dir, std::string split, const tokenizer::Tokenizer& tok, uint64_t shard_tokens)
+      : dir_(std::move(dir)), split_(std::move(split)), tok_(tok), shard_tokens_(shard_tokens) {}
+
+  void add(const std::vector<int32_t>& ids, int32_t eot) {
+    buffer_ = ids;
+    buffer_.push_back(eot);
+    std::size_t at = 0;
+    while (at < buffer_.size()) {
+      if (!writer_) open();
+      const std::size_t take = std::min<std::size_t>(buffer_.size() - at, shard_tokens_ - writer_->count());
+      writer_->append(std::span<const int32_t>(buffer_.data() + at, take));
+      at += take;
+      tokens_ += take;
+      if (writer_->count() >= shard_tokens_) close();
+    }
+    ++documents_;
+  }
+  void close() {
+    if (!writer_) return;
+    writer_->finish();
+    writer_.reset();
+  }
+  const std::vector<fs::path>& shards() const { return shards_; }
+  uint64_t tokens() const { return tokens_; }
+  uint64_t documents() const { return documents_; }
+
+ private:
+  void open() {
+    shards_.push_back(dir_ / fmt::format("{}_{:06d}.bin", split_, shards_.size()));
+    writer_ = std::make_unique<ShardWriter>(shards_.back(), static_cast<uint32_t>(tok_.vocab_size()), tok_.fingerprint());
+  }
+
+  fs::path dir_;
+  std::string split_;
+  const tokenizer::Tokenizer& tok_;
+  uint64_t shard_tokens_;
+  std::unique_ptr<ShardWriter> writer_;
+  std::vector<fs::path> shards_;
+  std::vector<int32_t> buffer_;
+  uint64_t tokens_ = 0, documents_ = 0;
+};
+
+std::string hex(uint64_t v) { return fmt::format("{:016x}", v); }
+
+}  // namespace
+
+PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  int32_t eot = tok.token_to_id("<|endoftext|>");
+  if (eot < 0) eot = tok.token_to_id("[SEP]");
+  if (eot < 0) throw Error("the tokenizer has no end-of-text token (<|endoftext|> or [SEP]) to put between documents");
+  if (o.shard_tokens == 0) throw Error("shard_tokens must be positive");
+  fs::create_directories(o.shard_dir);
+  // Stale shards of an earlier run must not be mistaken for this run's: the index goes first.
+  std::error_code ec;
+  fs::remove(o.shard_dir / "index.json", ec);
+  for (const auto& e : fs::directory_iterator(o.shard_dir))
+    if (e.path().extension() == ".bin" || e.path().extension() == ".partial") fs::remove(e.path(), ec);
+
+  SplitWriter train(o.shard_dir, "train", tok, o.shard_tokens), val(o.shard_dir, "val", tok, o.shard_tokens);
+  PrepareReport report;
+  uint64_t total_bytes = 0;
+  for (const auto& f : o.train_files) total_bytes += fs::file_size(f);
+  for (const auto& f : o.val_files) total_bytes += fs::file_size(f);
+
+  std::vector<std::string> batch;
+  std::vector<bool> batch_val;
+  uint64_t index = 0;
+  auto flush = [&] {
+    auto ids = tok.encode_batch(batch, o.threads);
+    for (std::size_t i = 0; i < ids.size(); ++i) (batch_val[i] ? val : train).add(ids[i], eot);
+    batch.clear();
+    batch_val.clear();
+    if (o.progress) o.progress("data", static_cast<int64_t>(report.bytes), static_cast<int64_t>(total_bytes));
+  };
+  auto add = [&](std::string&& text, bool to_val) {
+    report.bytes += text.size();
+    batch.push_back(std::move(text));
+    batch_val.push_back(to_val);
+    if (batch.size() >= 4096) flush();
+  };
+  read_documents(o.train_files, o.format, o.jsonl_field, [&](std::string&& d) {
+    // Hash of (seed, document index) decides the split: stable under re-runs and thread counts.
+    const double u = static_cast<double>(splitmix64(o.seed ^ splitmix64(index++)) >> 11) * 0x1.0p-53;
+    add(std::move(d), o.val_files.empty() && u < o.val_fraction);
+  });
+  read_documents(o.val_files, o.format, o.jsonl_field, [&](std::string&& d) { add(std::move(d), true); });
+  flush();
+  train.close();
+  val.close();
+  if (train.tokens() == 0) throw Error("the training files hold no documents");
+
+  nlohmann::ordered_json j;
+  j["version"] = 1;
+  j["fingerprint"] = hex(tok.fingerprint());
+  j["vocab_size"] = tok.vocab_size();
+  j["eot"] = eot;
+  for (auto* split : {&train, &val}) {
+    auto& entry = j[split == &train ? "train" : "val"];
+    entry["documents"] = split->documents();
+    entry["tokens"] = split->tokens();
+    entry["shards"] = nlohmann::ordered_json::array();
+    for (const auto& s : split->shards()) entry["shards"].push_back(s.filename().string());
+  }
+  io::write_file_atomic(o.shard_dir / "index.json", j.dump(2) + "\n");
+
+  report.train_shards = train.shards();
+  report.val_shards = val.shards();
+  report.train_tokens = train.tokens();
+  report.val_tokens = val.tokens();
+  report.train_documents = train.documents();
+  report.val_documents = val.documents();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+std::vector<fs::path> indexed_shards(const fs::path& dir, const std::string& split, const tokenizer::Tokenizer& tok) {
+  const auto index = dir / "index.json";
+  std::ifstream in(index);
+  if (!in) throw Error("no prepared data in '" + dir.string() + "' (index.json is missing); run the data stage");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(index.string() + ": invalid JSON: " + e.what());
+  }
+  if (j.value("fingerprint", "") != hex(tok.fingerprint()))
+    throw Error(index.string() + ": the shards were written by another tokenizer (fingerprint " +
+                j.value("fingerprint", "?") + ", this run's tokenizer " + hex(tok.fingerprint()) +
+                "); run the data stage again with --force");
+  std::vector<fs::path> shards;
+  if (j.contains(split))
+    for (const auto& name : j[split].value("shards", nlohmann::json::array())) shards.push_back(dir / name.get<std::string>());
+  return shards;
+}
+
+}  // namespace lathe::data

@@ -1,0 +1,105 @@
+#include "lathe/data/sampler.hpp"
+
+#include <algorithm>
+
+#include "lathe/core/error.hpp"
+
+namespace lathe::data {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+TokenStream::TokenStream(std::vector<Shard> shards) : shards_(std::move(shards)) {
+  for (const auto& s : shards_) {
+    starts_.push_back(total_);
+    total_ += s.size();
+  }
+}
+
+void TokenStream::read(uint64_t from, uint64_t n, int32_t* out) const {
+  if (from + n > total_) throw Error("token range past the end of the data");
+  auto it = std::upper_bound(starts_.begin(), starts_.end(), from);
+  std::size_t k = static_cast<std::size_t>(it - starts_.begin()) - 1;
+  while (n > 0) {
+    const uint64_t local = from - starts_[k];
+    const uint64_t take = std::min(n, shards_[k].size() - local);
+    shards_[k].read(local, take, out);
+    out += take;
+    from += take;
+    n -= take;
+    ++k;
+  }
+}
+
+WindowSampler::WindowSampler(const TokenStream& stream, WindowSamplerOptions options) : stream_(stream), o_(options) {
+  if (o_.seq_len < 1 || o_.batch_size < 1) throw Error("sampler: seq_len and batch_size must be positive");
+  if (o_.world_size < 1 || o_.rank < 0 || o_.rank >= o_.world_size)
+    throw Error("sampler: rank " + std::to_string(o_.rank) + " is outside a world of " + std::to_string(o_.world_size));
+  if (stream_.size() < static_cast<uint64_t>(o_.seq_len) + 1)
+    throw Error("the data holds " + std::to_string(stream_.size()) + " tokens, fewer than one window of seq_len + 1 = " +
+                std::to_string(o_.seq_len + 1));
+  if (o_.mode == SamplerMode::Sequential && windows_per_rank() < static_cast<uint64_t>(o_.batch_size))
+    throw Error("the data holds " + std::to_string(windows_per_rank()) + " windows per rank, fewer than one batch of " +
+                std::to_string(o_.batch_size));
+}
+
+uint64_t WindowSampler::windows_per_rank() const {
+  const uint64_t windows = (stream_.size() - 1) / static_cast<uint64_t>(o_.seq_len);
+  return windows / static_cast<uint64_t>(o_.world_size);
+}
+
+void WindowSampler::shuffle_epoch() {
+  const uint64_t per_rank = windows_per_rank();
+  const uint64_t total = per_rank * static_cast<uint64_t>(o_.world_size);
+  std::vector<uint64_t> all((stream_.size() - 1) / static_cast<uint64_t>(o_.seq_len));
+  for (uint64_t i = 0; i < all.size(); ++i) all[i] = i;
+  // Fisher-Yates with splitmix64, so the order is the same on every platform and library.
+  uint64_t counter = splitmix64(o_.seed ^ splitmix64(state_.epoch + 0x5eed));
+  for (uint64_t i = all.size(); i > 1; --i) {
+    counter = splitmix64(counter);
+    std::swap(all[i - 1], all[counter % i]);
+  }
+  order_.clear();
+  for (uint64_t i = static_cast<uint64_t>(o_.rank); i < total; i += static_cast<uint64_t>(o_.world_size))
+    order_.push_back(all[i]);
+  order_epoch_ = state_.epoch;
+}
+
+std::vector<uint64_t> WindowSampler::next_starts() {
+  std::vector<uint64_t> starts(static_cast<std::size_t>(o_.batch_size));
+  const uint64_t L = static_cast<uint64_t>(o_.seq_len);
+  if (o_.mode == SamplerMode::Random) {
+    const uint64_t span = stream_.size() - L;  // valid starts: [0, size - (L + 1)]
+    for (std::size_t b = 0; b < starts.size(); ++b) {
+      uint64_t x = splitmix64(o_.seed ^ splitmix64((static_cast<uint64_t>(o_.rank) << 40) ^ splitmix64(state_.step)));
+      x = splitmix64(x ^ b);
+      starts[b] = x % span;
+    }
+    ++state_.step;
+    return starts;
+  }
+  for (auto& s : starts) {
+    if (state_.step >= windows_per_rank()) {
+      ++state_.epoch;
+      state_.step = 0;
+    }
+    if (order_epoch_ != state_.epoch) shuffle_epoch();
+    s = order_[state_.step++] * L;
+  }
+  return starts;
+}
+
+void WindowSampler::next(std::vector<int32_t>& rows) {
+  const auto starts = next_starts();
+  const uint64_t width = static_cast<uint64_t>(o_.seq_len) + 1;
+  rows.resize(starts.size() * width);
+  for (std::size_t b = 0; b < starts.size(); ++b) stream_.read(starts[b], width, rows.data() + b * width);
+}
+
+void WindowSampler::restore(const SamplerState& s) { state_ = s; }
+
+}  // namespace lathe::data

@@ -1,0 +1,281 @@
+// Token shards, window samplers and data preparation.
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <functional>
+#include <numeric>
+#include <set>
+
+#include "lathe/core/error.hpp"
+#include "lathe/data/prepare.hpp"
+#include "lathe/data/sampler.hpp"
+#include "lathe/data/shard.hpp"
+#include "lathe/tokenizer/trainer.hpp"
+#include "support.hpp"
+
+using namespace lathe::data;
+using lathe::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const lathe::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+fs::path write_shard(const fs::path& path, const std::vector<int32_t>& tokens, uint32_t vocab, uint64_t fp = 42) {
+  ShardWriter w(path, vocab, fp);
+  w.append(tokens);
+  w.finish();
+  return path;
+}
+
+void patch(const fs::path& path, std::size_t offset, const std::string& bytes) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_CASE("data: shards round-trip tokens in 16 and 32 bits", "[data][shard]") {
+  TempDir dir;
+  std::vector<int32_t> small{0, 1, 65535, 7, 300}, large{0, 65536, 99999, 5};
+  Shard a(write_shard(dir.path() / "a.bin", small, 65536));
+  CHECK(a.header().token_bytes == 2);
+  CHECK(fs::file_size(dir.path() / "a.bin") == kShardHeaderBytes + 2 * small.size());
+  Shard b(write_shard(dir.path() / "b.bin", large, 100000));
+  CHECK(b.header().token_bytes == 4);
+  for (std::size_t i = 0; i < small.size(); ++i) CHECK(a[i] == small[i]);
+  std::vector<int32_t> out(large.size());
+  b.read(0, large.size(), out.data());
+  CHECK(out == large);
+  CHECK(b.header().fingerprint == 42);
+  CHECK(error_of([&] { write_shard(dir.path() / "c.bin", {5, 70000}, 1000); }).find("token id 70000 is outside") !=
+        std::string::npos);
+  CHECK(!fs::exists(dir.path() / "c.bin"));
+  CHECK(!fs::exists(dir.path() / "c.bin.partial"));
+}
+
+TEST_CASE("data: corrupt shards are rejected with the file named", "[data][shard][errors]") {
+  TempDir dir;
+  const std::vector<int32_t> tokens(100, 3);
+  auto make = [&](const std::string& name) { return write_shard(dir.path() / name, tokens, 1000); };
+
+  auto magic = make("magic.bin");
+  patch(magic, 0, "NOTTOKEN");
+  CHECK(error_of([&] { Shard s(magic); }) == "shard '" + magic.string() + "': not a lathe token shard (bad magic)");
+
+  auto version = make("version.bin");
+  patch(version, 8, std::string("\x07\0\0\0", 4));
+  CHECK(error_of([&] { Shard s(version); }) ==
+        "shard '" + version.string() + "': format version 7, this lathe reads version 1; prepare the data again");
+
+  auto truncated = make("truncated.bin");
+  fs::resize_file(truncated, kShardHeaderBytes + 150);
+  CHECK(error_of([&] { Shard s(truncated); }).starts_with("shard '" + truncated.string() + "': is truncated"));
+
+  auto tiny = make("tiny.bin");
+  fs::resize_file(tiny, 10);
+  CHECK(error_of([&] { Shard s(tiny); }).find("shorter than its header") != std::string::npos);
+
+  auto good = make("good.bin");
+  Shard s(good);
+  CHECK(error_of([&] { s.expect_tokenizer(43, 1000); }).find("was written by another tokenizer") != std::string::npos);
+  CHECK(error_of([&] { s.expect_tokenizer(42, 1000); }) == "no error");
+  CHECK(error_of([&] { Shard missing(dir.path() / "none.bin"); }).find("cannot open shard") != std::string::npos);
+}
+
+TEST_CASE("data: an unfinished shard leaves no file behind", "[data][shard]") {
+  TempDir dir;
+  {
+    ShardWriter w(dir.path() / "x.bin", 100, 1);
+    w.append(std::vector<int32_t>{1, 2, 3});
+  }
+  CHECK(fs::is_empty(dir.path()));
+}
+
+namespace {
+/// A stream of `n` tokens, token i == i % 50000, split over three shards.
+struct Stream {
+  TempDir dir;
+  std::unique_ptr<TokenStream> stream;
+  explicit Stream(int32_t n) {
+    std::vector<Shard> shards;
+    int32_t at = 0;
+    for (int k = 0; k < 3; ++k) {
+      const int32_t len = k < 2 ? n / 3 : n - 2 * (n / 3);
+      std::vector<int32_t> t(len);
+      for (int32_t i = 0; i < len; ++i) t[i] = (at + i) % 50000;
+      at += len;
+      shards.emplace_back(write_shard(dir.path() / ("s" + std::to_string(k) + ".bin"), t, 50000));
+    }
+    stream = std::make_unique<TokenStream>(std::move(shards));
+  }
+};
+}  // namespace
+
+TEST_CASE("data: windows are read across shard boundaries", "[data][sampler]") {
+  Stream s(1000);
+  std::vector<int32_t> out(50);
+  s.stream->read(320, 50, out.data());  // crosses the first boundary at 333
+  for (int i = 0; i < 50; ++i) CHECK(out[i] == 320 + i);
+}
+
+TEST_CASE("data: the random sampler is deterministic, seed-dependent and resumes exactly", "[data][sampler]") {
+  Stream s(5000);
+  WindowSamplerOptions o;
+  o.seq_len = 16;
+  o.batch_size = 4;
+  WindowSampler a(*s.stream, o), b(*s.stream, o);
+  std::vector<int32_t> x, y;
+  for (int i = 0; i < 5; ++i) {
+    a.next(x);
+    b.next(y);
+    CHECK(x == y);
+  }
+  // rows are contiguous windows: token i+1 follows token i
+  for (int r = 0; r < 4; ++r)
+    for (int i = 0; i < 16; ++i) CHECK(x[r * 17 + i + 1] == (x[r * 17 + i] + 1) % 50000);
+  const auto saved = a.state();
+  std::vector<std::vector<int32_t>> after(3);
+  for (auto& batch : after) a.next(batch);
+  WindowSampler resumed(*s.stream, o);
+  resumed.restore(saved);
+  for (const auto& batch : after) {
+    resumed.next(y);
+    CHECK(y == batch);
+  }
+  o.seed = 7;
+  WindowSampler other(*s.stream, o);
+  other.next(y);
+  WindowSampler first(*s.stream, WindowSamplerOptions{16, 4});
+  first.next(x);
+  CHECK(x != y);
+}
+
+TEST_CASE("data: sequential windows of different ranks are disjoint and cover the epoch", "[data][sampler]") {
+  Stream s(3 * 1000 + 1);
+  const int world = 3;
+  std::vector<std::set<uint64_t>> seen(world);
+  uint64_t per_rank = 0;
+  for (int rank = 0; rank < world; ++rank) {
+    WindowSamplerOptions o;
+    o.seq_len = 10;
+    o.batch_size = 5;
+    o.rank = rank;
+    o.world_size = world;
+    o.mode = SamplerMode::Sequential;
+    WindowSampler w(*s.stream, o);
+    per_rank = w.windows_per_rank();
+    for (uint64_t b = 0; b < per_rank / 5; ++b)
+      for (auto start : w.next_starts()) CHECK(seen[rank].insert(start).second);  // no repeat within an epoch
+  }
+  std::set<uint64_t> all;
+  for (const auto& r : seen) {
+    for (auto start : r) {
+      CHECK(start % 10 == 0);
+      CHECK(all.insert(start).second);  // disjoint across ranks
+    }
+  }
+  CHECK(per_rank == 100);
+  CHECK(all.size() == 300);  // (3001 - 1) / 10 windows, all covered
+}
+
+TEST_CASE("data: the sequential sampler reshuffles each epoch and resumes mid-epoch", "[data][sampler]") {
+  Stream s(201);
+  WindowSamplerOptions o;
+  o.seq_len = 10;
+  o.batch_size = 4;
+  o.mode = SamplerMode::Sequential;
+  WindowSampler w(*s.stream, o);
+  std::vector<uint64_t> epoch0, epoch1;
+  for (int b = 0; b < 5; ++b)
+    for (auto x : w.next_starts()) epoch0.push_back(x);
+  CHECK(w.state().epoch == 0);
+  for (int b = 0; b < 5; ++b)
+    for (auto x : w.next_starts()) epoch1.push_back(x);
+  CHECK(w.state().epoch == 1);
+  CHECK(epoch0 != epoch1);
+  CHECK(std::set(epoch0.begin(), epoch0.end()) == std::set(epoch1.begin(), epoch1.end()));
+  const auto saved = w.state();
+  auto next = w.next_starts();
+  WindowSampler resumed(*s.stream, o);
+  resumed.restore(saved);
+  CHECK(resumed.next_starts() == next);
+}
+
+TEST_CASE("data: a stream shorter than one window is an error", "[data][sampler][errors]") {
+  Stream s(12);
+  CHECK(error_of([&] { WindowSampler w(*s.stream, WindowSamplerOptions{16, 1}); })
+            .find("fewer than one window of seq_len + 1 = 17") != std::string::npos);
+}
+
+TEST_CASE("data: prepare writes train/val shards with an end-of-text token after each document", "[data][prepare]") {
+  TempDir dir;
+  std::string text;
+  for (int d = 0; d < 200; ++d) text += "Document number " + std::to_string(d) + " says hello.\nSecond line.\n\n\n";
+  auto corpus = dir.write("corpus.txt", text);
+  lathe::tokenizer::BpeTrainerOptions t;
+  t.vocab_size = 300;
+  auto tok = lathe::tokenizer::train_byte_bpe(std::vector<fs::path>{corpus}, t);
+  const int32_t eot = tok.token_to_id("<|endoftext|>");
+
+  PrepareOptions o;
+  o.train_files = {corpus};
+  o.val_fraction = 0.1;
+  o.shard_dir = dir.path() / "shards";
+  o.shard_tokens = 1500;
+  auto rep = prepare_shards(tok, o);
+  CHECK(rep.train_documents + rep.val_documents == 200);
+  CHECK(rep.val_documents > 5);
+  CHECK(rep.val_documents < 40);
+  CHECK(rep.train_shards.size() > 1);  // rotated at 1500 tokens
+
+  auto count_docs = [&](const std::string& split, std::string& decoded) {
+    std::vector<Shard> shards;
+    for (const auto& p : indexed_shards(o.shard_dir, split, tok)) shards.emplace_back(p);
+    TokenStream stream(std::move(shards));
+    std::vector<int32_t> ids(stream.size());
+    stream.read(0, ids.size(), ids.data());
+    decoded = tok.decode(ids);
+    return std::count(ids.begin(), ids.end(), eot);
+  };
+  std::string train_text, val_text;
+  CHECK(count_docs("train", train_text) == static_cast<long>(rep.train_documents));
+  CHECK(count_docs("val", val_text) == static_cast<long>(rep.val_documents));
+  CHECK(train_text.starts_with("Document number "));
+  CHECK(val_text.starts_with("Document number "));
+  CHECK(train_text.find("Second line.\n<|endoftext|>") != std::string::npos);
+
+  // the same inputs and seed give the same split
+  auto again = prepare_shards(tok, o);
+  CHECK(again.val_documents == rep.val_documents);
+  CHECK(again.train_tokens == rep.train_tokens);
+
+  // another tokenizer cannot read these shards
+  t.vocab_size = 280;
+  auto other = lathe::tokenizer::train_byte_bpe(std::vector<fs::path>{corpus}, t);
+  CHECK(error_of([&] { indexed_shards(o.shard_dir, "train", other); }).find("written by another tokenizer") !=
+        std::string::npos);
+}
+
+TEST_CASE("data: JSONL documents and their errors", "[data][prepare][errors]") {
+  TempDir dir;
+  auto good = dir.write("a.jsonl", "{\"text\": \"first doc\"}\n\n{\"text\": \"second\\ndoc\"}\n");
+  std::vector<std::string> docs;
+  read_documents({good}, InputFormat::Auto, "text", [&](std::string&& d) { docs.push_back(d); });
+  CHECK(docs == std::vector<std::string>{"first doc", "second\ndoc"});
+  auto bad = dir.write("b.jsonl", "{\"text\": \"ok\"}\n{\"text\": 3}\n");
+  CHECK(error_of([&] { read_documents({bad}, InputFormat::Auto, "text", [](std::string&&) {}); }) ==
+        bad.string() + ":2: no string field 'text'");
+  auto broken = dir.write("c.jsonl", "{\"text\": \"ok\"\n");
+  CHECK(error_of([&] { read_documents({broken}, InputFormat::Auto, "text", [](std::string&&) {}); })
+            .starts_with(broken.string() + ":1: invalid JSON"));
+}
