@@ -1,5 +1,6 @@
 // Token shards, window samplers and data preparation.
 
+#include <ATen/ATen.h>
 #include <catch2/catch.hpp>
 
 #include <fstream>
@@ -8,6 +9,8 @@
 #include <set>
 
 #include "lathe/core/error.hpp"
+#include "lathe/data/collate.hpp"
+#include "lathe/data/loader.hpp"
 #include "lathe/data/prepare.hpp"
 #include "lathe/data/sampler.hpp"
 #include "lathe/data/shard.hpp"
@@ -278,4 +281,139 @@ TEST_CASE("data: JSONL documents and their errors", "[data][prepare][errors]") {
   auto broken = dir.write("c.jsonl", "{\"text\": \"ok\"\n");
   CHECK(error_of([&] { read_documents({broken}, InputFormat::Auto, "text", [](std::string&&) {}); })
             .starts_with(broken.string() + ":1: invalid JSON"));
+}
+
+TEST_CASE("data: LM batches shift targets by one token", "[data][collate]") {
+  std::vector<int32_t> rows{1, 2, 3, 4, 10, 11, 12, 13};
+  auto b = make_lm_batch(rows, 2, 3);
+  CHECK(b.input.sizes() == at::IntArrayRef({2, 3}));
+  CHECK(b.input.scalar_type() == at::kLong);
+  CHECK(b.input[1][0].item<int64_t>() == 10);
+  CHECK(b.target[0][2].item<int64_t>() == 4);
+  CHECK(b.target[1][0].item<int64_t>() == 11);
+}
+
+TEST_CASE("data: padding to the longest sequence with attention masks", "[data][collate]") {
+  std::vector<std::vector<int32_t>> ids{{5, 6, 7}, {8}}, types{{0, 0, 1}, {0}};
+  auto b = pad_batch(ids, 0, &types);
+  CHECK(b.input_ids.sizes() == at::IntArrayRef({2, 3}));
+  CHECK(b.input_ids[1][1].item<int64_t>() == 0);
+  CHECK(b.attention_mask.sum().item<int64_t>() == 4);
+  CHECK(b.token_type_ids[0][2].item<int64_t>() == 1);
+}
+
+TEST_CASE("data: MLM masking follows 15% / 80-10-10 and never touches special tokens", "[data][collate][mlm]") {
+  const int32_t vocab = 1000, cls = 1, sep = 2, pad = 0, mask = 3;
+  MlmOptions o;
+  o.mask_id = mask;
+  o.vocab_size = vocab;
+  o.special_ids = {pad, cls, sep, mask};
+  MlmCollator collate(o);
+  std::vector<std::vector<int32_t>> ids;
+  for (int b = 0; b < 64; ++b) {
+    std::vector<int32_t> s{cls};
+    for (int t = 0; t < 100 + b; ++t) s.push_back(10 + (b * 131 + t * 7) % 900);
+    s.push_back(sep);
+    ids.push_back(s);
+  }
+  int64_t candidates = 0, selected = 0, masked = 0, random = 0, kept = 0;
+  for (uint64_t step = 0; step < 20; ++step) {
+    auto batch = collate(ids, pad, step);
+    auto in = batch.inputs.input_ids.accessor<int64_t, 2>();
+    auto lab = batch.labels.accessor<int64_t, 2>();
+    for (std::size_t b = 0; b < ids.size(); ++b)
+      for (std::size_t t = 0; t < ids[b].size(); ++t) {
+        const int32_t orig = ids[b][t];
+        if (orig == cls || orig == sep) {
+          REQUIRE(lab[b][t] == -100);  // specials are never selected
+          REQUIRE(in[b][t] == orig);
+          continue;
+        }
+        ++candidates;
+        if (lab[b][t] == -100) {
+          REQUIRE(in[b][t] == orig);
+          continue;
+        }
+        REQUIRE(lab[b][t] == orig);
+        ++selected;
+        if (in[b][t] == mask) ++masked;
+        else if (in[b][t] == orig) ++kept;
+        else ++random;
+      }
+  }
+  // ~200k candidates: binomial standard errors are ~0.1% of the rates checked here.
+  const double p = static_cast<double>(selected) / candidates;
+  INFO("selected " << p << ", masked " << double(masked) / selected << ", random " << double(random) / selected
+                   << ", kept " << double(kept) / selected);
+  CHECK(p == Approx(0.15).margin(0.005));
+  CHECK(double(masked) / selected == Approx(0.8).margin(0.01));
+  CHECK(double(random) / selected == Approx(0.1).margin(0.01));
+  CHECK(double(kept) / selected == Approx(0.1).margin(0.01));
+  // the same step masks the same way; another step differently
+  CHECK(at::equal(collate(ids, pad, 3).inputs.input_ids, collate(ids, pad, 3).inputs.input_ids));
+  CHECK(!at::equal(collate(ids, pad, 3).inputs.input_ids, collate(ids, pad, 4).inputs.input_ids));
+}
+
+TEST_CASE("data: whole-word masking selects all pieces of a word together", "[data][collate][mlm]") {
+  const int32_t vocab = 100;
+  MlmOptions o;
+  o.mask_id = 3;
+  o.vocab_size = vocab;
+  o.special_ids = {0, 1, 2, 3};
+  o.continuation.assign(vocab, false);
+  for (int32_t id = 50; id < vocab; ++id) o.continuation[id] = true;  // ids >= 50 are "##" pieces
+  MlmCollator collate(o);
+  std::vector<std::vector<int32_t>> ids;
+  for (int b = 0; b < 32; ++b) {
+    std::vector<int32_t> s{1};
+    for (int w = 0; w < 40; ++w) {
+      s.push_back(10 + (w + b) % 40);
+      for (int k = 0; k < (w % 3); ++k) s.push_back(50 + (w * 7 + k) % 50);
+    }
+    s.push_back(2);
+    ids.push_back(s);
+  }
+  int64_t words = 0, selected_words = 0;
+  for (uint64_t step = 0; step < 10; ++step) {
+    auto batch = collate(ids, 0, step);
+    auto lab = batch.labels.accessor<int64_t, 2>();
+    for (std::size_t b = 0; b < ids.size(); ++b)
+      for (std::size_t t = 1; t + 1 < ids[b].size(); ++t) {
+        if (!o.continuation[ids[b][t]]) {
+          ++words;
+          selected_words += lab[b][t] != -100;
+          continue;
+        }
+        REQUIRE((lab[b][t] != -100) == (lab[b][t - 1] != -100));  // a piece follows its word
+      }
+  }
+  CHECK(double(selected_words) / words == Approx(0.15).margin(0.01));
+}
+
+TEST_CASE("data: the prefetching loader yields batches in step order and passes errors on", "[data][loader]") {
+  Stream s(20000);
+  WindowSamplerOptions o;
+  o.seq_len = 32;
+  o.batch_size = 8;
+  WindowSampler sampler(*s.stream, o);
+  PrefetchLoader<std::vector<int32_t>> loader(
+      [&](uint64_t step) {
+        std::vector<int32_t> rows;
+        sampler.rows_for(step, rows);
+        return rows;
+      },
+      /*workers=*/3, /*prefetch=*/4);
+  WindowSampler serial(*s.stream, o);
+  std::vector<int32_t> expected;
+  for (int i = 0; i < 50; ++i) {
+    serial.next(expected);
+    CHECK(loader.next() == expected);
+  }
+  PrefetchLoader<int> failing([](uint64_t step) -> int {
+    if (step == 2) throw lathe::Error("shard broke");
+    return static_cast<int>(step);
+  }, 2, 2);
+  CHECK(failing.next() == 0);
+  CHECK(failing.next() == 1);
+  CHECK(error_of([&] { failing.next(); }) == "shard broke");
 }

@@ -52,52 +52,63 @@ uint64_t WindowSampler::windows_per_rank() const {
   return windows / static_cast<uint64_t>(o_.world_size);
 }
 
-void WindowSampler::shuffle_epoch() {
-  const uint64_t per_rank = windows_per_rank();
-  const uint64_t total = per_rank * static_cast<uint64_t>(o_.world_size);
+std::shared_ptr<const std::vector<uint64_t>> WindowSampler::order(uint64_t epoch) const {
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = orders_.find(epoch); it != orders_.end()) return it->second;
+  }
+  const uint64_t total = windows_per_rank() * static_cast<uint64_t>(o_.world_size);
   std::vector<uint64_t> all((stream_.size() - 1) / static_cast<uint64_t>(o_.seq_len));
   for (uint64_t i = 0; i < all.size(); ++i) all[i] = i;
   // Fisher-Yates with splitmix64, so the order is the same on every platform and library.
-  uint64_t counter = splitmix64(o_.seed ^ splitmix64(state_.epoch + 0x5eed));
+  uint64_t counter = splitmix64(o_.seed ^ splitmix64(epoch + 0x5eed));
   for (uint64_t i = all.size(); i > 1; --i) {
     counter = splitmix64(counter);
     std::swap(all[i - 1], all[counter % i]);
   }
-  order_.clear();
+  auto mine = std::make_shared<std::vector<uint64_t>>();
   for (uint64_t i = static_cast<uint64_t>(o_.rank); i < total; i += static_cast<uint64_t>(o_.world_size))
-    order_.push_back(all[i]);
-  order_epoch_ = state_.epoch;
+    mine->push_back(all[i]);
+  std::lock_guard lock(mu_);
+  if (orders_.size() >= 2) orders_.erase(orders_.begin());
+  orders_.emplace(epoch, mine);
+  return mine;
 }
 
-std::vector<uint64_t> WindowSampler::next_starts() {
+std::vector<uint64_t> WindowSampler::starts_for(uint64_t step) const {
   std::vector<uint64_t> starts(static_cast<std::size_t>(o_.batch_size));
   const uint64_t L = static_cast<uint64_t>(o_.seq_len);
   if (o_.mode == SamplerMode::Random) {
     const uint64_t span = stream_.size() - L;  // valid starts: [0, size - (L + 1)]
-    for (std::size_t b = 0; b < starts.size(); ++b) {
-      uint64_t x = splitmix64(o_.seed ^ splitmix64((static_cast<uint64_t>(o_.rank) << 40) ^ splitmix64(state_.step)));
-      x = splitmix64(x ^ b);
-      starts[b] = x % span;
-    }
-    ++state_.step;
+    const uint64_t key = splitmix64(o_.seed ^ splitmix64((static_cast<uint64_t>(o_.rank) << 40) ^ splitmix64(step)));
+    for (std::size_t b = 0; b < starts.size(); ++b) starts[b] = splitmix64(key ^ b) % span;
     return starts;
   }
-  for (auto& s : starts) {
-    if (state_.step >= windows_per_rank()) {
-      ++state_.epoch;
-      state_.step = 0;
-    }
-    if (order_epoch_ != state_.epoch) shuffle_epoch();
-    s = order_[state_.step++] * L;
+  const uint64_t per_rank = windows_per_rank();
+  for (std::size_t b = 0; b < starts.size(); ++b) {
+    const uint64_t p = step * static_cast<uint64_t>(o_.batch_size) + b;
+    starts[b] = (*order(p / per_rank))[p % per_rank] * L;
   }
   return starts;
 }
 
-void WindowSampler::next(std::vector<int32_t>& rows) {
-  const auto starts = next_starts();
+std::vector<uint64_t> WindowSampler::next_starts() {
+  auto starts = starts_for(state_.step++);
+  if (o_.mode == SamplerMode::Sequential)
+    state_.epoch = (state_.step * static_cast<uint64_t>(o_.batch_size) - 1) / windows_per_rank();
+  return starts;
+}
+
+void WindowSampler::rows_for(uint64_t step, std::vector<int32_t>& rows) const {
+  const auto starts = starts_for(step);
   const uint64_t width = static_cast<uint64_t>(o_.seq_len) + 1;
   rows.resize(starts.size() * width);
   for (std::size_t b = 0; b < starts.size(); ++b) stream_.read(starts[b], width, rows.data() + b * width);
+}
+
+void WindowSampler::next(std::vector<int32_t>& rows) {
+  rows_for(state_.step, rows);
+  next_starts();
 }
 
 void WindowSampler::restore(const SamplerState& s) { state_ = s; }

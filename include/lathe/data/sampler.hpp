@@ -10,6 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "lathe/data/shard.hpp"
@@ -44,8 +47,8 @@ struct WindowSamplerOptions {
 
 /// Where a sampler is; saving and restoring it resumes with the very next batch.
 struct SamplerState {
-  uint64_t epoch = 0;
-  uint64_t step = 0;  // batches drawn (random) or windows consumed in this epoch (sequential)
+  uint64_t step = 0;   // batches drawn so far
+  uint64_t epoch = 0;  // sequential: the epoch of the last window drawn (derived from step)
 };
 
 class WindowSampler {
@@ -56,6 +59,11 @@ class WindowSampler {
   void next(std::vector<int32_t>& rows);
   /// Start offsets of the next batch's windows (what next() would read), advancing the state.
   std::vector<uint64_t> next_starts();
+  /// Start offsets of the windows of batch `step`: a pure function of the options and the step,
+  /// safe to call from several threads (the prefetching loader builds steps ahead).
+  std::vector<uint64_t> starts_for(uint64_t step) const;
+  /// The rows (batch_size * (seq_len + 1) tokens) of batch `step`.
+  void rows_for(uint64_t step, std::vector<int32_t>& rows) const;
 
   SamplerState state() const { return state_; }
   void restore(const SamplerState& s);
@@ -63,13 +71,14 @@ class WindowSampler {
   uint64_t windows_per_rank() const;
 
  private:
-  void shuffle_epoch();
+  /// Sequential: this rank's window indices in `epoch` (cached for the latest epochs).
+  std::shared_ptr<const std::vector<uint64_t>> order(uint64_t epoch) const;
 
   const TokenStream& stream_;
   WindowSamplerOptions o_;
   SamplerState state_;
-  std::vector<uint64_t> order_;  // sequential: this epoch's window indices for this rank
-  uint64_t order_epoch_ = UINT64_MAX;
+  mutable std::mutex mu_;
+  mutable std::map<uint64_t, std::shared_ptr<const std::vector<uint64_t>>> orders_;
 };
 
 /// splitmix64: the counter-based mixing used by the samplers (a documented, portable generator).
