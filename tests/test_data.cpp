@@ -4,11 +4,13 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <functional>
 #include <numeric>
 #include <set>
 
 #include "lathe/core/error.hpp"
+#include "lathe/data/classification.hpp"
 #include "lathe/data/collate.hpp"
 #include "lathe/data/loader.hpp"
 #include "lathe/data/prepare.hpp"
@@ -416,4 +418,87 @@ TEST_CASE("data: the prefetching loader yields batches in step order and passes 
   CHECK(failing.next() == 0);
   CHECK(failing.next() == 1);
   CHECK(error_of([&] { failing.next(); }) == "shard broke");
+}
+
+TEST_CASE("data: CSV examples read as Python's csv module reads them", "[data][classification][python]") {
+  TempDir dir;
+  auto csv = dir.write("train.csv",
+                       "label,sentence,other\r\n"
+                       "pos,\"Good, really \"\"good\"\" film\",x\r\n"
+                       "neg,\"two\nlines\",y\n"
+                       "pos,plain text,z\n"
+                       "neutral,\"\",w\n");
+  auto ours = read_examples(csv, "sentence", "", "label");
+  auto py = lathe::test::run_python(
+      "import csv, json, sys\n"
+      "rows = list(csv.DictReader(open(sys.argv[1], newline='')))\n"
+      "print(json.dumps([[r['sentence'], r['label']] for r in rows]))\n",
+      {csv.string()});
+  REQUIRE(py.code == 0);
+  auto expected = nlohmann::json::parse(py.out);
+  REQUIRE(ours.size() == expected.size());
+  for (std::size_t i = 0; i < ours.size(); ++i) {
+    CHECK(ours[i].text == expected[i][0].get<std::string>());
+    CHECK(ours[i].label == expected[i][1].get<std::string>());
+  }
+  CHECK(ours[1].line == 3);
+  CHECK(ours[2].line == 5);  // the row after the two-line field
+}
+
+TEST_CASE("data: TSV and JSONL examples, label maps and their errors", "[data][classification][errors]") {
+  TempDir dir;
+  auto tsv = dir.write("d.tsv", "a\tb\tlabel\nfirst\tsecond\t1\nthird\tfourth\t0\n");
+  auto ex = read_examples(tsv, "a", "b", "label");
+  REQUIRE(ex.size() == 2);
+  CHECK(ex[0].text_pair == "second");
+  LabelMap labels(ex);
+  CHECK(labels.names() == std::vector<std::string>{"0", "1"});
+  CHECK(labels.id(ex[0], tsv) == 1);
+
+  auto jsonl = dir.write("d.jsonl", "{\"text\": \"hi\", \"label\": 2}\n{\"text\": \"yo\"}\n");
+  CHECK(error_of([&] { read_examples(jsonl, "text", "", "label"); }) == jsonl.string() + ":2: missing field 'label'");
+  CHECK(error_of([&] { read_examples(tsv, "sentence", "", "label"); }) == tsv.string() + ":1: no column 'sentence' in the header");
+  auto ragged = dir.write("r.tsv", "a\tlabel\nx\n");
+  CHECK(error_of([&] { read_examples(ragged, "a", "", "label"); }) == ragged.string() + ":2: 1 fields, the header has 2");
+  Example unseen{"t", "", "7", 9};
+  CHECK(error_of([&] { labels.id(unseen, tsv); }) == tsv.string() + ":9: label '7' does not occur in the training data");
+  auto open_quote = dir.write("q.csv", "text,label\n\"never closed,1\n");
+  CHECK(error_of([&] { read_examples(open_quote, "text", "", "label"); }) == open_quote.string() + ":2: unterminated quoted field");
+}
+
+TEST_CASE("data: classification batches carry [CLS] A [SEP] B [SEP], type ids and truncation", "[data][classification]") {
+  TempDir dir;
+  auto vocab = dir.write("vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\nsat\non\nmat\n");
+  auto tok = lathe::tokenizer::WordPiece::from_vocab_txt(vocab);
+  std::vector<Example> batch{{"the cat sat", "on the mat", "yes", 2}, {"cat", "mat", "no", 3}};
+  LabelMap labels(batch);
+  auto b = collate_examples(batch, tok, labels, /*max_len=*/7, vocab, /*pad_id=*/0);
+  CHECK(b.inputs.input_ids.sizes() == at::IntArrayRef({2, 7}));
+  // 4 text tokens fit the budget of 7 - 3: "the cat" + "on the" (longest trimmed first)
+  std::vector<int64_t> row0(b.inputs.input_ids[0].data_ptr<int64_t>(), b.inputs.input_ids[0].data_ptr<int64_t>() + 7);
+  CHECK(row0 == std::vector<int64_t>{2, 5, 6, 3, 8, 5, 3});
+  std::vector<int64_t> types0(b.inputs.token_type_ids[0].data_ptr<int64_t>(), b.inputs.token_type_ids[0].data_ptr<int64_t>() + 7);
+  CHECK(types0 == std::vector<int64_t>{0, 0, 0, 0, 1, 1, 1});
+  CHECK(b.inputs.attention_mask[1].sum().item<int64_t>() == 5);
+  CHECK(b.labels[0].item<int64_t>() == 1);  // "yes" sorts after "no"
+}
+
+TEST_CASE("data: sentence pairs for BERT pre-training", "[data][classification]") {
+  std::vector<std::vector<int32_t>> docs{std::vector<int32_t>(25, 7), {8, 9}, {10}};
+  auto pairs = make_sentence_pairs(docs, /*max_len=*/12, /*cls=*/1, /*sep=*/2, /*seed=*/3);
+  REQUIRE(pairs.ids.size() == 4);  // 25 tokens -> segments of 9, 9, 7; [8, 9] -> one; [10] is too short
+  for (std::size_t i = 0; i < pairs.ids.size(); ++i) {
+    const auto& s = pairs.ids[i];
+    const auto& t = pairs.type_ids[i];
+    CHECK(s.size() <= 12);
+    CHECK(s.front() == 1);
+    CHECK(s.back() == 2);
+    CHECK(std::count(s.begin(), s.end(), 2) == 2);
+    const auto first_sep = std::find(s.begin(), s.end(), 2) - s.begin();
+    CHECK(first_sep > 1);                                            // A is not empty
+    CHECK(static_cast<std::size_t>(first_sep) + 2 < s.size());       // B is not empty
+    CHECK(t[first_sep] == 0);
+    CHECK(t[first_sep + 1] == 1);
+  }
+  CHECK(make_sentence_pairs(docs, 12, 1, 2, 3).ids == pairs.ids);
 }

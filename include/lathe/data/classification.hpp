@@ -1,0 +1,65 @@
+// Sequence-classification data (text or text pair + label) from CSV, TSV or JSONL, and the
+// sentence pairs BERT pre-training reads.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lathe/data/collate.hpp"
+#include "lathe/tokenizer/wordpiece.hpp"
+
+namespace lathe::data {
+
+struct Example {
+  std::string text;
+  std::string text_pair;  // empty for single-text tasks
+  std::string label;
+  int line = 0;           // where it came from, for messages
+};
+
+/// Reads examples. CSV (RFC 4180: quotes, doubled quotes, newlines inside quotes) and TSV take
+/// field names from their header row; JSONL from each object. Throws lathe::Error naming the
+/// file and line of a missing field or malformed row.
+std::vector<Example> read_examples(const std::filesystem::path& path, const std::string& text_field,
+                                   const std::string& text_pair_field, const std::string& label_field);
+
+/// Labels <-> class ids: sorted label names, so the map does not depend on file order.
+class LabelMap {
+ public:
+  LabelMap() = default;
+  explicit LabelMap(const std::vector<Example>& examples);
+  int32_t id(const Example& e, const std::filesystem::path& file) const;  // throws for an unknown label
+  const std::vector<std::string>& names() const { return names_; }
+
+ private:
+  std::vector<std::string> names_;
+  std::map<std::string, int32_t> ids_;
+};
+
+struct ClassificationBatch {
+  PaddedBatch inputs;
+  at::Tensor labels;  // (B) int64
+};
+
+/// [CLS] text [SEP] (pair [SEP]) truncated to max_len (longest text first), padded to the
+/// longest in the batch.
+ClassificationBatch collate_examples(const std::vector<Example>& batch, const tokenizer::WordPiece& tok,
+                                     const LabelMap& labels, int64_t max_len, const std::filesystem::path& file,
+                                     int32_t pad_id);
+
+/// BERT pre-training pairs from documents: each document's tokens are cut into segments of at
+/// most max_len - 3 tokens, each segment split at a random point into A and B, giving
+/// [CLS] A [SEP] B [SEP] with type ids 0 / 1. Deterministic for a seed.
+struct SentencePairs {
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<std::vector<int32_t>> type_ids;
+};
+SentencePairs make_sentence_pairs(const std::vector<std::vector<int32_t>>& documents, int64_t max_len, int32_t cls,
+                                  int32_t sep, uint64_t seed);
+
+}  // namespace lathe::data
