@@ -17,6 +17,7 @@
 #include "lathe/data/sampler.hpp"
 #include "lathe/data/shard.hpp"
 #include "lathe/tokenizer/trainer.hpp"
+#include "gpu.hpp"
 #include "support.hpp"
 
 using namespace lathe::data;
@@ -501,4 +502,12 @@ TEST_CASE("data: sentence pairs for BERT pre-training", "[data][classification]"
     CHECK(t[first_sep + 1] == 1);
   }
   CHECK(make_sentence_pairs(docs, 12, 1, 2, 3).ids == pairs.ids);
+}
+
+TEST_CASE("data: LM batches reach the GPU through pinned memory", "[data][gpu]") {
+  LATHE_REQUIRE_GPU();
+  std::vector<int32_t> rows{1, 2, 3, 4, 5, 6};
+  auto b = to_device(make_lm_batch(rows, 2, 2), at::Device(at::kCUDA, 0));
+  CHECK(b.input.is_cuda());
+  CHECK(b.target.cpu()[1][1].item<int64_t>() == 6);
 }
