@@ -11,6 +11,7 @@
 #include "lathe/data/sampler.hpp"
 #include "lathe/data/shard.hpp"
 #include "lathe/io/atomic_file.hpp"
+#include "lathe/io/inputs.hpp"
 
 namespace lathe::data {
 namespace fs = std::filesystem;
@@ -20,21 +21,11 @@ void read_documents(const std::vector<fs::path>& files, InputFormat format, cons
   for (const auto& f : files) {
     std::ifstream in(f, std::ios::binary);
     if (!in) throw Error("cannot read '" + f.string() + "'");
-    const bool jsonl = format == InputFormat::Jsonl ||
-                       (format == InputFormat::Auto && (f.extension() == ".jsonl" || f.extension() == ".json"));
-    std::string line, text;
+    const bool jsonl = format == InputFormat::Jsonl || (format == InputFormat::Auto && io::is_jsonl(f));
+    std::string line, text, field;
     for (int lineno = 1; std::getline(in, line); ++lineno) {
       if (jsonl) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        nlohmann::json j;
-        try {
-          j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception& e) {
-          throw Error(f.string() + ":" + std::to_string(lineno) + ": invalid JSON: " + e.what());
-        }
-        if (!j.is_object() || !j.contains(jsonl_field) || !j[jsonl_field].is_string())
-          throw Error(f.string() + ":" + std::to_string(lineno) + ": no string field '" + jsonl_field + "'");
-        doc(j[jsonl_field].get<std::string>());
+        if (io::jsonl_field(line, jsonl_field, f, lineno, field)) doc(std::move(field));
       } else if (line.find_first_not_of(" \t\r") == std::string::npos) {
         if (!text.empty()) doc(std::move(text));
         text.clear();

@@ -2,6 +2,8 @@
 
 #include <glob.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 
 #include "lathe/core/error.hpp"
@@ -33,6 +35,22 @@ std::vector<fs::path> expand_inputs(const std::vector<std::string>& entries) {
     out.insert(out.end(), found.begin(), found.end());
   }
   return out;
+}
+
+bool is_jsonl(const fs::path& path) { return path.extension() == ".jsonl" || path.extension() == ".json"; }
+
+bool jsonl_field(std::string_view line, const std::string& field, const fs::path& path, int lineno, std::string& out) {
+  if (line.find_first_not_of(" \t\r") == std::string_view::npos) return false;
+  const std::string where = path.string() + ":" + std::to_string(lineno) + ": ";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + "invalid JSON: " + e.what());
+  }
+  if (!j.is_object() || !j.contains(field) || !j[field].is_string()) throw Error(where + "no string field '" + field + "'");
+  out = j[field].get<std::string>();
+  return true;
 }
 
 }  // namespace lathe::io

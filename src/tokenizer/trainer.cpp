@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "lathe/core/error.hpp"
+#include "lathe/io/inputs.hpp"
 
 namespace lathe::tokenizer {
 namespace {
@@ -182,19 +183,12 @@ std::vector<std::string> read_training_texts(const std::vector<std::filesystem::
     names += (names.empty() ? "" : ", ") + f.string();
     std::ifstream in(f, std::ios::binary);
     if (!in) throw Error("cannot read training file '" + f.string() + "'");
-    const bool jsonl = f.extension() == ".jsonl" || f.extension() == ".json";
-    std::string line;
+    const bool jsonl = io::is_jsonl(f);
+    std::string line, text;
     for (int lineno = 1; std::getline(in, line); ++lineno) {
       if (jsonl) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        try {
-          auto j = nlohmann::json::parse(line);
-          if (!j.contains(jsonl_field) || !j[jsonl_field].is_string())
-            throw Error(f.string() + ":" + std::to_string(lineno) + ": no string field '" + jsonl_field + "'");
-          texts.push_back(j[jsonl_field].get<std::string>());
-        } catch (const nlohmann::json::exception& e) {
-          throw Error(f.string() + ":" + std::to_string(lineno) + ": invalid JSON: " + e.what());
-        }
+        if (!io::jsonl_field(line, jsonl_field, f, lineno, text)) continue;
+        texts.push_back(std::move(text));
       } else {
         texts.push_back(line + "\n");
       }
