@@ -131,6 +131,7 @@ PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptio
   });
   read_documents(o.val_files, o.format, o.jsonl_field, [&](std::string&& d) { add(std::move(d), true); });
   flush();
+  if (o.progress) o.progress("data", static_cast<int64_t>(total_bytes), static_cast<int64_t>(total_bytes));
   train.close();
   val.close();
   if (train.tokens() == 0) throw Error("the training files hold no documents");
