@@ -1,0 +1,35 @@
+// safetensors files: the checkpoint and interchange format (Hugging Face's).
+//
+// Layout: an 8-byte little-endian header length N, N bytes of JSON ({"name": {"dtype", "shape",
+// "data_offsets": [begin, end]}, ..., "__metadata__": {string: string}}), then the tensor bytes,
+// offsets relative to the end of the header.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lathe::io {
+
+struct Safetensors {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;  // in file order (by offset)
+  std::map<std::string, std::string> metadata;
+
+  /// The tensor called `name`; throws lathe::Error naming it when absent.
+  const at::Tensor& at(const std::string& name) const;
+};
+
+/// Writes CPU copies of `tensors` (contiguous, any supported dtype: F64 F32 F16 BF16 I64 I32 I16
+/// I8 U8 BOOL) atomically. Names must be unique.
+void save_safetensors(const std::filesystem::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+/// Reads a file into CPU tensors. Throws lathe::Error naming the file (and tensor) for a
+/// truncated file, a bad header, an unknown dtype, or offsets that disagree with shapes.
+Safetensors load_safetensors(const std::filesystem::path& path);
+
+}  // namespace lathe::io

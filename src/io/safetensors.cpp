@@ -1,0 +1,140 @@
+#include "lathe/io/safetensors.hpp"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include "lathe/core/error.hpp"
+#include "lathe/io/atomic_file.hpp"
+
+namespace lathe::io {
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<std::pair<std::string, at::ScalarType>>& dtypes() {
+  static const std::vector<std::pair<std::string, at::ScalarType>> table = {
+      {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16}, {"I64", at::kLong},
+      {"I32", at::kInt},    {"I16", at::kShort}, {"I8", at::kChar},   {"U8", at::kByte},       {"BOOL", at::kBool}};
+  return table;
+}
+
+std::string dtype_name(at::ScalarType t) {
+  for (const auto& [name, type] : dtypes())
+    if (type == t) return name;
+  throw Error(std::string("safetensors cannot store dtype ") + c10::toString(t));
+}
+
+}  // namespace
+
+const at::Tensor& Safetensors::at(const std::string& name) const {
+  for (const auto& [n, t] : tensors)
+    if (n == name) return t;
+  throw Error("no tensor named '" + name + "'");
+}
+
+void save_safetensors(const fs::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<at::Tensor> cpu;
+  std::set<std::string> names;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    if (!names.insert(name).second) throw Error(path.string() + ": tensor name '" + name + "' is used twice");
+    cpu.push_back(t.detach().to(at::kCPU).contiguous());
+    const uint64_t bytes = static_cast<uint64_t>(cpu.back().nbytes());
+    header[name] = {{"dtype", dtype_name(t.scalar_type())},
+                    {"shape", t.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string json = header.dump();
+  json.append((8 - json.size() % 8) % 8, ' ');  // align the data to 8 bytes
+  std::string out(8, '\0');
+  const uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  out += json;
+  out.reserve(out.size() + offset);
+  for (const auto& t : cpu) out.append(static_cast<const char*>(t.data_ptr()), t.nbytes());
+  write_file_atomic(path, out);
+}
+
+Safetensors load_safetensors(const fs::path& path) {
+  const std::string name = path.string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read safetensors file '" + name + "'");
+  const uint64_t size = fs::file_size(path);
+  unsigned char len[8];
+  if (size < 8 || !in.read(reinterpret_cast<char*>(len), 8)) throw Error(name + ": truncated (no header length)");
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(len[i]) << (8 * i);
+  if (n > size - 8) throw Error(name + ": header length " + std::to_string(n) + " exceeds the file size " + std::to_string(size));
+  std::string json(n, '\0');
+  in.read(json.data(), static_cast<std::streamsize>(n));
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(json);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(name + ": invalid header JSON: " + e.what());
+  }
+  if (!header.is_object()) throw Error(name + ": the header is not a JSON object");
+  const uint64_t data_bytes = size - 8 - n;
+  Safetensors out;
+  struct Entry {
+    std::string name;
+    at::ScalarType type;
+    std::vector<int64_t> shape;
+    uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      for (auto m = it.value().begin(); m != it.value().end(); ++m)
+        out.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      continue;
+    }
+    const auto where = name + ": tensor '" + it.key() + "': ";
+    try {
+      const auto& v = it.value();
+      const auto dt = v.at("dtype").get<std::string>();
+      auto type = std::find_if(dtypes().begin(), dtypes().end(), [&](const auto& d) { return d.first == dt; });
+      if (type == dtypes().end()) throw Error(where + "unsupported dtype '" + dt + "'");
+      Entry e{it.key(), type->second, v.at("shape").get<std::vector<int64_t>>(), v.at("data_offsets").at(0).get<uint64_t>(),
+              v.at("data_offsets").at(1).get<uint64_t>()};
+      uint64_t elements = 1;
+      for (auto d : e.shape) {
+        if (d < 0) throw Error(where + "negative dimension");
+        elements *= static_cast<uint64_t>(d);
+      }
+      const uint64_t want = elements * static_cast<uint64_t>(c10::elementSize(e.type));
+      if (e.end < e.begin || e.end - e.begin != want)
+        throw Error(where + "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + ") hold " +
+                    std::to_string(e.end - e.begin) + " bytes, its shape needs " + std::to_string(want));
+      if (e.end > data_bytes)
+        throw Error(where + "data ends at byte " + std::to_string(e.end) + " past the data section (" +
+                    std::to_string(data_bytes) + " bytes): the file is truncated");
+      entries.push_back(std::move(e));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(where + "malformed entry: " + e.what());
+    }
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  for (std::size_t i = 1; i < entries.size(); ++i)
+    if (entries[i].begin < entries[i - 1].end)
+      throw Error(name + ": tensors '" + entries[i - 1].name + "' and '" + entries[i].name + "' overlap");
+  for (const auto& e : entries) {
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
+    in.seekg(static_cast<std::streamoff>(8 + n + e.begin));
+    if (!in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin)))
+      throw Error(name + ": tensor '" + e.name + "': cannot read its data");
+    out.tensors.emplace_back(e.name, std::move(t));
+  }
+  return out;
+}
+
+}  // namespace lathe::io
