@@ -1,5 +1,7 @@
 #include "support.hpp"
 
+#include "lathe/core/error.hpp"
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -87,6 +89,15 @@ ProcessResult run_python(const std::string& code, const std::vector<std::string>
 }
 
 fs::path source_dir() { return LATHE_SOURCE_DIR; }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const lathe::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;

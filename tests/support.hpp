@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ std::string read_file(const std::filesystem::path& path);
 
 /// The repository root (for recipes/, README.md).
 std::filesystem::path source_dir();
+
+/// The message of the lathe::Error that `f` throws, or "no error".
+std::string error_of(const std::function<void()>& f);
 
 /// Lines of `text`.
 std::vector<std::string> lines(const std::string& text);

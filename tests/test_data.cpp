@@ -21,19 +21,12 @@
 #include "support.hpp"
 
 using namespace lathe::data;
+using lathe::test::error_of;
 using lathe::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const lathe::Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 fs::path write_shard(const fs::path& path, const std::vector<int32_t>& tokens, uint32_t vocab, uint64_t fp = 42) {
   ShardWriter w(path, vocab, fp);

@@ -12,19 +12,9 @@
 #include "lathe/io/safetensors.hpp"
 #include "support.hpp"
 
+using lathe::test::error_of;
 using lathe::test::TempDir;
 namespace fs = std::filesystem;
-
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const lathe::Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-}  // namespace
 
 TEST_CASE("safetensors: files written by lathe load in Python with the same values", "[io][safetensors][python]") {
   TempDir dir;

@@ -226,14 +226,7 @@ TEST_CASE("tokenizer: batch encoding on threads gives encode()'s ids", "[tokeniz
 
 TEST_CASE("tokenizer: malformed files are reported with the file and line", "[tokenizer][errors]") {
   TempDir dir;
-  auto msg = [](auto&& f) -> std::string {
-    try {
-      f();
-    } catch (const lathe::Error& e) {
-      return e.what();
-    }
-    return "no error";
-  };
+  const auto& msg = lathe::test::error_of;
   auto vocab = dir.write("vocab.json", "{\"a\": 0, \"b\": 1,\n \"ab\": }");
   CHECK(msg([&] { load_tokenizer(vocab); }).starts_with(vocab.string() + ":2: invalid JSON"));
 
