@@ -141,18 +141,11 @@ int cmd_run(const cxxopts::ParseResult& r) {
   return kOk;
 }
 
-int cmd_tokenizer_train(const cxxopts::ParseResult& r) {
+/// A command that runs one pipeline stage of the recipe alone (`tokenizer train`, `data prepare`).
+template <auto Stage>
+int cmd_stage(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
-  auto result = lathe::pipeline::run_tokenizer_stage(recipe, r.count("force") > 0 || recipe.run.force,
-                                                     lathe::console_progress());
-  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
-  return kOk;
-}
-
-int cmd_data_prepare(const cxxopts::ParseResult& r) {
-  Recipe recipe = load(r);
-  auto result = lathe::pipeline::run_data_stage(recipe, r.count("force") > 0 || recipe.run.force,
-                                                lathe::console_progress());
+  auto result = Stage(recipe, r.count("force") > 0 || recipe.run.force, lathe::console_progress());
   std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
   return kOk;
 }
@@ -291,7 +284,7 @@ std::vector<Command> commands() {
        unavailable("generation")},
       {"tokenizer train", "RECIPE", "Train the recipe's tokenizer into <out_dir>/tokenizer.json",
        with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Train even if the tokenizer exists"); }),
-       cmd_tokenizer_train},
+       cmd_stage<&lathe::pipeline::run_tokenizer_stage>},
       {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids, one line per file",
        [](cxxopts::Options& o) {
          o.add_options()("tokenizer", "tokenizer.json, vocab.json (merges.txt beside it) or vocab.txt",
@@ -315,7 +308,7 @@ std::vector<Command> commands() {
        cmd_tokenizer_decode},
       {"data prepare", "RECIPE", "Tokenize the corpus into train/val shards",
        with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Prepare again even if the shards exist"); }),
-       cmd_data_prepare},
+       cmd_stage<&lathe::pipeline::run_data_stage>},
       {"prune", "RECIPE", "Prune a checkpoint", with_recipe(), unavailable("pruning")},
       {"quantize", "RECIPE", "Quantize a checkpoint", with_recipe(), unavailable("quantization")},
       {"export", "RECIPE", "Export to ONNX or Hugging Face format", with_recipe(), unavailable("export")},
