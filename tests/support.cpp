@@ -1,5 +1,7 @@
 #include "support.hpp"
 
+#include <catch2/catch.hpp>
+
 #include "lathe/core/error.hpp"
 
 #include <fcntl.h>
@@ -78,6 +80,14 @@ ProcessResult run_lathe(const std::vector<std::string>& args, const fs::path& cw
   std::vector<std::string> argv{LATHE_CLI};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_process(argv, cwd);
+}
+
+void run_reference(const std::string& script, const std::vector<std::string>& args) {
+  std::vector<std::string> argv{LATHE_TEST_PYTHON, (source_dir() / "tests/reference" / script).string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = run_process(argv);
+  INFO(script << " " << r.err);
+  REQUIRE(r.code == 0);
 }
 
 ProcessResult run_python(const std::string& code, const std::vector<std::string>& args) {

@@ -40,6 +40,10 @@ ProcessResult run_lathe(const std::vector<std::string>& args, const std::filesys
 /// Runs Python code with the interpreter that holds the reference packages (the project venv).
 ProcessResult run_python(const std::string& code, const std::vector<std::string>& args = {});
 
+/// Runs tests/reference/<script> with the project venv's Python; fails the test case (with
+/// the script's stderr) when it does not exit 0.
+void run_reference(const std::string& script, const std::vector<std::string>& args);
+
 std::string read_file(const std::filesystem::path& path);
 
 /// The repository root (for recipes/, README.md).

@@ -18,16 +18,9 @@ using lathe::test::TempDir;
 
 namespace {
 
-const std::string kScript = (lathe::test::source_dir() / "tests/reference/hf_tokenizers.py").string();
 const std::string kKjv = (lathe::test::source_dir() / "data/kjv/kjv.txt").string();
 
-void python(const std::vector<std::string>& args) {
-  std::vector<std::string> argv{LATHE_TEST_PYTHON, kScript};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto r = lathe::test::run_process(argv);
-  INFO(r.err);
-  REQUIRE(r.code == 0);
-}
+void python(const std::vector<std::string>& args) { lathe::test::run_reference("hf_tokenizers.py", args); }
 
 nlohmann::json read_json(const std::filesystem::path& p) { return nlohmann::json::parse(std::ifstream(p)); }
 

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <map>
+#include <sstream>
+
+#include "lathe/models/presets.hpp"
 
 #include "tree.hpp"
 #include "values.hpp"
@@ -303,8 +306,49 @@ void sort_diagnostics(std::vector<Diagnostic>& diags) {
   });
 }
 
+/// model.preset: adds the preset's values for every model key the recipe does not set, marked
+/// at the preset's value so that a problem they cause points there.
+void apply_preset(Node& root, std::vector<Diagnostic>& diags) {
+  Node* model = root.find("model");
+  Node* preset = model && model->kind == Node::Kind::Map ? model->find("preset") : nullptr;
+  // Absent or empty (no preset), or not a string (the binder reports the type).
+  if (!preset || preset->kind != Node::Kind::Scalar || preset->scalar.empty()) return;
+  const auto* p = models::find_preset(preset->scalar);
+  if (!p) {
+    std::vector<std::string_view> names;
+    for (const auto& q : models::kModelPresets) names.push_back(q.name);
+    std::string msg = "unknown preset '" + preset->scalar + "'";
+    if (auto hint = detail::closest(preset->scalar, names); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
+    diags.push_back({preset->mark, "model.preset", msg + "; presets: " + join_names(names)});
+    return;
+  }
+  const Mark at = preset->mark;
+  auto put = [&](std::string_view key, std::string value) {
+    if (model->find(key)) return;
+    Node n;
+    n.kind = Node::Kind::Scalar;
+    n.scalar = std::move(value);
+    n.mark = at;
+    model->entries.push_back({std::string(key), at, std::move(n)});
+  };
+  auto num = [](double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  put("arch", std::string(enum_name(p->arch)));
+  put("n_layer", std::to_string(p->n_layer));
+  put("n_head", std::to_string(p->n_head));
+  put("d_model", std::to_string(p->d_model));
+  put("max_seq_len", std::to_string(p->max_seq_len));
+  put("vocab_size", std::to_string(p->vocab_size));
+  put("activation", std::string(enum_name(p->activation)));
+  put("norm_eps", num(p->norm_eps));
+}
+
 Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Diagnostic> diags) {
   for (const auto& o : overrides) detail::apply_override(root, o, diags);
+  apply_preset(root, diags);
   // Unreadable files and syntax errors stop here: binding a partial tree would only add noise.
   if (diags.empty()) {
     Recipe recipe;

@@ -110,6 +110,7 @@ void visit(V& v, DataConfig& c) {
 }
 
 struct ModelConfig {
+  std::string preset;
   Arch arch = Arch::Gpt;
   int64_t n_layer = 12;
   int64_t n_head = 12;
@@ -134,6 +135,8 @@ struct ModelConfig {
 
 template <class V>
 void visit(V& v, ModelConfig& c) {
+  v.field("preset", c.preset, "Named size that fills every model key this recipe does not set: gpt2-124m, "
+                              "gpt2-355m, gpt2-774m, gpt2-1.5b, gpt-tiny, bert-base, bert-large, bert-tiny.");
   v.field("arch", c.arch, "gpt: decoder-only causal LM; bert: bidirectional encoder.");
   v.field("n_layer", c.n_layer, "Transformer blocks.", at_least(1));
   v.field("n_head", c.n_head, "Attention heads; must divide d_model.", at_least(1));

@@ -1,0 +1,44 @@
+// Hugging Face layout: a directory with config.json and model.safetensors that `transformers`
+// loads with from_pretrained, for GPT2LMHeadModel, LlamaForCausalLM (a GPT with rope, rmsnorm,
+// swiglu and no biases), BertForMaskedLM and BertForSequenceClassification.
+//
+// Tensor names are translated by one table per model (see src/models/hf.cpp). Loading checks
+// every tensor; missing, unexpected and mis-shaped tensors are reported together in one error.
+// Tensors of any floating dtype are converted to the model's dtype.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lathe/models/bert.hpp"
+#include "lathe/models/gpt.hpp"
+
+namespace lathe::models {
+
+/// True when `dir` holds a config.json with a model_type (a Hugging Face model directory).
+bool is_hf_model_dir(const std::filesystem::path& dir);
+
+/// Reads config.json of a gpt2 or llama model. Throws lathe::Error naming the file and key.
+GptOptions read_hf_gpt_config(const std::filesystem::path& dir);
+/// Reads config.json of a bert model (num_labels from id2label / num_labels when present).
+BertOptions read_hf_bert_config(const std::filesystem::path& dir);
+
+/// Builds the model described by config.json and loads model.safetensors into it.
+Gpt load_hf_gpt(const std::filesystem::path& dir);
+BertForMaskedLM load_hf_bert_mlm(const std::filesystem::path& dir);
+/// Fine-tuning start: from a classifier directory, or from a BERT pre-training / masked-LM /
+/// base-model directory, in which case the pooler (when absent) and the classifier keep their
+/// fresh initialisation and their names are added to `initialized`. `num_labels` > 0 overrides
+/// the config's.
+BertForSequenceClassification load_hf_bert_classifier(const std::filesystem::path& dir, int64_t num_labels = 0,
+                                                      std::vector<std::string>* initialized = nullptr);
+
+/// Writes config.json and model.safetensors (float32, tied weights stored once) into `dir`.
+/// A GPT is written as gpt2 when it has learned positions, layernorm, tanh GELU and biases, as
+/// llama when it has rope, rmsnorm, swiglu and no biases; any other mix throws.
+void save_hf(Gpt& model, const std::filesystem::path& dir);
+void save_hf(BertForMaskedLM& model, const std::filesystem::path& dir);
+void save_hf(BertForSequenceClassification& model, const std::filesystem::path& dir);
+
+}  // namespace lathe::models

@@ -1,0 +1,69 @@
+// Multi-head self-attention on at::scaled_dot_product_attention, with one fused QKV projection,
+// optional grouped key/value heads, rotary positions, padding masks and a KV cache.
+#pragma once
+
+#include <optional>
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "lathe/nn/linear.hpp"
+
+#include "lathe/nn/rotary.hpp"
+
+namespace lathe::nn {
+
+struct AttentionOptions {
+  int64_t d_model = 0;     // width of the residual stream; required
+  int64_t n_head = 1;      // query heads; must divide d_model
+  int64_t n_kv_head = 0;   // key/value heads (grouped-query attention); must divide n_head. 0: n_head
+  bool causal = true;      // each position attends to itself and earlier positions only
+  bool bias = true;        // biases in the QKV and output projections
+  double attn_dropout = 0.0;  // dropout on attention probabilities, in training mode
+  double dropout = 0.0;       // dropout on the output projection, in training mode
+  c10::Device device = c10::kCPU;  // where the parameters are created
+
+  int64_t head_dim() const { return d_model / n_head; }
+  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  /// Throws std::invalid_argument naming the offending values.
+  void validate() const;
+};
+
+/// Keys and values of one layer for the positions seen so far, stored in preallocated tensors
+/// (B, kv_heads, capacity, head_dim).
+struct LayerKv {
+  at::Tensor k;
+  at::Tensor v;
+};
+
+/// The cache of a whole model: one LayerKv per layer plus the number of cached positions.
+struct KvCache {
+  std::vector<LayerKv> layers;
+  int64_t length = 0;    // positions already cached (the next token's position)
+  int64_t capacity = 0;  // positions the tensors hold
+};
+
+/// What a call to forward sees besides its input.
+struct AttentionContext {
+  const RotaryTables* rotary = nullptr;  // tables for the new positions, when rotary is used
+  /// Keys to attend to, (B, T_keys) bool, true = real token; undefined: all. With a cache,
+  /// T_keys covers the cached and the new positions.
+  at::Tensor key_mask;
+  LayerKv* cache = nullptr;  // this layer's slot; new keys/values are written at cache_pos
+  int64_t cache_pos = 0;
+};
+
+/// Parameters: `qkv` (Linear d_model -> (n_head + 2 * kv_heads) * head_dim; rows are all query
+/// heads, then all key heads, then all value heads) and `proj` (Linear d_model -> d_model).
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const AttentionOptions& options);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx = {});  // (B, T, C) -> (B, T, C)
+
+  AttentionOptions options;
+  Linear qkv{nullptr};
+  Linear proj{nullptr};
+};
+TORCH_MODULE(Attention);
+
+}  // namespace lathe::nn

@@ -1,0 +1,48 @@
+// Linear and embedding layers whose parameters can be created on any device, including `meta`
+// (shapes without storage: parameter counts of large presets cost nothing).
+#pragma once
+
+#include <c10/core/Device.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+namespace lathe::nn {
+
+struct LinearOptions {
+  int64_t in = 0;                 // input features; required
+  int64_t out = 0;                // output features; required
+  bool bias = true;               // learn an additive bias
+  c10::Device device = c10::kCPU; // where the parameters are created
+};
+
+/// y = x W^T + b with `weight` (out, in) ~ N(0, 0.02) and `bias` (out) = 0 (models re-initialise).
+class LinearImpl : public torch::nn::Module {
+ public:
+  explicit LinearImpl(const LinearOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);  // (..., in) -> (..., out)
+
+  LinearOptions options;
+  torch::Tensor weight;
+  torch::Tensor bias;  // undefined without a bias
+};
+TORCH_MODULE(Linear);
+
+struct EmbeddingOptions {
+  int64_t count = 0;              // rows (vocabulary, positions or segments); required
+  int64_t dim = 0;                // width of a row; required
+  int64_t padding_idx = -1;       // row whose gradient stays zero (BERT's [PAD]); -1: none
+  c10::Device device = c10::kCPU; // where the table is created
+};
+
+/// Table lookup with `weight` (count, dim) ~ N(0, 0.02); the padding row starts at zero.
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  explicit EmbeddingImpl(const EmbeddingOptions& options);
+  torch::Tensor forward(const torch::Tensor& ids);  // (...) int64 -> (..., dim)
+
+  EmbeddingOptions options;
+  torch::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
+}  // namespace lathe::nn

@@ -1,0 +1,127 @@
+// GPT decoder.
+
+#include "lathe/models/gpt.hpp"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include <ATen/ATen.h>
+
+namespace lathe::models {
+namespace {
+
+std::string s(int64_t v) { return std::to_string(v); }
+
+nn::BlockOptions block_options(const GptOptions& o) {
+  nn::BlockOptions b;
+  b.attention = {.d_model = o.d_model, .n_head = o.n_head, .n_kv_head = o.n_kv_head, .causal = true, .bias = o.bias,
+                 .attn_dropout = o.attn_dropout, .dropout = o.dropout, .device = o.device};
+  b.mlp = {.d_model = o.d_model, .d_ff = o.d_ff, .activation = o.activation, .bias = o.bias, .dropout = o.dropout,
+           .device = o.device};
+  b.norm = {.dim = o.d_model, .kind = o.norm, .eps = o.norm_eps, .bias = o.bias, .device = o.device};
+  b.pre_norm = true;
+  return b;
+}
+
+}  // namespace
+
+void GptOptions::validate() const {
+  auto fail = [](const std::string& m) { throw std::invalid_argument("gpt: " + m); };
+  if (vocab_size <= 0) fail("vocab_size must be positive, got " + s(vocab_size));
+  if (max_seq_len <= 0) fail("max_seq_len must be positive, got " + s(max_seq_len));
+  if (n_layer <= 0) fail("n_layer must be positive, got " + s(n_layer));
+  if (d_model <= 0 || n_head <= 0) fail("d_model and n_head must be positive");
+  if (d_model % n_head != 0) fail("n_head (" + s(n_head) + ") must divide d_model (" + s(d_model) + ")");
+  if (n_kv_head < 0 || (n_kv_head > 0 && n_head % n_kv_head != 0))
+    fail("n_kv_head (" + s(n_kv_head) + ") must divide n_head (" + s(n_head) + ")");
+  if (position == recipe::Position::Rope && (d_model / n_head) % 2 != 0)
+    fail("rope needs an even head dimension, got d_model / n_head = " + s(d_model / n_head));
+  if (d_ff < 0) fail("d_ff must be 0 (4 * d_model) or positive, got " + s(d_ff));
+  if (dropout < 0 || dropout >= 1 || attn_dropout < 0 || attn_dropout >= 1) fail("dropout must be in [0, 1)");
+}
+
+GptImpl::GptImpl(GptOptions o) : options(std::move(o)) {
+  options.validate();
+  const auto& op = options;
+  wte = register_module("wte", nn::Embedding(nn::EmbeddingOptions{op.vocab_size, op.d_model, -1, op.device}));
+  if (op.position == recipe::Position::Learned)
+    wpe = register_module("wpe", nn::Embedding(nn::EmbeddingOptions{op.max_seq_len, op.d_model, -1, op.device}));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < op.n_layer; ++i) blocks->push_back(nn::Block(block_options(op)));
+  ln_f = register_module("ln_f", nn::Norm(block_options(op).norm));
+  if (!op.tie_embeddings)
+    lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions{op.d_model, op.vocab_size, false, op.device}));
+  reset_parameters();
+}
+
+void GptImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  const double std = options.init_std;
+  const double proj_std = std / std::sqrt(2.0 * static_cast<double>(options.n_layer));
+  for (auto& item : named_parameters()) {
+    const auto& name = item.key();
+    auto& p = item.value();
+    if (name.ends_with(".bias")) p.zero_();
+    else if (name.find("ln_") != std::string::npos) p.fill_(1.0);
+    else if (name.ends_with("attn.proj.weight") || name.ends_with("mlp.proj.weight")) p.normal_(0.0, proj_std);
+    else p.normal_(0.0, std);
+  }
+}
+
+torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {
+  const int64_t T = ids.size(1);
+  const int64_t start = cache ? cache->length : 0;
+  if (start + T > options.max_seq_len && options.position == recipe::Position::Learned)
+    throw std::invalid_argument("gpt: sequence of " + s(start + T) + " positions exceeds max_seq_len (" +
+                                s(options.max_seq_len) + ")");
+  if (cache && start + T > cache->capacity)
+    throw std::invalid_argument("gpt: the KV cache holds " + s(cache->capacity) + " positions, " + s(start + T) +
+                                " needed");
+  auto positions = at::arange(start, start + T, ids.options().dtype(at::kLong));
+  auto x = wte(ids);
+  nn::RotaryTables rotary;
+  if (wpe) x = x + wpe(positions);
+  else rotary = nn::rotary_tables(positions, options.d_model / options.n_head, options.rope_theta);
+  if (options.dropout > 0 && is_training()) x = at::dropout(x, options.dropout, /*train=*/true);
+
+  nn::AttentionContext ctx;
+  if (!wpe) ctx.rotary = &rotary;
+  ctx.key_mask = key_mask;
+  ctx.cache_pos = start;
+  for (std::size_t i = 0; i < blocks->size(); ++i) {
+    ctx.cache = cache ? &cache->layers[i] : nullptr;
+    x = blocks[i]->as<nn::Block>()->forward(x, ctx);
+  }
+  if (cache) cache->length += T;
+  return ln_f(x);
+}
+
+torch::Tensor GptImpl::logits(const torch::Tensor& h) {
+  return at::linear(h, lm_head ? lm_head->weight : wte->weight);
+}
+
+torch::Tensor GptImpl::forward(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {
+  return logits(hidden(ids, key_mask, cache));
+}
+
+nn::KvCache GptImpl::make_cache(int64_t batch, int64_t capacity) const {
+  if (capacity <= 0) capacity = options.max_seq_len;
+  if (options.position == recipe::Position::Learned && capacity > options.max_seq_len) capacity = options.max_seq_len;
+  nn::KvCache cache;
+  cache.capacity = capacity;
+  const int64_t kv = options.n_kv_head > 0 ? options.n_kv_head : options.n_head;
+  auto opts = wte->weight.options().requires_grad(false);
+  for (int64_t i = 0; i < options.n_layer; ++i)
+    cache.layers.push_back({at::zeros({batch, kv, capacity, options.d_model / options.n_head}, opts),
+                            at::zeros({batch, kv, capacity, options.d_model / options.n_head}, opts)});
+  return cache;
+}
+
+int64_t parameter_count(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace lathe::models

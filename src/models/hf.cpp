@@ -1,0 +1,557 @@
+// Hugging Face config.json + model.safetensors for GPT-2, Llama-style GPTs and BERT.
+
+#include "lathe/models/hf.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include "lathe/core/error.hpp"
+#include "lathe/io/atomic_file.hpp"
+#include "lathe/io/safetensors.hpp"
+
+namespace lathe::models {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// ---------------------------------------------------------------- name tables
+
+/// How a lathe tensor is made from Hugging Face tensors.
+enum class Xf {
+  Copy,       // same tensor
+  Transpose,  // GPT-2's Conv1D stores (in, out)
+  Stack,      // rows of several tensors, in order (fused QKV, SwiGLU gate + up)
+};
+
+struct Rule {
+  Rule(std::string o, std::vector<std::string> t, Xf x = Xf::Copy, std::vector<int64_t> s = {})
+      : ours(std::move(o)), theirs(std::move(t)), xf(x), sizes(std::move(s)) {}
+  std::string ours;
+  std::vector<std::string> theirs;
+  Xf xf = Xf::Copy;
+  std::vector<int64_t> sizes;  // Stack: rows of each piece
+};
+using Table = std::vector<Rule>;
+
+/// Adds "<prefix>weight" and (when `bias`) "<prefix>bias" rules.
+void add_wb(Table& t, const std::string& ours, const std::string& theirs, bool bias, Xf xf = Xf::Copy) {
+  t.push_back({ours + "weight", {theirs + "weight"}, xf});
+  if (bias) t.push_back({ours + "bias", {theirs + "bias"}});
+}
+
+void add_stacked(Table& t, const std::string& ours, const std::string& theirs, const std::vector<std::string>& parts,
+                 const std::vector<int64_t>& sizes, bool bias) {
+  for (std::string leaf : {"weight", "bias"}) {
+    if (leaf == "bias" && !bias) break;
+    Rule r{ours + leaf, {}, Xf::Stack, sizes};
+    for (const auto& p : parts) r.theirs.push_back(theirs + p + "." + leaf);
+    t.push_back(std::move(r));
+  }
+}
+
+Table gpt2_table(const GptOptions& o) {
+  Table t{{"wte.weight", {"transformer.wte.weight"}}, {"wpe.weight", {"transformer.wpe.weight"}}};
+  for (int64_t i = 0; i < o.n_layer; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".", h = "transformer.h." + std::to_string(i) + ".";
+    add_wb(t, p + "ln_1.", h + "ln_1.", true);
+    add_wb(t, p + "attn.qkv.", h + "attn.c_attn.", true, Xf::Transpose);
+    add_wb(t, p + "attn.proj.", h + "attn.c_proj.", true, Xf::Transpose);
+    add_wb(t, p + "ln_2.", h + "ln_2.", true);
+    add_wb(t, p + "mlp.fc.", h + "mlp.c_fc.", true, Xf::Transpose);
+    add_wb(t, p + "mlp.proj.", h + "mlp.c_proj.", true, Xf::Transpose);
+  }
+  add_wb(t, "ln_f.", "transformer.ln_f.", true);
+  if (!o.tie_embeddings) t.push_back({"lm_head.weight", {"lm_head.weight"}});
+  return t;
+}
+
+Table llama_table(const GptOptions& o) {
+  const int64_t hd = o.d_model / o.n_head, kv = (o.n_kv_head > 0 ? o.n_kv_head : o.n_head) * hd;
+  const int64_t ff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
+  Table t{{"wte.weight", {"model.embed_tokens.weight"}}};
+  for (int64_t i = 0; i < o.n_layer; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".", h = "model.layers." + std::to_string(i) + ".";
+    add_wb(t, p + "ln_1.", h + "input_layernorm.", false);
+    add_stacked(t, p + "attn.qkv.", h + "self_attn.", {"q_proj", "k_proj", "v_proj"}, {o.d_model, kv, kv}, o.bias);
+    add_wb(t, p + "attn.proj.", h + "self_attn.o_proj.", o.bias);
+    add_wb(t, p + "ln_2.", h + "post_attention_layernorm.", false);
+    add_stacked(t, p + "mlp.fc.", h + "mlp.", {"gate_proj", "up_proj"}, {ff, ff}, o.bias);
+    add_wb(t, p + "mlp.proj.", h + "mlp.down_proj.", o.bias);
+  }
+  add_wb(t, "ln_f.", "model.norm.", false);
+  if (!o.tie_embeddings) t.push_back({"lm_head.weight", {"lm_head.weight"}});
+  return t;
+}
+
+Table bert_encoder_table(const BertOptions& o, bool pooler) {
+  Table t;
+  add_wb(t, "bert.word_embeddings.", "bert.embeddings.word_embeddings.", false);
+  add_wb(t, "bert.position_embeddings.", "bert.embeddings.position_embeddings.", false);
+  add_wb(t, "bert.token_type_embeddings.", "bert.embeddings.token_type_embeddings.", false);
+  add_wb(t, "bert.embeddings_norm.", "bert.embeddings.LayerNorm.", true);
+  for (int64_t i = 0; i < o.n_layer; ++i) {
+    const std::string p = "bert.layers." + std::to_string(i) + ".", h = "bert.encoder.layer." + std::to_string(i) + ".";
+    add_stacked(t, p + "attn.qkv.", h + "attention.self.", {"query", "key", "value"}, {o.d_model, o.d_model, o.d_model}, true);
+    add_wb(t, p + "attn.proj.", h + "attention.output.dense.", true);
+    add_wb(t, p + "ln_1.", h + "attention.output.LayerNorm.", true);
+    add_wb(t, p + "mlp.fc.", h + "intermediate.dense.", true);
+    add_wb(t, p + "mlp.proj.", h + "output.dense.", true);
+    add_wb(t, p + "ln_2.", h + "output.LayerNorm.", true);
+  }
+  if (pooler) add_wb(t, "bert.pooler.", "bert.pooler.dense.", true);
+  return t;
+}
+
+Table bert_mlm_table(const BertOptions& o) {
+  Table t = bert_encoder_table(o, false);
+  add_wb(t, "mlm_dense.", "cls.predictions.transform.dense.", true);
+  add_wb(t, "mlm_norm.", "cls.predictions.transform.LayerNorm.", true);
+  t.push_back({"mlm_bias", {"cls.predictions.bias"}});
+  return t;
+}
+
+Table bert_classifier_table(const BertOptions& o) {
+  Table t = bert_encoder_table(o, true);
+  add_wb(t, "classifier.", "classifier.", true);
+  return t;
+}
+
+// ---------------------------------------------------------------- loading
+
+struct Layout {
+  std::string base;                 // prefix of the backbone ("transformer.", "model.", "bert.")
+  std::vector<std::string> heads;   // prefixes that belong to heads, never to the backbone
+  std::vector<std::string> ignore;  // name fragments that are buffers or tied copies
+};
+
+/// Files written without the backbone prefix (a bare GPT2Model / BertModel) and old BERT files
+/// with LayerNorm.gamma / .beta read like current ones.
+std::string normalize(std::string key, const Layout& layout) {
+  if (key.find("LayerNorm.") != std::string::npos) {
+    if (key.ends_with(".gamma")) key.replace(key.size() - 5, 5, "weight");
+    else if (key.ends_with(".beta")) key.replace(key.size() - 4, 4, "bias");
+  }
+  if (key.starts_with(layout.base)) return key;
+  for (const auto& h : layout.heads)
+    if (key.starts_with(h)) return key;
+  return layout.base + key;
+}
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+/// Loads `file` into `model` through `table`. Rules whose lathe name starts with one of
+/// `optional` may be absent from the file: those tensors keep their initialisation and are
+/// listed in `initialized`.
+void load_tensors(torch::nn::Module& model, const Table& table, const fs::path& file, const Layout& layout,
+                  const std::vector<std::string>& optional = {}, std::vector<std::string>* initialized = nullptr) {
+  auto st = io::load_safetensors(file);
+  std::map<std::string, at::Tensor> theirs;
+  for (auto& [name, t] : st.tensors) theirs[normalize(name, layout)] = t;
+  auto params = model.named_parameters();
+
+  std::vector<std::string> missing, wrong, unexpected;
+  std::set<std::string> used;
+  std::vector<std::pair<at::Tensor, at::Tensor>> assign;  // (parameter, value)
+  for (const auto& rule : table) {
+    auto* param = params.find(rule.ours);
+    if (!param) throw std::logic_error("hf table names '" + rule.ours + "', which the model does not have");
+    std::vector<at::Tensor> pieces;
+    std::vector<std::string> absent;
+    for (const auto& name : rule.theirs) {
+      auto it = theirs.find(name);
+      if (it == theirs.end()) absent.push_back(name);
+      else {
+        pieces.push_back(it->second);
+        used.insert(name);
+      }
+    }
+    if (!absent.empty()) {
+      const bool opt = std::any_of(optional.begin(), optional.end(), [&](const std::string& p) {
+        return rule.ours.starts_with(p);
+      });
+      if (opt && pieces.empty()) {
+        if (initialized) initialized->push_back(rule.ours);
+      } else {
+        missing.insert(missing.end(), absent.begin(), absent.end());
+      }
+      continue;
+    }
+    bool ok = true;
+    if (rule.xf == Xf::Transpose && pieces[0].dim() != 2) ok = false;
+    for (const auto& p : pieces) ok = ok && p.is_floating_point() && p.dim() == param->dim();
+    at::Tensor value;
+    if (ok) {
+      value = rule.xf == Xf::Transpose ? pieces[0].t() : rule.xf == Xf::Stack ? at::cat(pieces, 0) : pieces[0];
+      ok = value.sizes() == param->sizes();
+    }
+    if (!ok) {
+      std::string got;
+      for (std::size_t i = 0; i < pieces.size(); ++i)
+        got += (i ? " + " : "") + rule.theirs[i] + " " + shape_str(pieces[i].sizes());
+      wrong.push_back(got + (rule.xf == Xf::Transpose ? " (stored transposed)" : "") + " for " + rule.ours +
+                      " " + shape_str(param->sizes()));
+      continue;
+    }
+    assign.emplace_back(*param, value);
+  }
+  for (const auto& [name, t] : theirs) {
+    if (used.count(name)) continue;
+    const bool ignored = std::any_of(layout.ignore.begin(), layout.ignore.end(), [&](const std::string& frag) {
+      return name.find(frag) != std::string::npos;
+    });
+    if (!ignored) unexpected.push_back(name);
+  }
+  if (!missing.empty() || !wrong.empty() || !unexpected.empty()) {
+    std::string msg = file.string() + " does not match the model that config.json describes:";
+    auto list = [&](const char* what, const std::vector<std::string>& names) {
+      if (names.empty()) return;
+      msg += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "):";
+      for (const auto& n : names) msg += "\n    " + n;
+    };
+    list("missing tensors", missing);
+    list("unexpected tensors", unexpected);
+    list("wrong shape", wrong);
+    throw Error(msg);
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [param, value] : assign) param.copy_(value.to(param.dtype()));
+}
+
+// ---------------------------------------------------------------- saving
+
+void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& dir, const json& config) {
+  auto params = model.named_parameters();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& rule : table) {
+    auto t = params[rule.ours].detach().to(at::kCPU, at::kFloat).contiguous();
+    switch (rule.xf) {
+      case Xf::Copy: out.emplace_back(rule.theirs[0], t); break;
+      case Xf::Transpose: out.emplace_back(rule.theirs[0], t.t().contiguous()); break;
+      case Xf::Stack: {
+        auto parts = t.split_with_sizes(rule.sizes, 0);
+        for (std::size_t i = 0; i < parts.size(); ++i) out.emplace_back(rule.theirs[i], parts[i].contiguous());
+        break;
+      }
+    }
+  }
+  fs::create_directories(dir);
+  io::save_safetensors(dir / "model.safetensors", out, {{"format", "pt"}});
+  io::write_file_atomic(dir / "config.json", config.dump(2) + "\n");
+}
+
+// ---------------------------------------------------------------- config.json
+
+json read_config(const fs::path& dir) {
+  const auto path = dir / "config.json";
+  std::ifstream in(path);
+  if (!in) throw Error(path.string() + ": cannot open (a Hugging Face model directory has config.json)");
+  try {
+    return json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw Error(path.string() + ": not valid JSON: " + e.what());
+  }
+}
+
+/// config[key] as T, `fallback` when absent or null; a wrong type names the file and key.
+template <class T>
+T get(const json& config, const fs::path& dir, const std::string& key, T fallback) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    throw Error((dir / "config.json").string() + ": " + key + ": unexpected value " + it->dump());
+  }
+}
+
+template <class T>
+T need(const json& config, const fs::path& dir, const std::string& key) {
+  if (!config.contains(key) || config[key].is_null())
+    throw Error((dir / "config.json").string() + ": missing key '" + key + "'");
+  return get<T>(config, dir, key, T{});
+}
+
+[[noreturn]] void unsupported(const fs::path& dir, const std::string& key, const json& value, const std::string& what) {
+  throw Error((dir / "config.json").string() + ": " + key + " = " + value.dump() + " is not supported (" + what + ")");
+}
+
+recipe::Activation read_activation(const json& c, const fs::path& dir, const std::string& key, const std::string& dflt) {
+  const auto act = get<std::string>(c, dir, key, dflt);
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") return recipe::Activation::GeluTanh;
+  if (act == "gelu") return recipe::Activation::Gelu;
+  unsupported(dir, key, act, "lathe has gelu and gelu_new");
+}
+
+std::string model_type(const json& c, const fs::path& dir) { return need<std::string>(c, dir, "model_type"); }
+
+}  // namespace
+
+bool is_hf_model_dir(const fs::path& dir) {
+  std::ifstream in(dir / "config.json");
+  if (!in) return false;
+  auto j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("model_type");
+}
+
+GptOptions read_hf_gpt_config(const fs::path& dir) {
+  const json c = read_config(dir);
+  const auto type = model_type(c, dir);
+  GptOptions o;
+  if (type == "gpt2") {
+    o.vocab_size = need<int64_t>(c, dir, "vocab_size");
+    o.max_seq_len = get<int64_t>(c, dir, "n_positions", 1024);
+    o.d_model = get<int64_t>(c, dir, "n_embd", 768);
+    o.n_layer = get<int64_t>(c, dir, "n_layer", 12);
+    o.n_head = get<int64_t>(c, dir, "n_head", 12);
+    o.d_ff = get<int64_t>(c, dir, "n_inner", 0);
+    o.activation = read_activation(c, dir, "activation_function", "gelu_new");
+    o.norm_eps = get<double>(c, dir, "layer_norm_epsilon", 1e-5);
+    o.dropout = get<double>(c, dir, "resid_pdrop", 0.1);
+    o.attn_dropout = get<double>(c, dir, "attn_pdrop", 0.1);
+    o.init_std = get<double>(c, dir, "initializer_range", 0.02);
+    o.tie_embeddings = get<bool>(c, dir, "tie_word_embeddings", true);
+    for (const char* key : {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"})
+      if (get<bool>(c, dir, key, false)) unsupported(dir, key, true, "lathe's GPT-2 attention is the standard one");
+    if (!get<bool>(c, dir, "scale_attn_weights", true))
+      unsupported(dir, "scale_attn_weights", false, "attention is always scaled by 1/sqrt(head_dim)");
+  } else if (type == "llama") {
+    o.vocab_size = need<int64_t>(c, dir, "vocab_size");
+    o.max_seq_len = get<int64_t>(c, dir, "max_position_embeddings", 2048);
+    o.d_model = need<int64_t>(c, dir, "hidden_size");
+    o.n_layer = need<int64_t>(c, dir, "num_hidden_layers");
+    o.n_head = need<int64_t>(c, dir, "num_attention_heads");
+    o.n_kv_head = get<int64_t>(c, dir, "num_key_value_heads", o.n_head);
+    if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+    o.d_ff = need<int64_t>(c, dir, "intermediate_size");
+    o.norm = recipe::Norm::RmsNorm;
+    o.norm_eps = get<double>(c, dir, "rms_norm_eps", 1e-6);
+    o.activation = recipe::Activation::SwiGlu;
+    o.position = recipe::Position::Rope;
+    o.rope_theta = get<double>(c, dir, "rope_theta", 10000.0);
+    if (c.contains("rope_parameters") && c["rope_parameters"].is_object()) {
+      const auto& rp = c["rope_parameters"];
+      if (rp.value("rope_type", "default") != "default")
+        unsupported(dir, "rope_parameters.rope_type", rp["rope_type"], "only the default rotary embedding");
+      o.rope_theta = rp.value("rope_theta", o.rope_theta);
+    }
+    if (c.contains("rope_scaling") && !c["rope_scaling"].is_null())
+      unsupported(dir, "rope_scaling", c["rope_scaling"], "only the default rotary embedding");
+    const bool attn_bias = get<bool>(c, dir, "attention_bias", false), mlp_bias = get<bool>(c, dir, "mlp_bias", false);
+    if (attn_bias != mlp_bias)
+      unsupported(dir, "attention_bias", attn_bias, "lathe has one bias switch; attention_bias must equal mlp_bias");
+    o.bias = attn_bias;
+    if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
+      unsupported(dir, "hidden_act", act, "Llama's MLP is SwiGLU (silu)");
+    if (auto hd = get<int64_t>(c, dir, "head_dim", o.d_model / o.n_head); hd * o.n_head != o.d_model)
+      unsupported(dir, "head_dim", hd, "head_dim * num_attention_heads must equal hidden_size");
+    o.dropout = 0.0;
+    o.attn_dropout = get<double>(c, dir, "attention_dropout", 0.0);
+    o.init_std = get<double>(c, dir, "initializer_range", 0.02);
+    o.tie_embeddings = get<bool>(c, dir, "tie_word_embeddings", false);
+  } else {
+    throw Error((dir / "config.json").string() + ": model_type '" + type + "' is not a GPT lathe reads (gpt2, llama)");
+  }
+  try {
+    o.validate();
+  } catch (const std::invalid_argument& e) {
+    throw Error((dir / "config.json").string() + ": " + e.what());
+  }
+  return o;
+}
+
+BertOptions read_hf_bert_config(const fs::path& dir) {
+  const json c = read_config(dir);
+  if (auto type = model_type(c, dir); type != "bert")
+    throw Error((dir / "config.json").string() + ": model_type '" + type + "' is not bert");
+  BertOptions o;
+  o.vocab_size = need<int64_t>(c, dir, "vocab_size");
+  o.max_seq_len = get<int64_t>(c, dir, "max_position_embeddings", 512);
+  o.type_vocab_size = get<int64_t>(c, dir, "type_vocab_size", 2);
+  o.d_model = get<int64_t>(c, dir, "hidden_size", 768);
+  o.n_layer = get<int64_t>(c, dir, "num_hidden_layers", 12);
+  o.n_head = get<int64_t>(c, dir, "num_attention_heads", 12);
+  o.d_ff = get<int64_t>(c, dir, "intermediate_size", 3072);
+  o.activation = read_activation(c, dir, "hidden_act", "gelu");
+  o.norm_eps = get<double>(c, dir, "layer_norm_eps", 1e-12);
+  o.dropout = get<double>(c, dir, "hidden_dropout_prob", 0.1);
+  o.attn_dropout = get<double>(c, dir, "attention_probs_dropout_prob", 0.1);
+  o.pad_token_id = get<int64_t>(c, dir, "pad_token_id", -1);
+  o.init_std = get<double>(c, dir, "initializer_range", 0.02);
+  if (c.contains("id2label") && c["id2label"].is_object()) o.num_labels = static_cast<int64_t>(c["id2label"].size());
+  o.num_labels = get<int64_t>(c, dir, "num_labels", o.num_labels);
+  if (auto pos = get<std::string>(c, dir, "position_embedding_type", "absolute"); pos != "absolute")
+    unsupported(dir, "position_embedding_type", pos, "BERT positions are absolute");
+  try {
+    o.validate();
+  } catch (const std::invalid_argument& e) {
+    throw Error((dir / "config.json").string() + ": " + e.what());
+  }
+  return o;
+}
+
+namespace {
+
+bool is_gpt2_shaped(const GptOptions& o) {
+  return o.position == recipe::Position::Learned && o.norm == recipe::Norm::LayerNorm && o.bias &&
+         o.n_kv_head == 0 && o.activation != recipe::Activation::SwiGlu;
+}
+bool is_llama_shaped(const GptOptions& o) {
+  return o.position == recipe::Position::Rope && o.norm == recipe::Norm::RmsNorm &&
+         o.activation == recipe::Activation::SwiGlu;
+}
+
+const Layout kGpt2Layout{"transformer.", {"lm_head."}, {".attn.bias", ".attn.masked_bias", "lm_head.weight"}};
+const Layout kLlamaLayout{"model.", {"lm_head."}, {"rotary_emb.inv_freq", "lm_head.weight"}};
+const Layout kBertLayout{"bert.", {"cls.", "classifier."},
+                         {"position_ids", "token_type_ids", "cls.predictions.decoder.", "cls.seq_relationship."}};
+
+fs::path weights_file(const fs::path& dir) {
+  auto path = dir / "model.safetensors";
+  if (!fs::exists(path)) {
+    if (fs::exists(dir / "model.safetensors.index.json"))
+      throw Error(path.string() + ": sharded checkpoints (model.safetensors.index.json) are not read; save the model "
+                                  "unsharded (save_pretrained(max_shard_size=\"100GB\"))");
+    throw Error(path.string() + ": not found (lathe reads safetensors weights; pytorch_model.bin is not read)");
+  }
+  return path;
+}
+
+}  // namespace
+
+Gpt load_hf_gpt(const fs::path& dir) {
+  auto options = read_hf_gpt_config(dir);
+  const bool llama = options.position == recipe::Position::Rope;
+  Gpt model(options);
+  load_tensors(*model, llama ? llama_table(options) : gpt2_table(options), weights_file(dir),
+               llama ? kLlamaLayout : kGpt2Layout);
+  return model;
+}
+
+BertForMaskedLM load_hf_bert_mlm(const fs::path& dir) {
+  auto options = read_hf_bert_config(dir);
+  BertForMaskedLM model(options);
+  Layout layout = kBertLayout;
+  layout.ignore.push_back("bert.pooler.");
+  load_tensors(*model, bert_mlm_table(options), weights_file(dir), layout);
+  return model;
+}
+
+BertForSequenceClassification load_hf_bert_classifier(const fs::path& dir, int64_t num_labels,
+                                                       std::vector<std::string>* initialized) {
+  auto options = read_hf_bert_config(dir);
+  if (num_labels > 0) options.num_labels = num_labels;
+  BertForSequenceClassification model(options);
+  Layout layout = kBertLayout;
+  layout.ignore.push_back("cls.");
+  load_tensors(*model, bert_classifier_table(options), weights_file(dir), layout, {"bert.pooler.", "classifier."},
+               initialized);
+  return model;
+}
+
+void save_hf(Gpt& model, const fs::path& dir) {
+  const auto& o = model->options;
+  json c;
+  if (is_gpt2_shaped(o)) {
+    c = {{"architectures", {"GPT2LMHeadModel"}},
+         {"model_type", "gpt2"},
+         {"vocab_size", o.vocab_size},
+         {"n_positions", o.max_seq_len},
+         {"n_embd", o.d_model},
+         {"n_layer", o.n_layer},
+         {"n_head", o.n_head},
+         {"n_inner", o.d_ff > 0 ? json(o.d_ff) : json(nullptr)},
+         {"activation_function", o.activation == recipe::Activation::Gelu ? "gelu" : "gelu_new"},
+         {"layer_norm_epsilon", o.norm_eps},
+         {"resid_pdrop", o.dropout},
+         {"embd_pdrop", o.dropout},
+         {"attn_pdrop", o.attn_dropout},
+         {"initializer_range", o.init_std},
+         {"tie_word_embeddings", o.tie_embeddings},
+         {"bos_token_id", nullptr},
+         {"eos_token_id", nullptr}};
+    save_tensors(*model, gpt2_table(o), dir, c);
+  } else if (is_llama_shaped(o)) {
+    c = {{"architectures", {"LlamaForCausalLM"}},
+         {"model_type", "llama"},
+         {"vocab_size", o.vocab_size},
+         {"max_position_embeddings", o.max_seq_len},
+         {"hidden_size", o.d_model},
+         {"intermediate_size", o.d_ff > 0 ? o.d_ff : 4 * o.d_model},
+         {"num_hidden_layers", o.n_layer},
+         {"num_attention_heads", o.n_head},
+         {"num_key_value_heads", o.n_kv_head > 0 ? o.n_kv_head : o.n_head},
+         {"head_dim", o.d_model / o.n_head},
+         {"hidden_act", "silu"},
+         {"rms_norm_eps", o.norm_eps},
+         {"rope_theta", o.rope_theta},
+         {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", o.rope_theta}}},
+         {"attention_bias", o.bias},
+         {"mlp_bias", o.bias},
+         {"attention_dropout", o.attn_dropout},
+         {"initializer_range", o.init_std},
+         {"tie_word_embeddings", o.tie_embeddings},
+         {"bos_token_id", nullptr},
+         {"eos_token_id", nullptr}};
+    save_tensors(*model, llama_table(o), dir, c);
+  } else {
+    throw Error("this GPT has no Hugging Face counterpart: gpt2 needs learned positions, layernorm, gelu and biases; "
+                "llama needs rope, rmsnorm and swiglu (got position " + std::string(recipe::enum_name(o.position)) +
+                ", norm " + std::string(recipe::enum_name(o.norm)) + ", activation " +
+                std::string(recipe::enum_name(o.activation)) + ")");
+  }
+}
+
+namespace {
+
+json bert_config(const BertOptions& o, const char* architecture) {
+  return {{"architectures", {architecture}},
+          {"model_type", "bert"},
+          {"vocab_size", o.vocab_size},
+          {"max_position_embeddings", o.max_seq_len},
+          {"type_vocab_size", o.type_vocab_size},
+          {"hidden_size", o.d_model},
+          {"num_hidden_layers", o.n_layer},
+          {"num_attention_heads", o.n_head},
+          {"intermediate_size", o.d_ff > 0 ? o.d_ff : 4 * o.d_model},
+          {"hidden_act", o.activation == recipe::Activation::GeluTanh ? "gelu_new" : "gelu"},
+          {"layer_norm_eps", o.norm_eps},
+          {"hidden_dropout_prob", o.dropout},
+          {"attention_probs_dropout_prob", o.attn_dropout},
+          {"pad_token_id", o.pad_token_id >= 0 ? json(o.pad_token_id) : json(nullptr)},
+          {"initializer_range", o.init_std},
+          {"position_embedding_type", "absolute"},
+          {"tie_word_embeddings", true}};
+}
+
+}  // namespace
+
+void save_hf(BertForMaskedLM& model, const fs::path& dir) {
+  const auto& o = model->bert->options;
+  save_tensors(*model, bert_mlm_table(o), dir, bert_config(o, "BertForMaskedLM"));
+}
+
+void save_hf(BertForSequenceClassification& model, const fs::path& dir) {
+  const auto& o = model->bert->options;
+  json c = bert_config(o, "BertForSequenceClassification");
+  c["num_labels"] = o.num_labels;
+  json id2label = json::object(), label2id = json::object();
+  for (int64_t i = 0; i < o.num_labels; ++i) {
+    id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
+    label2id["LABEL_" + std::to_string(i)] = i;
+  }
+  c["id2label"] = id2label;
+  c["label2id"] = label2id;
+  save_tensors(*model, bert_classifier_table(o), dir, c);
+}
+
+}  // namespace lathe::models

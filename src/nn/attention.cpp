@@ -1,0 +1,77 @@
+// Self-attention on at::scaled_dot_product_attention.
+
+#include "lathe/nn/attention.hpp"
+
+#include <stdexcept>
+#include <string>
+
+#include <ATen/ATen.h>
+
+namespace lathe::nn {
+
+void AttentionOptions::validate() const {
+  auto s = [](int64_t v) { return std::to_string(v); };
+  if (d_model <= 0) throw std::invalid_argument("attention: d_model must be positive, got " + s(d_model));
+  if (n_head <= 0) throw std::invalid_argument("attention: n_head must be positive, got " + s(n_head));
+  if (d_model % n_head != 0)
+    throw std::invalid_argument("attention: n_head (" + s(n_head) + ") must divide d_model (" + s(d_model) + ")");
+  if (n_kv_head < 0 || (n_kv_head > 0 && n_head % n_kv_head != 0))
+    throw std::invalid_argument("attention: n_kv_head (" + s(n_kv_head) + ") must divide n_head (" + s(n_head) +
+                                ")");
+}
+
+AttentionImpl::AttentionImpl(const AttentionOptions& o) : options(o) {
+  o.validate();
+  const int64_t out = (o.n_head + 2 * o.kv_heads()) * o.head_dim();
+  qkv = register_module("qkv", Linear(LinearOptions{o.d_model, out, o.bias, o.device}));
+  proj = register_module("proj", Linear(LinearOptions{o.d_model, o.d_model, o.bias, o.device}));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t H = options.n_head, Hkv = options.kv_heads(), D = options.head_dim();
+  auto parts = qkv(x).split_with_sizes({H * D, Hkv * D, Hkv * D}, -1);
+  auto q = parts[0].view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+  auto k = parts[1].view({B, T, Hkv, D}).transpose(1, 2);
+  auto v = parts[2].view({B, T, Hkv, D}).transpose(1, 2);
+  if (ctx.rotary) {
+    q = apply_rotary(q, *ctx.rotary);
+    k = apply_rotary(k, *ctx.rotary);
+  }
+  int64_t past = 0;
+  if (ctx.cache) {
+    past = ctx.cache_pos;
+    ctx.cache->k.narrow(2, past, T).copy_(k);
+    ctx.cache->v.narrow(2, past, T).copy_(v);
+    k = ctx.cache->k.narrow(2, 0, past + T);
+    v = ctx.cache->v.narrow(2, 0, past + T);
+  }
+  const int64_t Tk = past + T;
+
+  // Query i (absolute position past + i) may see key j when j <= past + i (causal) and key j is
+  // real. A query always sees itself, so a padded query never has an empty row (which would
+  // give NaN); its output is meaningless and ignored by the losses.
+  std::optional<at::Tensor> mask;
+  bool is_causal = false;
+  if (!ctx.key_mask.defined()) {
+    if (options.causal && past == 0) is_causal = true;
+    else if (options.causal && T > 1)
+      mask = at::ones({T, Tk}, x.options().dtype(at::kBool)).tril(/*diagonal=*/past);
+  } else {
+    auto m = ctx.key_mask.to(at::kBool).view({B, 1, 1, Tk});
+    if (options.causal) {
+      auto causal = at::ones({T, Tk}, x.options().dtype(at::kBool)).tril(past);
+      auto self = at::ones({T, Tk}, x.options().dtype(at::kBool)).tril(past).triu(past);
+      m = (m & causal) | self;
+    }
+    mask = m;
+  }
+  const double p = is_training() ? options.attn_dropout : 0.0;
+  auto y = at::scaled_dot_product_attention(q, k, v, mask, p, is_causal, /*scale=*/std::nullopt,
+                                            /*enable_gqa=*/Hkv != H);
+  y = proj(y.transpose(1, 2).reshape({B, T, H * D}));
+  if (options.dropout > 0 && is_training()) y = at::dropout(y, options.dropout, /*train=*/true);
+  return y;
+}
+
+}  // namespace lathe::nn

@@ -1,0 +1,125 @@
+// Norms, rotary tables, the MLP and the transformer block.
+
+#include <stdexcept>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include "lathe/nn/block.hpp"
+#include "lathe/nn/linear.hpp"
+#include "lathe/nn/mlp.hpp"
+#include "lathe/nn/norm.hpp"
+#include "lathe/nn/rotary.hpp"
+
+namespace lathe::nn {
+
+NormImpl::NormImpl(const NormOptions& o) : options(o) {
+  if (o.dim <= 0) throw std::invalid_argument("Norm: dim must be positive, got " + std::to_string(o.dim));
+  weight = register_parameter("weight", torch::empty({o.dim}, o.device));
+  if (o.bias && o.kind == recipe::Norm::LayerNorm) bias = register_parameter("bias", torch::empty({o.dim}, o.device));
+  reset_parameters();
+}
+
+void NormImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  weight.fill_(1.0);
+  if (bias.defined()) bias.zero_();
+}
+
+torch::Tensor NormImpl::forward(const torch::Tensor& x) {
+  if (options.kind == recipe::Norm::RmsNorm) return at::rms_norm(x, {options.dim}, weight, options.eps);
+  return at::layer_norm(x, {options.dim}, weight, bias, options.eps);
+}
+
+LinearImpl::LinearImpl(const LinearOptions& o) : options(o) {
+  if (o.in <= 0 || o.out <= 0)
+    throw std::invalid_argument("Linear: in and out must be positive, got " + std::to_string(o.in) + " -> " +
+                                std::to_string(o.out));
+  torch::NoGradGuard no_grad;
+  weight = register_parameter("weight", torch::empty({o.out, o.in}, o.device).normal_(0.0, 0.02));
+  if (o.bias) bias = register_parameter("bias", torch::zeros({o.out}, o.device));
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return at::linear(x, weight, bias); }
+
+EmbeddingImpl::EmbeddingImpl(const EmbeddingOptions& o) : options(o) {
+  if (o.count <= 0 || o.dim <= 0)
+    throw std::invalid_argument("Embedding: count and dim must be positive, got " + std::to_string(o.count) + " x " +
+                                std::to_string(o.dim));
+  if (o.padding_idx >= o.count)
+    throw std::invalid_argument("Embedding: padding_idx " + std::to_string(o.padding_idx) + " is outside the " +
+                                std::to_string(o.count) + " rows");
+  torch::NoGradGuard no_grad;
+  weight = register_parameter("weight", torch::empty({o.count, o.dim}, o.device).normal_(0.0, 0.02));
+  if (o.padding_idx >= 0) weight[o.padding_idx].zero_();
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  return at::embedding(weight, ids, options.padding_idx);
+}
+
+RotaryTables rotary_tables(const at::Tensor& positions, int64_t head_dim, double theta) {
+  if (head_dim % 2 != 0) throw std::invalid_argument("rotary embeddings need an even head dimension, got " +
+                                                     std::to_string(head_dim));
+  auto f32 = positions.options().dtype(at::kFloat);
+  // Same arithmetic as the reference implementations: integer exponents over head_dim in float32.
+  auto inv_freq = 1.0 / at::pow(theta, at::arange(0, head_dim, 2, f32.dtype(at::kLong)).to(at::kFloat) / head_dim);
+  auto freqs = at::outer(positions.to(at::kFloat), inv_freq.to(positions.device()));  // (T, D/2)
+  auto emb = at::cat({freqs, freqs}, -1);                                              // (T, D)
+  return {emb.cos(), emb.sin()};
+}
+
+at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half);
+  auto x2 = x.narrow(-1, half, half);
+  auto rotated = at::cat({-x2, x1}, -1);
+  auto cos = t.cos.to(x.scalar_type());
+  auto sin = t.sin.to(x.scalar_type());
+  return x * cos + rotated * sin;
+}
+
+MlpImpl::MlpImpl(const MlpOptions& o) : options(o), hidden(o.d_ff > 0 ? o.d_ff : 4 * o.d_model) {
+  if (o.d_model <= 0) throw std::invalid_argument("Mlp: d_model must be positive, got " + std::to_string(o.d_model));
+  const int64_t fc_out = o.activation == recipe::Activation::SwiGlu ? 2 * hidden : hidden;
+  fc = register_module("fc", Linear(LinearOptions{o.d_model, fc_out, o.bias, o.device}));
+  proj = register_module("proj", Linear(LinearOptions{hidden, o.d_model, o.bias, o.device}));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  auto h = fc(x);
+  switch (options.activation) {
+    case recipe::Activation::GeluTanh: h = at::gelu(h, "tanh"); break;
+    case recipe::Activation::Gelu: h = at::gelu(h); break;
+    case recipe::Activation::SwiGlu: {
+      auto gate_up = h.chunk(2, -1);
+      h = at::silu(gate_up[0]) * gate_up[1];
+      break;
+    }
+  }
+  auto y = proj(h);
+  if (options.dropout > 0 && is_training()) y = at::dropout(y, options.dropout, /*train=*/true);
+  return y;
+}
+
+BlockImpl::BlockImpl(BlockOptions o) : options(std::move(o)) {
+  options.norm.dim = options.attention.d_model;
+  options.norm.device = options.attention.device;
+  options.mlp.device = options.attention.device;
+  ln_1 = register_module("ln_1", Norm(options.norm));
+  attn = register_module("attn", Attention(options.attention));
+  ln_2 = register_module("ln_2", Norm(options.norm));
+  mlp = register_module("mlp", Mlp(options.mlp));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  if (options.pre_norm) {
+    auto h = x + attn(ln_1(x), ctx);
+    return h + mlp(ln_2(h));
+  }
+  auto h = ln_1(x + attn(x, ctx));
+  return ln_2(h + mlp(h));
+}
+
+}  // namespace lathe::nn

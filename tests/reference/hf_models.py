@@ -1,0 +1,151 @@
+"""Reference states from Hugging Face transformers for the model tests (tests/test_models.cpp).
+
+  make KIND DIR          tiny random model of KIND (gpt2, llama, bert_mlm, bert_cls), saved to
+                         DIR/hf, and DIR/ref.safetensors with inputs, logits, the loss and the
+                         gradient of every parameter ("grad.<name>")
+  logits DIR REF OUT     runs the model in DIR on REF's inputs, writes OUT with "logits"
+  generate DIR REF OUT N greedy continuation of REF's "prompt" by N tokens (HF generate), OUT "tokens"
+  counts OUT             parameter counts of the presets' Hugging Face configs (meta device)
+"""
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+import transformers
+from transformers import (AutoModelForCausalLM, BertConfig, BertForMaskedLM, BertForSequenceClassification,
+                          BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM)
+
+transformers.logging.set_verbosity_error()
+
+
+def build(kind):
+    torch.manual_seed(1234)
+    if kind == "gpt2":
+        cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=97, n_positions=64, bos_token_id=None,
+                         eos_token_id=None)
+        model = GPT2LMHeadModel(cfg)
+    elif kind == "llama":
+        cfg = LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=48, vocab_size=97, max_position_embeddings=64, rms_norm_eps=1e-5,
+                          tie_word_embeddings=False, bos_token_id=None, eos_token_id=None)
+        model = LlamaForCausalLM(cfg)
+    else:
+        cfg = BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                         vocab_size=101, max_position_embeddings=64, num_labels=3)
+        model = BertForMaskedLM(cfg) if kind == "bert_mlm" else BertForSequenceClassification(cfg)
+    # Every tensor gets a non-trivial value (biases and norm scales included), so a tensor
+    # mapped to the wrong place shows in the logits.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def inputs(kind):
+    g = torch.Generator().manual_seed(99)
+    if kind in ("gpt2", "llama"):
+        ids = torch.randint(0, 97, (3, 16), generator=g)
+        return {"input_ids": ids}
+    ids = torch.randint(5, 101, (3, 12), generator=g)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    for row, length in enumerate([12, 7, 3]):
+        mask[row, length:] = 0
+        ids[row, length:] = 0
+    types = torch.zeros(3, 12, dtype=torch.long)
+    types[:, 6:] = 1
+    types = types * mask
+    out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    if kind == "bert_mlm":
+        labels = torch.full((3, 12), -100, dtype=torch.long)
+        pick = (torch.rand(3, 12, generator=g) < 0.4) & (mask == 1)
+        pick[:, 1] = True
+        labels[pick] = torch.randint(0, 101, (3, 12), generator=g)[pick]
+        out["labels"] = labels
+    else:
+        out["labels"] = torch.tensor([0, 2, 1])
+    return out
+
+
+def forward(model, kind, inp):
+    kwargs = {k: v for k, v in inp.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    logits = model(**kwargs).logits
+    if kind in ("gpt2", "llama"):
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), inp["input_ids"][:, 1:].reshape(-1))
+    elif kind == "bert_mlm":
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), inp["labels"].reshape(-1), ignore_index=-100)
+    else:
+        loss = F.cross_entropy(logits, inp["labels"])
+    return logits, loss
+
+
+def make(kind, out_dir):
+    model = build(kind)
+    model.save_pretrained(f"{out_dir}/hf")
+    inp = inputs(kind)
+    logits, loss = forward(model, kind, inp)
+    loss.backward()
+    ref = dict(inp)
+    ref["logits"] = logits.detach().contiguous()
+    ref["loss"] = loss.detach().reshape(1)
+    for name, p in model.named_parameters():
+        ref["grad." + name] = p.grad.contiguous()
+    save_file(ref, f"{out_dir}/ref.safetensors")
+
+
+def load_any(model_dir):
+    arch = json.load(open(f"{model_dir}/config.json"))["architectures"][0]
+    cls = {"GPT2LMHeadModel": GPT2LMHeadModel, "LlamaForCausalLM": LlamaForCausalLM,
+           "BertForMaskedLM": BertForMaskedLM, "BertForSequenceClassification": BertForSequenceClassification}[arch]
+    return cls.from_pretrained(model_dir).eval()
+
+
+def logits(model_dir, ref_file, out_file):
+    model = load_any(model_dir)
+    ref = load_file(ref_file)
+    kwargs = {k: v for k, v in ref.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        out = model(**kwargs).logits
+    save_file({"logits": out.contiguous()}, out_file)
+
+
+def generate(model_dir, ref_file, out_file, n):
+    model = load_any(model_dir)
+    prompt = load_file(ref_file)["prompt"].reshape(1, -1)
+    out = model.generate(prompt, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0,
+                         attention_mask=torch.ones_like(prompt))
+    save_file({"tokens": out[0, prompt.size(1):].contiguous()}, out_file)
+
+
+def counts(out_file):
+    gpt = {"gpt2-124m": (12, 12, 768), "gpt2-355m": (24, 16, 1024), "gpt2-774m": (36, 20, 1280),
+           "gpt2-1.5b": (48, 25, 1600)}
+    result = {}
+    with torch.device("meta"):
+        for name, (l, h, d) in gpt.items():
+            m = GPT2LMHeadModel(GPT2Config(n_layer=l, n_head=h, n_embd=d))
+            result[name] = sum(p.numel() for p in m.parameters())
+        result["gpt-tiny"] = sum(p.numel() for p in GPT2LMHeadModel(
+            GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=256, vocab_size=1000)).parameters())
+        bert = {"bert-base": (12, 12, 768, 30522), "bert-large": (24, 16, 1024, 30522), "bert-tiny": (2, 2, 128, 1000)}
+        for name, (l, h, d, v) in bert.items():
+            cfg = BertConfig(num_hidden_layers=l, num_attention_heads=h, hidden_size=d, intermediate_size=4 * d,
+                             vocab_size=v)
+            result[name] = sum(p.numel() for p in BertForMaskedLM(cfg).parameters())
+            result[name + "/classifier"] = sum(p.numel() for p in BertForSequenceClassification(cfg).parameters())
+    json.dump(result, open(out_file, "w"))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "make":
+        make(sys.argv[2], sys.argv[3])
+    elif cmd == "logits":
+        logits(*sys.argv[2:5])
+    elif cmd == "generate":
+        generate(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif cmd == "counts":
+        counts(sys.argv[2])
+    else:
+        raise SystemExit(f"unknown command {cmd}")

@@ -1,0 +1,383 @@
+// GPT, Llama-style GPT and BERT against Hugging Face transformers: tiny random models made by
+// tests/reference/hf_models.py are loaded, and lathe's logits and gradients are compared with
+// the reference; models saved by lathe are loaded by transformers and must give the same logits.
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include <ATen/ATen.h>
+
+#include "lathe/core/error.hpp"
+#include "lathe/io/safetensors.hpp"
+#include "lathe/models/bert.hpp"
+#include "lathe/models/config.hpp"
+#include "lathe/models/generate.hpp"
+#include "lathe/models/gpt.hpp"
+#include "lathe/models/hf.hpp"
+#include "lathe/recipe/load.hpp"
+#include "support.hpp"
+
+using namespace lathe::models;
+using lathe::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// fp32 tolerances: logits of the tiny models are O(1); one kernel order versus another differs
+// by a few ulps per operation.
+constexpr double kLogitTol = 2e-5;
+constexpr double kGradTol = 2e-5;  // relative to the largest gradient entry of the tensor (or 1)
+constexpr double kLossTol = 1e-5;
+
+void python(const std::vector<std::string>& args) { lathe::test::run_reference("hf_models.py", args); }
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  REQUIRE(a.sizes() == b.sizes());
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+/// A reference made by transformers: DIR/hf (the model) and DIR/ref.safetensors.
+struct Reference {
+  TempDir dir;
+  lathe::io::Safetensors ref;
+  explicit Reference(const std::string& kind) {
+    python({"make", kind, dir.path().string()});
+    ref = lathe::io::load_safetensors(dir.path() / "ref.safetensors");
+  }
+  fs::path hf() const { return dir.path() / "hf"; }
+  const at::Tensor& operator[](const std::string& name) const { return ref.at(name); }
+  bool has(const std::string& name) const {
+    for (const auto& [n, t] : ref.tensors)
+      if (n == name) return true;
+    return false;
+  }
+  /// Logits transformers computes with the model saved in `model_dir` on the reference inputs.
+  at::Tensor hf_logits(const fs::path& model_dir) const {
+    const auto out = dir.path() / "hf_logits.safetensors";
+    python({"logits", model_dir.string(), (dir.path() / "ref.safetensors").string(), out.string()});
+    return lathe::io::load_safetensors(out).at("logits");
+  }
+};
+
+/// Puts every parameter's gradient in place of the parameter and saves the model in HF layout,
+/// so that the name table translates gradients exactly as it translates weights.
+template <class M>
+lathe::io::Safetensors gradients_in_hf_layout(M& model, const fs::path& dir) {
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) {
+      REQUIRE(p.grad().defined());
+      p.copy_(p.grad());
+    }
+  }
+  save_hf(model, dir);
+  return lathe::io::load_safetensors(dir / "model.safetensors");
+}
+
+void check_gradients(const lathe::io::Safetensors& ours, const Reference& ref) {
+  std::size_t n = 0;
+  for (const auto& [name, g] : ours.tensors) {
+    INFO(name);
+    REQUIRE(ref.has("grad." + name));
+    const auto& want = ref["grad." + name];
+    const double scale = std::max(1.0, want.abs().max().item<double>());
+    CHECK(max_diff(g, want) <= kGradTol * scale);
+    ++n;
+  }
+  CHECK(n > 10);
+}
+
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids) {
+  const int64_t V = logits.size(-1);
+  return at::cross_entropy_loss(logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, V}),
+                                ids.narrow(1, 1, ids.size(1) - 1).reshape({-1}));
+}
+
+void check_decoder(const std::string& kind) {
+  Reference ref(kind);
+  Gpt model = load_hf_gpt(ref.hf());
+  model->eval();
+  const auto& ids = ref["input_ids"];
+  auto logits = model(ids);
+  CHECK(max_diff(logits, ref["logits"]) <= kLogitTol);
+
+  auto loss = causal_lm_loss(logits, ids);
+  CHECK(std::abs(loss.item<double>() - ref["loss"].item<double>()) <= kLossTol);
+  loss.backward();
+
+  // Saved by lathe, loaded by transformers: the same logits.
+  TempDir out;
+  save_hf(model, out.path() / "saved");
+  CHECK(max_diff(ref.hf_logits(out.path() / "saved"), ref["logits"]) <= kLogitTol);
+  // And lathe reads its own file back.
+  Gpt again = load_hf_gpt(out.path() / "saved");
+  again->eval();
+  CHECK(max_diff(again(ids), logits) == 0.0);
+
+  check_gradients(gradients_in_hf_layout(model, out.path() / "grads"), ref);
+}
+
+}  // namespace
+
+TEST_CASE("models: GPT-2 logits gradients and saved files match transformers", "[models][reference]") {
+  check_decoder("gpt2");
+}
+
+TEST_CASE("models: Llama-style GPT (rope rmsnorm swiglu GQA) matches transformers LlamaForCausalLM",
+          "[models][reference]") {
+  check_decoder("llama");
+}
+
+TEST_CASE("models: BERT masked LM on a padded batch matches transformers", "[models][reference]") {
+  Reference ref("bert_mlm");
+  BertForMaskedLM model = load_hf_bert_mlm(ref.hf());
+  model->eval();
+  auto logits = model(ref["input_ids"], ref["token_type_ids"], ref["attention_mask"]);
+  // Every position, padded ones included, is compared: the mask must reach every layer.
+  CHECK(max_diff(logits, ref["logits"]) <= kLogitTol);
+  const int64_t V = logits.size(-1);
+  auto loss = at::cross_entropy_loss(logits.reshape({-1, V}), ref["labels"].reshape({-1}), {}, at::Reduction::Mean,
+                                     /*ignore_index=*/-100);
+  CHECK(std::abs(loss.item<double>() - ref["loss"].item<double>()) <= kLossTol);
+  loss.backward();
+
+  TempDir out;
+  save_hf(model, out.path() / "saved");
+  CHECK(max_diff(ref.hf_logits(out.path() / "saved"), ref["logits"]) <= kLogitTol);
+  check_gradients(gradients_in_hf_layout(model, out.path() / "grads"), ref);
+}
+
+TEST_CASE("models: BERT sequence classification matches transformers", "[models][reference]") {
+  Reference ref("bert_cls");
+  std::vector<std::string> initialized;
+  BertForSequenceClassification model = load_hf_bert_classifier(ref.hf(), 0, &initialized);
+  CHECK(initialized.empty());
+  CHECK(model->bert->options.num_labels == 3);
+  model->eval();
+  auto logits = model(ref["input_ids"], ref["token_type_ids"], ref["attention_mask"]);
+  CHECK(max_diff(logits, ref["logits"]) <= kLogitTol);
+  auto loss = at::cross_entropy_loss(logits, ref["labels"]);
+  CHECK(std::abs(loss.item<double>() - ref["loss"].item<double>()) <= kLossTol);
+  loss.backward();
+
+  TempDir out;
+  save_hf(model, out.path() / "saved");
+  CHECK(max_diff(ref.hf_logits(out.path() / "saved"), ref["logits"]) <= kLogitTol);
+  check_gradients(gradients_in_hf_layout(model, out.path() / "grads"), ref);
+
+  // A masked-LM directory starts a classifier: the encoder is loaded, pooler and classifier are new.
+  TempDir mlm_dir;
+  BertForMaskedLM mlm(model->bert->options);
+  save_hf(mlm, mlm_dir.path());
+  initialized.clear();
+  auto fresh = load_hf_bert_classifier(mlm_dir.path(), 5, &initialized);
+  CHECK(fresh->bert->options.num_labels == 5);
+  CHECK(initialized == std::vector<std::string>{"bert.pooler.weight", "bert.pooler.bias", "classifier.weight",
+                                                "classifier.bias"});
+  CHECK(max_diff(fresh->bert->word_embeddings->weight, mlm->bert->word_embeddings->weight) == 0.0);
+}
+
+TEST_CASE("models: a lathe-initialised GPT saved in HF layout gives transformers the same logits",
+          "[models][reference]") {
+  torch::manual_seed(7);
+  GptOptions o;
+  o.vocab_size = 211;
+  o.max_seq_len = 40;
+  o.n_layer = 3;
+  o.n_head = 4;
+  o.d_model = 48;
+  Gpt model(o);
+  model->eval();
+  TempDir dir;
+  auto ids = at::randint(0, o.vocab_size, {2, 40}, at::kLong);
+  lathe::io::save_safetensors(dir.path() / "ref.safetensors", {{"input_ids", ids}});
+  save_hf(model, dir.path() / "model");
+  const auto out = dir.path() / "logits.safetensors";
+  python({"logits", (dir.path() / "model").string(), (dir.path() / "ref.safetensors").string(), out.string()});
+  CHECK(max_diff(lathe::io::load_safetensors(out).at("logits"), model(ids)) <= kLogitTol);
+
+  // GPT-2 init: std 0.02, residual projections 0.02 / sqrt(2 * n_layer), tied head.
+  CHECK(model->blocks[0]->as<lathe::nn::Block>()->mlp->proj->weight.std().item<double>() ==
+        Approx(0.02 / std::sqrt(6.0)).epsilon(0.05));
+  CHECK(model->wte->weight.std().item<double>() == Approx(0.02).epsilon(0.05));
+  CHECK(!model->lm_head);
+}
+
+TEST_CASE("models: KV-cached generation gives the tokens of full recomputation and of transformers",
+          "[models][reference]") {
+  Reference ref("gpt2");
+  Gpt model = load_hf_gpt(ref.hf());
+  const std::vector<int64_t> prompt{5, 17, 42, 3};
+
+  SamplingOptions greedy;
+  greedy.temperature = 0;
+  greedy.max_new_tokens = 24;
+  auto cached = generate(model, prompt, greedy);
+  greedy.use_cache = false;
+  auto full = generate(model, prompt, greedy);
+  CHECK(cached.tokens == full.tokens);
+  CHECK(cached.tokens.size() == 24);
+  CHECK(cached.finish_reason == "length");
+
+  TempDir dir;
+  lathe::io::save_safetensors(dir.path() / "prompt.safetensors", {{"prompt", at::tensor(prompt, at::kLong)}});
+  python({"generate", ref.hf().string(), (dir.path() / "prompt.safetensors").string(),
+          (dir.path() / "tokens.safetensors").string(), "24"});
+  auto hf = lathe::io::load_safetensors(dir.path() / "tokens.safetensors").at("tokens");
+  CHECK(std::vector<int64_t>(hf.data_ptr<int64_t>(), hf.data_ptr<int64_t>() + hf.numel()) == cached.tokens);
+
+  // Sampling: the same seed gives the same tokens, with or without the cache.
+  SamplingOptions sample;
+  sample.temperature = 1.0;
+  sample.top_k = 20;
+  sample.top_p = 0.9;
+  sample.seed = 11;
+  sample.max_new_tokens = 40;
+  auto a = generate(model, prompt, sample);
+  sample.use_cache = false;
+  auto b = generate(model, prompt, sample);
+  CHECK(a.tokens == b.tokens);
+  sample.seed = 12;
+  CHECK(generate(model, prompt, sample).tokens != a.tokens);
+
+  // Stop tokens end generation; the context limit (64 positions) ends it too.
+  sample.stop_tokens = {a.tokens[3]};
+  sample.seed = 11;
+  sample.use_cache = true;
+  auto stopped = generate(model, prompt, sample);
+  CHECK(stopped.finish_reason == "stop_token");
+  CHECK(stopped.tokens.size() <= 3);
+  greedy.use_cache = true;
+  greedy.max_new_tokens = 100;
+  auto full_context = generate(model, prompt, greedy);
+  CHECK(full_context.finish_reason == "context");
+  CHECK(full_context.tokens.size() == 60);
+}
+
+TEST_CASE("models: Llama-style cached decoding equals full recomputation", "[models]") {
+  torch::manual_seed(3);
+  GptOptions o;
+  o.vocab_size = 50;
+  o.max_seq_len = 32;
+  o.n_layer = 2;
+  o.n_head = 4;
+  o.n_kv_head = 2;
+  o.d_model = 32;
+  o.position = lathe::recipe::Position::Rope;
+  o.norm = lathe::recipe::Norm::RmsNorm;
+  o.activation = lathe::recipe::Activation::SwiGlu;
+  o.bias = false;
+  o.init_std = 0.3;  // peaked distributions, so ties in argmax are impossible
+  Gpt model(o);
+  SamplingOptions s;
+  s.temperature = 0;
+  s.max_new_tokens = 20;
+  auto a = generate(model, {1, 2, 3}, s);
+  s.use_cache = false;
+  CHECK(generate(model, {1, 2, 3}, s).tokens == a.tokens);
+
+  // Prefill in two chunks equals one: the cache's bottom-right causal mask is right.
+  torch::NoGradGuard no_grad;
+  model->eval();
+  auto ids = at::randint(0, 50, {2, 12}, at::kLong);
+  auto whole = model(ids);
+  auto cache = model->make_cache(2);
+  auto first = model->forward(ids.narrow(1, 0, 5), {}, &cache);
+  auto second = model->forward(ids.narrow(1, 5, 7), {}, &cache);
+  CHECK(max_diff(at::cat({first, second}, 1), whole) <= 1e-5);
+  CHECK(cache.length == 12);
+}
+
+TEST_CASE("models: preset parameter counts equal transformers' for the same configs", "[models][reference]") {
+  TempDir dir;
+  python({"counts", (dir.path() / "counts.json").string()});
+  auto hf = nlohmann::json::parse(std::ifstream(dir.path() / "counts.json"));
+  for (std::string name : {"gpt2-124m", "gpt2-355m", "gpt2-774m", "gpt2-1.5b", "gpt-tiny"}) {
+    INFO(name);
+    auto recipe = lathe::recipe::parse_recipe("pipeline: [train]\nmodel: {preset: " + name + "}\n", "preset.yaml");
+    auto o = gpt_options(recipe.model, /*vocab_size=*/1000);
+    o.device = c10::Device(c10::kMeta);
+    Gpt model(o);
+    CHECK(parameter_count(*model) == hf[name].get<int64_t>());
+  }
+  for (std::string name : {"bert-base", "bert-large", "bert-tiny"}) {
+    INFO(name);
+    auto recipe = lathe::recipe::parse_recipe("pipeline: [train]\nmodel: {preset: " + name + "}\ntrain: {task: masked_lm}\n",
+                                              "preset.yaml");
+    CHECK(recipe.model.arch == lathe::recipe::Arch::Bert);
+    auto o = bert_options(recipe.model, /*vocab_size=*/1000, /*pad_token_id=*/0);
+    o.device = c10::Device(c10::kMeta);
+    CHECK(parameter_count(*BertForMaskedLM(o)) == hf[name].get<int64_t>());
+    CHECK(parameter_count(*BertForSequenceClassification(o)) == hf[name + "/classifier"].get<int64_t>());
+  }
+  // gpt2-124m's familiar number.
+  CHECK(hf["gpt2-124m"].get<int64_t>() == 124439808);
+}
+
+TEST_CASE("models: invalid configs fail with messages naming the values", "[models]") {
+  auto message = [](auto&& make) {
+    try {
+      make();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  GptOptions o;
+  o.vocab_size = 10;
+  o.d_model = 30;
+  o.n_head = 4;
+  CHECK(message([&] { Gpt m(o); }) == "gpt: n_head (4) must divide d_model (30)");
+  o.d_model = 32;
+  o.n_kv_head = 3;
+  CHECK(message([&] { Gpt m(o); }) == "gpt: n_kv_head (3) must divide n_head (4)");
+  o.n_kv_head = 0;
+  o.max_seq_len = 8;
+  o.n_layer = 1;
+  Gpt small(o);
+  CHECK(message([&] { small(at::zeros({1, 9}, at::kLong)); }) == "gpt: sequence of 9 positions exceeds max_seq_len (8)");
+  BertOptions b;
+  b.vocab_size = 10;
+  b.max_seq_len = 4;
+  b.n_layer = 1;
+  b.d_model = 8;
+  b.n_head = 2;
+  BertModel bert(b, true);
+  CHECK(message([&] { bert(at::zeros({1, 5}, at::kLong)); }) == "bert: sequence of 5 tokens exceeds max_seq_len (4)");
+  CHECK(message([&] { lathe::recipe::parse_recipe("pipeline: [train]\nmodel: {preset: gpt2-125m}\n", "p.yaml"); })
+            .find("p.yaml:2:17: model.preset: unknown preset 'gpt2-125m' (did you mean 'gpt2-124m'?)") !=
+        std::string::npos);
+  // A preset's numbers are checked like written ones, and reported at the preset.
+  CHECK(message([&] { lathe::recipe::parse_recipe("pipeline: [train]\nmodel: {preset: gpt-tiny, n_head: 3}\n", "p.yaml"); })
+            .find("model.n_head: n_head (3) must divide d_model (64)") != std::string::npos);
+}
+
+TEST_CASE("models: loading reports every missing unexpected and mis-shaped tensor at once", "[models]") {
+  Reference ref("gpt2");
+  TempDir dir;
+  fs::copy(ref.hf() / "config.json", dir.path() / "config.json");
+  auto st = lathe::io::load_safetensors(ref.hf() / "model.safetensors");
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (auto& [name, t] : st.tensors) {
+    if (name == "transformer.h.1.ln_2.bias") continue;                   // missing
+    if (name == "transformer.wpe.weight") t = t.narrow(0, 0, 10);        // wrong shape
+    tensors.emplace_back(name, t);
+  }
+  tensors.emplace_back("transformer.h.0.attn.extra", at::zeros({2}));    // unexpected
+  tensors.emplace_back("transformer.h.0.attn.bias", at::zeros({2}));     // a buffer old files carry: ignored
+  lathe::io::save_safetensors(dir.path() / "model.safetensors", tensors);
+  const auto msg = lathe::test::error_of([&] { load_hf_gpt(dir.path()); });
+  CHECK(msg.find((dir.path() / "model.safetensors").string() + " does not match") != std::string::npos);
+  CHECK(msg.find("missing tensors (1):\n    transformer.h.1.ln_2.bias") != std::string::npos);
+  CHECK(msg.find("unexpected tensors (1):\n    transformer.h.0.attn.extra") != std::string::npos);
+  CHECK(msg.find("transformer.wpe.weight [10, 32] for wpe.weight [64, 32]") != std::string::npos);
+
+  fs::remove(dir.path() / "model.safetensors");
+  CHECK(lathe::test::error_of([&] { load_hf_gpt(dir.path()); }).find("model.safetensors: not found") !=
+        std::string::npos);
+  std::ofstream(dir.path() / "config.json") << R"({"model_type": "t5"})";
+  CHECK(lathe::test::error_of([&] { load_hf_gpt(dir.path()); }) ==
+        (dir.path() / "config.json").string() + ": model_type 't5' is not a GPT lathe reads (gpt2, llama)");
+}
