@@ -7,8 +7,12 @@
 #define CXXOPTS_VECTOR_DELIMITER '\n'
 #include <cxxopts.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <functional>
 #include <iostream>
 #include <string>
@@ -21,6 +25,8 @@
 #include "lathe/pipeline/run.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
+#include "lathe/recipe/paths.hpp"
+#include "lathe/train/trainer.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 
@@ -127,12 +133,15 @@ int cmd_recipe_keys(const cxxopts::ParseResult& r) {
   return kOk;
 }
 
+bool stdout_is_tty() { return isatty(fileno(stdout)) != 0; }
+
 int cmd_run(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
   lathe::pipeline::RunOptions options;
   options.force = r.count("force") > 0 || recipe.run.force;
   options.dry_run = r.count("dry-run") > 0;
   options.progress = lathe::console_progress();
+  options.console_is_tty = stdout_is_tty();
   std::cout << "# resolved recipe\n" << lathe::recipe::to_yaml(recipe) << "\n";
   auto report = lathe::pipeline::run_pipeline(recipe, options, std::cout);
   if (!report.unavailable.empty())
@@ -147,6 +156,83 @@ int cmd_stage(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
   auto result = Stage(recipe, r.count("force") > 0 || recipe.run.force, lathe::console_progress());
   std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return kOk;
+}
+
+int cmd_train(const cxxopts::ParseResult& r) {
+  Recipe recipe = load(r);
+  if (r.count("resume")) recipe.train.resume = r["resume"].as<std::string>();
+  lathe::train::Trainer trainer(recipe, {&std::cout, stdout_is_tty(), /*handle_signals=*/true});
+  const auto rep = trainer.run();
+  std::cout << fmt::format("{} at step {} of {}; train loss {:.4f}", rep.interrupted ? "stopped" : "finished",
+                           rep.steps, recipe.train.max_steps, rep.train_loss);
+  for (const auto& [k, v] : rep.val) std::cout << fmt::format(", val {} {:.4f}", k, v);
+  std::cout << fmt::format("; {:.0f} tokens/s; checkpoint {}\n", rep.tokens_per_s, rep.checkpoint.string());
+  return kOk;
+}
+
+int cmd_eval(const cxxopts::ParseResult& r) {
+  Recipe recipe = load(r);
+  if (r.count("split")) {
+    auto split = lathe::recipe::parse_enum<lathe::recipe::Split>(r["split"].as<std::string>());
+    if (!split) throw UsageError("--split must be val or train");
+    recipe.eval.split = *split;
+  }
+  const std::string ckpt = r.count("checkpoint") ? r["checkpoint"].as<std::string>() : recipe.eval.checkpoint;
+  const auto metrics = lathe::train::evaluate_checkpoint(recipe, ckpt);
+  nlohmann::json j = metrics;
+  std::cout << j.dump(2) << "\n";
+  return kOk;
+}
+
+int cmd_generate(const cxxopts::ParseResult& r) {
+  lathe::pipeline::GenerateRequest req;
+  std::optional<Recipe> recipe;
+  if (r.count("recipe")) recipe = load(r);
+  if (recipe) {
+    const auto& g = recipe->generate;
+    req.prompts = g.prompts;
+    req.sampling.max_new_tokens = g.max_new_tokens;
+    req.sampling.temperature = g.temperature;
+    req.sampling.top_k = g.top_k;
+    req.sampling.top_p = g.top_p;
+    req.sampling.seed = static_cast<uint64_t>(recipe->run.seed);
+    req.stop = g.stop;
+    req.device = recipe->run.device;
+    req.tokenizer = lathe::recipe::tokenizer_path(*recipe);
+  }
+  if (r.count("model")) req.model = r["model"].as<std::string>();
+  else if (recipe) req.model = lathe::train::newest_checkpoint(*recipe);
+  else throw UsageError("give a RECIPE (its newest checkpoint) or --model");
+  if (r.count("tokenizer")) req.tokenizer = r["tokenizer"].as<std::string>();
+  else if (!recipe) {
+    const std::filesystem::path dir = std::filesystem::is_directory(req.model) ? req.model : req.model.parent_path();
+    req.tokenizer = dir / "tokenizer.json";
+  }
+  if (r.count("prompt")) req.prompts = r["prompt"].as<std::vector<std::string>>();
+  if (req.prompts.empty()) req.prompts = {""};
+  if (r.count("max-new-tokens")) req.sampling.max_new_tokens = r["max-new-tokens"].as<int64_t>();
+  if (r.count("temperature")) req.sampling.temperature = r["temperature"].as<double>();
+  if (r.count("top-k")) req.sampling.top_k = r["top-k"].as<int64_t>();
+  if (r.count("top-p")) req.sampling.top_p = r["top-p"].as<double>();
+  if (r.count("seed")) req.sampling.seed = r["seed"].as<uint64_t>();
+  if (r.count("greedy")) req.sampling.temperature = 0;
+  if (r.count("stop")) req.stop = r["stop"].as<std::vector<std::string>>();
+  try {
+    req.sampling.validate();
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  std::size_t n = 0;
+  for (const auto& prompt : req.prompts) {
+    auto one = req;
+    one.prompts = {prompt};
+    std::cout << prompt << std::flush;
+    auto samples = lathe::pipeline::generate_samples(one, [](const std::string& piece) { std::cout << piece << std::flush; });
+    std::cout << "\n";
+    if (++n < req.prompts.size()) std::cout << "---\n";
+    std::cerr << fmt::format("[{} tokens, {}]\n", samples[0].tokens, samples[0].finish_reason);
+  }
   return kOk;
 }
 
@@ -270,18 +356,29 @@ std::vector<Command> commands() {
        with_recipe([](cxxopts::Options& o) {
          o.add_options()("resume", "none, auto or a checkpoint directory", cxxopts::value<std::string>());
        }),
-       unavailable("training")},
+       cmd_train},
       {"eval", "RECIPE", "Evaluate a checkpoint (loss, perplexity, accuracy)",
        with_recipe([](cxxopts::Options& o) {
-         o.add_options()("checkpoint", "Checkpoint directory", cxxopts::value<std::string>());
+         o.add_options()("checkpoint", "Checkpoint directory or model (default: eval.checkpoint, else the newest)",
+                         cxxopts::value<std::string>())("split", "val or train (default: eval.split)",
+                                                        cxxopts::value<std::string>());
        }),
-       unavailable("evaluation")},
-      {"generate", "RECIPE", "Generate text from a trained GPT",
+       cmd_eval},
+      {"generate", "[RECIPE]", "Generate text from a trained GPT (a run's checkpoint, or --model)",
        with_recipe([](cxxopts::Options& o) {
-         o.add_options()("prompt", "Prompt text", cxxopts::value<std::string>())(
-             "max-new-tokens", "Tokens to generate", cxxopts::value<int64_t>());
+         o.add_options()("model", "Checkpoint directory, lathe model file or Hugging Face directory",
+                         cxxopts::value<std::string>())(
+             "tokenizer", "Tokenizer file (default: the recipe's, else tokenizer.json beside the model)",
+             cxxopts::value<std::string>())("prompt", "Prompt text (repeatable; default: generate.prompts)",
+                                            cxxopts::value<std::vector<std::string>>())(
+             "max-new-tokens", "Tokens to generate", cxxopts::value<int64_t>())(
+             "temperature", "Sampling temperature (0: greedy)", cxxopts::value<double>())(
+             "greedy", "Greedy decoding (temperature 0)")("top-k", "Top-k (0: off)", cxxopts::value<int64_t>())(
+             "top-p", "Nucleus probability (1: off)", cxxopts::value<double>())(
+             "seed", "Sampling seed", cxxopts::value<uint64_t>())(
+             "stop", "A string that ends generation (repeatable)", cxxopts::value<std::vector<std::string>>());
        }),
-       unavailable("generation")},
+       cmd_generate},
       {"tokenizer train", "RECIPE", "Train the recipe's tokenizer into <out_dir>/tokenizer.json",
        with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Train even if the tokenizer exists"); }),
        cmd_stage<&lathe::pipeline::run_tokenizer_stage>},

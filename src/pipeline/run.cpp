@@ -11,7 +11,10 @@
 
 namespace lathe::pipeline {
 
-std::vector<recipe::Stage> available_stages() { return {recipe::Stage::Tokenizer, recipe::Stage::Data}; }
+std::vector<recipe::Stage> available_stages() {
+  using recipe::Stage;
+  return {Stage::Tokenizer, Stage::Data, Stage::Train, Stage::Eval, Stage::Generate};
+}
 
 RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log) {
   RunReport report;
@@ -36,6 +39,9 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
     switch (stage) {
       case recipe::Stage::Tokenizer: result = run_tokenizer_stage(recipe, options.force, options.progress); break;
       case recipe::Stage::Data: result = run_data_stage(recipe, options.force, options.progress); break;
+      case recipe::Stage::Train: result = run_train_stage(recipe, options.force, {&log, options.console_is_tty}); break;
+      case recipe::Stage::Eval: result = run_eval_stage(recipe, options.force); break;
+      case recipe::Stage::Generate: result = run_generate_stage(recipe, options.force, &log); break;
       default: break;
     }
     log << fmt::format("stage {}: {}{}\n", recipe::enum_name(stage), result.skipped ? "skipped, " : "", result.summary);

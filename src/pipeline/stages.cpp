@@ -7,14 +7,13 @@
 #include "lathe/core/error.hpp"
 #include "lathe/data/prepare.hpp"
 #include "lathe/io/inputs.hpp"
+#include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/trainer.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
-
-fs::path tokenizer_path(const recipe::Recipe& r) {
-  return r.tokenizer.path.empty() ? fs::path(r.run.out_dir) / "tokenizer.json" : fs::path(r.tokenizer.path);
-}
+using recipe::shard_dir;
+using recipe::tokenizer_path;
 
 StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progress& progress) {
   const auto path = tokenizer_path(r);
@@ -51,10 +50,6 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return {false, fmt::format("trained a {}-token {} tokenizer on {} file(s) in {:.1f} s -> {}", trained->vocab_size(),
                              recipe::enum_name(r.tokenizer.type), files.size(), s, path.string())};
-}
-
-fs::path shard_dir(const recipe::Recipe& r) {
-  return r.data.shard_dir.empty() ? fs::path(r.run.out_dir) / "shards" : fs::path(r.data.shard_dir);
 }
 
 StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& progress) {

@@ -14,6 +14,7 @@ struct RunOptions {
   bool force = false;    // re-run stages whose outputs exist (also recipe run.force)
   bool dry_run = false;  // validate and print the plan, write nothing
   Progress progress;     // stage progress; none by default
+  bool console_is_tty = false;  // the log is a terminal: training redraws its progress line in place
 };
 
 struct RunReport {

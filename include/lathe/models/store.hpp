@@ -1,0 +1,43 @@
+// One handle for the three trainable models, and lathe's own model file: model.safetensors
+// with lathe's tensor names and, in the metadata, the model kind and every option
+// ("lathe.model": JSON), so a file alone rebuilds its model.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lathe/models/bert.hpp"
+#include "lathe/models/gpt.hpp"
+
+namespace lathe::models {
+
+enum class ModelKind { Gpt, BertMaskedLm, BertClassifier };
+
+struct AnyModel {
+  ModelKind kind = ModelKind::Gpt;
+  Gpt gpt{nullptr};
+  BertForMaskedLM mlm{nullptr};
+  BertForSequenceClassification classifier{nullptr};
+  std::vector<std::string> labels;  // classifier: class names by id (may be empty)
+
+  std::shared_ptr<torch::nn::Module> module() const;
+  const char* kind_name() const;
+};
+
+AnyModel make_model(const GptOptions& options);
+AnyModel make_model(ModelKind kind, const BertOptions& options);
+
+/// Writes `path` (model.safetensors) atomically: float tensors as they are, plus the metadata.
+void save_model(const AnyModel& model, const std::filesystem::path& path);
+
+/// Reads a lathe model file, or a Hugging Face directory (config.json + model.safetensors) of
+/// gpt2, llama or bert. `want`: the kind the caller needs (a BERT masked-LM or base directory
+/// becomes a classifier with fresh head for BertClassifier; num_labels > 0 sets its classes).
+/// Errors name the file.
+AnyModel load_model(const std::filesystem::path& path, std::optional<ModelKind> want = std::nullopt,
+                    int64_t num_labels = 0);
+
+}  // namespace lathe::models

@@ -1,0 +1,78 @@
+// Where training reports go: metrics.jsonl (one JSON object per record), a TensorBoard event
+// file, and a live console line.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+
+namespace lathe::train {
+
+/// Writes TensorBoard scalar summaries to <dir>/events.out.tfevents.<time>.<host>.<pid>:
+/// TFRecord framing (length, masked CRC-32C, Event protobuf, masked CRC-32C).
+class TensorBoardWriter {
+ public:
+  explicit TensorBoardWriter(const std::filesystem::path& dir);
+  void add_scalar(const std::string& tag, double value, int64_t step);
+  void flush();
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  void write_record(const std::string& event);
+  std::filesystem::path path_;
+  std::ofstream out_;
+};
+
+/// CRC-32C (Castagnoli) of `n` bytes, as TFRecord uses it (before masking).
+uint32_t crc32c(const void* data, std::size_t n);
+
+/// One record: a split ("train", "val") and named values at a step.
+struct Record {
+  int64_t step = 0;
+  std::string split = "train";
+  std::map<std::string, double> values;
+};
+
+/// The live console line; fields left negative are not shown.
+struct ProgressLine {
+  int64_t step = 0, max_steps = 0;
+  double loss = -1, lr = -1, tokens_per_s = -1, mfu = -1, eta_s = -1;
+};
+
+struct MetricsOptions {
+  std::filesystem::path out_dir;   // metrics.jsonl and tensorboard/ go here; empty: no files
+  bool tensorboard = true;         // write the event file
+  std::ostream* console = nullptr; // the progress line; null: none
+  /// The console is a terminal: the line is redrawn in place every step. Otherwise a line is
+  /// printed only for steps that are logged (no carriage returns in log files).
+  bool console_is_tty = false;
+};
+
+class Metrics {
+ public:
+  explicit Metrics(MetricsOptions options);
+  ~Metrics();
+  /// Appends to metrics.jsonl (flushed) and the event file (tags "<split>/<name>").
+  void record(const Record& record);
+  /// Shows the progress line; `logged` marks steps that are also records.
+  void progress(const ProgressLine& line, bool logged);
+  /// A message on its own line (ends an in-place progress line first).
+  void message(const std::string& text);
+  std::filesystem::path jsonl_path() const;
+
+ private:
+  MetricsOptions o_;
+  std::ofstream jsonl_;
+  std::unique_ptr<TensorBoardWriter> tb_;
+  bool line_open_ = false;
+};
+
+/// "3m12s", "1h04m", "45s".
+std::string format_duration(double seconds);
+
+}  // namespace lathe::train

@@ -1,0 +1,59 @@
+// AdamW (decoupled weight decay; the fused multi-tensor kernel at::_fused_adamw_ where the
+// device has it) and SGD with momentum, over two parameter groups: with and without weight
+// decay. The state is plain named tensors, saved in checkpoints as safetensors.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include "lathe/recipe/recipe.hpp"
+
+namespace lathe::train {
+
+/// Whether a parameter is decayed: matrices are; biases, norm scales and (unless
+/// decay_embeddings) embedding tables are not.
+bool decays(const std::string& name, const at::Tensor& param, bool decay_embeddings);
+
+class Optimizer {
+ public:
+  Optimizer(const torch::nn::Module& model, const recipe::OptimConfig& config);
+
+  /// One update with learning rate `lr` from the gradients in .grad(); parameters without a
+  /// gradient are left alone.
+  void step(double lr);
+  void zero_grad();
+
+  /// Global L2 norm of all gradients; scales them to `max_norm` when above it (max_norm > 0).
+  /// Returns the norm before clipping.
+  double clip_grad_norm(double max_norm);
+
+  /// State as named tensors ("exp_avg.<param>", "exp_avg_sq.<param>", "step.<param>",
+  /// "momentum.<param>") and restoring it; restore checks names and shapes.
+  std::vector<std::pair<std::string, at::Tensor>> state() const;
+  void load_state(const std::map<std::string, at::Tensor>& state, const std::string& file);
+
+  /// Names of the parameters in the decay group (for reports and tests).
+  std::vector<std::string> decayed_names() const;
+  bool fused() const { return fused_; }
+
+ private:
+  struct Param {
+    std::string name;
+    at::Tensor p;
+    bool decay = true;
+    at::Tensor exp_avg, exp_avg_sq, step;  // adamw
+    at::Tensor momentum;                   // sgd
+  };
+  void adamw(std::vector<Param*>& group, double lr, double weight_decay);
+  void sgd(std::vector<Param*>& group, double lr, double weight_decay);
+
+  recipe::OptimConfig config_;
+  std::vector<Param> params_;
+  bool fused_ = false;
+};
+
+}  // namespace lathe::train

@@ -1,0 +1,65 @@
+// What a training task feeds the model and how it scores it: causal LM windows, masked-LM
+// windows ([CLS] ... [SEP], 80/10/10 masking) and labelled examples for classification.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <ostream>
+
+#include <ATen/core/Tensor.h>
+
+#include "lathe/models/store.hpp"
+#include "lathe/recipe/recipe.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
+
+namespace lathe::train {
+
+/// One micro-batch. targets: causal LM (B, T) next tokens; masked LM (B, T) labels with -100 where
+/// nothing is predicted; classification (B) class ids. attention_mask / token_type_ids: BERT
+/// tasks only (undefined for GPT).
+struct Batch {
+  at::Tensor input_ids;
+  at::Tensor targets;
+  at::Tensor attention_mask;
+  at::Tensor token_type_ids;
+  int64_t tokens = 0;  // real input tokens, for throughput
+};
+
+Batch to_device(const Batch& batch, const at::Device& device);
+
+/// Batches of a task, each a pure function of its index (resume and prefetching rely on it).
+class TaskData {
+ public:
+  virtual ~TaskData() = default;
+  /// Micro-batch `index` (optimizer step * grad_accum + micro step); safe from several threads.
+  virtual Batch train_batch(uint64_t index) const = 0;
+  /// Validation batches available (0: no validation data).
+  virtual int64_t val_batches() const = 0;
+  virtual Batch val_batch(int64_t index) const = 0;
+  /// Class names by id (classification), else empty.
+  virtual std::vector<std::string> labels() const { return {}; }
+};
+
+/// Builds the data of recipe.train.task from the shards (LM tasks) or example files
+/// (classification). `split` Train makes the "validation" batches come from the training data
+/// (for `lathe eval --split train`). Errors name the file or key to fix.
+std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& recipe, const tokenizer::Tokenizer& tok,
+                                         recipe::Split eval_split = recipe::Split::Val);
+
+/// The kind of model a task trains.
+models::ModelKind model_kind(recipe::Task task);
+
+/// Mean cross-entropy of the batch.
+at::Tensor task_loss(const models::AnyModel& model, const Batch& batch);
+
+/// Sums over evaluated batches; metrics() gives loss and perplexity (LM) or loss, accuracy and
+/// macro-F1 (classification).
+struct EvalAccumulator {
+  double loss_sum = 0;  // sum of per-target losses
+  int64_t count = 0;    // targets scored
+  std::vector<int64_t> predictions, labels;
+  void add(const models::AnyModel& model, const Batch& batch);
+  std::map<std::string, double> metrics(int64_t num_labels) const;
+};
+
+}  // namespace lathe::train

@@ -1,0 +1,87 @@
+// The training loop: setup (device, seed, tokenizer, model, optimizer, data), steps with
+// gradient accumulation, mixed precision, clipping and the LR schedule, periodic validation,
+// atomic checkpoints with retention, exact resume, metrics, and a clean stop on SIGTERM/SIGINT.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "lathe/models/store.hpp"
+#include "lathe/recipe/recipe.hpp"
+#include "lathe/train/checkpoint.hpp"
+#include "lathe/train/task.hpp"
+
+namespace lathe::train {
+
+struct TrainOptions {
+  std::ostream* console = nullptr;  // progress line and messages; null: silent
+  bool console_is_tty = false;      // redraw the progress line in place
+  bool handle_signals = true;       // SIGTERM / SIGINT: checkpoint, then return (interrupted)
+};
+
+struct TrainReport {
+  int64_t start_step = 0;      // 0, or the step resumed from
+  int64_t steps = 0;           // optimizer steps completed in total
+  double train_loss = 0;       // mean loss of the last logged window
+  std::map<std::string, double> val;  // last validation metrics
+  std::filesystem::path checkpoint;   // the last checkpoint written
+  bool interrupted = false;    // stopped by a signal
+  int64_t skipped_steps = 0;   // steps dropped for a non-finite loss
+  double seconds = 0;          // wall time of this run's loop
+  double tokens_per_s = 0;     // training throughput of this run
+};
+
+struct StepResult {
+  double loss = 0;        // mean over the micro-batches
+  double grad_norm = 0;   // before clipping
+  double lr = 0;
+  bool skipped = false;   // non-finite loss (nan_policy: skip) or fp16 overflow
+};
+
+/// The device a recipe asks for: auto is CUDA when available.
+at::Device resolve_device(recipe::Device device);
+
+class Trainer {
+ public:
+  /// Builds the model (random init, train.init_from, or the checkpoint that train.resume
+  /// names) and the optimizer. The tokenizer is read when its file exists (required to run()).
+  Trainer(recipe::Recipe recipe, TrainOptions options = {});
+  ~Trainer();
+
+  /// Trains to train.max_steps; returns what happened.
+  TrainReport run();
+
+  /// One optimizer step over `micro_batches` (each already a micro-batch; usually grad_accum
+  /// of them): forward, backward, clipping, schedule, update.
+  StepResult step(const std::vector<Batch>& micro_batches);
+
+  /// Validation metrics over up to `batches` validation batches.
+  std::map<std::string, double> evaluate(int64_t batches);
+
+  models::AnyModel& model() { return model_; }
+  const TrainerState& state() const { return state_; }
+  at::Device device() const { return device_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  recipe::Recipe recipe_;
+  TrainOptions options_;
+  at::Device device_;
+  models::AnyModel model_;
+  TrainerState state_;
+};
+
+/// `lathe eval`: loads a checkpoint (empty: the newest under <out_dir>/checkpoints) or a model
+/// directory and evaluates eval.batches batches of eval.split. Returns the metrics.
+std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& recipe, const std::filesystem::path& checkpoint);
+
+/// The newest checkpoint directory of a run, or throws naming the directory searched.
+std::filesystem::path newest_checkpoint(const recipe::Recipe& recipe);
+
+}  // namespace lathe::train

@@ -1,0 +1,348 @@
+// Task data and losses.
+
+#include "lathe/train/task.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <numeric>
+#include <random>
+
+#include <ATen/ATen.h>
+
+#include "lathe/core/error.hpp"
+#include "lathe/data/classification.hpp"
+#include "lathe/data/collate.hpp"
+#include "lathe/data/prepare.hpp"
+#include "lathe/data/sampler.hpp"
+#include "lathe/data/shard.hpp"
+#include "lathe/io/inputs.hpp"
+#include "lathe/recipe/paths.hpp"
+#include "lathe/tokenizer/wordpiece.hpp"
+
+namespace lathe::train {
+namespace fs = std::filesystem;
+using recipe::Task;
+
+Batch to_device(const Batch& b, const at::Device& device) {
+  if (device.is_cpu()) return b;
+  auto move = [&](const at::Tensor& t) { return t.defined() ? t.pin_memory().to(device, /*non_blocking=*/true) : t; };
+  return {move(b.input_ids), move(b.targets), move(b.attention_mask), move(b.token_type_ids), b.tokens};
+}
+
+models::ModelKind model_kind(Task task) {
+  switch (task) {
+    case Task::CausalLm: return models::ModelKind::Gpt;
+    case Task::MaskedLm: return models::ModelKind::BertMaskedLm;
+    case Task::Classification: return models::ModelKind::BertClassifier;
+  }
+  return models::ModelKind::Gpt;
+}
+
+namespace {
+
+const tokenizer::WordPiece& wordpiece(const tokenizer::Tokenizer& tok, const char* task) {
+  const auto* wp = dynamic_cast<const tokenizer::WordPiece*>(&tok);
+  if (!wp) throw Error(std::string("train.task ") + task + " needs a WordPiece tokenizer (tokenizer.type: wordpiece)");
+  return *wp;
+}
+
+int32_t need_token(const tokenizer::Tokenizer& tok, const char* token, const char* why) {
+  const int32_t id = tok.token_to_id(token);
+  if (id < 0) throw Error(std::string("the tokenizer has no ") + token + " token, which " + why + " needs");
+  return id;
+}
+
+/// Token windows from the shards of a split.
+struct Windows {
+  std::unique_ptr<data::TokenStream> stream;
+  std::unique_ptr<data::WindowSampler> sampler;
+  Windows() = default;
+  Windows(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, const std::string& split, int64_t seq_len,
+          data::SamplerMode mode)
+      : batch(r.train.batch_size) {
+    std::vector<data::Shard> shards;
+    for (const auto& path : data::indexed_shards(recipe::shard_dir(r), split, tok)) shards.emplace_back(path);
+    stream = std::make_unique<data::TokenStream>(std::move(shards));
+    data::WindowSamplerOptions o;
+    o.seq_len = seq_len;
+    o.batch_size = r.train.batch_size;
+    o.seed = static_cast<uint64_t>(r.run.seed) + (split == "val" ? 1 : 0);
+    o.mode = mode;
+    if (stream->size() > static_cast<uint64_t>(seq_len + 1)) sampler = std::make_unique<data::WindowSampler>(*stream, o);
+  }
+  /// Whole batches of windows (sequential mode).
+  int64_t batches() const { return sampler ? static_cast<int64_t>(sampler->windows_per_rank()) / batch : 0; }
+  int64_t batch = 1;
+};
+
+class CausalLmData final : public TaskData {
+ public:
+  CausalLmData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
+      : seq_(r.data.seq_len), batch_(r.train.batch_size),
+        train_(r, tok, "train", seq_, recipe_mode(r)),
+        val_(r, tok, eval_split == recipe::Split::Val ? "val" : "train", seq_, data::SamplerMode::Sequential) {
+    if (!train_.sampler)
+      throw Error(recipe::shard_dir(r).string() + ": the training shards hold fewer than seq_len + 1 (" +
+                  std::to_string(seq_ + 1) + ") tokens");
+  }
+  static data::SamplerMode recipe_mode(const recipe::Recipe& r) {
+    return r.data.sampler == recipe::Sampler::Random ? data::SamplerMode::Random : data::SamplerMode::Sequential;
+  }
+  Batch train_batch(uint64_t i) const override { return make(*train_.sampler, i); }
+  int64_t val_batches() const override { return val_.batches(); }
+  Batch val_batch(int64_t i) const override { return make(*val_.sampler, static_cast<uint64_t>(i)); }
+
+ private:
+  Batch make(const data::WindowSampler& s, uint64_t i) const {
+    std::vector<int32_t> rows;
+    s.rows_for(i, rows);
+    auto lm = data::make_lm_batch(rows, batch_, seq_);
+    return {lm.input, lm.target, {}, {}, batch_ * seq_};
+  }
+  int64_t seq_, batch_;
+  Windows train_, val_;
+};
+
+class MaskedLmData final : public TaskData {
+ public:
+  MaskedLmData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
+      : seq_(r.data.seq_len), batch_(r.train.batch_size),
+        train_(r, tok, "train", seq_ - 2, CausalLmData::recipe_mode(r)),
+        val_(r, tok, eval_split == recipe::Split::Val ? "val" : "train", seq_ - 2, data::SamplerMode::Sequential),
+        collator_(options(r, tok)) {
+    if (seq_ < 4) throw Error("data.seq_len must be at least 4 for masked_lm ([CLS] + tokens + [SEP])");
+    if (!train_.sampler) throw Error(recipe::shard_dir(r).string() + ": the training shards are too small");
+    cls_ = need_token(tok, "[CLS]", "masked_lm");
+    sep_ = need_token(tok, "[SEP]", "masked_lm");
+    pad_ = need_token(tok, "[PAD]", "masked_lm");
+  }
+  static data::MlmOptions options(const recipe::Recipe& r, const tokenizer::Tokenizer& tok) {
+    const auto& wp = wordpiece(tok, "masked_lm");
+    data::MlmOptions o;
+    o.probability = r.data.mlm_probability;
+    o.mask_id = need_token(tok, "[MASK]", "masked_lm");
+    o.vocab_size = tok.vocab_size();
+    for (const char* s : {"[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"})
+      if (int32_t id = tok.token_to_id(s); id >= 0) o.special_ids.push_back(id);
+    if (r.data.whole_word_mask) {
+      o.continuation.resize(wp.tokens().size());
+      for (std::size_t i = 0; i < wp.tokens().size(); ++i) o.continuation[i] = wp.tokens()[i].starts_with("##");
+    }
+    o.seed = static_cast<uint64_t>(r.run.seed);
+    return o;
+  }
+  Batch train_batch(uint64_t i) const override { return make(*train_.sampler, i, i); }
+  int64_t val_batches() const override { return val_.batches(); }
+  // Validation masks come from a step range training never reaches, so they stay fixed.
+  Batch val_batch(int64_t i) const override {
+    return make(*val_.sampler, static_cast<uint64_t>(i), (uint64_t{1} << 62) + static_cast<uint64_t>(i));
+  }
+
+ private:
+  Batch make(const data::WindowSampler& s, uint64_t i, uint64_t mask_step) const {
+    std::vector<int32_t> rows;
+    s.rows_for(i, rows);
+    const int64_t inner = seq_ - 2, stride = inner + 1;
+    std::vector<std::vector<int32_t>> ids(batch_);
+    for (int64_t b = 0; b < batch_; ++b) {
+      ids[b].reserve(seq_);
+      ids[b].push_back(cls_);
+      ids[b].insert(ids[b].end(), rows.begin() + b * stride, rows.begin() + b * stride + inner);
+      ids[b].push_back(sep_);
+    }
+    auto m = collator_(ids, pad_, mask_step);
+    return {m.inputs.input_ids, m.labels, m.inputs.attention_mask, m.inputs.token_type_ids, batch_ * seq_};
+  }
+  int64_t seq_, batch_;
+  Windows train_, val_;
+  data::MlmCollator collator_;
+  int32_t cls_ = 0, sep_ = 0, pad_ = 0;
+};
+
+class ClassificationData final : public TaskData {
+ public:
+  ClassificationData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
+      : tok_(wordpiece(tok, "classification")), seq_(r.data.seq_len), batch_(r.train.batch_size),
+        seed_(static_cast<uint64_t>(r.run.seed)) {
+    pad_ = need_token(tok, "[PAD]", "classification");
+    std::vector<Item> all_train;
+    read(r, r.data.train_files, all_train);
+    if (all_train.empty()) throw Error("data.train_files: no examples found");
+    if (!r.data.val_files.empty()) {
+      read(r, r.data.val_files, val_);
+      train_ = std::move(all_train);
+    } else {
+      // A fixed share of the examples, chosen by hash, so the split survives reordering.
+      for (std::size_t i = 0; i < all_train.size(); ++i) {
+        const double u = static_cast<double>(data::splitmix64(seed_ ^ (i * 0x9E3779B97F4A7C15ull)) >> 11) * 0x1.0p-53;
+        (u < r.data.val_fraction ? val_ : train_).push_back(all_train[i]);
+      }
+    }
+    if (train_.empty()) throw Error("data: every example went to validation; lower data.val_fraction");
+    std::vector<data::Example> examples;
+    for (const auto& it : train_) examples.push_back(it.example);
+    labels_ = data::LabelMap(examples);
+    if (eval_split == recipe::Split::Train) val_ = train_;
+    if (static_cast<int64_t>(labels_.names().size()) != r.model.num_labels)
+      throw Error("model.num_labels is " + std::to_string(r.model.num_labels) + " but the training data has " +
+                  std::to_string(labels_.names().size()) + " labels");
+  }
+  Batch train_batch(uint64_t index) const override {
+    std::vector<const Item*> items;
+    const uint64_t n = train_.size();
+    for (int64_t k = 0; k < batch_; ++k) {
+      const uint64_t global = index * static_cast<uint64_t>(batch_) + static_cast<uint64_t>(k);
+      items.push_back(&train_[order(global / n)[global % n]]);
+    }
+    return make(items);
+  }
+  int64_t val_batches() const override {
+    return (static_cast<int64_t>(val_.size()) + batch_ - 1) / batch_;
+  }
+  Batch val_batch(int64_t index) const override {
+    std::vector<const Item*> items;
+    for (int64_t k = index * batch_; k < std::min<int64_t>((index + 1) * batch_, val_.size()); ++k)
+      items.push_back(&val_[k]);
+    return make(items);
+  }
+  std::vector<std::string> labels() const override { return labels_.names(); }
+
+ private:
+  struct Item {
+    data::Example example;
+    std::size_t file = 0;
+  };
+  void read(const recipe::Recipe& r, const std::vector<std::string>& patterns, std::vector<Item>& out) {
+    for (const auto& path : io::expand_inputs(patterns)) {
+      files_.push_back(path);
+      for (auto& e : data::read_examples(path, r.data.text_field, r.data.text_pair_field, r.data.label_field))
+        out.push_back({std::move(e), files_.size() - 1});
+    }
+  }
+  /// The example order of an epoch (a seeded shuffle); the latest epochs are cached.
+  std::shared_ptr<const std::vector<uint64_t>> order_ptr(uint64_t epoch) const {
+    std::lock_guard lock(mu_);
+    if (auto it = orders_.find(epoch); it != orders_.end()) return it->second;
+    auto v = std::make_shared<std::vector<uint64_t>>(train_.size());
+    std::iota(v->begin(), v->end(), 0);
+    std::mt19937_64 rng(data::splitmix64(seed_ + epoch));
+    std::shuffle(v->begin(), v->end(), rng);
+    if (orders_.size() > 4) orders_.erase(orders_.begin());
+    orders_[epoch] = v;
+    return v;
+  }
+  const std::vector<uint64_t>& order(uint64_t epoch) const {
+    thread_local std::shared_ptr<const std::vector<uint64_t>> held;
+    held = order_ptr(epoch);
+    return *held;
+  }
+  Batch make(const std::vector<const Item*>& items) const {
+    std::vector<data::Example> examples;
+    for (const auto* it : items) examples.push_back(it->example);
+    const auto& file = files_[items.empty() ? 0 : items.front()->file];
+    auto c = data::collate_examples(examples, tok_, labels_, seq_, file, pad_);
+    const int64_t tokens = c.inputs.attention_mask.sum().item<int64_t>();
+    return {c.inputs.input_ids, c.labels, c.inputs.attention_mask, c.inputs.token_type_ids, tokens};
+  }
+  const tokenizer::WordPiece& tok_;
+  int64_t seq_, batch_;
+  uint64_t seed_;
+  int32_t pad_ = 0;
+  std::vector<fs::path> files_;
+  std::vector<Item> train_, val_;
+  data::LabelMap labels_;
+  mutable std::mutex mu_;
+  mutable std::map<uint64_t, std::shared_ptr<const std::vector<uint64_t>>> orders_;
+};
+
+}  // namespace
+
+std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& r, const tokenizer::Tokenizer& tok,
+                                         recipe::Split eval_split) {
+  switch (r.train.task) {
+    case Task::CausalLm: return std::make_unique<CausalLmData>(r, tok, eval_split);
+    case Task::MaskedLm: return std::make_unique<MaskedLmData>(r, tok, eval_split);
+    case Task::Classification: return std::make_unique<ClassificationData>(r, tok, eval_split);
+  }
+  return nullptr;
+}
+
+namespace {
+
+/// Logits and flat targets of the scored positions.
+std::pair<at::Tensor, at::Tensor> scored(const models::AnyModel& model, const Batch& b) {
+  models::AnyModel m = model;  // the handles share the modules; a copy lends non-const access
+  switch (m.kind) {
+    case models::ModelKind::Gpt: {
+      auto logits = m.gpt->forward(b.input_ids);
+      return {logits.reshape({-1, logits.size(-1)}), b.targets.reshape({-1})};
+    }
+    case models::ModelKind::BertMaskedLm: {
+      auto hidden = m.mlm->bert->forward(b.input_ids, b.token_type_ids, b.attention_mask);
+      auto sel = b.targets.reshape({-1}).ne(-100).nonzero().squeeze(1);
+      // Only the selected positions go through the vocabulary projection.
+      auto h = hidden.reshape({-1, hidden.size(-1)}).index_select(0, sel);
+      return {m.mlm->head(h), b.targets.reshape({-1}).index_select(0, sel)};
+    }
+    case models::ModelKind::BertClassifier:
+      return {m.classifier->forward(b.input_ids, b.token_type_ids, b.attention_mask), b.targets};
+  }
+  throw std::logic_error("unknown model kind");
+}
+
+}  // namespace
+
+at::Tensor task_loss(const models::AnyModel& m, const Batch& b) {
+  auto [logits, targets] = scored(m, b);
+  if (targets.numel() == 0) return logits.sum() * 0.0;  // nothing masked in this batch
+  return at::cross_entropy_loss(logits.to(at::kFloat), targets);
+}
+
+void EvalAccumulator::add(const models::AnyModel& m, const Batch& b) {
+  auto [logits, targets] = scored(m, b);
+  if (targets.numel() == 0) return;
+  loss_sum += at::cross_entropy_loss(logits.to(at::kFloat), targets, {}, at::Reduction::Sum).item<double>();
+  count += targets.numel();
+  if (m.kind == models::ModelKind::BertClassifier) {
+    auto pred = logits.argmax(-1).to(at::kCPU).contiguous();
+    auto lab = targets.to(at::kCPU).contiguous();
+    predictions.insert(predictions.end(), pred.data_ptr<int64_t>(), pred.data_ptr<int64_t>() + pred.numel());
+    labels.insert(labels.end(), lab.data_ptr<int64_t>(), lab.data_ptr<int64_t>() + lab.numel());
+  }
+}
+
+std::map<std::string, double> EvalAccumulator::metrics(int64_t num_labels) const {
+  std::map<std::string, double> out;
+  if (count == 0) return out;
+  out["loss"] = loss_sum / static_cast<double>(count);
+  if (labels.empty()) {
+    out["perplexity"] = std::exp(out["loss"]);
+    return out;
+  }
+  int64_t correct = 0;
+  std::vector<int64_t> tp(num_labels), fp(num_labels), fn(num_labels);
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    if (predictions[i] == labels[i]) {
+      ++correct;
+      ++tp[labels[i]];
+    } else {
+      ++fp[predictions[i]];
+      ++fn[labels[i]];
+    }
+  }
+  out["accuracy"] = static_cast<double>(correct) / static_cast<double>(labels.size());
+  // Macro F1 over the classes that occur (as label or prediction), like scikit-learn's
+  // f1_score(average="macro") on the labels present.
+  double f1_sum = 0;
+  int classes = 0;
+  for (int64_t c = 0; c < num_labels; ++c) {
+    if (tp[c] + fp[c] + fn[c] == 0) continue;
+    f1_sum += 2.0 * tp[c] / static_cast<double>(2 * tp[c] + fp[c] + fn[c]);
+    ++classes;
+  }
+  out["f1"] = classes ? f1_sum / classes : 0.0;
+  return out;
+}
+
+}  // namespace lathe::train

@@ -1,0 +1,516 @@
+// The training loop.
+
+#include "lathe/train/trainer.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/Context.h>
+#include <fmt/format.h>
+
+#include "lathe/core/error.hpp"
+#include "lathe/data/loader.hpp"
+#include "lathe/models/config.hpp"
+#include "lathe/models/hf.hpp"
+#include "lathe/recipe/load.hpp"
+#include "lathe/recipe/paths.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/train/metrics.hpp"
+#include "lathe/train/optimizer.hpp"
+#include "lathe/train/schedule.hpp"
+
+namespace lathe::train {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using recipe::Precision;
+
+namespace {
+
+std::atomic<int> g_signal{0};
+extern "C" void on_stop_signal(int sig) { g_signal.store(sig); }
+
+/// SIGTERM / SIGINT set a flag the loop checks after each step; the old handlers come back after.
+class SignalScope {
+ public:
+  explicit SignalScope(bool active) : active_(active) {
+    if (!active_) return;
+    g_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old_term_);
+    sigaction(SIGINT, &sa, &old_int_);
+  }
+  ~SignalScope() {
+    if (!active_) return;
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGINT, &old_int_, nullptr);
+  }
+  int signal() const { return active_ ? g_signal.load() : 0; }
+
+ private:
+  bool active_;
+  struct sigaction old_term_ {}, old_int_ {};
+};
+
+/// Autocast for bf16 / fp16 on the device type, restored on exit.
+class AutocastScope {
+ public:
+  AutocastScope(Precision p, const at::Device& device) : type_(device.type()) {
+    if (p == Precision::Fp32) return;
+    active_ = true;
+    was_enabled_ = at::autocast::is_autocast_enabled(type_);
+    was_dtype_ = at::autocast::get_autocast_dtype(type_);
+    at::autocast::set_autocast_enabled(type_, true);
+    at::autocast::set_autocast_dtype(type_, p == Precision::Bf16 ? at::kBFloat16 : at::kHalf);
+  }
+  ~AutocastScope() {
+    if (!active_) return;
+    at::autocast::set_autocast_enabled(type_, was_enabled_);
+    at::autocast::set_autocast_dtype(type_, was_dtype_);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  at::DeviceType type_;
+  bool active_ = false, was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kFloat;
+};
+
+/// Dense matmul throughput of the device in the training dtype (FLOP/s): the denominator of
+/// the MFU estimate, measured rather than looked up so that it is honest on any CPU.
+double measure_peak_flops(const at::Device& device, Precision p) {
+  const int64_t n = device.is_cuda() ? 4096 : 512;
+  const auto dtype = p == Precision::Fp32 ? at::kFloat : p == Precision::Bf16 ? at::kBFloat16 : at::kHalf;
+  torch::NoGradGuard no_grad;
+  auto a = at::randn({n, n}, at::TensorOptions(device).dtype(dtype));
+  auto b = at::randn({n, n}, at::TensorOptions(device).dtype(dtype));
+  auto sync = [&] {
+    if (device.is_cuda()) (void)a.sum().item<float>();
+  };
+  at::matmul(a, b);
+  sync();
+  const int reps = device.is_cuda() ? 20 : 4;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) at::matmul(a, b);
+  sync();
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  return 2.0 * static_cast<double>(n * n * n) * reps / std::max(s, 1e-9);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> rng_state(const at::Device& device) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  auto cpu = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard lock(cpu.mutex());
+    out.emplace_back("rng.cpu", cpu.get_state());
+  }
+  if (device.is_cuda()) {
+    auto gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard lock(gen.mutex());
+    out.emplace_back("rng.cuda", gen.get_state());
+  }
+  return out;
+}
+
+void restore_rng(const std::map<std::string, at::Tensor>& t, const at::Device& device) {
+  if (auto it = t.find("rng.cpu"); it != t.end()) {
+    auto cpu = at::detail::getDefaultCPUGenerator();
+    std::lock_guard lock(cpu.mutex());
+    cpu.set_state(it->second);
+  }
+  if (auto it = t.find("rng.cuda"); it != t.end() && device.is_cuda()) {
+    auto gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard lock(gen.mutex());
+    gen.set_state(it->second);
+  }
+}
+
+/// Non-embedding parameters and the attention term: 6 N + 12 L T d FLOPs per token
+/// (forward + backward), the usual estimate.
+double flops_per_token(const models::AnyModel& m, int64_t seq_len) {
+  int64_t n = 0, layers = 0, width = 0;
+  for (const auto& item : m.module()->named_parameters())
+    if (item.key().find("embeddings") == std::string::npos && !item.key().starts_with("wpe.") &&
+        !item.key().starts_with("wte."))
+      n += item.value().numel();
+  if (m.kind == models::ModelKind::Gpt) {
+    layers = m.gpt->options.n_layer;
+    width = m.gpt->options.d_model;
+  } else {
+    const auto& o = m.kind == models::ModelKind::BertMaskedLm ? m.mlm->bert->options : m.classifier->bert->options;
+    layers = o.n_layer;
+    width = o.d_model;
+  }
+  return 6.0 * static_cast<double>(n) + 12.0 * static_cast<double>(layers * seq_len * width);
+}
+
+models::AnyModel build_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok) {
+  const auto kind = model_kind(r.train.task);
+  if (!r.train.init_from.empty()) {
+    fs::path from = r.train.init_from;
+    if (fs::exists(from / "meta.json") && fs::exists(from / "model.safetensors")) from /= "model.safetensors";
+    if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
+    return models::load_model(from, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  }
+  int64_t vocab = r.model.vocab_size;
+  if (tok) vocab = std::max<int64_t>(vocab, tok->vocab_size());
+  if (vocab <= 0)
+    throw Error("no tokenizer at " + recipe::tokenizer_path(r).string() +
+                " to size the vocabulary; run the tokenizer stage first (lathe tokenizer train RECIPE) or set "
+                "model.vocab_size");
+  if (kind == models::ModelKind::Gpt) return models::make_model(models::gpt_options(r.model, vocab));
+  const int64_t pad = tok ? tok->token_to_id("[PAD]") : -1;
+  return models::make_model(kind, models::bert_options(r.model, vocab, pad));
+}
+
+int64_t model_vocab(const models::AnyModel& m) {
+  switch (m.kind) {
+    case models::ModelKind::Gpt: return m.gpt->options.vocab_size;
+    case models::ModelKind::BertMaskedLm: return m.mlm->bert->options.vocab_size;
+    case models::ModelKind::BertClassifier: return m.classifier->bert->options.vocab_size;
+  }
+  return 0;
+}
+
+std::unique_ptr<tokenizer::Tokenizer> load_run_tokenizer(const recipe::Recipe& r, bool required) {
+  const auto path = recipe::tokenizer_path(r);
+  if (!fs::exists(path)) {
+    if (required)
+      throw Error("the tokenizer " + path.string() + " does not exist; run the tokenizer stage first (lathe run "
+                  "RECIPE, or lathe tokenizer train RECIPE)");
+    return nullptr;
+  }
+  return tokenizer::load_tokenizer(path, r.tokenizer.lowercase);
+}
+
+void check_vocab(const models::AnyModel& m, const tokenizer::Tokenizer& tok, const std::string& where) {
+  if (tok.vocab_size() > model_vocab(m))
+    throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model{} has {} embedding rows",
+                            tok.vocab_size(), where, model_vocab(m)));
+}
+
+}  // namespace
+
+at::Device resolve_device(recipe::Device d) {
+  switch (d) {
+    case recipe::Device::Cpu: return at::kCPU;
+    case recipe::Device::Cuda:
+      if (!at::hasCUDA()) throw Error("run.device is cuda but no CUDA device is visible (use auto or cpu)");
+      return at::Device(at::kCUDA, 0);
+    case recipe::Device::Auto: return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  }
+  return at::kCPU;
+}
+
+struct Trainer::Impl {
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  std::unique_ptr<TaskData> data;
+  std::unique_ptr<Optimizer> optimizer;
+  std::string resumed_from;
+};
+
+Trainer::Trainer(recipe::Recipe r, TrainOptions options)
+    : impl_(std::make_unique<Impl>()), recipe_(std::move(r)), options_(options),
+      device_(resolve_device(recipe_.run.device)) {
+  if (recipe_.run.threads > 0) at::set_num_threads(static_cast<int>(recipe_.run.threads));
+  if (recipe_.train.precision == Precision::Fp16 && !device_.is_cuda())
+    throw Error("train.precision fp16 needs CUDA (dynamic loss scaling); use bf16 on the CPU");
+  if (const char* ws = std::getenv("WORLD_SIZE"); ws && std::atoi(ws) > 1)
+    throw Error(std::string("WORLD_SIZE is ") + ws + ": this build trains in one process; launch one process");
+  torch::manual_seed(static_cast<uint64_t>(recipe_.run.seed));
+  impl_->tok = load_run_tokenizer(recipe_, /*required=*/false);
+
+  std::optional<CheckpointData> resume;
+  const auto& how = recipe_.train.resume;
+  if (how == "auto") {
+    resume = load_latest_checkpoint(recipe::checkpoint_dir(recipe_), [&](const std::string& w) {
+      if (options_.console) *options_.console << w << "\n";
+    });
+  } else if (how != "none") {
+    resume = load_checkpoint(how);
+  }
+  if (resume) {
+    if (resume->model.kind != model_kind(recipe_.train.task))
+      throw Error(resume->dir.string() + ": holds a " + resume->model.kind_name() + " model, but train.task is " +
+                  std::string(recipe::enum_name(recipe_.train.task)));
+    model_ = resume->model;
+    state_ = resume->state;
+    impl_->resumed_from = resume->dir.string();
+  } else {
+    model_ = build_model(recipe_, impl_->tok.get());
+  }
+  if (impl_->tok) check_vocab(model_, *impl_->tok, "");
+  state_.recipe_yaml = recipe::to_yaml(recipe_);
+  model_.module()->to(device_);
+  impl_->optimizer = std::make_unique<Optimizer>(*model_.module(), recipe_.optim);
+  if (resume) {
+    std::map<std::string, at::Tensor> optim;
+    for (const auto& [name, t] : resume->tensors)
+      if (name.starts_with("optim.")) optim[name.substr(6)] = t;
+    impl_->optimizer->load_state(optim, (resume->dir / "trainer.safetensors").string());
+    restore_rng(resume->tensors, device_);
+  }
+}
+
+Trainer::~Trainer() = default;
+
+StepResult Trainer::step(const std::vector<Batch>& micro) {
+  auto& opt = *impl_->optimizer;
+  const auto& tr = recipe_.train;
+  const bool fp16 = tr.precision == Precision::Fp16;
+  StepResult res;
+  res.lr = learning_rate(recipe_.schedule, recipe_.optim.lr, state_.step, tr.max_steps);
+  model_.module()->train();
+  opt.zero_grad();
+  bool finite = true;
+  double bad = 0;
+  int64_t tokens = 0;
+  for (const auto& b : micro) {
+    const auto batch = to_device(b, device_);
+    at::Tensor loss;
+    {
+      AutocastScope autocast(tr.precision, device_);
+      loss = task_loss(model_, batch);
+    }
+    const double l = loss.item<double>();
+    tokens += b.tokens;
+    if (!std::isfinite(l)) {
+      finite = false;
+      bad = l;
+      break;
+    }
+    res.loss += l / static_cast<double>(micro.size());
+    auto scaled = loss / static_cast<double>(micro.size());
+    if (fp16) scaled = scaled * state_.loss_scale;
+    scaled.backward();
+  }
+  auto finish = [&](bool skipped) {
+    res.skipped = skipped;
+    if (skipped) {
+      opt.zero_grad();
+      ++state_.skipped_steps;
+    }
+    ++state_.step;
+    state_.tokens += tokens;
+    return res;
+  };
+  if (!finite) {
+    if (tr.nan_policy == recipe::NanPolicy::Error)
+      throw Error(fmt::format("step {}: the loss is {} (train.nan_policy: error); lower optim.lr, keep "
+                              "optim.grad_clip on, or set train.nan_policy: skip. Checkpoints already written are "
+                              "kept in {}",
+                              state_.step + 1, bad, recipe::checkpoint_dir(recipe_).string()));
+    res.loss = bad;
+    return finish(true);
+  }
+  if (fp16) {
+    // Dynamic loss scaling: unscale, skip the step and halve the scale on overflow, double it
+    // after 2000 clean steps.
+    std::vector<at::Tensor> grads;
+    for (auto& p : model_.module()->parameters())
+      if (p.grad().defined()) grads.push_back(p.grad());
+    auto found_inf = at::zeros({1}, at::TensorOptions(device_).dtype(at::kFloat));
+    auto inv = at::full({1}, 1.0 / state_.loss_scale, at::TensorOptions(device_).dtype(at::kFloat));
+    at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv);
+    if (found_inf.item<float>() > 0) {
+      state_.loss_scale *= 0.5;
+      state_.good_steps = 0;
+      --state_.skipped_steps;  // an overflow is routine for fp16: not counted as a bad step
+      finish(true);
+      return res;
+    }
+    if (++state_.good_steps >= 2000) {
+      state_.loss_scale *= 2.0;
+      state_.good_steps = 0;
+    }
+  }
+  res.grad_norm = opt.clip_grad_norm(recipe_.optim.grad_clip);
+  if (!std::isfinite(res.grad_norm)) {
+    if (tr.nan_policy == recipe::NanPolicy::Error)
+      throw Error(fmt::format("step {}: the gradient norm is {} (train.nan_policy: error)", state_.step + 1,
+                              res.grad_norm));
+    return finish(true);
+  }
+  opt.step(res.lr);
+  return finish(false);
+}
+
+std::map<std::string, double> Trainer::evaluate(int64_t batches) {
+  if (!impl_->data) throw std::logic_error("Trainer::evaluate needs the data (run() sets it up)");
+  const int64_t n = std::min(batches, impl_->data->val_batches());
+  EvalAccumulator acc;
+  model_.module()->eval();
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t i = 0; i < n; ++i) {
+      AutocastScope autocast(recipe_.train.precision, device_);
+      acc.add(model_, to_device(impl_->data->val_batch(i), device_));
+    }
+  }
+  model_.module()->train();
+  return acc.metrics(recipe_.model.num_labels);
+}
+
+TrainReport Trainer::run() {
+  const auto& tr = recipe_.train;
+  if (!impl_->tok) impl_->tok = load_run_tokenizer(recipe_, /*required=*/true);
+  check_vocab(model_, *impl_->tok, "");
+  impl_->data = make_task_data(recipe_, *impl_->tok);
+  model_.labels = impl_->data->labels();
+
+  Metrics metrics({recipe_.run.out_dir, true, options_.console, options_.console_is_tty});
+  auto say = [&](const std::string& s) { metrics.message(s); };
+  TrainReport report;
+  report.start_step = state_.step;
+  if (!impl_->resumed_from.empty()) say(fmt::format("resumed from {} (step {})", impl_->resumed_from, state_.step));
+  const int64_t params = models::parameter_count(*model_.module());
+  say(fmt::format("training {} ({:.2f}M parameters) on {} for {} steps: batch {} x {} tokens x {} accumulation{}",
+                  model_.kind_name(), static_cast<double>(params) / 1e6, device_.str(), tr.max_steps, tr.batch_size,
+                  recipe_.data.seq_len, tr.grad_accum, impl_->optimizer->fused() ? ", fused AdamW" : ""));
+  const bool can_eval = impl_->data->val_batches() > 0;
+  if (!can_eval) say("no validation data: validation is skipped (set data.val_files or data.val_fraction)");
+  const double peak = measure_peak_flops(device_, tr.precision);
+  const double fpt = flops_per_token(model_, recipe_.data.seq_len);
+
+  SignalScope signals(options_.handle_signals);
+  const auto accum = static_cast<uint64_t>(tr.grad_accum);
+  data::PrefetchLoader<Batch> loader([&](uint64_t i) { return impl_->data->train_batch(i); },
+                                     static_cast<int>(std::max<int64_t>(1, recipe_.data.num_workers)),
+                                     static_cast<int>(recipe_.data.prefetch), static_cast<uint64_t>(state_.step) * accum);
+
+  const auto root = recipe::checkpoint_dir(recipe_);
+  int64_t last_saved = -1, last_eval = -1;
+  auto save = [&] {
+    auto tensors = impl_->optimizer->state();
+    for (auto& [n, t] : tensors) n = "optim." + n;
+    for (auto& kv : rng_state(device_)) tensors.push_back(kv);
+    report.checkpoint = save_checkpoint(root, model_, tensors, state_);
+    prune_checkpoints(root, tr.keep_last, tr.keep_best);
+    last_saved = state_.step;
+  };
+  auto validate = [&] {
+    auto m = evaluate(tr.eval_batches);
+    report.val = m;
+    last_eval = state_.step;
+    state_.val_loss = m.count("loss") ? m["loss"] : std::nan("");
+    metrics.record({state_.step, "val", m});
+    std::string line = fmt::format("step {}: validation", state_.step);
+    for (const auto& [k, v] : m) line += fmt::format(" {} {:.4f}", k, v);
+    say(line);
+    const bool best = state_.val_loss < state_.best_val_loss;
+    if (best) state_.best_val_loss = state_.val_loss;
+    return best;
+  };
+
+  const auto t_start = Clock::now();
+  auto t_window = t_start;
+  double window_loss = 0;
+  int64_t window_steps = 0, window_tokens = 0, run_tokens = 0;
+  const double elapsed_before = state_.elapsed_s;
+  while (state_.step < tr.max_steps) {
+    std::vector<Batch> micro;
+    for (uint64_t k = 0; k < accum; ++k) micro.push_back(loader.next());
+    const auto r = step(micro);
+    if (r.skipped && std::isnan(r.loss) == false && !std::isfinite(r.loss))
+      say(fmt::format("step {}: loss {} - step skipped (train.nan_policy: skip)", state_.step, r.loss));
+    else if (r.skipped && std::isnan(r.loss))
+      say(fmt::format("step {}: loss nan - step skipped (train.nan_policy: skip)", state_.step));
+    if (!r.skipped) {
+      window_loss += r.loss;
+      ++window_steps;
+    }
+    int64_t step_tokens = 0;
+    for (const auto& b : micro) step_tokens += b.tokens;
+    window_tokens += step_tokens;
+    run_tokens += step_tokens;
+    state_.elapsed_s = elapsed_before + std::chrono::duration<double>(Clock::now() - t_start).count();
+
+    const bool last = state_.step == tr.max_steps;
+    const bool logged = state_.step % tr.log_every == 0 || last;
+    const double window_s = std::chrono::duration<double>(Clock::now() - t_window).count();
+    const double tps = window_s > 0 ? static_cast<double>(window_tokens) / window_s : 0;
+    const double per_step = (state_.step - report.start_step) > 0
+                                ? std::chrono::duration<double>(Clock::now() - t_start).count() /
+                                      static_cast<double>(state_.step - report.start_step)
+                                : 0;
+    ProgressLine line{state_.step, tr.max_steps, r.loss, r.lr, tps, tps * fpt / peak,
+                      per_step * static_cast<double>(tr.max_steps - state_.step)};
+    metrics.progress(line, logged);
+    if (logged) {
+      report.train_loss = window_steps ? window_loss / static_cast<double>(window_steps) : r.loss;
+      metrics.record({state_.step, "train",
+                      {{"loss", report.train_loss},
+                       {"lr", r.lr},
+                       {"grad_norm", r.grad_norm},
+                       {"tokens_per_s", tps},
+                       {"mfu", tps * fpt / peak},
+                       {"tokens", static_cast<double>(state_.tokens)},
+                       {"skipped_steps", static_cast<double>(state_.skipped_steps)}}});
+      window_loss = 0;
+      window_steps = 0;
+      window_tokens = 0;
+      t_window = Clock::now();
+    }
+    bool new_best = false;
+    if (can_eval && ((tr.eval_every > 0 && state_.step % tr.eval_every == 0) || last)) new_best = validate();
+    const bool scheduled = tr.save_every > 0 && state_.step % tr.save_every == 0;
+    if (scheduled || last || (new_best && tr.keep_best)) save();
+    if (const int sig = signals.signal()) {
+      if (last_saved != state_.step) save();
+      say(fmt::format("received {}: saved {} at step {}; resume with train.resume: auto",
+                      sig == SIGTERM ? "SIGTERM" : "SIGINT", report.checkpoint.string(), state_.step));
+      report.interrupted = true;
+      break;
+    }
+  }
+  if (!report.interrupted && last_saved != state_.step) {
+    if (can_eval && last_eval != state_.step) validate();
+    save();
+  }
+  report.steps = state_.step;
+  report.skipped_steps = state_.skipped_steps;
+  report.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+  report.tokens_per_s = report.seconds > 0 ? static_cast<double>(run_tokens) / report.seconds : 0;
+  return report;
+}
+
+fs::path newest_checkpoint(const recipe::Recipe& r) {
+  auto all = list_checkpoints(recipe::checkpoint_dir(r));
+  if (all.empty())
+    throw Error("no checkpoint in " + recipe::checkpoint_dir(r).string() + "; train first (lathe train RECIPE)");
+  return all.back();
+}
+
+std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {
+  const auto path = checkpoint.empty() ? newest_checkpoint(r) : checkpoint;
+  const auto kind = model_kind(r.train.task);
+  fs::path from = path;
+  if (fs::exists(path / "meta.json")) from = path / "model.safetensors";
+  auto model = models::load_model(from, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  auto tok = load_run_tokenizer(r, /*required=*/true);
+  check_vocab(model, *tok, " in " + path.string());
+  const auto device = resolve_device(r.run.device);
+  if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
+  model.module()->to(device);
+  model.module()->eval();
+  auto data = make_task_data(r, *tok, r.eval.split);
+  const int64_t n = std::min(r.eval.batches, data->val_batches());
+  if (n == 0) throw Error("no " + std::string(recipe::enum_name(r.eval.split)) + " data to evaluate on");
+  EvalAccumulator acc;
+  torch::NoGradGuard no_grad;
+  for (int64_t i = 0; i < n; ++i) {
+    AutocastScope autocast(r.train.precision, device);
+    acc.add(model, to_device(data->val_batch(i), device));
+  }
+  auto m = acc.metrics(r.model.num_labels);
+  m["batches"] = static_cast<double>(n);
+  m["targets"] = static_cast<double>(acc.count);
+  return m;
+}
+
+}  // namespace lathe::train
