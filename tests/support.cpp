@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <fstream>
@@ -51,9 +52,8 @@ std::string read_file(const fs::path& path) {
   return s.str();
 }
 
-ProcessResult run_process(const std::vector<std::string>& argv, const fs::path& cwd) {
-  TempDir tmp;
-  const fs::path out = tmp.path() / "out", err = tmp.path() / "err";
+Child::Child(const std::vector<std::string>& argv, const fs::path& cwd) {
+  const fs::path out = tmp_.path() / "out", err = tmp_.path() / "err";
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -63,18 +63,34 @@ ProcessResult run_process(const std::vector<std::string>& argv, const fs::path& 
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  int rc = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+}
+
+Child::~Child() {
+  if (pid_ > 0 && !done_) {
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void Child::signal(int sig) { ::kill(pid_, sig); }
+
+std::string Child::output() const { return read_file(tmp_.path() / "out"); }
+
+ProcessResult Child::wait() {
   int status = 0;
-  waitpid(pid, &status, 0);
+  waitpid(pid_, &status, 0);
+  done_ = true;
   ProcessResult r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = read_file(out);
-  r.err = read_file(err);
+  r.out = read_file(tmp_.path() / "out");
+  r.err = read_file(tmp_.path() / "err");
   return r;
 }
+
+ProcessResult run_process(const std::vector<std::string>& argv, const fs::path& cwd) { return Child(argv, cwd).wait(); }
 
 ProcessResult run_lathe(const std::vector<std::string>& args, const fs::path& cwd) {
   std::vector<std::string> argv{LATHE_CLI};

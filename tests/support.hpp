@@ -9,6 +9,12 @@
 
 namespace lathe::test {
 
+struct ProcessResult {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
 /// A fresh directory under the system temp dir, removed when the object goes away.
 class TempDir {
  public:
@@ -24,10 +30,22 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-struct ProcessResult {
-  int code = -1;
-  std::string out;
-  std::string err;
+
+/// A program started in the background (no shell), stdout and stderr going to files.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& argv, const std::filesystem::path& cwd = {});
+  ~Child();  // kills it if still running
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  void signal(int sig);
+  std::string output() const;  // stdout so far
+  ProcessResult wait();
+
+ private:
+  TempDir tmp_;
+  int pid_ = 0;
+  bool done_ = false;
 };
 
 /// Runs a program with arguments (no shell), capturing stdout, stderr and the exit code.

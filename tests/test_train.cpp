@@ -1,0 +1,400 @@
+// The trainer: ten AdamW steps against PyTorch (GPT and BERT MLM), exact resume, SIGTERM,
+// corrupt checkpoints, NaN policies, bf16, TensorBoard files, and a whole `lathe run`.
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <ATen/ATen.h>
+
+#include "lathe/core/error.hpp"
+#include "lathe/io/safetensors.hpp"
+#include "lathe/models/hf.hpp"
+#include "lathe/pipeline/stages.hpp"
+#include "lathe/recipe/load.hpp"
+#include "lathe/recipe/paths.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/train/checkpoint.hpp"
+#include "lathe/train/optimizer.hpp"
+#include "lathe/train/trainer.hpp"
+#include "support.hpp"
+
+using lathe::test::TempDir;
+using lathe::train::Batch;
+using lathe::train::Trainer;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Ten steps of fp32 AdamW: per-step losses agree to rounding (the same kernels, another order
+// of summation); parameters to a few ulps of the update size.
+constexpr double kLossTol = 1e-4;
+constexpr double kParamTol = 1e-5;
+
+lathe::recipe::Recipe recipe_from(const std::string& yaml) { return lathe::recipe::parse_recipe(yaml, "test.yaml"); }
+
+std::vector<json> read_jsonl(const fs::path& p) {
+  std::vector<json> out;
+  std::ifstream in(p);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+
+std::vector<double> train_losses(const fs::path& metrics) {
+  std::vector<double> out;
+  for (const auto& j : read_jsonl(metrics))
+    if (j["split"] == "train") out.push_back(j["loss"].get<double>());
+  return out;
+}
+
+void check_against_pytorch(const std::string& kind) {
+  TempDir dir;
+  lathe::test::run_reference("train_steps.py", {kind, dir.path().string()});
+  const bool bert = kind == "bert_mlm";
+  auto r = recipe_from(fmt::format(R"(pipeline: [train]
+run: {{out_dir: {}/run, device: cpu}}
+model: {{arch: {}}}
+optim: {{lr: 3.0e-3, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}}
+schedule: {{name: cosine, warmup_steps: 3, min_lr_ratio: 0.1}}
+train: {{task: {}, max_steps: 10, batch_size: 4, grad_accum: 2, init_from: {}/init}}
+data: {{seq_len: 16}}
+)",
+                                   dir.path().string(), bert ? "bert" : "gpt", bert ? "masked_lm" : "causal_lm",
+                                   dir.path().string()));
+  Trainer trainer(r);
+  const auto batches = lathe::io::load_safetensors(dir.path() / "batches.safetensors");
+  const auto want = json::parse(std::ifstream(dir.path() / "losses.json")).get<std::vector<double>>();
+  for (int s = 0; s < 10; ++s) {
+    std::vector<Batch> micro;
+    for (int m = 0; m < 2; ++m) {
+      const auto key = fmt::format("{}.{}", s, m);
+      Batch b{batches.at("input." + key), batches.at("target." + key), {}, {}, 64};
+      if (bert) {
+        b.attention_mask = batches.at("mask." + key);
+        b.token_type_ids = batches.at("types." + key);
+      }
+      micro.push_back(b);
+    }
+    const auto res = trainer.step(micro);
+    INFO("step " << s);
+    CHECK(std::abs(res.loss - want[s]) <= kLossTol);
+  }
+  // Final parameters, compared in Hugging Face layout.
+  auto& m = trainer.model();
+  if (bert) lathe::models::save_hf(m.mlm, dir.path() / "ours");
+  else lathe::models::save_hf(m.gpt, dir.path() / "ours");
+  const auto ours = lathe::io::load_safetensors(dir.path() / "ours/model.safetensors");
+  const auto theirs = lathe::io::load_safetensors(dir.path() / "final/model.safetensors");
+  double worst = 0;
+  for (const auto& [name, t] : ours.tensors) {
+    INFO(name);
+    const auto& ref = theirs.at(name);
+    REQUIRE(ref.sizes() == t.sizes());
+    worst = std::max(worst, (t.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>());
+  }
+  CHECK(worst <= kParamTol);
+  // The update moved the weights by far more than the tolerance.
+  const auto init = lathe::io::load_safetensors(dir.path() / "init/model.safetensors");
+  const auto& first = ours.tensors.front();
+  CHECK((first.second - init.at(first.first)).abs().max().item<double>() > 100 * kParamTol);
+}
+
+/// A small corpus with its tokenizer and shards, shared by the run tests of this file.
+struct Corpus {
+  TempDir dir;
+  fs::path text;
+  Corpus() {
+    std::ifstream in(lathe::test::source_dir() / "data/kjv/kjv.txt");
+    REQUIRE(in);
+    std::string s, line;
+    for (int i = 0; i < 4000 && std::getline(in, line); ++i) s += line + "\n";
+    text = dir.write("corpus.txt", s);
+  }
+  /// A GPT recipe over this corpus; `extra` is appended (YAML, later keys win via --set-like merge).
+  std::string recipe(const fs::path& out, const std::string& train, const std::string& more = "") const {
+    return fmt::format(R"(pipeline: [tokenizer, data, train]
+run: {{out_dir: {}, seed: 5, device: cpu}}
+tokenizer: {{type: byte_bpe, vocab_size: 400}}
+data: {{train_files: [{}], seq_len: 32, val_fraction: 0.1, num_workers: 1}}
+model: {{n_layer: 2, n_head: 2, d_model: 32, max_seq_len: 32}}
+optim: {{lr: 2.0e-3}}
+schedule: {{warmup_steps: 2}}
+train: {{{}}}
+{})",
+                       out.string(), text.string(), train, more);
+  }
+};
+
+lathe::recipe::Recipe prepared(const std::string& yaml) {
+  auto r = recipe_from(yaml);
+  lathe::pipeline::run_tokenizer_stage(r, false);
+  lathe::pipeline::run_data_stage(r, false);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("train: ten AdamW steps of a GPT match PyTorch", "[train][reference]") { check_against_pytorch("gpt2"); }
+
+TEST_CASE("train: ten AdamW steps of BERT masked LM match PyTorch", "[train][reference]") {
+  check_against_pytorch("bert_mlm");
+}
+
+TEST_CASE("train: weight decay skips biases norms and embeddings", "[train]") {
+  auto r = recipe_from("pipeline: [train]\n");
+  lathe::models::GptOptions o;
+  o.vocab_size = 50;
+  o.n_layer = 1;
+  o.n_head = 2;
+  o.d_model = 8;
+  o.max_seq_len = 8;
+  lathe::models::Gpt gpt(o);
+  lathe::train::Optimizer opt(*gpt, r.optim);
+  CHECK(opt.decayed_names() == std::vector<std::string>{"blocks.0.attn.qkv.weight", "blocks.0.attn.proj.weight",
+                                                        "blocks.0.mlp.fc.weight", "blocks.0.mlp.proj.weight"});
+  r.optim.decay_embeddings = true;
+  CHECK(lathe::train::Optimizer(*gpt, r.optim).decayed_names().size() == 6);
+}
+
+TEST_CASE("train: a resumed run gives bit-identical losses and weights", "[train]") {
+  Corpus corpus;
+  TempDir a, b;
+  // Dropout on, so the restored RNG state matters too.
+  const std::string train = "max_steps: 12, batch_size: 4, log_every: 1, save_every: 6, eval_every: 6, eval_batches: 2";
+  auto ra = prepared(corpus.recipe(a.path(), train) + "\n");
+  ra.model.dropout = 0.1;
+  Trainer(ra).run();
+  auto rb = ra;
+  rb.run.out_dir = b.path().string();
+  lathe::pipeline::run_tokenizer_stage(rb, false);
+  lathe::pipeline::run_data_stage(rb, false);
+  Trainer(rb).run();
+  // Interrupted after step 6: the checkpoint of step 12 and the records after step 6 are lost.
+  const auto ckpts = lathe::train::list_checkpoints(b.path() / "checkpoints");
+  REQUIRE(ckpts.size() == 2);
+  fs::remove_all(ckpts.back());
+  rb.train.resume = "auto";
+  std::ostringstream log;
+  Trainer resumed(rb, {&log, false, true});
+  CHECK(resumed.state().step == 6);
+  const auto rep = resumed.run();
+  CHECK(rep.start_step == 6);
+  CHECK(log.str().find("resumed from " + ckpts.front().string()) != std::string::npos);
+
+  const auto full = train_losses(a.path() / "metrics.jsonl");
+  const auto again = train_losses(b.path() / "metrics.jsonl");
+  REQUIRE(full.size() == 12);
+  REQUIRE(again.size() == 18);  // 12 of the first run, 6 of the resumed one
+  for (int i = 6; i < 12; ++i) {
+    INFO("step " << i + 1);
+    CHECK(again[12 + i - 6] == full[i]);  // exactly
+  }
+  auto wa = lathe::io::load_safetensors(a.path() / "checkpoints/step_00000012/model.safetensors");
+  auto wb = lathe::io::load_safetensors(b.path() / "checkpoints/step_00000012/model.safetensors");
+  for (std::size_t i = 0; i < wa.tensors.size(); ++i) CHECK(at::equal(wa.tensors[i].second, wb.tensors[i].second));
+}
+
+TEST_CASE("train: an unreadable newest checkpoint is skipped with a warning", "[train]") {
+  Corpus corpus;
+  TempDir out;
+  auto r = prepared(corpus.recipe(out.path(), "max_steps: 4, batch_size: 2, save_every: 2, eval_every: 0"));
+  Trainer(r).run();
+  const auto ckpts = lathe::train::list_checkpoints(out.path() / "checkpoints");
+  REQUIRE(ckpts.size() == 2);
+  // Truncate the newest model file; leave a half-written temporary directory beside it.
+  fs::resize_file(ckpts.back() / "model.safetensors", 100);
+  fs::create_directories(out.path() / "checkpoints/.tmp-step_00000006-1");
+  const auto msg = lathe::test::error_of([&] { lathe::train::load_checkpoint(ckpts.back()); });
+  CHECK(msg.find((ckpts.back() / "model.safetensors").string() + ": 100 bytes, meta.json recorded") !=
+        std::string::npos);
+  r.train.resume = "auto";
+  std::ostringstream log;
+  Trainer t(r, {&log, false, true});
+  CHECK(t.state().step == 2);
+  CHECK(log.str().find("warning: skipping checkpoint " + ckpts.back().string()) != std::string::npos);
+  // A directory that is not a checkpoint, named explicitly, is an error naming the file.
+  r.train.resume = out.path().string();
+  CHECK(lathe::test::error_of([&] { Trainer bad(r); }) ==
+        (out.path() / "meta.json").string() + ": missing (not a checkpoint directory, or an incomplete one)");
+}
+
+TEST_CASE("train: non-finite losses stop the run or skip exactly the bad steps", "[train]") {
+  Corpus corpus;
+  TempDir out;
+  auto r = prepared(corpus.recipe(out.path(), "max_steps: 12, batch_size: 2, eval_every: 0, save_every: 0"));
+  r.model.tie_embeddings = false;
+  // The steps whose batch holds token `rare`: one NaN row in the input embedding poisons exactly those.
+  auto tok = lathe::tokenizer::load_tokenizer(lathe::recipe::tokenizer_path(r));
+  auto data = lathe::train::make_task_data(r, *tok);
+  std::map<int64_t, std::set<int64_t>> steps_with;
+  for (int64_t s = 0; s < 12; ++s) {
+    auto ids = data->train_batch(s).input_ids.flatten();
+    for (int64_t i = 0; i < ids.numel(); ++i) steps_with[ids[i].item<int64_t>()].insert(s);
+  }
+  int64_t rare = -1;
+  for (const auto& [id, steps] : steps_with)
+    if (steps.size() >= 2 && steps.size() <= 4 && *steps.begin() > 0) {
+      rare = id;
+      break;
+    }
+  REQUIRE(rare >= 0);
+  const auto& bad = steps_with[rare];
+  {
+    Trainer t(r);
+    torch::NoGradGuard no_grad;
+    t.model().gpt->wte->weight[rare].fill_(std::nan(""));
+    lathe::models::save_model(t.model(), out.path() / "poisoned.safetensors");
+  }
+  r.train.init_from = (out.path() / "poisoned.safetensors").string();
+  const auto msg = lathe::test::error_of([&] { Trainer(r).run(); });
+  CHECK(msg.find(fmt::format("step {}: the loss is nan (train.nan_policy: error)", *bad.begin() + 1)) !=
+        std::string::npos);
+
+  r.train.nan_policy = lathe::recipe::NanPolicy::Skip;
+  r.tokenizer.path = lathe::recipe::tokenizer_path(r).string();
+  r.data.shard_dir = lathe::recipe::shard_dir(r).string();
+  r.run.out_dir = (out.path() / "skip").string();
+  std::ostringstream log;
+  const auto rep = Trainer(r, {&log, false, true}).run();
+  CHECK(rep.skipped_steps == static_cast<int64_t>(bad.size()));
+  CHECK(log.str().find("step skipped (train.nan_policy: skip)") != std::string::npos);
+  auto saved = lathe::io::load_safetensors(rep.checkpoint / "model.safetensors");
+  for (const auto& [name, t] : saved.tensors) {
+    INFO(name);
+    if (name == "wte.weight") CHECK(at::isfinite(t.narrow(0, 0, rare)).all().item<bool>());
+    else CHECK(at::isfinite(t).all().item<bool>());
+  }
+}
+
+TEST_CASE("train: bf16 autocast on the CPU trains close to fp32", "[train]") {
+  Corpus corpus;
+  TempDir a, b;
+  auto r32 = prepared(corpus.recipe(a.path(), "max_steps: 8, batch_size: 4, eval_every: 0, log_every: 1"));
+  auto r16 = r32;
+  r16.run.out_dir = b.path().string();
+  r16.tokenizer.path = lathe::recipe::tokenizer_path(r32).string();
+  r16.data.shard_dir = lathe::recipe::shard_dir(r32).string();
+  r16.train.precision = lathe::recipe::Precision::Bf16;
+  Trainer(r32).run();
+  Trainer(r16).run();
+  const auto l32 = train_losses(a.path() / "metrics.jsonl"), l16 = train_losses(b.path() / "metrics.jsonl");
+  REQUIRE(l16.size() == 8);
+  for (std::size_t i = 0; i < 8; ++i) CHECK(std::abs(l16[i] - l32[i]) < 0.05);  // bf16 keeps ~3 digits
+  CHECK(l16 != l32);  // autocast really ran in bf16
+}
+
+TEST_CASE("train: SIGTERM saves a checkpoint and exits 0", "[train]") {
+  Corpus corpus;
+  TempDir out;
+  const auto recipe = out.write("r.yaml", corpus.recipe(out.path() / "run",
+                                                        "max_steps: 100000, batch_size: 2, log_every: 1, "
+                                                        "eval_every: 0, save_every: 0"));
+  auto r = recipe_from(lathe::test::read_file(recipe));
+  lathe::pipeline::run_tokenizer_stage(r, false);
+  lathe::pipeline::run_data_stage(r, false);
+  lathe::test::Child child({LATHE_CLI, "train", recipe.string()});
+  const auto metrics = out.path() / "run/metrics.jsonl";
+  for (int i = 0; i < 600 && (!fs::exists(metrics) || read_jsonl(metrics).size() < 3); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  child.signal(SIGTERM);
+  const auto res = child.wait();
+  INFO(res.err);
+  CHECK(res.code == 0);
+  CHECK(res.out.find("received SIGTERM: saved") != std::string::npos);
+  const auto ckpts = lathe::train::list_checkpoints(out.path() / "run/checkpoints");
+  REQUIRE(ckpts.size() == 1);
+  const auto c = lathe::train::load_checkpoint(ckpts.front());
+  CHECK(c.state.step >= 3);
+  CHECK(c.state.step < 100000);
+}
+
+TEST_CASE("train: metrics.jsonl and the TensorBoard event file agree", "[train][reference]") {
+  Corpus corpus;
+  TempDir out;
+  auto r = prepared(corpus.recipe(out.path(), "max_steps: 6, batch_size: 2, log_every: 2, eval_every: 3, eval_batches: 2"));
+  Trainer(r).run();
+  fs::path events;
+  for (const auto& e : fs::directory_iterator(out.path() / "tensorboard")) events = e.path();
+  REQUIRE(events.filename().string().starts_with("events.out.tfevents."));
+  const auto res = lathe::test::run_python(R"(
+import sys
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+for event in EventFileLoader(sys.argv[1]).Load():
+    for v in event.summary.value:
+        print(event.step, v.tag, repr(v.simple_value if v.HasField("simple_value") else v.tensor.float_val[0]))
+)",
+                                           {events.string()});
+  INFO(res.err);
+  REQUIRE(res.code == 0);
+  std::map<std::string, double> tb;
+  for (const auto& line : lathe::test::lines(res.out)) {
+    std::istringstream s(line);
+    int64_t step;
+    std::string tag;
+    double v;
+    s >> step >> tag >> v;
+    tb[std::to_string(step) + " " + tag] = v;
+  }
+  int compared = 0;
+  for (const auto& j : read_jsonl(out.path() / "metrics.jsonl")) {
+    for (const char* key : {"loss", "lr"}) {
+      if (!j.contains(key)) continue;
+      const auto k = std::to_string(j["step"].get<int64_t>()) + " " + j["split"].get<std::string>() + "/" + key;
+      INFO(k);
+      REQUIRE(tb.count(k));
+      CHECK(tb[k] == Approx(j[key].get<double>()).epsilon(1e-6));  // stored as float32
+      ++compared;
+    }
+  }
+  CHECK(compared == 3 * 2 + 2);  // train loss and lr at steps 2, 4, 6; val loss at 3 and 6
+}
+
+TEST_CASE("train: lathe run goes from text to samples and skips finished stages", "[train][cli]") {
+  Corpus corpus;
+  TempDir out;
+  const auto recipe = out.write(
+      "r.yaml", corpus.recipe(out.path() / "run", "max_steps: 30, batch_size: 4, eval_every: 15, eval_batches: 2",
+                              "generate: {prompts: [\"And God said\", \"\"], max_new_tokens: 12}") );
+  std::string text = lathe::test::read_file(recipe);
+  const std::string from = "pipeline: [tokenizer, data, train]";
+  text.replace(text.find(from), from.size(), "pipeline: [tokenizer, data, train, eval, generate]");
+  std::ofstream(recipe) << text;
+  auto first = lathe::test::run_lathe({"run", recipe.string()});
+  INFO(first.out << first.err);
+  REQUIRE(first.code == 0);
+  for (const char* stage : {"tokenizer", "data", "train", "eval", "generate"})
+    CHECK(first.out.find(std::string("stage ") + stage + ": ") != std::string::npos);
+  CHECK(first.out.find("--- sample 1 of 2") != std::string::npos);
+  CHECK(first.out.find("And God said") != std::string::npos);
+  const auto run = out.path() / "run";
+  for (const char* f : {"tokenizer.json", "shards/index.json", "checkpoints/step_00000030/model.safetensors",
+                        "metrics.jsonl", "eval.json", "samples.jsonl", "recipe.yaml"})
+    CHECK(fs::exists(run / f));
+  const auto eval = json::parse(std::ifstream(run / "eval.json"));
+  const double val = eval["metrics"]["loss"].get<double>();
+  CHECK(val < std::log(400.0));  // below a uniform guess over the vocabulary
+  CHECK(read_jsonl(run / "samples.jsonl").size() == 2);
+
+  auto second = lathe::test::run_lathe({"run", recipe.string()});
+  REQUIRE(second.code == 0);
+  for (const char* stage : {"tokenizer", "data", "train", "eval", "generate"})
+    CHECK(second.out.find(std::string("stage ") + stage + ": skipped") != std::string::npos);
+
+  // eval and generate alone, on the same checkpoint.
+  auto ev = lathe::test::run_lathe({"eval", recipe.string()});
+  REQUIRE(ev.code == 0);
+  CHECK(json::parse(ev.out)["loss"].get<double>() == Approx(val));
+  auto gen = lathe::test::run_lathe({"generate", recipe.string(), "--prompt", "In the beginning", "--greedy",
+                                     "--max-new-tokens", "8"});
+  INFO(gen.err);
+  CHECK(gen.code == 0);
+  CHECK(gen.out.starts_with("In the beginning"));
+  CHECK(gen.err.find("[8 tokens, length]") != std::string::npos);
+}
