@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <random>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -397,4 +398,75 @@ TEST_CASE("train: lathe run goes from text to samples and skips finished stages"
   CHECK(gen.code == 0);
   CHECK(gen.out.starts_with("In the beginning"));
   CHECK(gen.err.find("[8 tokens, length]") != std::string::npos);
+}
+
+TEST_CASE("train: BERT classification learns a keyword task and starts from a masked-LM checkpoint",
+          "[train]") {
+  TempDir dir;
+  // Label 1 when the sentence holds "light", 0 when it holds "darkness"; the other words are noise.
+  const std::vector<std::string> words = {"the", "earth", "was", "without", "form", "and", "void", "upon",
+                                          "face", "of", "deep", "spirit", "moved", "waters", "god", "said"};
+  std::mt19937 rng(3);
+  auto sentence = [&](bool positive) {
+    std::string s;
+    const int at = static_cast<int>(rng() % 8);
+    for (int i = 0; i < 8; ++i) {
+      if (i == at) s += positive ? "light " : "darkness ";
+      s += words[rng() % words.size()] + " ";
+    }
+    return s;
+  };
+  std::string train = "text,label\n", val = "text,label\n", plain;
+  for (int i = 0; i < 400; ++i) {
+    const bool pos = rng() % 2;
+    const auto s = sentence(pos);
+    train += s + "," + (pos ? "yes" : "no") + "\n";
+    plain += s + "\n\n";
+  }
+  for (int i = 0; i < 96; ++i) {
+    const bool pos = rng() % 2;
+    val += sentence(pos) + "," + (pos ? "yes" : "no") + "\n";
+  }
+  const auto train_csv = dir.write("train.csv", train), val_csv = dir.write("val.csv", val);
+  const auto text = dir.write("text.txt", plain);
+  const auto common = fmt::format(R"(run: {{out_dir: {}/DIR, device: cpu, seed: 2}}
+tokenizer: {{type: wordpiece, vocab_size: 300, lowercase: true, special_tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+            train_files: [{}]}}
+model: {{arch: bert, n_layer: 2, n_head: 2, d_model: 64, max_seq_len: 32, num_labels: 2, dropout: 0.0, attn_dropout: 0.0}}
+optim: {{lr: 1.0e-3, weight_decay: 0.01}}
+schedule: {{warmup_steps: 5}}
+)",
+                                  dir.path().string(), text.string());
+  auto with_dir = [&](std::string s, const std::string& d) { return s.replace(s.find("DIR"), 3, d); };
+
+  // Masked-LM pre-training for a few steps, then a classifier from its checkpoint.
+  auto mlm = prepared(with_dir(common, "mlm") +
+                      fmt::format("pipeline: [tokenizer, data, train]\ndata: {{train_files: [{}], seq_len: 32, "
+                                  "val_fraction: 0.1}}\ntrain: {{task: masked_lm, max_steps: 6, batch_size: 8}}\n",
+                                  text.string()));
+  const auto mlm_rep = Trainer(mlm).run();
+  CHECK(mlm_rep.val.count("perplexity"));
+
+  auto cls = recipe_from(with_dir(common, "cls") +
+                         fmt::format("pipeline: [train]\ndata: {{train_files: [{}], val_files: [{}], seq_len: 32}}\n"
+                                     "train: {{task: classification, max_steps: 60, batch_size: 16, eval_every: 0, "
+                                     "init_from: {}}}\n",
+                                     train_csv.string(), val_csv.string(), mlm_rep.checkpoint.string()));
+  cls.tokenizer.path = lathe::recipe::tokenizer_path(mlm).string();
+  Trainer trainer(cls);
+  {
+    auto pre = lathe::models::load_model(mlm_rep.checkpoint / "model.safetensors");
+    CHECK(at::equal(trainer.model().classifier->bert->word_embeddings->weight,
+                    pre.mlm->bert->word_embeddings->weight));
+  }
+  const auto rep = trainer.run();
+  INFO("accuracy " << rep.val.at("accuracy"));
+  CHECK(rep.val.at("accuracy") >= 0.95);
+  CHECK(rep.val.at("f1") >= 0.95);
+  CHECK(trainer.model().labels == std::vector<std::string>{"no", "yes"});
+
+  // lathe eval on the saved checkpoint gives the same accuracy.
+  const auto metrics = lathe::train::evaluate_checkpoint(cls, rep.checkpoint);
+  CHECK(metrics.at("accuracy") == Approx(rep.val.at("accuracy")));
+  CHECK(metrics.at("batches") == 6);
 }

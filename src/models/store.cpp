@@ -171,20 +171,6 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
   } catch (const std::exception& e) {
     throw Error(file.string() + ": " + e.what());
   }
-  if (want && *want != m.kind) {
-    // A masked-LM file starts a classifier: its encoder is copied, the heads stay new.
-    if (*want == ModelKind::BertClassifier && m.kind == ModelKind::BertMaskedLm) {
-      auto options = m.mlm->bert->options;
-      if (num_labels > 0) options.num_labels = num_labels;
-      AnyModel c = make_model(ModelKind::BertClassifier, options);
-      torch::NoGradGuard no_grad;
-      auto src = m.mlm->bert->named_parameters();
-      for (auto& item : c.classifier->bert->named_parameters())
-        if (auto* t = src.find(item.key())) item.value().copy_(*t);
-      return c;
-    }
-    throw Error(file.string() + ": holds a " + m.kind_name() + " model, not the model this task needs");
-  }
   std::map<std::string, at::Tensor> stored(st.tensors.begin(), st.tensors.end());
   std::vector<std::string> missing, wrong;
   torch::NoGradGuard no_grad;
@@ -202,6 +188,22 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
     for (const auto& [n, t] : stored) msg += "\n  unexpected " + n;
     throw Error(msg);
   }
+  if (want && *want != m.kind) {
+    // A masked-LM file starts a classifier: its encoder is copied, the heads stay new.
+    if (*want == ModelKind::BertClassifier && m.kind == ModelKind::BertMaskedLm) {
+      auto options = m.mlm->bert->options;
+      if (num_labels > 0) options.num_labels = num_labels;
+      AnyModel c = make_model(ModelKind::BertClassifier, options);
+      auto src = m.mlm->bert->named_parameters();
+      for (auto& item : c.classifier->bert->named_parameters())
+        if (auto* t = src.find(item.key())) item.value().copy_(*t);
+      return c;
+    }
+    throw Error(file.string() + ": holds a " + m.kind_name() + " model, not the model this task needs");
+  }
+  if (m.kind == ModelKind::BertClassifier && num_labels > 0 && num_labels != m.classifier->bert->options.num_labels)
+    throw Error(file.string() + ": the classifier has " + std::to_string(m.classifier->bert->options.num_labels) +
+                " labels, " + std::to_string(num_labels) + " were asked for (model.num_labels)");
   return m;
 }
 

@@ -97,7 +97,9 @@ std::vector<Sample> generate_samples(const GenerateRequest& req, const std::func
   if (eos >= 0) sampling.stop_tokens.push_back(eos);
 
   std::vector<Sample> out;
-  for (const auto& prompt : req.prompts) {
+  for (std::size_t index = 0; index < req.prompts.size(); ++index) {
+    const auto& prompt = req.prompts[index];
+    sampling.seed = req.sampling.seed + index;  // each prompt its own stream
     auto ids32 = tok->encode(prompt);
     std::vector<int64_t> ids(ids32.begin(), ids32.end());
     if (ids.empty()) {

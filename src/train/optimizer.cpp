@@ -38,8 +38,9 @@ Optimizer::Optimizer(const torch::nn::Module& model, const recipe::OptimConfig& 
 }
 
 void Optimizer::zero_grad() {
-  for (auto& p : params_)
-    if (p.p.grad().defined()) p.p.mutable_grad().zero_();
+  // Dropping the gradients (rather than zeroing them) lets the next backward write them
+  // directly instead of adding to zeros.
+  for (auto& p : params_) p.p.mutable_grad().reset();
 }
 
 double Optimizer::clip_grad_norm(double max_norm) {

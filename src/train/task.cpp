@@ -3,6 +3,7 @@
 #include "lathe/train/task.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <mutex>
 #include <numeric>
@@ -266,6 +267,34 @@ std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& r, const tokenize
     case Task::Classification: return std::make_unique<ClassificationData>(r, tok, eval_split);
   }
   return nullptr;
+}
+
+double unigram_loss(const recipe::Recipe& r, const tokenizer::Tokenizer& tok) {
+  std::vector<double> counts(static_cast<std::size_t>(tok.vocab_size()), 1.0);
+  double total = static_cast<double>(counts.size());
+  std::vector<int32_t> buf;
+  auto each = [&](const std::string& split, const std::function<void(int32_t)>& f) {
+    for (const auto& path : data::indexed_shards(recipe::shard_dir(r), split, tok)) {
+      data::Shard shard(path);
+      for (uint64_t at = 0; at < shard.size(); at += 1 << 20) {
+        const uint64_t n = std::min<uint64_t>(1 << 20, shard.size() - at);
+        buf.resize(n);
+        shard.read(at, n, buf.data());
+        for (auto t : buf) f(t);
+      }
+    }
+  };
+  each("train", [&](int32_t t) {
+    counts[static_cast<std::size_t>(t)] += 1;
+    total += 1;
+  });
+  double nll = 0;
+  uint64_t n = 0;
+  each("val", [&](int32_t t) {
+    nll -= std::log(counts[static_cast<std::size_t>(t)] / total);
+    ++n;
+  });
+  return n ? nll / static_cast<double>(n) : std::nan("");
 }
 
 namespace {

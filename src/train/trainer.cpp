@@ -510,6 +510,8 @@ std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& r, const
     acc.add(model, to_device(data->val_batch(i), device));
   }
   auto m = acc.metrics(r.model.num_labels);
+  if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
+    m["unigram_loss"] = unigram_loss(r, *tok);
   m["batches"] = static_cast<double>(n);
   m["targets"] = static_cast<double>(acc.count);
   return m;

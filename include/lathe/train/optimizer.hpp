@@ -25,6 +25,7 @@ class Optimizer {
   /// One update with learning rate `lr` from the gradients in .grad(); parameters without a
   /// gradient are left alone.
   void step(double lr);
+  /// Drops every gradient (the next backward creates them afresh).
   void zero_grad();
 
   /// Global L2 norm of all gradients; scales them to `max_norm` when above it (max_norm > 0).

@@ -46,6 +46,11 @@ class TaskData {
 std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& recipe, const tokenizer::Tokenizer& tok,
                                          recipe::Split eval_split = recipe::Split::Val);
 
+/// Cross-entropy (nats per token) of the validation shards under the training shards' unigram
+/// distribution (add-one smoothed): the loss a model that ignores context would reach, the
+/// baseline a language model must beat.
+double unigram_loss(const recipe::Recipe& recipe, const tokenizer::Tokenizer& tok);
+
 /// The kind of model a task trains.
 models::ModelKind model_kind(recipe::Task task);
 

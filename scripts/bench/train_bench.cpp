@@ -1,0 +1,101 @@
+// Training-step speed of a lathe GPT, for scripts/bench/train_bench.py (which runs the same
+// shape in PyTorch side by side). Prints one JSON line.
+//
+//   lathe_bench_train --layers 6 --width 384 --heads 6 --seq 256 --batch 8 --vocab 8192
+//                     --steps 10 --warmup 3 --mode step|train [--bf16]
+//
+// mode step: forward + backward only; mode train: + clipping and fused AdamW.
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+
+#include "lathe/models/gpt.hpp"
+#include "lathe/train/optimizer.hpp"
+
+namespace {
+
+long peak_rss_kb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t layers = 6, width = 384, heads = 6, seq = 256, batch = 8, vocab = 8192, steps = 10, warmup = 3;
+  std::string mode = "train";
+  bool bf16 = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return std::string(argv[++i]); };
+    if (a == "--layers") layers = std::stoll(next());
+    else if (a == "--width") width = std::stoll(next());
+    else if (a == "--heads") heads = std::stoll(next());
+    else if (a == "--seq") seq = std::stoll(next());
+    else if (a == "--batch") batch = std::stoll(next());
+    else if (a == "--vocab") vocab = std::stoll(next());
+    else if (a == "--steps") steps = std::stoll(next());
+    else if (a == "--warmup") warmup = std::stoll(next());
+    else if (a == "--mode") mode = next();
+    else if (a == "--bf16") bf16 = true;
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  const long base_kb = peak_rss_kb();
+  torch::manual_seed(0);
+  lathe::models::GptOptions o;
+  o.vocab_size = vocab;
+  o.max_seq_len = seq;
+  o.n_layer = layers;
+  o.n_head = heads;
+  o.d_model = width;
+  lathe::models::Gpt model(o);
+  model->train();
+  lathe::recipe::OptimConfig oc;  // AdamW, fused, lr 3e-4, wd 0.1, betas (0.9, 0.95), clip 1.0
+  lathe::train::Optimizer opt(*model, oc);
+  auto x = at::randint(0, vocab, {batch, seq}, at::kLong);
+  auto y = at::randint(0, vocab, {batch, seq}, at::kLong);
+  double seconds = 0;
+  for (int64_t s = 0; s < warmup + steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    at::Tensor loss;
+    {
+      if (bf16) {
+        at::autocast::set_autocast_enabled(at::kCPU, true);
+        at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+      }
+      auto logits = model(x);
+      loss = at::cross_entropy_loss(logits.reshape({-1, vocab}).to(at::kFloat), y.reshape({-1}));
+      if (bf16) {
+        at::autocast::set_autocast_enabled(at::kCPU, false);
+        at::autocast::clear_cache();
+      }
+    }
+    loss.backward();
+    if (mode == "train") {
+      opt.clip_grad_norm(oc.grad_clip);
+      opt.step(oc.lr);
+    }
+    opt.zero_grad();
+    (void)loss.item<float>();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s >= warmup) seconds += dt;
+  }
+  std::printf("{\"tokens_per_s\": %.1f, \"step_ms\": %.2f, \"peak_rss_mb\": %.1f, \"delta_rss_mb\": %.1f, "
+              "\"params\": %lld}\n",
+              static_cast<double>(batch * seq * steps) / seconds, 1000.0 * seconds / static_cast<double>(steps),
+              peak_rss_kb() / 1024.0, (peak_rss_kb() - base_kb) / 1024.0,
+              static_cast<long long>(lathe::models::parameter_count(*model)));
+  return 0;
+}
