@@ -15,6 +15,7 @@
 
 #include "lathe/core/error.hpp"
 #include "lathe/io/safetensors.hpp"
+#include "lathe/models/generate.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
@@ -23,6 +24,7 @@
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/optimizer.hpp"
 #include "lathe/train/trainer.hpp"
+#include "gpu.hpp"
 #include "support.hpp"
 
 using lathe::test::TempDir;
@@ -469,4 +471,41 @@ schedule: {{warmup_steps: 5}}
   const auto metrics = lathe::train::evaluate_checkpoint(cls, rep.checkpoint);
   CHECK(metrics.at("accuracy") == Approx(rep.val.at("accuracy")));
   CHECK(metrics.at("batches") == 6);
+}
+
+TEST_CASE("train: on CUDA fp16 with loss scaling and bf16 train like fp32", "[train][gpu]") {
+  LATHE_REQUIRE_GPU();
+  Corpus corpus;
+  TempDir dir;
+  auto base = prepared(corpus.recipe(dir.path() / "fp32",
+                                     "max_steps: 20, batch_size: 8, eval_every: 0, log_every: 1"));
+  base.run.device = lathe::recipe::Device::Cuda;
+  std::map<std::string, std::vector<double>> losses;
+  for (auto p : {lathe::recipe::Precision::Fp32, lathe::recipe::Precision::Bf16, lathe::recipe::Precision::Fp16}) {
+    auto r = base;
+    r.train.precision = p;
+    r.tokenizer.path = lathe::recipe::tokenizer_path(base).string();
+    r.data.shard_dir = lathe::recipe::shard_dir(base).string();
+    r.run.out_dir = (dir.path() / std::string(lathe::recipe::enum_name(p))).string();
+    Trainer t(r);
+    CHECK(t.device().is_cuda());
+    const auto rep = t.run();
+    CHECK(rep.skipped_steps == 0);
+    losses[std::string(lathe::recipe::enum_name(p))] = train_losses(fs::path(r.run.out_dir) / "metrics.jsonl");
+  }
+  for (const char* p : {"bf16", "fp16"}) {
+    INFO(p);
+    REQUIRE(losses[p].size() == 20);
+    CHECK(std::abs(losses[p].back() - losses["fp32"].back()) < 0.1);
+    CHECK(losses[p].back() < losses[p].front());
+  }
+  // Cached decoding on the GPU equals recomputation there too.
+  auto model = lathe::models::load_model(lathe::train::list_checkpoints(dir.path() / "fp32/checkpoints").back());
+  model.gpt->to(at::Device(at::kCUDA, 0));
+  lathe::models::SamplingOptions s;
+  s.temperature = 0;
+  s.max_new_tokens = 16;
+  auto a = lathe::models::generate(model.gpt, {1, 2, 3}, s);
+  s.use_cache = false;
+  CHECK(lathe::models::generate(model.gpt, {1, 2, 3}, s).tokens == a.tokens);
 }
