@@ -89,6 +89,19 @@ void check_gradients(const lathe::io::Safetensors& ours, const Reference& ref) {
   CHECK(n > 10);
 }
 
+/// The checks every model goes through: logits and loss equal the reference; gradients of the
+/// loss equal the reference; saved in HF layout, transformers gives the same logits.
+template <class M>
+void check_model(M& model, const at::Tensor& logits, const at::Tensor& loss, const Reference& ref) {
+  CHECK(max_diff(logits, ref["logits"]) <= kLogitTol);
+  CHECK(std::abs(loss.item<double>() - ref["loss"].item<double>()) <= kLossTol);
+  loss.backward();
+  TempDir out;
+  save_hf(model, out.path() / "saved");
+  CHECK(max_diff(ref.hf_logits(out.path() / "saved"), ref["logits"]) <= kLogitTol);
+  check_gradients(gradients_in_hf_layout(model, out.path() / "grads"), ref);
+}
+
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids) {
   const int64_t V = logits.size(-1);
   return at::cross_entropy_loss(logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, V}),
@@ -101,22 +114,13 @@ void check_decoder(const std::string& kind) {
   model->eval();
   const auto& ids = ref["input_ids"];
   auto logits = model(ids);
-  CHECK(max_diff(logits, ref["logits"]) <= kLogitTol);
-
-  auto loss = causal_lm_loss(logits, ids);
-  CHECK(std::abs(loss.item<double>() - ref["loss"].item<double>()) <= kLossTol);
-  loss.backward();
-
-  // Saved by lathe, loaded by transformers: the same logits.
+  // lathe reads its own HF-layout file back exactly.
   TempDir out;
-  save_hf(model, out.path() / "saved");
-  CHECK(max_diff(ref.hf_logits(out.path() / "saved"), ref["logits"]) <= kLogitTol);
-  // And lathe reads its own file back.
-  Gpt again = load_hf_gpt(out.path() / "saved");
+  save_hf(model, out.path());
+  Gpt again = load_hf_gpt(out.path());
   again->eval();
   CHECK(max_diff(again(ids), logits) == 0.0);
-
-  check_gradients(gradients_in_hf_layout(model, out.path() / "grads"), ref);
+  check_model(model, logits, causal_lm_loss(logits, ids), ref);
 }
 
 }  // namespace
@@ -136,17 +140,11 @@ TEST_CASE("models: BERT masked LM on a padded batch matches transformers", "[mod
   model->eval();
   auto logits = model(ref["input_ids"], ref["token_type_ids"], ref["attention_mask"]);
   // Every position, padded ones included, is compared: the mask must reach every layer.
-  CHECK(max_diff(logits, ref["logits"]) <= kLogitTol);
   const int64_t V = logits.size(-1);
-  auto loss = at::cross_entropy_loss(logits.reshape({-1, V}), ref["labels"].reshape({-1}), {}, at::Reduction::Mean,
-                                     /*ignore_index=*/-100);
-  CHECK(std::abs(loss.item<double>() - ref["loss"].item<double>()) <= kLossTol);
-  loss.backward();
-
-  TempDir out;
-  save_hf(model, out.path() / "saved");
-  CHECK(max_diff(ref.hf_logits(out.path() / "saved"), ref["logits"]) <= kLogitTol);
-  check_gradients(gradients_in_hf_layout(model, out.path() / "grads"), ref);
+  check_model(model, logits,
+              at::cross_entropy_loss(logits.reshape({-1, V}), ref["labels"].reshape({-1}), {}, at::Reduction::Mean,
+                                     /*ignore_index=*/-100),
+              ref);
 }
 
 TEST_CASE("models: BERT sequence classification matches transformers", "[models][reference]") {
@@ -157,15 +155,7 @@ TEST_CASE("models: BERT sequence classification matches transformers", "[models]
   CHECK(model->bert->options.num_labels == 3);
   model->eval();
   auto logits = model(ref["input_ids"], ref["token_type_ids"], ref["attention_mask"]);
-  CHECK(max_diff(logits, ref["logits"]) <= kLogitTol);
-  auto loss = at::cross_entropy_loss(logits, ref["labels"]);
-  CHECK(std::abs(loss.item<double>() - ref["loss"].item<double>()) <= kLossTol);
-  loss.backward();
-
-  TempDir out;
-  save_hf(model, out.path() / "saved");
-  CHECK(max_diff(ref.hf_logits(out.path() / "saved"), ref["logits"]) <= kLogitTol);
-  check_gradients(gradients_in_hf_layout(model, out.path() / "grads"), ref);
+  check_model(model, logits, at::cross_entropy_loss(logits, ref["labels"]), ref);
 
   // A masked-LM directory starts a classifier: the encoder is loaded, pooler and classifier are new.
   TempDir mlm_dir;
