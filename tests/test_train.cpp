@@ -267,7 +267,8 @@ TEST_CASE("train: non-finite losses stop the run or skip exactly the bad steps",
   std::ostringstream log;
   const auto rep = Trainer(r, {&log, false, true}).run();
   CHECK(rep.skipped_steps == static_cast<int64_t>(bad.size()));
-  CHECK(log.str().find("step skipped (train.nan_policy: skip)") != std::string::npos);
+  CHECK(log.str().find(fmt::format("step {}: step skipped: the loss is nan (train.nan_policy: skip)",
+                                   *bad.begin() + 1)) != std::string::npos);
   auto saved = lathe::io::load_safetensors(rep.checkpoint / "model.safetensors");
   for (const auto& [name, t] : saved.tensors) {
     INFO(name);

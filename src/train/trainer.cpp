@@ -291,8 +291,9 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
     if (fp16) scaled = scaled * state_.loss_scale;
     scaled.backward();
   }
-  auto finish = [&](bool skipped) {
+  auto finish = [&](bool skipped, std::string why = {}) {
     res.skipped = skipped;
+    res.why = std::move(why);
     if (skipped) {
       opt.zero_grad();
       ++state_.skipped_steps;
@@ -308,7 +309,7 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
                               "kept in {}",
                               state_.step + 1, bad, recipe::checkpoint_dir(recipe_).string()));
     res.loss = bad;
-    return finish(true);
+    return finish(true, fmt::format("the loss is {} (train.nan_policy: skip)", bad));
   }
   if (fp16) {
     // Dynamic loss scaling: unscale, skip the step and halve the scale on overflow, double it
@@ -322,8 +323,8 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
     if (found_inf.item<float>() > 0) {
       state_.loss_scale *= 0.5;
       state_.good_steps = 0;
+      finish(true, fmt::format("fp16 overflow, loss scale now {}", state_.loss_scale));
       --state_.skipped_steps;  // an overflow is routine for fp16: not counted as a bad step
-      finish(true);
       return res;
     }
     if (++state_.good_steps >= 2000) {
@@ -336,7 +337,7 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
     if (tr.nan_policy == recipe::NanPolicy::Error)
       throw Error(fmt::format("step {}: the gradient norm is {} (train.nan_policy: error)", state_.step + 1,
                               res.grad_norm));
-    return finish(true);
+    return finish(true, fmt::format("the gradient norm is {} (train.nan_policy: skip)", res.grad_norm));
   }
   opt.step(res.lr);
   return finish(false);
@@ -418,10 +419,7 @@ TrainReport Trainer::run() {
     std::vector<Batch> micro;
     for (uint64_t k = 0; k < accum; ++k) micro.push_back(loader.next());
     const auto r = step(micro);
-    if (r.skipped && std::isnan(r.loss) == false && !std::isfinite(r.loss))
-      say(fmt::format("step {}: loss {} - step skipped (train.nan_policy: skip)", state_.step, r.loss));
-    else if (r.skipped && std::isnan(r.loss))
-      say(fmt::format("step {}: loss nan - step skipped (train.nan_policy: skip)", state_.step));
+    if (r.skipped) say(fmt::format("step {}: step skipped: {}", state_.step, r.why));
     if (!r.skipped) {
       window_loss += r.loss;
       ++window_steps;

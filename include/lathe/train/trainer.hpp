@@ -40,7 +40,8 @@ struct StepResult {
   double loss = 0;        // mean over the micro-batches
   double grad_norm = 0;   // before clipping
   double lr = 0;
-  bool skipped = false;   // non-finite loss (nan_policy: skip) or fp16 overflow
+  bool skipped = false;   // non-finite loss or gradient (nan_policy: skip), or fp16 overflow
+  std::string why;        // why it was skipped
 };
 
 /// The device a recipe asks for: auto is CUDA when available.
