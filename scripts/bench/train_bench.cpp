@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   lathe::train::Optimizer opt(*model, oc);
   auto x = at::randint(0, vocab, {batch, seq}, at::kLong);
   auto y = at::randint(0, vocab, {batch, seq}, at::kLong);
-  double seconds = 0;
+  double seconds = 0, clip_s = 0, step_s = 0;  // whole steps; clipping and the update alone
   for (int64_t s = 0; s < warmup + steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor loss;
@@ -84,17 +84,25 @@ int main(int argc, char** argv) {
     }
     loss.backward();
     if (mode == "train") {
+      const auto o0 = std::chrono::steady_clock::now();
       opt.clip_grad_norm(oc.grad_clip);
+      const auto o1 = std::chrono::steady_clock::now();
       opt.step(oc.lr);
+      const auto o2 = std::chrono::steady_clock::now();
+      if (s >= warmup) {
+        clip_s += std::chrono::duration<double>(o1 - o0).count();
+        step_s += std::chrono::duration<double>(o2 - o1).count();
+      }
     }
     opt.zero_grad();
     (void)loss.item<float>();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) seconds += dt;
   }
-  std::printf("{\"tokens_per_s\": %.1f, \"step_ms\": %.2f, \"peak_rss_mb\": %.1f, \"delta_rss_mb\": %.1f, "
-              "\"params\": %lld}\n",
+  std::printf("{\"tokens_per_s\": %.1f, \"step_ms\": %.2f, \"clip_ms\": %.2f, \"update_ms\": %.2f, "
+              "\"peak_rss_mb\": %.1f, \"delta_rss_mb\": %.1f, \"params\": %lld}\n",
               static_cast<double>(batch * seq * steps) / seconds, 1000.0 * seconds / static_cast<double>(steps),
+              1000.0 * clip_s / static_cast<double>(steps), 1000.0 * step_s / static_cast<double>(steps),
               peak_rss_kb() / 1024.0, (peak_rss_kb() - base_kb) / 1024.0,
               static_cast<long long>(lathe::models::parameter_count(*model)));
   return 0;
