@@ -96,6 +96,16 @@ std::shared_ptr<torch::nn::Module> AnyModel::module() const {
   return nullptr;
 }
 
+BertModel AnyModel::bert() const {
+  if (kind == ModelKind::BertMaskedLm) return mlm->bert;
+  if (kind == ModelKind::BertClassifier) return classifier->bert;
+  return nullptr;
+}
+
+int64_t AnyModel::vocab_size() const {
+  return kind == ModelKind::Gpt ? gpt->options.vocab_size : bert()->options.vocab_size;
+}
+
 const char* AnyModel::kind_name() const {
   switch (kind) {
     case ModelKind::Gpt: return "gpt";
@@ -123,9 +133,7 @@ AnyModel make_model(ModelKind kind, const BertOptions& options) {
 
 void save_model(const AnyModel& model, const fs::path& path) {
   json meta = {{"format_version", kModelFormatVersion}, {"kind", model.kind_name()}};
-  if (model.kind == ModelKind::Gpt) meta["options"] = to_json(model.gpt->options);
-  else if (model.kind == ModelKind::BertMaskedLm) meta["options"] = to_json(model.mlm->bert->options);
-  else meta["options"] = to_json(model.classifier->bert->options);
+  meta["options"] = model.kind == ModelKind::Gpt ? to_json(model.gpt->options) : to_json(model.bert()->options);
   if (!model.labels.empty()) meta["labels"] = model.labels;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& item : model.module()->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());

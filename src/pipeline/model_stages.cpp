@@ -82,9 +82,7 @@ StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
 }
 
 std::vector<Sample> generate_samples(const GenerateRequest& req, const std::function<void(const std::string&)>& on_text) {
-  fs::path model_path = req.model;
-  if (fs::exists(model_path / "meta.json")) model_path /= "model.safetensors";
-  auto loaded = models::load_model(model_path, models::ModelKind::Gpt);
+  auto loaded = models::load_model(req.model, models::ModelKind::Gpt);
   auto tok = tokenizer::load_tokenizer(req.tokenizer);
   if (tok->vocab_size() > loaded.gpt->options.vocab_size)
     throw Error(fmt::format("vocabulary mismatch: {} has {} tokens, the model {} has {} embedding rows",

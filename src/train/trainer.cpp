@@ -81,6 +81,24 @@ class AutocastScope {
   at::ScalarType was_dtype_ = at::kFloat;
 };
 
+/// The first `n` validation batches of `data`, in eval mode without gradients (the model's
+/// training flag is restored).
+EvalAccumulator evaluate_batches(const models::AnyModel& model, const TaskData& data, int64_t n, Precision p,
+                                 const at::Device& device) {
+  const bool was_training = model.module()->is_training();
+  model.module()->eval();
+  EvalAccumulator acc;
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t i = 0; i < n; ++i) {
+      AutocastScope autocast(p, device);
+      acc.add(model, to_device(data.val_batch(i), device));
+    }
+  }
+  model.module()->train(was_training);
+  return acc;
+}
+
 /// Dense matmul throughput of the device in the training dtype (FLOP/s): the denominator of
 /// the MFU estimate, measured rather than looked up so that it is honest on any CPU.
 double measure_peak_flops(const at::Device& device, Precision p) {
@@ -144,9 +162,8 @@ double flops_per_token(const models::AnyModel& m, int64_t seq_len) {
     layers = m.gpt->options.n_layer;
     width = m.gpt->options.d_model;
   } else {
-    const auto& o = m.kind == models::ModelKind::BertMaskedLm ? m.mlm->bert->options : m.classifier->bert->options;
-    layers = o.n_layer;
-    width = o.d_model;
+    layers = m.bert()->options.n_layer;
+    width = m.bert()->options.d_model;
   }
   return 6.0 * static_cast<double>(n) + 12.0 * static_cast<double>(layers * seq_len * width);
 }
@@ -154,8 +171,7 @@ double flops_per_token(const models::AnyModel& m, int64_t seq_len) {
 models::AnyModel build_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok) {
   const auto kind = model_kind(r.train.task);
   if (!r.train.init_from.empty()) {
-    fs::path from = r.train.init_from;
-    if (fs::exists(from / "meta.json") && fs::exists(from / "model.safetensors")) from /= "model.safetensors";
+    const fs::path from = r.train.init_from;
     if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
     return models::load_model(from, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
   }
@@ -170,15 +186,6 @@ models::AnyModel build_model(const recipe::Recipe& r, const tokenizer::Tokenizer
   return models::make_model(kind, models::bert_options(r.model, vocab, pad));
 }
 
-int64_t model_vocab(const models::AnyModel& m) {
-  switch (m.kind) {
-    case models::ModelKind::Gpt: return m.gpt->options.vocab_size;
-    case models::ModelKind::BertMaskedLm: return m.mlm->bert->options.vocab_size;
-    case models::ModelKind::BertClassifier: return m.classifier->bert->options.vocab_size;
-  }
-  return 0;
-}
-
 std::unique_ptr<tokenizer::Tokenizer> load_run_tokenizer(const recipe::Recipe& r, bool required) {
   const auto path = recipe::tokenizer_path(r);
   if (!fs::exists(path)) {
@@ -191,9 +198,9 @@ std::unique_ptr<tokenizer::Tokenizer> load_run_tokenizer(const recipe::Recipe& r
 }
 
 void check_vocab(const models::AnyModel& m, const tokenizer::Tokenizer& tok, const std::string& where) {
-  if (tok.vocab_size() > model_vocab(m))
+  if (tok.vocab_size() > m.vocab_size())
     throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model{} has {} embedding rows",
-                            tok.vocab_size(), where, model_vocab(m)));
+                            tok.vocab_size(), where, m.vocab_size()));
 }
 
 }  // namespace
@@ -346,17 +353,7 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
 std::map<std::string, double> Trainer::evaluate(int64_t batches) {
   if (!impl_->data) throw std::logic_error("Trainer::evaluate needs the data (run() sets it up)");
   const int64_t n = std::min(batches, impl_->data->val_batches());
-  EvalAccumulator acc;
-  model_.module()->eval();
-  {
-    torch::NoGradGuard no_grad;
-    for (int64_t i = 0; i < n; ++i) {
-      AutocastScope autocast(recipe_.train.precision, device_);
-      acc.add(model_, to_device(impl_->data->val_batch(i), device_));
-    }
-  }
-  model_.module()->train();
-  return acc.metrics(recipe_.model.num_labels);
+  return evaluate_batches(model_, *impl_->data, n, recipe_.train.precision, device_).metrics(recipe_.model.num_labels);
 }
 
 TrainReport Trainer::run() {
@@ -489,24 +486,16 @@ fs::path newest_checkpoint(const recipe::Recipe& r) {
 std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {
   const auto path = checkpoint.empty() ? newest_checkpoint(r) : checkpoint;
   const auto kind = model_kind(r.train.task);
-  fs::path from = path;
-  if (fs::exists(path / "meta.json")) from = path / "model.safetensors";
-  auto model = models::load_model(from, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  auto model = models::load_model(path, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
   auto tok = load_run_tokenizer(r, /*required=*/true);
   check_vocab(model, *tok, " in " + path.string());
   const auto device = resolve_device(r.run.device);
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
   model.module()->to(device);
-  model.module()->eval();
   auto data = make_task_data(r, *tok, r.eval.split);
   const int64_t n = std::min(r.eval.batches, data->val_batches());
   if (n == 0) throw Error("no " + std::string(recipe::enum_name(r.eval.split)) + " data to evaluate on");
-  EvalAccumulator acc;
-  torch::NoGradGuard no_grad;
-  for (int64_t i = 0; i < n; ++i) {
-    AutocastScope autocast(r.train.precision, device);
-    acc.add(model, to_device(data->val_batch(i), device));
-  }
+  const auto acc = evaluate_batches(model, *data, n, r.train.precision, device);
   auto m = acc.metrics(r.model.num_labels);
   if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
     m["unigram_loss"] = unigram_loss(r, *tok);

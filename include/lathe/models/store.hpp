@@ -24,6 +24,9 @@ struct AnyModel {
   std::vector<std::string> labels;  // classifier: class names by id (may be empty)
 
   std::shared_ptr<torch::nn::Module> module() const;
+  /// The encoder of either BERT kind (null for a GPT).
+  BertModel bert() const;
+  int64_t vocab_size() const;
   const char* kind_name() const;
 };
 
@@ -33,7 +36,8 @@ AnyModel make_model(ModelKind kind, const BertOptions& options);
 /// Writes `path` (model.safetensors) atomically: float tensors as they are, plus the metadata.
 void save_model(const AnyModel& model, const std::filesystem::path& path);
 
-/// Reads a lathe model file, or a Hugging Face directory (config.json + model.safetensors) of
+/// Reads a lathe model file (or a directory holding one as model.safetensors, e.g. a
+/// checkpoint), or a Hugging Face directory (config.json + model.safetensors) of
 /// gpt2, llama or bert. `want`: the kind the caller needs (a BERT masked-LM or base directory
 /// becomes a classifier with fresh head for BertClassifier; num_labels > 0 sets its classes).
 /// Errors name the file.
