@@ -216,6 +216,17 @@ TEST_CASE("cli: commands of later releases say so and exit 1 after validating th
   CHECK(contains(invalid.err, "model.n_layer: expected an integer"));
 }
 
+TEST_CASE("cli: run with a stage this build lacks exits 1 before anything runs", "[cli][run]") {
+  TempDir dir;
+  const auto out_dir = dir.path() / "run";
+  auto r = run_lathe({"run", kDefault, "--set", "run.out_dir=" + out_dir.string(), "--set",
+                      "pipeline=[tokenizer, prune]"},
+                     lathe::test::source_dir());
+  CHECK(r.code == 1);
+  CHECK(contains(r.err, "this build of lathe cannot run: prune"));
+  CHECK(!std::filesystem::exists(out_dir / "tokenizer.json"));
+}
+
 TEST_CASE("cli: run writes the resolved recipe into out_dir and prints the plan", "[cli][run]") {
   TempDir dir;
   const auto out_dir = dir.path() / "run";
@@ -233,7 +244,7 @@ TEST_CASE("cli: run writes the resolved recipe into out_dir and prints the plan"
   std::vector<std::string> show{"recipe", "show", kDefault};
   show.insert(show.end(), set.begin(), set.end());
   auto shown = run_lathe(show);
-  CHECK(lathe::test::read_file(out_dir / "recipe.yaml") == shown.out);
+  CHECK(lathe::test::read_file(out_dir / "resolved.yaml") == shown.out);
 
   SECTION("--dry-run writes nothing") {
     const auto other = dir.path() / "dry";

@@ -466,7 +466,7 @@ TEST_CASE("data: classification batches carry [CLS] A [SEP] B [SEP], type ids an
   auto tok = lathe::tokenizer::WordPiece::from_vocab_txt(vocab);
   std::vector<Example> batch{{"the cat sat", "on the mat", "yes", 2}, {"cat", "mat", "no", 3}};
   LabelMap labels(batch);
-  auto b = collate_examples(batch, tok, labels, /*max_len=*/7, vocab, /*pad_id=*/0);
+  auto b = collate_examples(batch, tok, labels, /*max_len=*/7, vocab, /*pad_id=*/0, /*pair=*/true);
   CHECK(b.inputs.input_ids.sizes() == at::IntArrayRef({2, 7}));
   // 4 text tokens fit the budget of 7 - 3: "the cat" + "on the" (longest trimmed first)
   std::vector<int64_t> row0(b.inputs.input_ids[0].data_ptr<int64_t>(), b.inputs.input_ids[0].data_ptr<int64_t>() + 7);
@@ -503,4 +503,24 @@ TEST_CASE("data: LM batches reach the GPU through pinned memory", "[data][gpu]")
   auto b = to_device(make_lm_batch(rows, 2, 2), at::Device(at::kCUDA, 0));
   CHECK(b.input.is_cuda());
   CHECK(b.target.cpu()[1][1].item<int64_t>() == 6);
+}
+
+TEST_CASE("data: a pair task keeps its second segment when the first row's is empty", "[data][classification]") {
+  // The layout follows the task (data.text_pair_field), not the first row of the batch.
+  TempDir dir;
+  auto vocab = dir.write("vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\nsat\non\nmat\n");
+  auto tok = lathe::tokenizer::WordPiece::from_vocab_txt(vocab);
+  std::vector<Example> batch{{"cat", "", "no", 2}, {"the cat", "on the mat", "yes", 3}};
+  LabelMap labels(batch);
+  auto b = collate_examples(batch, tok, labels, /*max_len=*/16, vocab, /*pad_id=*/0, /*pair=*/true);
+  auto row = [&](const at::Tensor& t, int64_t i, int64_t n) {
+    return std::vector<int64_t>(t[i].data_ptr<int64_t>(), t[i].data_ptr<int64_t>() + n);
+  };
+  CHECK(row(b.inputs.input_ids, 0, 4) == std::vector<int64_t>{2, 6, 3, 3});  // [CLS] cat [SEP] [SEP]
+  CHECK(row(b.inputs.token_type_ids, 0, 4) == std::vector<int64_t>{0, 0, 0, 1});
+  CHECK(row(b.inputs.input_ids, 1, 8) == std::vector<int64_t>{2, 5, 6, 3, 8, 5, 9, 3});
+  CHECK(row(b.inputs.token_type_ids, 1, 8) == std::vector<int64_t>{0, 0, 0, 0, 1, 1, 1, 1});
+  // A single-text task never adds a second segment.
+  auto single = collate_examples({{"cat", "", "no", 2}}, tok, labels, 16, vocab, 0, /*pair=*/false);
+  CHECK(single.inputs.input_ids.size(1) == 3);
 }

@@ -243,7 +243,7 @@ TEST_CASE("models: KV-cached generation gives the tokens of full recomputation a
   greedy.max_new_tokens = 100;
   auto full_context = generate(model, prompt, greedy);
   CHECK(full_context.finish_reason == "context");
-  CHECK(full_context.tokens.size() == 60);
+  CHECK(full_context.tokens.size() == 61);  // 64 positions fed, the token after the last one too
 }
 
 TEST_CASE("models: Llama-style cached decoding equals full recomputation", "[models]") {
@@ -278,6 +278,87 @@ TEST_CASE("models: Llama-style cached decoding equals full recomputation", "[mod
   auto second = model->forward(ids.narrow(1, 5, 7), {}, &cache);
   CHECK(max_diff(at::cat({first, second}, 1), whole) <= 1e-5);
   CHECK(cache.length == 12);
+}
+
+TEST_CASE("models: generation uses every position: a prompt of max_seq_len tokens still gets one token", "[models]") {
+  torch::manual_seed(5);
+  GptOptions o;
+  o.vocab_size = 50;
+  o.max_seq_len = 32;
+  o.n_layer = 1;
+  o.n_head = 2;
+  o.d_model = 16;
+  o.init_std = 0.3;
+  Gpt model(o);
+  std::vector<int64_t> p33(33);
+  for (std::size_t i = 0; i < p33.size(); ++i) p33[i] = static_cast<int64_t>(i * 7 % 50);
+  const std::vector<int64_t> p31(p33.begin(), p33.begin() + 31), p32(p33.begin(), p33.begin() + 32);
+  SamplingOptions s;
+  s.temperature = 0;
+  s.max_new_tokens = 10;
+  for (bool cache : {true, false}) {
+    INFO("cache " << cache);
+    s.use_cache = cache;
+    auto a = generate(model, p31, s);
+    CHECK(a.tokens.size() == 2);
+    CHECK(a.finish_reason == "context");
+    auto b = generate(model, p32, s);
+    REQUIRE(b.tokens.size() == 1);
+    CHECK(b.finish_reason == "context");
+    // The token after a full context is the argmax of the full forward pass's last position.
+    torch::NoGradGuard no_grad;
+    model->eval();
+    auto logits = model(at::tensor(p32, at::kLong).unsqueeze(0));
+    CHECK(b.tokens[0] == logits[0][31].argmax().item<int64_t>());
+  }
+  std::string err;
+  try {
+    generate(model, p33, s);
+  } catch (const std::invalid_argument& e) {
+    err = e.what();
+  }
+  CHECK(err == "generate: the prompt has 33 tokens, more than the model's context of 32 positions (max_seq_len); "
+               "shorten the prompt");
+  // A temperature so small that logits / T overflow samples the argmax, never NaN.
+  s.temperature = 1e-40;
+  CHECK(generate(model, p31, s).tokens == generate(model, p31, [&] { auto g = s; g.temperature = 0; return g; }()).tokens);
+  // A padded embedding (vocab_limit below the rows) never yields the padded ids.
+  s.temperature = 1.0;
+  s.top_k = 0;
+  s.vocab_limit = 3;
+  s.max_new_tokens = 1;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    s.seed = seed;
+    CHECK(generate(model, {1, 2}, s).tokens.at(0) < 3);
+  }
+}
+
+TEST_CASE("models: left-padded GPT rows give the unpadded logits (learned positions from the mask)", "[models]") {
+  torch::manual_seed(9);
+  GptOptions o;
+  o.vocab_size = 40;
+  o.max_seq_len = 16;
+  o.n_layer = 2;
+  o.n_head = 2;
+  o.d_model = 16;
+  o.init_std = 0.3;
+  Gpt model(o);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = at::randint(1, 40, {1, 6}, at::kLong);
+  auto plain = model(ids);
+  const int64_t pad = 3;
+  auto padded_ids = at::cat({at::zeros({1, pad}, at::kLong), ids}, 1);
+  auto mask = at::cat({at::zeros({1, pad}, at::kBool), at::ones({1, 6}, at::kBool)}, 1);
+  auto padded = model(padded_ids, mask);
+  CHECK(max_diff(padded.narrow(1, pad, 6), plain) <= kLogitTol);
+  // Cached decoding of the padded row continues at the right position too.
+  auto cache = model->make_cache(1);
+  model->forward(padded_ids, mask, &cache);
+  auto next = at::randint(1, 40, {1, 1}, at::kLong);
+  auto step = model->forward(next, at::cat({mask, at::ones({1, 1}, at::kBool)}, 1), &cache);
+  auto whole = model(at::cat({ids, next}, 1));
+  CHECK(max_diff(step.select(1, 0), whole.select(1, 6)) <= kLogitTol);
 }
 
 TEST_CASE("models: preset parameter counts equal transformers' for the same configs", "[models][reference]") {

@@ -458,3 +458,26 @@ TEST_CASE("recipe: every recipe in recipes/ is valid and round-trips through sho
   }
   CHECK(count >= 4);
 }
+
+TEST_CASE("recipe: an empty section in a child keeps the base's, and --set section={...} merges", "[recipe][extends]") {
+  TempDir dir;
+  dir.write("base.yaml", kCorpus + "model:\n  n_layer: 2\n  n_head: 2\n  d_model: 64\n");
+  auto child = dir.write("child.yaml", "extends: base.yaml\nmodel:\n  # n_layer: 4   (commented out)\n");
+  auto r = load_recipe(child);
+  CHECK(r.model.n_layer == 2);
+  CHECK(r.model.d_model == 64);
+  auto set = load_recipe(child, {"model={n_layer: 3}"});
+  CHECK(set.model.n_layer == 3);
+  CHECK(set.model.d_model == 64);
+  CHECK(set.sources == std::vector<std::filesystem::path>{child, dir.path() / "base.yaml"});
+}
+
+TEST_CASE("recipe: a second YAML document is an error, and a duplicate key hides no other problem", "[recipe][errors]") {
+  auto multi = problem(kCorpus + "---\nmodel: {n_layer: 2}\n");
+  CHECK(multi.str() == "r.yaml:4:1: the file holds 2 YAML documents (separated by ---); a recipe is one document: "
+                       "merge them, or use extends:");
+  auto both = problems(kCorpus + "model:\n  n_layer: 2\n  n_layer: 3\n  d_model: x\n");
+  REQUIRE(both.size() == 2);
+  CHECK(contains(both[0].str(), "model.n_layer: duplicate key"));
+  CHECK(contains(both[1].str(), "model.d_model: expected an integer"));
+}

@@ -104,6 +104,13 @@ TEST_CASE("safetensors: damaged files are reported with the file and tensor", "[
   auto huge = dir.write("huge.safetensors", std::string("\xff\xff\0\0\0\0\0\0{}", 10));
   CHECK(error_of([&] { lathe::io::load_safetensors(huge); }).find("exceeds the file size") != std::string::npos);
 
+  // A header length within a large (sparse) file but over the format's 100 MB cap: refused
+  // before anything is allocated or read.
+  auto big = dir.write("big.safetensors", std::string("\x00\xa3\xe1\x11\0\0\0\0{}", 10));  // 300'000'000
+  fs::resize_file(big, 400'000'000);
+  CHECK(error_of([&] { lathe::io::load_safetensors(big); }) ==
+        big.string() + ": header length 300000000 exceeds the format's limit of 100000000 bytes (a corrupt file)");
+
   std::string bad_json = "{\"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 4]}}";
   std::string raw(8, '\0');
   raw[0] = static_cast<char>(bad_json.size());

@@ -122,6 +122,21 @@ TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (tokenizer.json)",
   check_same_ids(ref.items, ref.hf_ids(dir / "tokenizer.json"), [&](const std::string& t) { return bpe.encode(t); });
 }
 
+TEST_CASE("tokenizer: add_prefix_space applies to each segment between special tokens, as HF", "[tokenizer][reference][python]") {
+  Reference ref;
+  const auto dir = ref.train("bpe", "2000");
+  const auto prefixed = dir / "prefixed.json";
+  python({"prefix_space", (dir / "tokenizer.json").string(), prefixed.string()});
+  auto bpe = ByteBpe::from_tokenizer_json(prefixed);
+  // The edge texts hold <|endoftext|> between, before and after other text.
+  check_same_ids(ref.items, ref.hf_ids(prefixed), [&](const std::string& t) { return bpe.encode(t); });
+  const std::string text = "<|endoftext|>And God said";
+  const auto eot = bpe.token_to_id("<|endoftext|>");
+  const auto ids = bpe.encode(text);
+  REQUIRE(!ids.empty());
+  CHECK(ids.front() == eot);  // not a prefixed space before the special token
+}
+
 TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (vocab.json + merges.txt)", "[tokenizer][reference][python]") {
   Reference ref;
   const auto dir = ref.train("bpe", "1500");

@@ -1,7 +1,8 @@
 // The `lathe` command: argument parsing and dispatch to lathe_core. No logic lives here.
 //
 // Exit codes: 0 success; 1 the command failed (invalid recipe, missing file, capability not in
-// this build); 2 usage error (unknown command or option, missing argument).
+// this build); 2 usage error (unknown command or option, missing argument); 3 interrupted by
+// SIGTERM / SIGINT after a checkpoint was saved (the same command resumes).
 
 // --set values may hold commas (lists such as pipeline=[data,train]): never split them.
 #define CXXOPTS_VECTOR_DELIMITER '\n'
@@ -41,6 +42,7 @@ using lathe::recipe::Recipe;
 constexpr int kOk = 0;
 constexpr int kFailed = 1;
 constexpr int kUsage = 2;
+constexpr int kInterrupted = 3;
 
 /// Raised for a command line that cannot be understood; main prints it with the usage line.
 struct UsageError : std::runtime_error {
@@ -144,10 +146,7 @@ int cmd_run(const cxxopts::ParseResult& r) {
   options.console_is_tty = stdout_is_tty();
   std::cout << "# resolved recipe\n" << lathe::recipe::to_yaml(recipe) << "\n";
   auto report = lathe::pipeline::run_pipeline(recipe, options, std::cout);
-  if (!report.unavailable.empty())
-    std::cout << fmt::format("{} of {} stage(s) need a later lathe release; the recipe is valid.\n",
-                             report.unavailable.size(), recipe.pipeline.size());
-  return kOk;
+  return report.interrupted ? kInterrupted : kOk;
 }
 
 /// A command that runs one pipeline stage of the recipe alone (`tokenizer train`, `data prepare`).
@@ -162,13 +161,10 @@ int cmd_stage(const cxxopts::ParseResult& r) {
 int cmd_train(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
   if (r.count("resume")) recipe.train.resume = r["resume"].as<std::string>();
-  lathe::train::Trainer trainer(recipe, {&std::cout, stdout_is_tty(), /*handle_signals=*/true});
-  const auto rep = trainer.run();
-  std::cout << fmt::format("{} at step {} of {}; train loss {:.4f}", rep.interrupted ? "stopped" : "finished",
-                           rep.steps, recipe.train.max_steps, rep.train_loss);
-  for (const auto& [k, v] : rep.val) std::cout << fmt::format(", val {} {:.4f}", k, v);
-  std::cout << fmt::format("; {:.0f} tokens/s; checkpoint {}\n", rep.tokens_per_s, rep.checkpoint.string());
-  return kOk;
+  const auto result = lathe::pipeline::run_train_stage(recipe, r.count("force") > 0 || recipe.run.force,
+                                                       {&std::cout, stdout_is_tty()});
+  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return result.interrupted ? kInterrupted : kOk;
 }
 
 int cmd_eval(const cxxopts::ParseResult& r) {
@@ -354,7 +350,8 @@ std::vector<Command> commands() {
        cmd_run},
       {"train", "RECIPE", "Train the recipe's model",
        with_recipe([](cxxopts::Options& o) {
-         o.add_options()("resume", "none, auto or a checkpoint directory", cxxopts::value<std::string>());
+         o.add_options()("resume", "none, auto or a checkpoint directory", cxxopts::value<std::string>())(
+             "force", "Start over: remove lathe's checkpoints and metrics of the earlier run first");
        }),
        cmd_train},
       {"eval", "RECIPE", "Evaluate a checkpoint (loss, perplexity, accuracy)",
@@ -509,6 +506,10 @@ int main(int argc, char** argv) {
     std::cerr << e.what() << "\n";
     return kFailed;
   } catch (const lathe::Error& e) {
+    std::cerr << "lathe " << found->name << ": " << e.what() << "\n";
+    return kFailed;
+  } catch (const std::invalid_argument& e) {
+    // The libraries' options checks: a value the user gave is out of range, said with its name.
     std::cerr << "lathe " << found->name << ": " << e.what() << "\n";
     return kFailed;
   } catch (const std::exception& e) {

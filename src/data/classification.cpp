@@ -132,8 +132,8 @@ int32_t LabelMap::id(const Example& e, const fs::path& file) const {
 }
 
 ClassificationBatch collate_examples(const std::vector<Example>& batch, const tokenizer::WordPiece& tok,
-                                     const LabelMap& labels, int64_t max_len, const fs::path& file, int32_t pad_id) {
-  const bool pair = !batch.empty() && !batch.front().text_pair.empty();
+                                     const LabelMap& labels, int64_t max_len, const fs::path& file, int32_t pad_id,
+                                     bool pair) {
   const std::size_t budget = static_cast<std::size_t>(std::max<int64_t>(0, max_len - (pair ? 3 : 2)));
   std::vector<std::vector<int32_t>> ids, types;
   std::vector<int64_t> y;

@@ -6,12 +6,14 @@
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <regex>
 
 #include "lathe/core/error.hpp"
 #include "lathe/data/sampler.hpp"
 #include "lathe/data/shard.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/inputs.hpp"
+#include "lathe/io/ownership.hpp"
 
 namespace lathe::data {
 namespace fs = std::filesystem;
@@ -72,6 +74,8 @@ class SplitWriter {
  private:
   void open() {
     shards_.push_back(dir_ / fmt::format("{}_{:06d}.bin", split_, shards_.size()));
+    io::claim(shards_.back());
+    io::claim(fs::path(shards_.back()) += ".partial");  // ShardWriter writes there first
     writer_ = std::make_unique<ShardWriter>(shards_.back(), static_cast<uint32_t>(tok_.vocab_size()), tok_.fingerprint());
   }
 
@@ -89,6 +93,11 @@ std::string hex(uint64_t v) { return fmt::format("{:016x}", v); }
 
 }  // namespace
 
+bool is_shard_name(const std::string& name) {
+  static const std::regex pattern(R"((train|val)_[0-9]{6,}\.bin(\.partial)?)");
+  return std::regex_match(name, pattern);
+}
+
 PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   int32_t eot = tok.token_to_id("<|endoftext|>");
@@ -96,14 +105,18 @@ PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptio
   if (eot < 0) throw Error("the tokenizer has no end-of-text token (<|endoftext|> or [SEP]) to put between documents");
   if (o.shard_tokens == 0) throw Error("shard_tokens must be positive");
   fs::create_directories(o.shard_dir);
-  // Stale shards of an earlier run must not be mistaken for this run's: the index goes first.
-  std::error_code ec;
-  fs::remove(o.shard_dir / "index.json", ec);
+  // Every name this stage may write is checked before anything is written: a file of the user's
+  // with a shard's name stops the stage. Then the shards of an earlier prepare (those lathe's
+  // manifest lists) go, the index first, so they are never mistaken for this run's.
   for (const auto& e : fs::directory_iterator(o.shard_dir))
-    if (e.path().extension() == ".bin" || e.path().extension() == ".partial") fs::remove(e.path(), ec);
+    if (is_shard_name(e.path().filename().string())) io::check_claimable(e.path());
+  io::check_claimable(o.shard_dir / "index.json");
+  PrepareReport report;
+  if (io::remove_owned(o.shard_dir / "index.json")) report.removed.push_back(o.shard_dir / "index.json");
+  for (const auto& p : io::owned_entries(o.shard_dir))
+    if (is_shard_name(p.filename().string()) && io::remove_owned(p)) report.removed.push_back(p);
 
   SplitWriter train(o.shard_dir, "train", tok, o.shard_tokens), val(o.shard_dir, "val", tok, o.shard_tokens);
-  PrepareReport report;
   uint64_t total_bytes = 0;
   for (const auto& f : o.train_files) total_bytes += fs::file_size(f);
   for (const auto& f : o.val_files) total_bytes += fs::file_size(f);
@@ -141,6 +154,7 @@ PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptio
   j["fingerprint"] = hex(tok.fingerprint());
   j["vocab_size"] = tok.vocab_size();
   j["eot"] = eot;
+  if (!o.made_from.is_null()) j["made_from"] = o.made_from;
   for (auto* split : {&train, &val}) {
     auto& entry = j[split == &train ? "train" : "val"];
     entry["documents"] = split->documents();
@@ -148,6 +162,7 @@ PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptio
     entry["shards"] = nlohmann::ordered_json::array();
     for (const auto& s : split->shards()) entry["shards"].push_back(s.filename().string());
   }
+  io::claim(o.shard_dir / "index.json");
   io::write_file_atomic(o.shard_dir / "index.json", j.dump(2) + "\n");
 
   report.train_shards = train.shards();

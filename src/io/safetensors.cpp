@@ -74,6 +74,11 @@ Safetensors load_safetensors(const fs::path& path) {
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(len[i]) << (8 * i);
   if (n > size - 8) throw Error(name + ": header length " + std::to_string(n) + " exceeds the file size " + std::to_string(size));
+  // The format's reference reader refuses headers over 100 MB: a corrupt length is an error,
+  // not a multi-gigabyte allocation.
+  if (n > kMaxSafetensorsHeader)
+    throw Error(name + ": header length " + std::to_string(n) + " exceeds the format's limit of " +
+                std::to_string(kMaxSafetensorsHeader) + " bytes (a corrupt file)");
   std::string json(n, '\0');
   in.read(json.data(), static_cast<std::streamsize>(n));
   nlohmann::json header;

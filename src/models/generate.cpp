@@ -3,6 +3,7 @@
 #include "lathe/models/generate.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -15,14 +16,18 @@ void SamplingOptions::validate() const {
   if (temperature < 0) throw std::invalid_argument("generate: temperature must be >= 0 (0 is greedy)");
   if (top_k < 0) throw std::invalid_argument("generate: top_k must be >= 0 (0 disables it)");
   if (!(top_p > 0 && top_p <= 1)) throw std::invalid_argument("generate: top_p must be in (0, 1]");
+  if (!std::isfinite(temperature)) throw std::invalid_argument("generate: temperature must be finite");
+  if (vocab_limit < 0) throw std::invalid_argument("generate: vocab_limit must be >= 0");
 }
 
 namespace {
 
 /// One token from the last position's logits (V,), float32 on the CPU.
 int64_t choose(at::Tensor logits, const SamplingOptions& o, at::Generator& gen) {
+  if (o.vocab_limit > 0 && o.vocab_limit < logits.size(0)) logits = logits.narrow(0, 0, o.vocab_limit);
   if (o.temperature == 0) return logits.argmax().item<int64_t>();
-  logits = logits / o.temperature;
+  // Shifted by the maximum first: a tiny temperature sends the others to -inf, never to NaN.
+  logits = (logits - logits.max()) / o.temperature;
   const auto neg_inf = -std::numeric_limits<float>::infinity();
   if (o.top_k > 0 && o.top_k < logits.size(0)) {
     auto kth = std::get<0>(logits.topk(o.top_k)).select(0, o.top_k - 1);
@@ -45,9 +50,10 @@ Generation generate(Gpt& model, const std::vector<int64_t>& prompt, const Sampli
   o.validate();
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt needs at least one token");
   const int64_t limit = model->options.max_seq_len;
-  if (static_cast<int64_t>(prompt.size()) >= limit)
+  if (static_cast<int64_t>(prompt.size()) > limit)
     throw std::invalid_argument("generate: the prompt has " + std::to_string(prompt.size()) +
-                                " tokens; the model's max_seq_len is " + std::to_string(limit));
+                                " tokens, more than the model's context of " + std::to_string(limit) +
+                                " positions (max_seq_len); shorten the prompt");
   for (auto id : prompt)
     if (id < 0 || id >= model->options.vocab_size)
       throw std::invalid_argument("generate: token id " + std::to_string(id) + " is outside the vocabulary (" +
@@ -84,7 +90,8 @@ Generation generate(Gpt& model, const std::vector<int64_t>& prompt, const Sampli
       out.finish_reason = "length";
       break;
     }
-    if (static_cast<int64_t>(all.size()) >= limit) {
+    // The newest token would need position `limit` to be fed back: the context is full.
+    if (static_cast<int64_t>(all.size()) > limit) {
       out.finish_reason = "context";
       break;
     }

@@ -81,8 +81,18 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
   auto positions = at::arange(start, start + T, ids.options().dtype(at::kLong));
   auto x = wte(ids);
   nn::RotaryTables rotary;
-  if (wpe) x = x + wpe(positions);
-  else rotary = nn::rotary_tables(positions, options.d_model / options.n_head, options.rope_theta);
+  if (wpe && key_mask.defined()) {
+    // Left padding: a row's first real token is position 0 (transformers' position_ids for
+    // GPT-2: cumsum of the mask - 1, padding at 1), so a padded row equals the unpadded one.
+    auto mask = key_mask.to(at::kLong);
+    auto per_row = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1).narrow(1, start, T);  // (B, T)
+    x = x + wpe(per_row);
+  } else if (wpe) {
+    x = x + wpe(positions);
+  } else {
+    // Rotary attention depends on relative positions only: a row's padding offset leaves it exact.
+    rotary = nn::rotary_tables(positions, options.d_model / options.n_head, options.rope_theta);
+  }
   if (options.dropout > 0 && is_training()) x = at::dropout(x, options.dropout, /*train=*/true);
 
   nn::AttentionContext ctx;

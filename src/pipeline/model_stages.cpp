@@ -1,19 +1,23 @@
 // The train, eval and generate stages.
 
 #include <fstream>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
+#include "lathe/io/ownership.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/trainer.hpp"
+#include "provenance.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
@@ -21,64 +25,99 @@ using nlohmann::json;
 
 namespace {
 
-int64_t checkpoint_step(const fs::path& dir) {
-  std::ifstream in(dir / "meta.json");
-  auto meta = json::parse(in, nullptr, false);
-  return meta.is_object() ? meta.value("step", int64_t{-1}) : -1;
-}
-
-json read_json_or_null(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
-  auto j = json::parse(in, nullptr, false);
-  return j.is_discarded() ? json(nullptr) : j;
-}
-
 /// Model path for eval/generate: the recipe's choice, else the newest checkpoint.
 fs::path chosen_checkpoint(const recipe::Recipe& r, const std::string& configured) {
   return configured.empty() ? train::newest_checkpoint(r) : fs::path(configured);
 }
 
+/// --force for the train stage: removes lathe's files of the earlier run (all of them, or with
+/// train.resume naming a checkpoint of this out_dir, the checkpoints after it). Returns what went.
+std::vector<fs::path> remove_earlier_training(const recipe::Recipe& r) {
+  const auto root = recipe::checkpoint_dir(r);
+  const auto& how = r.train.resume;
+  std::optional<int64_t> keep_to;
+  if (how != "none" && how != "auto" && fs::exists(how)) {
+    std::error_code ec;
+    if (fs::equivalent(fs::path(how).parent_path(), root, ec)) keep_to = train::checkpoint_step(how);
+  }
+  std::vector<fs::path> doomed;
+  for (const auto& dir : train::list_checkpoints(root))
+    if (!keep_to || train::checkpoint_step(dir) > *keep_to) doomed.push_back(dir);
+  if (!keep_to) {
+    doomed.push_back(fs::path(r.run.out_dir) / "metrics.jsonl");
+    for (const auto& f : io::owned_entries(fs::path(r.run.out_dir) / "tensorboard")) doomed.push_back(f);
+  }
+  for (const auto& p : doomed) check_not_input(r, p);  // all checked before anything goes
+  std::vector<fs::path> removed;
+  for (const auto& p : doomed)
+    if (io::remove_owned(p)) removed.push_back(p);
+  return removed;
+}
+
 }  // namespace
 
 StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
+  RunLock lock(r);
   const auto root = recipe::checkpoint_dir(r);
-  auto existing = train::list_checkpoints(root);
-  recipe::Recipe run = r;
-  if (!existing.empty()) {
-    if (force) {
-      fs::remove_all(root);
-    } else {
-      const int64_t step = checkpoint_step(existing.back());
-      if (step >= r.train.max_steps)
+  std::string removed_note;
+  if (force) {
+    const auto removed = remove_earlier_training(r);
+    if (!removed.empty()) {
+      std::vector<std::string> names;
+      for (const auto& p : removed) names.push_back(p.lexically_relative(r.run.out_dir).string());
+      removed_note = fmt::format("removed {}; ", fmt::join(names, ", "));
+      if (console.out) *console.out << "--force: " << removed_note.substr(0, removed_note.size() - 2) << "\n";
+    }
+  } else if (r.train.resume == "auto") {
+    const auto existing = train::list_checkpoints(root);
+    if (!existing.empty()) {
+      const int64_t step = train::checkpoint_step(existing.back());
+      if (step >= r.train.max_steps) {
+        train::check_checkpoint_model(r, existing.back());  // a changed model is refused, not skipped
         return {true, fmt::format("{} reached step {} of {}", existing.back().string(), step, r.train.max_steps)};
-      if (run.train.resume == "none") run.train.resume = "auto";
+      }
     }
   }
-  train::Trainer trainer(run, {console.out, console.is_tty, /*handle_signals=*/true});
+  train::Trainer trainer(r, {console.out, console.is_tty, /*handle_signals=*/true});
   const auto rep = trainer.run();
   std::string val;
   for (const auto& [k, v] : rep.val) val += fmt::format(", val {} {:.4f}", k, v);
-  return {false, fmt::format("{} at step {}{} (train loss {:.4f}{}; {:.0f} tokens/s over {:.1f} s) -> {}",
-                             rep.interrupted ? "interrupted" : "trained", rep.steps,
-                             rep.start_step ? fmt::format(" (resumed at {})", rep.start_step) : "", rep.train_loss,
-                             val, rep.tokens_per_s, rep.seconds, rep.checkpoint.string())};
+  StageResult result{false,
+                     fmt::format("{}{} at step {}{} (train loss {:.4f}{}; {:.0f} tokens/s over {:.1f} s) -> {}",
+                                 removed_note, rep.interrupted ? "interrupted" : "trained", rep.steps,
+                                 rep.start_step ? fmt::format(" (resumed at {})", rep.start_step) : "", rep.train_loss,
+                                 val, rep.tokens_per_s, rep.seconds, rep.checkpoint.string())};
+  result.interrupted = rep.interrupted;
+  return result;
 }
 
 StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
+  RunLock lock(r);
   const auto ckpt = chosen_checkpoint(r, r.eval.checkpoint);
   const auto out = fs::path(r.run.out_dir) / "eval.json";
-  const auto previous = read_json_or_null(out);
-  if (!force && previous.is_object() && previous.value("checkpoint", "") == ckpt.string() &&
-      previous.value("split", "") == recipe::enum_name(r.eval.split))
-    return {true, fmt::format("{} describes {}", out.string(), ckpt.string())};
+  MadeFrom made_from = recipe_part(
+      r, {"eval.", "data.seq_len", "data.val_files", "data.val_fraction", "data.text_field", "data.text_pair_field",
+          "data.label_field", "data.mlm_probability", "data.whole_word_mask", "train.task", "train.batch_size",
+          "train.precision", "model.num_labels", "run.seed"});
+  made_from["checkpoint"] = checkpoint_identity(ckpt);
+  add_files(made_from, {recipe::tokenizer_path(r)});
+  if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
+  std::string why;
+  if (!force && fs::exists(out)) {
+    const auto diff = changes(read_stage_record(r.run.out_dir, "eval"), made_from);
+    if (diff.empty()) return {true, fmt::format("{} describes {}", out.string(), ckpt.string())};
+    why = "inputs changed (" + summarize(diff) + "): ";
+  }
+  check_not_input(r, out);
+  io::claim(out);
   const auto metrics = train::evaluate_checkpoint(r, ckpt);
   json j = {{"checkpoint", ckpt.string()}, {"split", recipe::enum_name(r.eval.split)}, {"metrics", metrics}};
   io::write_file_atomic(out, j.dump(2) + "\n");
+  write_stage_record(r.run.out_dir, "eval", made_from);
   std::string text;
   for (const auto& [k, v] : metrics) text += fmt::format("{}{} {:.4f}", text.empty() ? "" : ", ", k, v);
-  return {false, fmt::format("{} on {}: {} -> {}", ckpt.filename().string(), recipe::enum_name(r.eval.split), text,
-                             out.string())};
+  return {false, fmt::format("{}{} on {}: {} -> {}", why, ckpt.filename().string(), recipe::enum_name(r.eval.split),
+                             text, out.string())};
 }
 
 std::vector<Sample> generate_samples(const GenerateRequest& req, const std::function<void(const std::string&)>& on_text) {
@@ -93,6 +132,7 @@ std::vector<Sample> generate_samples(const GenerateRequest& req, const std::func
   if (eos < 0) eos = tok->token_to_id("[SEP]");
   auto sampling = req.sampling;
   if (eos >= 0) sampling.stop_tokens.push_back(eos);
+  sampling.vocab_limit = tok->vocab_size();
 
   std::vector<Sample> out;
   for (std::size_t index = 0; index < req.prompts.size(); ++index) {
@@ -137,16 +177,20 @@ std::vector<Sample> generate_samples(const GenerateRequest& req, const std::func
 }
 
 StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream* console) {
+  RunLock lock(r);
   const auto ckpt = train::newest_checkpoint(r);
   const auto path = fs::path(r.run.out_dir) / "samples.jsonl";
+  MadeFrom made_from = recipe_part(r, {"generate.", "run.seed"});
+  made_from["checkpoint"] = checkpoint_identity(ckpt);
+  add_files(made_from, {recipe::tokenizer_path(r)});
+  std::string why;
   if (!force && fs::exists(path)) {
-    std::ifstream in(path);
-    std::string first;
-    std::getline(in, first);
-    auto j = json::parse(first, nullptr, false);
-    if (j.is_object() && j.value("checkpoint", "") == ckpt.string())
-      return {true, fmt::format("{} holds samples of {}", path.string(), ckpt.string())};
+    const auto diff = changes(read_stage_record(r.run.out_dir, "generate"), made_from);
+    if (diff.empty()) return {true, fmt::format("{} holds samples of {}", path.string(), ckpt.string())};
+    why = "inputs changed (" + summarize(diff) + "): ";
   }
+  check_not_input(r, path);
+  io::claim(path);
   GenerateRequest req;
   req.model = ckpt;
   req.tokenizer = recipe::tokenizer_path(r);
@@ -174,7 +218,9 @@ StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream
              "\n";
   }
   io::write_file_atomic(path, lines);
-  return {false, fmt::format("{} sample(s) from {} -> {}", samples.size(), ckpt.filename().string(), path.string())};
+  write_stage_record(r.run.out_dir, "generate", made_from);
+  return {false, fmt::format("{}{} sample(s) from {} -> {}", why, samples.size(), ckpt.filename().string(),
+                             path.string())};
 }
 
 }  // namespace lathe::pipeline

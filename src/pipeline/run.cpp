@@ -3,9 +3,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <ostream>
 
+#include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
+#include "lathe/io/ownership.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
 
@@ -18,23 +22,41 @@ std::vector<recipe::Stage> available_stages() {
 
 RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log) {
   RunReport report;
-  report.recipe_path = std::filesystem::path(recipe.run.out_dir) / "recipe.yaml";
+  report.recipe_path = std::filesystem::path(recipe.run.out_dir) / kResolvedRecipe;
   const auto available = available_stages();
+  for (auto stage : recipe.pipeline)
+    if (std::find(available.begin(), available.end(), stage) == available.end()) report.unavailable.push_back(stage);
 
   std::string plan;
   for (auto stage : recipe.pipeline) plan += (plan.empty() ? "" : " -> ") + std::string(recipe::enum_name(stage));
   log << fmt::format("run '{}': {} (out_dir {})\n", recipe.run.name, plan, recipe.run.out_dir);
-  if (!options.dry_run) {
-    io::write_file_atomic(report.recipe_path, recipe::to_yaml(recipe));
-    log << fmt::format("wrote the resolved recipe to {}\n", report.recipe_path.string());
+  if (!report.unavailable.empty()) {
+    std::string names;
+    for (auto stage : report.unavailable) names += (names.empty() ? "" : ", ") + std::string(recipe::enum_name(stage));
+    const auto msg = fmt::format("the pipeline holds stage(s) this build of lathe cannot run: {}; remove them from "
+                                 "pipeline: (nothing was run)",
+                                 names);
+    if (!options.dry_run) throw Error(msg);
+    log << msg << "\n";
+  }
+  if (options.dry_run) return report;
+
+  RunLock lock(recipe);
+  // Checked before any stage runs, written after the last: a run that fails part-way leaves the
+  // record of the last run that finished, whose artifacts the stages' own records describe.
+  const auto text = recipe::to_yaml(recipe);
+  bool same = false;
+  {
+    std::ifstream in(report.recipe_path, std::ios::binary);
+    std::ostringstream old;
+    if (in) old << in.rdbuf();
+    same = in && old.str() == text;
+  }
+  if (!same) {  // rewriting identical bytes would be a no-op; an input is never written over
+    check_not_input(recipe, report.recipe_path);
+    io::check_claimable(report.recipe_path);
   }
   for (auto stage : recipe.pipeline) {
-    if (std::find(available.begin(), available.end(), stage) == available.end()) {
-      report.unavailable.push_back(stage);
-      log << fmt::format("stage {}: not available in this build of lathe\n", recipe::enum_name(stage));
-      continue;
-    }
-    if (options.dry_run) continue;
     StageResult result;
     switch (stage) {
       case recipe::Stage::Tokenizer: result = run_tokenizer_stage(recipe, options.force, options.progress); break;
@@ -46,7 +68,18 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
     }
     log << fmt::format("stage {}: {}{}\n", recipe::enum_name(stage), result.skipped ? "skipped, " : "", result.summary);
     log.flush();
+    if (result.interrupted) {
+      report.interrupted = true;
+      log << fmt::format("run interrupted in stage {}; run the same command again to resume\n",
+                         recipe::enum_name(stage));
+      break;
+    }
   }
+  if (!same) {
+    io::claim(report.recipe_path);
+    io::write_file_atomic(report.recipe_path, text);
+  }
+  log << fmt::format("the resolved recipe is {}\n", report.recipe_path.string());
   return report;
 }
 

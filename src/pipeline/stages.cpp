@@ -3,17 +3,81 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <fstream>
+#include <optional>
 
 #include "lathe/core/error.hpp"
 #include "lathe/data/prepare.hpp"
 #include "lathe/io/inputs.hpp"
+#include "lathe/io/ownership.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/trainer.hpp"
+#include "lathe/train/checkpoint.hpp"
+#include "provenance.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
 using recipe::shard_dir;
 using recipe::tokenizer_path;
+
+struct RunLock::Impl {
+  io::DirLock out;
+  std::optional<io::DirLock> shards;
+  explicit Impl(const recipe::Recipe& r) : out(r.run.out_dir) {
+    std::error_code ec;
+    const auto rel = fs::weakly_canonical(shard_dir(r), ec).lexically_relative(fs::weakly_canonical(r.run.out_dir, ec));
+    if (rel.empty() || *rel.begin() == "..") shards.emplace(shard_dir(r));
+  }
+};
+
+RunLock::RunLock(const recipe::Recipe& r) : impl_(std::make_unique<Impl>(r)) {}
+RunLock::~RunLock() = default;
+
+std::vector<fs::path> run_inputs(const recipe::Recipe& r) {
+  std::vector<fs::path> out = r.sources;
+  for (const auto* list : {&r.data.train_files, &r.data.val_files, &r.tokenizer.train_files}) {
+    for (const auto& entry : *list) {
+      try {
+        for (auto& f : io::expand_inputs({entry})) out.push_back(std::move(f));
+      } catch (const Error&) {
+        // a missing input is the reading stage's error to report
+      }
+    }
+  }
+  if (!r.tokenizer.path.empty()) out.emplace_back(r.tokenizer.path);
+  if (!r.train.init_from.empty()) out.emplace_back(r.train.init_from);
+  return out;
+}
+
+void check_not_input(const recipe::Recipe& r, const fs::path& output) {
+  std::error_code ec;
+  const auto out = fs::weakly_canonical(output, ec);
+  for (const auto& input : run_inputs(r)) {
+    const auto in = fs::weakly_canonical(input, ec);
+    const auto rel = in.lexically_relative(out);
+    if (in == out || (!rel.empty() && *rel.begin() != ".." && rel.is_relative()))
+      throw Error(fmt::format("refusing to write '{}': {} is an input of this run; lathe never writes over its "
+                              "inputs (choose another run.out_dir, or move the input)",
+                              output.string(), in == out ? "it" : "'" + input.string() + "' inside it"));
+  }
+}
+
+namespace {
+
+/// A stage whose inputs changed may not rerun under a trained run: its checkpoints would then
+/// hold a model of other inputs than the directory's tokenizer or shards.
+void refuse_if_trained(const recipe::Recipe& r, const char* stage, const std::vector<std::string>& diff) {
+  const auto ckpts = train::list_checkpoints(recipe::checkpoint_dir(r));
+  if (ckpts.empty()) return;
+  throw Error(fmt::format("the {} stage's inputs changed since the run in {} was trained ({}); rerunning it would "
+                          "leave checkpoints made from other inputs: start over with --force, or use another "
+                          "run.out_dir",
+                          stage, r.run.out_dir, summarize(diff)));
+}
+
+std::string hex(uint64_t v) { return fmt::format("{:016x}", v); }
+
+}  // namespace
 
 StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progress& progress) {
   const auto path = tokenizer_path(r);
@@ -21,9 +85,20 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
     auto tok = tokenizer::load_tokenizer(path, r.tokenizer.lowercase);
     return {true, fmt::format("using {} ({} tokens)", path.string(), tok->vocab_size())};
   }
-  if (fs::exists(path) && !force) return {true, fmt::format("{} exists", path.string())};
+  RunLock lock(r);
   const auto& sources = r.tokenizer.train_files.empty() ? r.data.train_files : r.tokenizer.train_files;
   const auto files = io::expand_inputs(sources);
+  MadeFrom made_from = recipe_part(r, {"tokenizer.", "data.format", "data.jsonl_field"});
+  add_files(made_from, files);
+  std::string why;
+  if (fs::exists(path) && !force) {
+    const auto diff = changes(read_stage_record(r.run.out_dir, "tokenizer"), made_from);
+    if (diff.empty()) return {true, fmt::format("{} was made from these inputs", path.string())};
+    refuse_if_trained(r, "tokenizer", diff);
+    why = "inputs changed (" + summarize(diff) + "): ";
+  }
+  check_not_input(r, path);
+  io::claim(path);  // before the training: a file of the user's there stops the stage at once
   const auto start = std::chrono::steady_clock::now();
   std::unique_ptr<tokenizer::Tokenizer> trained;
   if (r.tokenizer.type == recipe::TokenizerType::ByteBpe) {
@@ -47,8 +122,10 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
     trained = std::make_unique<tokenizer::WordPiece>(tokenizer::train_wordpiece(files, o));
   }
   trained->save(path);
+  write_stage_record(r.run.out_dir, "tokenizer", made_from);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return {false, fmt::format("trained a {}-token {} tokenizer on {} file(s) in {:.1f} s -> {}", trained->vocab_size(),
+  return {false, fmt::format("{}trained a {}-token {} tokenizer on {} file(s) in {:.1f} s -> {}", why,
+                             trained->vocab_size(),
                              recipe::enum_name(r.tokenizer.type), files.size(), s, path.string())};
 }
 
@@ -57,18 +134,30 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   if (!fs::exists(tok_path))
     throw Error("the data stage needs the tokenizer '" + tok_path.string() + "'; run the tokenizer stage first");
   const auto tok = tokenizer::load_tokenizer(tok_path, r.tokenizer.lowercase);
+  RunLock lock(r);
   const auto dir = shard_dir(r);
+  auto train_files = io::expand_inputs(r.data.train_files);
+  const auto val_files = r.data.val_files.empty() ? std::vector<fs::path>{} : io::expand_inputs(r.data.val_files);
+  MadeFrom made_from = recipe_part(r, {"data.train_files", "data.val_files", "data.val_fraction", "data.format",
+                                       "data.jsonl_field", "data.shard_tokens", "run.seed"});
+  add_files(made_from, train_files);
+  add_files(made_from, val_files);
+  made_from["tokenizer"] = hex(tok->fingerprint());
+  std::string why;
   if (!force && fs::exists(dir / "index.json")) {
-    try {
-      data::indexed_shards(dir, "train", *tok);
-      return {true, fmt::format("{} holds shards of this tokenizer", dir.string())};
-    } catch (const Error&) {
-      // another tokenizer wrote them: prepare again
-    }
+    std::ifstream in(dir / "index.json");
+    const auto index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    const auto diff =
+        changes(index.is_object() && index.contains("made_from") ? from_json(index["made_from"]) : std::nullopt,
+                made_from);
+    if (diff.empty()) return {true, fmt::format("{} holds the shards of these inputs", dir.string())};
+    refuse_if_trained(r, "data", diff);
+    why = "inputs changed (" + summarize(diff) + "): ";
   }
   data::PrepareOptions o;
-  o.train_files = io::expand_inputs(r.data.train_files);
-  if (!r.data.val_files.empty()) o.val_files = io::expand_inputs(r.data.val_files);
+  o.train_files = std::move(train_files);
+  o.val_files = val_files;
+  o.made_from = to_json(made_from);
   o.val_fraction = r.data.val_fraction;
   o.format = r.data.format == recipe::DataFormat::Jsonl  ? data::InputFormat::Jsonl
              : r.data.format == recipe::DataFormat::Text ? data::InputFormat::Text
@@ -79,9 +168,12 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   o.seed = static_cast<uint64_t>(r.run.seed);
   o.threads = static_cast<int>(r.run.threads);
   o.progress = progress;
+  check_not_input(r, dir / "index.json");
   const auto rep = data::prepare_shards(*tok, o);
-  return {false, fmt::format("{:.1f} MB -> {} train tokens ({} documents, {} shard(s)), {} val tokens ({} documents) "
-                             "in {:.1f} s ({:.1f} MB/s) -> {}",
+  return {false, fmt::format("{}{}{:.1f} MB -> {} train tokens ({} documents, {} shard(s)), {} val tokens ({} "
+                             "documents) in {:.1f} s ({:.1f} MB/s) -> {}",
+                             why, rep.removed.empty() ? "" : fmt::format("removed the {} file(s) of the earlier prepare; ",
+                                                                     rep.removed.size()),
                              static_cast<double>(rep.bytes) / 1e6, rep.train_tokens, rep.train_documents,
                              rep.train_shards.size(), rep.val_tokens, rep.val_documents, rep.seconds,
                              rep.seconds > 0 ? static_cast<double>(rep.bytes) / 1e6 / rep.seconds : 0.0, dir.string())};

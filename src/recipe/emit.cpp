@@ -99,11 +99,13 @@ std::string to_yaml(const Recipe& recipe) {
   return spaced;
 }
 
-std::vector<KeyDoc> recipe_keys() {
-  Recipe defaults;
+std::vector<KeyDoc> recipe_keys() { return recipe_keys(Recipe{}); }
+
+std::vector<KeyDoc> recipe_keys(const Recipe& recipe) {
+  Recipe copy = recipe;
   std::vector<KeyDoc> keys;
   KeyLister lister(keys, "");
-  visit(lister, defaults);
+  visit(lister, copy);
   return keys;
 }
 

@@ -346,16 +346,21 @@ void apply_preset(Node& root, std::vector<Diagnostic>& diags) {
   put("norm_eps", num(p->norm_eps));
 }
 
-Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Diagnostic> diags) {
+Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Diagnostic> diags,
+            std::vector<std::filesystem::path> sources) {
   for (const auto& o : overrides) detail::apply_override(root, o, diags);
   apply_preset(root, diags);
   // Unreadable files and syntax errors stop here: binding a partial tree would only add noise.
-  if (diags.empty()) {
+  // A duplicate key, a missing base or a second document leave a whole tree: it is still bound,
+  // so every other problem of the file is reported with them.
+  const bool fatal = std::any_of(diags.begin(), diags.end(), [](const Diagnostic& d) { return d.fatal; });
+  if (!fatal) {
     Recipe recipe;
     Binder binder(root, diags);
     visit(binder, recipe);
     binder.report_unknown();
     check_consistency(recipe, root, diags);
+    recipe.sources = std::move(sources);
     if (diags.empty()) return recipe;
   }
   sort_diagnostics(diags);
@@ -366,15 +371,17 @@ Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Di
 
 Recipe load_recipe(const std::filesystem::path& path, const std::vector<std::string>& overrides) {
   std::vector<Diagnostic> diags;
-  Node root = detail::load_tree(path, diags);
-  return bind(std::move(root), overrides, std::move(diags));
+  std::vector<std::filesystem::path> read;
+  Node root = detail::load_tree(path, diags, read);
+  return bind(std::move(root), overrides, std::move(diags), std::move(read));
 }
 
 Recipe parse_recipe(std::string_view yaml, const std::string& name, const std::vector<std::string>& overrides,
                     const std::filesystem::path& base_dir) {
   std::vector<Diagnostic> diags;
-  Node root = detail::load_tree_from_text(yaml, name, base_dir, diags);
-  return bind(std::move(root), overrides, std::move(diags));
+  std::vector<std::filesystem::path> read;
+  Node root = detail::load_tree_from_text(yaml, name, base_dir, diags, read);
+  return bind(std::move(root), overrides, std::move(diags), std::move(read));
 }
 
 }  // namespace lathe::recipe

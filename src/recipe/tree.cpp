@@ -98,28 +98,29 @@ std::string join_chain(const std::vector<fs::path>& stack, const fs::path& last)
 }
 
 Node compose(std::string_view text, const std::string& name, const fs::path& dir, std::vector<fs::path>& stack,
-             std::vector<Diagnostic>& diags);
+             std::vector<Diagnostic>& diags, std::vector<fs::path>& read);
 
 Node load_file(const fs::path& path, const std::string& name, std::vector<fs::path>& stack,
-               std::vector<Diagnostic>& diags, const Mark* from) {
+               std::vector<Diagnostic>& diags, const Mark* from, std::vector<fs::path>& read) {
   std::ifstream in(path, std::ios::binary);
   if (!in || fs::is_directory(path)) {
     std::string why = fs::is_directory(path) ? "is a directory" : std::strerror(errno);
     if (from)
       diags.push_back({*from, "extends", "cannot read base recipe '" + name + "': " + why});
     else
-      diags.push_back({Mark{name, 0, 0}, "", "cannot read recipe: " + why});
+      diags.push_back({Mark{name, 0, 0}, "", "cannot read recipe: " + why, /*fatal=*/true});
     Node empty;
     empty.kind = Node::Kind::Map;
     return empty;
   }
   std::ostringstream text;
   text << in.rdbuf();
-  return compose(text.str(), name, path.parent_path(), stack, diags);
+  read.push_back(path);
+  return compose(text.str(), name, path.parent_path(), stack, diags, read);
 }
 
 Node compose(std::string_view text, const std::string& name, const fs::path& dir, std::vector<fs::path>& stack,
-             std::vector<Diagnostic>& diags) {
+             std::vector<Diagnostic>& diags, std::vector<fs::path>& read) {
   Node result;
   result.kind = Node::Kind::Map;
   result.mark = Mark{name, 1, 1};
@@ -128,7 +129,7 @@ Node compose(std::string_view text, const std::string& name, const fs::path& dir
   if (doc.kind == Node::Kind::Null) return result;  // an empty file is an empty recipe
   if (doc.kind != Node::Kind::Map) {
     diags.push_back({doc.mark, "", "a recipe is a mapping of sections (run:, model:, ...), got " +
-                                       std::string(doc.kind_name())});
+                                       std::string(doc.kind_name()), /*fatal=*/true});
     return result;
   }
 
@@ -150,11 +151,11 @@ Node compose(std::string_view text, const std::string& name, const fs::path& dir
       fs::path base_path = (dir / b->scalar).lexically_normal();
       fs::path canonical = fs::weakly_canonical(base_path);
       if (std::find(stack.begin(), stack.end(), canonical) != stack.end()) {
-        diags.push_back({b->mark, "extends", "extends cycle: " + join_chain(stack, canonical)});
+        diags.push_back({b->mark, "extends", "extends cycle: " + join_chain(stack, canonical), /*fatal=*/true});
         continue;
       }
       stack.push_back(canonical);
-      Node base = load_file(base_path, base_path.string(), stack, diags, &b->mark);
+      Node base = load_file(base_path, base_path.string(), stack, diags, &b->mark, read);
       stack.pop_back();
       merge_into(result, std::move(base));
     }
@@ -167,15 +168,28 @@ Node compose(std::string_view text, const std::string& name, const fs::path& dir
 
 }  // namespace
 
+namespace {
+std::string multi_document_message(std::size_t n) {
+  return "the file holds " + std::to_string(n) +
+         " YAML documents (separated by ---); a recipe is one document: merge them, or use extends:";
+}
+}  // namespace
+
 Node parse_yaml(std::string_view text, const std::string& file, int line_offset, int col_offset,
                 std::vector<Diagnostic>& diags) {
   Mark start{file, 1 + line_offset, 1 + col_offset};
   try {
-    YAML::Node y = YAML::Load(std::string(text));
+    const auto docs = YAML::LoadAll(std::string(text));
+    if (docs.size() > 1) {
+      // A second document would otherwise be ignored without a word.
+      diags.push_back({to_mark(docs[1].Mark(), file, line_offset, col_offset, start), "",
+                       multi_document_message(docs.size())});
+    }
+    YAML::Node y = docs.empty() ? YAML::Node() : docs.front();
     return convert(y, file, line_offset, col_offset, start, diags, "");
   } catch (const YAML::Exception& e) {
     Mark m = to_mark(e.mark, file, line_offset, col_offset, start);
-    diags.push_back({m, "", "YAML syntax error: " + e.msg});
+    diags.push_back({m, "", "YAML syntax error: " + e.msg, /*fatal=*/true});
     Node n;
     n.mark = start;
     return n;
@@ -183,6 +197,8 @@ Node parse_yaml(std::string_view text, const std::string& file, int line_offset,
 }
 
 void merge_into(Node& base, Node top) {
+  // `model:` with nothing under it (or only comments) is an empty section: it keeps the base's.
+  if (base.kind == Node::Kind::Map && top.kind == Node::Kind::Null) return;
   if (base.kind == Node::Kind::Map && top.kind == Node::Kind::Map) {
     for (auto& e : top.entries) {
       if (Node* existing = base.find(e.key)) {
@@ -198,15 +214,15 @@ void merge_into(Node& base, Node top) {
   base = std::move(top);
 }
 
-Node load_tree(const fs::path& path, std::vector<Diagnostic>& diags) {
+Node load_tree(const fs::path& path, std::vector<Diagnostic>& diags, std::vector<fs::path>& read) {
   std::vector<fs::path> stack{fs::weakly_canonical(path)};
-  return load_file(path, path.string(), stack, diags, nullptr);
+  return load_file(path, path.string(), stack, diags, nullptr, read);
 }
 
 Node load_tree_from_text(std::string_view text, const std::string& name, const fs::path& base_dir,
-                         std::vector<Diagnostic>& diags) {
+                         std::vector<Diagnostic>& diags, std::vector<fs::path>& read) {
   std::vector<fs::path> stack;
-  return compose(text, name, base_dir, stack, diags);
+  return compose(text, name, base_dir, stack, diags, read);
 }
 
 void apply_override(Node& root, const std::string& assignment, std::vector<Diagnostic>& diags) {
@@ -254,6 +270,11 @@ void apply_override(Node& root, const std::string& assignment, std::vector<Diagn
       return;
     }
     cur = next;
+  }
+  // A mapping value merges into the section it names, as a recipe file on top of its base would.
+  if (Node* existing = cur->find(parts.back()); existing && existing->kind == Node::Kind::Map) {
+    merge_into(*existing, std::move(value));
+    return;
   }
   cur->erase(parts.back());
   cur->entries.push_back({parts.back(), at, std::move(value)});

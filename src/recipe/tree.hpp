@@ -44,10 +44,12 @@ Node parse_yaml(std::string_view text, const std::string& file, int line_offset,
 /// Deep merge: maps merge key by key, anything else in `top` replaces `base`.
 void merge_into(Node& base, Node top);
 
-/// Loads a recipe file and its `extends:` chain into one tree (without the extends key).
-Node load_tree(const std::filesystem::path& path, std::vector<Diagnostic>& diags);
+/// Loads a recipe file and its `extends:` chain into one tree (without the extends key); every
+/// file read is appended to `read`.
+Node load_tree(const std::filesystem::path& path, std::vector<Diagnostic>& diags,
+               std::vector<std::filesystem::path>& read);
 Node load_tree_from_text(std::string_view text, const std::string& name, const std::filesystem::path& base_dir,
-                         std::vector<Diagnostic>& diags);
+                         std::vector<Diagnostic>& diags, std::vector<std::filesystem::path>& read);
 
 /// Applies "a.b.c=value" to the tree.
 void apply_override(Node& root, const std::string& assignment, std::vector<Diagnostic>& diags);

@@ -205,25 +205,31 @@ std::vector<int32_t> ByteBpe::encode(std::string_view text, std::vector<Offset>*
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   std::string prefixed;
-  const bool shifted = options_.add_prefix_space && !text.empty() && text[0] != ' ';
-  if (shifted) {
-    prefixed = " " + std::string(text);
-    text = prefixed;
-  }
+  // Special tokens are split off first; add_prefix_space then applies to each text segment
+  // between them, as Hugging Face's ByteLevel pre-tokenizer does.
   auto encode_segment = [&](std::size_t from, std::size_t to) {
-    pretokenize_gpt2(text.substr(from, to - from), [&](std::size_t b, std::size_t e) {
-      encode_piece(text.substr(from + b, e - b), from + b, ids, offsets);
+    std::string_view segment = text.substr(from, to - from);
+    const bool shifted = options_.add_prefix_space && !segment.empty() && segment[0] != ' ';
+    if (shifted) {
+      prefixed.assign(1, ' ');
+      prefixed.append(segment);
+      segment = prefixed;
+    }
+    const std::size_t first_offset = offsets ? offsets->size() : 0;
+    pretokenize_gpt2(segment, [&](std::size_t b, std::size_t e) {
+      encode_piece(segment.substr(b, e - b), from + b, ids, offsets);
     });
+    if (offsets && shifted)  // offsets refer to the caller's text, not the prefixed copy
+      for (std::size_t k = first_offset; k < offsets->size(); ++k) {
+        auto& [begin, end] = (*offsets)[k];
+        begin = begin > from ? begin - 1 : from;
+        end = end > from ? end - 1 : from;
+      }
   };
   matcher_.split(text, encode_segment, [&](int32_t id, std::size_t from, std::size_t to) {
     ids.push_back(id);
     if (offsets) offsets->emplace_back(from, to);
   });
-  if (offsets && shifted)  // offsets refer to the caller's text, not the prefixed copy
-    for (auto& [first, second] : *offsets) {
-      first = first > 0 ? first - 1 : 0;
-      second = second > 0 ? second - 1 : 0;
-    }
   return ids;
 }
 

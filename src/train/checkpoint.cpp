@@ -2,17 +2,23 @@
 
 #include "lathe/train/checkpoint.hpp"
 
+#include <fcntl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <fstream>
+#include <regex>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
+#include "lathe/io/ownership.hpp"
 #include "lathe/io/safetensors.hpp"
 
 namespace lathe::train {
@@ -26,16 +32,64 @@ double number_or(const json& j, const char* key, double fallback) {
   return j.contains(key) && j[key].is_number() ? j[key].get<double>() : fallback;
 }
 
+CheckpointFaultHook& fault_hook() {
+  static CheckpointFaultHook hook;
+  return hook;
+}
+void fault_point(std::string_view point) {
+  if (fault_hook()) fault_hook()(point);
+}
+
+/// meta.json of a directory when it is a lathe checkpoint's; null otherwise.
+json checkpoint_meta(const fs::path& dir) {
+  std::ifstream in(dir / "meta.json");
+  if (!in) return nullptr;
+  auto meta = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!meta.is_object() || meta.value("format", "") != kCheckpointFormat) return nullptr;
+  return meta;
+}
+
 int64_t step_of(const fs::path& dir) {
-  const auto name = dir.filename().string();
+  static const std::regex name(R"(step_([0-9]{8,}))");
+  std::smatch m;
+  const auto n = dir.filename().string();
+  if (!std::regex_match(n, m, name)) return -1;
   try {
-    return std::stoll(name.substr(5));
-  } catch (...) {
+    return std::stoll(m[1].str());
+  } catch (const std::out_of_range&) {
     return -1;
   }
 }
 
+std::string unique_suffix() {
+  static std::atomic<uint64_t> counter{0};
+  return fmt::format("{}-{}-{}", getpid(),
+                     std::chrono::steady_clock::now().time_since_epoch().count() & 0xffffff, counter++);
+}
+
+/// Atomically swaps two directory entries (Linux renameat2 RENAME_EXCHANGE); false where the
+/// file system does not support it.
+bool exchange(const fs::path& a, const fs::path& b) {
+#ifdef SYS_renameat2
+  return ::syscall(SYS_renameat2, AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), 1 /*RENAME_EXCHANGE*/) == 0;
+#else
+  return false;
+#endif
+}
+
+uint64_t tensor_bytes(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  uint64_t n = 0;
+  for (const auto& [name, t] : tensors) n += static_cast<uint64_t>(t.numel()) * t.element_size();
+  return n;
+}
+
 }  // namespace
+
+void set_checkpoint_fault_hook(CheckpointFaultHook hook) { fault_hook() = std::move(hook); }
+
+bool is_checkpoint(const fs::path& dir) { return step_of(dir) >= 0 && checkpoint_meta(dir).is_object(); }
+
+int64_t checkpoint_step(const fs::path& dir) { return step_of(dir); }
 
 fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model,
                          const std::vector<std::pair<std::string, at::Tensor>>& trainer_tensors,
@@ -43,65 +97,120 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model,
   fs::create_directories(root);
   const auto name = fmt::format("step_{:08d}", s.step);
   const auto final_dir = root / name;
-  const auto tmp = root / fmt::format(".tmp-{}-{}", name, getpid());
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  models::save_model(model, tmp / "model.safetensors");
-  io::save_safetensors(tmp / "trainer.safetensors", trainer_tensors);
-  json meta = {{"format", kCheckpointFormat},
-               {"version", kCheckpointVersion},
-               {"step", s.step},
-               {"tokens", s.tokens},
-               {"skipped_steps", s.skipped_steps},
-               {"best_val_loss", number_or_null(s.best_val_loss)},
-               {"val_loss", number_or_null(s.val_loss)},
-               {"loss_scale", s.loss_scale},
-               {"good_steps", s.good_steps},
-               {"elapsed_s", s.elapsed_s},
-               {"model_kind", model.kind_name()},
-               {"files",
-                {{"model.safetensors", fs::file_size(tmp / "model.safetensors")},
-                 {"trainer.safetensors", fs::file_size(tmp / "trainer.safetensors")}}},
-               {"recipe", s.recipe_yaml}};
-  io::write_file_atomic(tmp / "meta.json", meta.dump(2) + "\n");
-  io::fsync_path(tmp);
-  // A checkpoint of the same step (a re-run) is replaced: the new one is complete before the
-  // old one goes.
-  if (fs::exists(final_dir)) {
-    const auto old = root / fmt::format(".old-{}-{}", name, getpid());
-    fs::rename(final_dir, old);
-    fs::rename(tmp, final_dir);
-    fs::remove_all(old);
-  } else {
-    fs::rename(tmp, final_dir);
+  // Claimed before anything is written: a directory of the user's with this name stops the save.
+  io::claim(final_dir);
+  const auto tmp = root / fmt::format(".tmp-{}-{}", name, unique_suffix());
+  io::claim(tmp);
+  try {
+    fs::create_directories(tmp);
+    models::save_model(model, tmp / "model.safetensors");
+    fault_point("model");
+    io::save_safetensors(tmp / "trainer.safetensors", trainer_tensors);
+    fault_point("trainer");
+    json meta = {{"format", kCheckpointFormat},
+                 {"version", kCheckpointVersion},
+                 {"run_id", s.run_id},
+                 {"step", s.step},
+                 {"tokens", s.tokens},
+                 {"skipped_steps", s.skipped_steps},
+                 {"best_val_loss", number_or_null(s.best_val_loss)},
+                 {"val_loss", number_or_null(s.val_loss)},
+                 {"loss_scale", s.loss_scale},
+                 {"good_steps", s.good_steps},
+                 {"elapsed_s", s.elapsed_s},
+                 {"model_kind", model.kind_name()},
+                 {"files",
+                  {{"model.safetensors", fs::file_size(tmp / "model.safetensors")},
+                   {"trainer.safetensors", fs::file_size(tmp / "trainer.safetensors")}}},
+                 {"recipe", s.recipe_yaml}};
+    io::write_file_atomic(tmp / "meta.json", meta.dump(2) + "\n");
+    io::fsync_path(tmp);
+    fault_point("complete");
+  } catch (const std::exception& e) {
+    // A failed save leaves nothing behind; the checkpoints already written stay as they are.
+    std::error_code ec;
+    try {
+      io::remove_owned(tmp);
+    } catch (const std::exception&) {
+      fs::remove_all(tmp, ec);  // the manifest could not be updated (a full disk): the name stays listed
+    }
+    const auto space = fs::space(root, ec);
+    const uint64_t need = tensor_bytes(trainer_tensors) + static_cast<uint64_t>(models::parameter_count(*model.module())) * 4;
+    throw Error(fmt::format("cannot write checkpoint {}: {}; it needs about {:.1f} MB and {} has {:.1f} MB free. The "
+                            "earlier checkpoints are intact",
+                            final_dir.string(), e.what(), static_cast<double>(need) / 1e6, root.string(),
+                            ec ? 0.0 : static_cast<double>(space.available) / 1e6));
   }
+  if (!fs::exists(final_dir)) {
+    fs::rename(tmp, final_dir);
+    fault_point("renamed");
+  } else if (exchange(tmp, final_dir)) {
+    // A checkpoint of the same step (a re-run) is replaced by swapping the two directories in
+    // one step: at every instant step_N is a complete checkpoint, the old or the new one.
+    fault_point("exchanged");
+  } else {
+    // No atomic swap here: move the old one aside first. recover_checkpoints() puts it back if
+    // the process dies between the two renames.
+    const auto old = root / fmt::format(".old-{}-{}", name, unique_suffix());
+    io::claim(old);
+    fs::rename(final_dir, old);
+    fault_point("moved_aside");
+    fs::rename(tmp, final_dir);
+    fault_point("renamed");
+    io::remove_owned(old);
+  }
+  io::remove_owned(tmp);
   io::fsync_path(root);
   return final_dir;
 }
 
-CheckpointData load_checkpoint(const fs::path& dir) {
+void recover_checkpoints(const fs::path& root) {
+  if (!fs::is_directory(root)) return;
+  for (const auto& p : io::owned_entries(root)) {
+    const auto n = p.filename().string();
+    if (!n.starts_with(".old-step_")) continue;
+    // .old-step_N-<suffix>: the complete step_N moved aside by an interrupted replacement.
+    const auto name = n.substr(5, n.find('-', 5) - 5);
+    if (!fs::exists(root / name) && checkpoint_meta(p).is_object()) fs::rename(p, root / name);
+  }
+  for (const auto& p : io::owned_entries(root)) {
+    const auto n = p.filename().string();
+    if (n.starts_with(".tmp-step_") || n.starts_with(".old-step_")) io::remove_owned(p);
+  }
+}
+
+std::string checkpoint_problem(const fs::path& dir) {
   const auto meta_path = dir / "meta.json";
   std::ifstream in(meta_path);
-  if (!in) throw Error(meta_path.string() + ": missing (not a checkpoint directory, or an incomplete one)");
+  if (!in) return meta_path.string() + ": missing (not a checkpoint directory, or an incomplete one)";
   json meta = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (meta.is_discarded() || !meta.is_object()) throw Error(meta_path.string() + ": not valid JSON");
+  if (meta.is_discarded() || !meta.is_object()) return meta_path.string() + ": not valid JSON";
   if (meta.value("format", "") != kCheckpointFormat)
-    throw Error(meta_path.string() + ": format is not " + std::string(kCheckpointFormat));
+    return meta_path.string() + ": format is not " + std::string(kCheckpointFormat);
   if (meta.value("version", 0) > kCheckpointVersion)
-    throw Error(meta_path.string() + ": version " + meta["version"].dump() + " is newer than this lathe reads (" +
-                std::to_string(kCheckpointVersion) + ")");
+    return meta_path.string() + ": version " + meta["version"].dump() + " is newer than this lathe reads (" +
+           std::to_string(kCheckpointVersion) + ")";
   for (const char* file : {"model.safetensors", "trainer.safetensors"}) {
     const auto path = dir / file;
-    if (!fs::exists(path)) throw Error(path.string() + ": missing");
-    const auto want = meta["files"].value(file, uint64_t{0});
+    if (!fs::exists(path)) return path.string() + ": missing";
+    const auto want = meta.contains("files") && meta["files"].is_object() ? meta["files"].value(file, uint64_t{0}) : 0;
     if (fs::file_size(path) != want)
-      throw Error(path.string() + ": " + std::to_string(fs::file_size(path)) + " bytes, meta.json recorded " +
-                  std::to_string(want) + " (truncated or overwritten)");
+      return path.string() + ": " + std::to_string(fs::file_size(path)) + " bytes, meta.json recorded " +
+             std::to_string(want) + " (truncated or overwritten)";
   }
+  return {};
+}
+
+CheckpointData load_checkpoint(const fs::path& dir) {
+  if (auto problem = checkpoint_problem(dir); !problem.empty()) throw Error(problem);
+  const auto meta_path = dir / "meta.json";
+  std::ifstream in(meta_path);
+  json meta = json::parse(in, nullptr, /*allow_exceptions=*/false);
   CheckpointData c;
   c.dir = dir;
   try {
     c.state.step = meta.at("step").get<int64_t>();
+    c.state.run_id = meta.value("run_id", "");
     c.state.tokens = meta.value("tokens", int64_t{0});
     c.state.skipped_steps = meta.value("skipped_steps", int64_t{0});
     c.state.best_val_loss = number_or(meta, "best_val_loss", std::numeric_limits<double>::infinity());
@@ -122,10 +231,14 @@ std::vector<fs::path> list_checkpoints(const fs::path& root) {
   std::vector<fs::path> out;
   if (!fs::is_directory(root)) return out;
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string().starts_with("step_") && step_of(e.path()) >= 0)
-      out.push_back(e.path());
+    if (e.is_directory() && is_checkpoint(e.path())) out.push_back(e.path());
   std::sort(out.begin(), out.end(), [](const fs::path& a, const fs::path& b) { return step_of(a) < step_of(b); });
   return out;
+}
+
+std::string checkpoint_run_id(const fs::path& dir) {
+  const auto meta = checkpoint_meta(dir);
+  return meta.is_object() ? meta.value("run_id", "") : "";
 }
 
 std::optional<CheckpointData> load_latest_checkpoint(const fs::path& root,
@@ -141,31 +254,27 @@ std::optional<CheckpointData> load_latest_checkpoint(const fs::path& root,
   return std::nullopt;
 }
 
-void prune_checkpoints(const fs::path& root, int64_t keep_last, bool keep_best) {
-  auto all = list_checkpoints(root);
+std::vector<fs::path> prune_checkpoints(const fs::path& root, const std::string& run_id, int64_t keep_last,
+                                        bool keep_best) {
+  std::vector<fs::path> mine;
+  for (const auto& dir : list_checkpoints(root))
+    if (checkpoint_run_id(dir) == run_id) mine.push_back(dir);
   std::optional<fs::path> best;
   if (keep_best) {
     double best_loss = std::numeric_limits<double>::infinity();
-    for (const auto& dir : all) {
-      std::ifstream in(dir / "meta.json");
-      auto meta = json::parse(in, nullptr, false);
-      if (meta.is_discarded()) continue;
-      const double v = number_or(meta, "val_loss", std::numeric_limits<double>::quiet_NaN());
+    for (const auto& dir : mine) {
+      const double v = number_or(checkpoint_meta(dir), "val_loss", std::numeric_limits<double>::quiet_NaN());
       if (std::isfinite(v) && v < best_loss) {
         best_loss = v;
         best = dir;
       }
     }
   }
-  const auto keep_from = all.size() > static_cast<std::size_t>(keep_last) ? all.size() - keep_last : 0;
+  std::vector<fs::path> removed;
+  const auto keep_from = mine.size() > static_cast<std::size_t>(keep_last) ? mine.size() - keep_last : 0;
   for (std::size_t i = 0; i < keep_from; ++i)
-    if (!best || all[i] != *best) fs::remove_all(all[i]);
-  // Leftovers of a write that was killed halfway.
-  for (const auto& e : fs::directory_iterator(root)) {
-    const auto n = e.path().filename().string();
-    if ((n.starts_with(".tmp-step_") || n.starts_with(".old-step_")) && !n.ends_with("-" + std::to_string(getpid())))
-      fs::remove_all(e.path());
-  }
+    if ((!best || mine[i] != *best) && io::remove_owned(mine[i])) removed.push_back(mine[i]);
+  return removed;
 }
 
 }  // namespace lathe::train

@@ -8,11 +8,14 @@
 #include <chrono>
 #include <cstring>
 #include <cmath>
+#include <fstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "lathe/core/error.hpp"
+#include "lathe/io/atomic_file.hpp"
+#include "lathe/io/ownership.hpp"
 
 namespace lathe::train {
 namespace fs = std::filesystem;
@@ -93,6 +96,7 @@ TensorBoardWriter::TensorBoardWriter(const fs::path& dir) {
   char host[256] = "localhost";
   gethostname(host, sizeof(host) - 1);
   path_ = dir / fmt::format("events.out.tfevents.{}.{}.{}", static_cast<int64_t>(wall_time()), host, getpid());
+  io::claim(path_);
   out_.open(path_, std::ios::binary | std::ios::app);
   if (!out_) throw Error(path_.string() + ": cannot create the TensorBoard event file");
   const std::string version = "brain.Event:2";
@@ -127,6 +131,23 @@ std::string format_duration(double s) {
 Metrics::Metrics(MetricsOptions options) : o_(std::move(options)) {
   if (o_.out_dir.empty()) return;
   fs::create_directories(o_.out_dir);
+  io::claim(jsonl_path());
+  if (o_.resume_step >= 0 && fs::exists(jsonl_path())) {
+    // Steps after the checkpoint resumed from are trained again: their old records go.
+    std::ifstream in(jsonl_path());
+    std::string line, kept;
+    bool dropped = false;
+    while (std::getline(in, line)) {
+      const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.value("run_id", "") == o_.run_id && j.value("step", int64_t{0}) > o_.resume_step) {
+        dropped = true;
+        continue;
+      }
+      kept += line + "\n";
+    }
+    in.close();
+    if (dropped) io::write_file_atomic(jsonl_path(), kept);
+  }
   jsonl_.open(jsonl_path(), std::ios::app);
   if (!jsonl_) throw Error(jsonl_path().string() + ": cannot open for writing");
   if (o_.tensorboard) tb_ = std::make_unique<TensorBoardWriter>(o_.out_dir / "tensorboard");
@@ -141,6 +162,7 @@ fs::path Metrics::jsonl_path() const { return o_.out_dir / "metrics.jsonl"; }
 void Metrics::record(const Record& r) {
   if (!jsonl_.is_open()) return;
   nlohmann::json j = {{"step", r.step}, {"split", r.split}, {"time", wall_time()}};
+  if (!o_.run_id.empty()) j["run_id"] = o_.run_id;
   for (const auto& [k, v] : r.values) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(std::to_string(v));
   jsonl_ << j.dump() << "\n" << std::flush;
   if (tb_) {

@@ -10,6 +10,7 @@
 #include <random>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include "lathe/core/error.hpp"
 #include "lathe/data/classification.hpp"
@@ -59,30 +60,42 @@ struct Windows {
   std::unique_ptr<data::TokenStream> stream;
   std::unique_ptr<data::WindowSampler> sampler;
   Windows() = default;
+  /// `validation`: a split with fewer windows than one batch is read as one smaller batch
+  /// (noted in `note`) rather than refused.
   Windows(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, const std::string& split, int64_t seq_len,
-          data::SamplerMode mode)
+          data::SamplerMode mode, bool validation = false)
       : batch(r.train.batch_size) {
     std::vector<data::Shard> shards;
     for (const auto& path : data::indexed_shards(recipe::shard_dir(r), split, tok)) shards.emplace_back(path);
     stream = std::make_unique<data::TokenStream>(std::move(shards));
+    if (stream->size() <= static_cast<uint64_t>(seq_len + 1)) return;
+    const auto windows = static_cast<int64_t>((stream->size() - 1) / static_cast<uint64_t>(seq_len));
+    if (validation && windows < batch) {
+      note = fmt::format("the {} split holds {} windows of {} tokens, fewer than train.batch_size {}: it is "
+                         "evaluated as one batch of {}",
+                         split, windows, seq_len + 1, batch, windows);
+      batch = windows;
+    }
     data::WindowSamplerOptions o;
     o.seq_len = seq_len;
-    o.batch_size = r.train.batch_size;
+    o.batch_size = batch;
     o.seed = static_cast<uint64_t>(r.run.seed) + (split == "val" ? 1 : 0);
     o.mode = mode;
-    if (stream->size() > static_cast<uint64_t>(seq_len + 1)) sampler = std::make_unique<data::WindowSampler>(*stream, o);
+    sampler = std::make_unique<data::WindowSampler>(*stream, o);
   }
   /// Whole batches of windows (sequential mode).
   int64_t batches() const { return sampler ? static_cast<int64_t>(sampler->windows_per_rank()) / batch : 0; }
   int64_t batch = 1;
+  std::string note;
 };
 
 class CausalLmData final : public TaskData {
  public:
   CausalLmData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
-      : seq_(r.data.seq_len), batch_(r.train.batch_size),
+      : seq_(r.data.seq_len),
         train_(r, tok, "train", seq_, recipe_mode(r)),
-        val_(r, tok, eval_split == recipe::Split::Val ? "val" : "train", seq_, data::SamplerMode::Sequential) {
+        val_(r, tok, eval_split == recipe::Split::Val ? "val" : "train", seq_, data::SamplerMode::Sequential,
+             /*validation=*/true) {
     if (!train_.sampler)
       throw Error(recipe::shard_dir(r).string() + ": the training shards hold fewer than seq_len + 1 (" +
                   std::to_string(seq_ + 1) + ") tokens");
@@ -90,27 +103,29 @@ class CausalLmData final : public TaskData {
   static data::SamplerMode recipe_mode(const recipe::Recipe& r) {
     return r.data.sampler == recipe::Sampler::Random ? data::SamplerMode::Random : data::SamplerMode::Sequential;
   }
-  Batch train_batch(uint64_t i) const override { return make(*train_.sampler, i); }
+  Batch train_batch(uint64_t i) const override { return make(train_, i); }
   int64_t val_batches() const override { return val_.batches(); }
-  Batch val_batch(int64_t i) const override { return make(*val_.sampler, static_cast<uint64_t>(i)); }
+  Batch val_batch(int64_t i) const override { return make(val_, static_cast<uint64_t>(i)); }
+  std::string notes() const override { return val_.note; }
 
  private:
-  Batch make(const data::WindowSampler& s, uint64_t i) const {
+  Batch make(const Windows& w, uint64_t i) const {
     std::vector<int32_t> rows;
-    s.rows_for(i, rows);
-    auto lm = data::make_lm_batch(rows, batch_, seq_);
-    return {lm.input, lm.target, {}, {}, batch_ * seq_};
+    w.sampler->rows_for(i, rows);
+    auto lm = data::make_lm_batch(rows, w.batch, seq_);
+    return {lm.input, lm.target, {}, {}, w.batch * seq_};
   }
-  int64_t seq_, batch_;
+  int64_t seq_;
   Windows train_, val_;
 };
 
 class MaskedLmData final : public TaskData {
  public:
   MaskedLmData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
-      : seq_(r.data.seq_len), batch_(r.train.batch_size),
+      : seq_(r.data.seq_len),
         train_(r, tok, "train", seq_ - 2, CausalLmData::recipe_mode(r)),
-        val_(r, tok, eval_split == recipe::Split::Val ? "val" : "train", seq_ - 2, data::SamplerMode::Sequential),
+        val_(r, tok, eval_split == recipe::Split::Val ? "val" : "train", seq_ - 2, data::SamplerMode::Sequential,
+             /*validation=*/true),
         collator_(options(r, tok)) {
     if (seq_ < 4) throw Error("data.seq_len must be at least 4 for masked_lm ([CLS] + tokens + [SEP])");
     if (!train_.sampler) throw Error(recipe::shard_dir(r).string() + ": the training shards are too small");
@@ -133,29 +148,30 @@ class MaskedLmData final : public TaskData {
     o.seed = static_cast<uint64_t>(r.run.seed);
     return o;
   }
-  Batch train_batch(uint64_t i) const override { return make(*train_.sampler, i, i); }
+  Batch train_batch(uint64_t i) const override { return make(train_, i, i); }
   int64_t val_batches() const override { return val_.batches(); }
   // Validation masks come from a step range training never reaches, so they stay fixed.
   Batch val_batch(int64_t i) const override {
-    return make(*val_.sampler, static_cast<uint64_t>(i), (uint64_t{1} << 62) + static_cast<uint64_t>(i));
+    return make(val_, static_cast<uint64_t>(i), (uint64_t{1} << 62) + static_cast<uint64_t>(i));
   }
+  std::string notes() const override { return val_.note; }
 
  private:
-  Batch make(const data::WindowSampler& s, uint64_t i, uint64_t mask_step) const {
+  Batch make(const Windows& w, uint64_t i, uint64_t mask_step) const {
     std::vector<int32_t> rows;
-    s.rows_for(i, rows);
+    w.sampler->rows_for(i, rows);
     const int64_t inner = seq_ - 2, stride = inner + 1;
-    std::vector<std::vector<int32_t>> ids(batch_);
-    for (int64_t b = 0; b < batch_; ++b) {
+    std::vector<std::vector<int32_t>> ids(w.batch);
+    for (int64_t b = 0; b < w.batch; ++b) {
       ids[b].reserve(seq_);
       ids[b].push_back(cls_);
       ids[b].insert(ids[b].end(), rows.begin() + b * stride, rows.begin() + b * stride + inner);
       ids[b].push_back(sep_);
     }
     auto m = collator_(ids, pad_, mask_step);
-    return {m.inputs.input_ids, m.labels, m.inputs.attention_mask, m.inputs.token_type_ids, batch_ * seq_};
+    return {m.inputs.input_ids, m.labels, m.inputs.attention_mask, m.inputs.token_type_ids, w.batch * seq_};
   }
-  int64_t seq_, batch_;
+  int64_t seq_;
   Windows train_, val_;
   data::MlmCollator collator_;
   int32_t cls_ = 0, sep_ = 0, pad_ = 0;
@@ -165,7 +181,7 @@ class ClassificationData final : public TaskData {
  public:
   ClassificationData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
       : tok_(wordpiece(tok, "classification")), seq_(r.data.seq_len), batch_(r.train.batch_size),
-        seed_(static_cast<uint64_t>(r.run.seed)) {
+        seed_(static_cast<uint64_t>(r.run.seed)), pair_(!r.data.text_pair_field.empty()) {
     pad_ = need_token(tok, "[PAD]", "classification");
     std::vector<Item> all_train;
     read(r, r.data.train_files, all_train);
@@ -242,13 +258,14 @@ class ClassificationData final : public TaskData {
     std::vector<data::Example> examples;
     for (const auto* it : items) examples.push_back(it->example);
     const auto& file = files_[items.empty() ? 0 : items.front()->file];
-    auto c = data::collate_examples(examples, tok_, labels_, seq_, file, pad_);
+    auto c = data::collate_examples(examples, tok_, labels_, seq_, file, pad_, pair_);
     const int64_t tokens = c.inputs.attention_mask.sum().item<int64_t>();
     return {c.inputs.input_ids, c.labels, c.inputs.attention_mask, c.inputs.token_type_ids, tokens};
   }
   const tokenizer::WordPiece& tok_;
   int64_t seq_, batch_;
   uint64_t seed_;
+  bool pair_;  // data.text_pair_field is set: every row is [CLS] a [SEP] b [SEP], b possibly empty
   int32_t pad_ = 0;
   std::vector<fs::path> files_;
   std::vector<Item> train_, val_;

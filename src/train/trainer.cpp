@@ -6,15 +6,19 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <random>
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/Context.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "lathe/core/error.hpp"
 #include "lathe/data/loader.hpp"
+#include "lathe/io/ownership.hpp"
 #include "lathe/models/config.hpp"
+#include "lathe/models/store.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/recipe/load.hpp"
 #include "lathe/recipe/paths.hpp"
@@ -168,14 +172,10 @@ double flops_per_token(const models::AnyModel& m, int64_t seq_len) {
   return 6.0 * static_cast<double>(n) + 12.0 * static_cast<double>(layers * seq_len * width);
 }
 
-models::AnyModel build_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok) {
+/// The model the recipe describes, freshly initialised.
+models::AnyModel recipe_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok, int64_t min_vocab = 0) {
   const auto kind = model_kind(r.train.task);
-  if (!r.train.init_from.empty()) {
-    const fs::path from = r.train.init_from;
-    if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
-    return models::load_model(from, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
-  }
-  int64_t vocab = r.model.vocab_size;
+  int64_t vocab = std::max<int64_t>(r.model.vocab_size, min_vocab);
   if (tok) vocab = std::max<int64_t>(vocab, tok->vocab_size());
   if (vocab <= 0)
     throw Error("no tokenizer at " + recipe::tokenizer_path(r).string() +
@@ -184,6 +184,51 @@ models::AnyModel build_model(const recipe::Recipe& r, const tokenizer::Tokenizer
   if (kind == models::ModelKind::Gpt) return models::make_model(models::gpt_options(r.model, vocab));
   const int64_t pad = tok ? tok->token_to_id("[PAD]") : -1;
   return models::make_model(kind, models::bert_options(r.model, vocab, pad));
+}
+
+/// `loaded` (a checkpoint's or init_from's model) in the recipe's model: refused, naming every
+/// key, when the architectures differ; otherwise the recipe's model with `loaded`'s weights, so
+/// the options that may change (dropout) are the recipe's. `what` names the source in messages.
+models::AnyModel adopt(const recipe::Recipe& r, const tokenizer::Tokenizer* tok, const models::AnyModel& loaded,
+                       const std::string& what, const std::string& way_out) {
+  // A vocabulary left to the tokenizer (model.vocab_size 0) takes the loaded model's size when
+  // that is larger: a padded embedding stays padded.
+  auto want = recipe_model(r, tok, r.model.vocab_size > 0 ? 0 : loaded.vocab_size());
+  std::vector<std::string> diffs;
+  if (loaded.kind == models::ModelKind::Gpt) {
+    diffs = models::architecture_differences(loaded.gpt->options, want.gpt->options);
+  } else {
+    diffs = models::architecture_differences(loaded.bert()->options, want.bert()->options);
+    const auto have_labels = loaded.bert()->options.num_labels, want_labels = want.bert()->options.num_labels;
+    if (loaded.kind == models::ModelKind::BertClassifier && have_labels != want_labels)
+      diffs.push_back(fmt::format("model.num_labels: {} in the checkpoint, {} in the recipe", have_labels, want_labels));
+  }
+  if (!diffs.empty()) {
+    std::string list;
+    for (const auto& d : diffs) list += "\n  " + d;
+    throw Error(fmt::format("{} is another model than the recipe's:{}\n{}", what, list, way_out));
+  }
+  torch::NoGradGuard no_grad;
+  auto src = loaded.module()->named_parameters(), dst = want.module()->named_parameters();
+  for (auto& item : dst) item.value().copy_(src[item.key()]);
+  auto src_buffers = loaded.module()->named_buffers();
+  for (auto& item : want.module()->named_buffers())
+    if (src_buffers.contains(item.key())) item.value().copy_(src_buffers[item.key()]);
+  want.labels = loaded.labels;
+  return want;
+}
+
+constexpr const char* kResumeWayOut =
+    "resume with the model section it was trained with, or start a new run (--force, or another run.out_dir)";
+
+models::AnyModel build_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok) {
+  const auto kind = model_kind(r.train.task);
+  if (r.train.init_from.empty()) return recipe_model(r, tok);
+  const fs::path from = r.train.init_from;
+  if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
+  auto loaded = models::load_model(from, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  return adopt(r, tok, loaded, "train.init_from " + from.string(),
+               "set these model keys to the values of the weights you start from");
 }
 
 std::unique_ptr<tokenizer::Tokenizer> load_run_tokenizer(const recipe::Recipe& r, bool required) {
@@ -203,6 +248,18 @@ void check_vocab(const models::AnyModel& m, const tokenizer::Tokenizer& tok, con
                             tok.vocab_size(), where, m.vocab_size()));
 }
 
+std::string new_run_id() {
+  std::random_device rd;
+  const uint64_t r = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^
+                     static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  return fmt::format("{:016x}", r);
+}
+
+bool same_dir(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  return fs::equivalent(a, b, ec);
+}
+
 }  // namespace
 
 at::Device resolve_device(recipe::Device d) {
@@ -217,6 +274,7 @@ at::Device resolve_device(recipe::Device d) {
 }
 
 struct Trainer::Impl {
+  std::optional<io::DirLock> lock;  // one writer per out_dir
   std::unique_ptr<tokenizer::Tokenizer> tok;
   std::unique_ptr<TaskData> data;
   std::unique_ptr<Optimizer> optimizer;
@@ -232,26 +290,58 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
   if (const char* ws = std::getenv("WORLD_SIZE"); ws && std::atoi(ws) > 1)
     throw Error(std::string("WORLD_SIZE is ") + ws + ": this build trains in one process; launch one process");
   torch::manual_seed(static_cast<uint64_t>(recipe_.run.seed));
+  impl_->lock.emplace(recipe_.run.out_dir);
+  const auto root = recipe::checkpoint_dir(recipe_);
+  recover_checkpoints(root);
   impl_->tok = load_run_tokenizer(recipe_, /*required=*/false);
 
   std::optional<CheckpointData> resume;
   const auto& how = recipe_.train.resume;
   if (how == "auto") {
-    resume = load_latest_checkpoint(recipe::checkpoint_dir(recipe_), [&](const std::string& w) {
+    resume = load_latest_checkpoint(root, [&](const std::string& w) {
       if (options_.console) *options_.console << w << "\n";
     });
   } else if (how != "none") {
     resume = load_checkpoint(how);
   }
+  // One run per out_dir: checkpoints of another run, or later ones of this run that resuming
+  // from an earlier step would interleave with, stop the run before anything is written.
+  const auto existing = list_checkpoints(root);
+  if (!resume && !existing.empty())
+    throw Error(fmt::format("{} holds the checkpoints of an earlier run (newest {}) and train.resume is none: resume "
+                            "it (--resume auto), start over with --force (removes that run's checkpoints and "
+                            "metrics), or choose another run.out_dir",
+                            root.string(), existing.back().filename().string()));
+  if (resume) {
+    std::vector<std::string> later, foreign;
+    for (const auto& dir : existing) {
+      const auto id = checkpoint_run_id(dir);
+      if (!resume->state.run_id.empty() && id != resume->state.run_id) foreign.push_back(dir.filename().string());
+      else if (!same_dir(dir, resume->dir) && checkpoint_step(dir) > resume->state.step &&
+               checkpoint_problem(dir).empty())  // a damaged later one was warned about and is replaced
+        later.push_back(dir.filename().string());
+    }
+    if (!foreign.empty())
+      throw Error(fmt::format("{} holds checkpoints of another run ({}); resuming {} there would mix two runs: start "
+                              "over with --force, or choose another run.out_dir",
+                              root.string(), fmt::join(foreign, ", "), resume->dir.string()));
+    if (!later.empty())
+      throw Error(fmt::format("{} holds checkpoints later than {} ({}); resuming from it would interleave two "
+                              "histories: resume the newest (--resume auto), or pass --force to remove the later "
+                              "ones",
+                              root.string(), resume->dir.string(), fmt::join(later, ", ")));
+  }
   if (resume) {
     if (resume->model.kind != model_kind(recipe_.train.task))
       throw Error(resume->dir.string() + ": holds a " + resume->model.kind_name() + " model, but train.task is " +
                   std::string(recipe::enum_name(recipe_.train.task)));
-    model_ = resume->model;
+    model_ = adopt(recipe_, impl_->tok.get(), resume->model, "the checkpoint " + resume->dir.string(), kResumeWayOut);
     state_ = resume->state;
     impl_->resumed_from = resume->dir.string();
+    if (state_.run_id.empty()) state_.run_id = new_run_id();  // a checkpoint from before run ids
   } else {
     model_ = build_model(recipe_, impl_->tok.get());
+    state_.run_id = new_run_id();
   }
   if (impl_->tok) check_vocab(model_, *impl_->tok, "");
   state_.recipe_yaml = recipe::to_yaml(recipe_);
@@ -363,7 +453,8 @@ TrainReport Trainer::run() {
   impl_->data = make_task_data(recipe_, *impl_->tok);
   model_.labels = impl_->data->labels();
 
-  Metrics metrics({recipe_.run.out_dir, true, options_.console, options_.console_is_tty});
+  Metrics metrics({recipe_.run.out_dir, true, options_.console, options_.console_is_tty, state_.run_id,
+                   impl_->resumed_from.empty() ? -1 : state_.step});
   auto say = [&](const std::string& s) { metrics.message(s); };
   TrainReport report;
   report.start_step = state_.step;
@@ -372,6 +463,7 @@ TrainReport Trainer::run() {
   say(fmt::format("training {} ({:.2f}M parameters) on {} for {} steps: batch {} x {} tokens x {} accumulation{}",
                   model_.kind_name(), static_cast<double>(params) / 1e6, device_.str(), tr.max_steps, tr.batch_size,
                   recipe_.data.seq_len, tr.grad_accum, impl_->optimizer->fused() ? ", fused AdamW" : ""));
+  if (const auto note = impl_->data->notes(); !note.empty()) say(note);
   const bool can_eval = impl_->data->val_batches() > 0;
   if (!can_eval) say("no validation data: validation is skipped (set data.val_files or data.val_fraction)");
   const double peak = measure_peak_flops(device_, tr.precision);
@@ -389,8 +481,10 @@ TrainReport Trainer::run() {
     auto tensors = impl_->optimizer->state();
     for (auto& [n, t] : tensors) n = "optim." + n;
     for (auto& kv : rng_state(device_)) tensors.push_back(kv);
-    report.checkpoint = save_checkpoint(root, model_, tensors, state_);
-    prune_checkpoints(root, tr.keep_last, tr.keep_best);
+    auto state = state_;
+    if (last_eval != state_.step) state.val_loss = std::nan("");  // meta.json's val_loss is this step's
+    report.checkpoint = save_checkpoint(root, model_, tensors, state);
+    prune_checkpoints(root, state_.run_id, tr.keep_last, tr.keep_best);
     last_saved = state_.step;
   };
   auto validate = [&] {
@@ -481,6 +575,13 @@ fs::path newest_checkpoint(const recipe::Recipe& r) {
   if (all.empty())
     throw Error("no checkpoint in " + recipe::checkpoint_dir(r).string() + "; train first (lathe train RECIPE)");
   return all.back();
+}
+
+void check_checkpoint_model(const recipe::Recipe& r, const fs::path& dir) {
+  const auto tok = load_run_tokenizer(r, /*required=*/false);
+  const auto kind = model_kind(r.train.task);
+  auto loaded = models::load_model(dir, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  adopt(r, tok.get(), loaded, "the checkpoint " + dir.string(), kResumeWayOut);
 }
 
 std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {

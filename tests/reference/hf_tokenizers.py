@@ -5,6 +5,7 @@
     hf_tokenizers.py train_wordpiece CORPUS OUTDIR VOCAB_SIZE LOWERCASE(0/1)
     hf_tokenizers.py encode TOKENIZER TEXTS.json OUT.json [--specials]
     hf_tokenizers.py encode_vocab_merges VOCAB MERGES TEXTS.json OUT.json
+    hf_tokenizers.py prefix_space TOKENIZER OUT.json       the same tokenizer with ByteLevel(add_prefix_space=True)
 """
 import json
 import random
@@ -90,10 +91,16 @@ def encode_vocab_merges(vocab, merges, texts, out):
         json.dump([tok.encode(t).ids for t in items], f)
 
 
+def prefix_space(tokenizer, out):
+    tok = Tokenizer.from_file(tokenizer)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.save(out)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "encode":
         encode(args[0], args[1], args[2], "--specials" in args[3:])
     else:
         {"edge_corpus": edge_corpus, "train_bpe": train_bpe, "train_wordpiece": train_wordpiece,
-         "encode_vocab_merges": encode_vocab_merges}[cmd](*args)
+         "encode_vocab_merges": encode_vocab_merges, "prefix_space": prefix_space}[cmd](*args)

@@ -47,10 +47,11 @@ struct ClassificationBatch {
 };
 
 /// [CLS] text [SEP] (pair [SEP]) truncated to max_len (longest text first), padded to the
-/// longest in the batch.
+/// longest in the batch. `pair`: the task has a second text (data.text_pair_field is set), so
+/// every row carries its second segment, even an empty one ([CLS] a [SEP] [SEP], type ids 0 then 1).
 ClassificationBatch collate_examples(const std::vector<Example>& batch, const tokenizer::WordPiece& tok,
                                      const LabelMap& labels, int64_t max_len, const std::filesystem::path& file,
-                                     int32_t pad_id);
+                                     int32_t pad_id, bool pair);
 
 /// BERT pre-training pairs from documents: each document's tokens are cut into segments of at
 /// most max_len - 3 tokens, each segment split at a random point into A and B, giving

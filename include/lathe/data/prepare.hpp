@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "lathe/tokenizer/tokenizer.hpp"
 
 namespace lathe::data {
@@ -30,6 +32,9 @@ struct PrepareOptions {
   uint64_t seed = 1337;                 // decides which documents go to validation
   int threads = 0;                      // tokenization threads; 0: all hardware threads
   std::function<void(const std::string&, int64_t, int64_t)> progress;
+  /// Written into index.json as "made_from": what the shards were made from (the data stage's
+  /// record of its inputs), compared before the stage is skipped.
+  nlohmann::json made_from;
 };
 
 struct PrepareReport {
@@ -38,11 +43,17 @@ struct PrepareReport {
   uint64_t train_documents = 0, val_documents = 0;
   uint64_t bytes = 0;
   double seconds = 0;
+  std::vector<std::filesystem::path> removed;  // an earlier prepare's shards and index, removed first
 };
+
+/// True for the names prepare_shards writes: train_NNNNNN.bin, val_NNNNNN.bin (and .partial).
+bool is_shard_name(const std::string& name);
 
 /// Tokenizes the documents (end-of-text token after each), writes train_NNNNNN.bin and
 /// val_NNNNNN.bin shards and, last, index.json (what the shards hold and which tokenizer wrote
-/// them). The end-of-text token is <|endoftext|>, else [SEP].
+/// them). The end-of-text token is <|endoftext|>, else [SEP]. Files of shard_dir that lathe did
+/// not write are never touched: one with a shard's name (or index.json) stops it with an error
+/// naming the file before anything is written; an earlier prepare's shards are replaced.
 PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptions& options);
 
 /// The shards listed by <shard_dir>/index.json for a split ("train" or "val"), checked against

@@ -5,6 +5,8 @@
 // offsets relative to the end of the header.
 #pragma once
 
+#include <cstdint>
+
 #include <ATen/core/Tensor.h>
 
 #include <filesystem>
@@ -14,6 +16,9 @@
 #include <vector>
 
 namespace lathe::io {
+
+/// Largest header a reader accepts (the reference implementation's limit, 100 MB).
+inline constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
 
 struct Safetensors {
   std::vector<std::pair<std::string, at::Tensor>> tensors;  // in file order (by offset)

@@ -18,6 +18,9 @@ struct SamplingOptions {
   uint64_t seed = 1337;              // seed of the sampling stream (the same seed, the same text)
   std::vector<int64_t> stop_tokens;  // ids that end generation (not included in the output)
   bool use_cache = true;             // false: recompute every position each step (for checking the cache)
+  /// Only ids below this are sampled: a model whose embedding was padded past the tokenizer's
+  /// vocabulary (model.vocab_size) never emits an id the tokenizer cannot decode. 0: all rows.
+  int64_t vocab_limit = 0;
 
   /// Throws std::invalid_argument naming the bad field.
   void validate() const;

@@ -17,13 +17,20 @@ struct RunOptions {
   bool console_is_tty = false;  // the log is a terminal: training redraws its progress line in place
 };
 
+/// The resolved recipe of a run, under out_dir: a name a user's input recipe never needs to
+/// have (`lathe run` with the recipe inside out_dir leaves the recipe untouched).
+inline constexpr const char* kResolvedRecipe = "resolved.yaml";
+
 struct RunReport {
-  std::filesystem::path recipe_path;          // <out_dir>/recipe.yaml, the resolved recipe of the run
+  std::filesystem::path recipe_path;          // <out_dir>/resolved.yaml, the resolved recipe of the run
   std::vector<recipe::Stage> unavailable;     // stages this build of lathe cannot execute
+  bool interrupted = false;                   // a stage stopped on SIGTERM / SIGINT (resumable)
 };
 
-/// Writes the resolved recipe to <out_dir>/recipe.yaml, then runs each stage of
-/// `recipe.pipeline`, logging progress to `log`.
+/// Runs each stage of `recipe.pipeline` in order under the run's lock, logging to `log`, then
+/// writes the resolved recipe to <out_dir>/resolved.yaml (a run that fails part-way leaves the
+/// previous one). Throws lathe::Error before anything runs when a stage is not available in
+/// this build; stops after a stage that was interrupted.
 RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log);
 
 /// Stages this build of lathe can execute.

@@ -3,6 +3,8 @@
 
 #include <filesystem>
 #include <functional>
+#include <memory>
+#include <vector>
 #include <ostream>
 #include <string>
 
@@ -15,9 +17,38 @@ namespace lathe::pipeline {
 using Progress = std::function<void(const std::string&, int64_t, int64_t)>;
 
 struct StageResult {
-  bool skipped = false;     // outputs existed and the stage was not forced
-  std::string summary;      // one line for the log
+  bool skipped = false;      // outputs existed and the stage was not forced
+  std::string summary;       // one line for the log
+  bool interrupted = false;  // SIGTERM / SIGINT stopped it after a checkpoint; running it again resumes
 };
+
+/// The locks a stage that writes holds: run.out_dir and, when it lies elsewhere, the shard
+/// directory (io::DirLock; re-entrant in one process, so stages nest inside `lathe run`).
+class RunLock {
+ public:
+  explicit RunLock(const recipe::Recipe& recipe);
+  ~RunLock();
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The files a recipe reads and lathe must never write over: the recipe and its extends:
+/// bases, the corpus files, tokenizer.path and train.init_from.
+std::vector<std::filesystem::path> run_inputs(const recipe::Recipe& recipe);
+
+/// Throws lathe::Error when writing or removing `output` would destroy one of run_inputs():
+/// `output` is an input, or a directory that holds one.
+void check_not_input(const recipe::Recipe& recipe, const std::filesystem::path& output);
+
+/// Every stage records what its output was made from — the recipe keys it reads, the size and
+/// mtime of its input files, the tokenizer's fingerprint, the checkpoint's identity — in the
+/// output itself (index.json's "made_from") or in <out_dir>/stages.json, and is skipped only when
+/// all of it is unchanged. Otherwise it runs again and says what changed; the tokenizer and data
+/// stages refuse instead when out_dir holds checkpoints (they were trained on the old inputs).
 
 /// Tokenizer stage: with tokenizer.path set, checks that it loads; otherwise trains a byte-level
 /// BPE or WordPiece tokenizer (tokenizer.type) on tokenizer.train_files (or data.train_files)
@@ -25,7 +56,7 @@ struct StageResult {
 StageResult run_tokenizer_stage(const recipe::Recipe& recipe, bool force, const Progress& progress = {});
 
 /// Data stage: tokenizes data.train_files (and data.val_files) with the run's tokenizer into
-/// train/val shards under shard_dir(); skipped when index.json shows the same tokenizer.
+/// train/val shards under shard_dir().
 StageResult run_data_stage(const recipe::Recipe& recipe, bool force, const Progress& progress = {});
 
 }  // namespace lathe::pipeline
@@ -39,12 +70,14 @@ struct ConsoleOptions {
 };
 
 /// Train stage: trains to train.max_steps. Skipped when the newest checkpoint already reached
-/// max_steps (unless forced). An unfinished run in out_dir is resumed (train.resume: none
-/// behaves like auto there); forced, the old checkpoints are removed first.
+/// max_steps (unless forced). train.resume decides how an existing run is continued (auto, the
+/// default, resumes it). Forced, it starts over: lathe's checkpoints, metrics.jsonl and
+/// TensorBoard files of the earlier run are removed first (with train.resume naming a checkpoint
+/// of out_dir, only the checkpoints after it), and the summary says what was removed.
 StageResult run_train_stage(const recipe::Recipe& recipe, bool force, const ConsoleOptions& console = {});
 
 /// Eval stage: evaluates the newest checkpoint (or eval.checkpoint) and writes
-/// <out_dir>/eval.json. Skipped when eval.json already describes that checkpoint.
+/// <out_dir>/eval.json.
 StageResult run_eval_stage(const recipe::Recipe& recipe, bool force);
 
 struct Sample {

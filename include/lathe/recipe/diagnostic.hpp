@@ -21,6 +21,7 @@ struct Diagnostic {
   Mark mark;
   std::string key;      // dotted key path, e.g. "model.n_head"; empty for whole-file problems
   std::string message;  // what is wrong and, where possible, what to write instead
+  bool fatal = false;   // the file could not be read as a recipe at all (syntax): nothing is bound
 
   /// "file:line:col: key.path: message"
   std::string str() const;

@@ -40,5 +40,8 @@ struct KeyDoc {
 
 /// Every key a recipe may hold, in declaration order, with its default.
 std::vector<KeyDoc> recipe_keys();
+/// The same keys with `recipe`'s values (KeyDoc::value, YAML flow text): what a stage records
+/// of the recipe it was made from.
+std::vector<KeyDoc> recipe_keys(const Recipe& recipe);
 
 }  // namespace lathe::recipe

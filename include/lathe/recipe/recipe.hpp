@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -225,7 +226,7 @@ struct TrainConfig {
   int64_t save_every = 500;
   int64_t keep_last = 3;
   bool keep_best = true;
-  std::string resume = "none";
+  std::string resume = "auto";
   std::string init_from;
   NanPolicy nan_policy = NanPolicy::Error;
 };
@@ -246,8 +247,9 @@ void visit(V& v, TrainConfig& c) {
   v.field("save_every", c.save_every, "Steps between checkpoints; 0: only at the end.", at_least(0));
   v.field("keep_last", c.keep_last, "Checkpoints kept besides the best one.", at_least(1));
   v.field("keep_best", c.keep_best, "Also keep the checkpoint with the lowest validation loss.");
-  v.field("resume", c.resume, "none, auto (newest complete checkpoint in out_dir) or a checkpoint "
-                              "directory.");
+  v.field("resume", c.resume, "auto: continue the run in out_dir from its newest complete checkpoint "
+                              "(a fresh start when there is none); none: a fresh start, refused when out_dir "
+                              "holds checkpoints (use --force); or a checkpoint directory.");
   v.field("init_from", c.init_from, "Start from these weights: a lathe checkpoint or a Hugging Face model "
                                     "directory. Empty: random initialisation.");
   v.field("nan_policy", c.nan_policy, "On a NaN or infinite loss: stop with an error, or skip the step.");
@@ -377,6 +379,9 @@ struct Recipe {
   ExportConfig export_;
   EvalConfig eval;
   GenerateConfig generate;
+  // Not a key: the recipe files this recipe was read from (the file, then its extends: bases).
+  // Inputs of the run, which lathe never writes over.
+  std::vector<std::filesystem::path> sources;
 };
 
 template <class V>

@@ -4,7 +4,13 @@
 //   meta.json            format + version, step, trainer counters, the resolved recipe, and the
 //                        byte size of both tensor files
 // A checkpoint is written into a temporary directory, fsynced, then renamed into place, so a
-// directory named step_* is complete unless the disk itself lost data.
+// directory named step_* is complete unless the disk itself lost data. Replacing a checkpoint
+// of the same step swaps the two directories atomically (renameat2 RENAME_EXCHANGE; where the
+// file system lacks it, the old one is moved aside and recover_checkpoints() restores it after a
+// crash). Only directories named exactly step_<8+ digits> whose meta.json carries lathe's
+// format are checkpoints; each records the id of the run that wrote it, and pruning touches the
+// current run's checkpoints alone. Every directory is recorded in lathe's manifest
+// (io/ownership.hpp) before it is written.
 #pragma once
 
 #include <filesystem>
@@ -13,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -35,6 +42,7 @@ struct TrainerState {
   int64_t good_steps = 0;      // fp16: steps since the scale last changed
   double elapsed_s = 0;        // training time so far
   std::string recipe_yaml;     // the resolved recipe of the run
+  std::string run_id;          // set when a run starts from scratch; kept across resumes
 };
 
 struct CheckpointData {
@@ -53,16 +61,43 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& checkpoints_d
 /// file for anything missing, truncated or malformed.
 CheckpointData load_checkpoint(const std::filesystem::path& dir);
 
-/// step_* directories under `checkpoints_dir`, oldest first.
+/// The checkpoints under `checkpoints_dir` (exact step_NNNNNNNN names with lathe's meta.json),
+/// oldest first.
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& checkpoints_dir);
+
+/// What makes a checkpoint directory unusable without reading its tensors (no meta.json,
+/// another format, a file missing or of another size than recorded), naming the file; empty
+/// when it is intact.
+std::string checkpoint_problem(const std::filesystem::path& dir);
+
+/// True for a directory named step_NNNNNNNN that holds a lathe meta.json.
+bool is_checkpoint(const std::filesystem::path& dir);
+
+/// The step in a checkpoint directory's name (step_00000120: 120); -1 for any other name.
+int64_t checkpoint_step(const std::filesystem::path& dir);
+
+/// The run id recorded in a checkpoint's meta.json ("" for none).
+std::string checkpoint_run_id(const std::filesystem::path& dir);
+
+/// Repairs what an interrupted save left (the writer of `checkpoints_dir` must hold its lock):
+/// a checkpoint moved aside by a replacement goes back to its name; temporary directories go.
+void recover_checkpoints(const std::filesystem::path& checkpoints_dir);
+
+/// Test hook: called at each stage of a save ("model", "trainer", "complete", "renamed",
+/// "exchanged", "moved_aside"). A hook that throws something not derived from std::exception
+/// leaves the files exactly as a process killed at that point would. Empty: none.
+using CheckpointFaultHook = std::function<void(std::string_view)>;
+void set_checkpoint_fault_hook(CheckpointFaultHook hook);
 
 /// The newest checkpoint that loads; each unreadable newer one is reported to `warn` and
 /// skipped. nullopt when there is none.
 std::optional<CheckpointData> load_latest_checkpoint(const std::filesystem::path& checkpoints_dir,
                                                      const std::function<void(const std::string&)>& warn);
 
-/// Removes all but the newest `keep_last` checkpoints and, when keep_best, the one with the
-/// lowest recorded validation loss.
-void prune_checkpoints(const std::filesystem::path& checkpoints_dir, int64_t keep_last, bool keep_best);
+/// Removes all but the newest `keep_last` checkpoints of run `run_id` and, when keep_best, the
+/// one of them with the lowest recorded validation loss. Checkpoints of other runs and entries
+/// lathe did not write are left alone. Returns what it removed.
+std::vector<std::filesystem::path> prune_checkpoints(const std::filesystem::path& checkpoints_dir,
+                                                     const std::string& run_id, int64_t keep_last, bool keep_best);
 
 }  // namespace lathe::train

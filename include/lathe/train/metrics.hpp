@@ -51,6 +51,11 @@ struct MetricsOptions {
   /// The console is a terminal: the line is redrawn in place every step. Otherwise a line is
   /// printed only for steps that are logged (no carriage returns in log files).
   bool console_is_tty = false;
+  /// Written into every metrics.jsonl record, so two runs of one out_dir never mix.
+  std::string run_id;
+  /// Records of run_id with a step above this are dropped when the file is opened: a run that
+  /// resumes from an earlier checkpoint logs those steps again, once. -1: keep everything.
+  int64_t resume_step = -1;
 };
 
 class Metrics {

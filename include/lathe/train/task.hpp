@@ -38,6 +38,9 @@ class TaskData {
   virtual Batch val_batch(int64_t index) const = 0;
   /// Class names by id (classification), else empty.
   virtual std::vector<std::string> labels() const { return {}; }
+  /// Something the user should know about the data (a validation split read as one smaller
+  /// batch, say); empty when there is nothing to say.
+  virtual std::string notes() const { return {}; }
 };
 
 /// Builds the data of recipe.train.task from the shards (LM tasks) or example files

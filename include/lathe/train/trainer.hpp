@@ -85,4 +85,8 @@ std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& recipe, 
 /// The newest checkpoint directory of a run, or throws naming the directory searched.
 std::filesystem::path newest_checkpoint(const recipe::Recipe& recipe);
 
+/// Throws lathe::Error naming every model key on which the checkpoint in `dir` and the recipe
+/// disagree (what resuming it would refuse); a finished run is checked before it is skipped.
+void check_checkpoint_model(const recipe::Recipe& recipe, const std::filesystem::path& dir);
+
 }  // namespace lathe::train

@@ -1,0 +1,100 @@
+#include "provenance.hpp"
+
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "lathe/io/atomic_file.hpp"
+#include "lathe/io/ownership.hpp"
+#include "lathe/recipe/load.hpp"
+
+namespace lathe::pipeline {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+MadeFrom recipe_part(const recipe::Recipe& r, std::initializer_list<std::string_view> prefixes) {
+  MadeFrom out;
+  for (const auto& k : recipe::recipe_keys(r))
+    for (auto p : prefixes)
+      if (k.key.starts_with(p)) out[k.key] = k.value;
+  return out;
+}
+
+namespace {
+/// "<size> bytes, modified <ns since the epoch>", or "missing".
+std::string file_state(const fs::path& f) {
+  struct stat st {};
+  if (::stat(f.c_str(), &st) != 0) return "missing";
+  return fmt::format("{} bytes, modified {}.{:09d}", st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+}  // namespace
+
+void add_files(MadeFrom& record, const std::vector<fs::path>& files) {
+  for (const auto& f : files) record["file " + f.string()] = file_state(f);
+}
+
+std::string checkpoint_identity(const fs::path& dir) {
+  std::ifstream in(dir / "meta.json");
+  const auto meta = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return fmt::format("{} of run {} (model.safetensors: {})", dir.filename().string(),
+                     meta.is_object() ? meta.value("run_id", "?") : "?", file_state(dir / "model.safetensors"));
+}
+
+json to_json(const MadeFrom& record) { return json(record); }
+
+std::optional<MadeFrom> from_json(const json& j) {
+  if (!j.is_object()) return std::nullopt;
+  MadeFrom out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (!it.value().is_string()) return std::nullopt;
+    out[it.key()] = it.value().get<std::string>();
+  }
+  return out;
+}
+
+std::vector<std::string> changes(const std::optional<MadeFrom>& recorded, const MadeFrom& now) {
+  if (!recorded) return {"no record of what it was made from"};
+  std::vector<std::string> out;
+  for (const auto& [k, v] : now) {
+    auto it = recorded->find(k);
+    if (it == recorded->end()) out.push_back(k.starts_with("file ") ? k + ": added" : k + ": new in the recipe");
+    else if (it->second != v) out.push_back(k.starts_with("file ") ? k + ": changed" : fmt::format("{}: {} -> {}", k, it->second, v));
+  }
+  for (const auto& [k, v] : *recorded)
+    if (!now.count(k)) out.push_back(k.starts_with("file ") ? k + ": no longer an input" : k + ": no longer set");
+  return out;
+}
+
+std::optional<MadeFrom> read_stage_record(const fs::path& out_dir, const std::string& stage) {
+  std::ifstream in(out_dir / "stages.json");
+  if (!in) return std::nullopt;
+  const auto j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains(stage)) return std::nullopt;
+  return from_json(j[stage]);
+}
+
+void write_stage_record(const fs::path& out_dir, const std::string& stage, const MadeFrom& record) {
+  const auto path = out_dir / "stages.json";
+  json j = json::object();
+  {
+    std::ifstream in(path);
+    if (in) {
+      auto old = json::parse(in, nullptr, /*allow_exceptions=*/false);
+      if (old.is_object()) j = std::move(old);
+    }
+  }
+  j[stage] = to_json(record);
+  io::claim(path);
+  io::write_file_atomic(path, j.dump(2) + "\n");
+}
+
+std::string summarize(const std::vector<std::string>& items, std::size_t shown) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size() && i < shown; ++i) out += (i ? "; " : "") + items[i];
+  if (items.size() > shown) out += fmt::format("; and {} more", items.size() - shown);
+  return out;
+}
+
+}  // namespace lathe::pipeline

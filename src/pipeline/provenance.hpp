@@ -1,0 +1,49 @@
+// What a stage's output was made from, recorded beside it: a stage is skipped only when every
+// part of its record is unchanged, and otherwise says which parts changed.
+#pragma once
+
+#include <filesystem>
+#include <initializer_list>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "lathe/recipe/recipe.hpp"
+
+namespace lathe::pipeline {
+
+/// A flat record: "tokenizer.vocab_size" -> "400", "file data/kjv.txt" -> "4322111 bytes, mtime
+/// 1732870000123456789", "checkpoint" -> "...".
+using MadeFrom = std::map<std::string, std::string>;
+
+/// The recipe keys that start with one of `prefixes` ("tokenizer." for a section, "run.seed"
+/// for one key), with their values.
+MadeFrom recipe_part(const recipe::Recipe& recipe, std::initializer_list<std::string_view> prefixes);
+
+/// Adds each file's size and modification time under "file <path>".
+void add_files(MadeFrom& record, const std::vector<std::filesystem::path>& files);
+
+/// A checkpoint directory's identity: path, run id, step, and its model file's size and mtime
+/// (a checkpoint rewritten in place is another checkpoint).
+std::string checkpoint_identity(const std::filesystem::path& dir);
+
+nlohmann::json to_json(const MadeFrom& record);
+/// An absent or malformed record reads as nullopt (the output's origin is unknown).
+std::optional<MadeFrom> from_json(const nlohmann::json& j);
+
+/// One line per difference: "tokenizer.vocab_size: 400 -> 500", "file x: changed", "y: added".
+/// nullopt `recorded`: the output has no record.
+std::vector<std::string> changes(const std::optional<MadeFrom>& recorded, const MadeFrom& now);
+
+/// The record of `stage` in <out_dir>/stages.json (for outputs with no room for one inside).
+std::optional<MadeFrom> read_stage_record(const std::filesystem::path& out_dir, const std::string& stage);
+void write_stage_record(const std::filesystem::path& out_dir, const std::string& stage, const MadeFrom& record);
+
+/// "a, b and 2 more" for messages.
+std::string summarize(const std::vector<std::string>& items, std::size_t shown = 3);
+
+}  // namespace lathe::pipeline
