@@ -205,6 +205,23 @@ TEST_CASE("cli: tokenizer commands report missing inputs", "[cli][tokenizer][err
   CHECK(run_lathe({"tokenizer", "encode"}).code == 2);
 }
 
+TEST_CASE("cli: tokenizer decode refuses ids outside the vocabulary, however large", "[cli][tokenizer][errors]") {
+  TempDir dir;
+  auto vocab = dir.write("vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n");
+  auto ok = dir.write("ok.txt", "5 6\n");
+  auto r = run_lathe({"tokenizer", "decode", "--tokenizer", vocab.string(), ok.string()});
+  CHECK(r.code == 0);
+  CHECK(r.out == "the cat");
+  for (std::string id : {"99999999999", "7", "-1"}) {
+    auto ids = dir.write("ids.txt", "5 " + id + "\n");
+    auto bad = run_lathe({"tokenizer", "decode", "--tokenizer", vocab.string(), ids.string()});
+    INFO(bad.err);
+    CHECK(bad.code == 1);
+    CHECK(bad.err == "lathe tokenizer decode: " + ids.string() + ":1: token id " + id +
+                         " is outside the vocabulary (0 to 6)\n");
+  }
+}
+
 TEST_CASE("cli: commands of later releases say so and exit 1 after validating the recipe", "[cli]") {
   auto r = run_lathe({"prune", kDefault});
   CHECK(r.code == 1);

@@ -16,6 +16,7 @@
 #include "lathe/data/prepare.hpp"
 #include "lathe/data/sampler.hpp"
 #include "lathe/data/shard.hpp"
+#include "lathe/io/inputs.hpp"
 #include "lathe/tokenizer/trainer.hpp"
 #include "gpu.hpp"
 #include "support.hpp"
@@ -523,4 +524,46 @@ TEST_CASE("data: a pair task keeps its second segment when the first row's is em
   // A single-text task never adds a second segment.
   auto single = collate_examples({{"cat", "", "no", 2}}, tok, labels, 16, vocab, 0, /*pair=*/false);
   CHECK(single.inputs.input_ids.size(1) == 3);
+}
+
+TEST_CASE("data: a text file without blank lines is one document per line", "[data][prepare]") {
+  TempDir dir;
+  std::string text;
+  for (int d = 0; d < 200; ++d) text += "Line " + std::to_string(d) + " of a corpus without paragraphs.\n";
+  auto corpus = dir.write("lines.txt", text);
+  std::vector<std::string> docs;
+  read_documents({corpus}, InputFormat::Auto, "text", [&](std::string&& d) { docs.push_back(d); });
+  REQUIRE(docs.size() == 200);
+  CHECK(docs[7] == "Line 7 of a corpus without paragraphs.\n");
+  // With a blank line anywhere, blank lines separate documents as before.
+  auto paragraphs = dir.write("para.txt", "a\nb\n\nc\n");
+  docs.clear();
+  read_documents({paragraphs}, InputFormat::Auto, "text", [&](std::string&& d) { docs.push_back(d); });
+  CHECK(docs == std::vector<std::string>{"a\nb\n", "c\n"});
+}
+
+TEST_CASE("data: a CSV file with a UTF-8 byte-order mark reads its first column", "[data][classification]") {
+  TempDir dir;
+  auto csv = dir.write("bom.csv", "\xEF\xBB\xBFtext,label\nhello,1\n");
+  auto ex = read_examples(csv, "text", "", "label");
+  REQUIRE(ex.size() == 1);
+  CHECK(ex[0].text == "hello");
+  CHECK(ex[0].label == "1");
+}
+
+TEST_CASE("data: a directory of inputs skips hidden files and backups and refuses binary files", "[data][inputs]") {
+  TempDir dir;
+  dir.write("corpus/a.txt", "text\n");
+  dir.write("corpus/.notes.txt", "hidden\n");
+  dir.write("corpus/a.txt~", "backup\n");
+  dir.write("corpus/#a.txt#", "autosave\n");
+  dir.write("corpus/.git/objects/x", "git\n");
+  dir.write("corpus/sub/b.txt", "more\n");
+  const auto root = (dir.path() / "corpus").string();
+  CHECK(lathe::io::expand_inputs({root}) ==
+        std::vector<fs::path>{dir.path() / "corpus/a.txt", dir.path() / "corpus/sub/b.txt"});
+  const auto bin = dir.write("corpus/sub/model.bin", std::string("\x01\x00\x02", 3));
+  CHECK(error_of([&] { lathe::io::expand_inputs({root}); }) ==
+        "input '" + bin.string() + "' (in the directory '" + root +
+            "') holds NUL bytes: not a text or JSONL file; move it out, or name the files with a glob");
 }

@@ -481,3 +481,9 @@ TEST_CASE("recipe: a second YAML document is an error, and a duplicate key hides
   CHECK(contains(both[0].str(), "model.n_layer: duplicate key"));
   CHECK(contains(both[1].str(), "model.d_model: expected an integer"));
 }
+
+TEST_CASE("recipe: infinite and NaN numbers are refused", "[recipe][errors]") {
+  auto d = problem(kCorpus + "optim:\n  lr: .inf\n");
+  CHECK(d.str() == "r.yaml:4:7: optim.lr: expected a finite number, got '.inf'");
+  CHECK(problem(kCorpus + "model:\n  dropout: .nan\n").message == "expected a finite number, got '.nan'");
+}

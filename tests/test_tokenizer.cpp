@@ -11,6 +11,7 @@
 #include "lathe/tokenizer/trainer.hpp"
 #include "lathe/tokenizer/byte_bpe.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
+#include "lathe/recipe/paths.hpp"
 #include "support.hpp"
 
 using namespace lathe::tokenizer;
@@ -356,4 +357,19 @@ TEST_CASE("tokenizer: WordPiece training matches HF WordPieceTrainer's vocabular
   auto texts = dir.write("texts.json", nlohmann::json(std::vector<std::string>{held.substr(0, 5000)}).dump());
   python({"encode", saved.string(), texts.string(), out.string()});
   CHECK(read_json(out)[0].get<std::vector<int32_t>>() == ours.encode(held.substr(0, 5000)));
+}
+
+TEST_CASE("tokenizer: a vocab.txt is cased as its vocabulary is, whoever loads it", "[tokenizer]") {
+  TempDir dir;
+  const std::string specials = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n";
+  auto uncased = dir.write("uncased/vocab.txt", specials + "the\ncat\n");
+  auto cased = dir.write("cased/vocab.txt", specials + "The\nthe\ncat\n");
+  // The recipe's default (tokenizer.lowercase false) and the CLI's default load it alike.
+  lathe::recipe::Recipe r;
+  for (auto lowercase : {std::optional<bool>{}, lathe::recipe::vocab_lowercase(r)}) {
+    CHECK(load_tokenizer(uncased, lowercase)->encode("The Cat") == std::vector<int32_t>{5, 6});
+    CHECK(load_tokenizer(cased, lowercase)->encode("The cat") == std::vector<int32_t>{5, 7});
+    CHECK(load_tokenizer(cased, lowercase)->encode("THE") == std::vector<int32_t>{1});
+  }
+  CHECK(load_tokenizer(uncased, false)->encode("The") == std::vector<int32_t>{1});  // --cased
 }

@@ -14,6 +14,8 @@
 #include <ATen/ATen.h>
 
 #include "lathe/core/error.hpp"
+#include "lathe/data/shard.hpp"
+#include "lathe/train/task.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/generate.hpp"
 #include "lathe/models/hf.hpp"
@@ -335,6 +337,12 @@ TEST_CASE("train: metrics.jsonl and the TensorBoard event file agree", "[train][
   TempDir out;
   auto r = prepared(corpus.recipe(out.path(), "max_steps: 6, batch_size: 2, log_every: 2, eval_every: 3, eval_batches: 2"));
   Trainer(r).run();
+  // MFU is against the device's measured plateau: a real step never exceeds it.
+  for (const auto& j : read_jsonl(out.path() / "metrics.jsonl"))
+    if (j["split"] == "train") {
+      CHECK(j["mfu"].get<double>() > 0);
+      CHECK(j["mfu"].get<double>() < 1);
+    }
   fs::path events;
   for (const auto& e : fs::directory_iterator(out.path() / "tensorboard"))
     if (e.path().filename().string().starts_with("events.")) events = e.path();
@@ -540,4 +548,52 @@ TEST_CASE("train: a validation split smaller than one batch is evaluated as one 
   const auto m = lathe::train::evaluate_checkpoint(r, rep.checkpoint);
   CHECK(m.at("batches") == 1);
   CHECK(m.at("loss") == Approx(rep.val.at("loss")).epsilon(1e-5));
+}
+
+TEST_CASE("train: problems of the data are found before the first step", "[train][errors]") {
+  SECTION("an evaluation stage with no validation data") {
+    Corpus corpus;
+    TempDir out;
+    auto r = prepared(corpus.recipe(out.path(), "max_steps: 2, batch_size: 2", "eval: {batches: 2}") );
+    r.data.val_fraction = 0;
+    lathe::pipeline::run_data_stage(r, /*force=*/true);
+    r.pipeline.push_back(lathe::recipe::Stage::Eval);
+    const auto msg = lathe::test::error_of([&] { Trainer(r).run(); });
+    CHECK(msg.find("the validation split holds no batch, and the pipeline's eval stage evaluates on it") == 0);
+    CHECK(lathe::train::list_checkpoints(out.path() / "checkpoints").empty());
+  }
+  SECTION("a validation label the training data lacks") {
+    TempDir dir;
+    auto vocab = dir.write("vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n");
+    auto train = dir.write("train.csv", "text,label\nthe cat,yes\ncat,no\n");
+    auto val = dir.write("val.csv", "text,label\nthe,no\nthe cat,maybe\n");
+    auto r = recipe_from(fmt::format(R"(pipeline: [train]
+run: {{out_dir: {}/run, device: cpu}}
+tokenizer: {{type: wordpiece, path: {}, special_tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]}}
+data: {{train_files: [{}], val_files: [{}], seq_len: 8}}
+model: {{arch: bert, n_layer: 1, n_head: 2, d_model: 8, max_seq_len: 8, num_labels: 2}}
+schedule: {{warmup_steps: 1}}
+train: {{task: classification, max_steps: 2, batch_size: 2}}
+)",
+                                     dir.path().string(), vocab.string(), train.string(), val.string()));
+    auto tok = lathe::tokenizer::load_tokenizer(vocab);
+    CHECK(lathe::test::error_of([&] { lathe::train::make_task_data(r, *tok); }) ==
+          val.string() + ":3: label 'maybe' does not occur in the training data");
+  }
+  SECTION("a shard written by another tokenizer, whatever the index says") {
+    Corpus corpus;
+    TempDir out;
+    auto r = prepared(corpus.recipe(out.path(), "max_steps: 2, batch_size: 2"));
+    const auto shard = lathe::recipe::shard_dir(r) / "train_000000.bin";
+    const auto tokens = lathe::data::Shard(shard).size();
+    {
+      lathe::data::ShardWriter w(shard, 400, /*fingerprint=*/12345);
+      std::vector<int32_t> zeros(tokens, 0);
+      w.append(zeros);
+      w.finish();
+    }
+    auto tok = lathe::tokenizer::load_tokenizer(lathe::recipe::tokenizer_path(r));
+    CHECK(lathe::test::error_of([&] { lathe::train::make_task_data(r, *tok); })
+              .find("shard '" + shard.string() + "' was written by another tokenizer (fingerprint 0000000000003039") == 0);
+  }
 }

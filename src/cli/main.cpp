@@ -264,8 +264,13 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
+/// --cased keeps a vocab.txt cased; otherwise its vocabulary decides (as for a recipe).
+std::optional<bool> casing(const cxxopts::ParseResult& r) {
+  return r.count("cased") ? std::optional<bool>(false) : std::nullopt;
+}
+
 int cmd_tokenizer_encode(const cxxopts::ParseResult& r) {
-  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), !r.count("cased"));
+  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), casing(r));
   const bool lines = r.count("lines") > 0, offsets = r.count("offsets") > 0, specials = r.count("specials") > 0;
   const int threads = r.count("threads") ? r["threads"].as<int>() : 1;
   const auto* wordpiece = dynamic_cast<const lathe::tokenizer::WordPiece*>(tok.get());
@@ -306,7 +311,7 @@ int cmd_tokenizer_encode(const cxxopts::ParseResult& r) {
 }
 
 int cmd_tokenizer_decode(const cxxopts::ParseResult& r) {
-  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), !r.count("cased"));
+  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), casing(r));
   const bool lines = r.count("lines") > 0;
   for (const auto& [name, text] : read_inputs(r)) {
     int lineno = 0;
@@ -315,13 +320,18 @@ int cmd_tokenizer_decode(const cxxopts::ParseResult& r) {
       std::vector<int32_t> ids;
       std::istringstream in(line);
       for (std::string word; in >> word;) {
+        long long id = -1;
         try {
           std::size_t used = 0;
-          ids.push_back(static_cast<int32_t>(std::stol(word, &used)));
+          id = std::stoll(word, &used);
           if (used != word.size()) throw std::invalid_argument(word);
         } catch (const std::exception&) {
           throw lathe::Error(fmt::format("{}:{}: '{}' is not a token id", name, lineno, word));
         }
+        if (id < 0 || id >= tok->vocab_size())
+          throw lathe::Error(fmt::format("{}:{}: token id {} is outside the vocabulary (0 to {})", name, lineno, word,
+                                         tok->vocab_size() - 1));
+        ids.push_back(static_cast<int32_t>(id));
       }
       std::cout << tok->decode(ids) << (lines ? "\n" : "");
     }
@@ -384,7 +394,7 @@ std::vector<Command> commands() {
          o.add_options()("tokenizer", "tokenizer.json, vocab.json (merges.txt beside it) or vocab.txt",
                          cxxopts::value<std::string>())("lines", "Encode each line on its own; one output line each")(
              "specials", "WordPiece: add [CLS] and [SEP]")("offsets", "Write id:start-end byte offsets")(
-             "cased", "vocab.txt: keep case and accents")("threads", "Encoding threads for --lines",
+             "cased", "vocab.txt: keep case and accents (default: as the vocabulary is cased)")("threads", "Encoding threads for --lines",
                                                           cxxopts::value<int>())(
              "stats", "Print bytes, tokens and MB/s to stderr")("files", "Input files",
                                                                  cxxopts::value<std::vector<std::string>>());
@@ -395,7 +405,7 @@ std::vector<Command> commands() {
        [](cxxopts::Options& o) {
          o.add_options()("tokenizer", "tokenizer.json, vocab.json (merges.txt beside it) or vocab.txt",
                          cxxopts::value<std::string>())("lines", "End each decoded line with a newline")(
-             "cased", "vocab.txt: keep case and accents")("files", "Input files",
+             "cased", "vocab.txt: keep case and accents (default: as the vocabulary is cased)")("files", "Input files",
                                                          cxxopts::value<std::vector<std::string>>());
          o.parse_positional({"files"});
        },

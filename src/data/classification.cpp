@@ -70,7 +70,8 @@ std::vector<Example> read_examples(const fs::path& path, const std::string& text
   if (!in) throw Error("cannot read '" + path.string() + "'");
   std::ostringstream ss;
   ss << in.rdbuf();
-  const std::string text = ss.str();
+  std::string text = ss.str();
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // a UTF-8 byte-order mark (spreadsheet exports)
   std::vector<Example> out;
   const auto ext = path.extension();
   auto where = [&](int line) { return path.string() + ":" + std::to_string(line) + ": "; };

@@ -25,10 +25,12 @@ void read_documents(const std::vector<fs::path>& files, InputFormat format, cons
     if (!in) throw Error("cannot read '" + f.string() + "'");
     const bool jsonl = format == InputFormat::Jsonl || (format == InputFormat::Auto && io::is_jsonl(f));
     std::string line, text, field;
+    bool paragraphs = false;  // the file separates documents by blank lines
     for (int lineno = 1; std::getline(in, line); ++lineno) {
       if (jsonl) {
         if (io::jsonl_field(line, jsonl_field, f, lineno, field)) doc(std::move(field));
       } else if (line.find_first_not_of(" \t\r") == std::string::npos) {
+        paragraphs = true;
         if (!text.empty()) doc(std::move(text));
         text.clear();
       } else {
@@ -36,7 +38,18 @@ void read_documents(const std::vector<fs::path>& files, InputFormat format, cons
         text += '\n';
       }
     }
-    if (!text.empty()) doc(std::move(text));
+    if (text.empty()) continue;
+    if (paragraphs) {
+      doc(std::move(text));
+      continue;
+    }
+    // No blank line anywhere: one document per line (as the tokenizer trainer reads text),
+    // rather than the whole file as one document and an empty validation split.
+    for (std::size_t at = 0; at < text.size();) {
+      const auto nl = text.find('\n', at);
+      doc(text.substr(at, nl - at + 1));
+      at = nl + 1;
+    }
   }
 }
 

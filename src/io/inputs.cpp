@@ -5,11 +5,22 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstring>
+#include <fstream>
 
 #include "lathe/core/error.hpp"
 
 namespace lathe::io {
 namespace fs = std::filesystem;
+
+namespace {
+bool looks_binary(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  char buf[4096];
+  in.read(buf, sizeof buf);
+  return std::memchr(buf, '\0', static_cast<std::size_t>(in.gcount())) != nullptr;
+}
+}  // namespace
 
 std::vector<fs::path> expand_inputs(const std::vector<std::string>& entries) {
   std::vector<fs::path> out;
@@ -17,8 +28,21 @@ std::vector<fs::path> expand_inputs(const std::vector<std::string>& entries) {
     std::vector<fs::path> found;
     std::error_code ec;
     if (fs::is_directory(entry, ec)) {
-      for (const auto& f : fs::recursive_directory_iterator(entry))
-        if (f.is_regular_file()) found.push_back(f.path());
+      // Hidden files and directories (.git, .DS_Store) and editor backups (x~, #x#) are not
+      // corpus; a binary file among the rest is an error naming it.
+      for (auto it = fs::recursive_directory_iterator(entry); it != fs::recursive_directory_iterator(); ++it) {
+        const auto name = it->path().filename().string();
+        const bool skipped = name.starts_with('.') || name.ends_with('~') || (name.starts_with('#') && name.ends_with('#'));
+        if (skipped) {
+          if (it->is_directory()) it.disable_recursion_pending();
+          continue;
+        }
+        if (!it->is_regular_file()) continue;
+        if (looks_binary(it->path()))
+          throw Error("input '" + it->path().string() + "' (in the directory '" + entry +
+                      "') holds NUL bytes: not a text or JSONL file; move it out, or name the files with a glob");
+        found.push_back(it->path());
+      }
     } else if (fs::is_regular_file(entry, ec)) {
       found.emplace_back(entry);
     } else if (entry.find_first_of("*?[") != std::string::npos) {

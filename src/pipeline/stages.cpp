@@ -82,7 +82,7 @@ std::string hex(uint64_t v) { return fmt::format("{:016x}", v); }
 StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progress& progress) {
   const auto path = tokenizer_path(r);
   if (!r.tokenizer.path.empty()) {
-    auto tok = tokenizer::load_tokenizer(path, r.tokenizer.lowercase);
+    auto tok = tokenizer::load_tokenizer(path, recipe::vocab_lowercase(r));
     return {true, fmt::format("using {} ({} tokens)", path.string(), tok->vocab_size())};
   }
   RunLock lock(r);
@@ -133,7 +133,7 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   const auto tok_path = tokenizer_path(r);
   if (!fs::exists(tok_path))
     throw Error("the data stage needs the tokenizer '" + tok_path.string() + "'; run the tokenizer stage first");
-  const auto tok = tokenizer::load_tokenizer(tok_path, r.tokenizer.lowercase);
+  const auto tok = tokenizer::load_tokenizer(tok_path, recipe::vocab_lowercase(r));
   RunLock lock(r);
   const auto dir = shard_dir(r);
   auto train_files = io::expand_inputs(r.data.train_files);

@@ -3,6 +3,7 @@
 #include "lathe/recipe/load.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <sstream>
 
@@ -139,6 +140,13 @@ class Binder {
       if (!v) {
         error(n.mark, key, "expected " + expected + ", got '" + n.scalar + "'");
         return false;
+      }
+      if constexpr (std::is_same_v<T, double>) {
+        // No key of a recipe means anything infinite or NaN (.inf passes "> 0" otherwise).
+        if (!std::isfinite(*v)) {
+          error(n.mark, key, "expected a finite number, got '" + n.scalar + "'");
+          return false;
+        }
       }
       out = *v;
       return true;

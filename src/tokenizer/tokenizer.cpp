@@ -1,5 +1,7 @@
 #include "lathe/tokenizer/tokenizer.hpp"
 
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -38,14 +40,29 @@ std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std:
   return out;
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, bool lowercase) {
+namespace {
+
+/// An uncased BERT vocabulary has no upper-case letter outside its [SPECIAL] tokens.
+bool vocab_is_uncased(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() >= 2 && line.front() == '[' && line.back() == ']') continue;
+    for (unsigned char c : line)
+      if (c >= 'A' && c <= 'Z') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, std::optional<bool> lowercase) {
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw Error("tokenizer file '" + path.string() + "' does not exist");
   const auto name = path.filename().string();
   try {
     if (path.extension() == ".txt") {
       WordPieceOptions o;
-      o.lowercase = lowercase;
+      o.lowercase = lowercase ? *lowercase : vocab_is_uncased(path);
       return std::make_unique<WordPiece>(WordPiece::from_vocab_txt(path, o));
     }
     const auto j = detail::read_json(path);

@@ -66,7 +66,11 @@ struct Windows {
           data::SamplerMode mode, bool validation = false)
       : batch(r.train.batch_size) {
     std::vector<data::Shard> shards;
-    for (const auto& path : data::indexed_shards(recipe::shard_dir(r), split, tok)) shards.emplace_back(path);
+    for (const auto& path : data::indexed_shards(recipe::shard_dir(r), split, tok)) {
+      shards.emplace_back(path);
+      // Each shard's own header, not only the index: a shard copied in from another run is refused.
+      shards.back().expect_tokenizer(tok.fingerprint(), static_cast<uint32_t>(tok.vocab_size()));
+    }
     stream = std::make_unique<data::TokenStream>(std::move(shards));
     if (stream->size() <= static_cast<uint64_t>(seq_len + 1)) return;
     const auto windows = static_cast<int64_t>((stream->size() - 1) / static_cast<uint64_t>(seq_len));
@@ -204,6 +208,8 @@ class ClassificationData final : public TaskData {
     if (static_cast<int64_t>(labels_.names().size()) != r.model.num_labels)
       throw Error("model.num_labels is " + std::to_string(r.model.num_labels) + " but the training data has " +
                   std::to_string(labels_.names().size()) + " labels");
+    // Every validation label is known before the first step, not at the first validation.
+    for (const auto& it : val_) labels_.id(it.example, files_[it.file]);
   }
   Batch train_batch(uint64_t index) const override {
     std::vector<const Item*> items;

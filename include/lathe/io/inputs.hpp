@@ -9,8 +9,10 @@
 
 namespace lathe::io {
 
-/// Each entry is a file, a directory (all regular files below it, recursively, sorted) or a
-/// glob pattern (sorted matches). Throws lathe::Error naming an entry that matches nothing.
+/// Each entry is a file, a directory (all regular files below it, recursively, sorted, except
+/// hidden ones, those under hidden directories and editor backups `x~` / `#x#`; a file with NUL
+/// bytes there is an error) or a glob pattern (sorted matches). Throws lathe::Error naming an
+/// entry that matches nothing.
 std::vector<std::filesystem::path> expand_inputs(const std::vector<std::string>& entries);
 
 /// True for the extensions read as JSON Lines (.jsonl, .json).

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 
 #include "lathe/recipe/recipe.hpp"
 
@@ -11,6 +12,12 @@ namespace lathe::recipe {
 inline std::filesystem::path tokenizer_path(const Recipe& r) {
   return r.tokenizer.path.empty() ? std::filesystem::path(r.run.out_dir) / "tokenizer.json"
                                   : std::filesystem::path(r.tokenizer.path);
+}
+
+/// How a vocab.txt named by the recipe is cased: lower-cased when tokenizer.lowercase is set,
+/// otherwise as its vocabulary says (load_tokenizer decides), so every command reads it alike.
+inline std::optional<bool> vocab_lowercase(const Recipe& r) {
+  return r.tokenizer.lowercase ? std::optional<bool>(true) : std::nullopt;
 }
 
 /// data.shard_dir, else <out_dir>/shards.

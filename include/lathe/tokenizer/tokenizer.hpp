@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -39,9 +40,6 @@ class Tokenizer {
   std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, int threads = 0) const;
 };
 
-/// Loads tokenizer.json (BPE or WordPiece model), vocab.json (with merges.txt beside it) or
-/// vocab.txt (WordPiece; `lowercase` applies to this form only, tokenizer.json says its own).
-/// Throws lathe::Error naming the file (and line) of any problem.
 /// FNV-1a, 64 bit: the hash behind Tokenizer::fingerprint().
 class Fnv1a {
  public:
@@ -57,6 +55,12 @@ class Fnv1a {
   uint64_t h_ = 0xcbf29ce484222325ull;
 };
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, bool lowercase = true);
+/// Loads tokenizer.json (BPE or WordPiece model), vocab.json (with merges.txt beside it) or
+/// vocab.txt (WordPiece; `lowercase` applies to this form only, tokenizer.json says its own).
+/// A vocab.txt without `lowercase` is uncased when no token but the bracketed specials holds
+/// an upper-case letter (bert-base-uncased), cased otherwise: every command that loads it agrees.
+/// Throws lathe::Error naming the file (and line) of any problem.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path,
+                                          std::optional<bool> lowercase = std::nullopt);
 
 }  // namespace lathe::tokenizer

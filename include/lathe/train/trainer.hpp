@@ -33,7 +33,7 @@ struct TrainReport {
   bool interrupted = false;    // stopped by a signal
   int64_t skipped_steps = 0;   // steps dropped for a non-finite loss
   double seconds = 0;          // wall time of this run's loop
-  double tokens_per_s = 0;     // training throughput of this run
+  double tokens_per_s = 0;     // training throughput of this run (validation and checkpoints excluded)
 };
 
 struct StepResult {
