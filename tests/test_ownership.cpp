@@ -360,6 +360,8 @@ TEST_CASE("integrity: changing one key reruns exactly the stages it affects, or 
   INFO(lr.out << lr.err);
   CHECK(lr.code == 0);
   CHECK(ran(lr.out) == V{"train", "eval", "generate"});
+  CHECK(contains(lr.out, "resuming with changed settings: optim.lr: "));
+  CHECK(contains(lr.out, "train.max_steps: 4 -> 6"));
   // The forced run starts over from the changed tokenizer.
   auto forced = run_lathe({"run", recipe.string(), "--set", "tokenizer.vocab_size=310", "--force"});
   INFO(forced.out << forced.err);

@@ -102,12 +102,8 @@ StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
   made_from["checkpoint"] = checkpoint_identity(ckpt);
   add_files(made_from, {recipe::tokenizer_path(r)});
   if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
-  std::string why;
-  if (!force && fs::exists(out)) {
-    const auto diff = changes(read_stage_record(r.run.out_dir, "eval"), made_from);
-    if (diff.empty()) return {true, fmt::format("{} describes {}", out.string(), ckpt.string())};
-    why = "inputs changed (" + summarize(diff) + "): ";
-  }
+  const auto fresh = freshness(force, out, read_stage_record(r.run.out_dir, "eval"), made_from);
+  if (fresh.up_to_date) return {true, fmt::format("{} describes {}", out.string(), ckpt.string())};
   check_not_input(r, out);
   io::claim(out);
   const auto metrics = train::evaluate_checkpoint(r, ckpt);
@@ -116,7 +112,7 @@ StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
   write_stage_record(r.run.out_dir, "eval", made_from);
   std::string text;
   for (const auto& [k, v] : metrics) text += fmt::format("{}{} {:.4f}", text.empty() ? "" : ", ", k, v);
-  return {false, fmt::format("{}{} on {}: {} -> {}", why, ckpt.filename().string(), recipe::enum_name(r.eval.split),
+  return {false, fmt::format("{}{} on {}: {} -> {}", fresh.why(), ckpt.filename().string(), recipe::enum_name(r.eval.split),
                              text, out.string())};
 }
 
@@ -183,12 +179,8 @@ StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream
   MadeFrom made_from = recipe_part(r, {"generate.", "run.seed"});
   made_from["checkpoint"] = checkpoint_identity(ckpt);
   add_files(made_from, {recipe::tokenizer_path(r)});
-  std::string why;
-  if (!force && fs::exists(path)) {
-    const auto diff = changes(read_stage_record(r.run.out_dir, "generate"), made_from);
-    if (diff.empty()) return {true, fmt::format("{} holds samples of {}", path.string(), ckpt.string())};
-    why = "inputs changed (" + summarize(diff) + "): ";
-  }
+  const auto fresh = freshness(force, path, read_stage_record(r.run.out_dir, "generate"), made_from);
+  if (fresh.up_to_date) return {true, fmt::format("{} holds samples of {}", path.string(), ckpt.string())};
   check_not_input(r, path);
   io::claim(path);
   GenerateRequest req;
@@ -219,7 +211,7 @@ StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream
   }
   io::write_file_atomic(path, lines);
   write_stage_record(r.run.out_dir, "generate", made_from);
-  return {false, fmt::format("{}{} sample(s) from {} -> {}", why, samples.size(), ckpt.filename().string(),
+  return {false, fmt::format("{}{} sample(s) from {} -> {}", fresh.why(), samples.size(), ckpt.filename().string(),
                              path.string())};
 }
 

@@ -90,6 +90,16 @@ void write_stage_record(const fs::path& out_dir, const std::string& stage, const
   io::write_file_atomic(path, j.dump(2) + "\n");
 }
 
+std::string Freshness::why() const { return diff.empty() ? "" : "inputs changed (" + summarize(diff) + "): "; }
+
+Freshness freshness(bool force, const fs::path& output, const std::optional<MadeFrom>& recorded, const MadeFrom& now) {
+  Freshness f;
+  if (force || !fs::exists(output)) return f;
+  f.diff = changes(recorded, now);
+  f.up_to_date = f.diff.empty();
+  return f;
+}
+
 std::string summarize(const std::vector<std::string>& items, std::size_t shown) {
   std::string out;
   for (std::size_t i = 0; i < items.size() && i < shown; ++i) out += (i ? "; " : "") + items[i];

@@ -43,6 +43,18 @@ std::vector<std::string> changes(const std::optional<MadeFrom>& recorded, const 
 std::optional<MadeFrom> read_stage_record(const std::filesystem::path& out_dir, const std::string& stage);
 void write_stage_record(const std::filesystem::path& out_dir, const std::string& stage, const MadeFrom& record);
 
+/// Whether a stage's existing output still stands for its inputs.
+struct Freshness {
+  bool up_to_date = false;         // the output exists, was not forced, and its record matches
+  std::vector<std::string> diff;   // what changed, when the output exists and was not forced
+  /// "inputs changed (...): " for the stage's summary, or "" when it simply runs.
+  std::string why() const;
+};
+
+/// Compares the record of `output` (nullopt: none) with `now`; `force` makes it stale.
+Freshness freshness(bool force, const std::filesystem::path& output, const std::optional<MadeFrom>& recorded,
+                    const MadeFrom& now);
+
 /// "a, b and 2 more" for messages.
 std::string summarize(const std::vector<std::string>& items, std::size_t shown = 3);
 

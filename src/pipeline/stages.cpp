@@ -90,13 +90,9 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
   const auto files = io::expand_inputs(sources);
   MadeFrom made_from = recipe_part(r, {"tokenizer.", "data.format", "data.jsonl_field"});
   add_files(made_from, files);
-  std::string why;
-  if (fs::exists(path) && !force) {
-    const auto diff = changes(read_stage_record(r.run.out_dir, "tokenizer"), made_from);
-    if (diff.empty()) return {true, fmt::format("{} was made from these inputs", path.string())};
-    refuse_if_trained(r, "tokenizer", diff);
-    why = "inputs changed (" + summarize(diff) + "): ";
-  }
+  const auto fresh = freshness(force, path, read_stage_record(r.run.out_dir, "tokenizer"), made_from);
+  if (fresh.up_to_date) return {true, fmt::format("{} was made from these inputs", path.string())};
+  if (!fresh.diff.empty()) refuse_if_trained(r, "tokenizer", fresh.diff);
   check_not_input(r, path);
   io::claim(path);  // before the training: a file of the user's there stops the stage at once
   const auto start = std::chrono::steady_clock::now();
@@ -124,7 +120,7 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
   trained->save(path);
   write_stage_record(r.run.out_dir, "tokenizer", made_from);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return {false, fmt::format("{}trained a {}-token {} tokenizer on {} file(s) in {:.1f} s -> {}", why,
+  return {false, fmt::format("{}trained a {}-token {} tokenizer on {} file(s) in {:.1f} s -> {}", fresh.why(),
                              trained->vocab_size(),
                              recipe::enum_name(r.tokenizer.type), files.size(), s, path.string())};
 }
@@ -143,17 +139,14 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   add_files(made_from, train_files);
   add_files(made_from, val_files);
   made_from["tokenizer"] = hex(tok->fingerprint());
-  std::string why;
-  if (!force && fs::exists(dir / "index.json")) {
-    std::ifstream in(dir / "index.json");
+  std::optional<MadeFrom> recorded;
+  if (std::ifstream in(dir / "index.json"); in) {
     const auto index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    const auto diff =
-        changes(index.is_object() && index.contains("made_from") ? from_json(index["made_from"]) : std::nullopt,
-                made_from);
-    if (diff.empty()) return {true, fmt::format("{} holds the shards of these inputs", dir.string())};
-    refuse_if_trained(r, "data", diff);
-    why = "inputs changed (" + summarize(diff) + "): ";
+    if (index.is_object() && index.contains("made_from")) recorded = from_json(index["made_from"]);
   }
+  const auto fresh = freshness(force, dir / "index.json", recorded, made_from);
+  if (fresh.up_to_date) return {true, fmt::format("{} holds the shards of these inputs", dir.string())};
+  if (!fresh.diff.empty()) refuse_if_trained(r, "data", fresh.diff);
   data::PrepareOptions o;
   o.train_files = std::move(train_files);
   o.val_files = val_files;
@@ -172,7 +165,7 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   const auto rep = data::prepare_shards(*tok, o);
   return {false, fmt::format("{}{}{:.1f} MB -> {} train tokens ({} documents, {} shard(s)), {} val tokens ({} "
                              "documents) in {:.1f} s ({:.1f} MB/s) -> {}",
-                             why, rep.removed.empty() ? "" : fmt::format("removed the {} file(s) of the earlier prepare; ",
+                             fresh.why(), rep.removed.empty() ? "" : fmt::format("removed the {} file(s) of the earlier prepare; ",
                                                                      rep.removed.size()),
                              static_cast<double>(rep.bytes) / 1e6, rep.train_tokens, rep.train_documents,
                              rep.train_shards.size(), rep.val_tokens, rep.val_documents, rep.seconds,

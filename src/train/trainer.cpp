@@ -223,6 +223,24 @@ models::AnyModel adopt(const recipe::Recipe& r, const tokenizer::Tokenizer* tok,
   return want;
 }
 
+/// The recipe keys whose values differ from those the checkpoint was trained with (its
+/// meta.json holds that recipe): what a resume applies anew, said when training starts.
+std::string changed_settings(const std::string& checkpoint_recipe, const recipe::Recipe& now) {
+  if (checkpoint_recipe.empty()) return {};
+  std::vector<recipe::KeyDoc> before;
+  try {
+    before = recipe::recipe_keys(recipe::parse_recipe(checkpoint_recipe, "the checkpoint's recipe"));
+  } catch (const std::exception&) {
+    return {};  // a recipe of another lathe version: nothing to compare
+  }
+  const auto after = recipe::recipe_keys(now);
+  std::vector<std::string> changed;
+  for (std::size_t i = 0; i < before.size() && i < after.size(); ++i)
+    if (before[i].key == after[i].key && before[i].value != after[i].value && before[i].key != "pipeline")
+      changed.push_back(fmt::format("{}: {} -> {}", after[i].key, before[i].value, after[i].value));
+  return changed.empty() ? "" : fmt::format("resuming with changed settings: {}", fmt::join(changed, ", "));
+}
+
 constexpr const char* kResumeWayOut =
     "resume with the model section it was trained with, or start a new run (--force, or another run.out_dir)";
 
@@ -284,6 +302,7 @@ struct Trainer::Impl {
   std::unique_ptr<TaskData> data;
   std::unique_ptr<Optimizer> optimizer;
   std::string resumed_from;
+  std::string resume_note;  // the settings that differ from the resumed checkpoint's recipe
 };
 
 Trainer::Trainer(recipe::Recipe r, TrainOptions options)
@@ -343,6 +362,7 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
     model_ = adopt(recipe_, impl_->tok.get(), resume->model, "the checkpoint " + resume->dir.string(), kResumeWayOut);
     state_ = resume->state;
     impl_->resumed_from = resume->dir.string();
+    impl_->resume_note = changed_settings(resume->state.recipe_yaml, recipe_);
     if (state_.run_id.empty()) state_.run_id = new_run_id();  // a checkpoint from before run ids
   } else {
     model_ = build_model(recipe_, impl_->tok.get());
@@ -464,6 +484,7 @@ TrainReport Trainer::run() {
   TrainReport report;
   report.start_step = state_.step;
   if (!impl_->resumed_from.empty()) say(fmt::format("resumed from {} (step {})", impl_->resumed_from, state_.step));
+  if (!impl_->resume_note.empty()) say(impl_->resume_note);
   const int64_t params = models::parameter_count(*model_.module());
   say(fmt::format("training {} ({:.2f}M parameters) on {} for {} steps: batch {} x {} tokens x {} accumulation{}",
                   model_.kind_name(), static_cast<double>(params) / 1e6, device_.str(), tr.max_steps, tr.batch_size,
