@@ -59,6 +59,16 @@ generate: {{prompts: ["And"], max_new_tokens: 4}}
   }
 };
 
+/// Waits (up to a minute) until `metrics` holds a record: the training loop is running.
+void wait_for_records(const fs::path& metrics) {
+  for (int i = 0; i < 600; ++i) {
+    std::error_code ec;
+    if (fs::file_size(metrics, ec) > 0 && !ec) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  FAIL("no record in " << metrics);
+}
+
 }  // namespace
 
 TEST_CASE("ownership: lathe claims, overwrites and removes only what its manifest lists", "[ownership]") {
@@ -167,9 +177,7 @@ TEST_CASE("ownership: a second writer of a run directory stops at once, the firs
   REQUIRE(run_lathe({"tokenizer", "train", recipe.string()}).code == 0);
   REQUIRE(run_lathe({"data", "prepare", recipe.string()}).code == 0);
   lathe::test::Child first({LATHE_CLI, "train", recipe.string()});
-  for (int i = 0; i < 600 && !fs::exists(out / "metrics.jsonl"); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  REQUIRE(fs::exists(out / "metrics.jsonl"));
+  wait_for_records(out / "metrics.jsonl");
   auto second = run_lathe({"train", recipe.string()});
   CHECK(second.code == 1);
   CHECK(contains(second.err, out.string() + " is in use by lathe (pid "));
@@ -279,6 +287,9 @@ TEST_CASE("ownership: a fresh run refuses an out_dir holding another run's check
   CHECK(refused.code == 1);
   CHECK(contains(refused.err, "holds the checkpoints of an earlier run (newest step_00000012)"));
   CHECK(lathe::train::list_checkpoints(out / "checkpoints").size() == 2);
+  // meta.json's val_loss describes its own step: step 10 was not validated (eval_every 0), 12 was.
+  CHECK(contains(read_file(out / "checkpoints/step_00000010/meta.json"), "\"val_loss\": null"));
+  CHECK(!contains(read_file(out / "checkpoints/step_00000012/meta.json"), "\"val_loss\": null"));
   // Resuming an earlier checkpoint while later ones exist would interleave two histories.
   auto older = run_lathe({"train", recipe.string(), "--resume", (out / "checkpoints/step_00000010").string()});
   CHECK(older.code == 1);
@@ -394,4 +405,22 @@ TEST_CASE("integrity: resuming or starting from a checkpoint of another architec
   INFO(dropout.out << dropout.err);
   CHECK(dropout.code == 0);
   CHECK(contains(read_file(out / "checkpoints/step_00000004/meta.json"), "dropout: 0.1"));
+}
+
+TEST_CASE("integrity: an interrupted lathe run stops after the checkpoint and exits 3", "[integrity][run]") {
+  SmallRun run;
+  const auto out = run.dir.path() / "run";
+  const auto recipe = run.dir.write("r.yaml", run.recipe(out, 1000000));
+  REQUIRE(run_lathe({"run", recipe.string(), "--set", "pipeline=[tokenizer, data]"}).code == 0);
+  lathe::test::Child child({LATHE_CLI, "run", recipe.string()});
+  wait_for_records(out / "metrics.jsonl");  // training (and its signal handling) has started
+  child.signal(SIGINT);
+  auto res = child.wait();
+  INFO(res.out << res.err);
+  CHECK(res.code == 3);
+  CHECK(contains(res.out, "stage train: interrupted at step "));
+  CHECK(contains(res.out, "run interrupted in stage train; run the same command again to resume"));
+  CHECK(!contains(res.out, "stage eval"));
+  CHECK(!fs::exists(out / "eval.json"));
+  CHECK(!lathe::train::list_checkpoints(out / "checkpoints").empty());
 }
