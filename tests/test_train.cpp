@@ -239,6 +239,14 @@ TEST_CASE("train: an unreadable newest checkpoint is skipped with a warning", "[
   r.train.resume = out.path().string();
   CHECK(lathe::test::error_of([&] { Trainer bad(r); }) ==
         (out.path() / "meta.json").string() + ": missing (not a checkpoint directory, or an incomplete one)");
+  // With every checkpoint unreadable, auto refuses rather than starting a new run beside them.
+  fs::resize_file(ckpts.front() / "model.safetensors", 100);
+  r.train.resume = "auto";
+  std::ostringstream quiet;
+  CHECK(lathe::test::error_of([&] { Trainer none(r, {&quiet, false, true}); }) ==
+        (out.path() / "checkpoints").string() +
+            " holds checkpoints, but none of them loads (see the warnings above): move them away, start over with "
+            "--force, or choose another run.out_dir");
 }
 
 TEST_CASE("train: non-finite losses stop the run or skip exactly the bad steps", "[train]") {

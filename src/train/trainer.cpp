@@ -338,11 +338,16 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
   // One run per out_dir: checkpoints of another run, or later ones of this run that resuming
   // from an earlier step would interleave with, stop the run before anything is written.
   const auto existing = list_checkpoints(root);
-  if (!resume && !existing.empty())
+  if (!resume && !existing.empty()) {
+    if (how == "auto")
+      throw Error(fmt::format("{} holds checkpoints, but none of them loads (see the warnings above): move them "
+                              "away, start over with --force, or choose another run.out_dir",
+                              root.string()));
     throw Error(fmt::format("{} holds the checkpoints of an earlier run (newest {}) and train.resume is none: resume "
                             "it (--resume auto), start over with --force (removes that run's checkpoints and "
                             "metrics), or choose another run.out_dir",
                             root.string(), existing.back().filename().string()));
+  }
   if (resume) {
     std::vector<std::string> later, foreign;
     for (const auto& dir : existing) {
