@@ -68,22 +68,29 @@ class Differences {
 
 int64_t ff_width(int64_t d_ff, int64_t d_model) { return d_ff > 0 ? d_ff : 4 * d_model; }
 
-}  // namespace
-
-std::vector<std::string> architecture_differences(const GptOptions& have, const GptOptions& want) {
+/// The keys GPT and BERT options share.
+template <class Options>
+Differences shared_differences(const Options& have, const Options& want) {
   Differences d;
   d.check("vocab_size", have.vocab_size, want.vocab_size);
   d.check("max_seq_len", have.max_seq_len, want.max_seq_len);
   d.check("n_layer", have.n_layer, want.n_layer);
   d.check("n_head", have.n_head, want.n_head);
-  d.check("n_kv_head", have.n_kv_head > 0 ? have.n_kv_head : have.n_head,
-          want.n_kv_head > 0 ? want.n_kv_head : want.n_head);
   d.check("d_model", have.d_model, want.d_model);
   d.check("d_ff", ff_width(have.d_ff, have.d_model), ff_width(want.d_ff, want.d_model));
-  d.check("bias", have.bias, want.bias);
-  d.check("norm", have.norm, want.norm);
   d.check("norm_eps", have.norm_eps, want.norm_eps);
   d.check("activation", have.activation, want.activation);
+  return d;
+}
+
+}  // namespace
+
+std::vector<std::string> architecture_differences(const GptOptions& have, const GptOptions& want) {
+  auto d = shared_differences(have, want);
+  d.check("n_kv_head", have.n_kv_head > 0 ? have.n_kv_head : have.n_head,
+          want.n_kv_head > 0 ? want.n_kv_head : want.n_head);
+  d.check("bias", have.bias, want.bias);
+  d.check("norm", have.norm, want.norm);
   d.check("position", have.position, want.position);
   if (want.position == recipe::Position::Rope) d.check("rope_theta", have.rope_theta, want.rope_theta);
   d.check("tie_embeddings", have.tie_embeddings, want.tie_embeddings);
@@ -91,16 +98,8 @@ std::vector<std::string> architecture_differences(const GptOptions& have, const 
 }
 
 std::vector<std::string> architecture_differences(const BertOptions& have, const BertOptions& want) {
-  Differences d;
-  d.check("vocab_size", have.vocab_size, want.vocab_size);
-  d.check("max_seq_len", have.max_seq_len, want.max_seq_len);
+  auto d = shared_differences(have, want);
   d.check("type_vocab_size", have.type_vocab_size, want.type_vocab_size);
-  d.check("n_layer", have.n_layer, want.n_layer);
-  d.check("n_head", have.n_head, want.n_head);
-  d.check("d_model", have.d_model, want.d_model);
-  d.check("d_ff", ff_width(have.d_ff, have.d_model), ff_width(want.d_ff, want.d_model));
-  d.check("norm_eps", have.norm_eps, want.norm_eps);
-  d.check("activation", have.activation, want.activation);
   return d.out;
 }
 

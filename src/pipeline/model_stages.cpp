@@ -47,7 +47,7 @@ std::vector<fs::path> remove_earlier_training(const recipe::Recipe& r) {
     doomed.push_back(fs::path(r.run.out_dir) / "metrics.jsonl");
     for (const auto& f : io::owned_entries(fs::path(r.run.out_dir) / "tensorboard")) doomed.push_back(f);
   }
-  for (const auto& p : doomed) check_not_input(r, p);  // all checked before anything goes
+  check_not_input(r, doomed);  // all checked before anything goes
   std::vector<fs::path> removed;
   for (const auto& p : doomed)
     if (io::remove_owned(p)) removed.push_back(p);
@@ -104,7 +104,7 @@ StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
   if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
   const auto fresh = freshness(force, out, read_stage_record(r.run.out_dir, "eval"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} describes {}", out.string(), ckpt.string())};
-  check_not_input(r, out);
+  check_not_input(r, {out});
   io::claim(out);
   const auto metrics = train::evaluate_checkpoint(r, ckpt);
   json j = {{"checkpoint", ckpt.string()}, {"split", recipe::enum_name(r.eval.split)}, {"metrics", metrics}};
@@ -181,7 +181,7 @@ StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream
   add_files(made_from, {recipe::tokenizer_path(r)});
   const auto fresh = freshness(force, path, read_stage_record(r.run.out_dir, "generate"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} holds samples of {}", path.string(), ckpt.string())};
-  check_not_input(r, path);
+  check_not_input(r, {path});
   io::claim(path);
   GenerateRequest req;
   req.model = ckpt;

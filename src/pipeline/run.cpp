@@ -53,7 +53,7 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
     same = in && old.str() == text;
   }
   if (!same) {  // rewriting identical bytes would be a no-op; an input is never written over
-    check_not_input(recipe, report.recipe_path);
+    check_not_input(recipe, {report.recipe_path});
     io::check_claimable(report.recipe_path);
   }
   for (auto stage : recipe.pipeline) {

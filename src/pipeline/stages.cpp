@@ -49,16 +49,19 @@ std::vector<fs::path> run_inputs(const recipe::Recipe& r) {
   return out;
 }
 
-void check_not_input(const recipe::Recipe& r, const fs::path& output) {
+void check_not_input(const recipe::Recipe& r, const std::vector<fs::path>& outputs) {
   std::error_code ec;
-  const auto out = fs::weakly_canonical(output, ec);
-  for (const auto& input : run_inputs(r)) {
-    const auto in = fs::weakly_canonical(input, ec);
-    const auto rel = in.lexically_relative(out);
-    if (in == out || (!rel.empty() && *rel.begin() != ".." && rel.is_relative()))
-      throw Error(fmt::format("refusing to write '{}': {} is an input of this run; lathe never writes over its "
-                              "inputs (choose another run.out_dir, or move the input)",
-                              output.string(), in == out ? "it" : "'" + input.string() + "' inside it"));
+  const auto inputs = run_inputs(r);
+  for (const auto& output : outputs) {
+    const auto out = fs::weakly_canonical(output, ec);
+    for (const auto& input : inputs) {
+      const auto in = fs::weakly_canonical(input, ec);
+      const auto rel = in.lexically_relative(out);
+      if (in == out || (!rel.empty() && *rel.begin() != ".." && rel.is_relative()))
+        throw Error(fmt::format("refusing to write '{}': {} is an input of this run; lathe never writes over its "
+                                "inputs (choose another run.out_dir, or move the input)",
+                                output.string(), in == out ? "it" : "'" + input.string() + "' inside it"));
+    }
   }
 }
 
@@ -93,7 +96,7 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
   const auto fresh = freshness(force, path, read_stage_record(r.run.out_dir, "tokenizer"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} was made from these inputs", path.string())};
   if (!fresh.diff.empty()) refuse_if_trained(r, "tokenizer", fresh.diff);
-  check_not_input(r, path);
+  check_not_input(r, {path});
   io::claim(path);  // before the training: a file of the user's there stops the stage at once
   const auto start = std::chrono::steady_clock::now();
   std::unique_ptr<tokenizer::Tokenizer> trained;
@@ -161,7 +164,7 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   o.seed = static_cast<uint64_t>(r.run.seed);
   o.threads = static_cast<int>(r.run.threads);
   o.progress = progress;
-  check_not_input(r, dir / "index.json");
+  check_not_input(r, {dir / "index.json"});
   const auto rep = data::prepare_shards(*tok, o);
   return {false, fmt::format("{}{}{:.1f} MB -> {} train tokens ({} documents, {} shard(s)), {} val tokens ({} "
                              "documents) in {:.1f} s ({:.1f} MB/s) -> {}",

@@ -40,9 +40,10 @@ class RunLock {
 /// bases, the corpus files, tokenizer.path and train.init_from.
 std::vector<std::filesystem::path> run_inputs(const recipe::Recipe& recipe);
 
-/// Throws lathe::Error when writing or removing `output` would destroy one of run_inputs():
-/// `output` is an input, or a directory that holds one.
-void check_not_input(const recipe::Recipe& recipe, const std::filesystem::path& output);
+/// Throws lathe::Error when writing or removing one of `outputs` would destroy one of
+/// run_inputs(): an output is an input, or a directory that holds one. The inputs are expanded
+/// once for all outputs.
+void check_not_input(const recipe::Recipe& recipe, const std::vector<std::filesystem::path>& outputs);
 
 /// Every stage records what its output was made from — the recipe keys it reads, the size and
 /// mtime of its input files, the tokenizer's fingerprint, the checkpoint's identity — in the
