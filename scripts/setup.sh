@@ -16,6 +16,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${LATHE_BUILD_DIR:-$root/build}
 venv=$root/.venv
 say() { echo "setup: $*"; }
+# The long steps (the torch wheel download, the build) show their progress: pip's bars and
+# ninja's status line on a terminal, a line per step otherwise (CI logs).
+tty=false
+[ -t 1 ] && tty=true
 
 # ----------------------------------------------------------------------------- Debian packages
 packages=(build-essential cmake ninja-build ccache pkg-config
@@ -52,8 +56,12 @@ fi
 stamp=$venv/.lathe-requirements
 want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing Python packages (requirements.txt) into $venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/requirements.txt"
+  say "installing Python packages (requirements.txt) into $venv; the torch wheel is about 3.5 GB"
+  if $tty; then
+    "$venv/bin/python" -m pip install --disable-pip-version-check -r "$root/requirements.txt"
+  else
+    "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off -r "$root/requirements.txt"
+  fi
   echo "$want" > "$stamp"
 fi
 
@@ -72,10 +80,7 @@ if [ ! -f "$build_dir/build.ninja" ]; then
     ${LATHE_CMAKE_ARGS:-} >"$build_dir/configure.log" 2>&1 || {
       cat "$build_dir/configure.log"; exit 1; }
 fi
-# Quiet when nothing changed; the whole log when something fails.
-log=$(mktemp)
-if ! cmake --build "$build_dir" >"$log" 2>&1; then
-  cat "$log"; rm -f "$log"; exit 1
-fi
-if ! grep -q "no work to do" "$log"; then say "built $build_dir ($(grep -c '^\[' "$log") steps)"; fi
-rm -f "$log"
+# ninja's own progress: its status line on a terminal, a line per step otherwise; one line
+# ("no work to do") when nothing changed.
+say "building $build_dir"
+cmake --build "$build_dir"

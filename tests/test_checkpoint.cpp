@@ -26,13 +26,13 @@ namespace {
 struct Killed {};
 
 lathe::models::AnyModel tiny_model(double fill) {
-  lathe::models::GptOptions o;
+  lathe::models::ModelOptions o;
   o.vocab_size = 20;
   o.n_layer = 1;
   o.n_head = 2;
   o.d_model = 8;
   o.max_seq_len = 8;
-  auto m = lathe::models::make_model(o);
+  auto m = lathe::models::make_model(lathe::models::ModelKind::Gpt, o);
   torch::NoGradGuard no_grad;
   for (auto& p : m.module()->parameters()) p.fill_(fill);
   return m;

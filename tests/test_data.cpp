@@ -478,34 +478,6 @@ TEST_CASE("data: classification batches carry [CLS] A [SEP] B [SEP], type ids an
   CHECK(b.labels[0].item<int64_t>() == 1);  // "yes" sorts after "no"
 }
 
-TEST_CASE("data: sentence pairs for BERT pre-training", "[data][classification]") {
-  std::vector<std::vector<int32_t>> docs{std::vector<int32_t>(25, 7), {8, 9}, {10}};
-  auto pairs = make_sentence_pairs(docs, /*max_len=*/12, /*cls=*/1, /*sep=*/2, /*seed=*/3);
-  REQUIRE(pairs.ids.size() == 4);  // 25 tokens -> segments of 9, 9, 7; [8, 9] -> one; [10] is too short
-  for (std::size_t i = 0; i < pairs.ids.size(); ++i) {
-    const auto& s = pairs.ids[i];
-    const auto& t = pairs.type_ids[i];
-    CHECK(s.size() <= 12);
-    CHECK(s.front() == 1);
-    CHECK(s.back() == 2);
-    CHECK(std::count(s.begin(), s.end(), 2) == 2);
-    const auto first_sep = std::find(s.begin(), s.end(), 2) - s.begin();
-    CHECK(first_sep > 1);                                            // A is not empty
-    CHECK(static_cast<std::size_t>(first_sep) + 2 < s.size());       // B is not empty
-    CHECK(t[first_sep] == 0);
-    CHECK(t[first_sep + 1] == 1);
-  }
-  CHECK(make_sentence_pairs(docs, 12, 1, 2, 3).ids == pairs.ids);
-}
-
-TEST_CASE("data: LM batches reach the GPU through pinned memory", "[data][gpu]") {
-  LATHE_REQUIRE_GPU();
-  std::vector<int32_t> rows{1, 2, 3, 4, 5, 6};
-  auto b = to_device(make_lm_batch(rows, 2, 2), at::Device(at::kCUDA, 0));
-  CHECK(b.input.is_cuda());
-  CHECK(b.target.cpu()[1][1].item<int64_t>() == 6);
-}
-
 TEST_CASE("data: a pair task keeps its second segment when the first row's is empty", "[data][classification]") {
   // The layout follows the task (data.text_pair_field), not the first row of the batch.
   TempDir dir;

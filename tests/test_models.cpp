@@ -12,7 +12,6 @@
 #include "lathe/core/error.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/bert.hpp"
-#include "lathe/models/config.hpp"
 #include "lathe/models/generate.hpp"
 #include "lathe/models/gpt.hpp"
 #include "lathe/models/hf.hpp"
@@ -172,7 +171,7 @@ TEST_CASE("models: BERT sequence classification matches transformers", "[models]
 TEST_CASE("models: a lathe-initialised GPT saved in HF layout gives transformers the same logits",
           "[models][reference]") {
   torch::manual_seed(7);
-  GptOptions o;
+  ModelOptions o;
   o.vocab_size = 211;
   o.max_seq_len = 40;
   o.n_layer = 3;
@@ -248,16 +247,16 @@ TEST_CASE("models: KV-cached generation gives the tokens of full recomputation a
 
 TEST_CASE("models: Llama-style cached decoding equals full recomputation", "[models]") {
   torch::manual_seed(3);
-  GptOptions o;
+  ModelOptions o;
   o.vocab_size = 50;
   o.max_seq_len = 32;
   o.n_layer = 2;
   o.n_head = 4;
   o.n_kv_head = 2;
   o.d_model = 32;
-  o.position = lathe::recipe::Position::Rope;
-  o.norm = lathe::recipe::Norm::RmsNorm;
-  o.activation = lathe::recipe::Activation::SwiGlu;
+  o.position = lathe::nn::Position::Rope;
+  o.norm = lathe::nn::NormKind::RmsNorm;
+  o.activation = lathe::nn::Activation::SwiGlu;
   o.bias = false;
   o.init_std = 0.3;  // peaked distributions, so ties in argmax are impossible
   Gpt model(o);
@@ -282,7 +281,7 @@ TEST_CASE("models: Llama-style cached decoding equals full recomputation", "[mod
 
 TEST_CASE("models: generation uses every position: a prompt of max_seq_len tokens still gets one token", "[models]") {
   torch::manual_seed(5);
-  GptOptions o;
+  ModelOptions o;
   o.vocab_size = 50;
   o.max_seq_len = 32;
   o.n_layer = 1;
@@ -335,7 +334,7 @@ TEST_CASE("models: generation uses every position: a prompt of max_seq_len token
 
 TEST_CASE("models: left-padded GPT rows give the unpadded logits (learned positions from the mask)", "[models]") {
   torch::manual_seed(9);
-  GptOptions o;
+  ModelOptions o;
   o.vocab_size = 40;
   o.max_seq_len = 16;
   o.n_layer = 2;
@@ -368,7 +367,7 @@ TEST_CASE("models: preset parameter counts equal transformers' for the same conf
   for (std::string name : {"gpt2-124m", "gpt2-355m", "gpt2-774m", "gpt2-1.5b", "gpt-tiny"}) {
     INFO(name);
     auto recipe = lathe::recipe::parse_recipe("pipeline: [train]\nmodel: {preset: " + name + "}\n", "preset.yaml");
-    auto o = gpt_options(recipe.model, /*vocab_size=*/1000);
+    auto o = recipe.model.options(/*vocab_size=*/1000);
     o.device = c10::Device(c10::kMeta);
     Gpt model(o);
     CHECK(parameter_count(*model) == hf[name].get<int64_t>());
@@ -378,7 +377,7 @@ TEST_CASE("models: preset parameter counts equal transformers' for the same conf
     auto recipe = lathe::recipe::parse_recipe("pipeline: [train]\nmodel: {preset: " + name + "}\ntrain: {task: masked_lm}\n",
                                               "preset.yaml");
     CHECK(recipe.model.arch == lathe::recipe::Arch::Bert);
-    auto o = bert_options(recipe.model, /*vocab_size=*/1000, /*pad_token_id=*/0);
+    auto o = recipe.model.options(/*vocab_size=*/1000, /*pad_token_id=*/0);
     o.device = c10::Device(c10::kMeta);
     CHECK(parameter_count(*BertForMaskedLM(o)) == hf[name].get<int64_t>());
     CHECK(parameter_count(*BertForSequenceClassification(o)) == hf[name + "/classifier"].get<int64_t>());
@@ -396,7 +395,7 @@ TEST_CASE("models: invalid configs fail with messages naming the values", "[mode
     }
     return std::string("no error");
   };
-  GptOptions o;
+  ModelOptions o;
   o.vocab_size = 10;
   o.d_model = 30;
   o.n_head = 4;
@@ -409,7 +408,7 @@ TEST_CASE("models: invalid configs fail with messages naming the values", "[mode
   o.n_layer = 1;
   Gpt small(o);
   CHECK(message([&] { small(at::zeros({1, 9}, at::kLong)); }) == "gpt: sequence of 9 positions exceeds max_seq_len (8)");
-  BertOptions b;
+  auto b = ModelOptions::bert_defaults();
   b.vocab_size = 10;
   b.max_seq_len = 4;
   b.n_layer = 1;

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <csignal>
 #include <fstream>
@@ -423,4 +424,47 @@ TEST_CASE("integrity: an interrupted lathe run stops after the checkpoint and ex
   CHECK(!contains(res.out, "stage eval"));
   CHECK(!fs::exists(out / "eval.json"));
   CHECK(!lathe::train::list_checkpoints(out / "checkpoints").empty());
+}
+
+TEST_CASE("cli: generate and eval after a run: one prompt per --prompt, integer counts, errors before output",
+          "[cli][run]") {
+  SmallRun run;
+  const auto out = run.dir.path() / "out";
+  const auto recipe = run.dir.write("r.yaml", run.recipe(out, 2));
+  auto first = run_lathe({"run", recipe.string()});
+  INFO(first.err);
+  REQUIRE(first.code == 0);
+
+  // A prompt holding a newline (or a comma) is one prompt: no "---" separator between parts.
+  auto one = run_lathe({"generate", recipe.string(), "--prompt", "And God\nsaid, Let", "--max-new-tokens", "2", "--greedy"});
+  INFO(one.err);
+  REQUIRE(one.code == 0);
+  CHECK(one.out.starts_with("And God\nsaid, Let"));
+  CHECK(!contains(one.out, "---"));
+  auto two = run_lathe({"generate", recipe.string(), "--prompt", "And", "--prompt", "The", "--max-new-tokens", "2"});
+  REQUIRE(two.code == 0);
+  CHECK(contains(two.out, "\n---\nThe"));
+
+  // eval prints counts as integers.
+  auto ev = run_lathe({"eval", recipe.string()});
+  INFO(ev.err);
+  REQUIRE(ev.code == 0);
+  const auto j = nlohmann::json::parse(ev.out);
+  CHECK(j["batches"].is_number_integer());
+  CHECK(j["targets"].is_number_integer());
+  CHECK(j["loss"].is_number_float());
+
+  // A model that cannot be loaded is reported before any prompt text is printed.
+  auto missing = run_lathe({"generate", "--model", (run.dir.path() / "nowhere").string(), "--prompt", "hi"});
+  CHECK(missing.code == 1);
+  CHECK(missing.out.empty());
+  CHECK(contains(missing.err, "lathe generate: "));
+  // A prompt longer than the context (max_seq_len 16) is the user's error, named, with nothing printed.
+  std::string longer;
+  for (int i = 0; i < 40; ++i) longer += "And the earth was without form, and void; ";
+  auto too_long = run_lathe({"generate", recipe.string(), "--prompt", longer});
+  CHECK(too_long.code == 1);
+  CHECK(too_long.out.empty());
+  CHECK(contains(too_long.err, "more than the model's context of 16"));
+  CHECK(!contains(too_long.err, "internal error"));
 }

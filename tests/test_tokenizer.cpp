@@ -323,7 +323,7 @@ TEST_CASE("tokenizer: training reads JSONL and rejects an empty corpus", "[token
   CHECK(message({empty}) == "cannot train a tokenizer on an empty corpus (" + empty.string() + ")");
   auto bad = dir.write("bad.jsonl", "{\"text\": \"ok\"}\n{\"body\": 1}\n");
   CHECK(message({bad}) == bad.string() + ":2: no string field 'text'");
-  CHECK(message({dir.path() / "nope.txt"}) == "cannot read training file '" + (dir.path() / "nope.txt").string() + "'");
+  CHECK(message({dir.path() / "nope.txt"}) == "cannot read '" + (dir.path() / "nope.txt").string() + "'");
 }
 
 TEST_CASE("tokenizer: WordPiece training matches HF WordPieceTrainer's vocabulary and compression",

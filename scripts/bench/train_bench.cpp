@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   }
   const long base_kb = peak_rss_kb();
   torch::manual_seed(0);
-  lathe::models::GptOptions o;
+  lathe::models::ModelOptions o;
   o.vocab_size = vocab;
   o.max_seq_len = seq;
   o.n_layer = layers;

@@ -5,7 +5,9 @@
 // SIGTERM / SIGINT after a checkpoint was saved (the same command resumes).
 
 // --set values may hold commas (lists such as pipeline=[data,train]): never split them.
-#define CXXOPTS_VECTOR_DELIMITER '\n'
+// A repeated option gives one value per occurrence and no value is ever split: argv strings
+// hold no NUL, so a prompt or a stop string may contain newlines and commas.
+#define CXXOPTS_VECTOR_DELIMITER '\0'
 #include <cxxopts.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -175,9 +177,7 @@ int cmd_eval(const cxxopts::ParseResult& r) {
     recipe.eval.split = *split;
   }
   const std::string ckpt = r.count("checkpoint") ? r["checkpoint"].as<std::string>() : recipe.eval.checkpoint;
-  const auto metrics = lathe::train::evaluate_checkpoint(recipe, ckpt);
-  nlohmann::json j = metrics;
-  std::cout << j.dump(2) << "\n";
+  std::cout << lathe::train::evaluate_checkpoint(recipe, ckpt).to_json().dump(2) << "\n";
   return kOk;
 }
 
@@ -185,18 +185,7 @@ int cmd_generate(const cxxopts::ParseResult& r) {
   lathe::pipeline::GenerateRequest req;
   std::optional<Recipe> recipe;
   if (r.count("recipe")) recipe = load(r);
-  if (recipe) {
-    const auto& g = recipe->generate;
-    req.prompts = g.prompts;
-    req.sampling.max_new_tokens = g.max_new_tokens;
-    req.sampling.temperature = g.temperature;
-    req.sampling.top_k = g.top_k;
-    req.sampling.top_p = g.top_p;
-    req.sampling.seed = static_cast<uint64_t>(recipe->run.seed);
-    req.stop = g.stop;
-    req.device = recipe->run.device;
-    req.tokenizer = lathe::recipe::tokenizer_path(*recipe);
-  }
+  if (recipe) req = lathe::pipeline::generate_request(*recipe);
   if (r.count("model")) req.model = r["model"].as<std::string>();
   else if (recipe) req.model = lathe::train::newest_checkpoint(*recipe);
   else throw UsageError("give a RECIPE (its newest checkpoint) or --model");
@@ -219,15 +208,23 @@ int cmd_generate(const cxxopts::ParseResult& r) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
-  std::size_t n = 0;
-  for (const auto& prompt : req.prompts) {
-    auto one = req;
-    one.prompts = {prompt};
-    std::cout << prompt << std::flush;
-    auto samples = lathe::pipeline::generate_samples(one, [](const std::string& piece) { std::cout << piece << std::flush; });
+  lathe::pipeline::Generator generator(req);  // loads first: an error is not mixed into a prompt
+  for (std::size_t i = 0; i < generator.prompts(); ++i) {
+    // The prompt is echoed with the first piece of its continuation: a prompt the model
+    // refuses (longer than its context) leaves no text behind on stdout.
+    bool echoed = false;
+    auto echo = [&] {
+      if (!echoed) std::cout << req.prompts[i];
+      echoed = true;
+    };
+    auto sample = generator.generate(i, [&](const std::string& piece) {
+      echo();
+      std::cout << piece << std::flush;
+    });
+    echo();
     std::cout << "\n";
-    if (++n < req.prompts.size()) std::cout << "---\n";
-    std::cerr << fmt::format("[{} tokens, {}]\n", samples[0].tokens, samples[0].finish_reason);
+    if (i + 1 < generator.prompts()) std::cout << "---\n";
+    std::cerr << fmt::format("[{} tokens, {}]\n", sample.tokens, sample.finish_reason);
   }
   return kOk;
 }

@@ -9,6 +9,7 @@
 
 #include "lathe/core/error.hpp"
 #include "lathe/data/sampler.hpp"
+#include "lathe/io/inputs.hpp"
 
 namespace lathe::data {
 namespace fs = std::filesystem;
@@ -75,17 +76,13 @@ std::vector<Example> read_examples(const fs::path& path, const std::string& text
   std::vector<Example> out;
   const auto ext = path.extension();
   auto where = [&](int line) { return path.string() + ":" + std::to_string(line) + ": "; };
-  if (ext == ".jsonl" || ext == ".json") {
+  if (io::is_jsonl(path)) {
     std::istringstream lines(text);
     std::string line;
     for (int n = 1; std::getline(lines, line); ++n) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(where(n) + "invalid JSON: " + e.what());
-      }
+      const auto parsed = io::jsonl_line(line, path, n);
+      if (!parsed) continue;
+      const auto& j = *parsed;
       auto field = [&](const std::string& name) -> std::string {
         if (!j.is_object() || !j.contains(name)) throw Error(where(n) + "missing field '" + name + "'");
         const auto& v = j[name];
@@ -156,34 +153,6 @@ ClassificationBatch collate_examples(const std::vector<Example>& batch, const to
     y.push_back(labels.id(e, file));
   }
   return {pad_batch(ids, pad_id, &types), at::tensor(y, at::kLong)};
-}
-
-SentencePairs make_sentence_pairs(const std::vector<std::vector<int32_t>>& documents, int64_t max_len, int32_t cls,
-                                  int32_t sep, uint64_t seed) {
-  if (max_len < 5) throw Error("sentence pairs need max_len >= 5");
-  const std::size_t segment = static_cast<std::size_t>(max_len - 3);
-  SentencePairs out;
-  uint64_t counter = splitmix64(seed);
-  for (const auto& doc : documents) {
-    for (std::size_t at = 0; at + 2 <= doc.size(); at += segment) {
-      const std::size_t len = std::min(segment, doc.size() - at);
-      if (len < 2) break;
-      counter = splitmix64(counter);
-      const std::size_t cut = 1 + counter % (len - 1);  // A and B both non-empty
-      std::vector<int32_t> ids{cls}, types;
-      ids.insert(ids.end(), doc.begin() + static_cast<std::ptrdiff_t>(at),
-                 doc.begin() + static_cast<std::ptrdiff_t>(at + cut));
-      ids.push_back(sep);
-      types.assign(ids.size(), 0);
-      ids.insert(ids.end(), doc.begin() + static_cast<std::ptrdiff_t>(at + cut),
-                 doc.begin() + static_cast<std::ptrdiff_t>(at + len));
-      ids.push_back(sep);
-      types.resize(ids.size(), 1);
-      out.ids.push_back(std::move(ids));
-      out.type_ids.push_back(std::move(types));
-    }
-  }
-  return out;
 }
 
 }  // namespace lathe::data

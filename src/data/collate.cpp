@@ -17,13 +17,6 @@ LmBatch make_lm_batch(const std::vector<int32_t>& rows, int64_t batch_size, int6
   return {all.narrow(1, 0, seq_len).contiguous(), all.narrow(1, 1, seq_len).contiguous()};
 }
 
-LmBatch to_device(const LmBatch& b, const at::Device& device) {
-  if (device.is_cpu()) return b;
-  if (device.is_cuda())
-    return {b.input.pin_memory().to(device, /*non_blocking=*/true), b.target.pin_memory().to(device, /*non_blocking=*/true)};
-  return {b.input.to(device), b.target.to(device)};
-}
-
 PaddedBatch pad_batch(const std::vector<std::vector<int32_t>>& ids, int32_t pad_id,
                       const std::vector<std::vector<int32_t>>* type_ids) {
   std::size_t longest = 0;

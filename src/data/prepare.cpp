@@ -1,3 +1,4 @@
+#include "lathe/io/json_file.hpp"
 #include "lathe/data/prepare.hpp"
 
 #include <fmt/format.h>
@@ -18,40 +19,6 @@
 namespace lathe::data {
 namespace fs = std::filesystem;
 
-void read_documents(const std::vector<fs::path>& files, InputFormat format, const std::string& jsonl_field,
-                    const std::function<void(std::string&&)>& doc) {
-  for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    if (!in) throw Error("cannot read '" + f.string() + "'");
-    const bool jsonl = format == InputFormat::Jsonl || (format == InputFormat::Auto && io::is_jsonl(f));
-    std::string line, text, field;
-    bool paragraphs = false;  // the file separates documents by blank lines
-    for (int lineno = 1; std::getline(in, line); ++lineno) {
-      if (jsonl) {
-        if (io::jsonl_field(line, jsonl_field, f, lineno, field)) doc(std::move(field));
-      } else if (line.find_first_not_of(" \t\r") == std::string::npos) {
-        paragraphs = true;
-        if (!text.empty()) doc(std::move(text));
-        text.clear();
-      } else {
-        text += line;
-        text += '\n';
-      }
-    }
-    if (text.empty()) continue;
-    if (paragraphs) {
-      doc(std::move(text));
-      continue;
-    }
-    // No blank line anywhere: one document per line (as the tokenizer trainer reads text),
-    // rather than the whole file as one document and an empty validation split.
-    for (std::size_t at = 0; at < text.size();) {
-      const auto nl = text.find('\n', at);
-      doc(text.substr(at, nl - at + 1));
-      at = nl + 1;
-    }
-  }
-}
 
 namespace {
 
@@ -190,14 +157,8 @@ PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptio
 
 std::vector<fs::path> indexed_shards(const fs::path& dir, const std::string& split, const tokenizer::Tokenizer& tok) {
   const auto index = dir / "index.json";
-  std::ifstream in(index);
-  if (!in) throw Error("no prepared data in '" + dir.string() + "' (index.json is missing); run the data stage");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(index.string() + ": invalid JSON: " + e.what());
-  }
+  if (!fs::exists(index)) throw Error("no prepared data in '" + dir.string() + "' (index.json is missing); run the data stage");
+  const nlohmann::json j = io::read_json(index);
   if (j.value("fingerprint", "") != hex(tok.fingerprint()))
     throw Error(index.string() + ": the shards were written by another tokenizer (fingerprint " +
                 j.value("fingerprint", "?") + ", this run's tokenizer " + hex(tok.fingerprint()) +

@@ -63,18 +63,78 @@ std::vector<fs::path> expand_inputs(const std::vector<std::string>& entries) {
 
 bool is_jsonl(const fs::path& path) { return path.extension() == ".jsonl" || path.extension() == ".json"; }
 
-bool jsonl_field(std::string_view line, const std::string& field, const fs::path& path, int lineno, std::string& out) {
-  if (line.find_first_not_of(" \t\r") == std::string_view::npos) return false;
-  const std::string where = path.string() + ":" + std::to_string(lineno) + ": ";
-  nlohmann::json j;
+std::optional<nlohmann::json> jsonl_line(std::string_view line, const fs::path& path, int lineno) {
+  if (line.find_first_not_of(" \t\r") == std::string_view::npos) return std::nullopt;
   try {
-    j = nlohmann::json::parse(line);
+    return nlohmann::json::parse(line);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(where + "invalid JSON: " + e.what());
+    throw Error(path.string() + ":" + std::to_string(lineno) + ": invalid JSON: " + e.what());
   }
+}
+
+bool jsonl_field(std::string_view line, const std::string& field, const fs::path& path, int lineno, std::string& out) {
+  const auto parsed = jsonl_line(line, path, lineno);
+  if (!parsed) return false;
+  const std::string where = path.string() + ":" + std::to_string(lineno) + ": ";
+  const auto& j = *parsed;
   if (!j.is_object() || !j.contains(field) || !j[field].is_string()) throw Error(where + "no string field '" + field + "'");
   out = j[field].get<std::string>();
   return true;
+}
+
+namespace {
+
+/// The reading itself: calls `fn(text, record)` for each line of a text file (newline kept,
+/// blank lines too; record false) or the field of each record of a JSONL file (record true).
+/// Whether a file is JSONL is decided here and nowhere else.
+void read_file(const fs::path& f, InputFormat format, const std::string& field_name,
+               const std::function<void(std::string&&, bool)>& fn) {
+  std::ifstream in(f, std::ios::binary);
+  if (!in) throw Error("cannot read '" + f.string() + "'");
+  const bool jsonl = format == InputFormat::Jsonl || (format == InputFormat::Auto && is_jsonl(f));
+  std::string line, field;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    if (!jsonl) fn(line + "\n", false);
+    else if (jsonl_field(line, field_name, f, lineno, field)) fn(std::move(field), true);
+  }
+}
+
+}  // namespace
+
+void read_texts(const std::vector<fs::path>& files, InputFormat format, const std::string& jsonl_field,
+                const std::function<void(std::string&&)>& text) {
+  for (const auto& f : files) read_file(f, format, jsonl_field, [&](std::string&& t, bool) { text(std::move(t)); });
+}
+
+void read_documents(const std::vector<fs::path>& files, InputFormat format, const std::string& jsonl_field,
+                    const std::function<void(std::string&&)>& doc) {
+  for (const auto& f : files) {
+    std::string text;
+    bool paragraphs = false;  // the file separates documents by blank lines
+    read_file(f, format, jsonl_field, [&](std::string&& t, bool record) {
+      if (record) {
+        doc(std::move(t));
+      } else if (t.find_first_not_of(" \t\r\n") == std::string::npos) {
+        paragraphs = true;
+        if (!text.empty()) doc(std::move(text));
+        text.clear();
+      } else {
+        text += t;
+      }
+    });
+    if (text.empty()) continue;
+    if (paragraphs) {
+      doc(std::move(text));
+      continue;
+    }
+    // No blank line anywhere: one document per line (as the tokenizer trainer reads text),
+    // rather than the whole file as one document and an empty validation split.
+    for (std::size_t at = 0; at < text.size();) {
+      const auto nl = text.find('\n', at);
+      doc(text.substr(at, nl - at + 1));
+      at = nl + 1;
+    }
+  }
 }
 
 }  // namespace lathe::io

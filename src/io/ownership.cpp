@@ -1,3 +1,4 @@
+#include "lathe/io/json_file.hpp"
 #include "lathe/io/ownership.hpp"
 
 #include <fcntl.h>
@@ -30,9 +31,9 @@ fs::path parent_of(const fs::path& path) { return path.has_parent_path() ? path.
 
 std::vector<std::string> read_manifest(const fs::path& dir) {
   const auto file = dir / kManifestName;
-  std::ifstream in(file);
-  if (!in) return {};
-  const auto j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!fs::exists(file)) return {};
+  const auto read = read_json_if_valid(file);
+  const json j = read ? *read : json();
   if (!j.is_object() || j.value("format", "") != "lathe-manifest" || !j.contains("files") || !j["files"].is_array())
     throw Error(file.string() + ": not a lathe manifest (it lists the files lathe wrote in " + dir.string() +
                 "); restore it or remove the directory's lathe files by hand");

@@ -12,40 +12,25 @@ namespace {
 
 std::string s(int64_t v) { return std::to_string(v); }
 
-nn::NormOptions norm_options(const BertOptions& o) {
-  return {.dim = o.d_model, .kind = recipe::Norm::LayerNorm, .eps = o.norm_eps, .bias = true, .device = o.device};
+nn::NormOptions norm_options(const ModelOptions& o) {
+  return {.dim = o.d_model, .kind = nn::NormKind::LayerNorm, .eps = o.norm_eps, .bias = true, .device = o.device};
 }
 
 /// BERT's init: every matrix and table N(0, std), biases 0, norms 1, the [PAD] row 0.
-void init_bert_parameters(torch::nn::Module& m, const BertOptions& o) {
+void init_bert_parameters(torch::nn::Module& m, const BertModelImpl& bert) {
   torch::NoGradGuard no_grad;
-  for (auto& item : m.named_parameters()) {
-    const auto& name = item.key();
-    auto& p = item.value();
-    if (name.ends_with("bias")) p.zero_();
-    else if (name.find("norm") != std::string::npos || name.find("ln_") != std::string::npos) p.fill_(1.0);
-    else p.normal_(0.0, o.init_std);
-    if (name.ends_with("word_embeddings.weight") && o.pad_token_id >= 0) p[o.pad_token_id].zero_();
+  for (auto& p : nn::roles_of(m)) {
+    if (p.role == nn::Role::Bias) p.tensor.zero_();
+    else if (p.role == nn::Role::Norm) p.tensor.fill_(1.0);
+    else p.tensor.normal_(0.0, bert.options.init_std);
   }
+  if (bert.options.pad_token_id >= 0) bert.word_embeddings->weight[bert.options.pad_token_id].zero_();
 }
 
 }  // namespace
 
-void BertOptions::validate() const {
-  auto fail = [](const std::string& m) { throw std::invalid_argument("bert: " + m); };
-  if (vocab_size <= 0) fail("vocab_size must be positive, got " + s(vocab_size));
-  if (max_seq_len <= 0) fail("max_seq_len must be positive, got " + s(max_seq_len));
-  if (type_vocab_size <= 0) fail("type_vocab_size must be positive, got " + s(type_vocab_size));
-  if (n_layer <= 0) fail("n_layer must be positive, got " + s(n_layer));
-  if (d_model <= 0 || n_head <= 0) fail("d_model and n_head must be positive");
-  if (d_model % n_head != 0) fail("n_head (" + s(n_head) + ") must divide d_model (" + s(d_model) + ")");
-  if (pad_token_id >= vocab_size) fail("pad_token_id (" + s(pad_token_id) + ") is outside the vocabulary");
-  if (num_labels <= 0) fail("num_labels must be positive, got " + s(num_labels));
-  if (activation == recipe::Activation::SwiGlu) fail("activation swiglu is not a BERT activation; use gelu");
-}
-
-BertModelImpl::BertModelImpl(BertOptions o, bool with_pooler) : options(std::move(o)) {
-  options.validate();
+BertModelImpl::BertModelImpl(ModelOptions o, bool with_pooler) : options(std::move(o)) {
+  options.validate(Arch::Bert);
   const auto& op = options;
   word_embeddings = register_module(
       "word_embeddings", nn::Embedding(nn::EmbeddingOptions{op.vocab_size, op.d_model, op.pad_token_id, op.device}));
@@ -58,7 +43,7 @@ BertModelImpl::BertModelImpl(BertOptions o, bool with_pooler) : options(std::mov
   nn::BlockOptions b;
   b.attention = {.d_model = op.d_model, .n_head = op.n_head, .n_kv_head = 0, .causal = false, .bias = true,
                  .attn_dropout = op.attn_dropout, .dropout = op.dropout, .device = op.device};
-  b.mlp = {.d_model = op.d_model, .d_ff = op.d_ff, .activation = op.activation, .bias = true, .dropout = op.dropout,
+  b.mlp = {.d_model = op.d_model, .d_ff = op.ff_width(), .activation = op.activation, .bias = true, .dropout = op.dropout,
            .device = op.device};
   b.norm = norm_options(op);
   b.pre_norm = false;
@@ -67,7 +52,7 @@ BertModelImpl::BertModelImpl(BertOptions o, bool with_pooler) : options(std::mov
   reset_parameters();
 }
 
-void BertModelImpl::reset_parameters() { init_bert_parameters(*this, options); }
+void BertModelImpl::reset_parameters() { init_bert_parameters(*this, *this); }
 
 torch::Tensor BertModelImpl::forward(const torch::Tensor& ids, const torch::Tensor& token_types,
                                      const torch::Tensor& attention_mask) {
@@ -91,20 +76,20 @@ torch::Tensor BertModelImpl::pool(const torch::Tensor& hidden) {
   return at::tanh(pooler(hidden.select(1, 0)));
 }
 
-BertForMaskedLMImpl::BertForMaskedLMImpl(BertOptions o) {
+BertForMaskedLMImpl::BertForMaskedLMImpl(ModelOptions o) {
   bert = register_module("bert", BertModel(o, /*with_pooler=*/false));
   const auto& op = bert->options;
   mlm_dense = register_module("mlm_dense", nn::Linear(nn::LinearOptions{op.d_model, op.d_model, true, op.device}));
   mlm_norm = register_module("mlm_norm", nn::Norm(norm_options(op)));
-  mlm_bias = register_parameter("mlm_bias", torch::zeros({op.vocab_size}, op.device));
+  mlm_bias = add(*this, "mlm_bias", torch::zeros({op.vocab_size}, op.device), nn::Role::Bias);
   reset_parameters();
 }
 
-void BertForMaskedLMImpl::reset_parameters() { init_bert_parameters(*this, bert->options); }
+void BertForMaskedLMImpl::reset_parameters() { init_bert_parameters(*this, *bert); }
 
 torch::Tensor BertForMaskedLMImpl::head(const torch::Tensor& hidden) {
   auto h = mlm_dense(hidden);
-  h = bert->options.activation == recipe::Activation::GeluTanh ? at::gelu(h, "tanh") : at::gelu(h);
+  h = bert->options.activation == nn::Activation::GeluTanh ? at::gelu(h, "tanh") : at::gelu(h);
   return at::linear(mlm_norm(h), bert->word_embeddings->weight, mlm_bias);
 }
 
@@ -113,14 +98,14 @@ torch::Tensor BertForMaskedLMImpl::forward(const torch::Tensor& ids, const torch
   return head(bert(ids, token_types, attention_mask));
 }
 
-BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(BertOptions o) {
+BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(ModelOptions o) {
   bert = register_module("bert", BertModel(o, /*with_pooler=*/true));
   const auto& op = bert->options;
-  classifier = register_module("classifier", nn::Linear(nn::LinearOptions{op.d_model, op.num_labels, true, op.device}));
+  classifier = register_module("classifier", nn::Linear(nn::LinearOptions{op.d_model, op.num_labels, true, op.device, nn::Role::OutputHead}));
   reset_parameters();
 }
 
-void BertForSequenceClassificationImpl::reset_parameters() { init_bert_parameters(*this, bert->options); }
+void BertForSequenceClassificationImpl::reset_parameters() { init_bert_parameters(*this, *bert); }
 
 torch::Tensor BertForSequenceClassificationImpl::forward(const torch::Tensor& ids, const torch::Tensor& token_types,
                                                          const torch::Tensor& attention_mask) {

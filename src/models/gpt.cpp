@@ -13,11 +13,11 @@ namespace {
 
 std::string s(int64_t v) { return std::to_string(v); }
 
-nn::BlockOptions block_options(const GptOptions& o) {
+nn::BlockOptions block_options(const ModelOptions& o) {
   nn::BlockOptions b;
   b.attention = {.d_model = o.d_model, .n_head = o.n_head, .n_kv_head = o.n_kv_head, .causal = true, .bias = o.bias,
                  .attn_dropout = o.attn_dropout, .dropout = o.dropout, .device = o.device};
-  b.mlp = {.d_model = o.d_model, .d_ff = o.d_ff, .activation = o.activation, .bias = o.bias, .dropout = o.dropout,
+  b.mlp = {.d_model = o.d_model, .d_ff = o.ff_width(), .activation = o.activation, .bias = o.bias, .dropout = o.dropout,
            .device = o.device};
   b.norm = {.dim = o.d_model, .kind = o.norm, .eps = o.norm_eps, .bias = o.bias, .device = o.device};
   b.pre_norm = true;
@@ -26,32 +26,17 @@ nn::BlockOptions block_options(const GptOptions& o) {
 
 }  // namespace
 
-void GptOptions::validate() const {
-  auto fail = [](const std::string& m) { throw std::invalid_argument("gpt: " + m); };
-  if (vocab_size <= 0) fail("vocab_size must be positive, got " + s(vocab_size));
-  if (max_seq_len <= 0) fail("max_seq_len must be positive, got " + s(max_seq_len));
-  if (n_layer <= 0) fail("n_layer must be positive, got " + s(n_layer));
-  if (d_model <= 0 || n_head <= 0) fail("d_model and n_head must be positive");
-  if (d_model % n_head != 0) fail("n_head (" + s(n_head) + ") must divide d_model (" + s(d_model) + ")");
-  if (n_kv_head < 0 || (n_kv_head > 0 && n_head % n_kv_head != 0))
-    fail("n_kv_head (" + s(n_kv_head) + ") must divide n_head (" + s(n_head) + ")");
-  if (position == recipe::Position::Rope && (d_model / n_head) % 2 != 0)
-    fail("rope needs an even head dimension, got d_model / n_head = " + s(d_model / n_head));
-  if (d_ff < 0) fail("d_ff must be 0 (4 * d_model) or positive, got " + s(d_ff));
-  if (dropout < 0 || dropout >= 1 || attn_dropout < 0 || attn_dropout >= 1) fail("dropout must be in [0, 1)");
-}
-
-GptImpl::GptImpl(GptOptions o) : options(std::move(o)) {
-  options.validate();
+GptImpl::GptImpl(ModelOptions o) : options(std::move(o)) {
+  options.validate(Arch::Gpt);
   const auto& op = options;
   wte = register_module("wte", nn::Embedding(nn::EmbeddingOptions{op.vocab_size, op.d_model, -1, op.device}));
-  if (op.position == recipe::Position::Learned)
+  if (op.position == nn::Position::Learned)
     wpe = register_module("wpe", nn::Embedding(nn::EmbeddingOptions{op.max_seq_len, op.d_model, -1, op.device}));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < op.n_layer; ++i) blocks->push_back(nn::Block(block_options(op)));
   ln_f = register_module("ln_f", nn::Norm(block_options(op).norm));
   if (!op.tie_embeddings)
-    lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions{op.d_model, op.vocab_size, false, op.device}));
+    lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions{op.d_model, op.vocab_size, false, op.device, nn::Role::OutputHead}));
   reset_parameters();
 }
 
@@ -59,20 +44,20 @@ void GptImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
   const double std = options.init_std;
   const double proj_std = std / std::sqrt(2.0 * static_cast<double>(options.n_layer));
-  for (auto& item : named_parameters()) {
-    const auto& name = item.key();
-    auto& p = item.value();
-    if (name.ends_with(".bias")) p.zero_();
-    else if (name.find("ln_") != std::string::npos) p.fill_(1.0);
-    else if (name.ends_with("attn.proj.weight") || name.ends_with("mlp.proj.weight")) p.normal_(0.0, proj_std);
-    else p.normal_(0.0, std);
+  for (auto& p : nn::roles_of(*this)) {
+    switch (p.role) {
+      case nn::Role::Bias: p.tensor.zero_(); break;
+      case nn::Role::Norm: p.tensor.fill_(1.0); break;
+      case nn::Role::ResidualProjection: p.tensor.normal_(0.0, proj_std); break;
+      default: p.tensor.normal_(0.0, std);
+    }
   }
 }
 
 torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {
   const int64_t T = ids.size(1);
   const int64_t start = cache ? cache->length : 0;
-  if (start + T > options.max_seq_len && options.position == recipe::Position::Learned)
+  if (start + T > options.max_seq_len && options.position == nn::Position::Learned)
     throw std::invalid_argument("gpt: sequence of " + s(start + T) + " positions exceeds max_seq_len (" +
                                 s(options.max_seq_len) + ")");
   if (cache && start + T > cache->capacity)
@@ -91,7 +76,7 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
     x = x + wpe(positions);
   } else {
     // Rotary attention depends on relative positions only: a row's padding offset leaves it exact.
-    rotary = nn::rotary_tables(positions, options.d_model / options.n_head, options.rope_theta);
+    rotary = nn::rotary_tables(positions, options.head_dim(), options.rope_theta);
   }
   if (options.dropout > 0 && is_training()) x = at::dropout(x, options.dropout, /*train=*/true);
 
@@ -117,14 +102,12 @@ torch::Tensor GptImpl::forward(const torch::Tensor& ids, const torch::Tensor& ke
 
 nn::KvCache GptImpl::make_cache(int64_t batch, int64_t capacity) const {
   if (capacity <= 0) capacity = options.max_seq_len;
-  if (options.position == recipe::Position::Learned && capacity > options.max_seq_len) capacity = options.max_seq_len;
+  if (options.position == nn::Position::Learned && capacity > options.max_seq_len) capacity = options.max_seq_len;
   nn::KvCache cache;
   cache.capacity = capacity;
-  const int64_t kv = options.n_kv_head > 0 ? options.n_kv_head : options.n_head;
   auto opts = wte->weight.options().requires_grad(false);
-  for (int64_t i = 0; i < options.n_layer; ++i)
-    cache.layers.push_back({at::zeros({batch, kv, capacity, options.d_model / options.n_head}, opts),
-                            at::zeros({batch, kv, capacity, options.d_model / options.n_head}, opts)});
+  const std::vector<int64_t> shape{batch, options.kv_heads(), capacity, options.head_dim()};
+  for (int64_t i = 0; i < options.n_layer; ++i) cache.layers.push_back({at::zeros(shape, opts), at::zeros(shape, opts)});
   return cache;
 }
 

@@ -1,5 +1,6 @@
 // Hugging Face config.json + model.safetensors for GPT-2, Llama-style GPTs and BERT.
 
+#include "lathe/io/json_file.hpp"
 #include "lathe/models/hf.hpp"
 
 #include <algorithm>
@@ -55,7 +56,7 @@ void add_stacked(Table& t, const std::string& ours, const std::string& theirs, c
   }
 }
 
-Table gpt2_table(const GptOptions& o) {
+Table gpt2_table(const ModelOptions& o) {
   Table t{{"wte.weight", {"transformer.wte.weight"}}, {"wpe.weight", {"transformer.wpe.weight"}}};
   for (int64_t i = 0; i < o.n_layer; ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".", h = "transformer.h." + std::to_string(i) + ".";
@@ -71,9 +72,8 @@ Table gpt2_table(const GptOptions& o) {
   return t;
 }
 
-Table llama_table(const GptOptions& o) {
-  const int64_t hd = o.d_model / o.n_head, kv = (o.n_kv_head > 0 ? o.n_kv_head : o.n_head) * hd;
-  const int64_t ff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
+Table llama_table(const ModelOptions& o) {
+  const int64_t kv = o.kv_heads() * o.head_dim(), ff = o.ff_width();
   Table t{{"wte.weight", {"model.embed_tokens.weight"}}};
   for (int64_t i = 0; i < o.n_layer; ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".", h = "model.layers." + std::to_string(i) + ".";
@@ -89,7 +89,7 @@ Table llama_table(const GptOptions& o) {
   return t;
 }
 
-Table bert_encoder_table(const BertOptions& o, bool pooler) {
+Table bert_encoder_table(const ModelOptions& o, bool pooler) {
   Table t;
   add_wb(t, "bert.word_embeddings.", "bert.embeddings.word_embeddings.", false);
   add_wb(t, "bert.position_embeddings.", "bert.embeddings.position_embeddings.", false);
@@ -108,7 +108,7 @@ Table bert_encoder_table(const BertOptions& o, bool pooler) {
   return t;
 }
 
-Table bert_mlm_table(const BertOptions& o) {
+Table bert_mlm_table(const ModelOptions& o) {
   Table t = bert_encoder_table(o, false);
   add_wb(t, "mlm_dense.", "cls.predictions.transform.dense.", true);
   add_wb(t, "mlm_norm.", "cls.predictions.transform.LayerNorm.", true);
@@ -116,7 +116,7 @@ Table bert_mlm_table(const BertOptions& o) {
   return t;
 }
 
-Table bert_classifier_table(const BertOptions& o) {
+Table bert_classifier_table(const ModelOptions& o) {
   Table t = bert_encoder_table(o, true);
   add_wb(t, "classifier.", "classifier.", true);
   return t;
@@ -253,13 +253,8 @@ void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& 
 
 json read_config(const fs::path& dir) {
   const auto path = dir / "config.json";
-  std::ifstream in(path);
-  if (!in) throw Error(path.string() + ": cannot open (a Hugging Face model directory has config.json)");
-  try {
-    return json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw Error(path.string() + ": not valid JSON: " + e.what());
-  }
+  if (!fs::exists(path)) throw Error(path.string() + ": cannot open (a Hugging Face model directory has config.json)");
+  return io::read_json(path);
 }
 
 /// config[key] as T, `fallback` when absent or null; a wrong type names the file and key.
@@ -285,59 +280,135 @@ T need(const json& config, const fs::path& dir, const std::string& key) {
   throw Error((dir / "config.json").string() + ": " + key + " = " + value.dump() + " is not supported (" + what + ")");
 }
 
-recipe::Activation read_activation(const json& c, const fs::path& dir, const std::string& key, const std::string& dflt) {
+nn::Activation read_activation(const json& c, const fs::path& dir, const std::string& key, const std::string& dflt) {
   const auto act = get<std::string>(c, dir, key, dflt);
-  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") return recipe::Activation::GeluTanh;
-  if (act == "gelu") return recipe::Activation::Gelu;
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") return nn::Activation::GeluTanh;
+  if (act == "gelu") return nn::Activation::Gelu;
   unsupported(dir, key, act, "lathe has gelu and gelu_new");
 }
 
 std::string model_type(const json& c, const fs::path& dir) { return need<std::string>(c, dir, "model_type"); }
 
+/// Which config.json key holds which option (lathe/models/options.hpp names). The options of
+/// a family not in its table are fixed by the family (Llama's rmsnorm, rope, swiglu) or read
+/// by hand below (activation names, rope parameters).
+struct KeyMap {
+  std::string_view ours;
+  std::string_view theirs;
+  bool required = false;
+};
+using KeyTable = std::vector<KeyMap>;
+
+const KeyTable kGpt2Keys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "n_positions"}, {"d_model", "n_embd"},
+                         {"n_layer", "n_layer"}, {"n_head", "n_head"}, {"d_ff", "n_inner"},
+                         {"norm_eps", "layer_norm_epsilon"}, {"dropout", "resid_pdrop"}, {"attn_dropout", "attn_pdrop"},
+                         {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
+const KeyTable kLlamaKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
+                          {"d_model", "hidden_size", true}, {"n_layer", "num_hidden_layers", true},
+                          {"n_head", "num_attention_heads", true}, {"n_kv_head", "num_key_value_heads"},
+                          {"d_ff", "intermediate_size", true}, {"norm_eps", "rms_norm_eps"},
+                          {"rope_theta", "rope_theta"}, {"attn_dropout", "attention_dropout"},
+                          {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
+const KeyTable kBertKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
+                         {"type_vocab_size", "type_vocab_size"}, {"d_model", "hidden_size"},
+                         {"n_layer", "num_hidden_layers"}, {"n_head", "num_attention_heads"},
+                         {"d_ff", "intermediate_size"}, {"norm_eps", "layer_norm_eps"},
+                         {"dropout", "hidden_dropout_prob"}, {"attn_dropout", "attention_probs_dropout_prob"},
+                         {"pad_token_id", "pad_token_id"}, {"init_std", "initializer_range"},
+                         {"num_labels", "num_labels"}};
+
+const KeyMap* find_key(const KeyTable& table, std::string_view ours) {
+  for (const auto& k : table)
+    if (k.ours == ours) return &k;
+  return nullptr;
+}
+
+/// Reads the keys of `table` from config.json into the options; absent keys keep the
+/// family's defaults the options started from.
+class ConfigReader {
+ public:
+  ConfigReader(const json& c, const fs::path& dir, const KeyTable& table) : c_(c), dir_(dir), table_(table) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range, Traits) {
+    if constexpr (!std::is_enum_v<T>) {
+      const KeyMap* k = find_key(table_, key);
+      if (!k) return;
+      const std::string theirs(k->theirs);
+      value = k->required ? need<T>(c_, dir_, theirs) : get<T>(c_, dir_, theirs, value);
+    }
+  }
+
+ private:
+  const json& c_;
+  const fs::path& dir_;
+  const KeyTable& table_;
+};
+
+/// Writes the keys of `table` from canonical options (derived values filled in).
+class ConfigWriter {
+ public:
+  ConfigWriter(json& c, const KeyTable& table) : c_(c), table_(table) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range, Traits) {
+    if constexpr (!std::is_enum_v<T>)
+      if (const KeyMap* k = find_key(table_, key)) c_[std::string(k->theirs)] = value;
+  }
+
+ private:
+  json& c_;
+  const KeyTable& table_;
+};
+
+ModelOptions read_keys(const json& c, const fs::path& dir, const KeyTable& table, ModelOptions defaults) {
+  ConfigReader r(c, dir, table);
+  visit(r, defaults);
+  return defaults;
+}
+
+void write_keys(json& c, const KeyTable& table, Arch arch, const ModelOptions& o) {
+  auto canonical = o.canonical(arch);
+  ConfigWriter w(c, table);
+  visit(w, canonical);
+}
+
+void validate_read(const ModelOptions& o, Arch arch, const fs::path& dir) {
+  try {
+    o.validate(arch);
+  } catch (const std::invalid_argument& e) {
+    throw Error((dir / "config.json").string() + ": " + e.what());
+  }
+}
+
 }  // namespace
 
 bool is_hf_model_dir(const fs::path& dir) {
-  std::ifstream in(dir / "config.json");
-  if (!in) return false;
-  auto j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return j.is_object() && j.contains("model_type");
+  auto j = io::read_json_if_valid(dir / "config.json");
+  return j && j->is_object() && j->contains("model_type");
 }
 
-GptOptions read_hf_gpt_config(const fs::path& dir) {
+ModelOptions read_hf_gpt_config(const fs::path& dir) {
   const json c = read_config(dir);
   const auto type = model_type(c, dir);
-  GptOptions o;
+  ModelOptions o;
   if (type == "gpt2") {
-    o.vocab_size = need<int64_t>(c, dir, "vocab_size");
-    o.max_seq_len = get<int64_t>(c, dir, "n_positions", 1024);
-    o.d_model = get<int64_t>(c, dir, "n_embd", 768);
-    o.n_layer = get<int64_t>(c, dir, "n_layer", 12);
-    o.n_head = get<int64_t>(c, dir, "n_head", 12);
-    o.d_ff = get<int64_t>(c, dir, "n_inner", 0);
+    ModelOptions gpt2;  // GPT2Config's defaults
+    gpt2.dropout = gpt2.attn_dropout = 0.1;
+    o = read_keys(c, dir, kGpt2Keys, gpt2);
     o.activation = read_activation(c, dir, "activation_function", "gelu_new");
-    o.norm_eps = get<double>(c, dir, "layer_norm_epsilon", 1e-5);
-    o.dropout = get<double>(c, dir, "resid_pdrop", 0.1);
-    o.attn_dropout = get<double>(c, dir, "attn_pdrop", 0.1);
-    o.init_std = get<double>(c, dir, "initializer_range", 0.02);
-    o.tie_embeddings = get<bool>(c, dir, "tie_word_embeddings", true);
     for (const char* key : {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"})
       if (get<bool>(c, dir, key, false)) unsupported(dir, key, true, "lathe's GPT-2 attention is the standard one");
     if (!get<bool>(c, dir, "scale_attn_weights", true))
       unsupported(dir, "scale_attn_weights", false, "attention is always scaled by 1/sqrt(head_dim)");
   } else if (type == "llama") {
-    o.vocab_size = need<int64_t>(c, dir, "vocab_size");
-    o.max_seq_len = get<int64_t>(c, dir, "max_position_embeddings", 2048);
-    o.d_model = need<int64_t>(c, dir, "hidden_size");
-    o.n_layer = need<int64_t>(c, dir, "num_hidden_layers");
-    o.n_head = need<int64_t>(c, dir, "num_attention_heads");
-    o.n_kv_head = get<int64_t>(c, dir, "num_key_value_heads", o.n_head);
+    ModelOptions llama;  // LlamaConfig's defaults for the keys it may omit
+    llama.max_seq_len = 2048;
+    llama.norm = nn::NormKind::RmsNorm;
+    llama.norm_eps = 1e-6;
+    llama.activation = nn::Activation::SwiGlu;
+    llama.position = nn::Position::Rope;
+    llama.tie_embeddings = false;
+    o = read_keys(c, dir, kLlamaKeys, llama);
     if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
-    o.d_ff = need<int64_t>(c, dir, "intermediate_size");
-    o.norm = recipe::Norm::RmsNorm;
-    o.norm_eps = get<double>(c, dir, "rms_norm_eps", 1e-6);
-    o.activation = recipe::Activation::SwiGlu;
-    o.position = recipe::Position::Rope;
-    o.rope_theta = get<double>(c, dir, "rope_theta", 10000.0);
     if (c.contains("rope_parameters") && c["rope_parameters"].is_object()) {
       const auto& rp = c["rope_parameters"];
       if (rp.value("rope_type", "default") != "default")
@@ -352,62 +423,40 @@ GptOptions read_hf_gpt_config(const fs::path& dir) {
     o.bias = attn_bias;
     if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
       unsupported(dir, "hidden_act", act, "Llama's MLP is SwiGLU (silu)");
-    if (auto hd = get<int64_t>(c, dir, "head_dim", o.d_model / o.n_head); hd * o.n_head != o.d_model)
-      unsupported(dir, "head_dim", hd, "head_dim * num_attention_heads must equal hidden_size");
-    o.dropout = 0.0;
-    o.attn_dropout = get<double>(c, dir, "attention_dropout", 0.0);
-    o.init_std = get<double>(c, dir, "initializer_range", 0.02);
-    o.tie_embeddings = get<bool>(c, dir, "tie_word_embeddings", false);
+    if (o.n_head > 0)
+      if (auto hd = get<int64_t>(c, dir, "head_dim", o.d_model / o.n_head); hd * o.n_head != o.d_model)
+        unsupported(dir, "head_dim", hd, "head_dim * num_attention_heads must equal hidden_size");
   } else {
     throw Error((dir / "config.json").string() + ": model_type '" + type + "' is not a GPT lathe reads (gpt2, llama)");
   }
-  try {
-    o.validate();
-  } catch (const std::invalid_argument& e) {
-    throw Error((dir / "config.json").string() + ": " + e.what());
-  }
+  validate_read(o, Arch::Gpt, dir);
   return o;
 }
 
-BertOptions read_hf_bert_config(const fs::path& dir) {
+ModelOptions read_hf_bert_config(const fs::path& dir) {
   const json c = read_config(dir);
   if (auto type = model_type(c, dir); type != "bert")
     throw Error((dir / "config.json").string() + ": model_type '" + type + "' is not bert");
-  BertOptions o;
-  o.vocab_size = need<int64_t>(c, dir, "vocab_size");
-  o.max_seq_len = get<int64_t>(c, dir, "max_position_embeddings", 512);
-  o.type_vocab_size = get<int64_t>(c, dir, "type_vocab_size", 2);
-  o.d_model = get<int64_t>(c, dir, "hidden_size", 768);
-  o.n_layer = get<int64_t>(c, dir, "num_hidden_layers", 12);
-  o.n_head = get<int64_t>(c, dir, "num_attention_heads", 12);
-  o.d_ff = get<int64_t>(c, dir, "intermediate_size", 3072);
+  ModelOptions bert = ModelOptions::bert_defaults();  // BertConfig's defaults
+  bert.d_ff = 3072;
+  if (c.contains("id2label") && c["id2label"].is_object()) bert.num_labels = static_cast<int64_t>(c["id2label"].size());
+  ModelOptions o = read_keys(c, dir, kBertKeys, bert);
   o.activation = read_activation(c, dir, "hidden_act", "gelu");
-  o.norm_eps = get<double>(c, dir, "layer_norm_eps", 1e-12);
-  o.dropout = get<double>(c, dir, "hidden_dropout_prob", 0.1);
-  o.attn_dropout = get<double>(c, dir, "attention_probs_dropout_prob", 0.1);
-  o.pad_token_id = get<int64_t>(c, dir, "pad_token_id", -1);
-  o.init_std = get<double>(c, dir, "initializer_range", 0.02);
-  if (c.contains("id2label") && c["id2label"].is_object()) o.num_labels = static_cast<int64_t>(c["id2label"].size());
-  o.num_labels = get<int64_t>(c, dir, "num_labels", o.num_labels);
   if (auto pos = get<std::string>(c, dir, "position_embedding_type", "absolute"); pos != "absolute")
     unsupported(dir, "position_embedding_type", pos, "BERT positions are absolute");
-  try {
-    o.validate();
-  } catch (const std::invalid_argument& e) {
-    throw Error((dir / "config.json").string() + ": " + e.what());
-  }
+  validate_read(o, Arch::Bert, dir);
   return o;
 }
 
 namespace {
 
-bool is_gpt2_shaped(const GptOptions& o) {
-  return o.position == recipe::Position::Learned && o.norm == recipe::Norm::LayerNorm && o.bias &&
-         o.n_kv_head == 0 && o.activation != recipe::Activation::SwiGlu;
+bool is_gpt2_shaped(const ModelOptions& o) {
+  return o.position == nn::Position::Learned && o.norm == nn::NormKind::LayerNorm && o.bias &&
+         o.n_kv_head == 0 && o.activation != nn::Activation::SwiGlu;
 }
-bool is_llama_shaped(const GptOptions& o) {
-  return o.position == recipe::Position::Rope && o.norm == recipe::Norm::RmsNorm &&
-         o.activation == recipe::Activation::SwiGlu;
+bool is_llama_shaped(const ModelOptions& o) {
+  return o.position == nn::Position::Rope && o.norm == nn::NormKind::RmsNorm &&
+         o.activation == nn::Activation::SwiGlu;
 }
 
 const Layout kGpt2Layout{"transformer.", {"lm_head."}, {".attn.bias", ".attn.masked_bias", "lm_head.weight"}};
@@ -430,7 +479,7 @@ fs::path weights_file(const fs::path& dir) {
 
 Gpt load_hf_gpt(const fs::path& dir) {
   auto options = read_hf_gpt_config(dir);
-  const bool llama = options.position == recipe::Position::Rope;
+  const bool llama = options.position == nn::Position::Rope;
   Gpt model(options);
   load_tensors(*model, llama ? llama_table(options) : gpt2_table(options), weights_file(dir),
                llama ? kLlamaLayout : kGpt2Layout);
@@ -464,73 +513,43 @@ void save_hf(Gpt& model, const fs::path& dir) {
   if (is_gpt2_shaped(o)) {
     c = {{"architectures", {"GPT2LMHeadModel"}},
          {"model_type", "gpt2"},
-         {"vocab_size", o.vocab_size},
-         {"n_positions", o.max_seq_len},
-         {"n_embd", o.d_model},
-         {"n_layer", o.n_layer},
-         {"n_head", o.n_head},
-         {"n_inner", o.d_ff > 0 ? json(o.d_ff) : json(nullptr)},
-         {"activation_function", o.activation == recipe::Activation::Gelu ? "gelu" : "gelu_new"},
-         {"layer_norm_epsilon", o.norm_eps},
-         {"resid_pdrop", o.dropout},
+         {"activation_function", o.activation == nn::Activation::Gelu ? "gelu" : "gelu_new"},
          {"embd_pdrop", o.dropout},
-         {"attn_pdrop", o.attn_dropout},
-         {"initializer_range", o.init_std},
-         {"tie_word_embeddings", o.tie_embeddings},
          {"bos_token_id", nullptr},
          {"eos_token_id", nullptr}};
+    write_keys(c, kGpt2Keys, Arch::Gpt, o);
     save_tensors(*model, gpt2_table(o), dir, c);
   } else if (is_llama_shaped(o)) {
     c = {{"architectures", {"LlamaForCausalLM"}},
          {"model_type", "llama"},
-         {"vocab_size", o.vocab_size},
-         {"max_position_embeddings", o.max_seq_len},
-         {"hidden_size", o.d_model},
-         {"intermediate_size", o.d_ff > 0 ? o.d_ff : 4 * o.d_model},
-         {"num_hidden_layers", o.n_layer},
-         {"num_attention_heads", o.n_head},
-         {"num_key_value_heads", o.n_kv_head > 0 ? o.n_kv_head : o.n_head},
-         {"head_dim", o.d_model / o.n_head},
+         {"head_dim", o.head_dim()},
          {"hidden_act", "silu"},
-         {"rms_norm_eps", o.norm_eps},
-         {"rope_theta", o.rope_theta},
          {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", o.rope_theta}}},
          {"attention_bias", o.bias},
          {"mlp_bias", o.bias},
-         {"attention_dropout", o.attn_dropout},
-         {"initializer_range", o.init_std},
-         {"tie_word_embeddings", o.tie_embeddings},
          {"bos_token_id", nullptr},
          {"eos_token_id", nullptr}};
+    write_keys(c, kLlamaKeys, Arch::Gpt, o);
     save_tensors(*model, llama_table(o), dir, c);
   } else {
     throw Error("this GPT has no Hugging Face counterpart: gpt2 needs learned positions, layernorm, gelu and biases; "
-                "llama needs rope, rmsnorm and swiglu (got position " + std::string(recipe::enum_name(o.position)) +
-                ", norm " + std::string(recipe::enum_name(o.norm)) + ", activation " +
-                std::string(recipe::enum_name(o.activation)) + ")");
+                "llama needs rope, rmsnorm and swiglu (got position " + std::string(enum_name(o.position)) +
+                ", norm " + std::string(enum_name(o.norm)) + ", activation " +
+                std::string(enum_name(o.activation)) + ")");
   }
 }
 
 namespace {
 
-json bert_config(const BertOptions& o, const char* architecture) {
-  return {{"architectures", {architecture}},
-          {"model_type", "bert"},
-          {"vocab_size", o.vocab_size},
-          {"max_position_embeddings", o.max_seq_len},
-          {"type_vocab_size", o.type_vocab_size},
-          {"hidden_size", o.d_model},
-          {"num_hidden_layers", o.n_layer},
-          {"num_attention_heads", o.n_head},
-          {"intermediate_size", o.d_ff > 0 ? o.d_ff : 4 * o.d_model},
-          {"hidden_act", o.activation == recipe::Activation::GeluTanh ? "gelu_new" : "gelu"},
-          {"layer_norm_eps", o.norm_eps},
-          {"hidden_dropout_prob", o.dropout},
-          {"attention_probs_dropout_prob", o.attn_dropout},
-          {"pad_token_id", o.pad_token_id >= 0 ? json(o.pad_token_id) : json(nullptr)},
-          {"initializer_range", o.init_std},
-          {"position_embedding_type", "absolute"},
-          {"tie_word_embeddings", true}};
+json bert_config(const ModelOptions& o, const char* architecture) {
+  json c = {{"architectures", {architecture}},
+            {"model_type", "bert"},
+            {"hidden_act", o.activation == nn::Activation::GeluTanh ? "gelu_new" : "gelu"},
+            {"position_embedding_type", "absolute"},
+            {"tie_word_embeddings", true}};
+  write_keys(c, kBertKeys, Arch::Bert, o);
+  if (o.pad_token_id < 0) c["pad_token_id"] = nullptr;
+  return c;
 }
 
 }  // namespace
@@ -543,7 +562,6 @@ void save_hf(BertForMaskedLM& model, const fs::path& dir) {
 void save_hf(BertForSequenceClassification& model, const fs::path& dir) {
   const auto& o = model->bert->options;
   json c = bert_config(o, "BertForSequenceClassification");
-  c["num_labels"] = o.num_labels;
   json id2label = json::object(), label2id = json::object();
   for (int64_t i = 0; i < o.num_labels; ++i) {
     id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);

@@ -1,5 +1,6 @@
 // lathe model files and the AnyModel handle.
 
+#include "lathe/io/json_file.hpp"
 #include "lathe/models/store.hpp"
 
 #include <fstream>
@@ -20,68 +21,55 @@ namespace {
 
 constexpr int kModelFormatVersion = 1;
 
-json to_json(const GptOptions& o) {
-  return {{"vocab_size", o.vocab_size}, {"max_seq_len", o.max_seq_len}, {"n_layer", o.n_layer},
-          {"n_head", o.n_head}, {"n_kv_head", o.n_kv_head}, {"d_model", o.d_model}, {"d_ff", o.d_ff},
-          {"dropout", o.dropout}, {"attn_dropout", o.attn_dropout}, {"bias", o.bias},
-          {"norm", recipe::enum_name(o.norm)}, {"norm_eps", o.norm_eps},
-          {"activation", recipe::enum_name(o.activation)}, {"position", recipe::enum_name(o.position)},
-          {"rope_theta", o.rope_theta}, {"tie_embeddings", o.tie_embeddings}, {"init_std", o.init_std}};
+/// The options of `arch` as the model file stores them: every declared field that applies.
+class JsonWriter {
+ public:
+  explicit JsonWriter(Arch arch) : arch_(arch) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range, Traits traits) {
+    if (!applies_to(traits, arch_)) return;
+    if constexpr (std::is_enum_v<T>) out[std::string(key)] = std::string(enum_name(value));
+    else out[std::string(key)] = value;
+  }
+  json out = json::object();
+
+ private:
+  Arch arch_;
+};
+
+/// Reads what JsonWriter wrote. A key the file lacks keeps the default of `arch` (files written
+/// before the option existed); a key of the wrong type or an unknown spelling is an error.
+class JsonReader {
+ public:
+  explicit JsonReader(const json& in) : in_(in) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range, Traits) {
+    auto it = in_.find(std::string(key));
+    if (it == in_.end()) return;
+    if constexpr (std::is_enum_v<T>) {
+      auto v = it->is_string() ? parse_enum<T>(it->template get<std::string>()) : std::nullopt;
+      if (!v) throw std::invalid_argument(std::string(key) + ": unknown value " + it->dump());
+      value = *v;
+    } else {
+      value = it->template get<T>();
+    }
+  }
+
+ private:
+  const json& in_;
+};
+
+json options_to_json(Arch arch, const ModelOptions& o) {
+  ModelOptions copy = o;
+  JsonWriter w(arch);
+  visit(w, copy);
+  return w.out;
 }
 
-json to_json(const BertOptions& o) {
-  return {{"vocab_size", o.vocab_size}, {"max_seq_len", o.max_seq_len}, {"type_vocab_size", o.type_vocab_size},
-          {"n_layer", o.n_layer}, {"n_head", o.n_head}, {"d_model", o.d_model}, {"d_ff", o.d_ff},
-          {"dropout", o.dropout}, {"attn_dropout", o.attn_dropout}, {"norm_eps", o.norm_eps},
-          {"activation", recipe::enum_name(o.activation)}, {"pad_token_id", o.pad_token_id},
-          {"num_labels", o.num_labels}, {"init_std", o.init_std}};
-}
-
-template <class E>
-E enum_from(const json& j, const char* key) {
-  auto v = recipe::parse_enum<E>(j.at(key).get<std::string>());
-  if (!v) throw std::invalid_argument(std::string(key) + ": unknown value " + j.at(key).dump());
-  return *v;
-}
-
-GptOptions gpt_from_json(const json& j) {
-  GptOptions o;
-  o.vocab_size = j.at("vocab_size");
-  o.max_seq_len = j.at("max_seq_len");
-  o.n_layer = j.at("n_layer");
-  o.n_head = j.at("n_head");
-  o.n_kv_head = j.at("n_kv_head");
-  o.d_model = j.at("d_model");
-  o.d_ff = j.at("d_ff");
-  o.dropout = j.at("dropout");
-  o.attn_dropout = j.at("attn_dropout");
-  o.bias = j.at("bias");
-  o.norm = enum_from<recipe::Norm>(j, "norm");
-  o.norm_eps = j.at("norm_eps");
-  o.activation = enum_from<recipe::Activation>(j, "activation");
-  o.position = enum_from<recipe::Position>(j, "position");
-  o.rope_theta = j.at("rope_theta");
-  o.tie_embeddings = j.at("tie_embeddings");
-  o.init_std = j.at("init_std");
-  return o;
-}
-
-BertOptions bert_from_json(const json& j) {
-  BertOptions o;
-  o.vocab_size = j.at("vocab_size");
-  o.max_seq_len = j.at("max_seq_len");
-  o.type_vocab_size = j.at("type_vocab_size");
-  o.n_layer = j.at("n_layer");
-  o.n_head = j.at("n_head");
-  o.d_model = j.at("d_model");
-  o.d_ff = j.at("d_ff");
-  o.dropout = j.at("dropout");
-  o.attn_dropout = j.at("attn_dropout");
-  o.norm_eps = j.at("norm_eps");
-  o.activation = enum_from<recipe::Activation>(j, "activation");
-  o.pad_token_id = j.at("pad_token_id");
-  o.num_labels = j.at("num_labels");
-  o.init_std = j.at("init_std");
+ModelOptions options_from_json(Arch arch, const json& j) {
+  ModelOptions o = arch == Arch::Bert ? ModelOptions::bert_defaults() : ModelOptions{};
+  JsonReader r(j);
+  visit(r, o);
   return o;
 }
 
@@ -102,9 +90,9 @@ BertModel AnyModel::bert() const {
   return nullptr;
 }
 
-int64_t AnyModel::vocab_size() const {
-  return kind == ModelKind::Gpt ? gpt->options.vocab_size : bert()->options.vocab_size;
-}
+int64_t AnyModel::vocab_size() const { return options().vocab_size; }
+
+const ModelOptions& AnyModel::options() const { return kind == ModelKind::Gpt ? gpt->options : bert()->options; }
 
 const char* AnyModel::kind_name() const {
   switch (kind) {
@@ -115,25 +103,20 @@ const char* AnyModel::kind_name() const {
   return "?";
 }
 
-AnyModel make_model(const GptOptions& options) {
-  AnyModel m;
-  m.kind = ModelKind::Gpt;
-  m.gpt = Gpt(options);
-  return m;
-}
-
-AnyModel make_model(ModelKind kind, const BertOptions& options) {
+AnyModel make_model(ModelKind kind, const ModelOptions& options) {
   AnyModel m;
   m.kind = kind;
-  if (kind == ModelKind::BertMaskedLm) m.mlm = BertForMaskedLM(options);
-  else if (kind == ModelKind::BertClassifier) m.classifier = BertForSequenceClassification(options);
-  else throw std::invalid_argument("make_model: a GPT takes GptOptions");
+  switch (kind) {
+    case ModelKind::Gpt: m.gpt = Gpt(options); break;
+    case ModelKind::BertMaskedLm: m.mlm = BertForMaskedLM(options); break;
+    case ModelKind::BertClassifier: m.classifier = BertForSequenceClassification(options); break;
+  }
   return m;
 }
 
 void save_model(const AnyModel& model, const fs::path& path) {
   json meta = {{"format_version", kModelFormatVersion}, {"kind", model.kind_name()}};
-  meta["options"] = model.kind == ModelKind::Gpt ? to_json(model.gpt->options) : to_json(model.bert()->options);
+  meta["options"] = options_to_json(model.arch(), model.options());
   if (!model.labels.empty()) meta["labels"] = model.labels;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& item : model.module()->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
@@ -142,7 +125,7 @@ void save_model(const AnyModel& model, const fs::path& path) {
 
 AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels) {
   if (fs::is_directory(path) && is_hf_model_dir(path)) {
-    const auto type = json::parse(std::ifstream(path / "config.json"), nullptr, false).value("model_type", "");
+    const auto type = io::read_json(path / "config.json").value("model_type", "");
     AnyModel m;
     if (type == "bert") {
       m.kind = want.value_or(ModelKind::BertMaskedLm);
@@ -169,9 +152,9 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
       throw Error("written by a newer lathe (format_version " + meta.at("format_version").dump() + ")");
     const auto kind = meta.at("kind").get<std::string>();
     const auto& opts = meta.at("options");
-    if (kind == "gpt") m = make_model(gpt_from_json(opts));
-    else if (kind == "bert_masked_lm") m = make_model(ModelKind::BertMaskedLm, bert_from_json(opts));
-    else if (kind == "bert_classifier") m = make_model(ModelKind::BertClassifier, bert_from_json(opts));
+    if (kind == "gpt") m = make_model(ModelKind::Gpt, options_from_json(Arch::Gpt, opts));
+    else if (kind == "bert_masked_lm") m = make_model(ModelKind::BertMaskedLm, options_from_json(Arch::Bert, opts));
+    else if (kind == "bert_classifier") m = make_model(ModelKind::BertClassifier, options_from_json(Arch::Bert, opts));
     else throw Error("unknown model kind '" + kind + "'");
     if (meta.contains("labels")) m.labels = meta["labels"].get<std::vector<std::string>>();
   } catch (const json::exception& e) {

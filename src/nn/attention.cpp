@@ -2,29 +2,14 @@
 
 #include "lathe/nn/attention.hpp"
 
-#include <stdexcept>
-#include <string>
-
 #include <ATen/ATen.h>
 
 namespace lathe::nn {
 
-void AttentionOptions::validate() const {
-  auto s = [](int64_t v) { return std::to_string(v); };
-  if (d_model <= 0) throw std::invalid_argument("attention: d_model must be positive, got " + s(d_model));
-  if (n_head <= 0) throw std::invalid_argument("attention: n_head must be positive, got " + s(n_head));
-  if (d_model % n_head != 0)
-    throw std::invalid_argument("attention: n_head (" + s(n_head) + ") must divide d_model (" + s(d_model) + ")");
-  if (n_kv_head < 0 || (n_kv_head > 0 && n_head % n_kv_head != 0))
-    throw std::invalid_argument("attention: n_kv_head (" + s(n_kv_head) + ") must divide n_head (" + s(n_head) +
-                                ")");
-}
-
 AttentionImpl::AttentionImpl(const AttentionOptions& o) : options(o) {
-  o.validate();
   const int64_t out = (o.n_head + 2 * o.kv_heads()) * o.head_dim();
-  qkv = register_module("qkv", Linear(LinearOptions{o.d_model, out, o.bias, o.device}));
-  proj = register_module("proj", Linear(LinearOptions{o.d_model, o.d_model, o.bias, o.device}));
+  qkv = register_module("qkv", Linear(LinearOptions{o.d_model, out, o.bias, o.device, Role::HeadBlock}));
+  proj = register_module("proj", Linear(LinearOptions{o.d_model, o.d_model, o.bias, o.device, Role::ResidualProjection}));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {

@@ -16,8 +16,8 @@ namespace lathe::nn {
 
 NormImpl::NormImpl(const NormOptions& o) : options(o) {
   if (o.dim <= 0) throw std::invalid_argument("Norm: dim must be positive, got " + std::to_string(o.dim));
-  weight = register_parameter("weight", torch::empty({o.dim}, o.device));
-  if (o.bias && o.kind == recipe::Norm::LayerNorm) bias = register_parameter("bias", torch::empty({o.dim}, o.device));
+  weight = add(*this, "weight", torch::empty({o.dim}, o.device), Role::Norm);
+  if (o.bias && o.kind == NormKind::LayerNorm) bias = add(*this, "bias", torch::empty({o.dim}, o.device), Role::Bias);
   reset_parameters();
 }
 
@@ -28,7 +28,7 @@ void NormImpl::reset_parameters() {
 }
 
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
-  if (options.kind == recipe::Norm::RmsNorm) return at::rms_norm(x, {options.dim}, weight, options.eps);
+  if (options.kind == NormKind::RmsNorm) return at::rms_norm(x, {options.dim}, weight, options.eps);
   return at::layer_norm(x, {options.dim}, weight, bias, options.eps);
 }
 
@@ -37,8 +37,8 @@ LinearImpl::LinearImpl(const LinearOptions& o) : options(o) {
     throw std::invalid_argument("Linear: in and out must be positive, got " + std::to_string(o.in) + " -> " +
                                 std::to_string(o.out));
   torch::NoGradGuard no_grad;
-  weight = register_parameter("weight", torch::empty({o.out, o.in}, o.device).normal_(0.0, 0.02));
-  if (o.bias) bias = register_parameter("bias", torch::zeros({o.out}, o.device));
+  weight = add(*this, "weight", torch::empty({o.out, o.in}, o.device).normal_(0.0, 0.02), o.role);
+  if (o.bias) bias = add(*this, "bias", torch::zeros({o.out}, o.device), Role::Bias);
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return at::linear(x, weight, bias); }
@@ -51,7 +51,7 @@ EmbeddingImpl::EmbeddingImpl(const EmbeddingOptions& o) : options(o) {
     throw std::invalid_argument("Embedding: padding_idx " + std::to_string(o.padding_idx) + " is outside the " +
                                 std::to_string(o.count) + " rows");
   torch::NoGradGuard no_grad;
-  weight = register_parameter("weight", torch::empty({o.count, o.dim}, o.device).normal_(0.0, 0.02));
+  weight = add(*this, "weight", torch::empty({o.count, o.dim}, o.device).normal_(0.0, 0.02), Role::Embedding);
   if (o.padding_idx >= 0) weight[o.padding_idx].zero_();
 }
 
@@ -80,19 +80,21 @@ at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t) {
   return x * cos + rotated * sin;
 }
 
-MlpImpl::MlpImpl(const MlpOptions& o) : options(o), hidden(o.d_ff > 0 ? o.d_ff : 4 * o.d_model) {
-  if (o.d_model <= 0) throw std::invalid_argument("Mlp: d_model must be positive, got " + std::to_string(o.d_model));
-  const int64_t fc_out = o.activation == recipe::Activation::SwiGlu ? 2 * hidden : hidden;
-  fc = register_module("fc", Linear(LinearOptions{o.d_model, fc_out, o.bias, o.device}));
-  proj = register_module("proj", Linear(LinearOptions{hidden, o.d_model, o.bias, o.device}));
+MlpImpl::MlpImpl(const MlpOptions& o) : options(o) {
+  if (o.d_model <= 0 || o.d_ff <= 0)
+    throw std::invalid_argument("Mlp: d_model and d_ff must be positive, got " + std::to_string(o.d_model) + " and " +
+                                std::to_string(o.d_ff));
+  const int64_t fc_out = o.activation == Activation::SwiGlu ? 2 * o.d_ff : o.d_ff;
+  fc = register_module("fc", Linear(LinearOptions{o.d_model, fc_out, o.bias, o.device, Role::NeuronBlock}));
+  proj = register_module("proj", Linear(LinearOptions{o.d_ff, o.d_model, o.bias, o.device, Role::ResidualProjection}));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   auto h = fc(x);
   switch (options.activation) {
-    case recipe::Activation::GeluTanh: h = at::gelu(h, "tanh"); break;
-    case recipe::Activation::Gelu: h = at::gelu(h); break;
-    case recipe::Activation::SwiGlu: {
+    case Activation::GeluTanh: h = at::gelu(h, "tanh"); break;
+    case Activation::Gelu: h = at::gelu(h); break;
+    case Activation::SwiGlu: {
       auto gate_up = h.chunk(2, -1);
       h = at::silu(gate_up[0]) * gate_up[1];
       break;

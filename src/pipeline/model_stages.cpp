@@ -106,69 +106,104 @@ StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
   if (fresh.up_to_date) return {true, fmt::format("{} describes {}", out.string(), ckpt.string())};
   check_not_input(r, {out});
   io::claim(out);
-  const auto metrics = train::evaluate_checkpoint(r, ckpt);
-  json j = {{"checkpoint", ckpt.string()}, {"split", recipe::enum_name(r.eval.split)}, {"metrics", metrics}};
+  const auto result = train::evaluate_checkpoint(r, ckpt);
+  json j = {{"checkpoint", ckpt.string()}, {"split", recipe::enum_name(r.eval.split)}, {"metrics", result.to_json()}};
   io::write_file_atomic(out, j.dump(2) + "\n");
   write_stage_record(r.run.out_dir, "eval", made_from);
   std::string text;
-  for (const auto& [k, v] : metrics) text += fmt::format("{}{} {:.4f}", text.empty() ? "" : ", ", k, v);
+  for (const auto& [k, v] : result.metrics) text += fmt::format("{}{} {:.4f}", text.empty() ? "" : ", ", k, v);
+  text += fmt::format(" ({} batches, {} targets)", result.batches, result.targets);
   return {false, fmt::format("{}{} on {}: {} -> {}", fresh.why(), ckpt.filename().string(), recipe::enum_name(r.eval.split),
                              text, out.string())};
 }
 
-std::vector<Sample> generate_samples(const GenerateRequest& req, const std::function<void(const std::string&)>& on_text) {
-  auto loaded = models::load_model(req.model, models::ModelKind::Gpt);
-  auto tok = tokenizer::load_tokenizer(req.tokenizer);
-  if (tok->vocab_size() > loaded.gpt->options.vocab_size)
-    throw Error(fmt::format("vocabulary mismatch: {} has {} tokens, the model {} has {} embedding rows",
-                            req.tokenizer.string(), tok->vocab_size(), req.model.string(),
-                            loaded.gpt->options.vocab_size));
-  loaded.gpt->to(train::resolve_device(req.device));
-  int32_t eos = tok->token_to_id("<|endoftext|>");
-  if (eos < 0) eos = tok->token_to_id("[SEP]");
-  auto sampling = req.sampling;
-  if (eos >= 0) sampling.stop_tokens.push_back(eos);
-  sampling.vocab_limit = tok->vocab_size();
+GenerateRequest generate_request(const recipe::Recipe& r) {
+  GenerateRequest req;
+  req.tokenizer = recipe::tokenizer_path(r);
+  req.prompts = r.generate.prompts;
+  req.sampling.max_new_tokens = r.generate.max_new_tokens;
+  req.sampling.temperature = r.generate.temperature;
+  req.sampling.top_k = r.generate.top_k;
+  req.sampling.top_p = r.generate.top_p;
+  req.sampling.seed = static_cast<uint64_t>(r.run.seed);
+  req.stop = r.generate.stop;
+  req.device = r.run.device;
+  return req;
+}
 
-  std::vector<Sample> out;
-  for (std::size_t index = 0; index < req.prompts.size(); ++index) {
-    const auto& prompt = req.prompts[index];
-    sampling.seed = req.sampling.seed + index;  // each prompt its own stream
-    auto ids32 = tok->encode(prompt);
-    std::vector<int64_t> ids(ids32.begin(), ids32.end());
-    if (ids.empty()) {
-      if (eos < 0) throw Error("an empty prompt needs an end-of-text token (<|endoftext|> or [SEP]) in the tokenizer");
-      ids.push_back(eos);
-    }
-    Sample s;
-    s.prompt = prompt;
-    std::vector<int32_t> generated;
-    std::size_t shown = 0;
-    bool stopped = false;
-    auto g = models::generate(loaded.gpt, ids, sampling, [&](int64_t id) {
-      generated.push_back(static_cast<int32_t>(id));
-      std::string text = tok->decode(generated);
-      for (const auto& stop : req.stop) {
-        if (auto pos = text.find(stop); !stop.empty() && pos != std::string::npos) {
-          text.resize(pos);
-          stopped = true;
-        }
-      }
-      // Only whole characters are shown: hold back a trailing partial UTF-8 sequence.
-      std::size_t complete = text.size();
-      while (complete > 0 && (static_cast<unsigned char>(text[complete - 1]) & 0xC0) == 0x80) --complete;
-      if (complete > 0 && static_cast<unsigned char>(text[complete - 1]) >= 0xC0) --complete;
-      if (stopped) complete = text.size();
-      if (on_text && complete > shown) on_text(text.substr(shown, complete - shown));
-      shown = std::max(shown, complete);
-      s.text = text;
-      return !stopped;
-    });
-    s.tokens = static_cast<int64_t>(g.tokens.size());
-    s.finish_reason = stopped ? "stop_string" : g.finish_reason;
-    if (on_text && s.text.size() > shown) on_text(s.text.substr(shown));
-    out.push_back(std::move(s));
+struct Generator::State {
+  GenerateRequest req;
+  models::AnyModel loaded;
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  models::SamplingOptions sampling;
+  int32_t eos = -1;
+};
+
+Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State>()) {
+  auto& s = *state_;
+  s.req = req;
+  s.loaded = models::load_model(req.model, models::ModelKind::Gpt);
+  s.tok = tokenizer::load_tokenizer(req.tokenizer);
+  if (s.tok->vocab_size() > s.loaded.vocab_size())
+    throw Error(fmt::format("vocabulary mismatch: {} has {} tokens, the model {} has {} embedding rows",
+                            req.tokenizer.string(), s.tok->vocab_size(), req.model.string(), s.loaded.vocab_size()));
+  s.loaded.gpt->to(train::resolve_device(req.device));
+  s.eos = s.tok->token_to_id("<|endoftext|>");
+  if (s.eos < 0) s.eos = s.tok->token_to_id("[SEP]");
+  s.sampling = req.sampling;
+  if (s.eos >= 0) s.sampling.stop_tokens.push_back(s.eos);
+  s.sampling.vocab_limit = s.tok->vocab_size();
+}
+
+Generator::~Generator() = default;
+
+std::size_t Generator::prompts() const { return state_->req.prompts.size(); }
+
+Sample Generator::generate(std::size_t index, const std::function<void(const std::string&)>& on_text) {
+  auto& st = *state_;
+  const auto& prompt = st.req.prompts.at(index);
+  auto sampling = st.sampling;
+  sampling.seed = st.req.sampling.seed + index;  // each prompt its own stream
+  auto ids32 = st.tok->encode(prompt);
+  std::vector<int64_t> ids(ids32.begin(), ids32.end());
+  if (ids.empty()) {
+    if (st.eos < 0) throw Error("an empty prompt needs an end-of-text token (<|endoftext|> or [SEP]) in the tokenizer");
+    ids.push_back(st.eos);
   }
+  Sample s;
+  s.prompt = prompt;
+  std::vector<int32_t> generated;
+  std::size_t shown = 0;
+  bool stopped = false;
+  auto g = models::generate(st.loaded.gpt, ids, sampling, [&](int64_t id) {
+    generated.push_back(static_cast<int32_t>(id));
+    std::string text = st.tok->decode(generated);
+    for (const auto& stop : st.req.stop) {
+      if (auto pos = text.find(stop); !stop.empty() && pos != std::string::npos) {
+        text.resize(pos);
+        stopped = true;
+      }
+    }
+    // Only whole characters are shown: hold back a trailing partial UTF-8 sequence.
+    std::size_t complete = text.size();
+    while (complete > 0 && (static_cast<unsigned char>(text[complete - 1]) & 0xC0) == 0x80) --complete;
+    if (complete > 0 && static_cast<unsigned char>(text[complete - 1]) >= 0xC0) --complete;
+    if (stopped) complete = text.size();
+    if (on_text && complete > shown) on_text(text.substr(shown, complete - shown));
+    shown = std::max(shown, complete);
+    s.text = text;
+    return !stopped;
+  });
+  s.tokens = static_cast<int64_t>(g.tokens.size());
+  s.finish_reason = stopped ? "stop_string" : g.finish_reason;
+  if (on_text && s.text.size() > shown) on_text(s.text.substr(shown));
+  return s;
+}
+
+std::vector<Sample> generate_samples(const GenerateRequest& req) {
+  Generator gen(req);
+  std::vector<Sample> out;
+  for (std::size_t i = 0; i < gen.prompts(); ++i) out.push_back(gen.generate(i));
   return out;
 }
 
@@ -183,17 +218,8 @@ StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream
   if (fresh.up_to_date) return {true, fmt::format("{} holds samples of {}", path.string(), ckpt.string())};
   check_not_input(r, {path});
   io::claim(path);
-  GenerateRequest req;
+  GenerateRequest req = generate_request(r);
   req.model = ckpt;
-  req.tokenizer = recipe::tokenizer_path(r);
-  req.prompts = r.generate.prompts;
-  req.sampling.max_new_tokens = r.generate.max_new_tokens;
-  req.sampling.temperature = r.generate.temperature;
-  req.sampling.top_k = r.generate.top_k;
-  req.sampling.top_p = r.generate.top_p;
-  req.sampling.seed = static_cast<uint64_t>(r.run.seed);
-  req.stop = r.generate.stop;
-  req.device = r.run.device;
   auto samples = generate_samples(req);
   std::string lines;
   for (std::size_t i = 0; i < samples.size(); ++i) {

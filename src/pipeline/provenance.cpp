@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "lathe/io/json_file.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/recipe/load.hpp"
@@ -36,10 +37,9 @@ void add_files(MadeFrom& record, const std::vector<fs::path>& files) {
 }
 
 std::string checkpoint_identity(const fs::path& dir) {
-  std::ifstream in(dir / "meta.json");
-  const auto meta = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  const auto meta = io::read_json_if_valid(dir / "meta.json");
   return fmt::format("{} of run {} (model.safetensors: {})", dir.filename().string(),
-                     meta.is_object() ? meta.value("run_id", "?") : "?", file_state(dir / "model.safetensors"));
+                     meta && meta->is_object() ? meta->value("run_id", "?") : "?", file_state(dir / "model.safetensors"));
 }
 
 json to_json(const MadeFrom& record) { return json(record); }
@@ -68,23 +68,15 @@ std::vector<std::string> changes(const std::optional<MadeFrom>& recorded, const 
 }
 
 std::optional<MadeFrom> read_stage_record(const fs::path& out_dir, const std::string& stage) {
-  std::ifstream in(out_dir / "stages.json");
-  if (!in) return std::nullopt;
-  const auto j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains(stage)) return std::nullopt;
-  return from_json(j[stage]);
+  const auto j = io::read_json_if_valid(out_dir / "stages.json");
+  if (!j || !j->is_object() || !j->contains(stage)) return std::nullopt;
+  return from_json((*j)[stage]);
 }
 
 void write_stage_record(const fs::path& out_dir, const std::string& stage, const MadeFrom& record) {
   const auto path = out_dir / "stages.json";
   json j = json::object();
-  {
-    std::ifstream in(path);
-    if (in) {
-      auto old = json::parse(in, nullptr, /*allow_exceptions=*/false);
-      if (old.is_object()) j = std::move(old);
-    }
-  }
+  if (auto old = io::read_json_if_valid(path); old && old->is_object()) j = std::move(*old);
   j[stage] = to_json(record);
   io::claim(path);
   io::write_file_atomic(path, j.dump(2) + "\n");

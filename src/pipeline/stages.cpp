@@ -1,3 +1,4 @@
+#include "lathe/io/json_file.hpp"
 #include "lathe/pipeline/stages.hpp"
 
 #include <fmt/format.h>
@@ -106,6 +107,7 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
     o.min_frequency = r.tokenizer.min_frequency;
     o.special_tokens = r.tokenizer.special_tokens;
     o.threads = static_cast<int>(r.run.threads);
+    o.format = r.data.format;
     o.jsonl_field = r.data.jsonl_field;
     o.progress = progress;
     trained = std::make_unique<tokenizer::ByteBpe>(tokenizer::train_byte_bpe(files, o));
@@ -116,6 +118,7 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
     o.special_tokens = r.tokenizer.special_tokens;
     o.wordpiece.lowercase = o.wordpiece.strip_accents = r.tokenizer.lowercase;
     o.threads = static_cast<int>(r.run.threads);
+    o.format = r.data.format;
     o.jsonl_field = r.data.jsonl_field;
     o.progress = progress;
     trained = std::make_unique<tokenizer::WordPiece>(tokenizer::train_wordpiece(files, o));
@@ -143,10 +146,8 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   add_files(made_from, val_files);
   made_from["tokenizer"] = hex(tok->fingerprint());
   std::optional<MadeFrom> recorded;
-  if (std::ifstream in(dir / "index.json"); in) {
-    const auto index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (index.is_object() && index.contains("made_from")) recorded = from_json(index["made_from"]);
-  }
+  if (auto index = io::read_json_if_valid(dir / "index.json"); index && index->contains("made_from"))
+    recorded = from_json((*index)["made_from"]);
   const auto fresh = freshness(force, dir / "index.json", recorded, made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} holds the shards of these inputs", dir.string())};
   if (!fresh.diff.empty()) refuse_if_trained(r, "data", fresh.diff);
@@ -155,9 +156,7 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   o.val_files = val_files;
   o.made_from = to_json(made_from);
   o.val_fraction = r.data.val_fraction;
-  o.format = r.data.format == recipe::DataFormat::Jsonl  ? data::InputFormat::Jsonl
-             : r.data.format == recipe::DataFormat::Text ? data::InputFormat::Text
-                                                         : data::InputFormat::Auto;
+  o.format = r.data.format;
   o.jsonl_field = r.data.jsonl_field;
   o.shard_dir = dir;
   o.shard_tokens = static_cast<uint64_t>(r.data.shard_tokens);

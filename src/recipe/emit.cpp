@@ -35,7 +35,8 @@ class Emitter {
   explicit Emitter(YAML::Emitter& out) : out_(out) {}
 
   template <class T>
-  void field(std::string_view key, T& value, std::string_view /*doc*/, Range = {}) {
+  void field(std::string_view key, T& value, std::string_view /*doc*/, Range = {}, Traits traits = {}) {
+    if (!traits.recipe_key) return;
     out_ << YAML::Key << std::string(key) << YAML::Value;
     emit_value(out_, value);
   }
@@ -56,7 +57,8 @@ class KeyLister {
   KeyLister(std::vector<KeyDoc>& out, std::string prefix) : out_(out), prefix_(std::move(prefix)) {}
 
   template <class T>
-  void field(std::string_view key, T& value, std::string_view doc, Range range = {}) {
+  void field(std::string_view key, T& value, std::string_view doc, Range range = {}, Traits traits = {}) {
+    if (!traits.recipe_key) return;
     std::string type = detail::type_name<T>();
     if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, double>)
       if (range.bounded()) type += " " + range.describe();

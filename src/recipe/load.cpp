@@ -34,7 +34,8 @@ class Binder {
       : map_(map), diags_(diags), prefix_(std::move(prefix)) {}
 
   template <class T>
-  void field(std::string_view key, T& value, std::string_view /*doc*/, Range range = {}) {
+  void field(std::string_view key, T& value, std::string_view /*doc*/, Range range = {}, Traits traits = {}) {
+    if (!traits.recipe_key) return;
     known_.push_back(key);
     if (const Node* n = map_.find(key)) read(*n, dotted(prefix_, key), value, range);
   }
@@ -117,7 +118,7 @@ class Binder {
     if constexpr (std::is_same_v<T, std::string>) {
       out = n.scalar;
       return true;
-    } else if constexpr (RecipeEnum<T>) {
+    } else if constexpr (SpelledEnum<T>) {
       if (auto v = parse_enum<T>(n.scalar)) {
         out = *v;
         return true;
@@ -204,11 +205,10 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
   Locator loc(root);
   std::vector<std::string> bad;
   for (const auto& d : diags) bad.push_back(d.key);
-  auto intact = [&](std::initializer_list<std::string_view> keys) {
-    for (auto k : keys)
+  auto intact = [&](const std::vector<std::string>& keys) {
+    for (const auto& k : keys)
       for (const auto& b : bad)
-        if (b == k || b.starts_with(std::string(k) + ".") || b.starts_with(std::string(k) + "[") ||
-            std::string(k).starts_with(b + "."))
+        if (b == k || b.starts_with(k + ".") || b.starts_with(k + "[") || k.starts_with(b + "."))
           return false;
     return true;
   };
@@ -217,10 +217,10 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
     return intact({"pipeline"}) && std::find(r.pipeline.begin(), r.pipeline.end(), st) != r.pipeline.end();
   };
   // Reports at the first of `keys` the user wrote (that is the value to change), else the first.
-  auto fail = [&](std::initializer_list<std::string_view> keys, std::string msg) {
+  auto fail = [&](const std::vector<std::string>& keys, std::string msg) {
     if (!intact(keys)) return;
-    std::string_view at = *keys.begin();
-    for (auto k : keys)
+    std::string_view at = keys.front();
+    for (const auto& k : keys)
       if (loc.given(k)) {
         at = k;
         break;
@@ -242,16 +242,11 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
 
   // model shape
   const auto& m = r.model;
-  if (m.d_model % m.n_head != 0)
-    fail({"model.n_head", "model.d_model"}, "n_head (" + s(m.n_head) + ") must divide d_model (" + s(m.d_model) + ")");
-  else if (m.position == Position::Rope && (m.d_model / m.n_head) % 2 != 0)
-    fail({"model.position", "model.d_model", "model.n_head"},
-         "rope needs an even head dimension, but d_model / n_head = " + s(m.d_model / m.n_head));
-  if (m.n_kv_head > 0 && m.n_head % m.n_kv_head != 0)
-    fail({"model.n_kv_head", "model.n_head"},
-         "n_kv_head (" + s(m.n_kv_head) + ") must divide n_head (" + s(m.n_head) + ")");
-  if (m.n_kv_head > 0 && m.arch == Arch::Bert)
-    fail({"model.n_kv_head"}, "grouped key/value heads are for gpt; bert uses n_kv_head: 0");
+  for (const auto& problem : m.problems(m.arch, /*complete=*/false)) {
+    std::vector<std::string> keys;
+    for (const auto& k : problem.keys) keys.push_back("model." + k);
+    fail(keys, problem.message);
+  }
   if (m.arch == Arch::Gpt && m.vocab_size > 0 && r.tokenizer.path.empty() && m.vocab_size < r.tokenizer.vocab_size)
     fail({"model.vocab_size", "tokenizer.vocab_size"},
          "vocab_size (" + s(m.vocab_size) + ") is smaller than tokenizer.vocab_size (" + s(r.tokenizer.vocab_size) +
@@ -273,7 +268,14 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
   if (r.schedule.warmup_steps > r.train.max_steps)
     fail({"schedule.warmup_steps", "train.max_steps"}, "warmup_steps (" + s(r.schedule.warmup_steps) +
                                                            ") exceeds train.max_steps (" + s(r.train.max_steps) + ")");
-  if (r.train.resume.empty()) fail({"train.resume"}, "must be none, auto or a checkpoint directory");
+  if (const auto& resume = r.train.resume; resume != "none" && resume != "auto") {
+    std::error_code ec;
+    if (resume.empty() || !std::filesystem::is_directory(resume, ec)) {
+      std::string msg = "must be none, auto or an existing checkpoint directory, got '" + resume + "'";
+      if (auto hint = detail::closest(resume, {"none", "auto"}); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
+      fail({"train.resume"}, msg);
+    }
+  }
 
   // devices
   if (r.train.precision == Precision::Fp16 && r.run.device == Device::Cpu)

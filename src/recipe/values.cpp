@@ -10,20 +10,6 @@
 
 namespace lathe::recipe {
 
-std::string Range::describe() const {
-  auto num = [](double x) {
-    std::string t = detail::format_double(x);
-    return t.ends_with(".0") ? t.substr(0, t.size() - 2) : t;
-  };
-  const bool has_lo = lo > -std::numeric_limits<double>::infinity();
-  const bool has_hi = hi < std::numeric_limits<double>::infinity();
-  if (has_lo && has_hi)
-    return "in " + std::string(lo_open ? "(" : "[") + num(lo) + ", " + num(hi) + (hi_open ? ")" : "]");
-  if (has_lo) return std::string(lo_open ? "> " : ">= ") + num(lo);
-  if (has_hi) return std::string(hi_open ? "< " : "<= ") + num(hi);
-  return "any value";
-}
-
 std::string Diagnostic::str() const {
   std::string out = mark.file;
   if (mark.line > 0) out += ":" + std::to_string(mark.line) + ":" + std::to_string(mark.col);

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "lathe/recipe/enums.hpp"
-#include "lathe/recipe/range.hpp"
+#include "lathe/core/schema.hpp"
 
 namespace lathe::recipe::detail {
 
@@ -40,7 +40,7 @@ std::string type_name() {
   else if constexpr (std::is_same_v<T, int64_t>) return "integer";
   else if constexpr (std::is_same_v<T, double>) return "number";
   else if constexpr (std::is_same_v<T, std::string>) return "string";
-  else if constexpr (RecipeEnum<T>) return "one of " + enum_choices<T>();
+  else if constexpr (SpelledEnum<T>) return "one of " + enum_choices<T>();
   else if constexpr (is_vector<T>::value) return "list of " + type_name<typename is_vector<T>::element>();
   else static_assert(sizeof(T) == 0, "unsupported recipe field type");
 }
@@ -52,7 +52,7 @@ std::string scalar_text(const T& v) {
   else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(v);
   else if constexpr (std::is_same_v<T, double>) return format_double(v);
   else if constexpr (std::is_same_v<T, std::string>) return v;
-  else if constexpr (RecipeEnum<T>) return std::string(enum_name(v));
+  else if constexpr (SpelledEnum<T>) return std::string(enum_name(v));
   else static_assert(sizeof(T) == 0, "not a scalar type");
 }
 

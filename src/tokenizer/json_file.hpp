@@ -1,7 +1,9 @@
-// Reading the JSON files tokenizers come in, with errors that name the file and line.
+// The JSON of tokenizer files: read through io::read_json; the head of a tokenizer.json.
 #pragma once
 
 #include <nlohmann/json.hpp>
+
+#include "lathe/io/json_file.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -11,11 +13,8 @@
 
 namespace lathe::tokenizer::detail {
 
-/// Parses a JSON file; a syntax error is reported as "file:line: message".
-nlohmann::json read_json(const std::filesystem::path& path);
-
-/// j[key], or an error naming the file and the missing key.
-const nlohmann::json& member(const nlohmann::json& j, std::string_view key, const std::filesystem::path& path);
+using io::member;
+using io::read_json;
 
 /// The first keys of a Hugging Face tokenizer.json: version, truncation, padding and the added
 /// (special) tokens `special` of `tokens`.

@@ -174,37 +174,34 @@ ByteBpe train_byte_bpe(const std::vector<std::string>& texts, const BpeTrainerOp
   return train_from_counts(count_all(texts, options.threads), options);
 }
 
-std::vector<std::string> read_training_texts(const std::vector<std::filesystem::path>& files,
+namespace {
+
+/// Every text of the corpus: the lines of text files, the records of JSONL files (io::read_texts,
+/// the reader the data stage uses too, with the same format decision).
+std::vector<std::string> read_training_texts(const std::vector<std::filesystem::path>& files, io::InputFormat format,
                                              const std::string& jsonl_field) {
   std::vector<std::string> texts;
-  std::string names;
   int64_t bytes = 0;
-  for (const auto& f : files) {
-    names += (names.empty() ? "" : ", ") + f.string();
-    std::ifstream in(f, std::ios::binary);
-    if (!in) throw Error("cannot read training file '" + f.string() + "'");
-    const bool jsonl = io::is_jsonl(f);
-    std::string line, text;
-    for (int lineno = 1; std::getline(in, line); ++lineno) {
-      if (jsonl) {
-        if (!io::jsonl_field(line, jsonl_field, f, lineno, text)) continue;
-        texts.push_back(std::move(text));
-      } else {
-        texts.push_back(line + "\n");
-      }
-      bytes += static_cast<int64_t>(texts.back().size());
-    }
+  io::read_texts(files, format, jsonl_field, [&](std::string&& text) {
+    bytes += static_cast<int64_t>(text.size());
+    texts.push_back(std::move(text));
+  });
+  if (bytes == 0) {
+    std::string names;
+    for (const auto& f : files) names += (names.empty() ? "" : ", ") + f.string();
+    throw Error("cannot train a tokenizer on an empty corpus (" + (names.empty() ? "no files" : names) + ")");
   }
-  if (bytes == 0) throw Error("cannot train a tokenizer on an empty corpus (" + (names.empty() ? "no files" : names) + ")");
   return texts;
 }
 
+}  // namespace
+
 ByteBpe train_byte_bpe(const std::vector<std::filesystem::path>& files, const BpeTrainerOptions& options) {
-  return train_byte_bpe(read_training_texts(files, options.jsonl_field), options);
+  return train_byte_bpe(read_training_texts(files, options.format, options.jsonl_field), options);
 }
 
 WordPiece train_wordpiece(const std::vector<std::filesystem::path>& files, const WordPieceTrainerOptions& options) {
-  return train_wordpiece(read_training_texts(files, options.jsonl_field), options);
+  return train_wordpiece(read_training_texts(files, options.format, options.jsonl_field), options);
 }
 
 WordPiece train_wordpiece(const std::vector<std::string>& texts, const WordPieceTrainerOptions& o) {

@@ -1,5 +1,6 @@
 // Atomic checkpoint directories.
 
+#include "lathe/io/json_file.hpp"
 #include "lathe/train/checkpoint.hpp"
 
 #include <fcntl.h>
@@ -42,11 +43,9 @@ void fault_point(std::string_view point) {
 
 /// meta.json of a directory when it is a lathe checkpoint's; null otherwise.
 json checkpoint_meta(const fs::path& dir) {
-  std::ifstream in(dir / "meta.json");
-  if (!in) return nullptr;
-  auto meta = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!meta.is_object() || meta.value("format", "") != kCheckpointFormat) return nullptr;
-  return meta;
+  auto meta = io::read_json_if_valid(dir / "meta.json");
+  if (!meta || !meta->is_object() || meta->value("format", "") != kCheckpointFormat) return nullptr;
+  return *meta;
 }
 
 int64_t step_of(const fs::path& dir) {
@@ -117,6 +116,7 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model,
                  {"val_loss", number_or_null(s.val_loss)},
                  {"loss_scale", s.loss_scale},
                  {"good_steps", s.good_steps},
+                 {"overflow_steps", s.overflow_steps},
                  {"elapsed_s", s.elapsed_s},
                  {"model_kind", model.kind_name()},
                  {"files",
@@ -181,10 +181,10 @@ void recover_checkpoints(const fs::path& root) {
 
 std::string checkpoint_problem(const fs::path& dir) {
   const auto meta_path = dir / "meta.json";
-  std::ifstream in(meta_path);
-  if (!in) return meta_path.string() + ": missing (not a checkpoint directory, or an incomplete one)";
-  json meta = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (meta.is_discarded() || !meta.is_object()) return meta_path.string() + ": not valid JSON";
+  if (!fs::exists(meta_path)) return meta_path.string() + ": missing (not a checkpoint directory, or an incomplete one)";
+  const auto read = io::read_json_if_valid(meta_path);
+  if (!read || !read->is_object()) return meta_path.string() + ": not valid JSON";
+  const json& meta = *read;
   if (meta.value("format", "") != kCheckpointFormat)
     return meta_path.string() + ": format is not " + std::string(kCheckpointFormat);
   if (meta.value("version", 0) > kCheckpointVersion)
@@ -204,8 +204,7 @@ std::string checkpoint_problem(const fs::path& dir) {
 CheckpointData load_checkpoint(const fs::path& dir) {
   if (auto problem = checkpoint_problem(dir); !problem.empty()) throw Error(problem);
   const auto meta_path = dir / "meta.json";
-  std::ifstream in(meta_path);
-  json meta = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  const json meta = io::read_json(meta_path);
   CheckpointData c;
   c.dir = dir;
   try {
@@ -217,6 +216,7 @@ CheckpointData load_checkpoint(const fs::path& dir) {
     c.state.val_loss = number_or(meta, "val_loss", std::numeric_limits<double>::quiet_NaN());
     c.state.loss_scale = number_or(meta, "loss_scale", 65536.0);
     c.state.good_steps = meta.value("good_steps", int64_t{0});
+    c.state.overflow_steps = meta.value("overflow_steps", int64_t{0});
     c.state.elapsed_s = number_or(meta, "elapsed_s", 0.0);
     c.state.recipe_yaml = meta.value("recipe", "");
   } catch (const json::exception& e) {

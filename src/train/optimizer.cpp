@@ -10,17 +10,14 @@
 
 namespace lathe::train {
 
-bool decays(const std::string& name, const at::Tensor& param, bool decay_embeddings) {
-  if (param.dim() < 2) return false;  // biases, norm scales, the MLM output bias
-  const bool embedding = name.find("embeddings") != std::string::npos || name.ends_with("wte.weight") ||
-                         name.ends_with("wpe.weight");
-  return decay_embeddings || !embedding;
+bool decays(nn::Role role, bool decay_embeddings) {
+  return nn::is_matrix(role) || (decay_embeddings && role == nn::Role::Embedding);
 }
 
 Optimizer::Optimizer(const torch::nn::Module& model, const recipe::OptimConfig& config) : config_(config) {
-  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
-    if (!item.value().requires_grad()) continue;
-    Param p{item.key(), item.value(), decays(item.key(), item.value(), config.decay_embeddings), {}, {}, {}, {}};
+  for (const auto& item : nn::roles_of(model)) {
+    if (!item.tensor.requires_grad()) continue;
+    Param p{item.name, item.tensor, decays(item.role, config.decay_embeddings), {}, {}, {}, {}};
     if (config.name == recipe::Optimizer::AdamW) {
       p.exp_avg = at::zeros_like(p.p, at::MemoryFormat::Contiguous);
       p.exp_avg_sq = at::zeros_like(p.p, at::MemoryFormat::Contiguous);
@@ -43,11 +40,11 @@ void Optimizer::zero_grad() {
   for (auto& p : params_) p.p.mutable_grad().reset();
 }
 
-double Optimizer::clip_grad_norm(double max_norm) {
+at::Tensor Optimizer::clip_grad_norm(double max_norm) {
   std::vector<at::Tensor> grads;
   for (auto& p : params_)
     if (p.p.grad().defined()) grads.push_back(p.p.grad());
-  if (grads.empty()) return 0.0;
+  if (grads.empty()) return {};
   // The same arithmetic as torch.nn.utils.clip_grad_norm_: per-tensor norms, their norm, and a
   // coefficient clamped at 1 that multiplies every gradient.
   auto norms = at::_foreach_norm(grads, 2);
@@ -56,7 +53,7 @@ double Optimizer::clip_grad_norm(double max_norm) {
     auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
     at::_foreach_mul_(grads, coef);
   }
-  return total.item<double>();
+  return total;
 }
 
 void Optimizer::step(double lr) {
@@ -88,6 +85,7 @@ void Optimizer::adamw(std::vector<Param*>& group, double lr, double wd) {
       steps.push_back(p->step);
     }
     at::_foreach_add_(steps, 1.0);
+    for (auto* p : group) ++p->steps;
     at::_fused_adamw_(ps, gs, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, b1, b2, wd, eps, /*amsgrad=*/false,
                       /*maximize=*/false);
     return;
@@ -95,7 +93,7 @@ void Optimizer::adamw(std::vector<Param*>& group, double lr, double wd) {
   for (auto* p : group) {
     auto g = p->p.grad();
     p->step.add_(1.0);
-    const double t = p->step.item<double>();
+    const auto t = static_cast<double>(++p->steps);
     p->p.mul_(1.0 - lr * wd);
     p->exp_avg.lerp_(g, 1.0 - b1);
     p->exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
@@ -111,10 +109,11 @@ void Optimizer::sgd(std::vector<Param*>& group, double lr, double wd) {
     if (wd > 0) p->p.mul_(1.0 - lr * wd);  // decoupled, as for AdamW
     if (p->momentum.defined()) {
       // PyTorch's convention: the first step's buffer is the gradient itself.
-      if (p->step.defined() && p->step.item<double>() > 0) p->momentum.mul_(config_.momentum).add_(g);
+      if (p->steps > 0) p->momentum.mul_(config_.momentum).add_(g);
       else p->momentum.copy_(g);
       if (!p->step.defined()) p->step = at::zeros({}, p->p.options().dtype(at::kFloat));
       p->step.add_(1.0);
+      ++p->steps;
       g = config_.nesterov ? g.add(p->momentum, config_.momentum) : p->momentum;
     }
     p->p.add_(g, -lr);
@@ -148,17 +147,20 @@ void Optimizer::load_state(const std::map<std::string, at::Tensor>& state, const
     }
     into.copy_(value);  // onto the parameter's device
   };
+  auto count = [&](Param& p) { p.steps = p.step.defined() ? static_cast<int64_t>(p.step.item<double>()) : 0; };
   for (auto& p : params_) {
     if (config_.name == recipe::Optimizer::AdamW) {
       take("exp_avg." + p.name, p.exp_avg, true);
       take("exp_avg_sq." + p.name, p.exp_avg_sq, true);
       take("step." + p.name, p.step, true);
+      count(p);
     } else if (p.momentum.defined()) {
       take("momentum." + p.name, p.momentum, true);
       if (state.count("step." + p.name)) {
         p.step = at::zeros({}, p.p.options().dtype(at::kFloat));
         take("step." + p.name, p.step, true);
       }
+      count(p);
     }
   }
   if (!problems.empty()) {

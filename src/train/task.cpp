@@ -26,10 +26,17 @@ namespace lathe::train {
 namespace fs = std::filesystem;
 using recipe::Task;
 
+Batch pin(const Batch& b) {
+  auto pinned = [](const at::Tensor& t) { return !t.defined() || t.is_pinned() ? t : t.pin_memory(); };
+  return {pinned(b.input_ids), pinned(b.targets), pinned(b.attention_mask), pinned(b.token_type_ids), b.tokens};
+}
+
 Batch to_device(const Batch& b, const at::Device& device) {
   if (device.is_cpu()) return b;
-  auto move = [&](const at::Tensor& t) { return t.defined() ? t.pin_memory().to(device, /*non_blocking=*/true) : t; };
-  return {move(b.input_ids), move(b.targets), move(b.attention_mask), move(b.token_type_ids), b.tokens};
+  const bool cuda = device.is_cuda();
+  const Batch src = cuda ? pin(b) : b;
+  auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device, /*non_blocking=*/cuda) : t; };
+  return {move(src.input_ids), move(src.targets), move(src.attention_mask), move(src.token_type_ids), b.tokens};
 }
 
 models::ModelKind model_kind(Task task) {
@@ -345,8 +352,9 @@ std::pair<at::Tensor, at::Tensor> scored(const models::AnyModel& model, const Ba
 
 }  // namespace
 
-at::Tensor task_loss(const models::AnyModel& m, const Batch& b) {
+at::Tensor task_loss(const models::AnyModel& m, const Batch& b, at::ScalarType* logits_dtype) {
   auto [logits, targets] = scored(m, b);
+  if (logits_dtype) *logits_dtype = logits.scalar_type();
   if (targets.numel() == 0) return logits.sum() * 0.0;  // nothing masked in this batch
   return at::cross_entropy_loss(logits.to(at::kFloat), targets);
 }

@@ -18,7 +18,6 @@
 #include "lathe/core/error.hpp"
 #include "lathe/data/loader.hpp"
 #include "lathe/io/ownership.hpp"
-#include "lathe/models/config.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/recipe/load.hpp"
@@ -169,19 +168,11 @@ void restore_rng(const std::map<std::string, at::Tensor>& t, const at::Device& d
 /// Non-embedding parameters and the attention term: 6 N + 12 L T d FLOPs per token
 /// (forward + backward), the usual estimate.
 double flops_per_token(const models::AnyModel& m, int64_t seq_len) {
-  int64_t n = 0, layers = 0, width = 0;
-  for (const auto& item : m.module()->named_parameters())
-    if (item.key().find("embeddings") == std::string::npos && !item.key().starts_with("wpe.") &&
-        !item.key().starts_with("wte."))
-      n += item.value().numel();
-  if (m.kind == models::ModelKind::Gpt) {
-    layers = m.gpt->options.n_layer;
-    width = m.gpt->options.d_model;
-  } else {
-    layers = m.bert()->options.n_layer;
-    width = m.bert()->options.d_model;
-  }
-  return 6.0 * static_cast<double>(n) + 12.0 * static_cast<double>(layers * seq_len * width);
+  int64_t n = 0;
+  for (const auto& p : nn::roles_of(*m.module()))
+    if (p.role != nn::Role::Embedding) n += p.tensor.numel();
+  const auto& o = m.options();
+  return 6.0 * static_cast<double>(n) + 12.0 * static_cast<double>(o.n_layer * seq_len * o.d_model);
 }
 
 /// The model the recipe describes, freshly initialised.
@@ -193,9 +184,8 @@ models::AnyModel recipe_model(const recipe::Recipe& r, const tokenizer::Tokenize
     throw Error("no tokenizer at " + recipe::tokenizer_path(r).string() +
                 " to size the vocabulary; run the tokenizer stage first (lathe tokenizer train RECIPE) or set "
                 "model.vocab_size");
-  if (kind == models::ModelKind::Gpt) return models::make_model(models::gpt_options(r.model, vocab));
   const int64_t pad = tok ? tok->token_to_id("[PAD]") : -1;
-  return models::make_model(kind, models::bert_options(r.model, vocab, pad));
+  return models::make_model(kind, r.model.options(vocab, pad));
 }
 
 /// `loaded` (a checkpoint's or init_from's model) in the recipe's model: refused, naming every
@@ -206,15 +196,10 @@ models::AnyModel adopt(const recipe::Recipe& r, const tokenizer::Tokenizer* tok,
   // A vocabulary left to the tokenizer (model.vocab_size 0) takes the loaded model's size when
   // that is larger: a padded embedding stays padded.
   auto want = recipe_model(r, tok, r.model.vocab_size > 0 ? 0 : loaded.vocab_size());
-  std::vector<std::string> diffs;
-  if (loaded.kind == models::ModelKind::Gpt) {
-    diffs = models::architecture_differences(loaded.gpt->options, want.gpt->options);
-  } else {
-    diffs = models::architecture_differences(loaded.bert()->options, want.bert()->options);
-    const auto have_labels = loaded.bert()->options.num_labels, want_labels = want.bert()->options.num_labels;
-    if (loaded.kind == models::ModelKind::BertClassifier && have_labels != want_labels)
-      diffs.push_back(fmt::format("model.num_labels: {} in the checkpoint, {} in the recipe", have_labels, want_labels));
-  }
+  auto diffs = models::architecture_differences(loaded.arch(), loaded.options(), want.options());
+  const auto have_labels = loaded.options().num_labels, want_labels = want.options().num_labels;
+  if (loaded.kind == models::ModelKind::BertClassifier && have_labels != want_labels)
+    diffs.push_back(fmt::format("model.num_labels: {} in the checkpoint, {} in the recipe", have_labels, want_labels));
   if (!diffs.empty()) {
     std::string list;
     for (const auto& d : diffs) list += "\n  " + d;
@@ -289,6 +274,67 @@ bool same_dir(const fs::path& a, const fs::path& b) {
   std::error_code ec;
   return fs::equivalent(a, b, ec);
 }
+
+/// Validation: owns its schedule (every train.eval_every steps and at the last step, when there
+/// is validation data) and the time it takes.
+class Validator {
+ public:
+  Validator(int64_t every, bool enabled) : every_(every), enabled_(enabled) {}
+  bool due(int64_t step, bool last) const { return enabled_ && ((every_ > 0 && step % every_ == 0) || last); }
+  bool done_at(int64_t step) const { return last_ == step; }
+  double seconds() const { return seconds_; }
+
+  /// Validates at `step`: records the loss in `state` (val_loss, best_val_loss) and returns the
+  /// metrics and whether the loss is the best so far.
+  std::pair<std::map<std::string, double>, bool> run(int64_t step, TrainerState& state,
+                                                     const std::function<std::map<std::string, double>()>& evaluate) {
+    const auto t0 = Clock::now();
+    auto m = evaluate();
+    seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+    last_ = step;
+    state.val_loss = m.count("loss") ? m["loss"] : std::nan("");
+    const bool best = state.val_loss < state.best_val_loss;
+    if (best) state.best_val_loss = state.val_loss;
+    return {std::move(m), best};
+  }
+
+ private:
+  int64_t every_;
+  bool enabled_;
+  int64_t last_ = -1;
+  double seconds_ = 0;
+};
+
+/// Checkpoints: owns its schedule (every train.save_every steps, at the last step, and when a
+/// validation finds a new best loss under keep_best), the retention and the time it takes.
+class Checkpointer {
+ public:
+  Checkpointer(fs::path root, const recipe::TrainConfig& tr) : root_(std::move(root)), tr_(tr) {}
+  bool due(int64_t step, bool last, bool new_best) const {
+    return (tr_.save_every > 0 && step % tr_.save_every == 0) || last || (new_best && tr_.keep_best);
+  }
+  bool done_at(int64_t step) const { return last_ == step; }
+  double seconds() const { return seconds_; }
+
+  /// Writes the checkpoint of `state` (its val_loss only when validated at this very step)
+  /// and prunes old ones; returns its directory.
+  fs::path save(const models::AnyModel& model, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                TrainerState state, bool validated_now) {
+    const auto t0 = Clock::now();
+    if (!validated_now) state.val_loss = std::nan("");  // meta.json's val_loss is this step's
+    auto dir = save_checkpoint(root_, model, tensors, state);
+    prune_checkpoints(root_, state.run_id, tr_.keep_last, tr_.keep_best);
+    last_ = state.step;
+    seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+    return dir;
+  }
+
+ private:
+  fs::path root_;
+  const recipe::TrainConfig& tr_;
+  int64_t last_ = -1;
+  double seconds_ = 0;
+};
 
 }  // namespace
 
@@ -403,76 +449,77 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
   res.lr = learning_rate(recipe_.schedule, recipe_.optim.lr, state_.step, tr.max_steps);
   model_.module()->train();
   opt.zero_grad();
-  bool finite = true;
-  double bad = 0;
+  // The loss stays on the device through the micro-batches; the host reads it, the gradient
+  // norm and the fp16 overflow flag together, once, at the end of the step. A non-finite loss
+  // is found there too: its backward only wasted work, and its gradients are dropped.
+  const auto n = static_cast<double>(micro.size());
+  at::Tensor loss_sum;
   int64_t tokens = 0;
   for (const auto& b : micro) {
     const auto batch = to_device(b, device_);
     at::Tensor loss;
     {
       AutocastScope autocast(tr.precision, device_);
-      loss = task_loss(model_, batch);
+      loss = task_loss(model_, batch, &res.logits_dtype);
     }
-    const double l = loss.item<double>();
     tokens += b.tokens;
-    if (!std::isfinite(l)) {
-      finite = false;
-      bad = l;
-      break;
-    }
-    res.loss += l / static_cast<double>(micro.size());
-    auto scaled = loss / static_cast<double>(micro.size());
+    auto value = loss.detach().to(at::kDouble);
+    loss_sum = loss_sum.defined() ? loss_sum + value : value;
+    auto scaled = loss / n;
     if (fp16) scaled = scaled * state_.loss_scale;
     scaled.backward();
   }
+  auto found_inf = at::zeros({1}, at::TensorOptions(device_).dtype(at::kFloat));
+  if (fp16) {
+    std::vector<at::Tensor> grads;
+    for (auto& p : model_.module()->parameters())
+      if (p.grad().defined()) grads.push_back(p.grad());
+    auto inv = at::full({1}, 1.0 / state_.loss_scale, at::TensorOptions(device_).dtype(at::kFloat));
+    at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv);
+  }
+  auto norm = opt.clip_grad_norm(recipe_.optim.grad_clip);
+  if (!norm.defined()) norm = at::zeros({}, found_inf.options());
+  const auto host = at::stack({loss_sum.reshape({}) / n, norm.to(at::kDouble).reshape({}),
+                               found_inf.to(at::kDouble).reshape({})})
+                        .to(at::kCPU);  // the step's one synchronisation
+  const auto* v = host.data_ptr<double>();
+  res.loss = v[0];
+  res.grad_norm = v[1];
+  const bool overflow = v[2] > 0;
+
   auto finish = [&](bool skipped, std::string why = {}) {
     res.skipped = skipped;
     res.why = std::move(why);
-    if (skipped) {
-      opt.zero_grad();
-      ++state_.skipped_steps;
-    }
+    if (skipped) opt.zero_grad();
     ++state_.step;
     state_.tokens += tokens;
     return res;
   };
-  if (!finite) {
+  auto bad = [&](const std::string& what, double value) {
     if (tr.nan_policy == recipe::NanPolicy::Error)
-      throw Error(fmt::format("step {}: the loss is {} (train.nan_policy: error); lower optim.lr, keep "
-                              "optim.grad_clip on, or set train.nan_policy: skip. Checkpoints already written are "
-                              "kept in {}",
-                              state_.step + 1, bad, recipe::checkpoint_dir(recipe_).string()));
-    res.loss = bad;
-    return finish(true, fmt::format("the loss is {} (train.nan_policy: skip)", bad));
-  }
+      throw Error(fmt::format("step {}: the {} is {} (train.nan_policy: error); lower optim.lr, keep optim.grad_clip "
+                              "on, or set train.nan_policy: skip. Checkpoints already written are kept in {}",
+                              state_.step + 1, what, value, recipe::checkpoint_dir(recipe_).string()));
+    ++state_.skipped_steps;
+    return finish(true, fmt::format("the {} is {} (train.nan_policy: skip)", what, value));
+  };
+  if (!std::isfinite(res.loss)) return bad("loss", res.loss);
   if (fp16) {
-    // Dynamic loss scaling: unscale, skip the step and halve the scale on overflow, double it
-    // after 2000 clean steps.
-    std::vector<at::Tensor> grads;
-    for (auto& p : model_.module()->parameters())
-      if (p.grad().defined()) grads.push_back(p.grad());
-    auto found_inf = at::zeros({1}, at::TensorOptions(device_).dtype(at::kFloat));
-    auto inv = at::full({1}, 1.0 / state_.loss_scale, at::TensorOptions(device_).dtype(at::kFloat));
-    at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv);
-    if (found_inf.item<float>() > 0) {
+    // Dynamic loss scaling (torch.amp.GradScaler's rule): on overflow skip the step and halve
+    // the scale; double it after 2000 clean steps. An overflow is routine for fp16: it is not
+    // a bad step (skipped_steps), it is counted in overflow_steps.
+    if (overflow) {
       state_.loss_scale *= 0.5;
       state_.good_steps = 0;
-      finish(true, fmt::format("fp16 overflow, loss scale now {}", state_.loss_scale));
-      --state_.skipped_steps;  // an overflow is routine for fp16: not counted as a bad step
-      return res;
+      ++state_.overflow_steps;
+      return finish(true, fmt::format("fp16 overflow, loss scale now {}", state_.loss_scale));
     }
     if (++state_.good_steps >= 2000) {
       state_.loss_scale *= 2.0;
       state_.good_steps = 0;
     }
   }
-  res.grad_norm = opt.clip_grad_norm(recipe_.optim.grad_clip);
-  if (!std::isfinite(res.grad_norm)) {
-    if (tr.nan_policy == recipe::NanPolicy::Error)
-      throw Error(fmt::format("step {}: the gradient norm is {} (train.nan_policy: error)", state_.step + 1,
-                              res.grad_norm));
-    return finish(true, fmt::format("the gradient norm is {} (train.nan_policy: skip)", res.grad_norm));
-  }
+  if (!std::isfinite(res.grad_norm)) return bad("gradient norm", res.grad_norm);
   opt.step(res.lr);
   return finish(false);
 }
@@ -516,38 +563,30 @@ TrainReport Trainer::run() {
 
   SignalScope signals(options_.handle_signals);
   const auto accum = static_cast<uint64_t>(tr.grad_accum);
-  data::PrefetchLoader<Batch> loader([&](uint64_t i) { return impl_->data->train_batch(i); },
-                                     static_cast<int>(std::max<int64_t>(1, recipe_.data.num_workers)),
+  // On CUDA the workers also pin each batch, so the step's copy to the GPU is asynchronous.
+  const bool pinned = device_.is_cuda();
+  data::PrefetchLoader<Batch> loader([&](uint64_t i) {
+                                       auto b = impl_->data->train_batch(i);
+                                       return pinned ? pin(b) : b;
+                                     },
+                                     static_cast<int>(recipe_.data.num_workers),
                                      static_cast<int>(recipe_.data.prefetch), static_cast<uint64_t>(state_.step) * accum);
 
-  const auto root = recipe::checkpoint_dir(recipe_);
-  int64_t last_saved = -1, last_eval = -1;
-  double paused_s = 0;  // validation and checkpoint time: not training throughput
+  Checkpointer checkpointer(recipe::checkpoint_dir(recipe_), tr);
+  Validator validator(tr.eval_every, can_eval);
   auto save = [&] {
-    const auto t0 = Clock::now();
     auto tensors = impl_->optimizer->state();
     for (auto& [n, t] : tensors) n = "optim." + n;
     for (auto& kv : rng_state(device_)) tensors.push_back(kv);
-    auto state = state_;
-    if (last_eval != state_.step) state.val_loss = std::nan("");  // meta.json's val_loss is this step's
-    report.checkpoint = save_checkpoint(root, model_, tensors, state);
-    prune_checkpoints(root, state_.run_id, tr.keep_last, tr.keep_best);
-    last_saved = state_.step;
-    paused_s += std::chrono::duration<double>(Clock::now() - t0).count();
+    report.checkpoint = checkpointer.save(model_, tensors, state_, validator.done_at(state_.step));
   };
   auto validate = [&] {
-    const auto t0 = Clock::now();
-    auto m = evaluate(tr.eval_batches);
-    paused_s += std::chrono::duration<double>(Clock::now() - t0).count();
+    auto [m, best] = validator.run(state_.step, state_, [&] { return evaluate(tr.eval_batches); });
     report.val = m;
-    last_eval = state_.step;
-    state_.val_loss = m.count("loss") ? m["loss"] : std::nan("");
     metrics.record({state_.step, "val", m});
     std::string line = fmt::format("step {}: validation", state_.step);
     for (const auto& [k, v] : m) line += fmt::format(" {} {:.4f}", k, v);
     say(line);
-    const bool best = state_.val_loss < state_.best_val_loss;
-    if (best) state_.best_val_loss = state_.val_loss;
     return best;
   };
 
@@ -560,6 +599,7 @@ TrainReport Trainer::run() {
     std::vector<Batch> micro;
     for (uint64_t k = 0; k < accum; ++k) micro.push_back(loader.next());
     const auto r = step(micro);
+    report.logits_dtype = r.logits_dtype;
     if (r.skipped) say(fmt::format("step {}: step skipped: {}", state_.step, r.why));
     if (!r.skipped) {
       window_loss += r.loss;
@@ -597,26 +637,26 @@ TrainReport Trainer::run() {
       window_tokens = 0;
       t_window = Clock::now();
     }
-    bool new_best = false;
-    if (can_eval && ((tr.eval_every > 0 && state_.step % tr.eval_every == 0) || last)) new_best = validate();
-    const bool scheduled = tr.save_every > 0 && state_.step % tr.save_every == 0;
-    if (scheduled || last || (new_best && tr.keep_best)) save();
+    const bool new_best = validator.due(state_.step, last) && validate();
+    if (checkpointer.due(state_.step, last, new_best)) save();
     if (const int sig = signals.signal()) {
-      if (last_saved != state_.step) save();
+      if (!checkpointer.done_at(state_.step)) save();
       say(fmt::format("received {}: saved {} at step {}; resume with train.resume: auto",
                       sig == SIGTERM ? "SIGTERM" : "SIGINT", report.checkpoint.string(), state_.step));
       report.interrupted = true;
       break;
     }
   }
-  if (!report.interrupted && last_saved != state_.step) {
-    if (can_eval && last_eval != state_.step) validate();
+  if (!report.interrupted && !checkpointer.done_at(state_.step)) {
+    if (validator.due(state_.step, /*last=*/true) && !validator.done_at(state_.step)) validate();
     save();
   }
   report.steps = state_.step;
   report.skipped_steps = state_.skipped_steps;
+  report.overflow_steps = state_.overflow_steps;
+  report.loss_scale = state_.loss_scale;
   report.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
-  const double training_s = report.seconds - paused_s;
+  const double training_s = report.seconds - validator.seconds() - checkpointer.seconds();
   report.tokens_per_s = training_s > 0 ? static_cast<double>(run_tokens) / training_s : 0;
   return report;
 }
@@ -635,7 +675,14 @@ void check_checkpoint_model(const recipe::Recipe& r, const fs::path& dir) {
   adopt(r, tok.get(), loaded, "the checkpoint " + dir.string(), kResumeWayOut);
 }
 
-std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {
+nlohmann::json EvalResult::to_json() const {
+  nlohmann::json j = metrics;
+  j["batches"] = batches;
+  j["targets"] = targets;
+  return j;
+}
+
+EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {
   const auto path = checkpoint.empty() ? newest_checkpoint(r) : checkpoint;
   const auto kind = model_kind(r.train.task);
   auto model = models::load_model(path, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
@@ -648,12 +695,10 @@ std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& r, const
   const int64_t n = std::min(r.eval.batches, data->val_batches());
   if (n == 0) throw Error("no " + std::string(recipe::enum_name(r.eval.split)) + " data to evaluate on");
   const auto acc = evaluate_batches(model, *data, n, r.train.precision, device);
-  auto m = acc.metrics(r.model.num_labels);
+  EvalResult result{acc.metrics(r.model.num_labels), n, acc.count};
   if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
-    m["unigram_loss"] = unigram_loss(r, *tok);
-  m["batches"] = static_cast<double>(n);
-  m["targets"] = static_cast<double>(acc.count);
-  return m;
+    result.metrics["unigram_loss"] = unigram_loss(r, *tok);
+  return result;
 }
 
 }  // namespace lathe::train

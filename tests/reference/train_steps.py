@@ -1,14 +1,22 @@
 """llm.c-style reference for the trainer (tests/test_train.cpp): the same initial weights and the
-same batches, ten AdamW steps in PyTorch.
+same batches, ten optimizer steps in PyTorch.
 
-  python train_steps.py KIND DIR     KIND: gpt2 or bert_mlm
+  python train_steps.py KIND DIR OPTIM SCHEDULE
+    KIND: gpt2 or bert_mlm; OPTIM: adamw (fused), adamw_unfused, sgd, sgd_nesterov;
+    SCHEDULE: cosine, linear, constant or wsd (as schedules.py builds them from
+    torch.optim.lr_scheduler)
 
 Writes DIR/init (a Hugging Face model, dropout off), DIR/batches.safetensors (micro-batches
 "<field>.<step>.<micro>"), DIR/losses.json (the loss of each step, mean over micro-batches) and
 DIR/final (the model after the ten steps). Hyper-parameters are those of the C++ test's recipe.
+
+The weight-decay groups are built from the module types, the usual PyTorch recipe (minGPT's
+configure_optimizers): the weights of Linear and Conv1D layers decay; biases, LayerNorm and
+Embedding weights do not, and a weight tied to an embedding (GPT-2's lm_head) counts as the
+embedding.
 """
 import json
-import math
+import os
 import sys
 
 import torch
@@ -16,24 +24,44 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 import transformers
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers.pytorch_utils import Conv1D
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import schedules  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
 STEPS, ACCUM, BATCH, SEQ = 10, 2, 4, 16
-LR, WD, BETAS, EPS, CLIP = 3e-3, 0.1, (0.9, 0.95), 1e-8, 1.0
-WARMUP, MIN_RATIO = 3, 0.1
+LR, WD, BETAS, EPS, CLIP, MOMENTUM = 3e-3, 0.1, (0.9, 0.95), 1e-8, 1.0, 0.9
+WARMUP, MIN_RATIO, DECAY_FRACTION = 3, 0.1, 0.4
 
 
-def lr_at(step):
-    """Linear warmup, then cosine to LR * MIN_RATIO at step STEPS (the recipe's schedule)."""
-    if step < WARMUP:
-        return LR * (step + 1) / WARMUP
-    p = min(max((step - WARMUP) / (STEPS - WARMUP), 0.0), 1.0)
-    floor = LR * MIN_RATIO
-    return floor + (LR - floor) * 0.5 * (1 + math.cos(math.pi * p))
+def decay_groups(model):
+    decay, no_decay = {}, {}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if name.endswith("bias") or isinstance(module, (torch.nn.LayerNorm, torch.nn.Embedding)):
+                no_decay[id(p)] = p
+            elif isinstance(module, (torch.nn.Linear, Conv1D)):
+                decay[id(p)] = p
+            else:
+                raise SystemExit(f"no decay rule for {name} of {type(module).__name__}")
+    return [p for i, p in decay.items() if i not in no_decay], list(no_decay.values())
 
 
-def main(kind, out):
+def optimizer(model, kind):
+    decay, no_decay = decay_groups(model)
+    if kind.startswith("adamw"):
+        groups = [{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}]
+        if kind == "adamw":
+            return torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, fused=True)
+        return torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, fused=False, foreach=False)
+    # torch.optim.SGD's weight decay is L2 (added to the gradient), lathe's is decoupled: the
+    # SGD cases run without weight decay.
+    return torch.optim.SGD(decay + no_decay, lr=LR, momentum=MOMENTUM, nesterov=kind == "sgd_nesterov")
+
+
+def main(kind, out, optim_kind, schedule):
     torch.manual_seed(4321)
     g = torch.Generator().manual_seed(8)
     batches = {}
@@ -70,17 +98,11 @@ def main(kind, out):
     model.save_pretrained(f"{out}/init")
     save_file(batches, f"{out}/batches.safetensors")
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        embedding = "embeddings" in name or name.endswith("wte.weight") or name.endswith("wpe.weight")
-        (decay if p.dim() >= 2 and not embedding else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=LR, betas=BETAS, eps=EPS, fused=True)
+    opt = optimizer(model, optim_kind)
+    sched = schedules.scheduler(opt, schedule, WARMUP, STEPS, MIN_RATIO, DECAY_FRACTION)
     model.train()
     losses = []
     for s in range(STEPS):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(s)
         opt.zero_grad()
         total = 0.0
         for m in range(ACCUM):
@@ -96,10 +118,11 @@ def main(kind, out):
             total += loss.item() / ACCUM
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
+        sched.step()
         losses.append(total)
     model.save_pretrained(f"{out}/final")
     json.dump(losses, open(f"{out}/losses.json", "w"))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:5])

@@ -53,14 +53,4 @@ ClassificationBatch collate_examples(const std::vector<Example>& batch, const to
                                      const LabelMap& labels, int64_t max_len, const std::filesystem::path& file,
                                      int32_t pad_id, bool pair);
 
-/// BERT pre-training pairs from documents: each document's tokens are cut into segments of at
-/// most max_len - 3 tokens, each segment split at a random point into A and B, giving
-/// [CLS] A [SEP] B [SEP] with type ids 0 / 1. Deterministic for a seed.
-struct SentencePairs {
-  std::vector<std::vector<int32_t>> ids;
-  std::vector<std::vector<int32_t>> type_ids;
-};
-SentencePairs make_sentence_pairs(const std::vector<std::vector<int32_t>>& documents, int64_t max_len, int32_t cls,
-                                  int32_t sep, uint64_t seed);
-
 }  // namespace lathe::data

@@ -16,10 +16,6 @@ struct LmBatch {
 };
 LmBatch make_lm_batch(const std::vector<int32_t>& rows, int64_t batch_size, int64_t seq_len);
 
-/// Moves a batch to `device`; for CUDA through pinned host memory with asynchronous copies, so
-/// the copy overlaps the previous step's kernels.
-LmBatch to_device(const LmBatch& batch, const at::Device& device);
-
 /// Sequences padded to the longest in the batch (dynamic padding).
 struct PaddedBatch {
   at::Tensor input_ids;       // (B, T) int64, pad_id past each sequence's end

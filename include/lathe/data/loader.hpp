@@ -20,10 +20,14 @@ class PrefetchLoader {
  public:
   /// `make(step)` builds the batch of a step (it must be safe to call from several threads for
   /// different steps). Steps start at `first_step`; at most `prefetch` batches wait ahead.
+  /// With 0 workers nothing runs in the background: next() builds each batch when asked.
   PrefetchLoader(std::function<Batch(uint64_t)> make, int workers, int prefetch, uint64_t first_step = 0)
       : make_(std::move(make)), prefetch_(std::max(1, prefetch)), next_out_(first_step), next_claim_(first_step) {
-    for (int i = 0; i < std::max(1, workers); ++i) threads_.emplace_back([this] { work(); });
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
   }
+
+  /// Background threads building batches.
+  int workers() const { return static_cast<int>(threads_.size()); }
   ~PrefetchLoader() {
     {
       std::lock_guard lock(mu_);
@@ -37,6 +41,7 @@ class PrefetchLoader {
 
   /// The batch of the next step; rethrows an error raised while building it.
   Batch next() {
+    if (threads_.empty()) return make_(next_out_++);
     std::unique_lock lock(mu_);
     // An error surfaces at the step that raised it; earlier steps still come out normally.
     cv_.wait(lock, [&] { return ready_.count(next_out_) || (error_ && error_step_ <= next_out_); });

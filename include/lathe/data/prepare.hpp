@@ -9,18 +9,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lathe/io/inputs.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 
 namespace lathe::data {
 
-enum class InputFormat { Auto, Text, Jsonl };
-
-/// Calls `doc` for each document of `files`: a text file holds documents separated by blank
-/// lines (a file without any blank line: one document per line); a JSONL file (.jsonl/.json,
-/// or format Jsonl) one document per line, in `jsonl_field`.
-/// Throws lathe::Error naming the file and line of a bad JSONL line.
-void read_documents(const std::vector<std::filesystem::path>& files, InputFormat format,
-                    const std::string& jsonl_field, const std::function<void(std::string&&)>& doc);
+using io::InputFormat;
 
 struct PrepareOptions {
   std::vector<std::filesystem::path> train_files;

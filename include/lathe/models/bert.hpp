@@ -9,34 +9,15 @@
 #include "lathe/nn/block.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/nn/norm.hpp"
+#include "lathe/models/options.hpp"
 
 namespace lathe::models {
-
-struct BertOptions {
-  int64_t vocab_size = 30522;   // embedding rows
-  int64_t max_seq_len = 512;    // rows of the position table
-  int64_t type_vocab_size = 2;  // segment (token type) embeddings
-  int64_t n_layer = 12;
-  int64_t n_head = 12;          // must divide d_model
-  int64_t d_model = 768;
-  int64_t d_ff = 0;             // 0: 4 * d_model
-  double dropout = 0.1;         // embeddings, attention output, MLP output, classifier input
-  double attn_dropout = 0.1;    // attention probabilities
-  double norm_eps = 1e-12;
-  recipe::Activation activation = recipe::Activation::Gelu;  // MLP and MLM-head activation
-  int64_t pad_token_id = 0;     // the [PAD] row of the word embedding gets no gradient; -1: none
-  int64_t num_labels = 2;       // classification: classes
-  double init_std = 0.02;
-  c10::Device device = c10::kCPU;
-
-  void validate() const;
-};
 
 /// Submodules: `word_embeddings`, `position_embeddings`, `token_type_embeddings`,
 /// `embeddings_norm`, `layers.<i>` (nn::Block, post-LN) and, when built with a pooler, `pooler`.
 class BertModelImpl : public torch::nn::Module {
  public:
-  BertModelImpl(BertOptions options, bool with_pooler);
+  BertModelImpl(ModelOptions options, bool with_pooler);
 
   /// ids (B, T) int64; token_types (B, T) int64 or undefined (all 0); attention_mask (B, T)
   /// (nonzero = real token) or undefined (all real) -> hidden states (B, T, d_model).
@@ -47,7 +28,7 @@ class BertModelImpl : public torch::nn::Module {
 
   void reset_parameters();
 
-  BertOptions options;
+  ModelOptions options;
   nn::Embedding word_embeddings{nullptr};
   nn::Embedding position_embeddings{nullptr};
   nn::Embedding token_type_embeddings{nullptr};
@@ -59,9 +40,9 @@ TORCH_MODULE(BertModel);
 
 /// Submodules: `bert` (no pooler), `mlm_dense`, `mlm_norm`, parameter `mlm_bias`; the decoder is
 /// the word embedding.
-class BertForMaskedLMImpl : public torch::nn::Module {
+class BertForMaskedLMImpl : public torch::nn::Module, public nn::ParameterRoles {
  public:
-  explicit BertForMaskedLMImpl(BertOptions options);
+  explicit BertForMaskedLMImpl(ModelOptions options);
   /// -> logits (B, T, vocab_size)
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& token_types = {},
                         const torch::Tensor& attention_mask = {});
@@ -80,7 +61,7 @@ TORCH_MODULE(BertForMaskedLM);
 /// Submodules: `bert` (with pooler), `classifier` (Linear d_model -> num_labels).
 class BertForSequenceClassificationImpl : public torch::nn::Module {
  public:
-  explicit BertForSequenceClassificationImpl(BertOptions options);
+  explicit BertForSequenceClassificationImpl(ModelOptions options);
   /// -> logits (B, num_labels)
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& token_types = {},
                         const torch::Tensor& attention_mask = {});

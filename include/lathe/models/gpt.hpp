@@ -11,38 +11,16 @@
 #include "lathe/nn/block.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/nn/norm.hpp"
+#include "lathe/models/options.hpp"
 
 namespace lathe::models {
-
-struct GptOptions {
-  int64_t vocab_size = 50257;   // embedding rows
-  int64_t max_seq_len = 1024;   // longest sequence (rows of the learned position table)
-  int64_t n_layer = 12;         // transformer blocks
-  int64_t n_head = 12;          // attention heads; must divide d_model
-  int64_t n_kv_head = 0;        // key/value heads (grouped-query attention); 0: n_head
-  int64_t d_model = 768;        // residual width
-  int64_t d_ff = 0;             // MLP hidden width; 0: 4 * d_model
-  double dropout = 0.0;         // embeddings, attention output and MLP output, in training mode
-  double attn_dropout = 0.0;    // attention probabilities, in training mode
-  bool bias = true;             // biases in linear layers and layernorms
-  recipe::Norm norm = recipe::Norm::LayerNorm;
-  double norm_eps = 1e-5;
-  recipe::Activation activation = recipe::Activation::GeluTanh;
-  recipe::Position position = recipe::Position::Learned;
-  double rope_theta = 10000.0;  // rope: frequency base
-  bool tie_embeddings = true;   // the output projection is the token embedding
-  double init_std = 0.02;       // N(0, init_std) init; residual projections use init_std / sqrt(2 n_layer)
-  c10::Device device = c10::kCPU;  // where the parameters are created (meta: shapes only)
-
-  /// Throws std::invalid_argument with a message that names the values to change.
-  void validate() const;
-};
 
 /// Submodules: `wte`, `wpe` (learned positions only), `blocks.<i>` (nn::Block), `ln_f`,
 /// `lm_head` (only when the embedding is not tied).
 class GptImpl : public torch::nn::Module {
  public:
-  explicit GptImpl(GptOptions options);
+  /// Throws std::invalid_argument naming the options to change (ModelOptions::validate).
+  explicit GptImpl(ModelOptions options);
 
   /// ids (B, T) int64 -> logits (B, T, vocab_size). `key_mask` (B, T_keys) bool marks real tokens
   /// (left padding); with a cache, T_keys counts cached and new positions and the new tokens are
@@ -58,10 +36,10 @@ class GptImpl : public torch::nn::Module {
   /// on the parameters' device and dtype.
   nn::KvCache make_cache(int64_t batch, int64_t capacity = 0) const;
 
-  /// GPT-2 initialisation (see GptOptions::init_std); deterministic under torch::manual_seed.
+  /// GPT-2 initialisation (see ModelOptions::init_std); deterministic under torch::manual_seed.
   void reset_parameters();
 
-  GptOptions options;
+  ModelOptions options;
   nn::Embedding wte{nullptr};
   nn::Embedding wpe{nullptr};
   torch::nn::ModuleList blocks{nullptr};

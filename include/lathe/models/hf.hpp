@@ -20,9 +20,9 @@ namespace lathe::models {
 bool is_hf_model_dir(const std::filesystem::path& dir);
 
 /// Reads config.json of a gpt2 or llama model. Throws lathe::Error naming the file and key.
-GptOptions read_hf_gpt_config(const std::filesystem::path& dir);
+ModelOptions read_hf_gpt_config(const std::filesystem::path& dir);
 /// Reads config.json of a bert model (num_labels from id2label / num_labels when present).
-BertOptions read_hf_bert_config(const std::filesystem::path& dir);
+ModelOptions read_hf_bert_config(const std::filesystem::path& dir);
 
 /// Builds the model described by config.json and loads model.safetensors into it.
 Gpt load_hf_gpt(const std::filesystem::path& dir);

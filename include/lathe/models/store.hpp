@@ -27,11 +27,13 @@ struct AnyModel {
   /// The encoder of either BERT kind (null for a GPT).
   BertModel bert() const;
   int64_t vocab_size() const;
+  /// The options the model was built with (a BERT's are its encoder's).
+  const ModelOptions& options() const;
+  Arch arch() const { return kind == ModelKind::Gpt ? Arch::Gpt : Arch::Bert; }
   const char* kind_name() const;
 };
 
-AnyModel make_model(const GptOptions& options);
-AnyModel make_model(ModelKind kind, const BertOptions& options);
+AnyModel make_model(ModelKind kind, const ModelOptions& options);
 
 /// Writes `path` (model.safetensors) atomically: float tensors as they are, plus the metadata.
 void save_model(const AnyModel& model, const std::filesystem::path& path);

@@ -25,8 +25,6 @@ struct AttentionOptions {
 
   int64_t head_dim() const { return d_model / n_head; }
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
-  /// Throws std::invalid_argument naming the offending values.
-  void validate() const;
 };
 
 /// Keys and values of one layer for the positions seen so far, stored in preallocated tensors
@@ -53,8 +51,10 @@ struct AttentionContext {
   int64_t cache_pos = 0;
 };
 
-/// Parameters: `qkv` (Linear d_model -> (n_head + 2 * kv_heads) * head_dim; rows are all query
-/// heads, then all key heads, then all value heads) and `proj` (Linear d_model -> d_model).
+/// Parameters: `qkv` (Linear d_model -> (n_head + 2 * kv_heads) * head_dim, Role::HeadBlock;
+/// rows are all query heads, then all key heads, then all value heads) and `proj` (Linear
+/// d_model -> d_model, Role::ResidualProjection; its columns are the heads). The options are
+/// checked by the model that builds the layer (models::ModelOptions::problems).
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const AttentionOptions& options);

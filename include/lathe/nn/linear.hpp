@@ -6,6 +6,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "lathe/nn/roles.hpp"
+
 namespace lathe::nn {
 
 struct LinearOptions {
@@ -13,10 +15,11 @@ struct LinearOptions {
   int64_t out = 0;                // output features; required
   bool bias = true;               // learn an additive bias
   c10::Device device = c10::kCPU; // where the parameters are created
+  Role role = Role::Matrix;       // the weight's role (the bias is a Bias)
 };
 
 /// y = x W^T + b with `weight` (out, in) ~ N(0, 0.02) and `bias` (out) = 0 (models re-initialise).
-class LinearImpl : public torch::nn::Module {
+class LinearImpl : public torch::nn::Module, public ParameterRoles {
  public:
   explicit LinearImpl(const LinearOptions& options);
   torch::Tensor forward(const torch::Tensor& x);  // (..., in) -> (..., out)
@@ -35,7 +38,7 @@ struct EmbeddingOptions {
 };
 
 /// Table lookup with `weight` (count, dim) ~ N(0, 0.02); the padding row starts at zero.
-class EmbeddingImpl : public torch::nn::Module {
+class EmbeddingImpl : public torch::nn::Module, public ParameterRoles {
  public:
   explicit EmbeddingImpl(const EmbeddingOptions& options);
   torch::Tensor forward(const torch::Tensor& ids);  // (...) int64 -> (..., dim)

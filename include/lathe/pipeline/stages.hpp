@@ -97,9 +97,28 @@ struct GenerateRequest {
   recipe::Device device = recipe::Device::Auto;
 };
 
-/// Continues each prompt; `on_text` (optional) receives each piece of text as it is decoded.
-std::vector<Sample> generate_samples(const GenerateRequest& request,
-                                     const std::function<void(const std::string&)>& on_text = {});
+/// The request a recipe's generate section makes (prompts, sampling, stop strings, device,
+/// the run's tokenizer); the model is the caller's to choose.
+GenerateRequest generate_request(const recipe::Recipe& recipe);
+
+/// A loaded model and tokenizer that continue prompts. Loading happens in the constructor, so
+/// a missing or mismatched model is reported before anything is printed.
+class Generator {
+ public:
+  explicit Generator(const GenerateRequest& request);
+  ~Generator();
+  /// Continues prompt number `index` of the request (its sampling seed is seed + index);
+  /// `on_text` (optional) receives each piece of text as it is decoded.
+  Sample generate(std::size_t index, const std::function<void(const std::string&)>& on_text = {});
+  std::size_t prompts() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+/// Continues each prompt of the request.
+std::vector<Sample> generate_samples(const GenerateRequest& request);
 
 /// Generate stage: samples for generate.prompts from the newest checkpoint, printed to `out`
 /// and written to <out_dir>/samples.jsonl.

@@ -15,8 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "lathe/core/schema.hpp"
+#include "lathe/models/options.hpp"
 #include "lathe/recipe/enums.hpp"
-#include "lathe/recipe/range.hpp"
 
 namespace lathe::recipe {
 
@@ -98,7 +99,8 @@ void visit(V& v, DataConfig& c) {
   v.field("seq_len", c.seq_len, "Tokens per training sequence (context length seen in training).", at_least(1));
   v.field("sampler", c.sampler, "random: random windows every step; sequential: consecutive windows, "
                                 "epoch by epoch.");
-  v.field("num_workers", c.num_workers, "Background threads that assemble batches.", at_least(0));
+  v.field("num_workers", c.num_workers, "Background threads that assemble batches; 0 builds each batch on the "
+                                           "training thread when the step needs it.", at_least(0));
   v.field("prefetch", c.prefetch, "Batches prepared ahead of the training step.", at_least(1));
   v.field("mlm_probability", c.mlm_probability, "masked_lm: share of tokens selected for prediction "
                                                 "(80% masked, 10% random, 10% kept).",
@@ -110,28 +112,21 @@ void visit(V& v, DataConfig& c) {
   v.field("label_field", c.label_field, "classification: field with the label.");
 }
 
-struct ModelConfig {
+/// The model section: a preset and an architecture, then the model's own options, declared
+/// once with the model (lathe/models/options.hpp).
+struct ModelConfig : models::ModelOptions {
   std::string preset;
   Arch arch = Arch::Gpt;
-  int64_t n_layer = 12;
-  int64_t n_head = 12;
-  int64_t n_kv_head = 0;
-  int64_t d_model = 768;
-  int64_t d_ff = 0;
-  int64_t max_seq_len = 1024;
-  int64_t vocab_size = 0;
-  double dropout = 0.0;
-  double attn_dropout = 0.0;
-  bool bias = true;
-  Norm norm = Norm::LayerNorm;
-  double norm_eps = 1e-5;
-  Activation activation = Activation::GeluTanh;
-  Position position = Position::Learned;
-  double rope_theta = 10000.0;
-  bool tie_embeddings = true;
-  double init_std = 0.02;
-  int64_t type_vocab_size = 2;
-  int64_t num_labels = 2;
+
+  /// The options a model is built with: the derived values filled in. `vocab_size` is used
+  /// when the recipe leaves it at 0 (the tokenizer's size); `pad_token_id` is the tokenizer's
+  /// [PAD] id, or -1 (BERT only).
+  models::ModelOptions options(int64_t vocab_size, int64_t pad_token_id = -1) const {
+    models::ModelOptions o = *this;
+    if (o.vocab_size <= 0) o.vocab_size = vocab_size;
+    o.pad_token_id = arch == Arch::Bert ? pad_token_id : -1;
+    return o;
+  }
 };
 
 template <class V>
@@ -139,32 +134,7 @@ void visit(V& v, ModelConfig& c) {
   v.field("preset", c.preset, "Named size that fills every model key this recipe does not set: gpt2-124m, "
                               "gpt2-355m, gpt2-774m, gpt2-1.5b, gpt-tiny, bert-base, bert-large, bert-tiny.");
   v.field("arch", c.arch, "gpt: decoder-only causal LM; bert: bidirectional encoder.");
-  v.field("n_layer", c.n_layer, "Transformer blocks.", at_least(1));
-  v.field("n_head", c.n_head, "Attention heads; must divide d_model.", at_least(1));
-  v.field("n_kv_head", c.n_kv_head, "Key/value heads for grouped-query attention; must divide n_head. "
-                                    "0: n_head (plain multi-head attention).",
-          at_least(0));
-  v.field("d_model", c.d_model, "Width of the residual stream.", at_least(1));
-  v.field("d_ff", c.d_ff, "Hidden width of the MLP. 0: 4 * d_model.", at_least(0));
-  v.field("max_seq_len", c.max_seq_len, "Longest sequence the model accepts (learned position table "
-                                        "size).", at_least(1));
-  v.field("vocab_size", c.vocab_size, "Embedding rows. 0: the tokenizer's vocabulary size; larger values pad "
-                                      "it (e.g. to a multiple of 64).",
-          at_least(0));
-  v.field("dropout", c.dropout, "Dropout on embeddings, residual branches and the MLP.", in_closed_open(0.0, 1.0));
-  v.field("attn_dropout", c.attn_dropout, "Dropout on attention probabilities.", in_closed_open(0.0, 1.0));
-  v.field("bias", c.bias, "Biases in linear layers and norms.");
-  v.field("norm", c.norm, "Normalisation layer.");
-  v.field("norm_eps", c.norm_eps, "Epsilon of the norms.", greater_than(0.0));
-  v.field("activation", c.activation, "MLP activation: gelu_tanh (GPT-2), gelu (exact, BERT) or swiglu.");
-  v.field("position", c.position, "Position encoding: learned table or rotary (rope).");
-  v.field("rope_theta", c.rope_theta, "Base of the rotary frequencies.", greater_than(0.0));
-  v.field("tie_embeddings", c.tie_embeddings, "Share the input embedding with the output projection.");
-  v.field("init_std", c.init_std, "Standard deviation of the normal initialisation (residual projections "
-                                  "are scaled by 1/sqrt(2 * n_layer)).",
-          greater_than(0.0));
-  v.field("type_vocab_size", c.type_vocab_size, "bert: segment (token type) embeddings.", at_least(1));
-  v.field("num_labels", c.num_labels, "bert, classification: number of classes.", at_least(1));
+  visit(v, static_cast<models::ModelOptions&>(c));
 }
 
 struct OptimConfig {
@@ -309,7 +279,8 @@ void visit(V& v, QuantizeConfig& c) {
   v.field("calibration_batches", c.calibration_batches, "Validation batches used to measure accuracy "
                                                         "before and after.",
           at_least(1));
-  v.field("skip_modules", c.skip_modules, "Module names kept in floating point (e.g. lm_head).");
+  v.field("skip_modules", c.skip_modules, "What stays in floating point: parameter roles (embedding, output_head, "
+                                          "...) or module path patterns (lm_head, blocks.*.mlp).");
   v.field("source", c.source, "Model to quantize: the trained checkpoint or the pruned one.");
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "lathe/io/inputs.hpp"
 #include "lathe/tokenizer/byte_bpe.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 
@@ -23,13 +24,15 @@ struct BpeTrainerOptions {
   int64_t min_frequency = 2;                              // pairs seen fewer times are not merged
   std::vector<std::string> special_tokens = {"<|endoftext|>"};  // ids 0.. in this order
   int threads = 0;                                        // counting threads; 0: all hardware threads
-  std::string jsonl_field = "text";                       // field read from .jsonl / .json lines
+  io::InputFormat format = io::InputFormat::Auto;         // how the files are read (io::read_documents)
+  std::string jsonl_field = "text";                       // field read from JSONL lines
   /// Called now and then with (stage, done, total), e.g. ("merges", 1200, 7900).
   TrainProgress progress;
 };
 
-/// Trains on text files (one sequence per line, newline included) and JSONL files (one
-/// document per line, `jsonl_field`). Throws lathe::Error for an unreadable file or an empty
+/// Trains on the texts of `files` (io::read_texts with `format` and `jsonl_field`: the lines
+/// of text files, newline kept, as Hugging Face's trainers read them; the records of JSONL
+/// files). Throws lathe::Error for an unreadable file or an empty
 /// corpus, naming the files.
 ByteBpe train_byte_bpe(const std::vector<std::filesystem::path>& files, const BpeTrainerOptions& options);
 
@@ -42,6 +45,7 @@ struct WordPieceTrainerOptions {
   std::vector<std::string> special_tokens = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};  // ids 0..
   WordPieceOptions wordpiece;  // normaliser settings, unknown token and prefix of the result
   int threads = 0;
+  io::InputFormat format = io::InputFormat::Auto;
   std::string jsonl_field = "text";
   TrainProgress progress;
 };
@@ -51,10 +55,6 @@ struct WordPieceTrainerOptions {
 WordPiece train_wordpiece(const std::vector<std::filesystem::path>& files, const WordPieceTrainerOptions& options);
 WordPiece train_wordpiece(const std::vector<std::string>& texts, const WordPieceTrainerOptions& options);
 
-/// The texts of training files: each line of a text file (newline kept), the `jsonl_field` of
-/// each line of a .jsonl/.json file. Throws lathe::Error naming the file and line.
-std::vector<std::string> read_training_texts(const std::vector<std::filesystem::path>& files,
-                                             const std::string& jsonl_field);
 
 struct MergeOptions {
   int64_t vocab_size = 0;     // stop when the vocabulary has this many tokens

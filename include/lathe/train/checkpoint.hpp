@@ -40,6 +40,7 @@ struct TrainerState {
   double val_loss = std::numeric_limits<double>::quiet_NaN();  // at this step, when evaluated
   double loss_scale = 65536.0; // fp16 dynamic loss scale
   int64_t good_steps = 0;      // fp16: steps since the scale last changed
+  int64_t overflow_steps = 0;  // fp16: steps skipped for an overflow (the scale was halved)
   double elapsed_s = 0;        // training time so far
   std::string recipe_yaml;     // the resolved recipe of the run
   std::string run_id;          // set when a run starts from scratch; kept across resumes

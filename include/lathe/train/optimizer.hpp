@@ -10,16 +10,18 @@
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
+#include "lathe/nn/roles.hpp"
 #include "lathe/recipe/recipe.hpp"
 
 namespace lathe::train {
 
-/// Whether a parameter is decayed: matrices are; biases, norm scales and (unless
+/// Whether a parameter of `role` is decayed: matrices are; biases, norm scales and (unless
 /// decay_embeddings) embedding tables are not.
-bool decays(const std::string& name, const at::Tensor& param, bool decay_embeddings);
+bool decays(nn::Role role, bool decay_embeddings);
 
 class Optimizer {
  public:
+  /// Every trainable parameter of `model`, grouped by its role (nn::roles_of).
   Optimizer(const torch::nn::Module& model, const recipe::OptimConfig& config);
 
   /// One update with learning rate `lr` from the gradients in .grad(); parameters without a
@@ -29,8 +31,9 @@ class Optimizer {
   void zero_grad();
 
   /// Global L2 norm of all gradients; scales them to `max_norm` when above it (max_norm > 0).
-  /// Returns the norm before clipping.
-  double clip_grad_norm(double max_norm);
+  /// Returns the norm before clipping as a 0-dim float tensor on the gradients' device: no host
+  /// synchronisation (undefined when no parameter has a gradient).
+  at::Tensor clip_grad_norm(double max_norm);
 
   /// State as named tensors ("exp_avg.<param>", "exp_avg_sq.<param>", "step.<param>",
   /// "momentum.<param>") and restoring it; restore checks names and shapes.
@@ -46,8 +49,9 @@ class Optimizer {
     std::string name;
     at::Tensor p;
     bool decay = true;
-    at::Tensor exp_avg, exp_avg_sq, step;  // adamw
+    at::Tensor exp_avg, exp_avg_sq, step;  // adamw (step: the fused kernel's counter, on the device)
     at::Tensor momentum;                   // sgd
+    int64_t steps = 0;                     // updates applied; the host's copy of `step`, never read back
   };
   void adamw(std::vector<Param*>& group, double lr, double weight_decay);
   void sgd(std::vector<Param*>& group, double lr, double weight_decay);

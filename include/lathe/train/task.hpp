@@ -25,6 +25,13 @@ struct Batch {
   int64_t tokens = 0;  // real input tokens, for throughput
 };
 
+/// The batch in page-locked host memory, so that a copy to a GPU can run asynchronously; the
+/// training loader pins in its worker threads when training on CUDA. Needs CUDA.
+Batch pin(const Batch& batch);
+
+/// Moves a batch to `device` (the one place batches move): for CUDA with asynchronous copies
+/// from pinned memory (pinning here what is not pinned yet), so the copy overlaps the previous
+/// step's kernels; a CPU batch is returned as it is.
 Batch to_device(const Batch& batch, const at::Device& device);
 
 /// Batches of a task, each a pure function of its index (resume and prefetching rely on it).
@@ -57,8 +64,9 @@ double unigram_loss(const recipe::Recipe& recipe, const tokenizer::Tokenizer& to
 /// The kind of model a task trains.
 models::ModelKind model_kind(recipe::Task task);
 
-/// Mean cross-entropy of the batch.
-at::Tensor task_loss(const models::AnyModel& model, const Batch& batch);
+/// Mean cross-entropy of the batch (computed in float32). `logits_dtype` (optional) receives
+/// the dtype the model produced its logits in: what autocast really ran.
+at::Tensor task_loss(const models::AnyModel& model, const Batch& batch, at::ScalarType* logits_dtype = nullptr);
 
 /// Sums over evaluated batches; metrics() gives loss and perplexity (LM) or loss, accuracy and
 /// macro-F1 (classification).

@@ -3,6 +3,8 @@
 // atomic checkpoints with retention, exact resume, metrics, and a clean stop on SIGTERM/SIGINT.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -31,7 +33,10 @@ struct TrainReport {
   std::map<std::string, double> val;  // last validation metrics
   std::filesystem::path checkpoint;   // the last checkpoint written
   bool interrupted = false;    // stopped by a signal
-  int64_t skipped_steps = 0;   // steps dropped for a non-finite loss
+  int64_t skipped_steps = 0;   // steps dropped for a non-finite loss or gradient (nan_policy: skip)
+  int64_t overflow_steps = 0;  // fp16: steps skipped for an overflow, each halving the loss scale
+  double loss_scale = 0;       // fp16: the loss scale at the end
+  at::ScalarType logits_dtype = at::kFloat;  // the last step's StepResult::logits_dtype
   double seconds = 0;          // wall time of this run's loop
   double tokens_per_s = 0;     // training throughput of this run (validation and checkpoints excluded)
 };
@@ -41,6 +46,7 @@ struct StepResult {
   double grad_norm = 0;   // before clipping
   double lr = 0;
   bool skipped = false;   // non-finite loss or gradient (nan_policy: skip), or fp16 overflow
+  at::ScalarType logits_dtype = at::kFloat;  // what the model computed its logits in (bf16 under bf16 autocast)
   std::string why;        // why it was skipped
 };
 
@@ -78,9 +84,19 @@ class Trainer {
   TrainerState state_;
 };
 
+/// What `lathe eval` measured: the metrics (loss, perplexity, accuracy, ...) and what they were
+/// measured on.
+struct EvalResult {
+  std::map<std::string, double> metrics;
+  int64_t batches = 0;  // batches evaluated
+  int64_t targets = 0;  // tokens or examples scored
+  /// The metrics with the counts, as eval.json holds them (counts as integers).
+  nlohmann::json to_json() const;
+};
+
 /// `lathe eval`: loads a checkpoint (empty: the newest under <out_dir>/checkpoints) or a model
-/// directory and evaluates eval.batches batches of eval.split. Returns the metrics.
-std::map<std::string, double> evaluate_checkpoint(const recipe::Recipe& recipe, const std::filesystem::path& checkpoint);
+/// directory and evaluates eval.batches batches of eval.split.
+EvalResult evaluate_checkpoint(const recipe::Recipe& recipe, const std::filesystem::path& checkpoint);
 
 /// The newest checkpoint directory of a run, or throws naming the directory searched.
 std::filesystem::path newest_checkpoint(const recipe::Recipe& recipe);

@@ -1,0 +1,134 @@
+// The options of a transformer, declared once.
+//
+// Every option is a field of ModelOptions and is declared once more, with its key, its
+// documentation, its allowed range and its traits, in `visit` below. That declaration is what
+// the recipe binds YAML through (the `model:` section), what the model file stores
+// (lathe.model metadata), what Hugging Face config.json is read into and written from, what
+// `recipe keys` documents, what a resume compares and what `problems()` checks. Adding an
+// option is a field, a line in `visit`, and its use in the layers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <c10/core/Device.h>
+
+#include "lathe/core/enum_table.hpp"
+#include "lathe/core/schema.hpp"
+#include "lathe/nn/enums.hpp"
+
+namespace lathe::models {
+
+using lathe::operator<<;
+
+/// gpt: decoder-only causal LM; bert: bidirectional encoder.
+enum class Arch { Gpt, Bert };
+
+/// One problem with a set of options: the keys involved (the first is the one to change when
+/// the user wrote none of them) and what is wrong, e.g. {"n_head", "d_model"}, "n_head (3)
+/// must divide d_model (64)".
+struct OptionProblem {
+  std::vector<std::string> keys;
+  std::string message;
+};
+
+struct ModelOptions {
+  int64_t n_layer = 12;
+  int64_t n_head = 12;
+  int64_t n_kv_head = 0;
+  int64_t d_model = 768;
+  int64_t d_ff = 0;
+  int64_t max_seq_len = 1024;
+  int64_t vocab_size = 0;
+  double dropout = 0.0;
+  double attn_dropout = 0.0;
+  bool bias = true;
+  nn::NormKind norm = nn::NormKind::LayerNorm;
+  double norm_eps = 1e-5;
+  nn::Activation activation = nn::Activation::GeluTanh;
+  nn::Position position = nn::Position::Learned;
+  double rope_theta = 10000.0;
+  bool tie_embeddings = true;
+  double init_std = 0.02;
+  int64_t type_vocab_size = 2;
+  int64_t num_labels = 2;
+  int64_t pad_token_id = -1;
+  /// Where the parameters are created (meta: shapes only). Not an option of the model itself.
+  c10::Device device = c10::kCPU;
+
+  /// BERT-base's values (dropout 0.1, exact GELU, eps 1e-12, 512 positions, 30522 tokens).
+  static ModelOptions bert_defaults();
+
+  /// Derived values.
+  int64_t ff_width() const { return d_ff > 0 ? d_ff : 4 * d_model; }
+  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  int64_t head_dim() const { return d_model / n_head; }
+
+  /// The same model with derived values filled in (d_ff, n_kv_head) and the options `arch`
+  /// does not use at their defaults: two canonical options with equal shape keys build the
+  /// same parameters and compute the same function.
+  ModelOptions canonical(Arch arch) const;
+
+  /// Every problem, checked in this one place: ranges from the declarations, then the rules
+  /// that span keys. `complete`: derived values must be filled in (vocab_size > 0), as when a
+  /// model is built; a recipe may leave vocab_size at 0 for the tokenizer's size.
+  std::vector<OptionProblem> problems(Arch arch, bool complete) const;
+  /// Throws std::invalid_argument("gpt: <problems>") when there is any.
+  void validate(Arch arch) const;
+};
+
+template <class V>
+void visit(V& v, ModelOptions& c) {
+  using A = Applies;
+  v.field("n_layer", c.n_layer, "Transformer blocks.", at_least(1), shape_key());
+  v.field("n_head", c.n_head, "Attention heads; must divide d_model.", at_least(1), shape_key());
+  v.field("n_kv_head", c.n_kv_head, "Key/value heads for grouped-query attention; must divide n_head. "
+                                    "0: n_head (plain multi-head attention).",
+          at_least(0), shape_key(A::Gpt));
+  v.field("d_model", c.d_model, "Width of the residual stream.", at_least(1), shape_key());
+  v.field("d_ff", c.d_ff, "Hidden width of the MLP. 0: 4 * d_model.", at_least(0), shape_key());
+  v.field("max_seq_len", c.max_seq_len, "Longest sequence the model accepts (learned position table "
+                                        "size).", at_least(1), shape_key());
+  v.field("vocab_size", c.vocab_size, "Embedding rows. 0: the tokenizer's vocabulary size; larger values pad "
+                                      "it (e.g. to a multiple of 64).",
+          at_least(0), shape_key());
+  v.field("dropout", c.dropout, "Dropout on embeddings, residual branches and the MLP.", in_closed_open(0.0, 1.0),
+          setting());
+  v.field("attn_dropout", c.attn_dropout, "Dropout on attention probabilities.", in_closed_open(0.0, 1.0),
+          setting());
+  v.field("bias", c.bias, "Biases in linear layers and norms.", any_value(), shape_key(A::Gpt));
+  v.field("norm", c.norm, "Normalisation layer.", any_value(), shape_key(A::Gpt));
+  v.field("norm_eps", c.norm_eps, "Epsilon of the norms.", greater_than(0.0), shape_key());
+  v.field("activation", c.activation, "MLP activation: gelu_tanh (GPT-2), gelu (exact, BERT) or swiglu.",
+          any_value(), shape_key());
+  v.field("position", c.position, "Position encoding: learned table or rotary (rope).", any_value(),
+          shape_key(A::Gpt));
+  v.field("rope_theta", c.rope_theta, "Base of the rotary frequencies.", greater_than(0.0), shape_key(A::Gpt));
+  v.field("tie_embeddings", c.tie_embeddings, "Share the input embedding with the output projection.", any_value(),
+          shape_key(A::Gpt));
+  v.field("init_std", c.init_std, "Standard deviation of the normal initialisation (residual projections "
+                                  "are scaled by 1/sqrt(2 * n_layer)).",
+          greater_than(0.0), setting());
+  v.field("type_vocab_size", c.type_vocab_size, "bert: segment (token type) embeddings.", at_least(1),
+          shape_key(A::Bert));
+  // The classifier's width; a masked-LM model ignores it, so callers compare it themselves.
+  v.field("num_labels", c.num_labels, "bert, classification: number of classes.", at_least(1), setting(A::Bert));
+  v.field("pad_token_id", c.pad_token_id, "The [PAD] row of the word embedding, which gets no gradient; -1: none. "
+                                          "Taken from the tokenizer.",
+          at_least(-1), Traits{.recipe_key = false, .shape = false, .applies = A::Bert});
+}
+
+/// Whether a field declared with `traits` belongs to a model of `arch`.
+constexpr bool applies_to(const Traits& traits, Arch arch) {
+  return traits.applies == Applies::All || (traits.applies == Applies::Gpt) == (arch == Arch::Gpt);
+}
+
+/// The shape keys on which `have` (a checkpoint's, an imported model's) and `want` (the
+/// recipe's) disagree after both are made canonical, each as "model.n_layer: 1 in the
+/// checkpoint, 2 in the recipe".
+std::vector<std::string> architecture_differences(Arch arch, const ModelOptions& have, const ModelOptions& want);
+
+}  // namespace lathe::models
+
+LATHE_ENUM_TABLE(lathe::models::Arch, {lathe::models::Arch::Gpt, "gpt"}, {lathe::models::Arch::Bert, "bert"});

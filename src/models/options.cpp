@@ -1,0 +1,149 @@
+// Model options: defaults of BERT, the canonical form, the one validation, comparison.
+
+#include "lathe/models/options.hpp"
+
+#include <stdexcept>
+#include <type_traits>
+
+#include <fmt/format.h>
+
+namespace lathe::models {
+namespace {
+
+template <class T>
+std::string text(const T& v) {
+  if constexpr (std::is_enum_v<T>) return std::string(enum_name(v));
+  else if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+  else return fmt::format("{}", v);
+}
+
+/// Range checks of every declared field that applies to `arch`.
+class RangeChecker {
+ public:
+  RangeChecker(Arch arch, std::vector<OptionProblem>& out) : arch_(arch), out_(out) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range range, Traits traits) {
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      if (applies_to(traits, arch_) && !range.contains(static_cast<double>(value)))
+        out_.push_back({{std::string(key)}, fmt::format("{} must be {}, got {}", key, range.describe(), text(value))});
+    }
+  }
+
+ private:
+  Arch arch_;
+  std::vector<OptionProblem>& out_;
+};
+
+/// The text of every shape field that applies to `arch`, in declaration order.
+class ShapeText {
+ public:
+  explicit ShapeText(Arch arch) : arch_(arch) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range, Traits traits) {
+    if (traits.shape && applies_to(traits, arch_)) values.emplace_back(std::string(key), text(value));
+  }
+  std::vector<std::pair<std::string, std::string>> values;
+
+ private:
+  Arch arch_;
+};
+
+/// Sets every field that does not apply to `arch` to its default.
+class ResetUnused {
+ public:
+  explicit ResetUnused(Arch arch) : arch_(arch) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range, Traits traits) {
+    if (applies_to(traits, arch_)) return;
+    ModelOptions d;
+    ResetFrom<T> from{key, value};
+    visit(from, d);
+  }
+
+ private:
+  template <class T>
+  struct ResetFrom {
+    std::string_view key;
+    T& target;
+    template <class U>
+    void field(std::string_view k, U& v, std::string_view, Range, Traits) {
+      if constexpr (std::is_same_v<T, U>)
+        if (k == key) target = v;
+    }
+  };
+  Arch arch_;
+};
+
+}  // namespace
+
+ModelOptions ModelOptions::bert_defaults() {
+  ModelOptions o;
+  o.vocab_size = 30522;
+  o.max_seq_len = 512;
+  o.dropout = 0.1;
+  o.attn_dropout = 0.1;
+  o.norm_eps = 1e-12;
+  o.activation = nn::Activation::Gelu;
+  return o;
+}
+
+ModelOptions ModelOptions::canonical(Arch arch) const {
+  ModelOptions o = *this;
+  ResetUnused reset(arch);
+  visit(reset, o);
+  o.d_ff = ff_width();
+  if (arch == Arch::Gpt) o.n_kv_head = kv_heads();
+  if (o.position != nn::Position::Rope) o.rope_theta = ModelOptions{}.rope_theta;
+  return o;
+}
+
+std::vector<OptionProblem> ModelOptions::problems(Arch arch, bool complete) const {
+  std::vector<OptionProblem> out;
+  ModelOptions copy = *this;
+  RangeChecker ranges(arch, out);
+  visit(ranges, copy);
+  auto s = [](int64_t v) { return std::to_string(v); };
+  if (complete && vocab_size <= 0)
+    out.push_back({{"vocab_size"}, "vocab_size must be positive, got " + s(vocab_size)});
+  if (n_head > 0 && d_model > 0) {
+    if (d_model % n_head != 0)
+      out.push_back({{"n_head", "d_model"}, "n_head (" + s(n_head) + ") must divide d_model (" + s(d_model) + ")"});
+    else if (arch == Arch::Gpt && position == nn::Position::Rope && head_dim() % 2 != 0)
+      out.push_back({{"position", "d_model", "n_head"},
+                     "rope needs an even head dimension, but d_model / n_head = " + s(head_dim())});
+  }
+  if (arch == Arch::Gpt && n_kv_head > 0 && n_head % n_kv_head != 0)
+    out.push_back({{"n_kv_head", "n_head"}, "n_kv_head (" + s(n_kv_head) + ") must divide n_head (" + s(n_head) + ")"});
+  if (arch == Arch::Bert) {
+    if (n_kv_head > 0) out.push_back({{"n_kv_head"}, "grouped key/value heads are for gpt; bert uses n_kv_head: 0"});
+    if (activation == nn::Activation::SwiGlu)
+      out.push_back({{"activation"}, "swiglu is not a BERT activation; use gelu or gelu_tanh"});
+    if (complete && pad_token_id >= vocab_size)
+      out.push_back({{"pad_token_id", "vocab_size"},
+                     "pad_token_id (" + s(pad_token_id) + ") is outside the vocabulary (" + s(vocab_size) + ")"});
+  }
+  return out;
+}
+
+void ModelOptions::validate(Arch arch) const {
+  auto found = problems(arch, /*complete=*/true);
+  if (found.empty()) return;
+  std::string msg;
+  for (const auto& p : found) msg += (msg.empty() ? "" : "; ") + p.message;
+  throw std::invalid_argument(std::string(enum_name(arch)) + ": " + msg);
+}
+
+std::vector<std::string> architecture_differences(Arch arch, const ModelOptions& have, const ModelOptions& want) {
+  auto a = have.canonical(arch), b = want.canonical(arch);
+  ShapeText ta(arch), tb(arch);
+  visit(ta, a);
+  visit(tb, b);
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < ta.values.size(); ++i)
+    if (ta.values[i].second != tb.values[i].second)
+      out.push_back(fmt::format("model.{}: {} in the checkpoint, {} in the recipe", ta.values[i].first,
+                                ta.values[i].second, tb.values[i].second));
+  return out;
+}
+
+}  // namespace lathe::models
