@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -467,4 +468,36 @@ TEST_CASE("cli: generate and eval after a run: one prompt per --prompt, integer 
   CHECK(too_long.out.empty());
   CHECK(contains(too_long.err, "more than the model's context of 16"));
   CHECK(!contains(too_long.err, "internal error"));
+}
+
+TEST_CASE("train: keep_best keeps the checkpoint of the lowest validation loss besides the newest", "[train][checkpoint]") {
+  // A learning rate far too high: the validation loss is lowest early and never comes back.
+  SmallRun run;
+  const auto out = run.dir.path() / "out";
+  const auto recipe = run.dir.write("r.yaml", run.recipe(out, 12));
+  REQUIRE(run_lathe({"tokenizer", "train", recipe.string()}).code == 0);
+  REQUIRE(run_lathe({"data", "prepare", recipe.string()}).code == 0);
+  auto res = run_lathe({"train", recipe.string(), "--set", "optim.lr=1.0", "--set", "optim.grad_clip=0", "--set",
+                        "schedule.name=constant", "--set", "schedule.warmup_steps=0", "--set", "train.eval_every=2",
+                        "--set", "train.save_every=0", "--set", "train.keep_last=1", "--set", "train.eval_batches=4"});
+  INFO(res.err);
+  REQUIRE(res.code == 0);
+  int64_t best_step = -1;
+  double best = std::numeric_limits<double>::infinity();
+  std::ifstream metrics(out / "metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["split"] == "val" && j["loss"].get<double>() < best) {
+      best = j["loss"].get<double>();
+      best_step = j["step"].get<int64_t>();
+    }
+  }
+  REQUIRE(best_step > 0);
+  REQUIRE(best_step < 12);  // the case is only meaningful when the best is not the newest
+  const auto kept = lathe::train::list_checkpoints(out / "checkpoints");
+  REQUIRE(kept.size() == 2);
+  CHECK(lathe::train::checkpoint_step(kept.front()) == best_step);
+  CHECK(lathe::train::checkpoint_step(kept.back()) == 12);
+  const auto meta = nlohmann::json::parse(std::ifstream(kept.front() / "meta.json"));
+  CHECK(meta["val_loss"].get<double>() == best);
 }
