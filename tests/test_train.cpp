@@ -29,9 +29,13 @@
 #include "lathe/train/schedule.hpp"
 #include "lathe/train/trainer.hpp"
 #include "gpu.hpp"
+#include "run_fixture.hpp"
 #include "support.hpp"
 
 using lathe::test::TempDir;
+using lathe::test::Corpus;
+using lathe::test::prepared;
+using lathe::test::recipe_from;
 using lathe::train::Batch;
 using lathe::train::Trainer;
 namespace fs = std::filesystem;
@@ -44,7 +48,6 @@ namespace {
 constexpr double kLossTol = 1e-4;
 constexpr double kParamTol = 1e-5;
 
-lathe::recipe::Recipe recipe_from(const std::string& yaml) { return lathe::recipe::parse_recipe(yaml, "test.yaml"); }
 
 std::vector<json> read_jsonl(const fs::path& p) {
   std::vector<json> out;
@@ -125,39 +128,6 @@ data: {{seq_len: 16}}
   const auto init = lathe::io::load_safetensors(dir.path() / "init/model.safetensors");
   const auto& first = ours.tensors.front();
   CHECK((first.second - init.at(first.first)).abs().max().item<double>() > 100 * kParamTol);
-}
-
-/// A small corpus with its tokenizer and shards, shared by the run tests of this file.
-struct Corpus {
-  TempDir dir;
-  fs::path text;
-  Corpus() {
-    std::ifstream in(lathe::test::source_dir() / "data/kjv/kjv.txt");
-    REQUIRE(in);
-    std::string s, line;
-    for (int i = 0; i < 4000 && std::getline(in, line); ++i) s += line + "\n";
-    text = dir.write("corpus.txt", s);
-  }
-  /// A GPT recipe over this corpus; `extra` is appended (YAML, later keys win via --set-like merge).
-  std::string recipe(const fs::path& out, const std::string& train, const std::string& more = "") const {
-    return fmt::format(R"(pipeline: [tokenizer, data, train]
-run: {{out_dir: {}, seed: 5, device: cpu}}
-tokenizer: {{type: byte_bpe, vocab_size: 400}}
-data: {{train_files: [{}], seq_len: 32, val_fraction: 0.1, num_workers: 1}}
-model: {{n_layer: 2, n_head: 2, d_model: 32, max_seq_len: 32}}
-optim: {{lr: 2.0e-3}}
-schedule: {{warmup_steps: 2}}
-train: {{{}}}
-{})",
-                       out.string(), text.string(), train, more);
-  }
-};
-
-lathe::recipe::Recipe prepared(const std::string& yaml) {
-  auto r = recipe_from(yaml);
-  lathe::pipeline::run_tokenizer_stage(r, false);
-  lathe::pipeline::run_data_stage(r, false);
-  return r;
 }
 
 }  // namespace

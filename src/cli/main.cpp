@@ -169,6 +169,21 @@ int cmd_train(const cxxopts::ParseResult& r) {
   return result.interrupted ? kInterrupted : kOk;
 }
 
+int cmd_prune(const cxxopts::ParseResult& r) {
+  Recipe recipe = load(r);
+  const auto result =
+      lathe::pipeline::run_prune_stage(recipe, r.count("force") > 0 || recipe.run.force, {&std::cout, stdout_is_tty()});
+  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return result.interrupted ? kInterrupted : kOk;
+}
+
+int cmd_export(const cxxopts::ParseResult& r) {
+  Recipe recipe = load(r);
+  const auto result = lathe::pipeline::run_export_stage(recipe, r.count("force") > 0 || recipe.run.force);
+  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return kOk;
+}
+
 int cmd_eval(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
   if (r.count("split")) {
@@ -176,8 +191,11 @@ int cmd_eval(const cxxopts::ParseResult& r) {
     if (!split) throw UsageError("--split must be val or train");
     recipe.eval.split = *split;
   }
-  const std::string ckpt = r.count("checkpoint") ? r["checkpoint"].as<std::string>() : recipe.eval.checkpoint;
-  std::cout << lathe::train::evaluate_checkpoint(recipe, ckpt).to_json().dump(2) << "\n";
+  const auto model = r.count("checkpoint")
+                         ? std::filesystem::path(r["checkpoint"].as<std::string>())
+                         : lathe::pipeline::source_model(recipe, recipe.eval.source, lathe::recipe::Stage::Eval,
+                                                         recipe.eval.checkpoint);
+  std::cout << lathe::train::evaluate_checkpoint(recipe, model).to_json().dump(2) << "\n";
   return kOk;
 }
 
@@ -363,7 +381,7 @@ std::vector<Command> commands() {
        cmd_train},
       {"eval", "RECIPE", "Evaluate a checkpoint (loss, perplexity, accuracy)",
        with_recipe([](cxxopts::Options& o) {
-         o.add_options()("checkpoint", "Checkpoint directory or model (default: eval.checkpoint, else the newest)",
+         o.add_options()("checkpoint", "Checkpoint directory or model (default: eval.source)",
                          cxxopts::value<std::string>())("split", "val or train (default: eval.split)",
                                                         cxxopts::value<std::string>());
        }),
@@ -410,9 +428,13 @@ std::vector<Command> commands() {
       {"data prepare", "RECIPE", "Tokenize the corpus into train/val shards",
        with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Prepare again even if the shards exist"); }),
        cmd_stage<&lathe::pipeline::run_data_stage>},
-      {"prune", "RECIPE", "Prune a checkpoint", with_recipe(), unavailable("pruning")},
+      {"prune", "RECIPE", "Prune a checkpoint (prune: section), fine-tune it, report before/after",
+       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Prune again even if the pruned model exists"); }),
+       cmd_prune},
       {"quantize", "RECIPE", "Quantize a checkpoint", with_recipe(), unavailable("quantization")},
-      {"export", "RECIPE", "Export to ONNX or Hugging Face format", with_recipe(), unavailable("export")},
+      {"export", "RECIPE", "Export to a Hugging Face directory (export.format: hf)",
+       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Export again even if the export exists"); }),
+       cmd_export},
       {"recipe check", "FILE...", "Validate recipes; print every problem as file:line:col: key: message",
        [](cxxopts::Options& o) {
          o.add_options()("files", "Recipe files", cxxopts::value<std::vector<std::string>>())(

@@ -41,7 +41,7 @@ BertModelImpl::BertModelImpl(ModelOptions o, bool with_pooler) : options(std::mo
   embeddings_norm = register_module("embeddings_norm", nn::Norm(norm_options(op)));
   layers = register_module("layers", torch::nn::ModuleList());
   nn::BlockOptions b;
-  b.attention = {.d_model = op.d_model, .n_head = op.n_head, .n_kv_head = 0, .causal = false, .bias = true,
+  b.attention = {.d_model = op.d_model, .n_head = op.n_head, .n_kv_head = 0, .d_head = op.d_head, .causal = false, .bias = true,
                  .attn_dropout = op.attn_dropout, .dropout = op.dropout, .device = op.device};
   b.mlp = {.d_model = op.d_model, .d_ff = op.ff_width(), .activation = op.activation, .bias = true, .dropout = op.dropout,
            .device = op.device};

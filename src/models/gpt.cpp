@@ -15,7 +15,7 @@ std::string s(int64_t v) { return std::to_string(v); }
 
 nn::BlockOptions block_options(const ModelOptions& o) {
   nn::BlockOptions b;
-  b.attention = {.d_model = o.d_model, .n_head = o.n_head, .n_kv_head = o.n_kv_head, .causal = true, .bias = o.bias,
+  b.attention = {.d_model = o.d_model, .n_head = o.n_head, .n_kv_head = o.n_kv_head, .d_head = o.d_head, .causal = true, .bias = o.bias,
                  .attn_dropout = o.attn_dropout, .dropout = o.dropout, .device = o.device};
   b.mlp = {.d_model = o.d_model, .d_ff = o.ff_width(), .activation = o.activation, .bias = o.bias, .dropout = o.dropout,
            .device = o.device};

@@ -9,6 +9,7 @@
 #include <set>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "lathe/core/error.hpp"
@@ -73,12 +74,12 @@ Table gpt2_table(const ModelOptions& o) {
 }
 
 Table llama_table(const ModelOptions& o) {
-  const int64_t kv = o.kv_heads() * o.head_dim(), ff = o.ff_width();
+  const int64_t q = o.n_head * o.head_dim(), kv = o.kv_heads() * o.head_dim(), ff = o.ff_width();
   Table t{{"wte.weight", {"model.embed_tokens.weight"}}};
   for (int64_t i = 0; i < o.n_layer; ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".", h = "model.layers." + std::to_string(i) + ".";
     add_wb(t, p + "ln_1.", h + "input_layernorm.", false);
-    add_stacked(t, p + "attn.qkv.", h + "self_attn.", {"q_proj", "k_proj", "v_proj"}, {o.d_model, kv, kv}, o.bias);
+    add_stacked(t, p + "attn.qkv.", h + "self_attn.", {"q_proj", "k_proj", "v_proj"}, {q, kv, kv}, o.bias);
     add_wb(t, p + "attn.proj.", h + "self_attn.o_proj.", o.bias);
     add_wb(t, p + "ln_2.", h + "post_attention_layernorm.", false);
     add_stacked(t, p + "mlp.fc.", h + "mlp.", {"gate_proj", "up_proj"}, {ff, ff}, o.bias);
@@ -423,9 +424,12 @@ ModelOptions read_hf_gpt_config(const fs::path& dir) {
     o.bias = attn_bias;
     if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
       unsupported(dir, "hidden_act", act, "Llama's MLP is SwiGLU (silu)");
+    // Llama's head_dim may differ from hidden_size / num_attention_heads (a model with pruned heads).
     if (o.n_head > 0)
-      if (auto hd = get<int64_t>(c, dir, "head_dim", o.d_model / o.n_head); hd * o.n_head != o.d_model)
-        unsupported(dir, "head_dim", hd, "head_dim * num_attention_heads must equal hidden_size");
+      if (auto hd = get<int64_t>(c, dir, "head_dim", o.d_model / o.n_head); hd != o.d_model / o.n_head) {
+        if (hd < 1) unsupported(dir, "head_dim", hd, "head_dim must be positive");
+        o.d_head = hd;
+      }
   } else {
     throw Error((dir / "config.json").string() + ": model_type '" + type + "' is not a GPT lathe reads (gpt2, llama)");
   }
@@ -449,6 +453,16 @@ ModelOptions read_hf_bert_config(const fs::path& dir) {
 }
 
 namespace {
+
+/// transformers' GPT-2 and BERT derive the head width as hidden size / heads; a model whose
+/// heads were pruned (n_head * head_dim < d_model) has no config there.
+void check_heads_fill_width(const ModelOptions& o, const char* family) {
+  if (o.n_head * o.head_dim() == o.d_model) return;
+  throw Error(fmt::format("this model has {} heads of width {} in a width of {} (pruned heads); transformers' {} "
+                          "derives the head width from the hidden size and cannot hold it: export it to lathe's "
+                          "model file, or prune only MLP neurons (prune.heads: 0)",
+                          o.n_head, o.head_dim(), o.d_model, family));
+}
 
 bool is_gpt2_shaped(const ModelOptions& o) {
   return o.position == nn::Position::Learned && o.norm == nn::NormKind::LayerNorm && o.bias &&
@@ -511,6 +525,7 @@ void save_hf(Gpt& model, const fs::path& dir) {
   const auto& o = model->options;
   json c;
   if (is_gpt2_shaped(o)) {
+    check_heads_fill_width(o, "gpt2");
     c = {{"architectures", {"GPT2LMHeadModel"}},
          {"model_type", "gpt2"},
          {"activation_function", o.activation == nn::Activation::Gelu ? "gelu" : "gelu_new"},
@@ -542,6 +557,7 @@ void save_hf(Gpt& model, const fs::path& dir) {
 namespace {
 
 json bert_config(const ModelOptions& o, const char* architecture) {
+  check_heads_fill_width(o, "bert");
   json c = {{"architectures", {architecture}},
             {"model_type", "bert"},
             {"hidden_act", o.activation == nn::Activation::GeluTanh ? "gelu_new" : "gelu"},

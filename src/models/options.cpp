@@ -92,6 +92,7 @@ ModelOptions ModelOptions::canonical(Arch arch) const {
   ResetUnused reset(arch);
   visit(reset, o);
   o.d_ff = ff_width();
+  if (o.n_head > 0) o.d_head = head_dim();
   if (arch == Arch::Gpt) o.n_kv_head = kv_heads();
   if (o.position != nn::Position::Rope) o.rope_theta = ModelOptions{}.rope_theta;
   return o;
@@ -106,11 +107,12 @@ std::vector<OptionProblem> ModelOptions::problems(Arch arch, bool complete) cons
   if (complete && vocab_size <= 0)
     out.push_back({{"vocab_size"}, "vocab_size must be positive, got " + s(vocab_size)});
   if (n_head > 0 && d_model > 0) {
-    if (d_model % n_head != 0)
+    if (d_head == 0 && d_model % n_head != 0)
       out.push_back({{"n_head", "d_model"}, "n_head (" + s(n_head) + ") must divide d_model (" + s(d_model) + ")"});
     else if (arch == Arch::Gpt && position == nn::Position::Rope && head_dim() % 2 != 0)
-      out.push_back({{"position", "d_model", "n_head"},
-                     "rope needs an even head dimension, but d_model / n_head = " + s(head_dim())});
+      out.push_back({{"position", d_head ? "head_dim" : "d_model", "n_head"},
+                     d_head ? "rope needs an even head dimension, but head_dim = " + s(d_head)
+                            : "rope needs an even head dimension, but d_model / n_head = " + s(head_dim())});
   }
   if (arch == Arch::Gpt && n_kv_head > 0 && n_head % n_kv_head != 0)
     out.push_back({{"n_kv_head", "n_head"}, "n_kv_head (" + s(n_kv_head) + ") must divide n_head (" + s(n_head) + ")"});

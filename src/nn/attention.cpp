@@ -9,7 +9,7 @@ namespace lathe::nn {
 AttentionImpl::AttentionImpl(const AttentionOptions& o) : options(o) {
   const int64_t out = (o.n_head + 2 * o.kv_heads()) * o.head_dim();
   qkv = register_module("qkv", Linear(LinearOptions{o.d_model, out, o.bias, o.device, Role::HeadBlock}));
-  proj = register_module("proj", Linear(LinearOptions{o.d_model, o.d_model, o.bias, o.device, Role::ResidualProjection}));
+  proj = register_module("proj", Linear(LinearOptions{o.n_head * o.head_dim(), o.d_model, o.bias, o.device, Role::ResidualProjection}));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {

@@ -41,7 +41,10 @@ LinearImpl::LinearImpl(const LinearOptions& o) : options(o) {
   if (o.bias) bias = add(*this, "bias", torch::zeros({o.out}, o.device), Role::Bias);
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return at::linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  if (input_observer) input_observer(x);
+  return at::linear(x, weight, bias);
+}
 
 EmbeddingImpl::EmbeddingImpl(const EmbeddingOptions& o) : options(o) {
   if (o.count <= 0 || o.dim <= 0)

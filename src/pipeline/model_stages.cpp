@@ -25,11 +25,6 @@ using nlohmann::json;
 
 namespace {
 
-/// Model path for eval/generate: the recipe's choice, else the newest checkpoint.
-fs::path chosen_checkpoint(const recipe::Recipe& r, const std::string& configured) {
-  return configured.empty() ? train::newest_checkpoint(r) : fs::path(configured);
-}
-
 /// --force for the train stage: removes lathe's files of the earlier run (all of them, or with
 /// train.resume naming a checkpoint of this out_dir, the checkpoints after it). Returns what went.
 std::vector<fs::path> remove_earlier_training(const recipe::Recipe& r) {
@@ -93,13 +88,13 @@ StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOp
 
 StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
   RunLock lock(r);
-  const auto ckpt = chosen_checkpoint(r, r.eval.checkpoint);
+  const auto ckpt = source_model(r, r.eval.source, recipe::Stage::Eval, r.eval.checkpoint);
   const auto out = fs::path(r.run.out_dir) / "eval.json";
   MadeFrom made_from = recipe_part(
       r, {"eval.", "data.seq_len", "data.val_files", "data.val_fraction", "data.text_field", "data.text_pair_field",
           "data.label_field", "data.mlm_probability", "data.whole_word_mask", "train.task", "train.batch_size",
-          "train.precision", "model.num_labels", "run.seed"});
-  made_from["checkpoint"] = checkpoint_identity(ckpt);
+          "train.precision", "model.num_labels", "run.seed", "pipeline"});
+  add_model(made_from, ckpt);
   add_files(made_from, {recipe::tokenizer_path(r)});
   if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
   const auto fresh = freshness(force, out, read_stage_record(r.run.out_dir, "eval"), made_from);

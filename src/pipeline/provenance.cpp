@@ -42,6 +42,11 @@ std::string checkpoint_identity(const fs::path& dir) {
                      meta && meta->is_object() ? meta->value("run_id", "?") : "?", file_state(dir / "model.safetensors"));
 }
 
+void add_model(MadeFrom& record, const fs::path& model) {
+  if (fs::is_directory(model)) record["model " + model.string()] = checkpoint_identity(model);
+  else add_files(record, {model});
+}
+
 json to_json(const MadeFrom& record) { return json(record); }
 
 std::optional<MadeFrom> from_json(const json& j) {

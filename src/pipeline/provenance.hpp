@@ -31,6 +31,10 @@ void add_files(MadeFrom& record, const std::vector<std::filesystem::path>& files
 /// (a checkpoint rewritten in place is another checkpoint).
 std::string checkpoint_identity(const std::filesystem::path& dir);
 
+/// Adds a model's identity: a checkpoint directory's (checkpoint_identity), or a model file's
+/// size and mtime.
+void add_model(MadeFrom& record, const std::filesystem::path& model);
+
 nlohmann::json to_json(const MadeFrom& record);
 /// An absent or malformed record reads as nullopt (the output's origin is unknown).
 std::optional<MadeFrom> from_json(const nlohmann::json& j);

@@ -17,7 +17,7 @@ namespace lathe::pipeline {
 
 std::vector<recipe::Stage> available_stages() {
   using recipe::Stage;
-  return {Stage::Tokenizer, Stage::Data, Stage::Train, Stage::Eval, Stage::Generate};
+  return {Stage::Tokenizer, Stage::Data, Stage::Train, Stage::Prune, Stage::Eval, Stage::Generate, Stage::Export};
 }
 
 RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log) {
@@ -30,6 +30,15 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
   std::string plan;
   for (auto stage : recipe.pipeline) plan += (plan.empty() ? "" : " -> ") + std::string(recipe::enum_name(stage));
   log << fmt::format("run '{}': {} (out_dir {})\n", recipe.run.name, plan, recipe.run.out_dir);
+  const bool exports = std::find(recipe.pipeline.begin(), recipe.pipeline.end(), recipe::Stage::Export) !=
+                       recipe.pipeline.end();
+  if (exports && recipe.export_.format != recipe::ExportFormat::Hf) {
+    const auto msg = fmt::format("export.format: {}: this build of lathe exports Hugging Face directories only; set "
+                                 "export.format: hf (nothing was run)",
+                                 recipe::enum_name(recipe.export_.format));
+    if (!options.dry_run) throw Error(msg);
+    log << msg << "\n";
+  }
   if (!report.unavailable.empty()) {
     std::string names;
     for (auto stage : report.unavailable) names += (names.empty() ? "" : ", ") + std::string(recipe::enum_name(stage));
@@ -62,7 +71,11 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
       case recipe::Stage::Tokenizer: result = run_tokenizer_stage(recipe, options.force, options.progress); break;
       case recipe::Stage::Data: result = run_data_stage(recipe, options.force, options.progress); break;
       case recipe::Stage::Train: result = run_train_stage(recipe, options.force, {&log, options.console_is_tty}); break;
+      case recipe::Stage::Prune:
+        result = run_prune_stage(recipe, options.force, {&log, options.console_is_tty});
+        break;
       case recipe::Stage::Eval: result = run_eval_stage(recipe, options.force); break;
+      case recipe::Stage::Export: result = run_export_stage(recipe, options.force); break;
       case recipe::Stage::Generate: result = run_generate_stage(recipe, options.force, &log); break;
       default: break;
     }

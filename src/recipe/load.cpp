@@ -284,8 +284,11 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
     fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
 
   // pruning
-  if (r.prune.method == PruneMethod::NM && r.prune.n >= r.prune.m)
-    fail({"prune.n", "prune.m"}, "n (" + s(r.prune.n) + ") must be smaller than m (" + s(r.prune.m) + ")");
+  for (const auto& problem : r.prune.problems()) {
+    std::vector<std::string> keys;
+    for (const auto& k : problem.keys) keys.push_back("prune." + k);
+    fail(keys, problem.message);
+  }
 
   // what the stages of the pipeline need
   if (has_stage(Stage::Data) && r.data.train_files.empty())

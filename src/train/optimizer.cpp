@@ -131,6 +131,17 @@ std::vector<std::pair<std::string, at::Tensor>> Optimizer::state() const {
   return out;
 }
 
+void Optimizer::mask_state(const std::map<std::string, at::Tensor>& masks) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : params_) {
+    auto it = masks.find(p.name);
+    if (it == masks.end()) continue;
+    const auto keep = it->second.to(p.p.device());
+    for (auto* t : {&p.exp_avg, &p.exp_avg_sq, &p.momentum})
+      if (t->defined()) t->mul_(keep);
+  }
+}
+
 void Optimizer::load_state(const std::map<std::string, at::Tensor>& state, const std::string& file) {
   std::vector<std::string> problems;
   auto take = [&](const std::string& key, at::Tensor& into, bool required) {

@@ -336,6 +336,21 @@ class Checkpointer {
   double seconds_ = 0;
 };
 
+/// Brings the weights and the optimizer state in line with the masks (after they change).
+void hold_masks(const Sparsity& sparsity, const models::AnyModel& model, Optimizer& optimizer) {
+  torch::NoGradGuard no_grad;
+  auto params = model.module()->named_parameters();
+  for (const auto& [name, mask] : sparsity.masks) {
+    auto* p = params.find(name);
+    if (!p) throw Error("a pruning mask names " + name + ", which the model does not have");
+    if (p->sizes() != mask.sizes())
+      throw Error(fmt::format("the pruning mask of {} has shape [{}], the parameter [{}]", name,
+                              fmt::join(mask.sizes(), ", "), fmt::join(p->sizes(), ", ")));
+    p->mul_(mask.to(p->device()));
+  }
+  optimizer.mask_state(sparsity.masks);
+}
+
 }  // namespace
 
 at::Device resolve_device(recipe::Device d) {
@@ -437,6 +452,16 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
     impl_->optimizer->load_state(optim, (resume->dir / "trainer.safetensors").string());
     restore_rng(resume->tensors, device_);
   }
+  if (auto& sp = options_.sparsity) {
+    if (resume) {
+      std::map<std::string, at::Tensor> masks;
+      for (const auto& [name, t] : resume->tensors)
+        if (name.starts_with("mask.")) masks[name.substr(5)] = t.to(device_, at::kBool);
+      if (!masks.empty() || !sp->masks.empty()) sp->masks = std::move(masks);
+    }
+    for (auto& [name, mask] : sp->masks) mask = mask.to(device_, at::kBool);
+    hold_masks(*sp, model_, *impl_->optimizer);
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -447,6 +472,8 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
   const bool fp16 = tr.precision == Precision::Fp16;
   StepResult res;
   res.lr = learning_rate(recipe_.schedule, recipe_.optim.lr, state_.step, tr.max_steps);
+  const auto& sparsity = options_.sparsity;
+  if (sparsity && sparsity->update(state_.step, model_)) hold_masks(*sparsity, model_, opt);
   model_.module()->train();
   opt.zero_grad();
   // The loss stays on the device through the micro-batches; the host reads it, the gradient
@@ -468,6 +495,12 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
     auto scaled = loss / n;
     if (fp16) scaled = scaled * state_.loss_scale;
     scaled.backward();
+  }
+  if (sparsity) {  // a pruned weight gets no gradient, so no update and no moment
+    torch::NoGradGuard no_grad;
+    auto params = model_.module()->named_parameters();
+    for (const auto& [name, mask] : sparsity->masks)
+      if (auto* p = params.find(name); p && p->grad().defined()) p->grad().mul_(mask);
   }
   auto found_inf = at::zeros({1}, at::TensorOptions(device_).dtype(at::kFloat));
   if (fp16) {
@@ -578,6 +611,8 @@ TrainReport Trainer::run() {
     auto tensors = impl_->optimizer->state();
     for (auto& [n, t] : tensors) n = "optim." + n;
     for (auto& kv : rng_state(device_)) tensors.push_back(kv);
+    if (options_.sparsity)
+      for (const auto& [name, mask] : options_.sparsity->masks) tensors.emplace_back("mask." + name, mask);
     report.checkpoint = checkpointer.save(model_, tensors, state_, validator.done_at(state_.step));
   };
   auto validate = [&] {

@@ -39,6 +39,7 @@ struct ModelOptions {
   int64_t n_kv_head = 0;
   int64_t d_model = 768;
   int64_t d_ff = 0;
+  int64_t d_head = 0;
   int64_t max_seq_len = 1024;
   int64_t vocab_size = 0;
   double dropout = 0.0;
@@ -63,7 +64,7 @@ struct ModelOptions {
   /// Derived values.
   int64_t ff_width() const { return d_ff > 0 ? d_ff : 4 * d_model; }
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
-  int64_t head_dim() const { return d_model / n_head; }
+  int64_t head_dim() const { return d_head > 0 ? d_head : d_model / n_head; }
 
   /// The same model with derived values filled in (d_ff, n_kv_head) and the options `arch`
   /// does not use at their defaults: two canonical options with equal shape keys build the
@@ -82,11 +83,15 @@ template <class V>
 void visit(V& v, ModelOptions& c) {
   using A = Applies;
   v.field("n_layer", c.n_layer, "Transformer blocks.", at_least(1), shape_key());
-  v.field("n_head", c.n_head, "Attention heads; must divide d_model.", at_least(1), shape_key());
+  v.field("n_head", c.n_head, "Attention heads; must divide d_model unless head_dim is set.", at_least(1),
+          shape_key());
   v.field("n_kv_head", c.n_kv_head, "Key/value heads for grouped-query attention; must divide n_head. "
                                     "0: n_head (plain multi-head attention).",
           at_least(0), shape_key(A::Gpt));
   v.field("d_model", c.d_model, "Width of the residual stream.", at_least(1), shape_key());
+  v.field("head_dim", c.d_head, "Width of one attention head. 0: d_model / n_head. A model whose heads were "
+                                "pruned keeps its head width with fewer heads.",
+          at_least(0), shape_key());
   v.field("d_ff", c.d_ff, "Hidden width of the MLP. 0: 4 * d_model.", at_least(0), shape_key());
   v.field("max_seq_len", c.max_seq_len, "Longest sequence the model accepts (learned position table "
                                         "size).", at_least(1), shape_key());

@@ -17,13 +17,14 @@ struct AttentionOptions {
   int64_t d_model = 0;     // width of the residual stream; required
   int64_t n_head = 1;      // query heads; must divide d_model
   int64_t n_kv_head = 0;   // key/value heads (grouped-query attention); must divide n_head. 0: n_head
+  int64_t d_head = 0;      // width of one head. 0: d_model / n_head (heads may be pruned to fewer)
   bool causal = true;      // each position attends to itself and earlier positions only
   bool bias = true;        // biases in the QKV and output projections
   double attn_dropout = 0.0;  // dropout on attention probabilities, in training mode
   double dropout = 0.0;       // dropout on the output projection, in training mode
   c10::Device device = c10::kCPU;  // where the parameters are created
 
-  int64_t head_dim() const { return d_model / n_head; }
+  int64_t head_dim() const { return d_head > 0 ? d_head : d_model / n_head; }
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
 };
 
@@ -53,7 +54,7 @@ struct AttentionContext {
 
 /// Parameters: `qkv` (Linear d_model -> (n_head + 2 * kv_heads) * head_dim, Role::HeadBlock;
 /// rows are all query heads, then all key heads, then all value heads) and `proj` (Linear
-/// d_model -> d_model, Role::ResidualProjection; its columns are the heads). The options are
+/// n_head * head_dim -> d_model, Role::ResidualProjection; its columns are the heads). The options are
 /// checked by the model that builds the layer (models::ModelOptions::problems).
 class AttentionImpl : public torch::nn::Module {
  public:

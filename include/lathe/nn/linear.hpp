@@ -2,6 +2,8 @@
 // (shapes without storage: parameter counts of large presets cost nothing).
 #pragma once
 
+#include <functional>
+
 #include <c10/core/Device.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -27,6 +29,9 @@ class LinearImpl : public torch::nn::Module, public ParameterRoles {
   LinearOptions options;
   torch::Tensor weight;
   torch::Tensor bias;  // undefined without a bias
+  /// Called with every input before the product (calibration statistics for pruning and
+  /// quantization, e.g. per-feature input norms); unset: nothing.
+  std::function<void(const torch::Tensor&)> input_observer;
 };
 TORCH_MODULE(Linear);
 

@@ -77,9 +77,29 @@ struct ConsoleOptions {
 /// of out_dir, only the checkpoints after it), and the summary says what was removed.
 StageResult run_train_stage(const recipe::Recipe& recipe, bool force, const ConsoleOptions& console = {});
 
-/// Eval stage: evaluates the newest checkpoint (or eval.checkpoint) and writes
+/// Eval stage: evaluates the model eval.source names (auto: the pruned model when prune comes
+/// earlier in the pipeline, else the newest checkpoint or eval.checkpoint) and writes
 /// <out_dir>/eval.json.
 StageResult run_eval_stage(const recipe::Recipe& recipe, bool force);
+
+/// The model a stage reads: `source` (auto resolved against the stages before `reader` in the
+/// pipeline, all of it when `reader` is not listed): the checkpoint (`checkpoint`, else the
+/// newest), <out_dir>/pruned/model.safetensors, or the quantized model. Throws naming the
+/// stage to run when the model is not there.
+std::filesystem::path source_model(const recipe::Recipe& recipe, recipe::ModelSource source, recipe::Stage reader,
+                                   const std::string& checkpoint = {});
+
+/// Prune stage: prunes prune.checkpoint (or the newest checkpoint) as the prune section says,
+/// fine-tunes it for prune.finetune_steps with the pruned weights held at zero (its own run in
+/// <out_dir>/pruned/finetune, resumed when interrupted), and writes
+/// <out_dir>/pruned/model.safetensors and the report <out_dir>/prune.json (sparsity per layer,
+/// parameters, validation metrics and, for structured pruning, forward latency, before and
+/// after), also printed as a table.
+StageResult run_prune_stage(const recipe::Recipe& recipe, bool force, const ConsoleOptions& console = {});
+
+/// Export stage, format hf: writes the export.source model as a Hugging Face directory
+/// (config.json, model.safetensors, tokenizer.json) to export.path (default <out_dir>/export).
+StageResult run_export_stage(const recipe::Recipe& recipe, bool force);
 
 struct Sample {
   std::string prompt;

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "lathe/compress/prune.hpp"
 #include "lathe/core/schema.hpp"
 #include "lathe/models/options.hpp"
 #include "lathe/recipe/enums.hpp"
@@ -241,25 +242,15 @@ void visit(V& v, DistributedConfig& c) {
           greater_than(0.0));
 }
 
-struct PruneConfig {
-  PruneMethod method = PruneMethod::Magnitude;
-  double sparsity = 0.5;
-  int64_t n = 2;
-  int64_t m = 4;
-  int64_t finetune_steps = 0;
+/// The prune section: the pruning options, declared with the pruner
+/// (lathe/compress/prune.hpp), and the checkpoint to prune.
+struct PruneConfig : compress::PruneOptions {
   std::string checkpoint;
 };
 
 template <class V>
 void visit(V& v, PruneConfig& c) {
-  v.field("method", c.method, "magnitude (unstructured), heads or neurons (structured), n_m (N of every M "
-                              "weights kept).");
-  v.field("sparsity", c.sparsity, "Share of weights, heads or neurons removed (not used by n_m).",
-          in_closed_open(0.0, 1.0));
-  v.field("n", c.n, "n_m: weights kept in every group of m.", at_least(1));
-  v.field("m", c.m, "n_m: group size.", at_least(2));
-  v.field("finetune_steps", c.finetune_steps, "Training steps after pruning, with the mask held fixed.",
-          at_least(0));
+  visit(v, static_cast<compress::PruneOptions&>(c));
   v.field("checkpoint", c.checkpoint, "Checkpoint to prune. Empty: the newest in <out_dir>/checkpoints.");
 }
 
@@ -268,7 +259,7 @@ struct QuantizeConfig {
   int64_t group_size = 128;
   int64_t calibration_batches = 8;
   std::vector<std::string> skip_modules;
-  ExportSource source = ExportSource::Checkpoint;
+  ModelSource source = ModelSource::Auto;
 };
 
 template <class V>
@@ -281,14 +272,15 @@ void visit(V& v, QuantizeConfig& c) {
           at_least(1));
   v.field("skip_modules", c.skip_modules, "What stays in floating point: parameter roles (embedding, output_head, "
                                           "...) or module path patterns (lm_head, blocks.*.mlp).");
-  v.field("source", c.source, "Model to quantize: the trained checkpoint or the pruned one.");
+  v.field("source", c.source, "Model to quantize: checkpoint, pruned, or auto (the pruned model when prune "
+                              "comes earlier in the pipeline).");
 }
 
 struct ExportConfig {
   ExportFormat format = ExportFormat::Onnx;
   int64_t opset = 17;
   bool dynamic_axes = true;
-  ExportSource source = ExportSource::Checkpoint;
+  ModelSource source = ModelSource::Auto;
   std::string path;
 };
 
@@ -297,11 +289,13 @@ void visit(V& v, ExportConfig& c) {
   v.field("format", c.format, "onnx (model.onnx), hf (Hugging Face config.json + model.safetensors) or both.");
   v.field("opset", c.opset, "ONNX opset version.", between(13, 21));
   v.field("dynamic_axes", c.dynamic_axes, "Leave batch and sequence dimensions symbolic in the ONNX graph.");
-  v.field("source", c.source, "Model to export: trained checkpoint, pruned or quantized model.");
+  v.field("source", c.source, "Model to export: checkpoint, pruned, quantized, or auto (the output of the "
+                              "nearest earlier prune or quantize stage of the pipeline, else the checkpoint).");
   v.field("path", c.path, "Output directory. Empty: <out_dir>/export.");
 }
 
 struct EvalConfig {
+  ModelSource source = ModelSource::Auto;
   std::string checkpoint;
   int64_t batches = 50;
   Split split = Split::Val;
@@ -309,7 +303,10 @@ struct EvalConfig {
 
 template <class V>
 void visit(V& v, EvalConfig& c) {
-  v.field("checkpoint", c.checkpoint, "Checkpoint to evaluate. Empty: the newest in <out_dir>/checkpoints.");
+  v.field("source", c.source, "Model to evaluate: checkpoint, pruned, quantized, or auto (the output of the "
+                              "nearest earlier prune or quantize stage of the pipeline, else the checkpoint).");
+  v.field("checkpoint", c.checkpoint, "source checkpoint: the checkpoint to evaluate. Empty: the newest in "
+                                      "<out_dir>/checkpoints.");
   v.field("batches", c.batches, "Batches to evaluate.", at_least(1));
   v.field("split", c.split, "Which shards to evaluate on.");
 }

@@ -39,6 +39,9 @@ class Optimizer {
   /// "momentum.<param>") and restoring it; restore checks names and shapes.
   std::vector<std::pair<std::string, at::Tensor>> state() const;
   void load_state(const std::map<std::string, at::Tensor>& state, const std::string& file);
+  /// Zeroes the state (moments, momentum) of the entries whose mask is false, so a pruned
+  /// weight gets no update from history; `masks` maps parameter names to bool masks.
+  void mask_state(const std::map<std::string, at::Tensor>& masks);
 
   /// Names of the parameters in the decay group (for reports and tests).
   std::vector<std::string> decayed_names() const;

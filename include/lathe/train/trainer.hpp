@@ -16,6 +16,7 @@
 #include "lathe/models/store.hpp"
 #include "lathe/recipe/recipe.hpp"
 #include "lathe/train/checkpoint.hpp"
+#include "lathe/train/sparsity.hpp"
 #include "lathe/train/task.hpp"
 
 namespace lathe::train {
@@ -24,6 +25,9 @@ struct TrainOptions {
   std::ostream* console = nullptr;  // progress line and messages; null: silent
   bool console_is_tty = false;      // redraw the progress line in place
   bool handle_signals = true;       // SIGTERM / SIGINT: checkpoint, then return (interrupted)
+  /// Pruning masks to hold through training (and their schedule); null: dense training. On
+  /// resume the checkpoint's masks replace the ones given.
+  std::shared_ptr<Sparsity> sparsity;
 };
 
 struct TrainReport {

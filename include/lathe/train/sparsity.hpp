@@ -1,0 +1,32 @@
+// Pruning masks held through training.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "lathe/models/store.hpp"
+
+namespace lathe::train {
+
+/// Parameters held sparse while training: an entry whose mask is false is zero in its weight
+/// and stays exactly zero. The trainer zeroes its gradient before every update, and the weight
+/// and its optimizer moments whenever the masks change, so neither the update nor weight decay
+/// revives it. The masks travel in checkpoints (trainer.safetensors, "mask.<parameter>") and
+/// come back on resume. A pruning schedule (gradual pruning) overrides `update`.
+class Sparsity {
+ public:
+  virtual ~Sparsity() = default;
+  /// Called before every step with the number of steps completed; returns true when it changed
+  /// `masks` (the trainer then applies them to the weights and the optimizer state).
+  virtual bool update(int64_t step, const models::AnyModel& model) {
+    (void)step;
+    (void)model;
+    return false;
+  }
+  std::map<std::string, at::Tensor> masks;  // parameter name -> bool mask of its shape (true: kept)
+};
+
+}  // namespace lathe::train

@@ -1,0 +1,319 @@
+// The prune and export stages, and which model a stage reads.
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/utils.h>
+
+#include "lathe/compress/prune.hpp"
+#include "lathe/core/error.hpp"
+#include "lathe/io/atomic_file.hpp"
+#include "lathe/io/ownership.hpp"
+#include "lathe/models/hf.hpp"
+#include "lathe/models/store.hpp"
+#include "lathe/pipeline/stages.hpp"
+#include "lathe/recipe/paths.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/train/checkpoint.hpp"
+#include "lathe/train/task.hpp"
+#include "lathe/train/trainer.hpp"
+#include "provenance.hpp"
+
+namespace lathe::pipeline {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using recipe::ModelSource;
+using recipe::Stage;
+
+namespace {
+
+/// The gradual schedule: magnitude masks recomputed every prune_every fine-tune steps at the
+/// cubic schedule's sparsity.
+class GradualSparsity : public train::Sparsity {
+ public:
+  GradualSparsity(compress::PruneOptions options, int64_t total) : options_(std::move(options)), total_(total) {}
+  bool update(int64_t step, const models::AnyModel& model) override {
+    if (step % options_.prune_every != 0) return false;
+    const double s = compress::gradual_sparsity(options_, step, total_);
+    if (s == current_) return false;
+    masks = compress::unstructured_masks(model, options_, s);
+    current_ = s;
+    return true;
+  }
+
+ private:
+  compress::PruneOptions options_;
+  int64_t total_;
+  double current_ = -1;
+};
+
+/// Median forward time (ms) of the first validation batch.
+double forward_ms(const models::AnyModel& model, const train::TaskData& data, const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  model.module()->eval();
+  const auto batch = train::to_device(data.val_batch(0), device);
+  std::vector<double> ms;
+  for (int i = 0; i < 6; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto loss = train::task_loss(model, batch);
+    (void)loss.item<double>();
+    if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+struct Measured {
+  int64_t parameters = 0;
+  int64_t nonzero = 0;  // of the prunable matrices
+  std::map<std::string, double> metrics;
+  double latency_ms = 0;
+};
+
+json measured_json(const Measured& m, bool latency) {
+  json j = {{"parameters", m.parameters}, {"prunable_nonzero", m.nonzero}, {"metrics", m.metrics}};
+  if (latency) j["latency_ms"] = m.latency_ms;
+  return j;
+}
+
+std::string row(const std::string& name, const Measured& m, bool latency) {
+  std::string s = fmt::format("  {:<12} {:>12} {:>12}", name, m.parameters, m.nonzero);
+  for (const auto& key : {"loss", "perplexity", "accuracy"})
+    if (auto it = m.metrics.find(key); it != m.metrics.end()) s += fmt::format(" {:>11.4f}", it->second);
+  if (latency) s += fmt::format(" {:>11.2f}", m.latency_ms);
+  return s;
+}
+
+}  // namespace
+
+fs::path source_model(const recipe::Recipe& r, ModelSource source, Stage reader, const std::string& checkpoint) {
+  if (source == ModelSource::Auto) {
+    source = ModelSource::Checkpoint;
+    const auto end = std::find(r.pipeline.begin(), r.pipeline.end(), reader);
+    for (auto it = r.pipeline.begin(); it != end; ++it) {
+      if (*it == Stage::Prune) source = ModelSource::Pruned;
+      if (*it == Stage::Quantize) source = ModelSource::Quantized;
+    }
+  }
+  switch (source) {
+    case ModelSource::Pruned: {
+      const auto path = recipe::pruned_dir(r) / "model.safetensors";
+      if (!fs::exists(path))
+        throw Error("no pruned model at " + path.string() + "; run the prune stage first (lathe prune RECIPE)");
+      return path;
+    }
+    case ModelSource::Quantized:
+      throw Error(fmt::format("the {} stage reads the quantized model, and this build of lathe has no quantize stage; "
+                              "set {}.source: checkpoint or pruned",
+                              enum_name(reader), reader == Stage::Export ? "export" : enum_name(reader)));
+    default: return checkpoint.empty() ? train::newest_checkpoint(r) : fs::path(checkpoint);
+  }
+}
+
+StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
+  RunLock lock(r);
+  const auto& po = r.prune;
+  const auto ckpt = r.prune.checkpoint.empty() ? train::newest_checkpoint(r) : fs::path(r.prune.checkpoint);
+  const auto dir = recipe::pruned_dir(r);
+  const auto model_file = dir / "model.safetensors", oneshot_file = dir / "oneshot.safetensors";
+  const auto report_file = fs::path(r.run.out_dir) / "prune.json";
+  MadeFrom made_from = recipe_part(r, {"prune.", "optim.", "schedule.", "data.seq_len", "data.val_files",
+                                       "data.val_fraction", "train.batch_size", "train.grad_accum", "train.precision",
+                                       "train.task", "model.dropout", "model.attn_dropout", "eval.batches",
+                                       "run.seed"});
+  add_model(made_from, ckpt);
+  add_files(made_from, {recipe::tokenizer_path(r)});
+  if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
+  const auto fresh = freshness(force, model_file, read_stage_record(r.run.out_dir, "prune"), made_from);
+  if (fresh.up_to_date) return {true, fmt::format("{} is {} pruned", model_file.string(), ckpt.string())};
+  check_not_input(r, {dir, report_file});
+  io::claim(dir);
+  fs::create_directories(dir);
+  for (const auto& f : {model_file, oneshot_file}) io::claim(f);
+  io::claim(report_file);
+
+  auto say = [&](const std::string& s) {
+    if (console.out) *console.out << s << "\n" << std::flush;
+  };
+  const auto device = train::resolve_device(r.run.device);
+  if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
+  const auto kind = train::model_kind(r.train.task);
+  const auto labels = kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0;
+  auto model = models::load_model(ckpt, kind, labels);
+  model.module()->to(device);
+  auto tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), recipe::vocab_lowercase(r));
+  auto data = train::make_task_data(r, *tok);
+  if (data->val_batches() == 0)
+    throw Error("the prune stage reports validation metrics before and after, and the validation split holds no "
+                "batch: set data.val_files or a larger data.val_fraction");
+
+  recipe::Recipe on_val = r;
+  on_val.eval.split = recipe::Split::Val;
+  const bool structured = po.method == compress::PruneMethod::Structured;
+  auto measure = [&](const fs::path& path, const models::AnyModel& m) {
+    Measured out;
+    out.parameters = models::parameter_count(*m.module());
+    const auto all = compress::measure_sparsity(m, po.skip_modules).back();
+    out.nonzero = all.size - all.zeros;
+    out.metrics = train::evaluate_checkpoint(on_val, path).metrics;
+    if (structured) out.latency_ms = forward_ms(m, *data, device);
+    return out;
+  };
+  const auto before = measure(ckpt, model);
+
+  compress::Calibration calibration{po.calibration_batches, [&](int64_t i, bool backward) {
+                                      const auto batch = train::to_device(data->train_batch(static_cast<uint64_t>(i)), device);
+                                      if (backward) {
+                                        train::task_loss(model, batch).backward();
+                                      } else {
+                                        torch::NoGradGuard no_grad;
+                                        train::task_loss(model, batch);
+                                      }
+                                    }};
+  auto sparsity = std::make_shared<train::Sparsity>();
+  models::AnyModel pruned = model;
+  std::string what;
+  if (structured) {
+    const auto plan = compress::plan_structured(model, po, &calibration);
+    pruned = compress::apply_structured(model, plan);
+    pruned.module()->to(device);
+    const auto& a = model.options();
+    const auto& b = pruned.options();
+    what = fmt::format("structured ({}): heads {} -> {}, MLP neurons {} -> {} per layer", enum_name(po.resolved_score()),
+                       a.n_head, b.n_head, a.ff_width(), b.ff_width());
+  } else if (po.schedule == compress::PruneSchedule::Gradual) {
+    sparsity = std::make_shared<GradualSparsity>(po, po.finetune_steps);
+    what = fmt::format("gradual magnitude ({} scope) from {} to {} over {} of {} fine-tune steps, every {}",
+                       enum_name(po.resolved_scope()), po.initial_sparsity, po.sparsity,
+                       static_cast<int64_t>(po.ramp * static_cast<double>(po.finetune_steps)), po.finetune_steps,
+                       po.prune_every);
+  } else {
+    std::map<std::string, at::Tensor> norms;
+    if (po.needs_calibration()) norms = compress::input_norms(model, po.skip_modules, calibration);
+    sparsity->masks = compress::unstructured_masks(model, po, po.sparsity, norms);
+    compress::apply_masks(model, sparsity->masks);
+    what = po.method == compress::PruneMethod::NM
+               ? fmt::format("{}:{} ({} scores)", po.n, po.m, enum_name(po.resolved_score()))
+               : fmt::format("{} ({} scope) to {} sparsity", enum_name(po.method), enum_name(po.resolved_scope()),
+                             po.sparsity);
+  }
+  say("prune: " + what);
+  models::save_model(pruned, oneshot_file);
+  const auto oneshot = measure(oneshot_file, pruned);
+
+  std::optional<Measured> tuned;
+  if (po.finetune_steps > 0) {
+    // The fine-tune is a run of its own under pruned/finetune, resumed when interrupted and
+    // started afresh when what it continues has changed.
+    recipe::Recipe ft = r;
+    ft.pipeline = {Stage::Train};
+    ft.run.out_dir = (dir / "finetune").string();
+    ft.tokenizer.path = recipe::tokenizer_path(r).string();
+    ft.data.shard_dir = recipe::shard_dir(r).string();
+    models::ModelOptions shape = pruned.options();
+    shape.dropout = r.model.dropout;
+    shape.attn_dropout = r.model.attn_dropout;
+    static_cast<models::ModelOptions&>(ft.model) = shape;
+    ft.train.init_from = oneshot_file.string();
+    ft.train.max_steps = po.finetune_steps;
+    ft.train.resume = "auto";
+    ft.schedule.warmup_steps = std::min(r.schedule.warmup_steps, po.finetune_steps / 10);
+    const auto recorded = read_stage_record(r.run.out_dir, "prune.finetune");
+    if (force || !recorded || *recorded != made_from) io::remove_owned(ft.run.out_dir);
+    io::claim(ft.run.out_dir);
+    write_stage_record(r.run.out_dir, "prune.finetune", made_from);
+    train::Trainer trainer(ft, {console.out, console.is_tty, /*handle_signals=*/true, sparsity});
+    const auto rep = trainer.run();
+    if (rep.interrupted)
+      return {false, fmt::format("fine-tune interrupted at step {} of {}", rep.steps, po.finetune_steps), true};
+    auto final_model = models::load_model(rep.checkpoint, kind, labels);
+    models::save_model(final_model, model_file);
+    final_model.module()->to(device);
+    tuned = measure(model_file, final_model);
+  } else {
+    models::save_model(pruned, model_file);
+  }
+  const auto& after = tuned ? *tuned : oneshot;
+
+  const auto final_model = models::load_model(model_file, kind, labels);
+  const auto layers = compress::measure_sparsity(final_model, po.skip_modules);
+  json per_layer = json::object();
+  for (std::size_t i = 0; i + 1 < layers.size(); ++i) per_layer[layers[i].name] = layers[i].sparsity();
+  json report = {{"checkpoint", ckpt.string()},
+                 {"model", model_file.string()},
+                 {"pruning", what},
+                 {"settings", json(recipe_part(r, {"prune."}))},
+                 {"sparsity", {{"overall", layers.back().sparsity()}, {"layers", per_layer}}},
+                 {"before", measured_json(before, structured)},
+                 {"pruned", measured_json(oneshot, structured)}};
+  if (tuned) report["fine_tuned"] = measured_json(*tuned, structured);
+  if (structured) report["speedup"] = before.latency_ms / after.latency_ms;
+  io::write_file_atomic(report_file, report.dump(2) + "\n");
+  write_stage_record(r.run.out_dir, "prune", made_from);
+
+  std::string header = fmt::format("  {:<12} {:>12} {:>12}", "model", "parameters", "nonzero*");
+  for (const auto& key : {"loss", "perplexity", "accuracy"})
+    if (before.metrics.count(key)) header += fmt::format(" {:>11}", key);
+  if (structured) header += fmt::format(" {:>11}", "forward ms");
+  say(header);
+  say(row("before", before, structured));
+  say(row("pruned", oneshot, structured));
+  if (tuned) say(row("fine-tuned", *tuned, structured));
+  say(fmt::format("  * nonzero weights of the prunable matrices; overall sparsity {:.4f}", layers.back().sparsity()));
+
+  auto metric = [](const Measured& m) {
+    return m.metrics.count("perplexity") ? fmt::format("perplexity {:.3f}", m.metrics.at("perplexity"))
+                                         : fmt::format("accuracy {:.4f}", m.metrics.count("accuracy") ? m.metrics.at("accuracy") : 0.0);
+  };
+  return {false, fmt::format("{}{}: {} -> {}, sparsity {:.4f}{}{} -> {}", fresh.why(), what, metric(before),
+                             metric(after), layers.back().sparsity(),
+                             structured ? fmt::format(", forward {:.2f}x faster", before.latency_ms / after.latency_ms)
+                                        : "",
+                             tuned ? fmt::format(" after {} fine-tune steps", po.finetune_steps) : "",
+                             model_file.string())};
+}
+
+StageResult run_export_stage(const recipe::Recipe& r, bool force) {
+  RunLock lock(r);
+  if (r.export_.format != recipe::ExportFormat::Hf)
+    throw Error(fmt::format("export.format: {}: this build of lathe exports Hugging Face directories only; set "
+                            "export.format: hf",
+                            enum_name(r.export_.format)));
+  const auto src = source_model(r, r.export_.source, Stage::Export);
+  const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
+  const auto config = out / "config.json";
+  MadeFrom made_from = recipe_part(r, {"export."});
+  add_model(made_from, src);
+  add_files(made_from, {recipe::tokenizer_path(r)});
+  const auto fresh = freshness(force, config, read_stage_record(r.run.out_dir, "export"), made_from);
+  if (fresh.up_to_date) return {true, fmt::format("{} holds {}", out.string(), src.string())};
+  const auto tokenizer = recipe::tokenizer_path(r);
+  const std::vector<fs::path> files{config, out / "model.safetensors", out / tokenizer.filename()};
+  std::vector<fs::path> outputs{out};
+  outputs.insert(outputs.end(), files.begin(), files.end());
+  check_not_input(r, outputs);
+  if (r.export_.path.empty()) io::claim(out);
+  fs::create_directories(out);
+  for (const auto& f : files) io::claim(f);
+  auto model = models::load_model(src, train::model_kind(r.train.task));
+  switch (model.kind) {
+    case models::ModelKind::Gpt: models::save_hf(model.gpt, out); break;
+    case models::ModelKind::BertMaskedLm: models::save_hf(model.mlm, out); break;
+    case models::ModelKind::BertClassifier: models::save_hf(model.classifier, out); break;
+  }
+  std::ifstream in(tokenizer, std::ios::binary);
+  if (!in) throw Error("cannot read the tokenizer " + tokenizer.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  io::write_file_atomic(out / tokenizer.filename(), text.str());
+  write_stage_record(r.run.out_dir, "export", made_from);
+  return {false, fmt::format("{}{} -> {} (Hugging Face: config.json, model.safetensors, {})", fresh.why(),
+                             src.string(), out.string(), tokenizer.filename().string())};
+}
+
+}  // namespace lathe::pipeline
