@@ -223,9 +223,9 @@ TEST_CASE("cli: tokenizer decode refuses ids outside the vocabulary, however lar
 }
 
 TEST_CASE("cli: commands of later releases say so and exit 1 after validating the recipe", "[cli]") {
-  auto r = run_lathe({"prune", kDefault});
+  auto r = run_lathe({"quantize", kDefault});
   CHECK(r.code == 1);
-  CHECK(r.err == "lathe: pruning is not available in lathe 0.1.0 yet\n");
+  CHECK(r.err == "lathe: quantization is not available in lathe 0.1.0 yet\n");
   TempDir dir;
   auto bad = dir.write("bad.yaml", "model:\n  n_layer: x\n");
   auto invalid = run_lathe({"train", bad.string()});
@@ -237,10 +237,16 @@ TEST_CASE("cli: run with a stage this build lacks exits 1 before anything runs",
   TempDir dir;
   const auto out_dir = dir.path() / "run";
   auto r = run_lathe({"run", kDefault, "--set", "run.out_dir=" + out_dir.string(), "--set",
-                      "pipeline=[tokenizer, prune]"},
+                      "pipeline=[tokenizer, quantize]"},
                      lathe::test::source_dir());
   CHECK(r.code == 1);
-  CHECK(contains(r.err, "this build of lathe cannot run: prune"));
+  CHECK(contains(r.err, "this build of lathe cannot run: quantize"));
+  CHECK(!std::filesystem::exists(out_dir / "tokenizer.json"));
+  auto onnx = run_lathe({"run", kDefault, "--set", "run.out_dir=" + out_dir.string(), "--set",
+                         "pipeline=[tokenizer, export]", "--set", "export.format=onnx"},
+                        lathe::test::source_dir());
+  CHECK(onnx.code == 1);
+  CHECK(contains(onnx.err, "export.format: onnx: this build of lathe exports Hugging Face directories only"));
   CHECK(!std::filesystem::exists(out_dir / "tokenizer.json"));
 }
 

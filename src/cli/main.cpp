@@ -124,13 +124,12 @@ int cmd_recipe_keys(const cxxopts::ParseResult& r) {
   const auto keys = lathe::recipe::recipe_keys();
   if (r.count("markdown")) {
     std::cout << "| key | type | default | meaning |\n|---|---|---|---|\n";
-    for (const auto& k : keys) {
-      std::string value = k.value;
-      for (std::size_t p = 0; (p = value.find('|', p)) != std::string::npos; p += 2) value.replace(p, 1, "\\|");
-      std::string type = k.type;
-      for (std::size_t p = 0; (p = type.find('|', p)) != std::string::npos; p += 2) type.replace(p, 1, "\\|");
-      std::cout << fmt::format("| `{}` | {} | `{}` | {} |\n", k.key, type, value, k.doc);
-    }
+    auto cell = [](std::string text) {  // a | inside a cell would end it
+      for (std::size_t p = 0; (p = text.find('|', p)) != std::string::npos; p += 2) text.replace(p, 1, "\\|");
+      return text;
+    };
+    for (const auto& k : keys)
+      std::cout << fmt::format("| `{}` | {} | `{}` | {} |\n", k.key, cell(k.type), cell(k.value), cell(k.doc));
   } else {
     for (const auto& k : keys) std::cout << fmt::format("{:<30} {:<36} {:<22} {}\n", k.key, k.type, k.value, k.doc);
   }
@@ -205,7 +204,8 @@ int cmd_generate(const cxxopts::ParseResult& r) {
   if (r.count("recipe")) recipe = load(r);
   if (recipe) req = lathe::pipeline::generate_request(*recipe);
   if (r.count("model")) req.model = r["model"].as<std::string>();
-  else if (recipe) req.model = lathe::train::newest_checkpoint(*recipe);
+  else if (recipe)
+    req.model = lathe::pipeline::source_model(*recipe, recipe->generate.source, lathe::recipe::Stage::Generate);
   else throw UsageError("give a RECIPE (its newest checkpoint) or --model");
   if (r.count("tokenizer")) req.tokenizer = r["tokenizer"].as<std::string>();
   else if (!recipe) {

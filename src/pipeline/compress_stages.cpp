@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <tuple>
 #include <fstream>
 #include <sstream>
 
@@ -52,20 +53,23 @@ class GradualSparsity : public train::Sparsity {
   double current_ = -1;
 };
 
-/// Median forward time (ms) of the first validation batch.
-double forward_ms(const models::AnyModel& model, const train::TaskData& data, const at::Device& device) {
+/// Median forward times (ms) of the first validation batch through models `a` and `b`, timed
+/// in turns (a, b, a, b, ...) so both see the same machine state.
+std::pair<double, double> forward_ms(const models::AnyModel& a, const models::AnyModel& b, const train::TaskData& data,
+                                     const at::Device& device) {
   torch::NoGradGuard no_grad;
-  model.module()->eval();
   const auto batch = train::to_device(data.val_batch(0), device);
-  std::vector<double> ms;
-  for (int i = 0; i < 6; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto loss = train::task_loss(model, batch);
-    (void)loss.item<double>();
-    if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  std::vector<double> ms[2];
+  for (int i = 0; i < 12; ++i)
+    for (int k = 0; k < 2; ++k) {
+      const auto& m = k == 0 ? a : b;
+      m.module()->eval();
+      const auto t0 = std::chrono::steady_clock::now();
+      (void)train::task_loss(m, batch).item<double>();
+      if (i >= 2) ms[k].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  for (auto& v : ms) std::sort(v.begin(), v.end());
+  return {ms[0][ms[0].size() / 2], ms[1][ms[1].size() / 2]};
 }
 
 struct Measured {
@@ -161,10 +165,9 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
     const auto all = compress::measure_sparsity(m, po.skip_modules).back();
     out.nonzero = all.size - all.zeros;
     out.metrics = train::evaluate_checkpoint(on_val, path).metrics;
-    if (structured) out.latency_ms = forward_ms(m, *data, device);
     return out;
   };
-  const auto before = measure(ckpt, model);
+  auto before = measure(ckpt, model);
 
   compress::Calibration calibration{po.calibration_batches, [&](int64_t i, bool backward) {
                                       const auto batch = train::to_device(data->train_batch(static_cast<uint64_t>(i)), device);
@@ -204,7 +207,7 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   }
   say("prune: " + what);
   models::save_model(pruned, oneshot_file);
-  const auto oneshot = measure(oneshot_file, pruned);
+  auto oneshot = measure(oneshot_file, pruned);
 
   std::optional<Measured> tuned;
   if (po.finetune_steps > 0) {
@@ -238,9 +241,13 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   } else {
     models::save_model(pruned, model_file);
   }
-  const auto& after = tuned ? *tuned : oneshot;
+  auto& after = tuned ? *tuned : oneshot;
 
-  const auto final_model = models::load_model(model_file, kind, labels);
+  auto final_model = models::load_model(model_file, kind, labels);
+  if (structured) {  // the pruned and the fine-tuned model have the same shapes
+    final_model.module()->to(device);
+    std::tie(before.latency_ms, after.latency_ms) = forward_ms(model, final_model, *data, device);
+  }
   const auto layers = compress::measure_sparsity(final_model, po.skip_modules);
   json per_layer = json::object();
   for (std::size_t i = 0; i + 1 < layers.size(); ++i) per_layer[layers[i].name] = layers[i].sparsity();
@@ -250,7 +257,7 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
                  {"settings", json(recipe_part(r, {"prune."}))},
                  {"sparsity", {{"overall", layers.back().sparsity()}, {"layers", per_layer}}},
                  {"before", measured_json(before, structured)},
-                 {"pruned", measured_json(oneshot, structured)}};
+                 {"pruned", measured_json(oneshot, structured && !tuned)}};
   if (tuned) report["fine_tuned"] = measured_json(*tuned, structured);
   if (structured) report["speedup"] = before.latency_ms / after.latency_ms;
   io::write_file_atomic(report_file, report.dump(2) + "\n");
@@ -262,18 +269,19 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   if (structured) header += fmt::format(" {:>11}", "forward ms");
   say(header);
   say(row("before", before, structured));
-  say(row("pruned", oneshot, structured));
+  say(row("pruned", oneshot, structured && !tuned));
   if (tuned) say(row("fine-tuned", *tuned, structured));
-  say(fmt::format("  * nonzero weights of the prunable matrices; overall sparsity {:.4f}", layers.back().sparsity()));
+  say(fmt::format("  * nonzero weights of the prunable matrices{}",
+                  structured ? "" : fmt::format("; overall sparsity {:.4f}", layers.back().sparsity())));
 
   auto metric = [](const Measured& m) {
     return m.metrics.count("perplexity") ? fmt::format("perplexity {:.3f}", m.metrics.at("perplexity"))
                                          : fmt::format("accuracy {:.4f}", m.metrics.count("accuracy") ? m.metrics.at("accuracy") : 0.0);
   };
-  return {false, fmt::format("{}{}: {} -> {}, sparsity {:.4f}{}{} -> {}", fresh.why(), what, metric(before),
-                             metric(after), layers.back().sparsity(),
-                             structured ? fmt::format(", forward {:.2f}x faster", before.latency_ms / after.latency_ms)
-                                        : "",
+  return {false, fmt::format("{}{}: {} -> {}, {}{} -> {}", fresh.why(), what, metric(before), metric(after),
+                             structured ? fmt::format("parameters {} -> {}, forward {:.2f}x faster", before.parameters,
+                                                      after.parameters, before.latency_ms / after.latency_ms)
+                                        : fmt::format("sparsity {:.4f}", layers.back().sparsity()),
                              tuned ? fmt::format(" after {} fine-tune steps", po.finetune_steps) : "",
                              model_file.string())};
 }

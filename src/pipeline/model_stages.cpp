@@ -93,7 +93,7 @@ StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
   MadeFrom made_from = recipe_part(
       r, {"eval.", "data.seq_len", "data.val_files", "data.val_fraction", "data.text_field", "data.text_pair_field",
           "data.label_field", "data.mlm_probability", "data.whole_word_mask", "train.task", "train.batch_size",
-          "train.precision", "model.num_labels", "run.seed", "pipeline"});
+          "train.precision", "model.num_labels", "run.seed"});
   add_model(made_from, ckpt);
   add_files(made_from, {recipe::tokenizer_path(r)});
   if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
@@ -204,10 +204,10 @@ std::vector<Sample> generate_samples(const GenerateRequest& req) {
 
 StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream* console) {
   RunLock lock(r);
-  const auto ckpt = train::newest_checkpoint(r);
+  const auto ckpt = source_model(r, r.generate.source, recipe::Stage::Generate);
   const auto path = fs::path(r.run.out_dir) / "samples.jsonl";
   MadeFrom made_from = recipe_part(r, {"generate.", "run.seed"});
-  made_from["checkpoint"] = checkpoint_identity(ckpt);
+  add_model(made_from, ckpt);
   add_files(made_from, {recipe::tokenizer_path(r)});
   const auto fresh = freshness(force, path, read_stage_record(r.run.out_dir, "generate"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} holds samples of {}", path.string(), ckpt.string())};

@@ -318,6 +318,7 @@ struct GenerateConfig {
   int64_t top_k = 50;
   double top_p = 1.0;
   std::vector<std::string> stop;
+  ModelSource source = ModelSource::Auto;
 };
 
 template <class V>
@@ -329,6 +330,9 @@ void visit(V& v, GenerateConfig& c) {
   v.field("top_p", c.top_p, "Nucleus sampling: smallest set of tokens with this much probability.",
           in_open_closed(0.0, 1.0));
   v.field("stop", c.stop, "Strings that end a generation.");
+  v.field("source", c.source, "Model to sample from: checkpoint (the newest), pruned, quantized, or auto (the "
+                              "output of the nearest earlier prune or quantize stage of the pipeline, else the "
+                              "checkpoint).");
 }
 
 /// A whole recipe: what `lathe run` executes and every stage command reads.
