@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -191,6 +192,80 @@ TEST_CASE("prune: removing heads and neurons computes what masking them computes
     const auto loaded = lathe::models::load_model(dir.path() / "model.safetensors");
     CHECK(loaded.options().n_head == 2);
     CHECK((logits(loaded, ids) - want).abs().max().item<double>() <= 1e-5);
+  }
+}
+
+TEST_CASE("prune: heads and neurons are ranked by their L2 norm or by Taylor |w * grad|", "[prune]") {
+  torch::manual_seed(2);
+  AnyModel model = lathe::models::make_model(ModelKind::Gpt, tiny("gpt"));
+  const int64_t H = 4, D = 8, F = 128;
+  const auto qkv = layer_params(model, "attn.qkv.weight"), proj = layer_params(model, "attn.proj.weight");
+  const auto fc = layer_params(model, "mlp.fc.weight"), down = layer_params(model, "mlp.proj.weight");
+  std::vector<int64_t> strong;  // the neurons l2 must keep: all but every fourth
+  for (int64_t j = 0; j < F; ++j)
+    if (j % 4 != 0) strong.push_back(j);
+  {  // weaken head 1 and every fourth neuron of each layer
+    torch::NoGradGuard no_grad;
+    for (std::size_t l = 0; l < qkv.size(); ++l) {
+      for (int64_t part = 0; part < 3; ++part) qkv[l].narrow(0, part * H * D + 1 * D, D).mul_(1e-3);
+      proj[l].narrow(1, 1 * D, D).mul_(1e-3);
+      for (int64_t j = 0; j < F; j += 4) {
+        fc[l].narrow(0, j, 1).mul_(1e-3);
+        down[l].narrow(1, j, 1).mul_(1e-3);
+      }
+    }
+  }
+  PruneOptions o;
+  o.method = PruneMethod::Structured;
+  o.heads = 0.25;
+  o.neurons = 0.25;
+  const auto l2 = lathe::compress::plan_structured(model, o);
+  for (std::size_t l = 0; l < qkv.size(); ++l) {
+    CHECK(l2.heads[l] == std::vector<int64_t>{0, 2, 3});
+    CHECK(l2.neurons[l] == strong);
+  }
+
+  // Taylor, on a model left as initialised: gradients of the next-token loss on one batch; the
+  // reference sums |w * grad| over each unit's rows and columns one unit at a time.
+  torch::manual_seed(4);
+  AnyModel fresh = lathe::models::make_model(ModelKind::Gpt, tiny("gpt"));
+  const auto ids = at::randint(0, 64, {2, 16}, at::kLong);
+  auto backward = [&] {
+    auto out = fresh.gpt->forward(ids);
+    at::cross_entropy_loss(out.narrow(1, 0, 15).reshape({-1, 64}), ids.narrow(1, 1, 15).reshape({-1})).backward();
+  };
+  lathe::compress::Calibration calibration{1, [&](int64_t, bool) { backward(); }};
+  o.score = PruneScore::Taylor;
+  const auto taylor = lathe::compress::plan_structured(fresh, o, &calibration);
+  o.score = PruneScore::L2;
+  const auto by_norm = lathe::compress::plan_structured(fresh, o);
+  fresh.module()->zero_grad();
+  backward();
+  const auto f_qkv = layer_params(fresh, "attn.qkv.weight"), f_proj = layer_params(fresh, "attn.proj.weight");
+  const auto f_fc = layer_params(fresh, "mlp.fc.weight"), f_down = layer_params(fresh, "mlp.proj.weight");
+  auto score = [](const at::Tensor& w) { return (w * w.grad()).abs(); };
+  auto keep_best = [](const std::vector<double>& s, std::size_t keep) {
+    std::vector<int64_t> idx(s.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return s[a] > s[b]; });
+    idx.resize(keep);
+    std::sort(idx.begin(), idx.end());
+    return idx;
+  };
+  for (std::size_t l = 0; l < f_qkv.size(); ++l) {
+    std::vector<double> heads, neurons;
+    for (int64_t h = 0; h < H; ++h) {
+      double total = score(f_proj[l]).narrow(1, h * D, D).sum().item<double>();
+      for (int64_t part = 0; part < 3; ++part)
+        total += score(f_qkv[l]).narrow(0, part * H * D + h * D, D).sum().item<double>();
+      heads.push_back(total);
+    }
+    for (int64_t j = 0; j < F; ++j)
+      neurons.push_back(score(f_fc[l]).narrow(0, j, 1).sum().item<double>() +
+                        score(f_down[l]).narrow(1, j, 1).sum().item<double>());
+    CHECK(taylor.heads[l] == keep_best(heads, 3));
+    CHECK(taylor.neurons[l] == keep_best(neurons, 96));
+    CHECK(taylor.neurons[l] != by_norm.neurons[l]);  // gradients rank otherwise than norms
   }
 }
 

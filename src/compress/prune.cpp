@@ -87,18 +87,10 @@ std::vector<int64_t> group_heads(const nn::AttentionOptions& o, int64_t g) {
   return out;
 }
 
-/// Importance of one unit: the L2 norm of its weights, or Taylor's sum |w * grad| over them.
-double unit_score(PruneScore score, const std::vector<std::pair<at::Tensor, at::Tensor>>& parts) {
-  double total = 0;
-  for (const auto& [w, g] : parts) {
-    if (score == PruneScore::Taylor) {
-      if (!g.defined()) throw std::logic_error("taylor scores need gradients from the calibration batches");
-      total += (w * g).abs().sum().item<double>();
-    } else {
-      total += w.pow(2).sum().item<double>();
-    }
-  }
-  return score == PruneScore::Taylor ? total : std::sqrt(total);
+/// A tensor's values as doubles, on the host.
+std::vector<double> host_values(const at::Tensor& t) {
+  const auto c = t.to(at::kCPU, at::kDouble).contiguous();
+  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
 }
 
 /// Keeps the `keep` best-scored of `scores`, ascending.
@@ -310,35 +302,40 @@ StructuredPlan plan_structured(models::AnyModel& model, const PruneOptions& o, c
     for (int64_t i = 0; i < calibration->batches; ++i) calibration->run(i, /*backward=*/true);
   }
   torch::NoGradGuard no_grad;
-  auto part = [&](const at::Tensor& w, int64_t dim, const at::Tensor& idx) {
-    auto g = w.grad();
-    const auto i = idx.to(w.device());
-    return std::make_pair(w.index_select(dim, i), g.defined() ? g.index_select(dim, i) : at::Tensor());
+  // Each weight's share of a unit's importance: w^2 (the unit's L2 norm is the root of the
+  // sum) or Taylor's |w * grad| (summed as is).
+  auto contribution = [&](const at::Tensor& w) {
+    auto x = w.detach().to(at::kDouble);
+    if (score != PruneScore::Taylor) return x.pow(2);
+    if (!w.grad().defined()) throw std::logic_error("taylor scores need gradients from the calibration batches");
+    return (x * w.grad().to(at::kDouble)).abs();
   };
+  auto finish = [&](const at::Tensor& total) { return host_values(score == PruneScore::Taylor ? total : total.sqrt()); };
   StructuredPlan plan;
   for (const auto& site : attn) {
     const auto& ao = site.module->options;
-    const int64_t units = ao.kv_heads();  // key/value groups; a group is one head without GQA
-    const int64_t removed = removed_units(o.heads, units, "heads", ao.kv_heads() == ao.n_head ? "heads" : "key/value groups");
-    std::vector<double> scores;
-    for (int64_t g = 0; g < units; ++g) {
-      const auto q = group_heads(ao, g);
-      scores.push_back(unit_score(score, {part(site.module->qkv->weight, 0, qkv_rows(ao, q, {g})),
-                                          part(site.module->proj->weight, 1, head_columns(ao, q))}));
-    }
+    const int64_t H = ao.n_head, Hkv = ao.kv_heads(), D = ao.head_dim();
+    // The unit is a key/value group (its key and value heads and the query heads sharing
+    // them); without GQA that is one head.
+    const int64_t removed = removed_units(o.heads, Hkv, "heads", Hkv == H ? "heads" : "key/value groups");
+    const auto rows = contribution(site.module->qkv->weight).sum(1);  // ((H + 2 Hkv) * D)
+    const auto cols = contribution(site.module->proj->weight).sum(0);  // (H * D)
+    const auto q = (rows.narrow(0, 0, H * D) + cols).view({H, D}).sum(1);
+    const auto k = rows.narrow(0, H * D, Hkv * D).view({Hkv, D}).sum(1);
+    const auto v = rows.narrow(0, (H + Hkv) * D, Hkv * D).view({Hkv, D}).sum(1);
     std::vector<int64_t> heads;
-    for (auto g : best(scores, units - removed))
+    for (auto g : best(finish(q.view({Hkv, H / Hkv}).sum(1) + k + v), Hkv - removed))
       for (auto h : group_heads(ao, g)) heads.push_back(h);
     plan.heads.push_back(heads);
   }
   for (const auto& site : mlp) {
     const auto& mo = site.module->options;
-    const int64_t removed = removed_units(o.neurons, mo.d_ff, "neurons", "neurons");
-    std::vector<double> scores;
-    for (int64_t j = 0; j < mo.d_ff; ++j)
-      scores.push_back(unit_score(score, {part(site.module->fc->weight, 0, neuron_rows(mo, {j})),
-                                          part(site.module->proj->weight, 1, at::tensor({j}, at::kLong))}));
-    plan.neurons.push_back(best(scores, mo.d_ff - removed));
+    const int64_t F = mo.d_ff;
+    const int64_t removed = removed_units(o.neurons, F, "neurons", "neurons");
+    const auto rows = contribution(site.module->fc->weight).sum(1);  // (F), SwiGLU (2 F): gate, then up
+    auto per = rows.narrow(0, 0, F) + contribution(site.module->proj->weight).sum(0);
+    if (mo.activation == nn::Activation::SwiGlu) per = per + rows.narrow(0, F, F);
+    plan.neurons.push_back(best(finish(per), F - removed));
   }
   if (score == PruneScore::Taylor) model.module()->zero_grad(/*set_to_none=*/true);
   return plan;
