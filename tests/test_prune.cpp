@@ -5,7 +5,10 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <csignal>
+#include <thread>
 #include <map>
 #include <numeric>
 #include <set>
@@ -384,6 +387,68 @@ TEST_CASE("prune: the prune stage prunes, fine-tunes, reports, and eval and expo
   lathe::pipeline::run_pipeline(r, {}, changed);
   CHECK_THAT(changed.str(), Catch::Contains("prune.sparsity: 0.5 -> 0.75"));
   CHECK(json::parse(lathe::test::read_file(out / "prune.json"))["sparsity"]["overall"].get<double>() == 0.75);
+}
+
+TEST_CASE("prune: an interrupted fine-tune resumes with its masks", "[prune][train]") {
+  lathe::test::Corpus corpus;
+  TempDir out;
+  const auto recipe = out.write(
+      "r.yaml", corpus.recipe(out.path() / "run", "max_steps: 2, batch_size: 2, log_every: 1, eval_every: 0, save_every: 0",
+                              "prune: {sparsity: 0.5, finetune_steps: 100000}\neval: {batches: 1}\n"));
+  auto r = lathe::test::prepared(lathe::test::read_file(recipe));
+  lathe::pipeline::run_train_stage(r, false);
+  lathe::test::Child child({LATHE_CLI, "prune", recipe.string()});
+  const auto metrics = out.path() / "run/pruned/finetune/metrics.jsonl";
+  for (int i = 0; i < 600 && (!fs::exists(metrics) || lathe::test::lines(lathe::test::read_file(metrics)).size() < 4); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  child.signal(SIGTERM);
+  const auto res = child.wait();
+  INFO(res.out + res.err);
+  CHECK(res.code == 3);
+  CHECK_THAT(res.out, Catch::Contains("fine-tune interrupted at step"));
+  const auto ckpts = lathe::train::list_checkpoints(out.path() / "run/pruned/finetune/checkpoints");
+  REQUIRE(ckpts.size() == 1);
+  const int64_t step = lathe::train::checkpoint_step(ckpts.front());
+  CHECK(step >= 3);
+  CHECK_FALSE(fs::exists(out.path() / "run/prune.json"));
+
+  // Run again, to a nearer end: the fine-tune resumes from its checkpoint, masks and all.
+  r.prune.finetune_steps = step + 2;
+  std::ostringstream log;
+  const auto result = lathe::pipeline::run_prune_stage(r, false, {&log, false});
+  INFO(log.str());
+  CHECK_FALSE(result.interrupted);
+  CHECK_THAT(log.str(), Catch::Contains(fmt::format("resumed from {} (step {})", ckpts.front().string(), step)));
+  CHECK(lathe::train::checkpoint_step(lathe::train::list_checkpoints(out.path() / "run/pruned/finetune/checkpoints").back()) ==
+        step + 2);
+  const auto pruned = lathe::models::load_model(out.path() / "run/pruned/model.safetensors");
+  for (const auto& l : lathe::compress::measure_sparsity(pruned, {})) CHECK(l.zeros * 2 == l.size);
+}
+
+TEST_CASE("prune: a Hugging Face directory is pruned and exported like a checkpoint", "[prune][train]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "batch_size: 4"));
+  torch::manual_seed(8);
+  auto model = lathe::models::make_model(ModelKind::Gpt, r.model.options(400));
+  lathe::models::save_hf(model.gpt, dir.path() / "hf");
+  r.pipeline = {lathe::recipe::Stage::Prune, lathe::recipe::Stage::Export};
+  r.prune.checkpoint = (dir.path() / "hf").string();
+  r.prune.method = PruneMethod::Structured;
+  r.prune.neurons = 0.5;
+  r.prune.score = PruneScore::Taylor;
+  r.prune.calibration_batches = 2;
+  r.eval.batches = 1;
+  r.export_.format = lathe::recipe::ExportFormat::Hf;
+  std::ostringstream log;
+  lathe::pipeline::run_pipeline(r, {}, log);
+  INFO(log.str());
+  const fs::path out = r.run.out_dir;
+  const auto report = json::parse(lathe::test::read_file(out / "prune.json"));
+  CHECK(report["pruned"]["parameters"].get<int64_t>() < report["before"]["parameters"].get<int64_t>());
+  CHECK(report["speedup"].get<double>() > 0);
+  CHECK(json::parse(lathe::test::read_file(out / "export" / "config.json"))["n_inner"] == 64);
+  CHECK(lathe::test::read_file(out / "export" / "tokenizer.json") == lathe::test::read_file(out / "tokenizer.json"));
 }
 
 TEST_CASE("prune: gradual pruning reaches its target on the cubic schedule", "[prune][train]") {

@@ -211,8 +211,9 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
 
   std::optional<Measured> tuned;
   if (po.finetune_steps > 0) {
-    // The fine-tune is a run of its own under pruned/finetune, resumed when interrupted and
-    // started afresh when what it continues has changed.
+    // The fine-tune is a run of its own under pruned/finetune, resumed when interrupted (also
+    // with another finetune_steps, as train.max_steps) and started afresh when what it
+    // continues has changed.
     recipe::Recipe ft = r;
     ft.pipeline = {Stage::Train};
     ft.run.out_dir = (dir / "finetune").string();
@@ -226,10 +227,12 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
     ft.train.max_steps = po.finetune_steps;
     ft.train.resume = "auto";
     ft.schedule.warmup_steps = std::min(r.schedule.warmup_steps, po.finetune_steps / 10);
+    MadeFrom continues = made_from;
+    continues.erase("prune.finetune_steps");
     const auto recorded = read_stage_record(r.run.out_dir, "prune.finetune");
-    if (force || !recorded || *recorded != made_from) io::remove_owned(ft.run.out_dir);
+    if (force || !recorded || *recorded != continues) io::remove_owned(ft.run.out_dir);
     io::claim(ft.run.out_dir);
-    write_stage_record(r.run.out_dir, "prune.finetune", made_from);
+    write_stage_record(r.run.out_dir, "prune.finetune", continues);
     train::Trainer trainer(ft, {console.out, console.is_tty, /*handle_signals=*/true, sparsity});
     const auto rep = trainer.run();
     if (rep.interrupted)
