@@ -495,6 +495,8 @@ TEST_CASE("prune: bad settings are refused with the key to change", "[prune][err
              Catch::Contains("gradual pruning ranks by magnitude"));
   CHECK_THAT(problem("{schedule: gradual}"), Catch::Contains("set finetune_steps"));
   CHECK_THAT(problem("{method: magnitude, heads: 0.5}"), Catch::Contains("heads and neurons are for method: structured"));
+  CHECK_THAT(problem("{method: structured, neurons: 0.5, skip_modules: [blocks.0.*]}"),
+             Catch::Contains("prune.skip_modules: structured pruning removes as many heads"));
   CHECK(problem("{method: structured, heads: 0.25, score: taylor}") == "no error");
 
   AnyModel model = lathe::models::make_model(ModelKind::Gpt, tiny("gpt"));

@@ -208,7 +208,7 @@ TEST_CASE("train: a resumed run gives bit-identical losses and weights", "[train
   fs::remove_all(ckpts.back());
   rb.train.resume = "auto";
   std::ostringstream log;
-  Trainer resumed(rb, {&log, false, true});
+  Trainer resumed(rb, {&log, false, true, nullptr});
   CHECK(resumed.state().step == 6);
   const auto rep = resumed.run();
   CHECK(rep.start_step == 6);
@@ -248,7 +248,7 @@ TEST_CASE("train: an unreadable newest checkpoint is skipped with a warning", "[
         std::string::npos);
   r.train.resume = "auto";
   std::ostringstream log;
-  Trainer t(r, {&log, false, true});
+  Trainer t(r, {&log, false, true, nullptr});
   CHECK(t.state().step == 2);
   CHECK(log.str().find("warning: skipping checkpoint " + ckpts.back().string()) != std::string::npos);
   // A directory that is not a checkpoint, named explicitly, is an error naming the file.
@@ -259,7 +259,7 @@ TEST_CASE("train: an unreadable newest checkpoint is skipped with a warning", "[
   fs::resize_file(ckpts.front() / "model.safetensors", 100);
   r.train.resume = "auto";
   std::ostringstream quiet;
-  CHECK(lathe::test::error_of([&] { Trainer none(r, {&quiet, false, true}); }) ==
+  CHECK(lathe::test::error_of([&] { Trainer none(r, {&quiet, false, true, nullptr}); }) ==
         (out.path() / "checkpoints").string() +
             " holds checkpoints, but none of them loads (see the warnings above): move them away, start over with "
             "--force, or choose another run.out_dir");
@@ -302,7 +302,7 @@ TEST_CASE("train: non-finite losses stop the run or skip exactly the bad steps",
   r.data.shard_dir = lathe::recipe::shard_dir(r).string();
   r.run.out_dir = (out.path() / "skip").string();
   std::ostringstream log;
-  const auto rep = Trainer(r, {&log, false, true}).run();
+  const auto rep = Trainer(r, {&log, false, true, nullptr}).run();
   CHECK(rep.skipped_steps == static_cast<int64_t>(bad.size()));
   CHECK(log.str().find(fmt::format("step {}: step skipped: the loss is nan (train.nan_policy: skip)",
                                    *bad.begin() + 1)) != std::string::npos);
@@ -581,7 +581,7 @@ TEST_CASE("train: a validation split smaller than one batch is evaluated as one 
   // 1024 windows per batch; the validation split holds far fewer.
   auto r = prepared(corpus.recipe(out.path(), "max_steps: 2, batch_size: 1024, eval_every: 2, eval_batches: 4"));
   std::ostringstream log;
-  Trainer t(r, {&log, false, true});
+  Trainer t(r, {&log, false, true, nullptr});
   const auto rep = t.run();
   INFO(log.str());
   CHECK(log.str().find("the val split holds ") != std::string::npos);

@@ -154,6 +154,9 @@ std::vector<models::OptionProblem> PruneOptions::problems() const {
     out.push_back({{"scope", "method"}, "scope is for magnitude and wanda; " + name(method) + " has its own groups"});
   if (method == PruneMethod::Structured && heads == 0 && neurons == 0)
     out.push_back({{"heads", "neurons"}, "structured pruning removes nothing: set heads or neurons (a share)"});
+  if (method == PruneMethod::Structured && !skip_modules.empty())
+    out.push_back({{"skip_modules", "method"}, "structured pruning removes as many heads and neurons from every layer "
+                                               "(the model keeps one config), so no module can be skipped"});
   if (method != PruneMethod::Structured && (heads > 0 || neurons > 0))
     out.push_back({{heads > 0 ? "heads" : "neurons", "method"}, "heads and neurons are for method: structured"});
   if (schedule == PruneSchedule::Gradual) {

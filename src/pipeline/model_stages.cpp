@@ -73,7 +73,7 @@ StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOp
       }
     }
   }
-  train::Trainer trainer(r, {console.out, console.is_tty, /*handle_signals=*/true});
+  train::Trainer trainer(r, {console.out, console.is_tty, /*handle_signals=*/true, /*sparsity=*/nullptr});
   const auto rep = trainer.run();
   std::string val;
   for (const auto& [k, v] : rep.val) val += fmt::format(", val {} {:.4f}", k, v);

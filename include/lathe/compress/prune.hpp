@@ -98,8 +98,8 @@ void visit(V& v, PruneOptions& c) {
   v.field("finetune_steps", c.finetune_steps, "Training steps after pruning (optimizer settings of the recipe), "
                                               "with pruned weights held at zero.",
           at_least(0));
-  v.field("skip_modules", c.skip_modules, "Parameter roles (matrix, head_block, ...) or module path patterns "
-                                          "(blocks.0.*) left dense.");
+  v.field("skip_modules", c.skip_modules, "magnitude, wanda, n_m: parameter roles (matrix, head_block, ...) or "
+                                          "module path patterns (blocks.0.*) left dense.");
 }
 
 /// Runs the calibration batches through the model: forward of batch `index`, and backward of
