@@ -457,7 +457,7 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
       std::map<std::string, at::Tensor> masks;
       for (const auto& [name, t] : resume->tensors)
         if (name.starts_with("mask.")) masks[name.substr(5)] = t.to(device_, at::kBool);
-      if (!masks.empty() || !sp->masks.empty()) sp->masks = std::move(masks);
+      sp->masks = std::move(masks);
     }
     for (auto& [name, mask] : sp->masks) mask = mask.to(device_, at::kBool);
     hold_masks(*sp, model_, *impl_->optimizer);
