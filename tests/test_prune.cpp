@@ -19,6 +19,7 @@
 
 #include "lathe/compress/prune.hpp"
 #include "lathe/io/safetensors.hpp"
+#include "lathe/models/generate.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/nn/linear.hpp"
@@ -195,6 +196,16 @@ TEST_CASE("prune: removing heads and neurons computes what masking them computes
     const auto loaded = lathe::models::load_model(dir.path() / "model.safetensors");
     CHECK(loaded.options().n_head == 2);
     CHECK((logits(loaded, ids) - want).abs().max().item<double>() <= 1e-5);
+    if (kind == ModelKind::Gpt) {  // the KV cache takes the pruned shapes: cached decoding = recomputing
+      lathe::models::SamplingOptions greedy;
+      greedy.temperature = 0;
+      greedy.max_new_tokens = 8;
+      auto gpt = loaded.gpt;
+      const auto cached = lathe::models::generate(gpt, {1, 2, 3}, greedy).tokens;
+      greedy.use_cache = false;
+      CHECK(cached == lathe::models::generate(gpt, {1, 2, 3}, greedy).tokens);
+      CHECK(cached.size() == 8);
+    }
   }
 }
 
