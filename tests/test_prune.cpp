@@ -462,6 +462,41 @@ TEST_CASE("prune: a Hugging Face directory is pruned and exported like a checkpo
   CHECK(lathe::test::read_file(out / "export" / "tokenizer.json") == lathe::test::read_file(out / "tokenizer.json"));
 }
 
+TEST_CASE("prune: a BERT masked LM is pruned by the stage and exported to transformers", "[prune][train][reference]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  auto r = lathe::test::prepared(fmt::format(
+      R"(pipeline: [tokenizer, data, train, prune, eval, export]
+run: {{out_dir: {}, seed: 3, device: cpu}}
+tokenizer: {{type: wordpiece, vocab_size: 300, lowercase: true, special_tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]}}
+data: {{train_files: [{}], seq_len: 32, val_fraction: 0.1}}
+model: {{arch: bert, n_layer: 2, n_head: 2, d_model: 32, max_seq_len: 32, dropout: 0.0, attn_dropout: 0.0}}
+schedule: {{warmup_steps: 1}}
+train: {{task: masked_lm, max_steps: 3, batch_size: 8, eval_batches: 1}}
+prune: {{method: structured, neurons: 0.5, score: taylor, calibration_batches: 2, finetune_steps: 2}}
+eval: {{batches: 2}}
+export: {{format: hf}}
+)",
+      (dir.path() / "run").string(), corpus.text.string()));
+  std::ostringstream log;
+  lathe::pipeline::run_pipeline(r, {}, log);
+  INFO(log.str());
+  const fs::path out = r.run.out_dir;
+  const auto report = json::parse(lathe::test::read_file(out / "prune.json"));
+  CHECK(report["fine_tuned"]["metrics"].contains("perplexity"));
+  const auto pruned = lathe::models::load_model(out / "pruned" / "model.safetensors");
+  CHECK(pruned.kind == ModelKind::BertMaskedLm);
+  CHECK(pruned.options().ff_width() == 64);
+  CHECK(json::parse(lathe::test::read_file(out / "export" / "config.json"))["intermediate_size"] == 64);
+  // transformers runs the exported encoder as lathe runs the pruned one.
+  const auto ids = at::randint(5, 300, {2, 32}, at::kLong);
+  lathe::io::save_safetensors(dir.path() / "ref.safetensors", {{"input_ids", ids}});
+  lathe::test::run_reference("hf_models.py", {"logits", (out / "export").string(), (dir.path() / "ref.safetensors").string(),
+                                              (dir.path() / "out.safetensors").string()});
+  const auto theirs = lathe::io::load_safetensors(dir.path() / "out.safetensors").at("logits");
+  CHECK((theirs - logits(pruned, ids)).abs().max().item<double>() <= 1e-4);
+}
+
 TEST_CASE("prune: gradual pruning reaches its target on the cubic schedule", "[prune][train]") {
   PruneOptions o;
   o.sparsity = 0.8;
