@@ -151,6 +151,9 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   auto model = models::load_model(ckpt, kind, labels);
   model.module()->to(device);
   auto tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), recipe::vocab_lowercase(r));
+  if (tok->vocab_size() > model.vocab_size())
+    throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model in {} has {} embedding rows",
+                            tok->vocab_size(), ckpt.string(), model.vocab_size()));
   auto data = train::make_task_data(r, *tok);
   if (data->val_batches() == 0)
     throw Error("the prune stage reports validation metrics before and after, and the validation split holds no "
@@ -159,15 +162,15 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   recipe::Recipe on_val = r;
   on_val.eval.split = recipe::Split::Val;
   const bool structured = po.method == compress::PruneMethod::Structured;
-  auto measure = [&](const fs::path& path, const models::AnyModel& m) {
+  auto measure = [&](const models::AnyModel& m) {
     Measured out;
     out.parameters = models::parameter_count(*m.module());
     const auto all = compress::measure_sparsity(m, po.skip_modules).back();
     out.nonzero = all.size - all.zeros;
-    out.metrics = train::evaluate_checkpoint(on_val, path).metrics;
+    out.metrics = train::evaluate_model(on_val, m, *data, device).metrics;
     return out;
   };
-  auto before = measure(ckpt, model);
+  auto before = measure(model);
 
   compress::Calibration calibration{po.calibration_batches, [&](int64_t i, bool backward) {
                                       const auto batch = train::to_device(data->train_batch(static_cast<uint64_t>(i)), device);
@@ -207,7 +210,7 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   }
   say("prune: " + what);
   models::save_model(pruned, oneshot_file);
-  auto oneshot = measure(oneshot_file, pruned);
+  auto oneshot = measure(pruned);
 
   std::optional<Measured> tuned;
   if (po.finetune_steps > 0) {
@@ -240,7 +243,7 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
     auto final_model = models::load_model(rep.checkpoint, kind, labels);
     models::save_model(final_model, model_file);
     final_model.module()->to(device);
-    tuned = measure(model_file, final_model);
+    tuned = measure(final_model);
   } else {
     models::save_model(pruned, model_file);
   }

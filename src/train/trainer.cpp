@@ -727,13 +727,18 @@ EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoi
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
   model.module()->to(device);
   auto data = make_task_data(r, *tok, r.eval.split);
-  const int64_t n = std::min(r.eval.batches, data->val_batches());
-  if (n == 0) throw Error("no " + std::string(recipe::enum_name(r.eval.split)) + " data to evaluate on");
-  const auto acc = evaluate_batches(model, *data, n, r.train.precision, device);
-  EvalResult result{acc.metrics(r.model.num_labels), n, acc.count};
+  auto result = evaluate_model(r, model, *data, device);
   if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
     result.metrics["unigram_loss"] = unigram_loss(r, *tok);
   return result;
+}
+
+EvalResult evaluate_model(const recipe::Recipe& r, const models::AnyModel& model, const TaskData& data,
+                          const at::Device& device) {
+  const int64_t n = std::min(r.eval.batches, data.val_batches());
+  if (n == 0) throw Error("no " + std::string(recipe::enum_name(r.eval.split)) + " data to evaluate on");
+  const auto acc = evaluate_batches(model, data, n, r.train.precision, device);
+  return {acc.metrics(r.model.num_labels), n, acc.count};
 }
 
 }  // namespace lathe::train

@@ -102,6 +102,11 @@ struct EvalResult {
 /// directory and evaluates eval.batches batches of eval.split.
 EvalResult evaluate_checkpoint(const recipe::Recipe& recipe, const std::filesystem::path& checkpoint);
 
+/// Evaluates `model` (already on `device`) on eval.batches of `data`'s evaluation batches, as
+/// evaluate_checkpoint does after loading (without the unigram baseline).
+EvalResult evaluate_model(const recipe::Recipe& recipe, const models::AnyModel& model, const TaskData& data,
+                          const at::Device& device);
+
 /// The newest checkpoint directory of a run, or throws naming the directory searched.
 std::filesystem::path newest_checkpoint(const recipe::Recipe& recipe);
 
