@@ -292,12 +292,16 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
                              model_file.string())};
 }
 
+std::string export_problem(const recipe::Recipe& r) {
+  if (r.export_.format == recipe::ExportFormat::Hf) return {};
+  return fmt::format("export.format: {}: this build of lathe exports Hugging Face directories only; set "
+                     "export.format: hf",
+                     enum_name(r.export_.format));
+}
+
 StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   RunLock lock(r);
-  if (r.export_.format != recipe::ExportFormat::Hf)
-    throw Error(fmt::format("export.format: {}: this build of lathe exports Hugging Face directories only; set "
-                            "export.format: hf",
-                            enum_name(r.export_.format)));
+  if (const auto problem = export_problem(r); !problem.empty()) throw Error(problem);
   const auto src = source_model(r, r.export_.source, Stage::Export);
   const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
   const auto config = out / "config.json";

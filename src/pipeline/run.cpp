@@ -32,10 +32,8 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
   log << fmt::format("run '{}': {} (out_dir {})\n", recipe.run.name, plan, recipe.run.out_dir);
   const bool exports = std::find(recipe.pipeline.begin(), recipe.pipeline.end(), recipe::Stage::Export) !=
                        recipe.pipeline.end();
-  if (exports && recipe.export_.format != recipe::ExportFormat::Hf) {
-    const auto msg = fmt::format("export.format: {}: this build of lathe exports Hugging Face directories only; set "
-                                 "export.format: hf (nothing was run)",
-                                 recipe::enum_name(recipe.export_.format));
+  if (const auto problem = exports ? export_problem(recipe) : ""; !problem.empty()) {
+    const auto msg = problem + " (nothing was run)";
     if (!options.dry_run) throw Error(msg);
     log << msg << "\n";
   }

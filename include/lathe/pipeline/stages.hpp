@@ -101,6 +101,10 @@ StageResult run_prune_stage(const recipe::Recipe& recipe, bool force, const Cons
 /// (config.json, model.safetensors, tokenizer.json) to export.path (default <out_dir>/export).
 StageResult run_export_stage(const recipe::Recipe& recipe, bool force);
 
+/// Why this build cannot run the recipe's export section (an export format it lacks); empty
+/// when it can.
+std::string export_problem(const recipe::Recipe& recipe);
+
 struct Sample {
   std::string prompt;
   std::string text;           // the continuation (cut at a stop string)
