@@ -87,15 +87,6 @@ Recipe load(const cxxopts::ParseResult& r) {
   return lathe::recipe::load_recipe(required(r, "recipe", "RECIPE"), overrides(r));
 }
 
-/// For commands whose capability arrives in a later release: the options are already parsed
-/// (so --help and usage errors behave), and the recipe is validated, before saying so.
-std::function<int(const cxxopts::ParseResult&)> unavailable(std::string what) {
-  return [what = std::move(what)](const cxxopts::ParseResult& r) {
-    load(r);
-    std::cerr << fmt::format("lathe: {} is not available in lathe {} yet\n", what, lathe::build::kVersion);
-    return kFailed;
-  };
-}
 
 // ---------------------------------------------------------------------------------- commands
 
@@ -174,6 +165,14 @@ int cmd_prune(const cxxopts::ParseResult& r) {
       lathe::pipeline::run_prune_stage(recipe, r.count("force") > 0 || recipe.run.force, {&std::cout, stdout_is_tty()});
   std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
   return result.interrupted ? kInterrupted : kOk;
+}
+
+int cmd_quantize(const cxxopts::ParseResult& r) {
+  Recipe recipe = load(r);
+  const auto result = lathe::pipeline::run_quantize_stage(recipe, r.count("force") > 0 || recipe.run.force,
+                                                          {&std::cout, stdout_is_tty()});
+  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return kOk;
 }
 
 int cmd_export(const cxxopts::ParseResult& r) {
@@ -431,7 +430,9 @@ std::vector<Command> commands() {
       {"prune", "RECIPE", "Prune a checkpoint (prune: section), fine-tune it, report before/after",
        with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Prune again even if the pruned model exists"); }),
        cmd_prune},
-      {"quantize", "RECIPE", "Quantize a checkpoint", with_recipe(), unavailable("quantization")},
+      {"quantize", "RECIPE", "Quantize a checkpoint (quantize: section), report size, accuracy and latency before/after",
+       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Quantize again even if the quantized model exists"); }),
+       cmd_quantize},
       {"export", "RECIPE", "Export to a Hugging Face directory (export.format: hf)",
        with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Export again even if the export exists"); }),
        cmd_export},

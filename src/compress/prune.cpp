@@ -24,8 +24,7 @@ int64_t rounded(double share, int64_t count) { return static_cast<int64_t>(std::
 /// Every lathe Linear of the model by the name of its weight.
 std::map<std::string, nn::LinearImpl*> linears(const models::AnyModel& model) {
   std::map<std::string, nn::LinearImpl*> out;
-  for (const auto& item : model.module()->named_modules(/*name_prefix=*/"", /*include_self=*/false))
-    if (auto* lin = dynamic_cast<nn::LinearImpl*>(item.value().get())) out[item.key() + ".weight"] = lin;
+  for (const auto& [path, lin] : nn::linear_layers(*model.module())) out[path + ".weight"] = lin;
   return out;
 }
 

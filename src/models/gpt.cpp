@@ -93,7 +93,7 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
 }
 
 torch::Tensor GptImpl::logits(const torch::Tensor& h) {
-  return at::linear(h, lm_head ? lm_head->weight : wte->weight);
+  return lm_head ? lm_head(h) : at::linear(h, wte->weight);
 }
 
 torch::Tensor GptImpl::forward(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {

@@ -12,6 +12,7 @@
 #include "lathe/core/error.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/hf.hpp"
+#include "lathe/nn/linear.hpp"
 
 namespace lathe::models {
 namespace fs = std::filesystem;
@@ -75,6 +76,13 @@ ModelOptions options_from_json(Arch arch, const json& j) {
 
 }  // namespace
 
+std::map<std::string, const nn::QuantizedWeight*> quantized_layers(const AnyModel& model) {
+  std::map<std::string, const nn::QuantizedWeight*> out;
+  for (const auto& [path, lin] : nn::linear_layers(*model.module()))
+    if (lin->quantized()) out[path] = lin->quantized();
+  return out;
+}
+
 std::shared_ptr<torch::nn::Module> AnyModel::module() const {
   switch (kind) {
     case ModelKind::Gpt: return gpt.ptr();
@@ -120,6 +128,14 @@ void save_model(const AnyModel& model, const fs::path& path) {
   if (!model.labels.empty()) meta["labels"] = model.labels;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& item : model.module()->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
+  json quantized = json::object();
+  for (const auto& [path, q] : quantized_layers(model)) {
+    quantized[path] = {{"scheme", enum_name(q->grid().scheme)},
+                       {"group_size", q->grid().group_size},
+                       {"activations", enum_name(q->activations())}};
+    for (const auto& [name, t] : q->stored()) tensors.emplace_back(path + "." + name, t);
+  }
+  if (!quantized.empty()) meta["quantized"] = quantized;
   io::save_safetensors(path, tensors, {{"format", "pt"}, {"lathe.model", meta.dump()}});
 }
 
@@ -165,6 +181,37 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
   std::map<std::string, at::Tensor> stored(st.tensors.begin(), st.tensors.end());
   std::vector<std::string> missing, wrong;
   torch::NoGradGuard no_grad;
+  // Quantized layers first: their float weights then leave the parameters.
+  try {
+    const json meta = json::parse(it->second);
+    if (meta.contains("quantized")) {
+      const auto all = nn::linear_layers(*m.module());
+      const std::map<std::string, nn::LinearImpl*> layers(all.begin(), all.end());
+      for (const auto& [path, q] : meta.at("quantized").items()) {
+        auto lin = layers.find(path);
+        if (lin == layers.end()) throw Error("quantized layer '" + path + "' is not a Linear layer of the model");
+        const auto scheme = parse_enum<nn::QuantScheme>(q.at("scheme").get<std::string>());
+        const auto activations = parse_enum<nn::QuantActivations>(q.at("activations").get<std::string>());
+        if (!scheme || !activations) throw Error("quantized layer '" + path + "': unknown scheme " + q.dump());
+        std::map<std::string, at::Tensor> parts;
+        for (const char* name : {"qweight", "scales", "zeros"})
+          if (auto t = stored.find(path + "." + name); t != stored.end()) {
+            parts[name] = t->second;
+            stored.erase(t);
+          }
+        try {
+          lin->second->quantize(nn::QuantizedWeight::from_stored({*scheme, q.at("group_size").get<int64_t>()}, *activations,
+                                                                 parts, lin->second->options.in));
+        } catch (const std::invalid_argument& e) {
+          throw Error("quantized layer '" + path + "': " + e.what());
+        }
+      }
+    }
+  } catch (const json::exception& e) {
+    throw Error(file.string() + ": bad lathe.model metadata: " + e.what());
+  } catch (const std::exception& e) {
+    throw Error(file.string() + ": " + e.what());
+  }
   for (auto& item : m.module()->named_parameters()) {
     auto it = stored.find(item.key());
     if (it == stored.end()) missing.push_back(item.key());
@@ -180,6 +227,8 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
     throw Error(msg);
   }
   if (want && *want != m.kind) {
+    if (!quantized_layers(m).empty())
+      throw Error(file.string() + ": holds a quantized " + m.kind_name() + " model, which cannot become another kind");
     // A masked-LM file starts a classifier: its encoder is copied, the heads stay new.
     if (*want == ModelKind::BertClassifier && m.kind == ModelKind::BertMaskedLm) {
       auto options = m.mlm->bert->options;

@@ -43,7 +43,33 @@ LinearImpl::LinearImpl(const LinearOptions& o) : options(o) {
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   if (input_observer) input_observer(x);
+  if (quantized_) return quantized_->linear(x, bias);
   return at::linear(x, weight, bias);
+}
+
+void LinearImpl::quantize(QuantizedWeight q) {
+  if (q.out() != options.out || q.in() != options.in)
+    throw std::invalid_argument("Linear: a quantized weight of " + std::to_string(q.out()) + " x " +
+                                std::to_string(q.in()) + " for a layer of " + std::to_string(options.out) + " x " +
+                                std::to_string(options.in));
+  quantized_ = std::make_shared<const QuantizedWeight>(std::move(q));
+  // An undefined parameter is skipped by named_parameters(): the float weight is gone.
+  parameters_["weight"] = torch::Tensor();
+  weight = torch::Tensor();
+}
+
+void LinearImpl::dequantize() {
+  if (!quantized_) return;
+  weight = quantized_->dequantize();
+  parameters_["weight"] = weight;
+  quantized_.reset();
+}
+
+std::vector<std::pair<std::string, LinearImpl*>> linear_layers(const torch::nn::Module& model) {
+  std::vector<std::pair<std::string, LinearImpl*>> out;
+  for (const auto& item : model.named_modules(/*name_prefix=*/"", /*include_self=*/false))
+    if (auto* lin = dynamic_cast<LinearImpl*>(item.value().get())) out.emplace_back(item.key(), lin);
+  return out;
 }
 
 EmbeddingImpl::EmbeddingImpl(const EmbeddingOptions& o) : options(o) {

@@ -1,4 +1,4 @@
-// The prune and export stages, and which model a stage reads.
+// The prune, quantize and export stages, and which model a stage reads.
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +12,7 @@
 #include <torch/utils.h>
 
 #include "lathe/compress/prune.hpp"
+#include "lathe/compress/quantize.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
@@ -53,12 +54,10 @@ class GradualSparsity : public train::Sparsity {
   double current_ = -1;
 };
 
-/// Median forward times (ms) of the first validation batch through models `a` and `b`, timed
-/// in turns (a, b, a, b, ...) so both see the same machine state.
-std::pair<double, double> forward_ms(const models::AnyModel& a, const models::AnyModel& b, const train::TaskData& data,
-                                     const at::Device& device) {
+/// Median forward times (ms) of `batch` through models `a` and `b`, timed in turns (a, b, a,
+/// b, ...) so both see the same machine state.
+std::pair<double, double> forward_ms(const models::AnyModel& a, const models::AnyModel& b, const train::Batch& batch) {
   torch::NoGradGuard no_grad;
-  const auto batch = train::to_device(data.val_batch(0), device);
   std::vector<double> ms[2];
   for (int i = 0; i < 12; ++i)
     for (int k = 0; k < 2; ++k) {
@@ -93,6 +92,31 @@ std::string row(const std::string& name, const Measured& m, bool latency) {
   return s;
 }
 
+/// `batch` with its rows repeated (and cut) to `rows`: a latency probe of that batch size.
+train::Batch with_rows(const train::Batch& batch, int64_t rows) {
+  auto fit = [rows](const at::Tensor& t) {
+    if (!t.defined()) return t;
+    std::vector<int64_t> reps(static_cast<std::size_t>(t.dim()), 1);
+    reps[0] = (rows + t.size(0) - 1) / t.size(0);
+    return t.repeat(reps).narrow(0, 0, rows).contiguous();
+  };
+  train::Batch out = batch;
+  out.input_ids = fit(batch.input_ids);
+  out.targets = fit(batch.targets);
+  out.attention_mask = fit(batch.attention_mask);
+  out.token_type_ids = fit(batch.token_type_ids);
+  out.tokens = out.input_ids.numel();
+  return out;
+}
+
+/// Bytes of a model's weights as it holds them: float parameters and quantized weights.
+int64_t weight_bytes(const models::AnyModel& m) {
+  int64_t n = 0;
+  for (const auto& p : m.module()->parameters()) n += p.numel() * static_cast<int64_t>(p.element_size());
+  for (const auto& [path, q] : models::quantized_layers(m)) n += q->bytes();
+  return n;
+}
+
 }  // namespace
 
 fs::path source_model(const recipe::Recipe& r, ModelSource source, Stage reader, const std::string& checkpoint) {
@@ -111,10 +135,12 @@ fs::path source_model(const recipe::Recipe& r, ModelSource source, Stage reader,
         throw Error("no pruned model at " + path.string() + "; run the prune stage first (lathe prune RECIPE)");
       return path;
     }
-    case ModelSource::Quantized:
-      throw Error(fmt::format("the {} stage reads the quantized model, and this build of lathe has no quantize stage; "
-                              "set {}.source: checkpoint or pruned",
-                              enum_name(reader), reader == Stage::Export ? "export" : enum_name(reader)));
+    case ModelSource::Quantized: {
+      const auto path = recipe::quantized_dir(r) / "model.safetensors";
+      if (!fs::exists(path))
+        throw Error("no quantized model at " + path.string() + "; run the quantize stage first (lathe quantize RECIPE)");
+      return path;
+    }
     default: return checkpoint.empty() ? train::newest_checkpoint(r) : fs::path(checkpoint);
   }
 }
@@ -252,7 +278,8 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   auto final_model = models::load_model(model_file, kind, labels);
   if (structured) {  // the pruned and the fine-tuned model have the same shapes
     final_model.module()->to(device);
-    std::tie(before.latency_ms, after.latency_ms) = forward_ms(model, final_model, *data, device);
+    std::tie(before.latency_ms, after.latency_ms) =
+        forward_ms(model, final_model, train::to_device(data->val_batch(0), device));
   }
   const auto layers = compress::measure_sparsity(final_model, po.skip_modules);
   json per_layer = json::object();
@@ -292,6 +319,131 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
                              model_file.string())};
 }
 
+StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
+  RunLock lock(r);
+  const auto& qo = r.quantize;
+  const auto src = source_model(r, qo.source, Stage::Quantize, qo.checkpoint);
+  const auto dir = recipe::quantized_dir(r);
+  const auto model_file = dir / "model.safetensors";
+  const auto report_file = fs::path(r.run.out_dir) / "quantize.json";
+  MadeFrom made_from = recipe_part(r, {"quantize.", "data.seq_len", "data.val_files", "data.val_fraction",
+                                       "train.batch_size", "train.precision", "train.task", "model.num_labels",
+                                       "eval.batches", "run.seed"});
+  add_model(made_from, src);
+  add_files(made_from, {recipe::tokenizer_path(r)});
+  if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
+  const auto fresh = freshness(force, model_file, read_stage_record(r.run.out_dir, "quantize"), made_from);
+  if (fresh.up_to_date) return {true, fmt::format("{} is {} quantized", model_file.string(), src.string())};
+  const auto kind = train::model_kind(r.train.task);
+  const auto labels = kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0;
+  auto model = models::load_model(src, kind, labels);
+  if (const auto done = models::quantized_layers(model); !done.empty())
+    throw Error(fmt::format("{} is already quantized ({}: {}); quantize its float checkpoint instead", src.string(),
+                            done.begin()->first, enum_name(done.begin()->second->grid().scheme)));
+  check_not_input(r, {dir, report_file});
+  io::claim(dir);
+  fs::create_directories(dir);
+  io::claim(model_file);
+  io::claim(report_file);
+  auto say = [&](const std::string& s) {
+    if (console.out) *console.out << s << "\n" << std::flush;
+  };
+
+  const at::Device device(at::kCPU);  // quantized layers run on CPU kernels
+  if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
+  auto tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), recipe::vocab_lowercase(r));
+  if (tok->vocab_size() > model.vocab_size())
+    throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model in {} has {} embedding rows",
+                            tok->vocab_size(), src.string(), model.vocab_size()));
+  auto data = train::make_task_data(r, *tok);
+  if (data->val_batches() == 0)
+    throw Error("the quantize stage reports validation metrics before and after, and the validation split holds no "
+                "batch: set data.val_files or a larger data.val_fraction");
+  recipe::Recipe on_val = r;
+  on_val.eval.split = recipe::Split::Val;
+  const auto reference = models::load_model(src, kind, labels);  // stays float, for the comparison
+  reference.module()->eval();
+  const auto before = train::evaluate_model(on_val, reference, *data, device).metrics;
+
+  compress::Calibration calibration{qo.calibration_batches, [&](int64_t i, bool) {
+                                      torch::NoGradGuard no_grad;
+                                      train::task_loss(model, data->train_batch(static_cast<uint64_t>(i)));
+                                    }};
+  const auto layers = compress::quantize_model(model, qo, &calibration);
+  models::save_model(model, model_file);
+  // What is measured is what eval, generate and export read.
+  const auto quantized = models::load_model(model_file, kind, labels);
+  quantized.module()->eval();
+  const auto after = train::evaluate_model(on_val, quantized, *data, device).metrics;
+  const auto probe = data->val_batch(0);
+  std::map<int64_t, std::pair<double, double>> latency;
+  for (int64_t rows : {1, 8}) latency[rows] = forward_ms(reference, quantized, with_rows(probe, rows));
+
+  int64_t float_bytes = 0, quantized_bytes = 0;
+  json per_layer = json::object();
+  for (const auto& l : layers) {
+    float_bytes += l.float_bytes;
+    quantized_bytes += l.quantized_bytes;
+    per_layer[l.name] = {{"float_bytes", l.float_bytes}, {"quantized_bytes", l.quantized_bytes},
+                         {"weight_error", l.weight_error}};
+    if (l.output_error) per_layer[l.name]["output_error"] = *l.output_error;
+  }
+  std::vector<std::string> kept_float;
+  const auto chosen = compress::quantizable(reference, qo.skip_modules);
+  for (const auto& [path, lin] : nn::linear_layers(*reference.module()))
+    if (std::none_of(chosen.begin(), chosen.end(), [&](const auto& c) { return c.first == path; }))
+      kept_float.push_back(path);
+  const std::string scheme =
+      fmt::format("{} ({}{}{})", enum_name(qo.method), enum_name(qo.algorithm),
+                  qo.method == nn::QuantScheme::Int4WeightOnly ? fmt::format(", groups of {}", qo.group_size) : "",
+                  qo.method == nn::QuantScheme::Int8Dynamic ? "" : fmt::format(", {} activations", enum_name(qo.resolved_activations())));
+  auto side = [&](const std::map<std::string, double>& metrics, const models::AnyModel& m, bool first) {
+    json j = {{"metrics", metrics}, {"weight_bytes", weight_bytes(m)}};
+    for (const auto& [rows, ms] : latency) j["latency_ms"]["batch_" + std::to_string(rows)] = first ? ms.first : ms.second;
+    return j;
+  };
+  json report = {{"source", src.string()},
+                 {"model", model_file.string()},
+                 {"scheme", scheme},
+                 {"settings", json(recipe_part(r, {"quantize."}))},
+                 {"linear_weights", {{"float_bytes", float_bytes}, {"quantized_bytes", quantized_bytes},
+                                     {"ratio", static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes)}}},
+                 {"kept_float", kept_float},
+                 {"layers", per_layer},
+                 {"before", side(before, reference, true)},
+                 {"after", side(after, quantized, false)}};
+  io::write_file_atomic(report_file, report.dump(2) + "\n");
+  write_stage_record(r.run.out_dir, "quantize", made_from);
+
+  say("quantize: " + scheme + ", " + std::to_string(layers.size()) + " Linear layers" +
+      (kept_float.empty() ? "" : ", float: " + fmt::format("{}", fmt::join(kept_float, ", "))));
+  std::string header = fmt::format("  {:<18} {:>10}", "model", "weights MB");
+  for (const auto& key : {"loss", "perplexity", "accuracy"})
+    if (before.count(key)) header += fmt::format(" {:>11}", key);
+  header += fmt::format(" {:>11} {:>11}", "batch 1 ms", "batch 8 ms");
+  say(header);
+  auto line = [&](const std::string& name, const models::AnyModel& m, const std::map<std::string, double>& metrics,
+                  bool first) {
+    std::string s = fmt::format("  {:<18} {:>10.2f}", name, static_cast<double>(weight_bytes(m)) / 1e6);
+    for (const auto& key : {"loss", "perplexity", "accuracy"})
+      if (auto it = metrics.find(key); it != metrics.end()) s += fmt::format(" {:>11.4f}", it->second);
+    for (const auto& [rows, ms] : latency) s += fmt::format(" {:>11.2f}", first ? ms.first : ms.second);
+    return s;
+  };
+  say(line("float", reference, before, true));
+  say(line(std::string(enum_name(qo.method)), quantized, after, false));
+  say(fmt::format("  Linear weights {:.2f} MB -> {:.2f} MB ({:.3f}x)", static_cast<double>(float_bytes) / 1e6,
+                  static_cast<double>(quantized_bytes) / 1e6,
+                  static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes)));
+
+  const char* metric = before.count("perplexity") ? "perplexity" : "accuracy";
+  return {false, fmt::format("{}{}: {} {:.3f} -> {:.3f}, Linear weights {:.3f}x, batch 8 forward {:.2f}x faster -> {}",
+                             fresh.why(), scheme, metric, before.count(metric) ? before.at(metric) : 0.0,
+                             after.count(metric) ? after.at(metric) : 0.0,
+                             static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes),
+                             latency[8].first / latency[8].second, model_file.string())};
+}
+
 std::string export_problem(const recipe::Recipe& r) {
   if (r.export_.format == recipe::ExportFormat::Hf) return {};
   return fmt::format("export.format: {}: this build of lathe exports Hugging Face directories only; set "
@@ -319,6 +471,10 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   fs::create_directories(out);
   for (const auto& f : files) io::claim(f);
   auto model = models::load_model(src, train::model_kind(r.train.task));
+  // transformers has no reader for lathe's integer layout: the weights go out as the float
+  // values the codes stand for.
+  const bool dequantized = !models::quantized_layers(model).empty();
+  for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
   switch (model.kind) {
     case models::ModelKind::Gpt: models::save_hf(model.gpt, out); break;
     case models::ModelKind::BertMaskedLm: models::save_hf(model.mlm, out); break;
@@ -330,8 +486,11 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   text << in.rdbuf();
   io::write_file_atomic(out / tokenizer.filename(), text.str());
   write_stage_record(r.run.out_dir, "export", made_from);
-  return {false, fmt::format("{}{} -> {} (Hugging Face: config.json, model.safetensors, {})", fresh.why(),
-                             src.string(), out.string(), tokenizer.filename().string())};
+  return {false, fmt::format("{}{} -> {} (Hugging Face: config.json, model.safetensors, {}){}", fresh.why(),
+                             src.string(), out.string(), tokenizer.filename().string(),
+                             dequantized ? "; quantized weights written as the float32 values their codes stand for "
+                                           "(transformers reads no lathe integer layout)"
+                                         : "")};
 }
 
 }  // namespace lathe::pipeline

@@ -142,7 +142,7 @@ Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State
   if (s.tok->vocab_size() > s.loaded.vocab_size())
     throw Error(fmt::format("vocabulary mismatch: {} has {} tokens, the model {} has {} embedding rows",
                             req.tokenizer.string(), s.tok->vocab_size(), req.model.string(), s.loaded.vocab_size()));
-  s.loaded.gpt->to(train::resolve_device(req.device));
+  s.loaded.gpt->to(train::model_device(s.loaded, req.device));
   s.eos = s.tok->token_to_id("<|endoftext|>");
   if (s.eos < 0) s.eos = s.tok->token_to_id("[SEP]");
   s.sampling = req.sampling;

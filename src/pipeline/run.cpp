@@ -15,17 +15,9 @@
 
 namespace lathe::pipeline {
 
-std::vector<recipe::Stage> available_stages() {
-  using recipe::Stage;
-  return {Stage::Tokenizer, Stage::Data, Stage::Train, Stage::Prune, Stage::Eval, Stage::Generate, Stage::Export};
-}
-
 RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log) {
   RunReport report;
   report.recipe_path = std::filesystem::path(recipe.run.out_dir) / kResolvedRecipe;
-  const auto available = available_stages();
-  for (auto stage : recipe.pipeline)
-    if (std::find(available.begin(), available.end(), stage) == available.end()) report.unavailable.push_back(stage);
 
   std::string plan;
   for (auto stage : recipe.pipeline) plan += (plan.empty() ? "" : " -> ") + std::string(recipe::enum_name(stage));
@@ -34,15 +26,6 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
                        recipe.pipeline.end();
   if (const auto problem = exports ? export_problem(recipe) : ""; !problem.empty()) {
     const auto msg = problem + " (nothing was run)";
-    if (!options.dry_run) throw Error(msg);
-    log << msg << "\n";
-  }
-  if (!report.unavailable.empty()) {
-    std::string names;
-    for (auto stage : report.unavailable) names += (names.empty() ? "" : ", ") + std::string(recipe::enum_name(stage));
-    const auto msg = fmt::format("the pipeline holds stage(s) this build of lathe cannot run: {}; remove them from "
-                                 "pipeline: (nothing was run)",
-                                 names);
     if (!options.dry_run) throw Error(msg);
     log << msg << "\n";
   }
@@ -72,10 +55,12 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
       case recipe::Stage::Prune:
         result = run_prune_stage(recipe, options.force, {&log, options.console_is_tty});
         break;
+      case recipe::Stage::Quantize:
+        result = run_quantize_stage(recipe, options.force, {&log, options.console_is_tty});
+        break;
       case recipe::Stage::Eval: result = run_eval_stage(recipe, options.force); break;
       case recipe::Stage::Export: result = run_export_stage(recipe, options.force); break;
       case recipe::Stage::Generate: result = run_generate_stage(recipe, options.force, &log); break;
-      default: break;
     }
     log << fmt::format("stage {}: {}{}\n", recipe::enum_name(stage), result.skipped ? "skipped, " : "", result.summary);
     log.flush();

@@ -283,12 +283,18 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
   if (r.distributed.backend == Backend::Nccl && r.run.device == Device::Cpu)
     fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
 
-  // pruning
-  for (const auto& problem : r.prune.problems()) {
-    std::vector<std::string> keys;
-    for (const auto& k : problem.keys) keys.push_back("prune." + k);
-    fail(keys, problem.message);
-  }
+  // pruning and quantization
+  auto section_problems = [&](const std::string& section, const std::vector<models::OptionProblem>& problems) {
+    for (const auto& problem : problems) {
+      std::vector<std::string> keys;
+      for (const auto& k : problem.keys) keys.push_back(section + "." + k);
+      fail(keys, problem.message);
+    }
+  };
+  section_problems("prune", r.prune.problems());
+  section_problems("quantize", r.quantize.problems());
+  if (r.quantize.source == ModelSource::Quantized)
+    fail({"quantize.source"}, "a quantized model cannot be quantized again; use checkpoint, pruned or auto");
 
   // what the stages of the pipeline need
   if (has_stage(Stage::Data) && r.data.train_files.empty())

@@ -242,6 +242,9 @@ models::AnyModel build_model(const recipe::Recipe& r, const tokenizer::Tokenizer
   const fs::path from = r.train.init_from;
   if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
   auto loaded = models::load_model(from, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  if (!models::quantized_layers(loaded).empty())
+    throw Error("train.init_from: " + from.string() + " is a quantized model, which cannot be trained; start from "
+                "the float checkpoint it was quantized from");
   return adopt(r, tok, loaded, "train.init_from " + from.string(),
                "set these model keys to the values of the weights you start from");
 }
@@ -352,6 +355,10 @@ void hold_masks(const Sparsity& sparsity, const models::AnyModel& model, Optimiz
 }
 
 }  // namespace
+
+at::Device model_device(const models::AnyModel& model, recipe::Device d) {
+  return models::quantized_layers(model).empty() ? resolve_device(d) : at::Device(at::kCPU);
+}
 
 at::Device resolve_device(recipe::Device d) {
   switch (d) {
@@ -723,7 +730,7 @@ EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoi
   auto model = models::load_model(path, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
   auto tok = load_run_tokenizer(r, /*required=*/true);
   check_vocab(model, *tok, " in " + path.string());
-  const auto device = resolve_device(r.run.device);
+  const auto device = model_device(model, r.run.device);
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
   model.module()->to(device);
   auto data = make_task_data(r, *tok, r.eval.split);

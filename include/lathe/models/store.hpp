@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "lathe/models/bert.hpp"
 #include "lathe/models/gpt.hpp"
+#include "lathe/nn/quantized.hpp"
 
 namespace lathe::models {
 
@@ -35,7 +37,13 @@ struct AnyModel {
 
 AnyModel make_model(ModelKind kind, const ModelOptions& options);
 
+/// The quantized Linear layers of `model`, by module path (empty for a float model).
+std::map<std::string, const nn::QuantizedWeight*> quantized_layers(const AnyModel& model);
+
 /// Writes `path` (model.safetensors) atomically: float tensors as they are, plus the metadata.
+/// A quantized layer is stored as <path>.qweight (int8, or int4 two per byte, the even input
+/// in the low nibble), <path>.scales and (int4) <path>.zeros, its scheme under "quantized" in
+/// the metadata; load_model rebuilds it.
 void save_model(const AnyModel& model, const std::filesystem::path& path);
 
 /// Reads a lathe model file (or a directory holding one as model.safetensors, e.g. a

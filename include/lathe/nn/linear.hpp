@@ -3,11 +3,16 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <c10/core/Device.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "lathe/nn/quantized.hpp"
 #include "lathe/nn/roles.hpp"
 
 namespace lathe::nn {
@@ -21,10 +26,20 @@ struct LinearOptions {
 };
 
 /// y = x W^T + b with `weight` (out, in) ~ N(0, 0.02) and `bias` (out) = 0 (models re-initialise).
+/// A quantized Linear holds its weight as a QuantizedWeight instead: `weight` is then undefined
+/// (no longer a parameter) and the product runs on the scheme's integer kernel.
 class LinearImpl : public torch::nn::Module, public ParameterRoles {
  public:
   explicit LinearImpl(const LinearOptions& options);
   torch::Tensor forward(const torch::Tensor& x);  // (..., in) -> (..., out)
+
+  /// Replaces the float weight by `q` (of the same shape); the bias stays a float parameter.
+  void quantize(QuantizedWeight q);
+  /// The quantized weight; null while the weight is float.
+  const QuantizedWeight* quantized() const { return quantized_.get(); }
+  /// Makes the weight a float parameter again, holding the values the quantized weight stands
+  /// for (a no-op for a float layer).
+  void dequantize();
 
   LinearOptions options;
   torch::Tensor weight;
@@ -32,8 +47,14 @@ class LinearImpl : public torch::nn::Module, public ParameterRoles {
   /// Called with every input before the product (calibration statistics for pruning and
   /// quantization, e.g. per-feature input norms); unset: nothing.
   std::function<void(const torch::Tensor&)> input_observer;
+
+ private:
+  std::shared_ptr<const QuantizedWeight> quantized_;
 };
 TORCH_MODULE(Linear);
+
+/// Every Linear below `model`, by module path, in registration (forward) order.
+std::vector<std::pair<std::string, LinearImpl*>> linear_layers(const torch::nn::Module& model);
 
 struct EmbeddingOptions {
   int64_t count = 0;              // rows (vocabulary, positions or segments); required

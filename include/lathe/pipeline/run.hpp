@@ -23,17 +23,13 @@ inline constexpr const char* kResolvedRecipe = "resolved.yaml";
 
 struct RunReport {
   std::filesystem::path recipe_path;          // <out_dir>/resolved.yaml, the resolved recipe of the run
-  std::vector<recipe::Stage> unavailable;     // stages this build of lathe cannot execute
   bool interrupted = false;                   // a stage stopped on SIGTERM / SIGINT (resumable)
 };
 
 /// Runs each stage of `recipe.pipeline` in order under the run's lock, logging to `log`, then
 /// writes the resolved recipe to <out_dir>/resolved.yaml (a run that fails part-way leaves the
-/// previous one). Throws lathe::Error before anything runs when a stage is not available in
-/// this build; stops after a stage that was interrupted.
+/// previous one). Throws lathe::Error before anything runs when the recipe asks for an export
+/// format this build lacks; stops after a stage that was interrupted.
 RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, std::ostream& log);
-
-/// Stages this build of lathe can execute.
-std::vector<recipe::Stage> available_stages();
 
 }  // namespace lathe::pipeline

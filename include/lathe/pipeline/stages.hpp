@@ -97,8 +97,17 @@ std::filesystem::path source_model(const recipe::Recipe& recipe, recipe::ModelSo
 /// after), also printed as a table.
 StageResult run_prune_stage(const recipe::Recipe& recipe, bool force, const ConsoleOptions& console = {});
 
+/// Quantize stage: quantizes the quantize.source model (auto: the pruned model when prune comes
+/// earlier in the pipeline, else quantize.checkpoint or the newest checkpoint) as the quantize
+/// section says, on the CPU (GPTQ calibrated on training batches), and writes
+/// <out_dir>/quantized/model.safetensors and the report <out_dir>/quantize.json (bytes of the
+/// weights, validation metrics and forward latency at batch 1 and 8, before and after, and the
+/// error of each layer), also printed as a table.
+StageResult run_quantize_stage(const recipe::Recipe& recipe, bool force, const ConsoleOptions& console = {});
+
 /// Export stage, format hf: writes the export.source model as a Hugging Face directory
 /// (config.json, model.safetensors, tokenizer.json) to export.path (default <out_dir>/export).
+/// A quantized model's weights are written as the float values their codes stand for.
 StageResult run_export_stage(const recipe::Recipe& recipe, bool force);
 
 /// Why this build cannot run the recipe's export section (an export format it lacks); empty

@@ -34,7 +34,6 @@ enum class Task { CausalLm, MaskedLm, Classification };
 enum class Precision { Fp32, Bf16, Fp16 };
 enum class NanPolicy { Error, Skip };
 enum class Backend { Auto, Nccl, Mpi, None };
-enum class QuantMethod { Int8Dynamic, Int8WeightOnly, Int4WeightOnly };
 enum class ExportFormat { Onnx, Hf, Both };
 /// Which model a stage reads. auto: what the nearest earlier model stage of the pipeline makes
 /// (quantize: the quantized model, prune: the pruned one), else the trained checkpoint.
@@ -58,8 +57,6 @@ LATHE_ENUM_TABLE(lathe::recipe::Precision, {lathe::recipe::Precision::Fp32, "fp3
 LATHE_ENUM_TABLE(lathe::recipe::NanPolicy, {lathe::recipe::NanPolicy::Error, "error"}, {lathe::recipe::NanPolicy::Skip, "skip"});
 LATHE_ENUM_TABLE(lathe::recipe::Backend, {lathe::recipe::Backend::Auto, "auto"}, {lathe::recipe::Backend::Nccl, "nccl"}, {lathe::recipe::Backend::Mpi, "mpi"},
                  {lathe::recipe::Backend::None, "none"});
-LATHE_ENUM_TABLE(lathe::recipe::QuantMethod, {lathe::recipe::QuantMethod::Int8Dynamic, "int8_dynamic"},
-                 {lathe::recipe::QuantMethod::Int8WeightOnly, "int8_weight_only"}, {lathe::recipe::QuantMethod::Int4WeightOnly, "int4_weight_only"});
 LATHE_ENUM_TABLE(lathe::recipe::ExportFormat, {lathe::recipe::ExportFormat::Onnx, "onnx"}, {lathe::recipe::ExportFormat::Hf, "hf"}, {lathe::recipe::ExportFormat::Both, "both"});
 LATHE_ENUM_TABLE(lathe::recipe::ModelSource, {lathe::recipe::ModelSource::Auto, "auto"},
                  {lathe::recipe::ModelSource::Checkpoint, "checkpoint"}, {lathe::recipe::ModelSource::Pruned, "pruned"},

@@ -34,5 +34,7 @@ inline std::filesystem::path checkpoint_dir(const Recipe& r) {
 /// <out_dir>/pruned: the pruned model (model.safetensors), its one-shot state before the
 /// fine-tune (oneshot.safetensors) and the fine-tune's own run (finetune/).
 inline std::filesystem::path pruned_dir(const Recipe& r) { return std::filesystem::path(r.run.out_dir) / "pruned"; }
+/// <out_dir>/quantized: the quantize stage's model.
+inline std::filesystem::path quantized_dir(const Recipe& r) { return std::filesystem::path(r.run.out_dir) / "quantized"; }
 
 }  // namespace lathe::recipe

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "lathe/compress/prune.hpp"
+#include "lathe/compress/quantize.hpp"
 #include "lathe/core/schema.hpp"
 #include "lathe/models/options.hpp"
 #include "lathe/recipe/enums.hpp"
@@ -254,26 +255,20 @@ void visit(V& v, PruneConfig& c) {
   v.field("checkpoint", c.checkpoint, "Checkpoint to prune. Empty: the newest in <out_dir>/checkpoints.");
 }
 
-struct QuantizeConfig {
-  QuantMethod method = QuantMethod::Int8WeightOnly;
-  int64_t group_size = 128;
-  int64_t calibration_batches = 8;
-  std::vector<std::string> skip_modules;
+/// The quantize section: the quantization options, declared with the quantizer
+/// (lathe/compress/quantize.hpp), and the model to quantize.
+struct QuantizeConfig : compress::QuantizeOptions {
   ModelSource source = ModelSource::Auto;
+  std::string checkpoint;
 };
 
 template <class V>
 void visit(V& v, QuantizeConfig& c) {
-  v.field("method", c.method, "int8_dynamic (int8 weights and activations), int8_weight_only or "
-                              "int4_weight_only.");
-  v.field("group_size", c.group_size, "int4_weight_only: weights per quantization group.", between(16, 1024));
-  v.field("calibration_batches", c.calibration_batches, "Validation batches used to measure accuracy "
-                                                        "before and after.",
-          at_least(1));
-  v.field("skip_modules", c.skip_modules, "What stays in floating point: parameter roles (embedding, output_head, "
-                                          "...) or module path patterns (lm_head, blocks.*.mlp).");
+  visit(v, static_cast<compress::QuantizeOptions&>(c));
   v.field("source", c.source, "Model to quantize: checkpoint, pruned, or auto (the pruned model when prune "
                               "comes earlier in the pipeline).");
+  v.field("checkpoint", c.checkpoint, "source checkpoint: a checkpoint, a lathe model file or a Hugging Face "
+                                      "directory (gpt2, llama, bert). Empty: the newest in <out_dir>/checkpoints.");
 }
 
 struct ExportConfig {

@@ -56,6 +56,9 @@ struct StepResult {
 
 /// The device a recipe asks for: auto is CUDA when available.
 at::Device resolve_device(recipe::Device device);
+/// The device `model` runs on: the CPU for a quantized model (its kernels are CPU kernels),
+/// else resolve_device(device).
+at::Device model_device(const models::AnyModel& model, recipe::Device device);
 
 class Trainer {
  public:

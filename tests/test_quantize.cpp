@@ -1,0 +1,334 @@
+// Quantization: the grids against PyTorch's quantizer, the int8 kernel's accumulators against an
+// integer matrix product, the int4 kernel against its dequantized weight, GPTQ against a
+// reference written from the paper, error budgets on real activations, the model file, and the
+// quantize stage.
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <torch/utils.h>
+
+#include "lathe/compress/quantize.hpp"
+#include "lathe/core/error.hpp"
+#include "lathe/io/safetensors.hpp"
+#include "lathe/models/store.hpp"
+#include "lathe/nn/linear.hpp"
+#include "lathe/pipeline/run.hpp"
+#include "lathe/recipe/paths.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/train/checkpoint.hpp"
+#include "lathe/train/task.hpp"
+#include "lathe/train/trainer.hpp"
+#include "run_fixture.hpp"
+#include "support.hpp"
+
+namespace fs = std::filesystem;
+using lathe::compress::QuantAlgorithm;
+using lathe::compress::QuantizeOptions;
+using lathe::models::AnyModel;
+using lathe::models::ModelKind;
+using lathe::nn::QuantActivations;
+using lathe::nn::QuantGrid;
+using lathe::nn::QuantScheme;
+using lathe::test::TempDir;
+using nlohmann::json;
+
+namespace {
+
+double rel(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).norm().item<double>() / b.to(at::kDouble).norm().item<double>();
+}
+
+/// Samples of one distribution with correlated features (as activations have), so that GPTQ
+/// has something to use; `seed` draws the samples, the correlation is always the same.
+at::Tensor correlated(int64_t n, int64_t in, int64_t seed) {
+  const auto mix = at::randn({in, in}, at::detail::createCPUGenerator(1234), at::kDouble) /
+                   std::sqrt(static_cast<double>(in));
+  const auto z = at::randn({n, in}, at::detail::createCPUGenerator(static_cast<uint64_t>(seed)), at::kDouble);
+  return z.matmul(mix + at::eye(in, at::kDouble)).to(at::kFloat);
+}
+
+}  // namespace
+
+TEST_CASE("quantize: int8 codes are PyTorch's per-channel qint8 and the kernel's int32 accumulators are exact",
+          "[quantize]") {
+  torch::manual_seed(1);
+  const auto w = at::randn({40, 64});
+  const auto q = lathe::nn::quantize_rtn(w, {QuantScheme::Int8Dynamic, 0}, QuantActivations::Float32);
+  // PyTorch's own per-channel quantizer on the same scales.
+  const auto ref = at::quantize_per_channel(w, q.scales().to(at::kDouble), at::zeros({40}, at::kLong), 0, at::kQInt8);
+  CHECK(at::equal(q.codes(), ref.int_repr()));
+  CHECK(q.scales().allclose(w.abs().amax(1) / 127));
+
+  for (int64_t m : {1, 7, 33}) {
+    const auto x = at::randn({m, 64}) * 3;
+    at::Tensor x_scale;
+    const auto acc = q.int8_accumulators(x, &x_scale);
+    REQUIRE(acc.scalar_type() == at::kInt);
+    // The activation codes by PyTorch's per-token (per-row) quantizer, then an int64 product.
+    const auto xq = at::quantize_per_channel(x, x_scale.squeeze(1).to(at::kDouble), at::zeros({m}, at::kLong), 0,
+                                             at::kQInt8).int_repr();
+    const auto want = xq.to(at::kLong).matmul(q.codes().to(at::kLong).t());
+    CHECK(at::equal(acc.to(at::kLong), want));
+  }
+}
+
+TEST_CASE("quantize: each scheme's product is its dequantized weight's, within the kernel's precision", "[quantize]") {
+  torch::manual_seed(2);
+  const auto w = at::randn({96, 128}) * 0.05;
+  const auto bias = at::randn({96});
+  const auto x = at::randn({3, 5, 128});
+  struct Case {
+    QuantScheme scheme;
+    QuantActivations act;
+    double budget;  // relative error of the product against x W_q^T with W_q dequantized
+  };
+  for (const auto& c : {Case{QuantScheme::Int8WeightOnly, QuantActivations::Float32, 1e-6},
+                        Case{QuantScheme::Int8WeightOnly, QuantActivations::BFloat16, 1e-2},
+                        Case{QuantScheme::Int4WeightOnly, QuantActivations::Float32, 1e-6},
+                        Case{QuantScheme::Int4WeightOnly, QuantActivations::BFloat16, 1e-2},
+                        Case{QuantScheme::Int8Dynamic, QuantActivations::Float32, 2e-2}}) {
+    INFO(lathe::enum_name(c.scheme) << " " << lathe::enum_name(c.act));
+    const auto q = lathe::nn::quantize_rtn(w, {c.scheme, 32}, c.act);
+    const auto y = q.linear(x, bias);
+    CHECK(y.sizes() == at::IntArrayRef{3, 5, 96});
+    CHECK(y.scalar_type() == at::kFloat);
+    CHECK(rel(y, at::linear(x, q.dequantize(), bias)) < c.budget);
+    // A bf16 input comes back bf16.
+    CHECK(q.linear(x.to(at::kBFloat16), bias).scalar_type() == at::kBFloat16);
+    // The stored form rebuilds the same weight.
+    const auto back = lathe::nn::QuantizedWeight::from_stored(q.grid(), c.act, q.stored(), 128);
+    CHECK(at::equal(back.codes(), q.codes()));
+    CHECK(at::equal(back.linear(x, bias), y));
+  }
+  // int4: two codes a byte, group scales and zeros; int8: a byte a weight and a scale a row.
+  const auto i4 = lathe::nn::quantize_rtn(w, {QuantScheme::Int4WeightOnly, 32}, QuantActivations::BFloat16);
+  CHECK(i4.bytes() == 96 * 64 + 2 * 96 * 4 * 4);
+  CHECK(i4.codes().max().item<int>() <= 15);
+  const auto i8 = lathe::nn::quantize_rtn(w, {QuantScheme::Int8WeightOnly, 0}, QuantActivations::Float32);
+  CHECK(i8.bytes() == 96 * 128 + 96 * 4);
+  CHECK_THROWS_WITH(lathe::nn::quantize_rtn(at::randn({8, 48}), {QuantScheme::Int4WeightOnly, 32},
+                                            QuantActivations::BFloat16),
+                    Catch::Contains("groups of 32 inputs do not tile the 48 inputs"));
+}
+
+TEST_CASE("quantize: GPTQ equals the paper's algorithm and beats round-to-nearest", "[quantize][reference]") {
+  const int64_t out = 24, in = 64;
+  auto gen = at::detail::createCPUGenerator(7);
+  const auto w = at::randn({out, in}, gen) * 0.1;
+  auto x = correlated(256, in, 8);
+  auto held_out = correlated(256, in, 9);
+  for (auto* t : {&x, &held_out}) t->select(1, 5).zero_();  // an input that never fires
+  for (const auto& [bits, group] : std::vector<std::pair<int, int64_t>>{{8, 0}, {4, 32}}) {
+    INFO("bits " << bits << " group " << group);
+    const QuantGrid grid{bits == 4 ? QuantScheme::Int4WeightOnly : QuantScheme::Int8WeightOnly, group};
+    const double damp = 0.01;
+    TempDir dir;
+    lathe::io::save_safetensors(dir.path() / "in.safetensors",
+                                {{"w", w}, {"x", x},
+                                 {"config", at::tensor(std::vector<double>{double(bits), double(group), damp})}});
+    lathe::test::run_reference("gptq.py", {(dir.path() / "in.safetensors").string(), (dir.path() / "ref.safetensors").string()});
+    const auto ref = lathe::io::load_safetensors(dir.path() / "ref.safetensors").tensors;
+    const auto get = [&](const std::string& k) {
+      for (const auto& [name, t] : ref)
+        if (name == k) return t;
+      FAIL("no " << k);
+      return at::Tensor();
+    };
+    const auto H = 2.0 * x.to(at::kDouble).t().matmul(x.to(at::kDouble)) / 256.0;
+    // Lazy blocks of 16 columns: the updates of a block reach the columns after it at its end.
+    const auto q = lathe::compress::gptq(w, H, grid, QuantActivations::Float32, damp, /*block_size=*/16);
+    const auto codes = q.codes().to(at::kDouble);
+    CHECK(at::equal(codes, get("codes")));
+    CHECK(q.dequantize().to(at::kDouble).allclose(get("q"), 1e-6, 1e-6));
+    if (bits == 8) CHECK(q.dequantize().select(1, 5).abs().max().item<double>() == 0.0);
+
+    const auto rtn = lathe::nn::quantize_rtn(w, grid, QuantActivations::Float32);
+    CHECK(at::equal(rtn.codes().to(at::kDouble), get("rtn_codes")));
+    for (const auto& inputs : {x, held_out}) {
+      const auto y = inputs.matmul(w.t());
+      const double e_gptq = rel(inputs.matmul(q.dequantize().t()), y);
+      const double e_rtn = rel(inputs.matmul(rtn.dequantize().t()), y);
+      INFO("output error gptq " << e_gptq << " rtn " << e_rtn);
+      CHECK(e_gptq < e_rtn);
+    }
+  }
+}
+
+TEST_CASE("quantize: every quantized layer of a trained GPT stays within its budget on real activations",
+          "[quantize][train]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "max_steps: 30, batch_size: 8"));
+  lathe::pipeline::run_train_stage(r, false);
+  auto tok = lathe::tokenizer::load_tokenizer(lathe::recipe::tokenizer_path(r));
+  auto data = lathe::train::make_task_data(r, *tok);
+  const auto ckpt = lathe::train::newest_checkpoint(r);
+  // Budgets: ||y_q - y|| / ||y|| of each layer on the inputs it sees in the float model.
+  const std::map<std::pair<QuantScheme, QuantAlgorithm>, double> budget{
+      {{QuantScheme::Int8Dynamic, QuantAlgorithm::Rtn}, 0.03},
+      {{QuantScheme::Int8WeightOnly, QuantAlgorithm::Rtn}, 0.02},
+      {{QuantScheme::Int8WeightOnly, QuantAlgorithm::Gptq}, 0.02},
+      {{QuantScheme::Int4WeightOnly, QuantAlgorithm::Rtn}, 0.25},
+      {{QuantScheme::Int4WeightOnly, QuantAlgorithm::Gptq}, 0.25}};
+  const auto batch = data->val_batch(0);
+  for (const auto& [key, limit] : budget) {
+    const auto [scheme, algorithm] = key;
+    INFO(lathe::enum_name(scheme) << " " << lathe::enum_name(algorithm));
+    auto fp = lathe::models::load_model(ckpt);
+    auto model = lathe::models::load_model(ckpt);
+    std::map<std::string, at::Tensor> inputs;
+    for (const auto& [path, lin] : lathe::nn::linear_layers(*fp.module()))
+      lin->input_observer = [&inputs, p = path](const at::Tensor& x) { inputs[p] = x.detach().clone(); };
+    {
+      torch::NoGradGuard no_grad;
+      fp.gpt->forward(batch.input_ids);
+    }
+    QuantizeOptions o;
+    o.method = scheme;
+    o.algorithm = algorithm;
+    o.group_size = 32;
+    o.calibration_batches = 2;
+    lathe::compress::Calibration calibration{2, [&](int64_t i, bool) {
+                                               torch::NoGradGuard no_grad;
+                                               model.gpt->forward(data->train_batch(static_cast<uint64_t>(i)).input_ids);
+                                             }};
+    const auto layers = lathe::compress::quantize_model(model, o, &calibration);
+    // The blocks' matrices are quantized; the tied output head is the embedding and stays float.
+    CHECK(layers.size() == 2 * 4);
+    const auto fp_layers = lathe::nn::linear_layers(*fp.module());
+    for (const auto& [path, lin] : lathe::nn::linear_layers(*model.module())) {
+      REQUIRE(lin->quantized());
+      torch::NoGradGuard no_grad;
+      const auto& x = inputs.at(path);
+      const auto it = std::find_if(fp_layers.begin(), fp_layers.end(), [&](const auto& l) { return l.first == path; });
+      const double e = rel(lin->forward(x), it->second->forward(x));
+      INFO(path << " relative output error " << e);
+      CHECK(e < limit);
+    }
+    for (const auto& l : layers) {
+      CHECK(l.output_error.has_value() == (algorithm == QuantAlgorithm::Gptq));
+      CHECK(l.quantized_bytes < l.float_bytes / 3);
+    }
+  }
+}
+
+TEST_CASE("quantize: quantize, save, load and evaluate gives what quantize and evaluate gives", "[quantize][train]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "max_steps: 4, batch_size: 4"));
+  lathe::pipeline::run_train_stage(r, false);
+  auto tok = lathe::tokenizer::load_tokenizer(lathe::recipe::tokenizer_path(r));
+  auto data = lathe::train::make_task_data(r, *tok);
+  r.eval.batches = 2;
+  for (auto scheme : {QuantScheme::Int8Dynamic, QuantScheme::Int8WeightOnly, QuantScheme::Int4WeightOnly}) {
+    INFO(lathe::enum_name(scheme));
+    auto model = lathe::models::load_model(lathe::train::newest_checkpoint(r));
+    QuantizeOptions o;
+    o.method = scheme;
+    o.group_size = 32;
+    lathe::compress::quantize_model(model, o);
+    const auto in_memory = lathe::train::evaluate_model(r, model, *data, at::kCPU).metrics;
+    const auto file = dir.path() / (std::string(lathe::enum_name(scheme)) + ".safetensors");
+    lathe::models::save_model(model, file);
+    const auto loaded = lathe::models::load_model(file);
+    CHECK(lathe::models::quantized_layers(loaded).size() == 8);
+    CHECK(lathe::train::evaluate_model(r, loaded, *data, at::kCPU).metrics == in_memory);
+    // A quantized model is not quantized again.
+    auto again = lathe::models::load_model(file);
+    CHECK_THROWS_WITH(lathe::compress::quantize_model(again, o), Catch::Contains("already quantized"));
+  }
+}
+
+TEST_CASE("quantize: the stage reports, eval, generate and export read its model, a change re-runs it",
+          "[quantize][train]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "max_steps: 6, batch_size: 4",
+                                                "quantize: {method: int4_weight_only, algorithm: gptq, group_size: 32, "
+                                                "calibration_batches: 2}\neval: {batches: 2}\n"
+                                                "generate: {prompts: [In the beginning], max_new_tokens: 4}\n"
+                                                "export: {format: hf}\n"));
+  r.pipeline = {lathe::recipe::Stage::Train, lathe::recipe::Stage::Quantize, lathe::recipe::Stage::Eval,
+                lathe::recipe::Stage::Generate, lathe::recipe::Stage::Export};
+  std::ostringstream log;
+  lathe::pipeline::run_pipeline(r, {}, log);
+  INFO(log.str());
+  const fs::path out = r.run.out_dir;
+  const auto report = json::parse(lathe::test::read_file(out / "quantize.json"));
+  const auto model_file = (out / "quantized" / "model.safetensors").string();
+  CHECK(report["model"] == model_file);
+  CHECK(report["linear_weights"]["ratio"].get<double>() < 0.2);
+  CHECK(report["after"]["weight_bytes"].get<int64_t>() < report["before"]["weight_bytes"].get<int64_t>());
+  CHECK(report["after"]["latency_ms"]["batch_8"].get<double>() > 0);
+  CHECK(report["layers"].size() == 8);
+  for (const auto& [name, layer] : report["layers"].items()) CHECK(layer.contains("output_error"));
+  CHECK_THAT(log.str(), Catch::Contains("int4_weight_only (gptq, groups of 32, bfloat16 activations)"));
+  // eval reads the quantized model and finds what the stage reported.
+  const auto eval = json::parse(lathe::test::read_file(out / "eval.json"));
+  CHECK(eval["checkpoint"] == model_file);
+  CHECK(eval["metrics"]["loss"].get<double>() == report["after"]["metrics"]["loss"].get<double>());
+  CHECK(fs::exists(out / "export" / "config.json"));
+  CHECK_THAT(log.str(), Catch::Contains("quantized weights written as the float32 values"));
+
+  std::ostringstream again;
+  lathe::pipeline::run_pipeline(r, {}, again);
+  CHECK_THAT(again.str(), Catch::Contains("stage quantize: skipped"));
+  r.quantize.method = QuantScheme::Int8Dynamic;
+  std::ostringstream changed;
+  lathe::pipeline::run_pipeline(r, {}, changed);
+  CHECK_THAT(changed.str(), Catch::Contains("quantize.method: int4_weight_only -> int8_dynamic"));
+  CHECK_THAT(changed.str(), Catch::Contains("stage eval: "));
+  CHECK(json::parse(lathe::test::read_file(out / "quantize.json"))["scheme"] == "int8_dynamic (gptq)");
+
+  // A quantized model cannot be quantized again, nor trained.
+  auto twice = r;
+  twice.quantize.source = lathe::recipe::ModelSource::Checkpoint;
+  twice.quantize.checkpoint = model_file;
+  CHECK_THROWS_WITH(lathe::pipeline::run_quantize_stage(twice, true),
+                    Catch::Contains(model_file + " is already quantized"));
+  auto train_on = r;
+  train_on.train.init_from = model_file;
+  train_on.run.out_dir = (dir.path() / "other").string();
+  train_on.tokenizer.path = lathe::recipe::tokenizer_path(r).string();
+  train_on.data.shard_dir = lathe::recipe::shard_dir(r).string();
+  CHECK_THROWS_WITH(lathe::pipeline::run_train_stage(train_on, false), Catch::Contains("is a quantized model"));
+}
+
+TEST_CASE("quantize: bad settings are refused with the key to change", "[quantize][errors]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  const auto base = corpus.recipe(dir.path() / "run", "max_steps: 2");
+  auto refused = [&](const std::string& more, const std::string& message) {
+    INFO(more);
+    CHECK_THROWS_WITH(lathe::test::recipe_from(base + more), Catch::Contains(message));
+  };
+  refused("quantize: {method: int4_weight_only, group_size: 48}\n",
+          "quantize.group_size: int4 groups of 48 inputs: ATen's int4 kernels take 32, 64, 128 or 256");
+  refused("quantize: {method: int8_dynamic, activations: bfloat16}\n",
+          "quantize.activations: int8_dynamic quantizes activations to int8 itself");
+  refused("quantize: {source: quantized}\n", "quantize.source: a quantized model cannot be quantized again");
+  refused("quantize: {algorithm: optimal}\n", "quantize.algorithm");
+
+  // A layer whose inputs the groups do not tile is named, with the keys that fix it.
+  lathe::models::ModelOptions o;
+  o.n_layer = 1;
+  o.n_head = 2;
+  o.d_model = 48;
+  o.max_seq_len = 8;
+  o.vocab_size = 32;
+  auto model = lathe::models::make_model(ModelKind::Gpt, o);
+  QuantizeOptions q;
+  q.method = QuantScheme::Int4WeightOnly;
+  q.group_size = 32;
+  CHECK_THROWS_WITH(lathe::compress::quantize_model(model, q),
+                    Catch::Contains("blocks.0.attn.qkv: int4 groups of 32 inputs do not tile its 48 inputs; set "
+                                    "quantize.group_size"));
+  q.algorithm = QuantAlgorithm::Gptq;
+  q.method = QuantScheme::Int8WeightOnly;
+  CHECK_THROWS_WITH(lathe::compress::quantize_model(model, q), Catch::Contains("gptq needs calibration batches"));
+}
