@@ -6,6 +6,8 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/quantized/PackedParams.h>
 
 namespace lathe::nn {
 
@@ -44,6 +46,30 @@ at::Tensor QuantGrid::values(const at::Tensor& codes, const at::Tensor& scale, c
   return (c - 8.0) * scale.unsqueeze(-1) + zero.unsqueeze(-1);
 }
 
+struct QuantizedWeight::Packed {
+  c10::intrusive_ptr<LinearPackedParamsBase> weight;
+};
+
+namespace {
+
+/// fbgemm's packed form of int8 codes (out, in) with per-channel `scales`, or null where this
+/// CPU's quantized engine is not fbgemm's.
+c10::intrusive_ptr<LinearPackedParamsBase> fbgemm_pack(const at::Tensor& codes, const at::Tensor& scales) {
+  const auto engine = at::globalContext().qEngine();
+  if (engine != at::QEngine::FBGEMM && engine != at::QEngine::X86) return {};
+  static const auto prepack =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("quantized::linear_prepack", "")
+          .typed<c10::intrusive_ptr<LinearPackedParamsBase>(at::Tensor, std::optional<at::Tensor>)>();
+  const int64_t out = codes.size(0);
+  // The kernel's float output is each exact int32 accumulator times its channel's scale.
+  const auto q = at::_make_per_channel_quantized_tensor(codes, scales.to(at::kDouble),
+                                                        at::zeros({out}, at::kLong), /*axis=*/0);
+  return prepack.call(q, std::nullopt);
+}
+
+}  // namespace
+
 QuantizedWeight::QuantizedWeight(QuantGrid grid, QuantActivations activations, at::Tensor codes, at::Tensor scales,
                                  at::Tensor zeros)
     : grid_(grid), activations_(activations), codes_(std::move(codes)), scales_(std::move(scales)),
@@ -66,7 +92,10 @@ QuantizedWeight::QuantizedWeight(QuantGrid grid, QuantActivations activations, a
   codes_ = codes_.contiguous();
   scales_ = scales_.to(at::kFloat).contiguous();
   if (zeros_.defined()) zeros_ = zeros_.to(at::kFloat).contiguous();
-  if (activations_ == QuantActivations::BFloat16 && grid_.scheme == QuantScheme::Int8WeightOnly) {
+  if (grid_.scheme == QuantScheme::Int8Dynamic) {
+    // scales_ is float32 from here on; the kernel takes the same values.
+    if (auto w = fbgemm_pack(codes_, scales_)) packed_ = std::make_shared<const Packed>(Packed{std::move(w)});
+  } else if (activations_ == QuantActivations::BFloat16 && grid_.scheme == QuantScheme::Int8WeightOnly) {
     kernel_scales_ = scales_.to(at::kBFloat16);
   } else if (activations_ == QuantActivations::BFloat16 && is_int4(grid_)) {
     kernel_weight_ = at::_convert_weight_to_int4pack_for_cpu(codes_.to(at::kInt), /*innerKTiles=*/2);
@@ -81,14 +110,6 @@ at::Tensor QuantizedWeight::dequantize() const {
   return grid_.values(codes_.view({out * (in / g), g}), scales_.reshape(-1), zeros_.reshape(-1)).view({out, in});
 }
 
-at::Tensor QuantizedWeight::int8_accumulators(const at::Tensor& x2d, at::Tensor* x_scale) const {
-  const auto x = x2d.to(at::kFloat);
-  const auto scale = x.abs().amax(-1, /*keepdim=*/true).div(127.0).clamp_min(kMinScale);
-  const auto q = (x / scale).round_().clamp_(-127, 127).to(at::kChar);
-  if (x_scale) *x_scale = scale;
-  return at::_int_mm(q, codes_.t());
-}
-
 at::Tensor QuantizedWeight::linear(const at::Tensor& x, const at::Tensor& bias) const {
   if (!x.device().is_cpu())
     throw std::invalid_argument("quantized layers run on the CPU; the input is on " + x.device().str());
@@ -101,9 +122,19 @@ at::Tensor QuantizedWeight::linear(const at::Tensor& x, const at::Tensor& bias) 
   const bool bf16 = activations_ == QuantActivations::BFloat16;
   switch (grid_.scheme) {
     case QuantScheme::Int8Dynamic: {
-      at::Tensor x_scale;
-      y = int8_accumulators(x2, &x_scale).to(at::kFloat).mul_(x_scale).mul_(scales_);
-      break;
+      // Per token: codes round(x / s) in [-127, 127], s = max|x| / 127.
+      const auto xf = x2.to(at::kFloat);
+      const auto x_scale = xf.abs().amax(-1, /*keepdim=*/true).div_(127.0).clamp_min_(kMinScale);
+      if (packed_) {
+        // fbgemm rounds x / s itself and shifts by the zero point 128 into u8: exact codes.
+        y = packed_->weight->apply_with_input_q_dq_qweight_dq_output_fp32(xf / x_scale, /*input_scale=*/1.0,
+                                                                           /*input_zero_point=*/128);
+      } else {
+        const auto q = (xf / x_scale).round_().clamp_(-127, 127).to(at::kChar);
+        y = at::_int_mm(q, codes_.t()).to(at::kFloat).mul_(scales_);
+      }
+      y = bias.defined() ? at::addcmul(bias.to(at::kFloat), y, x_scale) : y.mul_(x_scale);
+      return y.to(x.scalar_type()).view(shape);
     }
     case QuantScheme::Int8WeightOnly:
       y = bf16 ? at::_weight_int8pack_mm(x2.to(at::kBFloat16).contiguous(), codes_, kernel_scales_)

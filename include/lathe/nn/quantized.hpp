@@ -4,7 +4,9 @@
 // Schemes (what a model file records per layer):
 //   int8_dynamic      int8 weights, symmetric per output channel (w = q * scale, q in [-127, 127]);
 //                     activations quantized per token at run time the same way; the product is an
-//                     int8 x int8 -> int32 matrix product (at::_int_mm), scaled back to float.
+//                     exact int32 accumulation of the integer codes (fbgemm's u8 x s8 kernel, the
+//                     activation codes shifted by 128; at::_int_mm where the CPU has no fbgemm),
+//                     scaled back to float by the token's and the channel's scales.
 //   int8_weight_only  the same weights; activations stay float.
 //   int4_weight_only  4-bit weights, asymmetric per group of `group_size` consecutive inputs of a
 //                     row: w = (q - 8) * scale + zero, q in [0, 15] (the convention of ATen's int4
@@ -15,6 +17,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
 #include <ATen/core/Tensor.h>
@@ -68,9 +71,6 @@ class QuantizedWeight {
   at::Tensor linear(const at::Tensor& x, const at::Tensor& bias) const;
   /// The float32 weight (out, in) the codes stand for.
   at::Tensor dequantize() const;
-  /// The int32 accumulators of int8_dynamic: x quantized per token (rows of x2d (M, in)) times
-  /// the int8 weight, (M, out), with the per-token scales (M, 1) in `x_scale`.
-  at::Tensor int8_accumulators(const at::Tensor& x2d, at::Tensor* x_scale = nullptr) const;
 
   /// The stored form: codes (int8, or int4 two per byte, the even input in the low nibble),
   /// scales and zeros; bytes() is their size.
@@ -85,6 +85,8 @@ class QuantizedWeight {
   QuantActivations activations_;
   at::Tensor codes_, scales_, zeros_;  // as given (codes unpacked, one per byte)
   at::Tensor kernel_weight_, kernel_scales_;  // the forms the kernel takes
+  struct Packed;                              // int8_dynamic: fbgemm's packed weight
+  std::shared_ptr<const Packed> packed_;
 };
 
 /// Round-to-nearest quantization of a float weight (out, in).
