@@ -25,6 +25,7 @@
 #include "lathe/core/console.hpp"
 #include "lathe/core/env_info.hpp"
 #include "lathe/core/error.hpp"
+#include "lathe/core/host_memory.hpp"
 #include "lathe/pipeline/run.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
@@ -482,6 +483,7 @@ int run_command(const Command& c, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  lathe::core::keep_freed_host_memory();
   const auto cmds = commands();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {

@@ -133,7 +133,9 @@ at::Tensor QuantizedWeight::linear(const at::Tensor& x, const at::Tensor& bias) 
         const auto q = (xf / x_scale).round_().clamp_(-127, 127).to(at::kChar);
         y = at::_int_mm(q, codes_.t()).to(at::kFloat).mul_(scales_);
       }
-      y = bias.defined() ? at::addcmul(bias.to(at::kFloat), y, x_scale) : y.mul_(x_scale);
+      // In place: a fresh (M, out) result would cost as much as the product for wide layers.
+      if (bias.defined()) at::addcmul_out(y, bias.to(at::kFloat), y, x_scale);
+      else y.mul_(x_scale);
       return y.to(x.scalar_type()).view(shape);
     }
     case QuantScheme::Int8WeightOnly:
