@@ -289,6 +289,23 @@ TEST_CASE("quantize: the stage reports, eval, generate and export read its model
   CHECK_THAT(changed.str(), Catch::Contains("stage eval: "));
   CHECK(json::parse(lathe::test::read_file(out / "quantize.json"))["scheme"] == "int8_dynamic (gptq)");
 
+  // A Hugging Face directory (the export: float values again) is quantized like a checkpoint.
+  auto from_hf = r;
+  from_hf.run.out_dir = (dir.path() / "from_hf").string();
+  from_hf.tokenizer.path = lathe::recipe::tokenizer_path(r).string();
+  from_hf.data.shard_dir = lathe::recipe::shard_dir(r).string();
+  from_hf.pipeline = {lathe::recipe::Stage::Quantize, lathe::recipe::Stage::Eval};
+  from_hf.quantize.source = lathe::recipe::ModelSource::Checkpoint;
+  from_hf.quantize.checkpoint = (out / "export").string();
+  std::ostringstream hf_log;
+  lathe::pipeline::run_pipeline(from_hf, {}, hf_log);
+  INFO(hf_log.str());
+  const auto hf_report = json::parse(lathe::test::read_file(fs::path(from_hf.run.out_dir) / "quantize.json"));
+  CHECK(hf_report["source"] == (out / "export").string());
+  CHECK(hf_report["layers"].size() == 8);
+  CHECK(json::parse(lathe::test::read_file(fs::path(from_hf.run.out_dir) / "eval.json"))["checkpoint"] ==
+        (fs::path(from_hf.run.out_dir) / "quantized" / "model.safetensors").string());
+
   // A quantized model cannot be quantized again, nor trained.
   auto twice = r;
   twice.quantize.source = lathe::recipe::ModelSource::Checkpoint;

@@ -8,7 +8,8 @@
 # (int8 dynamic; int4 g64 by round-to-nearest and by GPTQ; the default GPT's width, 192, takes
 # groups of 64, not 128).
 #
-#   scripts/bench/quantize.sh [OUT_DIR]     (default /tmp/lathe-quantize-bench; about 8 minutes here)
+#   scripts/bench/quantize.sh [OUT_DIR]     (default /tmp/lathe-quantize-bench; about 12 minutes here)
+#   REPS (forwards per variant, default 10) and ROUNDS (turns of lathe and PyTorch, default 3).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -33,11 +34,14 @@ ckpt=$(ls -d "$run"/checkpoints/step_* | tail -1)
 $lathe export recipes/gpt/tiny_pretrain.yaml --force --set export.format=hf --set export.source=checkpoint \
   --set run.out_dir="$run" --set export.path="$out/gpt" > /dev/null
 
+rounds=${ROUNDS:-3}
+# lathe and PyTorch take turns, `rounds` times: this machine's speed drifts by tens of percent
+# over minutes, and each side's figure is the median over its rounds.
 measure() {  # name path part batch seq group
-  {
+  for _ in $(seq "$rounds"); do
     $bench --model "$2" --part "$3" --batch "$4" --seq "$5" --reps "$reps" --group "$6"
     $py scripts/bench/quantize_bench.py "$2" "$3" "$4" "$5" "$reps"
-  } > "$out/$1.jsonl"
+  done > "$out/$1.jsonl"
 }
 measure bert-b8 "$out/bert-base" encoder 8 128 128
 measure gpt-b8 "$out/gpt" lm 8 128 64
@@ -55,11 +59,17 @@ done
 $py - "$out" <<'PY'
 import glob, json, os, sys
 out = sys.argv[1]
+import statistics
 for name in ("bert-b8", "gpt-b8", "gpt-b1"):
-    rows = {r["variant"]: r for r in map(json.loads, open(f"{out}/{name}.jsonl"))}
+    rows = {}
+    for r in map(json.loads, open(f"{out}/{name}.jsonl")):
+        rows.setdefault(r["variant"], []).append(r)
+    rows = {v: {**rs[0], "ms": statistics.median(r["ms"] for r in rs)} if "ms" in rs[0] else rs[0]
+            for v, rs in rows.items()}
     fp32 = rows["fp32"]["ms"]
     torch_int8 = min(rows[v]["ms"] for v in ("torch_ao_quantize_dynamic", "torchao_int8_dynamic") if "ms" in rows.get(v, {}))
-    print(f"\n{name}: forward ms (median), speedup over lathe fp32, over PyTorch's fastest int8 path, Linear weights vs fp32")
+    print(f"\n{name}: forward ms (median over rounds of medians), speedup over lathe fp32, over PyTorch's fastest "
+          f"int8 path, Linear weights vs fp32")
     for v, r in rows.items():
         if "ms" not in r:
             print(f"  {v:<28} {r.get('error', '')}")

@@ -92,6 +92,28 @@ std::string row(const std::string& name, const Measured& m, bool latency) {
   return s;
 }
 
+/// The run's tokenizer and task data, for a stage that reports validation metrics of the
+/// model read from `path` before and after changing it.
+struct TaskInputs {
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  std::unique_ptr<train::TaskData> data;
+};
+
+TaskInputs measured_task(const recipe::Recipe& r, const models::AnyModel& model, const fs::path& path,
+                         const char* stage) {
+  TaskInputs in;
+  in.tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), recipe::vocab_lowercase(r));
+  if (in.tok->vocab_size() > model.vocab_size())
+    throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model in {} has {} embedding rows",
+                            in.tok->vocab_size(), path.string(), model.vocab_size()));
+  in.data = train::make_task_data(r, *in.tok);
+  if (in.data->val_batches() == 0)
+    throw Error(fmt::format("the {} stage reports validation metrics before and after, and the validation split "
+                            "holds no batch: set data.val_files or a larger data.val_fraction",
+                            stage));
+  return in;
+}
+
 /// `batch` with its rows repeated (and cut) to `rows`: a latency probe of that batch size.
 train::Batch with_rows(const train::Batch& batch, int64_t rows) {
   auto fit = [rows](const at::Tensor& t) {
@@ -176,14 +198,8 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   const auto labels = kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0;
   auto model = models::load_model(ckpt, kind, labels);
   model.module()->to(device);
-  auto tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), recipe::vocab_lowercase(r));
-  if (tok->vocab_size() > model.vocab_size())
-    throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model in {} has {} embedding rows",
-                            tok->vocab_size(), ckpt.string(), model.vocab_size()));
-  auto data = train::make_task_data(r, *tok);
-  if (data->val_batches() == 0)
-    throw Error("the prune stage reports validation metrics before and after, and the validation split holds no "
-                "batch: set data.val_files or a larger data.val_fraction");
+  const auto inputs = measured_task(r, model, ckpt, "prune");
+  const auto& data = inputs.data;
 
   recipe::Recipe on_val = r;
   on_val.eval.split = recipe::Split::Val;
@@ -351,14 +367,8 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
 
   const at::Device device(at::kCPU);  // quantized layers run on CPU kernels
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
-  auto tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), recipe::vocab_lowercase(r));
-  if (tok->vocab_size() > model.vocab_size())
-    throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model in {} has {} embedding rows",
-                            tok->vocab_size(), src.string(), model.vocab_size()));
-  auto data = train::make_task_data(r, *tok);
-  if (data->val_batches() == 0)
-    throw Error("the quantize stage reports validation metrics before and after, and the validation split holds no "
-                "batch: set data.val_files or a larger data.val_fraction");
+  const auto inputs = measured_task(r, model, src, "quantize");
+  const auto& data = inputs.data;
   recipe::Recipe on_val = r;
   on_val.eval.split = recipe::Split::Val;
   const auto reference = models::load_model(src, kind, labels);  // stays float, for the comparison
