@@ -52,6 +52,21 @@ at::Tensor correlated(int64_t n, int64_t in, int64_t seed) {
   return z.matmul(mix + at::eye(in, at::kDouble)).to(at::kFloat);
 }
 
+/// A GPT trained for a few steps on the test corpus, with its tokenizer and task data.
+struct TrainedRun {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  lathe::recipe::Recipe r;
+  std::unique_ptr<lathe::tokenizer::Tokenizer> tok;
+  std::unique_ptr<lathe::train::TaskData> data;
+  explicit TrainedRun(int64_t steps) {
+    r = lathe::test::prepared(corpus.recipe(dir.path() / "run", fmt::format("max_steps: {}, batch_size: 8", steps)));
+    lathe::pipeline::run_train_stage(r, false);
+    tok = lathe::tokenizer::load_tokenizer(lathe::recipe::tokenizer_path(r));
+    data = lathe::train::make_task_data(r, *tok);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("quantize: int8 codes are PyTorch's qint8 and the int8 kernel accumulates them exactly",
@@ -165,13 +180,9 @@ TEST_CASE("quantize: GPTQ equals the paper's algorithm and beats round-to-neares
 
 TEST_CASE("quantize: every quantized layer of a trained GPT stays within its budget on real activations",
           "[quantize][train]") {
-  lathe::test::Corpus corpus;
-  TempDir dir;
-  auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "max_steps: 30, batch_size: 8"));
-  lathe::pipeline::run_train_stage(r, false);
-  auto tok = lathe::tokenizer::load_tokenizer(lathe::recipe::tokenizer_path(r));
-  auto data = lathe::train::make_task_data(r, *tok);
-  const auto ckpt = lathe::train::newest_checkpoint(r);
+  TrainedRun run(30);
+  const auto& data = run.data;
+  const auto ckpt = lathe::train::newest_checkpoint(run.r);
   // Budgets: ||y_q - y|| / ||y|| of each layer on the inputs it sees in the float model.
   const std::map<std::pair<QuantScheme, QuantAlgorithm>, double> budget{
       {{QuantScheme::Int8Dynamic, QuantAlgorithm::Rtn}, 0.03},
@@ -222,12 +233,10 @@ TEST_CASE("quantize: every quantized layer of a trained GPT stays within its bud
 }
 
 TEST_CASE("quantize: quantize, save, load and evaluate gives what quantize and evaluate gives", "[quantize][train]") {
-  lathe::test::Corpus corpus;
-  TempDir dir;
-  auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "max_steps: 4, batch_size: 4"));
-  lathe::pipeline::run_train_stage(r, false);
-  auto tok = lathe::tokenizer::load_tokenizer(lathe::recipe::tokenizer_path(r));
-  auto data = lathe::train::make_task_data(r, *tok);
+  TrainedRun run(4);
+  auto& r = run.r;
+  const auto& data = run.data;
+  const auto& dir = run.dir;
   r.eval.batches = 2;
   for (auto scheme : {QuantScheme::Int8Dynamic, QuantScheme::Int8WeightOnly, QuantScheme::Int4WeightOnly}) {
     INFO(lathe::enum_name(scheme));
