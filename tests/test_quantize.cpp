@@ -251,6 +251,15 @@ TEST_CASE("quantize: quantize, save, load and evaluate gives what quantize and e
     const auto loaded = lathe::models::load_model(file);
     CHECK(lathe::models::quantized_layers(loaded).size() == 8);
     CHECK(lathe::train::evaluate_model(r, loaded, *data, at::kCPU).metrics == in_memory);
+    // A quantized file missing a part names the file and the layer.
+    auto st = lathe::io::load_safetensors(file);
+    std::vector<std::pair<std::string, at::Tensor>> kept;
+    for (const auto& [name, t] : st.tensors)
+      if (name != "blocks.0.attn.qkv.scales") kept.emplace_back(name, t);
+    const auto broken = dir.path() / "broken.safetensors";
+    lathe::io::save_safetensors(broken, kept, st.metadata);
+    CHECK_THROWS_WITH(lathe::models::load_model(broken),
+                      Catch::Contains(broken.string() + ": quantized layer 'blocks.0.attn.qkv': missing tensor scales"));
     // A quantized model is not quantized again.
     auto again = lathe::models::load_model(file);
     CHECK_THROWS_WITH(lathe::compress::quantize_model(again, o), Catch::Contains("already quantized"));

@@ -161,9 +161,14 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
   if (it == st.metadata.end())
     throw Error(file.string() + ": no lathe.model metadata (not a lathe model file; a Hugging Face model is read "
                                 "from its directory)");
+  json meta;
+  try {
+    meta = json::parse(it->second);
+  } catch (const json::exception& e) {
+    throw Error(file.string() + ": bad lathe.model metadata: " + e.what());
+  }
   AnyModel m;
   try {
-    const json meta = json::parse(it->second);
     if (meta.at("format_version").get<int>() > kModelFormatVersion)
       throw Error("written by a newer lathe (format_version " + meta.at("format_version").dump() + ")");
     const auto kind = meta.at("kind").get<std::string>();
@@ -183,7 +188,6 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
   torch::NoGradGuard no_grad;
   // Quantized layers first: their float weights then leave the parameters.
   try {
-    const json meta = json::parse(it->second);
     if (meta.contains("quantized")) {
       const auto all = nn::linear_layers(*m.module());
       const std::map<std::string, nn::LinearImpl*> layers(all.begin(), all.end());
