@@ -266,6 +266,29 @@ TEST_CASE("quantize: quantize, save, load and evaluate gives what quantize and e
   }
 }
 
+TEST_CASE("quantize: a tied output head is quantized as a copy, the embedding stays float", "[quantize][train]") {
+  TrainedRun run(4);
+  run.r.eval.batches = 2;
+  auto model = lathe::models::load_model(lathe::train::newest_checkpoint(run.r));
+  REQUIRE(model.gpt->options.tie_embeddings);
+  const auto table = model.gpt->wte->weight.clone();
+  const auto float_metrics = lathe::train::evaluate_model(run.r, model, *run.data, at::kCPU).metrics;
+  QuantizeOptions o;
+  o.skip_modules = {};
+  const auto layers = lathe::compress::quantize_model(model, o);
+  REQUIRE(layers.size() == 9);
+  CHECK(layers.back().name == "lm_head");
+  CHECK(at::equal(model.gpt->wte->weight, table));
+  const auto in_memory = lathe::train::evaluate_model(run.r, model, *run.data, at::kCPU).metrics;
+  CHECK(in_memory.at("loss") != float_metrics.at("loss"));
+  const auto file = run.dir.path() / "head.safetensors";
+  lathe::models::save_model(model, file);
+  const auto loaded = lathe::models::load_model(file);
+  CHECK(loaded.gpt->options.tie_embeddings);
+  CHECK(lathe::models::quantized_layers(loaded).count("lm_head") == 1);
+  CHECK(lathe::train::evaluate_model(run.r, loaded, *run.data, at::kCPU).metrics == in_memory);
+}
+
 TEST_CASE("quantize: the stage reports, eval, generate and export read its model, a change re-runs it",
           "[quantize][train]") {
   lathe::test::Corpus corpus;
@@ -290,6 +313,7 @@ TEST_CASE("quantize: the stage reports, eval, generate and export read its model
   CHECK(report["layers"].size() == 8);
   for (const auto& [name, layer] : report["layers"].items()) CHECK(layer.contains("output_error"));
   CHECK_THAT(log.str(), Catch::Contains("int4_weight_only (gptq, groups of 32, bfloat16 activations)"));
+  CHECK(report["kept_float"] == json::array({"lm_head (the token embedding, tied)"}));
   // eval reads the quantized model and finds what the stage reported.
   const auto eval = json::parse(lathe::test::read_file(out / "eval.json"));
   CHECK(eval["checkpoint"] == model_file);

@@ -3,7 +3,8 @@
 # int4 weight-only, and of PyTorch on the same weights in float32, through torch.ao's
 # quantize_dynamic and through torchao's int8 dynamic config, side by side in one run, on
 #   - a BERT-base-shaped encoder (12 x 768, 12 heads, d_ff 3072; random weights), batch 8 x 128;
-#   - the default GPT (runs/gpt-tiny-kjv, trained first when missing), batch 8 x 128 and 1 x 128;
+#   - the default GPT (runs/gpt-tiny-kjv, trained first when missing), batch 8 x 128 and 1 x 128,
+#     and batch 8 x 128 with the output head quantized too (gpt-b8-head; its tied head as a copy);
 # then the sizes and the validation perplexity of the default GPT by the quantize stage
 # (int8 dynamic; int4 g64 by round-to-nearest and by GPTQ; the default GPT's width, 192, takes
 # groups of 64, not 128).
@@ -37,15 +38,16 @@ $lathe export recipes/gpt/tiny_pretrain.yaml --force --set export.format=hf --se
 rounds=${ROUNDS:-3}
 # lathe and PyTorch take turns, `rounds` times: this machine's speed drifts by tens of percent
 # over minutes, and each side's figure is the median over its rounds.
-measure() {  # name path part batch seq group
+measure() {  # name path part batch seq group [head]
   for _ in $(seq "$rounds"); do
-    $bench --model "$2" --part "$3" --batch "$4" --seq "$5" --reps "$reps" --group "$6"
-    $py scripts/bench/quantize_bench.py "$2" "$3" "$4" "$5" "$reps"
+    $bench --model "$2" --part "$3" --batch "$4" --seq "$5" --reps "$reps" --group "$6" ${7:+--head}
+    $py scripts/bench/quantize_bench.py "$2" "$3" "$4" "$5" "$reps" ${7:+head}
   done > "$out/$1.jsonl"
 }
 measure bert-b8 "$out/bert-base" encoder 8 128 128
 measure gpt-b8 "$out/gpt" lm 8 128 64
 measure gpt-b1 "$out/gpt" lm 1 128 64
+measure gpt-b8-head "$out/gpt" lm 8 128 64 head
 
 for m in "int8_dynamic" "int4_weight_only --set quantize.algorithm=rtn" "int4_weight_only --set quantize.algorithm=gptq"; do
   name=$(echo "$m" | tr -c 'a-z0-9_\n' '_' | sed 's/__*/_/g')
@@ -60,7 +62,7 @@ $py - "$out" <<'PY'
 import glob, json, os, sys
 out = sys.argv[1]
 import statistics
-for name in ("bert-b8", "gpt-b8", "gpt-b1"):
+for name in ("bert-b8", "gpt-b8", "gpt-b1", "gpt-b8-head"):
     rows = {}
     for r in map(json.loads, open(f"{out}/{name}.jsonl")):
         rows.setdefault(r["variant"], []).append(r)

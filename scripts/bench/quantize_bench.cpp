@@ -4,10 +4,11 @@
 //
 //   lathe_bench_quantize --model PATH --part encoder|lm --batch 8 --seq 128 --reps 10
 //                        [--group 128] [--variants fp32,bf16,int8_dynamic,int8_weight_only,int4_weight_only]
+//                        [--head]
 //
 // PATH: a lathe model file or a Hugging Face directory. part encoder: BERT's encoder alone
 // (hidden states); lm: a GPT's logits. Quantized variants are round-to-nearest of every block
-// matrix (the output head stays float, as the quantize stage's default). Each variant is timed
+// matrix; the output head stays float (the quantize stage's default) unless --head. Each variant is timed
 // with the same random token ids: the median of `reps` forwards after two warm-up forwards.
 
 #include <algorithm>
@@ -38,6 +39,7 @@ int main(int argc, char** argv) {
   lathe::core::keep_freed_host_memory();  // as the lathe binary does
   std::string model_path, part = "lm", variants = "fp32,bf16,int8_dynamic,int8_weight_only,int4_weight_only";
   int64_t batch = 8, seq = 128, reps = 10, group = 128;
+  std::vector<std::string> skip{"output_head"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(argv[++i]); };
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::stoll(next());
     else if (a == "--group") group = std::stoll(next());
     else if (a == "--variants") variants = next();
+    else if (a == "--head") skip.clear();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -61,8 +64,10 @@ int main(int argc, char** argv) {
     model.module()->eval();
     const auto ids = at::randint(0, model.vocab_size(), {batch, seq}, at::TensorOptions().dtype(at::kLong).device(at::kCPU));
     int64_t linear_bytes = 0;
-    for (const auto& [path, lin] : lathe::compress::quantizable(model, {"output_head"}))
+    for (const auto& [path, lin] : lathe::compress::quantizable(model, skip))
       linear_bytes += lin->weight.numel() * 4;
+    if (skip.empty() && model.kind == lathe::models::ModelKind::Gpt && !model.gpt->lm_head)
+      linear_bytes += model.gpt->wte->weight.numel() * 4;  // the tied head, quantized as a copy
     if (variant == "bf16") {
       model.module()->to(at::kBFloat16);
       linear_bytes /= 2;
@@ -75,6 +80,7 @@ int main(int argc, char** argv) {
       }
       o.method = *scheme;
       o.group_size = group;
+      o.skip_modules = skip;
       linear_bytes = 0;
       for (const auto& l : lathe::compress::quantize_model(model, o)) linear_bytes += l.quantized_bytes;
     }

@@ -2,9 +2,9 @@
 transformers, in float32, through torch.ao's dynamic int8 quantization
 (torch.ao.quantization.quantize_dynamic, fbgemm) and through torchao's int8 dynamic
 activation + int8 weight config, on the Linear layers of the blocks (the output head stays
-float, as in lathe's runs). Prints one JSON line per variant.
+float, as in lathe's runs, unless "head" is given). Prints one JSON line per variant.
 
-  quantize_bench.py HF_DIR encoder|lm BATCH SEQ REPS
+  quantize_bench.py HF_DIR encoder|lm BATCH SEQ REPS [head]
 """
 import copy
 import json
@@ -48,7 +48,8 @@ def timed(model, ids, reps):
 
 
 def main():
-    path, part, batch, seq, reps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+    path, part, batch, seq, reps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+    head = sys.argv[6:] == ["head"]
     if part == "encoder":
         model = BertForMaskedLM.from_pretrained(path).bert
         blocks = "encoder"
@@ -56,12 +57,17 @@ def main():
         model = AutoModelForCausalLM.from_pretrained(path)
         blocks = "transformer"
     model = as_linear(model.eval())
+    if head:  # the whole model, output head included (a tied head is quantized as a copy)
+        blocks = None
     ids = torch.randint(0, model.config.vocab_size, (batch, seq))
     print(json.dumps({"variant": "torch_fp32", "ms": timed(model, ids, reps)}), flush=True)
 
     dyn = copy.deepcopy(model)
-    setattr(dyn, blocks, torch.ao.quantization.quantize_dynamic(getattr(dyn, blocks), {torch.nn.Linear},
-                                                                 dtype=torch.qint8))
+    if blocks:
+        setattr(dyn, blocks, torch.ao.quantization.quantize_dynamic(getattr(dyn, blocks), {torch.nn.Linear},
+                                                                     dtype=torch.qint8))
+    else:
+        dyn = torch.ao.quantization.quantize_dynamic(dyn, {torch.nn.Linear}, dtype=torch.qint8)
     print(json.dumps({"variant": "torch_ao_quantize_dynamic", "ms": timed(dyn, ids, reps)}), flush=True)
 
     try:
@@ -70,7 +76,7 @@ def main():
         print(json.dumps({"variant": "torchao_int8_dynamic", "error": str(e)}), flush=True)
         return
     ao = copy.deepcopy(model)
-    quantize_(getattr(ao, blocks), Int8DynamicActivationInt8WeightConfig())
+    quantize_(getattr(ao, blocks) if blocks else ao, Int8DynamicActivationInt8WeightConfig())
     print(json.dumps({"variant": "torchao_int8_dynamic", "ms": timed(ao, ids, reps)}), flush=True)
 
 

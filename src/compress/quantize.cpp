@@ -110,6 +110,10 @@ std::vector<QuantizedLayer> quantize_model(models::AnyModel& model, const Quanti
   const bool use_gptq = o.algorithm == QuantAlgorithm::Gptq;
   if (use_gptq && (!calibration || !calibration->run || calibration->batches <= 0))
     throw std::invalid_argument("gptq needs calibration batches");
+  // A tied output head is quantized as a copy of the embedding, which stays a float table.
+  if (model.kind == models::ModelKind::Gpt && !model.gpt->lm_head &&
+      !nn::selected({"lm_head.weight", model.gpt->wte->weight, nn::Role::OutputHead}, o.skip_modules))
+    model.gpt->separate_head();
   const auto layers = quantizable(model, o.skip_modules);
   const auto grid = o.grid();
   for (const auto& [path, lin] : layers)

@@ -92,6 +92,14 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
   return ln_f(x);
 }
 
+void GptImpl::separate_head() {
+  if (lm_head) return;
+  torch::NoGradGuard no_grad;
+  lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions{options.d_model, options.vocab_size, false,
+                                                                   wte->weight.device(), nn::Role::OutputHead}));
+  lm_head->weight.copy_(wte->weight);
+}
+
 torch::Tensor GptImpl::logits(const torch::Tensor& h) {
   return lm_head ? lm_head(h) : at::linear(h, wte->weight);
 }

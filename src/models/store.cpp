@@ -189,6 +189,8 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
   // Quantized layers first: their float weights then leave the parameters.
   try {
     if (meta.contains("quantized")) {
+      // A GPT with tied embeddings whose head was quantized holds that head apart.
+      if (m.kind == ModelKind::Gpt && meta.at("quantized").contains("lm_head")) m.gpt->separate_head();
       const auto all = nn::linear_layers(*m.module());
       const std::map<std::string, nn::LinearImpl*> layers(all.begin(), all.end());
       for (const auto& [path, q] : meta.at("quantized").items()) {

@@ -403,6 +403,8 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
   for (const auto& [path, lin] : nn::linear_layers(*reference.module()))
     if (std::none_of(chosen.begin(), chosen.end(), [&](const auto& c) { return c.first == path; }))
       kept_float.push_back(path);
+  if (reference.kind == models::ModelKind::Gpt && !reference.gpt->lm_head && !models::quantized_layers(quantized).count("lm_head"))
+    kept_float.push_back("lm_head (the token embedding, tied)");
   const std::string scheme =
       fmt::format("{} ({}{}{})", enum_name(qo.method), enum_name(qo.algorithm),
                   qo.method == nn::QuantScheme::Int4WeightOnly ? fmt::format(", groups of {}", qo.group_size) : "",

@@ -3,9 +3,9 @@
 //
 // What is quantized is asked of the parameter roles (lathe/nn/roles.hpp): every Linear whose
 // weight is a matrix (matrix, head_block, neuron_block, residual_projection, output_head) unless
-// `skip_modules` names its role or path. Embeddings are tables, not products, and stay float, as
-// does an output head tied to the token embedding. The stored form and the kernels are
-// lathe/nn/quantized.hpp.
+// `skip_modules` names its role or path. Embeddings are tables, not products, and stay float; a
+// GPT's output head tied to its token embedding is quantized as a copy of it (`lm_head`) when
+// output_head is not skipped. The stored form and the kernels are lathe/nn/quantized.hpp.
 #pragma once
 
 #include <cstdint>

@@ -16,7 +16,7 @@
 namespace lathe::models {
 
 /// Submodules: `wte`, `wpe` (learned positions only), `blocks.<i>` (nn::Block), `ln_f`,
-/// `lm_head` (only when the embedding is not tied).
+/// `lm_head` (only when the embedding is not tied, or its head was separated to be quantized).
 class GptImpl : public torch::nn::Module {
  public:
   /// Throws std::invalid_argument naming the options to change (ModelOptions::validate).
@@ -35,6 +35,11 @@ class GptImpl : public torch::nn::Module {
   /// An empty cache for `batch` sequences of up to `capacity` positions (default max_seq_len),
   /// on the parameters' device and dtype.
   nn::KvCache make_cache(int64_t batch, int64_t capacity = 0) const;
+
+  /// For a model with tied embeddings: an output head of its own (`lm_head`, a copy of the
+  /// token embedding), so that the head can be quantized while the lookup table stays float.
+  /// options.tie_embeddings stays true. A no-op when the model has its own head.
+  void separate_head();
 
   /// GPT-2 initialisation (see ModelOptions::init_std); deterministic under torch::manual_seed.
   void reset_parameters();
