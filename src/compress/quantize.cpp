@@ -149,11 +149,12 @@ std::vector<QuantizedLayer> quantize_model(models::AnyModel& model, const Quanti
     }
     auto q = use_gptq ? gptq(w, H, grid, o.resolved_activations(), o.damp, o.block_size)
                       : nn::quantize_rtn(w, grid, o.resolved_activations());
-    const auto diff = (q.dequantize() - w.cpu()).to(at::kDouble);
-    rec.weight_error = diff.norm().item<double>() / std::max(w.norm().item<double>(), 1e-30);
+    const auto wd = w.to(at::kCPU, at::kDouble);
+    const auto diff = q.dequantize().to(at::kDouble) - wd;
+    rec.weight_error = diff.norm().item<double>() / std::max(wd.norm().item<double>(), 1e-30);
     if (use_gptq)  // ||(W - Q) X|| / ||W X|| over the calibration inputs: tr(D H D^T) / tr(W H W^T)
       rec.output_error = std::sqrt((diff.matmul(H) * diff).sum().item<double>() /
-                                   std::max((w.cpu().to(at::kDouble).matmul(H) * w.cpu().to(at::kDouble)).sum().item<double>(), 1e-300));
+                                   std::max((wd.matmul(H) * wd).sum().item<double>(), 1e-300));
     rec.quantized_bytes = q.bytes();
     lin->quantize(std::move(q));
     out.push_back(rec);

@@ -151,16 +151,14 @@ fs::path source_model(const recipe::Recipe& r, ModelSource source, Stage reader,
     }
   }
   switch (source) {
-    case ModelSource::Pruned: {
-      const auto path = recipe::pruned_dir(r) / "model.safetensors";
-      if (!fs::exists(path))
-        throw Error("no pruned model at " + path.string() + "; run the prune stage first (lathe prune RECIPE)");
-      return path;
-    }
+    case ModelSource::Pruned:
     case ModelSource::Quantized: {
-      const auto path = recipe::quantized_dir(r) / "model.safetensors";
+      const bool pruned = source == ModelSource::Pruned;
+      const auto path = (pruned ? recipe::pruned_dir(r) : recipe::quantized_dir(r)) / "model.safetensors";
+      const char* stage = pruned ? "prune" : "quantize";
       if (!fs::exists(path))
-        throw Error("no quantized model at " + path.string() + "; run the quantize stage first (lathe quantize RECIPE)");
+        throw Error(fmt::format("no {} model at {}; run the {} stage first (lathe {} RECIPE)", enum_name(source),
+                                path.string(), stage, stage));
       return path;
     }
     default: return checkpoint.empty() ? train::newest_checkpoint(r) : fs::path(checkpoint);
@@ -380,14 +378,20 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
                                       train::task_loss(model, data->train_batch(static_cast<uint64_t>(i)));
                                     }};
   const auto layers = compress::quantize_model(model, qo, &calibration);
-  models::save_model(model, model_file);
-  // What is measured is what eval, generate and export read.
-  const auto quantized = models::load_model(model_file, kind, labels);
-  quantized.module()->eval();
-  const auto after = train::evaluate_model(on_val, quantized, *data, device).metrics;
+  models::save_model(model, model_file);  // reading it back gives the same model (tests/test_quantize.cpp)
+  const auto after = train::evaluate_model(on_val, model, *data, device).metrics;
+
+  /// One column of the report: a model, its metrics, its weight bytes and forward latency.
+  struct Side {
+    std::string name;
+    std::map<std::string, double> metrics;
+    int64_t bytes = 0;
+    std::map<int64_t, double> ms;  // by batch rows
+  };
+  Side sides[2] = {{"float", before, weight_bytes(reference), {}},
+                   {std::string(enum_name(qo.method)), after, weight_bytes(model), {}}};
   const auto probe = data->val_batch(0);
-  std::map<int64_t, std::pair<double, double>> latency;
-  for (int64_t rows : {1, 8}) latency[rows] = forward_ms(reference, quantized, with_rows(probe, rows));
+  for (int64_t rows : {1, 8}) std::tie(sides[0].ms[rows], sides[1].ms[rows]) = forward_ms(reference, model, with_rows(probe, rows));
 
   int64_t float_bytes = 0, quantized_bytes = 0;
   json per_layer = json::object();
@@ -399,19 +403,17 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
     if (l.output_error) per_layer[l.name]["output_error"] = *l.output_error;
   }
   std::vector<std::string> kept_float;
-  const auto chosen = compress::quantizable(reference, qo.skip_modules);
-  for (const auto& [path, lin] : nn::linear_layers(*reference.module()))
-    if (std::none_of(chosen.begin(), chosen.end(), [&](const auto& c) { return c.first == path; }))
-      kept_float.push_back(path);
-  if (reference.kind == models::ModelKind::Gpt && !reference.gpt->lm_head && !models::quantized_layers(quantized).count("lm_head"))
+  for (const auto& [path, lin] : nn::linear_layers(*model.module()))
+    if (!lin->quantized()) kept_float.push_back(path);
+  if (model.kind == models::ModelKind::Gpt && !model.gpt->lm_head)
     kept_float.push_back("lm_head (the token embedding, tied)");
   const std::string scheme =
       fmt::format("{} ({}{}{})", enum_name(qo.method), enum_name(qo.algorithm),
                   qo.method == nn::QuantScheme::Int4WeightOnly ? fmt::format(", groups of {}", qo.group_size) : "",
                   qo.method == nn::QuantScheme::Int8Dynamic ? "" : fmt::format(", {} activations", enum_name(qo.resolved_activations())));
-  auto side = [&](const std::map<std::string, double>& metrics, const models::AnyModel& m, bool first) {
-    json j = {{"metrics", metrics}, {"weight_bytes", weight_bytes(m)}};
-    for (const auto& [rows, ms] : latency) j["latency_ms"]["batch_" + std::to_string(rows)] = first ? ms.first : ms.second;
+  auto side_json = [](const Side& side) {
+    json j = {{"metrics", side.metrics}, {"weight_bytes", side.bytes}};
+    for (const auto& [rows, ms] : side.ms) j["latency_ms"]["batch_" + std::to_string(rows)] = ms;
     return j;
   };
   json report = {{"source", src.string()},
@@ -422,8 +424,8 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
                                      {"ratio", static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes)}}},
                  {"kept_float", kept_float},
                  {"layers", per_layer},
-                 {"before", side(before, reference, true)},
-                 {"after", side(after, quantized, false)}};
+                 {"before", side_json(sides[0])},
+                 {"after", side_json(sides[1])}};
   io::write_file_atomic(report_file, report.dump(2) + "\n");
   write_stage_record(r.run.out_dir, "quantize", made_from);
 
@@ -434,16 +436,13 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
     if (before.count(key)) header += fmt::format(" {:>11}", key);
   header += fmt::format(" {:>11} {:>11}", "batch 1 ms", "batch 8 ms");
   say(header);
-  auto line = [&](const std::string& name, const models::AnyModel& m, const std::map<std::string, double>& metrics,
-                  bool first) {
-    std::string s = fmt::format("  {:<18} {:>10.2f}", name, static_cast<double>(weight_bytes(m)) / 1e6);
+  for (const auto& side : sides) {
+    std::string text = fmt::format("  {:<18} {:>10.2f}", side.name, static_cast<double>(side.bytes) / 1e6);
     for (const auto& key : {"loss", "perplexity", "accuracy"})
-      if (auto it = metrics.find(key); it != metrics.end()) s += fmt::format(" {:>11.4f}", it->second);
-    for (const auto& [rows, ms] : latency) s += fmt::format(" {:>11.2f}", first ? ms.first : ms.second);
-    return s;
-  };
-  say(line("float", reference, before, true));
-  say(line(std::string(enum_name(qo.method)), quantized, after, false));
+      if (auto it = side.metrics.find(key); it != side.metrics.end()) text += fmt::format(" {:>11.4f}", it->second);
+    for (const auto& [rows, ms] : side.ms) text += fmt::format(" {:>11.2f}", ms);
+    say(text);
+  }
   say(fmt::format("  Linear weights {:.2f} MB -> {:.2f} MB ({:.3f}x)", static_cast<double>(float_bytes) / 1e6,
                   static_cast<double>(quantized_bytes) / 1e6,
                   static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes)));
@@ -453,7 +452,7 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
                              fresh.why(), scheme, metric, before.count(metric) ? before.at(metric) : 0.0,
                              after.count(metric) ? after.at(metric) : 0.0,
                              static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes),
-                             latency[8].first / latency[8].second, model_file.string())};
+                             sides[0].ms.at(8) / sides[1].ms.at(8), model_file.string())};
 }
 
 std::string export_problem(const recipe::Recipe& r) {
