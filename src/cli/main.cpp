@@ -434,7 +434,7 @@ std::vector<Command> commands() {
       {"quantize", "RECIPE", "Quantize a checkpoint (quantize: section), report size, accuracy and latency before/after",
        with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Quantize again even if the quantized model exists"); }),
        cmd_quantize},
-      {"export", "RECIPE", "Export to a Hugging Face directory (export.format: hf)",
+      {"export", "RECIPE", "Export to ONNX (model.onnx, decoder_with_past_model.onnx) and/or a Hugging Face directory (export.format)",
        with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Export again even if the export exists"); }),
        cmd_export},
       {"recipe check", "FILE...", "Validate recipes; print every problem as file:line:col: key: message",

@@ -21,9 +21,7 @@
 #ifdef LATHE_WITH_MPI
 #include <mpi.h>
 #endif
-#ifdef LATHE_WITH_ONNX
 #include <onnx/onnx_pb.h>
-#endif
 
 namespace lathe {
 namespace {
@@ -88,11 +86,7 @@ std::string environment_report() {
   line("MPI", "not built (LATHE_WITH_MPI=OFF)");
 #endif
 
-#ifdef LATHE_WITH_ONNX
   line("ONNX", fmt::format("libonnx linked (IR version {})", static_cast<int>(onnx::IR_VERSION)));
-#else
-  line("ONNX", "not built (LATHE_WITH_ONNX=OFF)");
-#endif
 
   const char* omp = std::getenv("OMP_NUM_THREADS");
   line("threads", fmt::format("intra-op {}, inter-op {}, hardware {}, OMP_NUM_THREADS={}", at::get_num_threads(),

@@ -88,12 +88,15 @@ torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
   return at::embedding(weight, ids, options.padding_idx);
 }
 
-RotaryTables rotary_tables(const at::Tensor& positions, int64_t head_dim, double theta) {
+at::Tensor rotary_inv_freq(int64_t head_dim, double theta) {
   if (head_dim % 2 != 0) throw std::invalid_argument("rotary embeddings need an even head dimension, got " +
                                                      std::to_string(head_dim));
-  auto f32 = positions.options().dtype(at::kFloat);
   // Same arithmetic as the reference implementations: integer exponents over head_dim in float32.
-  auto inv_freq = 1.0 / at::pow(theta, at::arange(0, head_dim, 2, f32.dtype(at::kLong)).to(at::kFloat) / head_dim);
+  return 1.0 / at::pow(theta, at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / head_dim);
+}
+
+RotaryTables rotary_tables(const at::Tensor& positions, int64_t head_dim, double theta) {
+  auto inv_freq = rotary_inv_freq(head_dim, theta);
   auto freqs = at::outer(positions.to(at::kFloat), inv_freq.to(positions.device()));  // (T, D/2)
   auto emb = at::cat({freqs, freqs}, -1);                                              // (T, D)
   return {emb.cos(), emb.sin()};

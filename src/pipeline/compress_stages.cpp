@@ -1,10 +1,8 @@
-// The prune, quantize and export stages, and which model a stage reads.
+// The prune and quantize stages, and which model a stage reads.
 
 #include <algorithm>
 #include <chrono>
 #include <tuple>
-#include <fstream>
-#include <sstream>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -16,7 +14,6 @@
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
-#include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/paths.hpp"
@@ -453,55 +450,6 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
                              after.count(metric) ? after.at(metric) : 0.0,
                              static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes),
                              sides[0].ms.at(8) / sides[1].ms.at(8), model_file.string())};
-}
-
-std::string export_problem(const recipe::Recipe& r) {
-  if (r.export_.format == recipe::ExportFormat::Hf) return {};
-  return fmt::format("export.format: {}: this build of lathe exports Hugging Face directories only; set "
-                     "export.format: hf",
-                     enum_name(r.export_.format));
-}
-
-StageResult run_export_stage(const recipe::Recipe& r, bool force) {
-  RunLock lock(r);
-  if (const auto problem = export_problem(r); !problem.empty()) throw Error(problem);
-  const auto src = source_model(r, r.export_.source, Stage::Export);
-  const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
-  const auto config = out / "config.json";
-  MadeFrom made_from = recipe_part(r, {"export."});
-  add_model(made_from, src);
-  add_files(made_from, {recipe::tokenizer_path(r)});
-  const auto fresh = freshness(force, config, read_stage_record(r.run.out_dir, "export"), made_from);
-  if (fresh.up_to_date) return {true, fmt::format("{} holds {}", out.string(), src.string())};
-  const auto tokenizer = recipe::tokenizer_path(r);
-  const std::vector<fs::path> files{config, out / "model.safetensors", out / tokenizer.filename()};
-  std::vector<fs::path> outputs{out};
-  outputs.insert(outputs.end(), files.begin(), files.end());
-  check_not_input(r, outputs);
-  if (r.export_.path.empty()) io::claim(out);
-  fs::create_directories(out);
-  for (const auto& f : files) io::claim(f);
-  auto model = models::load_model(src, train::model_kind(r.train.task));
-  // transformers has no reader for lathe's integer layout: the weights go out as the float
-  // values the codes stand for.
-  const bool dequantized = !models::quantized_layers(model).empty();
-  for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
-  switch (model.kind) {
-    case models::ModelKind::Gpt: models::save_hf(model.gpt, out); break;
-    case models::ModelKind::BertMaskedLm: models::save_hf(model.mlm, out); break;
-    case models::ModelKind::BertClassifier: models::save_hf(model.classifier, out); break;
-  }
-  std::ifstream in(tokenizer, std::ios::binary);
-  if (!in) throw Error("cannot read the tokenizer " + tokenizer.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  io::write_file_atomic(out / tokenizer.filename(), text.str());
-  write_stage_record(r.run.out_dir, "export", made_from);
-  return {false, fmt::format("{}{} -> {} (Hugging Face: config.json, model.safetensors, {}){}", fresh.why(),
-                             src.string(), out.string(), tokenizer.filename().string(),
-                             dequantized ? "; quantized weights written as the float32 values their codes stand for "
-                                           "(transformers reads no lathe integer layout)"
-                                         : "")};
 }
 
 }  // namespace lathe::pipeline

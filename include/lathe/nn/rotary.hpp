@@ -12,6 +12,8 @@ struct RotaryTables {
   at::Tensor cos;
   at::Tensor sin;
 };
+/// The rotation frequencies theta^(-2i / head_dim), i < head_dim / 2, float32 (head_dim / 2).
+at::Tensor rotary_inv_freq(int64_t head_dim, double theta);
 RotaryTables rotary_tables(const at::Tensor& positions, int64_t head_dim, double theta);
 
 /// Rotates x (B, H, T, head_dim) by the tables (T, head_dim); returns x's dtype.

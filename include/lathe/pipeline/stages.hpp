@@ -105,13 +105,15 @@ StageResult run_prune_stage(const recipe::Recipe& recipe, bool force, const Cons
 /// error of each layer), also printed as a table.
 StageResult run_quantize_stage(const recipe::Recipe& recipe, bool force, const ConsoleOptions& console = {});
 
-/// Export stage, format hf: writes the export.source model as a Hugging Face directory
-/// (config.json, model.safetensors, tokenizer.json) to export.path (default <out_dir>/export).
-/// A quantized model's weights are written as the float values their codes stand for.
+/// Export stage: writes the export.source model to export.path (default <out_dir>/export) as
+/// export.format says — onnx: model.onnx (and, for a GPT, decoder_with_past_model.onnx; see
+/// export/onnx.hpp), checked before anything is written, quantized layers in ONNX's integer
+/// operators; hf: config.json + model.safetensors (a quantized model's weights as the float
+/// values their codes stand for); both: all of them — and the tokenizer file beside them.
 StageResult run_export_stage(const recipe::Recipe& recipe, bool force);
 
-/// Why this build cannot run the recipe's export section (an export format it lacks); empty
-/// when it can.
+/// Why the recipe's export section cannot run (an opset this build cannot check), naming the
+/// key; empty when it can.
 std::string export_problem(const recipe::Recipe& recipe);
 
 struct Sample {

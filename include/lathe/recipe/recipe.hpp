@@ -281,9 +281,12 @@ struct ExportConfig {
 
 template <class V>
 void visit(V& v, ExportConfig& c) {
-  v.field("format", c.format, "onnx (model.onnx), hf (Hugging Face config.json + model.safetensors) or both.");
-  v.field("opset", c.opset, "ONNX opset version.", between(13, 21));
-  v.field("dynamic_axes", c.dynamic_axes, "Leave batch and sequence dimensions symbolic in the ONNX graph.");
+  v.field("format", c.format, "onnx (model.onnx, and decoder_with_past_model.onnx for a GPT), hf (Hugging Face "
+                              "config.json + model.safetensors) or both.");
+  v.field("opset", c.opset, "ONNX opset of the default domain (17: LayerNormalization; at most the newest the "
+                            "linked onnx library checks).", between(17, 21));
+  v.field("dynamic_axes", c.dynamic_axes, "Leave the batch dimension symbolic in the ONNX graphs; false fixes it "
+                                          "at 1 (sequence dimensions stay symbolic).");
   v.field("source", c.source, "Model to export: checkpoint, pruned, quantized, or auto (the output of the "
                               "nearest earlier prune or quantize stage of the pipeline, else the checkpoint).");
   v.field("path", c.path, "Output directory. Empty: <out_dir>/export.");

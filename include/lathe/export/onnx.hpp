@@ -1,0 +1,79 @@
+// ONNX export of lathe's models, built per module (export/modules.hpp) and checked before it
+// is written.
+//
+// GPT (Hugging Face Optimum / ONNX Runtime GenAI naming):
+//   model.onnx                     input_ids (batch_size, sequence_length) int64,
+//                                  attention_mask (batch_size, sequence_length) int64 (1 = real token),
+//                                  position_ids (batch_size, sequence_length) int64
+//                                  -> logits (batch_size, sequence_length, vocab) float32
+//   decoder_with_past_model.onnx   the same, plus past_key_values.<i>.key / .value
+//                                  (batch_size, kv_heads, past_sequence_length, head_dim) float32 for
+//                                  every layer i, attention_mask covering past and new positions
+//                                  (batch_size, total_sequence_length); -> logits and
+//                                  present.<i>.key / .value (batch_size, kv_heads, total_sequence_length,
+//                                  head_dim). past_sequence_length may be 0 (the prompt's step).
+//   position_ids follow transformers: cumsum(attention_mask) - 1, with padding at 1. Learned
+//   positions read them; rotary ones depend on their differences only.
+// BERT:
+//   model.onnx                     input_ids, attention_mask, token_type_ids (batch_size, sequence_length)
+//                                  int64 -> logits (masked LM: (batch_size, sequence_length, vocab);
+//                                  classifier: (batch_size, num_labels)) and last_hidden_state
+//                                  (batch_size, sequence_length, d_model), the encoder's output.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lathe/models/store.hpp"
+
+namespace onnx {
+class ModelProto;
+}
+
+namespace lathe::export_ {
+
+struct OnnxOptions {
+  /// Version of the default ONNX domain: 17 (LayerNormalization) up to the linked onnx
+  /// library's newest (max_opset()).
+  int64_t opset = 17;
+  /// Batch and sequence dimensions symbolic; false fixes the batch at 1 (sequence dimensions
+  /// stay symbolic: a decoder steps through lengths).
+  bool dynamic_axes = true;
+  /// Models whose weights take more bytes than this keep them in <file>.data beside the .onnx
+  /// file (protobuf cannot serialise messages over 2 GiB).
+  int64_t external_data_bytes = int64_t{2} * 1000 * 1000 * 1000;
+  /// Written as the model's metadata_props (with "lathe.kind" added).
+  std::map<std::string, std::string> metadata;
+
+  /// Every problem, each naming the field; empty when valid.
+  std::vector<std::string> problems() const;
+};
+
+/// One checked graph and the file it goes to.
+struct OnnxGraph {
+  std::string file;  // "model.onnx", "decoder_with_past_model.onnx"
+  std::shared_ptr<onnx::ModelProto> model;
+};
+
+struct OnnxExport {
+  std::vector<OnnxGraph> graphs;
+  /// What a user should know about the export (a layer's scheme written differently).
+  std::vector<std::string> notes;
+};
+
+/// Builds and checks every graph of `model` (ONNX checker, shape inference). Throws
+/// lathe::Error naming the unsupported part or the failed check; nothing is written.
+OnnxExport export_onnx(const models::AnyModel& model, const OnnxOptions& options);
+
+/// Writes the graphs into `dir`, each file atomically (and its .data first when the weights
+/// go to external data; a .data file of an earlier export that is no longer needed is
+/// removed). Every file is claimed first (io::claim): a file lathe did not write is never
+/// overwritten. Returns the files written.
+std::vector<std::filesystem::path> write_onnx(const OnnxExport& exported, const std::filesystem::path& dir,
+                                              int64_t external_data_bytes);
+
+}  // namespace lathe::export_

@@ -1,0 +1,289 @@
+// ONNX graphs of GPT and BERT, and writing them.
+
+#include "lathe/export/onnx.hpp"
+
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <onnx/onnx_pb.h>
+
+#include "lathe/core/enum_table.hpp"
+#include "lathe/core/error.hpp"
+#include "lathe/export/graph.hpp"
+#include "lathe/export/modules.hpp"
+#include "lathe/io/atomic_file.hpp"
+#include "lathe/io/ownership.hpp"
+#include "lathe/nn/rotary.hpp"
+
+namespace lathe::export_ {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr double kLowest = std::numeric_limits<float>::lowest();
+
+struct Axes {
+  Dim batch;
+  explicit Axes(const OnnxOptions& o) : batch(o.dynamic_axes ? Dim("batch_size") : Dim(int64_t{1})) {}
+};
+
+std::string shape_dim(Graph& g, const std::string& x, int64_t axis) {
+  return g.op("Gather", {g.op("Shape", {x}), g.int_scalar(axis)}, {{"axis", int64_t{0}}});
+}
+
+/// The additive causal + padding mask (B, 1, T, P + T): query i (absolute position P + i) sees
+/// key j when j <= P + i and key j is real, and always itself (as lathe's attention does).
+std::string causal_mask(Graph& g, const std::string& ids, const std::string& attention_mask) {
+  Graph::Scope s(g, "mask");
+  const auto t = shape_dim(g, ids, 1);
+  const auto total = shape_dim(g, attention_mask, 1);
+  const auto past = g.op("Sub", {total, t});
+  const auto keys = g.op("Unsqueeze", {g.op("Range", {g.int_scalar(0), total, g.int_scalar(1)}), g.ints({0})});
+  const auto queries = g.op("Unsqueeze", {g.op("Range", {past, total, g.int_scalar(1)}), g.ints({1})});
+  const auto causal = g.op("LessOrEqual", {keys, queries});  // (T, P + T)
+  const auto self = g.op("Equal", {keys, queries});
+  const auto real = g.op("Unsqueeze", {g.op("Cast", {attention_mask}, {{"to", int64_t{9}}}), g.ints({1, 2})});
+  const auto keep = g.op("Or", {g.op("And", {real, causal}), self});  // (B, 1, T, P + T)
+  return g.op("Where", {keep, g.scalar(0.0), g.scalar(kLowest)});
+}
+
+/// (1 - mask) * lowest as (B, 1, 1, T): padding keys are never attended to.
+std::string padding_mask(Graph& g, const std::string& attention_mask) {
+  Graph::Scope s(g, "mask");
+  const auto m = g.op("Cast", {attention_mask}, {{"to", int64_t{1}}});
+  const auto add = g.op("Mul", {g.op("Sub", {g.scalar(1.0), m}), g.scalar(kLowest)});
+  return g.op("Unsqueeze", {add, g.ints({1, 2})});
+}
+
+std::map<std::string, std::string> metadata(const models::AnyModel& model, const OnnxOptions& o) {
+  auto m = o.metadata;
+  m["lathe.kind"] = model.kind_name();
+  return m;
+}
+
+OnnxGraph gpt_graph(models::GptImpl& gpt, const OnnxOptions& o, bool with_past,
+                    const std::map<std::string, std::string>& meta) {
+  const auto& opt = gpt.options;
+  const Axes axes(o);
+  const int64_t kv = opt.kv_heads(), d = opt.head_dim();
+  Graph g(with_past ? "gpt_decoder_with_past" : "gpt", o.opset);
+  const char* total = with_past ? "total_sequence_length" : "sequence_length";
+  const auto ids = g.input("input_ids", Elem::Int64, {axes.batch, "sequence_length"});
+  const auto attention_mask = g.input("attention_mask", Elem::Int64, {axes.batch, total});
+  const auto position_ids = g.input("position_ids", Elem::Int64, {axes.batch, "sequence_length"});
+  std::vector<std::pair<std::string, std::string>> past;
+  if (with_past)
+    for (int64_t i = 0; i < opt.n_layer; ++i) {
+      const std::vector<Dim> dims{axes.batch, kv, "past_sequence_length", d};
+      auto key = g.input(fmt::format("past_key_values.{}.key", i), Elem::Float, dims);
+      past.emplace_back(key, g.input(fmt::format("past_key_values.{}.value", i), Elem::Float, dims));
+    }
+
+  AttentionValues ctx;
+  ctx.mask = causal_mask(g, ids, attention_mask);
+  std::string x;
+  {
+    Graph::Scope s(g, "wte");
+    x = emit(g, *gpt.wte, ids);
+  }
+  if (gpt.wpe) {
+    Graph::Scope s(g, "wpe");
+    x = g.op("Add", {x, emit(g, *gpt.wpe, position_ids)});
+  } else {
+    Graph::Scope s(g, "rotary");
+    const auto inv_freq = g.initializer("inv_freq", nn::rotary_inv_freq(d, opt.rope_theta));
+    const auto pos = g.op("Unsqueeze", {g.op("Cast", {position_ids}, {{"to", int64_t{1}}}), g.ints({-1})});
+    const auto freqs = g.op("Mul", {pos, inv_freq});  // (B, T, d / 2)
+    const auto emb = g.op("Unsqueeze", {g.op("Concat", {freqs, freqs}, {{"axis", int64_t{-1}}}), g.ints({1})});
+    ctx.cos = g.op("Cos", {emb});  // (B, 1, T, d)
+    ctx.sin = g.op("Sin", {emb});
+  }
+  std::vector<std::pair<std::string, std::string>> present;
+  for (std::size_t i = 0; i < gpt.blocks->size(); ++i) {
+    Graph::Scope s(g, fmt::format("blocks.{}", i));
+    if (with_past) std::tie(ctx.past_key, ctx.past_value) = past[i];
+    auto out = emit(g, *gpt.blocks[i]->as<nn::Block>(), x, ctx);
+    x = out.y;
+    present.emplace_back(out.present_key, out.present_value);
+  }
+  {
+    Graph::Scope s(g, "ln_f");
+    x = emit(g, *gpt.ln_f, x);
+  }
+  std::string logits;
+  {
+    Graph::Scope s(g, gpt.lm_head ? "lm_head" : "wte");
+    logits = gpt.lm_head ? emit(g, *gpt.lm_head, x) : emit_tied_head(g, gpt.wte->weight, {}, x);
+  }
+  g.output(logits, "logits", Elem::Float, {axes.batch, "sequence_length", opt.vocab_size});
+  if (with_past)
+    for (int64_t i = 0; i < opt.n_layer; ++i) {
+      const std::vector<Dim> dims{axes.batch, kv, "total_sequence_length", d};
+      g.output(present[i].first, fmt::format("present.{}.key", i), Elem::Float, dims);
+      g.output(present[i].second, fmt::format("present.{}.value", i), Elem::Float, dims);
+    }
+  return {with_past ? "decoder_with_past_model.onnx" : "model.onnx", std::shared_ptr<onnx::ModelProto>(g.finish(meta))};
+}
+
+/// The encoder: embeddings, norm, layers -> (B, T, d_model).
+std::string bert_encoder(Graph& g, models::BertModelImpl& bert, const std::string& ids, const std::string& mask,
+                         const std::string& types) {
+  std::string x;
+  {
+    Graph::Scope s(g, "bert");
+    std::string words, positions, segments;
+    {
+      Graph::Scope e(g, "word_embeddings");
+      words = emit(g, *bert.word_embeddings, ids);
+    }
+    {
+      Graph::Scope e(g, "position_embeddings");
+      const auto range = g.op("Range", {g.int_scalar(0), shape_dim(g, ids, 1), g.int_scalar(1)});
+      positions = emit(g, *bert.position_embeddings, range);  // (T, C), broadcast over the batch
+    }
+    {
+      Graph::Scope e(g, "token_type_embeddings");
+      segments = emit(g, *bert.token_type_embeddings, types);
+    }
+    x = g.op("Add", {g.op("Add", {words, positions}), segments});
+    {
+      Graph::Scope e(g, "embeddings_norm");
+      x = emit(g, *bert.embeddings_norm, x);
+    }
+  }
+  AttentionValues ctx;
+  ctx.mask = padding_mask(g, mask);
+  for (std::size_t i = 0; i < bert.layers->size(); ++i) {
+    Graph::Scope s(g, fmt::format("bert/layers.{}", i));
+    x = emit(g, *bert.layers[i]->as<nn::Block>(), x, ctx).y;
+  }
+  return x;
+}
+
+OnnxGraph bert_graph(const models::AnyModel& model, const OnnxOptions& o) {
+  const Axes axes(o);
+  Graph g(model.kind_name(), o.opset);
+  const std::vector<Dim> dims{axes.batch, "sequence_length"};
+  const auto ids = g.input("input_ids", Elem::Int64, dims);
+  const auto mask = g.input("attention_mask", Elem::Int64, dims);
+  const auto types = g.input("token_type_ids", Elem::Int64, dims);
+  auto bert = model.bert();
+  const auto& opt = bert->options;
+  const auto hidden = bert_encoder(g, *bert, ids, mask, types);
+  if (model.kind == models::ModelKind::BertMaskedLm) {
+    auto mlm_holder = model.mlm;
+    auto& mlm = *mlm_holder;
+    std::string h;
+    {
+      Graph::Scope s(g, "mlm_dense");
+      h = emit(g, *mlm.mlm_dense, hidden);
+    }
+    h = emit_gelu(g, opt.activation, h);
+    {
+      Graph::Scope s(g, "mlm_norm");
+      h = emit(g, *mlm.mlm_norm, h);
+    }
+    Graph::Scope s(g, "mlm_decoder");
+    g.output(emit_tied_head(g, bert->word_embeddings->weight, mlm.mlm_bias, h), "logits", Elem::Float,
+             {axes.batch, "sequence_length", opt.vocab_size});
+  } else {
+    auto cls_holder = model.classifier;
+    auto& cls = *cls_holder;
+    std::string pooled;
+    {
+      Graph::Scope s(g, "bert/pooler");
+      const auto first = g.op("Gather", {hidden, g.int_scalar(0)}, {{"axis", int64_t{1}}});  // (B, C)
+      pooled = g.op("Tanh", {emit(g, *bert->pooler, first)});
+    }
+    Graph::Scope s(g, "classifier");
+    g.output(emit(g, *cls.classifier, pooled), "logits", Elem::Float, {axes.batch, opt.num_labels});
+  }
+  g.output(hidden, "last_hidden_state", Elem::Float, {axes.batch, "sequence_length", opt.d_model});
+  return {"model.onnx", std::shared_ptr<onnx::ModelProto>(g.finish(metadata(model, o)))};
+}
+
+int64_t weight_bytes(const onnx::ModelProto& m) {
+  int64_t n = 0;
+  for (const auto& t : m.graph().initializer()) n += static_cast<int64_t>(t.raw_data().size());
+  return n;
+}
+
+}  // namespace
+
+std::vector<std::string> OnnxOptions::problems() const {
+  std::vector<std::string> out;
+  if (opset < 17 || opset > max_opset())
+    out.push_back(fmt::format("opset: {} is outside 17 (LayerNormalization) .. {} (the newest this build's onnx "
+                              "library checks)",
+                              opset, max_opset()));
+  if (external_data_bytes <= 0) out.push_back("external_data_bytes: must be positive");
+  return out;
+}
+
+OnnxExport export_onnx(const models::AnyModel& model, const OnnxOptions& options) {
+  if (const auto p = options.problems(); !p.empty()) throw Error("onnx export: " + p.front());
+  at::NoGradGuard no_grad;
+  OnnxExport out;
+  bool bf16 = false, dynamic = false;
+  for (const auto& [path, linear] : nn::linear_layers(*model.module()))
+    if (const auto* q = linear->quantized()) {
+      bf16 = bf16 || q->activations() == nn::QuantActivations::BFloat16;
+      dynamic = dynamic || q->grid().scheme == nn::QuantScheme::Int8Dynamic;
+    }
+  if (bf16) out.notes.push_back("layers quantized with bfloat16 activations compute in float32 in the ONNX graph");
+  if (dynamic)
+    out.notes.push_back("int8_dynamic layers quantize their input per tensor in ONNX (DynamicQuantizeLinear, "
+                        "asymmetric uint8) where lathe quantizes per token");
+  if (model.kind == models::ModelKind::Gpt) {
+    auto gpt = model.gpt;
+    out.graphs.push_back(gpt_graph(*gpt, options, /*with_past=*/false, metadata(model, options)));
+    out.graphs.push_back(gpt_graph(*gpt, options, /*with_past=*/true, metadata(model, options)));
+  } else {
+    out.graphs.push_back(bert_graph(model, options));
+  }
+  return out;
+}
+
+std::vector<fs::path> write_onnx(const OnnxExport& exported, const fs::path& dir, int64_t external_data_bytes) {
+  std::vector<fs::path> written;
+  fs::create_directories(dir);
+  for (const auto& graph : exported.graphs) {
+    const auto file = dir / graph.file;
+    const auto data_file = fs::path(file.string() + ".data");
+    io::claim(file);
+    if (weight_bytes(*graph.model) <= external_data_bytes) {
+      io::write_file_atomic(file, graph.model->SerializeAsString());
+      io::remove_owned(data_file);
+      written.push_back(file);
+      continue;
+    }
+    // External data: every initializer of 1 KiB or more moves to <file>.data at a 64-byte
+    // aligned offset; the graph keeps its location, offset and length.
+    io::claim(data_file);
+    onnx::ModelProto copy = *graph.model;
+    std::string data;
+    for (auto& t : *copy.mutable_graph()->mutable_initializer()) {
+      if (t.raw_data().size() < 1024) continue;
+      data.resize((data.size() + 63) / 64 * 64, '\0');
+      const auto offset = data.size();
+      data += t.raw_data();
+      t.clear_raw_data();
+      t.set_data_location(onnx::TensorProto::EXTERNAL);
+      auto add = [&](const std::string& key, const std::string& value) {
+        auto* entry = t.add_external_data();
+        entry->set_key(key);
+        entry->set_value(value);
+      };
+      add("location", data_file.filename().string());
+      add("offset", std::to_string(offset));
+      add("length", std::to_string(data.size() - offset));
+    }
+    io::write_file_atomic(data_file, data);
+    io::write_file_atomic(file, copy.SerializeAsString());
+    written.push_back(data_file);
+    written.push_back(file);
+  }
+  return written;
+}
+
+}  // namespace lathe::export_

@@ -1,0 +1,110 @@
+// The export stage: ONNX graphs and / or a Hugging Face directory.
+
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "lathe/core/build_info.hpp"
+#include "lathe/core/error.hpp"
+#include "lathe/export/graph.hpp"
+#include "lathe/export/onnx.hpp"
+#include "lathe/io/atomic_file.hpp"
+#include "lathe/io/ownership.hpp"
+#include "lathe/models/hf.hpp"
+#include "lathe/models/store.hpp"
+#include "lathe/pipeline/stages.hpp"
+#include "lathe/recipe/load.hpp"
+#include "lathe/recipe/paths.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/train/task.hpp"
+#include "provenance.hpp"
+
+namespace lathe::pipeline {
+namespace fs = std::filesystem;
+using recipe::ExportFormat;
+using recipe::Stage;
+
+namespace {
+
+bool writes_onnx(const recipe::Recipe& r) { return r.export_.format != ExportFormat::Hf; }
+bool writes_hf(const recipe::Recipe& r) { return r.export_.format != ExportFormat::Onnx; }
+
+export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
+  export_::OnnxOptions o;
+  o.opset = r.export_.opset;
+  o.dynamic_axes = r.export_.dynamic_axes;
+  return o;
+}
+
+}  // namespace
+
+std::string export_problem(const recipe::Recipe& r) {
+  if (!writes_onnx(r)) return {};
+  for (const auto& p : onnx_options(r).problems()) return "export." + p;
+  return {};
+}
+
+StageResult run_export_stage(const recipe::Recipe& r, bool force) {
+  RunLock lock(r);
+  if (const auto problem = export_problem(r); !problem.empty()) throw Error(problem);
+  const auto src = source_model(r, r.export_.source, Stage::Export);
+  const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
+  const auto tokenizer = recipe::tokenizer_path(r);
+  const auto marker = out / (writes_onnx(r) ? "model.onnx" : "config.json");
+  MadeFrom made_from = recipe_part(r, {"export."});
+  add_model(made_from, src);
+  add_files(made_from, {tokenizer});
+  const auto fresh = freshness(force, marker, read_stage_record(r.run.out_dir, "export"), made_from);
+  if (fresh.up_to_date) return {true, fmt::format("{} holds {}", out.string(), src.string())};
+  check_not_input(r, {out, marker, out / tokenizer.filename()});
+  if (r.export_.path.empty()) io::claim(out);
+  fs::create_directories(out);
+
+  auto model = models::load_model(src, train::model_kind(r.train.task));
+  std::vector<std::string> parts, notes;
+  // Every graph is built and checked before the first file is written: an unsupported part
+  // leaves the directory as it was.
+  if (writes_onnx(r)) {
+    auto options = onnx_options(r);
+    tokenizer::Fnv1a recipe_hash;
+    recipe_hash.add(recipe::to_yaml(r));
+    options.metadata = {
+        {"lathe.version", build::kVersion},
+        {"lathe.recipe_hash", fmt::format("{:016x}", recipe_hash.value())},
+        {"lathe.tokenizer_fingerprint",
+         fmt::format("{:016x}", tokenizer::load_tokenizer(tokenizer, recipe::vocab_lowercase(r))->fingerprint())},
+        {"lathe.source", src.string()}};
+    const auto onnx = export_::export_onnx(model, options);
+    notes = onnx.notes;
+    for (const auto& f : export_::write_onnx(onnx, out, export_::OnnxOptions{}.external_data_bytes))
+      parts.push_back(f.filename().string());
+  }
+  if (writes_hf(r)) {
+    for (const auto& f : {out / "config.json", out / "model.safetensors"}) io::claim(f);
+    // transformers has no reader for lathe's integer layout: the weights go out as the float
+    // values the codes stand for.
+    if (!models::quantized_layers(model).empty())
+      notes.push_back("quantized weights written to model.safetensors as the float32 values their codes stand for "
+                      "(transformers reads no lathe integer layout)");
+    for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
+    switch (model.kind) {
+      case models::ModelKind::Gpt: models::save_hf(model.gpt, out); break;
+      case models::ModelKind::BertMaskedLm: models::save_hf(model.mlm, out); break;
+      case models::ModelKind::BertClassifier: models::save_hf(model.classifier, out); break;
+    }
+    parts.insert(parts.end(), {"config.json", "model.safetensors"});
+  }
+  std::ifstream in(tokenizer, std::ios::binary);
+  if (!in) throw Error("cannot read the tokenizer " + tokenizer.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  io::claim(out / tokenizer.filename());
+  io::write_file_atomic(out / tokenizer.filename(), text.str());
+  parts.push_back(tokenizer.filename().string());
+  write_stage_record(r.run.out_dir, "export", made_from);
+  return {false, fmt::format("{}{} -> {} ({}){}", fresh.why(), src.string(), out.string(), fmt::join(parts, ", "),
+                             notes.empty() ? "" : "; " + fmt::format("{}", fmt::join(notes, "; ")))};
+}
+
+}  // namespace lathe::pipeline

@@ -1,0 +1,389 @@
+// ONNX export against ONNX Runtime: lathe's graphs (checked by the onnx package's full checker in
+// tests/reference/onnx_run.py) must give LibTorch's outputs for GPT-2-style and Llama-style
+// decoders (with and without the KV cache), BERT's heads, models imported from Hugging Face
+// (against transformers), and quantized and pruned models.
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <ATen/ATen.h>
+#include <torch/utils.h>
+
+#include "lathe/compress/prune.hpp"
+#include "lathe/compress/quantize.hpp"
+#include "lathe/core/error.hpp"
+#include "lathe/export/onnx.hpp"
+#include "lathe/io/safetensors.hpp"
+#include "lathe/models/generate.hpp"
+#include "lathe/models/store.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/train/checkpoint.hpp"
+#include "run_fixture.hpp"
+#include "support.hpp"
+
+using lathe::models::AnyModel;
+using lathe::models::ModelKind;
+using lathe::models::ModelOptions;
+using lathe::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// fp32 outputs of ONNX Runtime against LibTorch on the same weights (the bound): the
+/// two run the same arithmetic in different kernel orders.
+constexpr double kOnnxTol = 1e-4;
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  REQUIRE(a.sizes() == b.sizes());
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+double rms(const at::Tensor& a) { return a.to(at::kDouble).pow(2).mean().sqrt().item<double>(); }
+
+/// Every parameter moved off its initial value (biases and norm scales included), so a weight
+/// wired to the wrong place shows in the outputs.
+void perturb(const AnyModel& m) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : m.module()->parameters()) p.add_(at::randn_like(p) * 0.1);
+  m.module()->eval();
+}
+
+AnyModel gpt(bool llama) {
+  ModelOptions o;
+  o.n_layer = 2;
+  o.n_head = 4;
+  o.d_model = 32;
+  o.vocab_size = 97;
+  o.max_seq_len = 128;
+  if (llama) {
+    o.position = lathe::nn::Position::Rope;
+    o.norm = lathe::nn::NormKind::RmsNorm;
+    o.activation = lathe::nn::Activation::SwiGlu;
+    o.bias = false;
+    o.n_kv_head = 2;
+    o.d_ff = 64;
+    o.tie_embeddings = false;
+  }
+  torch::manual_seed(llama ? 11 : 12);
+  auto m = lathe::models::make_model(ModelKind::Gpt, o);
+  perturb(m);
+  return m;
+}
+
+AnyModel bert(ModelKind kind) {
+  auto o = ModelOptions::bert_defaults();
+  o.n_layer = 2;
+  o.n_head = 4;
+  o.d_model = 32;
+  o.d_ff = 64;
+  o.vocab_size = 101;
+  o.max_seq_len = 128;
+  o.num_labels = 3;
+  o.dropout = 0;
+  o.attn_dropout = 0;
+  torch::manual_seed(13);
+  auto m = lathe::models::make_model(kind, o);
+  perturb(m);
+  return m;
+}
+
+fs::path export_to(const AnyModel& m, const TempDir& dir, lathe::export_::OnnxOptions o = {}) {
+  const auto e = lathe::export_::export_onnx(m, o);
+  lathe::export_::write_onnx(e, dir.path() / "onnx", o.external_data_bytes);
+  return dir.path() / "onnx";
+}
+
+/// Named input cases for onnx_run.py, and the outputs it returns.
+struct Cases {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  void add(const std::string& c, const std::string& name, const at::Tensor& t) {
+    tensors.emplace_back(c + "." + name, t.contiguous());
+  }
+  lathe::io::Safetensors run(const fs::path& model_dir, const TempDir& dir) const {
+    const auto in = dir.path() / "inputs.safetensors", out = dir.path() / "outputs.safetensors";
+    lathe::io::save_safetensors(in, tensors);
+    lathe::test::run_reference("onnx_run.py", {"run", model_dir.string(), in.string(), out.string()});
+    return lathe::io::load_safetensors(out);
+  }
+};
+
+/// Left padding (GPT) of `pad` tokens in row 2 (and 1 in row 1) of a batch of 3; none for 1.
+at::Tensor left_padded_mask(int64_t batch, int64_t t) {
+  auto mask = at::ones({batch, t}, at::kLong);
+  if (batch == 3 && t > 1) {
+    mask.index_put_({1, at::indexing::Slice(0, 1)}, 0);
+    mask.index_put_({2, at::indexing::Slice(0, t / 2)}, 0);
+  }
+  return mask;
+}
+
+/// transformers' position_ids for a left-padded batch: cumsum(mask) - 1, padding at 1.
+at::Tensor position_ids(const at::Tensor& mask) { return (mask.cumsum(1) - 1).masked_fill(mask == 0, 1); }
+
+/// The GPT's ONNX outputs on batch 1 and 3 (left-padded), lengths 1, 7 and 64, with the
+/// decoder-with-past run on the first half, then the rest; returns the worst difference.
+double gpt_worst_diff(AnyModel m, const TempDir& dir, const fs::path& onnx) {
+  Cases cases;
+  std::map<std::string, at::Tensor> want;
+  std::map<std::string, int64_t> past;
+  torch::manual_seed(3);
+  for (int64_t b : {1, 3})
+    for (int64_t t : {1, 7, 64}) {
+      const auto c = fmt::format("b{}t{}", b, t);
+      const auto mask = left_padded_mask(b, t);
+      const auto ids = at::randint(0, m.vocab_size(), {b, t}, at::kLong) * mask;
+      cases.add(c, "input_ids", ids);
+      cases.add(c, "attention_mask", mask);
+      cases.add(c, "position_ids", position_ids(mask));
+      if (t > 1) {
+        past[c] = t / 2 + 1;  // the cached part holds every row's padding and a real token
+        cases.add(c, "past", at::scalar_tensor(past[c], at::kLong));
+      }
+      torch::NoGradGuard no_grad;
+      want[c] = m.gpt->forward(ids, b == 3 ? mask.to(at::kBool) : at::Tensor());
+    }
+  const auto got = cases.run(onnx, dir);
+  double worst = 0;
+  for (const auto& [c, logits] : want) {
+    INFO(c);
+    const double d = max_diff(got.at(c + ".logits"), logits);
+    CHECK(d <= kOnnxTol);
+    worst = std::max(worst, d);
+    if (past.count(c)) {
+      const int64_t p = past[c];
+      const double d1 = max_diff(got.at(c + ".prefill_logits"), logits.narrow(1, 0, p));
+      const double d2 = max_diff(got.at(c + ".past_logits"), logits.narrow(1, p, logits.size(1) - p));
+      CHECK(d1 <= kOnnxTol);
+      CHECK(d2 <= kOnnxTol);
+      worst = std::max({worst, d1, d2});
+    }
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("export: GPT-2-style and Llama-style decoders in ONNX Runtime give LibTorch's logits, with and "
+          "without the KV cache", "[export][onnx]") {
+  for (bool llama : {false, true}) {
+    INFO((llama ? "llama-style" : "gpt2-style"));
+    TempDir dir;
+    const auto m = gpt(llama);
+    const auto onnx = export_to(m, dir);
+    CHECK(fs::exists(onnx / "model.onnx"));
+    CHECK(fs::exists(onnx / "decoder_with_past_model.onnx"));
+    gpt_worst_diff(m, dir, onnx);
+  }
+}
+
+TEST_CASE("export: greedy generation with the decoder-with-past model gives lathe generate's tokens",
+          "[export][onnx]") {
+  for (bool llama : {false, true}) {
+    INFO((llama ? "llama-style" : "gpt2-style"));
+    TempDir dir;
+    auto m = gpt(llama);
+    const auto onnx = export_to(m, dir);
+    const std::vector<int64_t> prompt{5, 17, 42, 8, 64};
+    lathe::models::SamplingOptions s;
+    s.temperature = 0;
+    s.max_new_tokens = 20;
+    const auto ours = lathe::models::generate(m.gpt, prompt, s).tokens;
+    const auto out = dir.path() / "greedy.safetensors";
+    lathe::test::run_reference("onnx_run.py", {"greedy", onnx.string(), "5,17,42,8,64", "20", out.string()});
+    const auto theirs = lathe::io::load_safetensors(out).at("tokens");
+    REQUIRE(theirs.numel() == 20);
+    std::vector<int64_t> got(theirs.data_ptr<int64_t>(), theirs.data_ptr<int64_t>() + theirs.numel());
+    CHECK(got == ours);
+  }
+}
+
+TEST_CASE("export: BERT masked-LM and classifier logits and the encoder's hidden states match LibTorch, with "
+          "padding masks", "[export][onnx]") {
+  for (auto kind : {ModelKind::BertMaskedLm, ModelKind::BertClassifier}) {
+    INFO(static_cast<int>(kind));
+    TempDir dir;
+    auto m = bert(kind);
+    const auto onnx = export_to(m, dir);
+    Cases cases;
+    std::map<std::string, std::pair<at::Tensor, at::Tensor>> want;
+    torch::manual_seed(4);
+    for (int64_t b : {1, 3})
+      for (int64_t t : {1, 7, 64}) {
+        const auto c = fmt::format("b{}t{}", b, t);
+        auto mask = at::ones({b, t}, at::kLong);
+        if (b == 3 && t > 1) {  // right padding, as BERT's tokenizers pad
+          mask.index_put_({1, at::indexing::Slice(t - 1, t)}, 0);
+          mask.index_put_({2, at::indexing::Slice(t / 2 + 1, t)}, 0);
+        }
+        const auto ids = at::randint(1, 101, {b, t}, at::kLong) * mask;
+        auto types = at::zeros({b, t}, at::kLong);
+        types.narrow(1, t / 2, t - t / 2).fill_(1);
+        types = types * mask;
+        cases.add(c, "input_ids", ids);
+        cases.add(c, "attention_mask", mask);
+        cases.add(c, "token_type_ids", types);
+        torch::NoGradGuard no_grad;
+        auto encoder = m.bert();
+        const auto hidden = encoder->forward(ids, types, mask);
+        const auto logits = kind == ModelKind::BertMaskedLm ? m.mlm->forward(ids, types, mask)
+                                                            : m.classifier->forward(ids, types, mask);
+        want[c] = {logits, hidden};
+      }
+    const auto got = cases.run(onnx, dir);
+    for (const auto& [c, pair] : want) {
+      INFO(c);
+      CHECK(max_diff(got.at(c + ".logits"), pair.first) <= kOnnxTol);
+      CHECK(max_diff(got.at(c + ".last_hidden_state"), pair.second) <= kOnnxTol);
+    }
+  }
+}
+
+TEST_CASE("export: a model imported from a Hugging Face directory gives transformers' logits in ONNX Runtime",
+          "[export][onnx]") {
+  for (const std::string kind : {"gpt2", "llama", "bert_mlm", "bert_cls"}) {
+    INFO(kind);
+    TempDir dir;
+    lathe::test::run_reference("hf_models.py", {"make", kind, dir.path().string()});
+    const auto ref = lathe::io::load_safetensors(dir.path() / "ref.safetensors");
+    const auto m = lathe::models::load_model(dir.path() / "hf", kind == "bert_cls"
+                                                                    ? std::optional(ModelKind::BertClassifier)
+                                                                    : std::nullopt);
+    const auto onnx = export_to(m, dir);
+    Cases cases;
+    const auto ids = ref.at("input_ids");
+    const bool masked = std::any_of(ref.tensors.begin(), ref.tensors.end(),
+                                    [](const auto& t) { return t.first == "attention_mask"; });
+    const auto mask = masked ? ref.at("attention_mask") : at::ones_like(ids);
+    cases.add("hf", "input_ids", ids);
+    cases.add("hf", "attention_mask", mask);
+    if (kind == "gpt2" || kind == "llama") cases.add("hf", "position_ids", position_ids(mask));
+    else cases.add("hf", "token_type_ids", ref.at("token_type_ids"));
+    const auto got = cases.run(onnx, dir);
+    CHECK(max_diff(got.at("hf.logits"), ref.at("logits")) <= kOnnxTol);
+  }
+}
+
+TEST_CASE("export: int8 and int4 models run on ONNX Runtime's integer operators within their error budget",
+          "[export][onnx]") {
+  using lathe::nn::QuantScheme;
+  for (bool llama : {false, true})
+    for (auto scheme : {QuantScheme::Int8WeightOnly, QuantScheme::Int8Dynamic, QuantScheme::Int4WeightOnly}) {
+      INFO((llama ? "llama-style " : "gpt2-style ") << lathe::enum_name(scheme));
+      TempDir dir;
+      auto m = gpt(llama);
+      torch::manual_seed(5);
+      const auto ids = at::randint(0, 97, {3, 24}, at::kLong);
+      at::Tensor float_logits, quant_logits;
+      {
+        torch::NoGradGuard no_grad;
+        float_logits = m.gpt->forward(ids);
+      }
+      lathe::compress::QuantizeOptions q;
+      q.method = scheme;
+      q.group_size = 32;
+      if (scheme != QuantScheme::Int8Dynamic) q.activations = lathe::compress::QuantCompute::Float32;
+      lathe::compress::quantize_model(m, q);
+      {
+        torch::NoGradGuard no_grad;
+        quant_logits = m.gpt->forward(ids);
+      }
+      const auto onnx = export_to(m, dir);
+      Cases cases;
+      cases.add("q", "input_ids", ids);
+      cases.add("q", "attention_mask", at::ones_like(ids));
+      cases.add("q", "position_ids", at::arange(24).unsqueeze(0).expand({3, 24}));
+      const auto got = cases.run(onnx, dir).at("q.logits");
+      const double lathe_error = rms(quant_logits - float_logits);
+      const double onnx_error = rms(got - float_logits);
+      INFO("rms error vs float: lathe " << lathe_error << ", ONNX " << onnx_error);
+      CHECK(lathe_error > 0);
+      if (scheme == QuantScheme::Int8Dynamic) {
+        // ONNX's DynamicQuantizeLinear quantizes each activation tensor with one asymmetric
+        // uint8 scale where lathe scales each token: a different rounding of the same budget.
+        CHECK(onnx_error <= 3 * lathe_error);
+      } else {
+        // Weight-only: the same integers and scales, dequantized in both: the same function.
+        CHECK(max_diff(got, quant_logits) <= kOnnxTol);
+      }
+    }
+}
+
+TEST_CASE("export: a structurally pruned model exports as a smaller dense graph", "[export][onnx]") {
+  TempDir dir;
+  auto m = gpt(/*llama=*/false);
+  lathe::compress::PruneOptions o;
+  o.method = lathe::compress::PruneMethod::Structured;
+  o.heads = 0.5;
+  o.neurons = 0.5;
+  const auto pruned = lathe::compress::apply_structured(m, lathe::compress::plan_structured(m, o));
+  REQUIRE(pruned.options().n_head == 2);
+  const auto full = export_to(m, dir);
+  TempDir dir2;
+  const auto small = export_to(pruned, dir2);
+  CHECK(fs::file_size(small / "model.onnx") < fs::file_size(full / "model.onnx"));
+  gpt_worst_diff(pruned, dir2, small);
+  // The qkv matrix of block 0 has the pruned model's widths: (d_model, (2 + 2 * 2) * head_dim).
+  const auto r = lathe::test::run_python(
+      "import onnx,sys\nm=onnx.load(sys.argv[1])\n"
+      "print([list(t.dims) for t in m.graph.initializer if t.name=='blocks.0/attn/qkv/weight_t'][0])",
+      {(small / "model.onnx").string()});
+  REQUIRE(r.code == 0);
+  CHECK(r.out == "[32, 48]\n");
+}
+
+TEST_CASE("export: weights over the threshold go to external data that ONNX Runtime reads", "[export][onnx]") {
+  TempDir dir;
+  const auto m = gpt(/*llama=*/true);
+  lathe::export_::OnnxOptions o;
+  o.external_data_bytes = 1000;
+  const auto onnx = export_to(m, dir, o);
+  CHECK(fs::exists(onnx / "model.onnx.data"));
+  CHECK(fs::file_size(onnx / "model.onnx") < fs::file_size(onnx / "model.onnx.data") / 2);
+  gpt_worst_diff(m, dir, onnx);
+}
+
+TEST_CASE("export: a bad opset is refused naming it, before anything is written", "[export][onnx]") {
+  const auto m = gpt(false);
+  lathe::export_::OnnxOptions o;
+  o.opset = 16;
+  CHECK_THAT(lathe::test::error_of([&] { lathe::export_::export_onnx(m, o); }),
+             Catch::Contains("opset: 16 is outside 17"));
+}
+
+TEST_CASE("export stage: onnx + hf files with metadata, skipped when unchanged, redone when a key changes, "
+          "refused with the key named", "[export][onnx][stage]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "max_steps: 2, batch_size: 4",
+                                               "export: {format: both}"));
+  lathe::pipeline::run_train_stage(r, false);
+  auto first = lathe::pipeline::run_export_stage(r, false);
+  CHECK_FALSE(first.skipped);
+  const auto out = dir.path() / "run" / "export";
+  for (const auto* f : {"model.onnx", "decoder_with_past_model.onnx", "config.json", "model.safetensors",
+                        "tokenizer.json"})
+    CHECK(fs::exists(out / f));
+  const auto meta = lathe::test::run_python(
+      "import onnx,sys,json\nm=onnx.load(sys.argv[1])\nonnx.checker.check_model(m, full_check=True)\n"
+      "print(json.dumps({p.key: p.value for p in m.metadata_props}))",
+      {(out / "model.onnx").string()});
+  REQUIRE(meta.code == 0);
+  const auto props = nlohmann::json::parse(meta.out);
+  CHECK(props.at("lathe.kind") == "gpt");
+  CHECK(props.at("lathe.recipe_hash").get<std::string>().size() == 16);
+  const auto tok = lathe::tokenizer::load_tokenizer(out / "tokenizer.json");
+  CHECK(props.at("lathe.tokenizer_fingerprint") == fmt::format("{:016x}", tok->fingerprint()));
+  CHECK(lathe::pipeline::run_export_stage(r, false).skipped);
+
+  r.export_.dynamic_axes = false;
+  const auto second = lathe::pipeline::run_export_stage(r, false);
+  CHECK_FALSE(second.skipped);
+  CHECK_THAT(second.summary, Catch::Contains("export.dynamic_axes"));
+
+  const auto before = lathe::test::read_file(out / "model.onnx");
+  r.export_.opset = 18;
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_export_stage(r, true); }),
+             Catch::Contains("export.opset: 18 is outside 17"));
+  CHECK(lathe::test::read_file(out / "model.onnx") == before);
+}
