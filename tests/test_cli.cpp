@@ -230,14 +230,14 @@ TEST_CASE("cli: a malformed recipe is refused with the key before anything runs"
   CHECK(contains(invalid.err, "model.n_layer: expected an integer"));
 }
 
-TEST_CASE("cli: run with an export format this build lacks exits 1 before anything runs", "[cli][run]") {
+TEST_CASE("cli: run with an ONNX opset this build cannot check exits 1 before anything runs", "[cli][run]") {
   TempDir dir;
   const auto out_dir = dir.path() / "run";
   auto onnx = run_lathe({"run", kDefault, "--set", "run.out_dir=" + out_dir.string(), "--set",
-                         "pipeline=[tokenizer, export]", "--set", "export.format=onnx"},
+                         "pipeline=[tokenizer, export]", "--set", "export.opset=21"},
                         lathe::test::source_dir());
   CHECK(onnx.code == 1);
-  CHECK(contains(onnx.err, "export.format: onnx: this build of lathe exports Hugging Face directories only"));
+  CHECK(contains(onnx.err, "export.opset: 21 is outside 17 (LayerNormalization) .. "));
   CHECK(!std::filesystem::exists(out_dir / "tokenizer.json"));
 }
 

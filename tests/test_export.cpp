@@ -351,8 +351,8 @@ TEST_CASE("export: a bad opset is refused naming it, before anything is written"
              Catch::Contains("opset: 16 is outside 17"));
 }
 
-TEST_CASE("export stage: onnx + hf files with metadata, skipped when unchanged, redone when a key changes, "
-          "refused with the key named", "[export][onnx][stage]") {
+TEST_CASE("export stage: onnx + hf files with metadata, skipped when unchanged, redone when a key changes "
+          "(files of another format removed), refused with the key named", "[export][onnx][stage]") {
   lathe::test::Corpus corpus;
   TempDir dir;
   auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "max_steps: 2, batch_size: 4",
@@ -380,6 +380,13 @@ TEST_CASE("export stage: onnx + hf files with metadata, skipped when unchanged, 
   const auto second = lathe::pipeline::run_export_stage(r, false);
   CHECK_FALSE(second.skipped);
   CHECK_THAT(second.summary, Catch::Contains("export.dynamic_axes"));
+
+  r.export_.format = lathe::recipe::ExportFormat::Onnx;
+  const auto third = lathe::pipeline::run_export_stage(r, false);
+  CHECK_THAT(third.summary, Catch::Contains("removed config.json of an earlier export"));
+  CHECK_FALSE(fs::exists(out / "config.json"));
+  CHECK_FALSE(fs::exists(out / "model.safetensors"));
+  CHECK(fs::exists(out / "decoder_with_past_model.onnx"));
 
   const auto before = lathe::test::read_file(out / "model.onnx");
   r.export_.opset = 18;

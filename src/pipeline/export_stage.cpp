@@ -1,5 +1,6 @@
 // The export stage: ONNX graphs and / or a Hugging Face directory.
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -48,7 +49,7 @@ std::string export_problem(const recipe::Recipe& r) {
 StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   RunLock lock(r);
   if (const auto problem = export_problem(r); !problem.empty()) throw Error(problem);
-  const auto src = source_model(r, r.export_.source, Stage::Export);
+  const auto src = source_model(r, r.export_.source, Stage::Export, r.export_.checkpoint);
   const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
   const auto tokenizer = recipe::tokenizer_path(r);
   const auto marker = out / (writes_onnx(r) ? "model.onnx" : "config.json");
@@ -95,6 +96,12 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
     }
     parts.insert(parts.end(), {"config.json", "model.safetensors"});
   }
+  // Files an earlier export of another format or model kind left here would pass for this
+  // model's: they go (only those lathe wrote).
+  for (const auto* name : {"model.onnx", "model.onnx.data", "decoder_with_past_model.onnx",
+                           "decoder_with_past_model.onnx.data", "config.json", "model.safetensors"})
+    if (std::find(parts.begin(), parts.end(), name) == parts.end() && io::remove_owned(out / name))
+      notes.push_back(fmt::format("removed {} of an earlier export", name));
   std::ifstream in(tokenizer, std::ios::binary);
   if (!in) throw Error("cannot read the tokenizer " + tokenizer.string());
   std::ostringstream text;

@@ -46,7 +46,9 @@ std::vector<fs::path> run_inputs(const recipe::Recipe& r) {
     }
   }
   if (!r.tokenizer.path.empty()) out.emplace_back(r.tokenizer.path);
-  if (!r.train.init_from.empty()) out.emplace_back(r.train.init_from);
+  for (const auto* model : {&r.train.init_from, &r.prune.checkpoint, &r.quantize.checkpoint, &r.eval.checkpoint,
+                            &r.export_.checkpoint})
+    if (!model->empty()) out.emplace_back(*model);
   return out;
 }
 

@@ -37,7 +37,8 @@ class RunLock {
 };
 
 /// The files a recipe reads and lathe must never write over: the recipe and its extends:
-/// bases, the corpus files, tokenizer.path and train.init_from.
+/// bases, the corpus files, tokenizer.path, train.init_from and the models the prune,
+/// quantize, eval and export sections name.
 std::vector<std::filesystem::path> run_inputs(const recipe::Recipe& recipe);
 
 /// Throws lathe::Error when writing or removing one of `outputs` would destroy one of

@@ -276,6 +276,7 @@ struct ExportConfig {
   int64_t opset = 17;
   bool dynamic_axes = true;
   ModelSource source = ModelSource::Auto;
+  std::string checkpoint;
   std::string path;
 };
 
@@ -289,6 +290,8 @@ void visit(V& v, ExportConfig& c) {
                                           "at 1 (sequence dimensions stay symbolic).");
   v.field("source", c.source, "Model to export: checkpoint, pruned, quantized, or auto (the output of the "
                               "nearest earlier prune or quantize stage of the pipeline, else the checkpoint).");
+  v.field("checkpoint", c.checkpoint, "source checkpoint: a checkpoint, a lathe model file or a Hugging Face "
+                                      "directory (gpt2, llama, bert). Empty: the newest in <out_dir>/checkpoints.");
   v.field("path", c.path, "Output directory. Empty: <out_dir>/export.");
 }
 
