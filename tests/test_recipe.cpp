@@ -146,7 +146,7 @@ TEST_CASE("recipe: out-of-range values name the allowed interval", "[recipe][err
   CHECK(problem(kCorpus + "optim:\n  beta1: 1.5\n").message == "must be in [0, 1), got 1.5");
   CHECK(problem(kCorpus + "optim:\n  lr: 0\n").message == "must be > 0, got 0");
   CHECK(problem(kCorpus + "model:\n  n_layer: 0\n").message == "must be >= 1, got 0");
-  CHECK(problem(kCorpus + "export:\n  opset: 9\n").message == "must be in [13, 21], got 9");
+  CHECK(problem(kCorpus + "export:\n  opset: 9\n").message == "must be in [17, 21], got 9");
 }
 
 TEST_CASE("recipe: inconsistent values are reported at the key the user wrote", "[recipe][errors]") {

@@ -33,32 +33,26 @@ std::string int8_dynamic(Graph& g, const nn::QuantizedWeight& q, const std::stri
   return g.op("Mul", {as_float, scale});
 }
 
-/// The largest block MatMulNBits takes (a power of two from 16 to 256) that divides `in`; 0: none.
-int64_t nbits_block(int64_t in) {
-  for (int64_t b = 256; b >= 16; b /= 2)
-    if (in % b == 0) return b;
-  return 0;
-}
-
 /// Per-channel int8 weights as com.microsoft MatMulNBits (8 bits, codes shifted by 128 to
 /// uint8 with zero point 128, the channel's scale repeated over its blocks), float32 compute
-/// (accuracy_level 1): DequantizeLinear + MatMul would be rewritten by ONNX Runtime's optimiser
+/// (accuracy_level 1). DequantizeLinear + MatMul would be rewritten by ONNX Runtime's optimiser
 /// into an 8-bit MatMulNBits that quantizes the activations (its default accuracy level 4), a
-/// different function from the weight-only scheme's. Inputs no block divides keep
-/// DequantizeLinear + MatMul.
+/// different function from the weight-only scheme's. The block is the largest power of two
+/// from 16 to 256 that divides the inputs, else 16 with the last block padded by zero weights.
 std::string int8_weight_only(Graph& g, const nn::QuantizedWeight& q, const std::string& x) {
-  const int64_t out = q.out(), in = q.in(), block = nbits_block(in);
-  const auto scales = q.scales().to(at::kFloat);
-  if (block == 0) {
-    const auto codes = g.initializer("weight_q_t", q.codes().t().contiguous());  // (in, out) int8
-    const auto w = g.op("DequantizeLinear", {codes, g.initializer("weight_scale", scales)}, {{"axis", int64_t{1}}});
-    return g.op("MatMul", {x, w});
-  }
-  const int64_t blocks = in / block;
-  const auto codes = (q.codes().to(at::kShort) + 128).to(at::kByte).view({out, blocks, block});
+  const int64_t out = q.out(), in = q.in();
+  int64_t block = 16;
+  for (int64_t b = 256; b > 16; b /= 2)
+    if (in % b == 0) {
+      block = b;
+      break;
+    }
+  const int64_t blocks = (in + block - 1) / block;
+  auto codes = at::full({out, blocks * block}, 128, at::kByte);
+  codes.narrow(1, 0, in).copy_((q.codes().to(at::kShort) + 128).to(at::kByte));
   const std::vector<std::string> inputs{
-      x, g.initializer("weight_q8", codes),
-      g.initializer("weight_scale", scales.unsqueeze(1).expand({out, blocks}).reshape({-1})),
+      x, g.initializer("weight_q8", codes.view({out, blocks, block})),
+      g.initializer("weight_scale", q.scales().to(at::kFloat).unsqueeze(1).expand({out, blocks}).reshape({-1})),
       g.initializer("weight_zero_point", at::full({out * blocks}, 128, at::kByte))};
   const std::vector<Attr> attrs{{"K", in}, {"N", out}, {"bits", int64_t{8}}, {"block_size", block},
                                 {"accuracy_level", int64_t{1}}};

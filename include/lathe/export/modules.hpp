@@ -25,8 +25,7 @@ namespace lathe::export_ {
 ///                     applied to the int32 product): the activation is quantized per tensor,
 ///                     asymmetric uint8 — ONNX's dynamic scheme — where lathe quantizes per token;
 ///   int8_weight_only  com.microsoft MatMulNBits (8 bits, the channel's scale on every block,
-///                     float32 compute), or DequantizeLinear + MatMul where no block size
-///                     divides the inputs;
+///                     float32 compute);
 ///   int4_weight_only  com.microsoft MatMulNBits (4 bits, block = group_size, float zero points,
 ///                     float32 compute).
 std::string emit(Graph& g, nn::LinearImpl& linear, const std::string& x);
