@@ -89,9 +89,9 @@ AnyModel bert(ModelKind kind) {
   return m;
 }
 
-fs::path export_to(const AnyModel& m, const TempDir& dir, lathe::export_::OnnxOptions o = {}) {
-  const auto e = lathe::export_::export_onnx(m, o);
-  lathe::export_::write_onnx(e, dir.path() / "onnx", o.external_data_bytes);
+fs::path export_to(const AnyModel& m, const TempDir& dir, int64_t external_data_bytes = int64_t{1} << 31) {
+  const auto e = lathe::export_::export_onnx(m, {});
+  lathe::export_::write_onnx(e, dir.path() / "onnx", external_data_bytes);
   return dir.path() / "onnx";
 }
 
@@ -338,9 +338,7 @@ TEST_CASE("export: a structurally pruned model exports as a smaller dense graph"
 TEST_CASE("export: weights over the threshold go to external data that ONNX Runtime reads", "[export][onnx]") {
   TempDir dir;
   const auto m = gpt(/*llama=*/true);
-  lathe::export_::OnnxOptions o;
-  o.external_data_bytes = 1000;
-  const auto onnx = export_to(m, dir, o);
+  const auto onnx = export_to(m, dir, /*external_data_bytes=*/1000);
   CHECK(fs::exists(onnx / "model.onnx.data"));
   CHECK(fs::file_size(onnx / "model.onnx") < fs::file_size(onnx / "model.onnx.data") / 2);
   gpt_worst_diff(m, dir, onnx);

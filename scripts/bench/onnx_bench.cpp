@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
       if (int8) quantize(m);
       lathe::export_::OnnxOptions o;
       const auto e = lathe::export_::export_onnx(m, o);
-      lathe::export_::write_onnx(e, export_dir + (int8 ? "/lathe_int8" : "/lathe_fp32"), o.external_data_bytes);
+      lathe::export_::write_onnx(e, export_dir + (int8 ? "/lathe_int8" : "/lathe_fp32"));
     }
     return 0;
   }

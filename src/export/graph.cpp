@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <onnx/checker.h>
 #include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
@@ -108,38 +109,28 @@ std::string Graph::weight(const std::string& name, const at::Tensor& parameter) 
   return stored;
 }
 
-std::string Graph::ints(const std::vector<int64_t>& values) {
-  std::string key = "i:";
-  for (auto v : values) key += std::to_string(v) + ",";
+std::string Graph::constant(const std::string& key, const at::Tensor& value) {
   if (auto it = impl_->constants.find(key); it != impl_->constants.end()) return it->second;
-  const auto saved = std::exchange(prefix_, "");
-  auto name = initializer("const_ints", at::tensor(values, at::kLong));
+  const auto saved = std::exchange(prefix_, "");  // shared by every scope: named at the top
+  auto name = initializer("const", value);
   prefix_ = saved;
   impl_->constants[key] = name;
   return name;
 }
 
+std::string Graph::ints(const std::vector<int64_t>& values) {
+  return constant(fmt::format("ints:{}", fmt::join(values, ",")), at::tensor(values, at::kLong));
+}
+
 std::string Graph::int_scalar(int64_t value) {
-  const std::string key = "is:" + std::to_string(value);
-  if (auto it = impl_->constants.find(key); it != impl_->constants.end()) return it->second;
-  const auto saved = std::exchange(prefix_, "");
-  auto name = initializer("const_int", at::scalar_tensor(value, at::kLong));
-  prefix_ = saved;
-  impl_->constants[key] = name;
-  return name;
+  return constant(fmt::format("int:{}", value), at::scalar_tensor(value, at::kLong));
 }
 
 std::string Graph::scalar(double value) {
   const float f = static_cast<float>(value);
   uint32_t bits = 0;
   std::memcpy(&bits, &f, sizeof bits);
-  const std::string key = "f:" + std::to_string(bits);
-  if (auto it = impl_->constants.find(key); it != impl_->constants.end()) return it->second;
-  const auto saved = std::exchange(prefix_, "");
-  auto name = initializer("const_float", at::scalar_tensor(f, at::kFloat));
-  prefix_ = saved;
-  impl_->constants[key] = name;
-  return name;
+  return constant(fmt::format("float:{}", bits), at::scalar_tensor(f, at::kFloat));
 }
 
 std::string Graph::op(const std::string& type, const std::vector<std::string>& inputs, const std::vector<Attr>& attrs,

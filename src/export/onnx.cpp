@@ -216,7 +216,6 @@ std::vector<std::string> OnnxOptions::problems() const {
     out.push_back(fmt::format("opset: {} is outside 17 (LayerNormalization) .. {} (the newest this build's onnx "
                               "library checks)",
                               opset, max_opset()));
-  if (external_data_bytes <= 0) out.push_back("external_data_bytes: must be positive");
   return out;
 }
 

@@ -78,7 +78,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
         {"lathe.source", src.string()}};
     const auto onnx = export_::export_onnx(model, options);
     notes = onnx.notes;
-    for (const auto& f : export_::write_onnx(onnx, out, export_::OnnxOptions{}.external_data_bytes))
+    for (const auto& f : export_::write_onnx(onnx, out))
       parts.push_back(f.filename().string());
   }
   if (writes_hf(r)) {

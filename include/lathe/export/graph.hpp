@@ -91,6 +91,7 @@ class Graph {
 
  private:
   std::string unique(const std::string& hint);
+  std::string constant(const std::string& key, const at::Tensor& value);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int64_t opset_;

@@ -43,9 +43,6 @@ struct OnnxOptions {
   /// Batch and sequence dimensions symbolic; false fixes the batch at 1 (sequence dimensions
   /// stay symbolic: a decoder steps through lengths).
   bool dynamic_axes = true;
-  /// Models whose weights take more bytes than this keep them in <file>.data beside the .onnx
-  /// file (protobuf cannot serialise messages over 2 GiB).
-  int64_t external_data_bytes = int64_t{2} * 1000 * 1000 * 1000;
   /// Written as the model's metadata_props (with "lathe.kind" added).
   std::map<std::string, std::string> metadata;
 
@@ -73,7 +70,9 @@ OnnxExport export_onnx(const models::AnyModel& model, const OnnxOptions& options
 /// go to external data; a .data file of an earlier export that is no longer needed is
 /// removed). Every file is claimed first (io::claim): a file lathe did not write is never
 /// overwritten. Returns the files written.
+/// Models whose weights take more than `external_data_bytes` keep them in <file>.data beside
+/// the .onnx file (protobuf cannot serialise messages over 2 GiB).
 std::vector<std::filesystem::path> write_onnx(const OnnxExport& exported, const std::filesystem::path& dir,
-                                              int64_t external_data_bytes);
+                                              int64_t external_data_bytes = int64_t{2} * 1000 * 1000 * 1000);
 
 }  // namespace lathe::export_
