@@ -5,8 +5,10 @@
                                 (torch.onnx.export of the same model) and DIR/torch_int8/model.onnx
                                 (onnxruntime.quantization.quantize_dynamic of that file, per-channel int8,
                                 the output head left float as lathe's quantize stage leaves it)
-  time DIR BATCH SEQ REPS       ONNX Runtime (CPU, default session options) on DIR/{lathe,torch}_{fp32,int8}:
-                                one JSON line each, the median of REPS runs after two warm-up runs
+  time DIR BATCH SEQ REPS [ROUND]
+                                ONNX Runtime (CPU, default session options) on DIR/{lathe,torch}_{fp32,int8}:
+                                one JSON line each, the median of REPS runs after a warm-up of two runs and
+                                at least a second; which side goes first alternates with ROUND
   report DIR                    the table of every JSON line in DIR/times.jsonl (medians over rounds)
 """
 import json
@@ -65,11 +67,13 @@ def make(kind, out):
                      weight_type=QuantType.QInt8, nodes_to_exclude=[node.name])
 
 
-def time_all(directory, batch, seq, reps):
+def time_all(directory, batch, seq, reps, round_index="0"):
     import onnxruntime as ort
     batch, seq, reps = int(batch), int(seq), int(reps)
     rng = np.random.default_rng(0)
-    for side in ("lathe", "torch"):
+    # The side that goes first alternates with the round: the first session of a process
+    # runs in a machine state the second does not.
+    for side in ("lathe", "torch") if int(round_index) % 2 == 0 else ("torch", "lathe"):
         for variant in ("fp32", "int8"):
             sess = ort.InferenceSession(f"{directory}/{side}_{variant}/model.onnx", providers=["CPUExecutionProvider"])
             vocab = 30000
@@ -84,12 +88,16 @@ def time_all(directory, batch, seq, reps):
                 else:
                     feeds[i.name] = np.zeros((batch, seq), np.int64)
             output = [sess.get_outputs()[0].name]  # the logits; lathe's BERT also offers hidden states
+            warm = time.perf_counter()  # warm-up: two runs and at least a second
+            for r in range(2):
+                sess.run(output, feeds)
+            while time.perf_counter() - warm < 1.0:
+                sess.run(output, feeds)
             ms = []
-            for r in range(reps + 2):
+            for r in range(reps):
                 t0 = time.perf_counter()
                 sess.run(output, feeds)
-                if r >= 2:
-                    ms.append((time.perf_counter() - t0) * 1000)
+                ms.append((time.perf_counter() - t0) * 1000)
             print(json.dumps({"side": f"ort_{side}_onnx", "variant": variant, "batch": batch,
                               "ms": statistics.median(ms)}), flush=True)
 
