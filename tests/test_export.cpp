@@ -344,12 +344,16 @@ TEST_CASE("export: weights over the threshold go to external data that ONNX Runt
   gpt_worst_diff(m, dir, onnx);
 }
 
-TEST_CASE("export: a bad opset is refused naming it, before anything is written", "[export][onnx]") {
+TEST_CASE("export: a bad opset or a bfloat16 model is refused naming it, before anything is written",
+          "[export][onnx]") {
   const auto m = gpt(false);
   lathe::export_::OnnxOptions o;
   o.opset = 16;
   CHECK_THAT(lathe::test::error_of([&] { lathe::export_::export_onnx(m, o); }),
              Catch::Contains("opset: 16 is outside 17"));
+  m.module()->to(at::kBFloat16);
+  CHECK_THAT(lathe::test::error_of([&] { lathe::export_::export_onnx(m, {}); }),
+             Catch::Contains("onnx: wte/weight is BFloat16; the export writes float32 weights"));
 }
 
 TEST_CASE("export stage: onnx + hf files with metadata, skipped when unchanged, redone when a key changes "

@@ -29,7 +29,7 @@ int32_t onnx_type(at::ScalarType t) {
     case at::kInt: return onnx::TensorProto::INT32;
     case at::kLong: return onnx::TensorProto::INT64;
     case at::kBool: return onnx::TensorProto::BOOL;
-    default: throw std::invalid_argument(fmt::format("onnx: no initializer type for {}", c10::toString(t)));
+    default: return -1;
   }
 }
 
@@ -92,10 +92,14 @@ void Graph::output(const std::string& value, const std::string& name, Elem type,
 
 std::string Graph::initializer(const std::string& name, const at::Tensor& tensor) {
   const auto t = tensor.detach().to(at::kCPU).contiguous();
-  auto* init = impl_->graph.add_initializer();
   const std::string unique_name = unique(name);
+  const auto type = onnx_type(t.scalar_type());
+  if (type < 0)
+    throw Error(fmt::format("onnx: {} is {}; the export writes float32 weights (convert the model to float32 first)",
+                            unique_name, c10::toString(t.scalar_type())));
+  auto* init = impl_->graph.add_initializer();
   init->set_name(unique_name);
-  init->set_data_type(onnx_type(t.scalar_type()));
+  init->set_data_type(type);
   for (auto d : t.sizes()) init->add_dims(d);
   init->set_raw_data(std::string(static_cast<const char*>(t.data_ptr()), t.nbytes()));
   return unique_name;
@@ -172,7 +176,9 @@ std::vector<std::string> Graph::ops(const std::string& type, const std::vector<s
       const auto t = std::get<at::Tensor>(a.value).contiguous();
       attr->set_type(onnx::AttributeProto::TENSOR);
       auto* tp = attr->mutable_t();
-      tp->set_data_type(onnx_type(t.scalar_type()));
+      const auto type = onnx_type(t.scalar_type());
+      if (type < 0) throw std::logic_error("onnx: a tensor attribute of an unsupported type");
+      tp->set_data_type(type);
       for (auto d : t.sizes()) tp->add_dims(d);
       tp->set_raw_data(std::string(static_cast<const char*>(t.data_ptr()), t.nbytes()));
     }
