@@ -21,10 +21,10 @@
 #include "lathe/train/checkpoint.hpp"
 #include "run_fixture.hpp"
 #include "support.hpp"
+#include "tiny_models.hpp"
 
 using lathe::models::AnyModel;
 using lathe::models::ModelKind;
-using lathe::models::ModelOptions;
 using lathe::test::TempDir;
 namespace fs = std::filesystem;
 
@@ -50,21 +50,10 @@ void perturb(const AnyModel& m) {
 }
 
 AnyModel gpt(bool llama, int64_t d_ff = 0) {
-  ModelOptions o;
-  o.n_layer = 2;
-  o.n_head = 4;
-  o.d_model = 32;
+  auto o = lathe::test::tiny(llama ? "llama" : "gpt");
   o.vocab_size = 97;
   o.max_seq_len = 128;
-  if (llama) {
-    o.position = lathe::nn::Position::Rope;
-    o.norm = lathe::nn::NormKind::RmsNorm;
-    o.activation = lathe::nn::Activation::SwiGlu;
-    o.bias = false;
-    o.n_kv_head = 2;
-    o.d_ff = 64;
-    o.tie_embeddings = false;
-  }
+  if (llama) o.d_ff = 64;  // int4 groups of 32 tile the MLP's inputs
   if (d_ff > 0) o.d_ff = d_ff;
   torch::manual_seed(llama ? 11 : 12);
   auto m = lathe::models::make_model(ModelKind::Gpt, o);
@@ -73,16 +62,11 @@ AnyModel gpt(bool llama, int64_t d_ff = 0) {
 }
 
 AnyModel bert(ModelKind kind) {
-  auto o = ModelOptions::bert_defaults();
-  o.n_layer = 2;
-  o.n_head = 4;
-  o.d_model = 32;
+  auto o = lathe::test::tiny("bert");
   o.d_ff = 64;
   o.vocab_size = 101;
   o.max_seq_len = 128;
   o.num_labels = 3;
-  o.dropout = 0;
-  o.attn_dropout = 0;
   torch::manual_seed(13);
   auto m = lathe::models::make_model(kind, o);
   perturb(m);

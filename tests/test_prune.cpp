@@ -29,6 +29,7 @@
 #include "lathe/train/trainer.hpp"
 #include "run_fixture.hpp"
 #include "support.hpp"
+#include "tiny_models.hpp"
 
 namespace fs = std::filesystem;
 using lathe::compress::PruneMethod;
@@ -37,31 +38,11 @@ using lathe::compress::PruneScope;
 using lathe::compress::PruneScore;
 using lathe::models::AnyModel;
 using lathe::models::ModelKind;
-using lathe::models::ModelOptions;
 using lathe::test::TempDir;
+using lathe::test::tiny;
 using nlohmann::json;
 
 namespace {
-
-ModelOptions tiny(const std::string& family) {
-  ModelOptions o = family == "bert" ? ModelOptions::bert_defaults() : ModelOptions{};
-  o.n_layer = 2;
-  o.n_head = 4;
-  o.d_model = 32;
-  o.max_seq_len = 16;
-  o.vocab_size = 64;
-  o.dropout = o.attn_dropout = 0.0;
-  if (family == "llama") {
-    o.position = lathe::nn::Position::Rope;
-    o.norm = lathe::nn::NormKind::RmsNorm;
-    o.activation = lathe::nn::Activation::SwiGlu;
-    o.bias = false;
-    o.n_kv_head = 2;
-    o.d_ff = 48;
-    o.tie_embeddings = false;
-  }
-  return o;
-}
 
 at::Tensor logits(AnyModel m, const at::Tensor& ids) {
   torch::NoGradGuard no_grad;
