@@ -77,11 +77,17 @@ Child::~Child() {
 
 void Child::signal(int sig) { ::kill(pid_, sig); }
 
+bool Child::exited() {
+  if (!reaped_ && waitpid(pid_, &status_, WNOHANG) == pid_) reaped_ = true;
+  return reaped_;
+}
+
 std::string Child::output() const { return read_file(tmp_.path() / "out"); }
 
 ProcessResult Child::wait() {
-  int status = 0;
-  waitpid(pid_, &status, 0);
+  if (!reaped_) waitpid(pid_, &status_, 0);
+  reaped_ = true;
+  const int status = status_;
   done_ = true;
   ProcessResult r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -39,6 +39,8 @@ class Child {
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
   void signal(int sig);
+  /// Whether it has ended (wait() then returns at once).
+  bool exited();
   std::string output() const;  // stdout so far
   ProcessResult wait();
 
@@ -46,6 +48,8 @@ class Child {
   TempDir tmp_;
   int pid_ = 0;
   bool done_ = false;
+  int status_ = 0;
+  bool reaped_ = false;
 };
 
 /// Runs a program with arguments (no shell), capturing stdout, stderr and the exit code.

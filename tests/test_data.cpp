@@ -160,32 +160,40 @@ TEST_CASE("data: the random sampler is deterministic, seed-dependent and resumes
   CHECK(x != y);
 }
 
-TEST_CASE("data: sequential windows of different ranks are disjoint and cover the epoch", "[data][sampler]") {
+TEST_CASE("data: ranks read their slices of the global batch, disjoint, covering the epoch", "[data][sampler]") {
   Stream s(3 * 1000 + 1);
   const int world = 3;
-  std::vector<std::set<uint64_t>> seen(world);
-  uint64_t per_rank = 0;
-  for (int rank = 0; rank < world; ++rank) {
-    WindowSamplerOptions o;
-    o.seq_len = 10;
-    o.batch_size = 5;
-    o.rank = rank;
-    o.world_size = world;
-    o.mode = SamplerMode::Sequential;
-    WindowSampler w(*s.stream, o);
-    per_rank = w.windows_per_rank();
-    for (uint64_t b = 0; b < per_rank / 5; ++b)
-      for (auto start : w.next_starts()) CHECK(seen[rank].insert(start).second);  // no repeat within an epoch
-  }
-  std::set<uint64_t> all;
-  for (const auto& r : seen) {
-    for (auto start : r) {
-      CHECK(start % 10 == 0);
-      CHECK(all.insert(start).second);  // disjoint across ranks
+  for (auto mode : {SamplerMode::Sequential, SamplerMode::Random}) {
+    // One process with the whole global batch of 3 x 5 rows is the reference.
+    WindowSamplerOptions whole;
+    whole.seq_len = 10;
+    whole.batch_size = 5 * world;
+    whole.mode = mode;
+    WindowSampler one(*s.stream, whole);
+    std::vector<std::unique_ptr<WindowSampler>> ranks;
+    for (int rank = 0; rank < world; ++rank) {
+      WindowSamplerOptions o = whole;
+      o.batch_size = 5;
+      o.rank = rank;
+      o.world_size = world;
+      ranks.push_back(std::make_unique<WindowSampler>(*s.stream, o));
     }
+    std::set<uint64_t> epoch;
+    const uint64_t steps = ranks[0]->windows() / (5 * world);
+    for (uint64_t step = 0; step < steps; ++step) {
+      std::vector<uint64_t> joined;
+      for (auto& w : ranks)
+        for (auto start : w->next_starts()) joined.push_back(start);
+      const auto expected = one.next_starts();
+      CHECK(joined == expected);
+      if (mode == SamplerMode::Sequential)
+        for (auto start : joined) {
+          CHECK(start % 10 == 0);
+          CHECK(epoch.insert(start).second);  // no window twice within the epoch
+        }
+    }
+    if (mode == SamplerMode::Sequential) CHECK(epoch.size() == 300);  // (3001 - 1) / 10 windows, all covered
   }
-  CHECK(per_rank == 100);
-  CHECK(all.size() == 300);  // (3001 - 1) / 10 windows, all covered
 }
 
 TEST_CASE("data: the sequential sampler reshuffles each epoch and resumes mid-epoch", "[data][sampler]") {

@@ -26,6 +26,7 @@
 #include "lathe/core/env_info.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/core/host_memory.hpp"
+#include "lathe/dist/world.hpp"
 #include "lathe/pipeline/run.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
@@ -130,6 +131,11 @@ int cmd_recipe_keys(const cxxopts::ParseResult& r) {
 
 bool stdout_is_tty() { return isatty(fileno(stdout)) != 0; }
 
+/// A stage stopped by SIGTERM / SIGINT after its checkpoint: kInterrupted for one process; 0
+/// for the ranks of a data-parallel job, which stopped together after one agreed checkpoint —
+/// the clean end of a preempted job that launchers (srun, torchrun) must not count as a failure.
+int interrupted_code() { return lathe::dist::detect_world().distributed() ? kOk : kInterrupted; }
+
 int cmd_run(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
   lathe::pipeline::RunOptions options;
@@ -137,9 +143,9 @@ int cmd_run(const cxxopts::ParseResult& r) {
   options.dry_run = r.count("dry-run") > 0;
   options.progress = lathe::console_progress();
   options.console_is_tty = stdout_is_tty();
-  std::cout << "# resolved recipe\n" << lathe::recipe::to_yaml(recipe) << "\n";
+  if (lathe::dist::detect_world().rank == 0) std::cout << "# resolved recipe\n" << lathe::recipe::to_yaml(recipe) << "\n";
   auto report = lathe::pipeline::run_pipeline(recipe, options, std::cout);
-  return report.interrupted ? kInterrupted : kOk;
+  return report.interrupted ? interrupted_code() : kOk;
 }
 
 /// A command that runs one pipeline stage of the recipe alone (`tokenizer train`, `data prepare`).
@@ -156,8 +162,8 @@ int cmd_train(const cxxopts::ParseResult& r) {
   if (r.count("resume")) recipe.train.resume = r["resume"].as<std::string>();
   const auto result = lathe::pipeline::run_train_stage(recipe, r.count("force") > 0 || recipe.run.force,
                                                        {&std::cout, stdout_is_tty()});
-  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
-  return result.interrupted ? kInterrupted : kOk;
+  if (lathe::dist::detect_world().rank == 0) std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return result.interrupted ? interrupted_code() : kOk;
 }
 
 int cmd_prune(const cxxopts::ParseResult& r) {
@@ -356,6 +362,18 @@ int cmd_tokenizer_decode(const cxxopts::ParseResult& r) {
 
 int cmd_env(const cxxopts::ParseResult&) {
   std::cout << lathe::environment_report();
+  // The world a training command started here would join, and how its ranks would meet.
+  const auto world = lathe::dist::detect_world();
+  std::string how = "one process (no launcher variables set)";
+  if (world.distributed()) {
+    const bool cuda = lathe::train::resolve_device(lathe::recipe::Device::Auto).is_cuda();
+    how = fmt::format("{}; distributed.backend auto: {}", world.describe(), cuda ? "nccl" : "mpi");
+    how += cuda ? (world.master_addr.empty() ? "; MASTER_ADDR / MASTER_PORT are not set: nccl needs them"
+                                             : fmt::format("; rank 0 serves the c10d store at {}:{}",
+                                                           world.master_addr, world.master_port))
+                : "; rank 0 serves the heartbeat store on a free port and tells the ranks through MPI";
+  }
+  std::cout << fmt::format("{:<12}{}\n", "rendezvous", how);
   return kOk;
 }
 

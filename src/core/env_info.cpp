@@ -93,11 +93,6 @@ std::string environment_report() {
                               at::get_num_interop_threads(), std::thread::hardware_concurrency(), omp ? omp : "unset"));
   line("CPU kernels", cpu_capability());
 
-  std::string rendezvous;
-  for (const char* var : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID",
-                          "SLURM_NTASKS", "OMPI_COMM_WORLD_RANK"})
-    if (const char* v = std::getenv(var)) rendezvous += fmt::format("{}{}={}", rendezvous.empty() ? "" : " ", var, v);
-  line("rendezvous", rendezvous.empty() ? "none set (single process)" : rendezvous);
   return out;
 }
 

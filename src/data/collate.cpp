@@ -50,7 +50,7 @@ MlmCollator::MlmCollator(MlmOptions options) : o_(std::move(options)) {
 }
 
 MlmBatch MlmCollator::operator()(const std::vector<std::vector<int32_t>>& ids, int32_t pad_id, uint64_t step,
-                                 const std::vector<std::vector<int32_t>>* type_ids) const {
+                                 const std::vector<std::vector<int32_t>>* type_ids, uint64_t first_row) const {
   MlmBatch out{pad_batch(ids, pad_id, type_ids), {}};
   out.labels = at::full_like(out.inputs.input_ids, -100);
   auto in = out.inputs.input_ids.accessor<int64_t, 2>();
@@ -59,7 +59,7 @@ MlmBatch MlmCollator::operator()(const std::vector<std::vector<int32_t>>& ids, i
   const bool whole_words = !o_.continuation.empty();
   for (std::size_t b = 0; b < ids.size(); ++b) {
     const auto& s = ids[b];
-    const uint64_t row_key = splitmix64(o_.seed ^ splitmix64(step ^ splitmix64(b + 0x6d6c6d)));
+    const uint64_t row_key = splitmix64(o_.seed ^ splitmix64(step ^ splitmix64(first_row + b + 0x6d6c6d)));
     bool word_selected = false;
     for (std::size_t t = 0; t < s.size(); ++t) {
       const int32_t id = s[t];

@@ -42,60 +42,62 @@ WindowSampler::WindowSampler(const TokenStream& stream, WindowSamplerOptions opt
   if (stream_.size() < static_cast<uint64_t>(o_.seq_len) + 1)
     throw Error("the data holds " + std::to_string(stream_.size()) + " tokens, fewer than one window of seq_len + 1 = " +
                 std::to_string(o_.seq_len + 1));
-  if (o_.mode == SamplerMode::Sequential && windows_per_rank() < static_cast<uint64_t>(o_.batch_size))
-    throw Error("the data holds " + std::to_string(windows_per_rank()) + " windows per rank, fewer than one batch of " +
-                std::to_string(o_.batch_size));
+  const uint64_t global = static_cast<uint64_t>(o_.batch_size) * static_cast<uint64_t>(o_.world_size);
+  if (o_.mode == SamplerMode::Sequential && windows() < global)
+    throw Error("the data holds " + std::to_string(windows()) + " windows, fewer than one global batch of " +
+                std::to_string(global) + (o_.world_size > 1 ? " (" + std::to_string(o_.world_size) + " ranks x " +
+                                                                   std::to_string(o_.batch_size) + ")"
+                                                             : std::string()));
 }
 
-uint64_t WindowSampler::windows_per_rank() const {
-  const uint64_t windows = (stream_.size() - 1) / static_cast<uint64_t>(o_.seq_len);
-  return windows / static_cast<uint64_t>(o_.world_size);
-}
+uint64_t WindowSampler::windows() const { return (stream_.size() - 1) / static_cast<uint64_t>(o_.seq_len); }
 
 std::shared_ptr<const std::vector<uint64_t>> WindowSampler::order(uint64_t epoch) const {
   {
     std::lock_guard lock(mu_);
     if (auto it = orders_.find(epoch); it != orders_.end()) return it->second;
   }
-  const uint64_t total = windows_per_rank() * static_cast<uint64_t>(o_.world_size);
-  std::vector<uint64_t> all((stream_.size() - 1) / static_cast<uint64_t>(o_.seq_len));
-  for (uint64_t i = 0; i < all.size(); ++i) all[i] = i;
+  auto all = std::make_shared<std::vector<uint64_t>>(windows());
+  for (uint64_t i = 0; i < all->size(); ++i) (*all)[i] = i;
   // Fisher-Yates with splitmix64, so the order is the same on every platform and library.
   uint64_t counter = splitmix64(o_.seed ^ splitmix64(epoch + 0x5eed));
-  for (uint64_t i = all.size(); i > 1; --i) {
+  for (uint64_t i = all->size(); i > 1; --i) {
     counter = splitmix64(counter);
-    std::swap(all[i - 1], all[counter % i]);
+    std::swap((*all)[i - 1], (*all)[counter % i]);
   }
-  auto mine = std::make_shared<std::vector<uint64_t>>();
-  for (uint64_t i = static_cast<uint64_t>(o_.rank); i < total; i += static_cast<uint64_t>(o_.world_size))
-    mine->push_back(all[i]);
   std::lock_guard lock(mu_);
   if (orders_.size() >= 2) orders_.erase(orders_.begin());
-  orders_.emplace(epoch, mine);
-  return mine;
+  orders_.emplace(epoch, all);
+  return all;
 }
 
 std::vector<uint64_t> WindowSampler::starts_for(uint64_t step) const {
   std::vector<uint64_t> starts(static_cast<std::size_t>(o_.batch_size));
   const uint64_t L = static_cast<uint64_t>(o_.seq_len);
+  const uint64_t B = static_cast<uint64_t>(o_.batch_size);
+  const uint64_t first = static_cast<uint64_t>(o_.rank) * B;  // this rank's first row of the global batch
   if (o_.mode == SamplerMode::Random) {
     const uint64_t span = stream_.size() - L;  // valid starts: [0, size - (L + 1)]
-    const uint64_t key = splitmix64(o_.seed ^ splitmix64((static_cast<uint64_t>(o_.rank) << 40) ^ splitmix64(step)));
-    for (std::size_t b = 0; b < starts.size(); ++b) starts[b] = splitmix64(key ^ b) % span;
+    const uint64_t key = splitmix64(o_.seed ^ splitmix64(splitmix64(step)));
+    for (std::size_t b = 0; b < starts.size(); ++b) starts[b] = splitmix64(key ^ (first + b)) % span;
     return starts;
   }
-  const uint64_t per_rank = windows_per_rank();
+  const uint64_t n = windows(), global = B * static_cast<uint64_t>(o_.world_size);
   for (std::size_t b = 0; b < starts.size(); ++b) {
-    const uint64_t p = step * static_cast<uint64_t>(o_.batch_size) + b;
-    starts[b] = (*order(p / per_rank))[p % per_rank] * L;
+    const uint64_t p = step * global + first + b;
+    starts[b] = (*order(p / n))[p % n] * L;
   }
   return starts;
 }
 
 std::vector<uint64_t> WindowSampler::next_starts() {
   auto starts = starts_for(state_.step++);
-  if (o_.mode == SamplerMode::Sequential)
-    state_.epoch = (state_.step * static_cast<uint64_t>(o_.batch_size) - 1) / windows_per_rank();
+  if (o_.mode == SamplerMode::Sequential) {
+    const uint64_t B = static_cast<uint64_t>(o_.batch_size);
+    const uint64_t last = (state_.step - 1) * B * static_cast<uint64_t>(o_.world_size) +
+                          static_cast<uint64_t>(o_.rank) * B + B - 1;  // this rank's last global position
+    state_.epoch = last / windows();
+  }
   return starts;
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/core/error.hpp"
+#include "lathe/dist/world.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/models/store.hpp"
@@ -52,10 +53,20 @@ std::vector<fs::path> remove_earlier_training(const recipe::Recipe& r) {
 }  // namespace
 
 StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
-  RunLock lock(r);
+  // A data-parallel launch (torchrun, mpirun, srun): every rank runs this stage; rank 0 alone
+  // locks out_dir, removes what --force removes and writes.
+  const auto world = dist::detect_world();
+  const auto comm = world.distributed()
+                        ? dist::world_communicator(r.distributed, world, train::resolve_device(r.run.device))
+                        : nullptr;
+  const bool lead = !comm || comm->rank() == 0;
+  std::optional<RunLock> lock;
+  if (lead) lock.emplace(r);
   const auto root = recipe::checkpoint_dir(r);
   std::string removed_note;
-  if (force) {
+  if (force && !lead) {
+    // rank 0 removes; the ranks meet below, before any of them reads out_dir
+  } else if (force) {
     const auto removed = remove_earlier_training(r);
     if (!removed.empty()) {
       std::vector<std::string> names;
@@ -73,7 +84,8 @@ StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOp
       }
     }
   }
-  train::Trainer trainer(r, {console.out, console.is_tty, /*handle_signals=*/true, /*sparsity=*/nullptr});
+  if (comm) comm->barrier("the start of training (rank 0 prepares out_dir)");
+  train::Trainer trainer(r, {console.out, console.is_tty, /*handle_signals=*/true, /*sparsity=*/nullptr, comm});
   const auto rep = trainer.run();
   std::string val;
   for (const auto& [k, v] : rep.val) val += fmt::format(", val {} {:.4f}", k, v);

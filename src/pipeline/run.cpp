@@ -8,6 +8,7 @@
 #include <ostream>
 
 #include "lathe/core/error.hpp"
+#include "lathe/dist/world.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/pipeline/stages.hpp"
@@ -31,6 +32,17 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
   }
   if (options.dry_run) return report;
 
+  // A data-parallel launch: rank 0 runs every stage; the other ranks take part in training only
+  // (they meet rank 0 when the train stage starts) and never write.
+  const auto world = dist::detect_world();
+  if (world.rank > 0) {
+    for (auto stage : recipe.pipeline)
+      if (stage == recipe::Stage::Train) {
+        const auto result = run_train_stage(recipe, options.force, {});
+        report.interrupted = result.interrupted;
+      }
+    return report;
+  }
   RunLock lock(recipe);
   // Checked before any stage runs, written after the last: a run that fails part-way leaves the
   // record of the last run that finished, whose artifacts the stages' own records describe.

@@ -14,10 +14,19 @@ bool decays(nn::Role role, bool decay_embeddings) {
   return nn::is_matrix(role) || (decay_embeddings && role == nn::Role::Embedding);
 }
 
-Optimizer::Optimizer(const torch::nn::Module& model, const recipe::OptimConfig& config) : config_(config) {
-  for (const auto& item : nn::roles_of(model)) {
-    if (!item.tensor.requires_grad()) continue;
-    Param p{item.name, item.tensor, decays(item.role, config.decay_embeddings), {}, {}, {}, {}};
+std::vector<OptimizerSlot> Optimizer::slots_of(const torch::nn::Module& model, const recipe::OptimConfig& config) {
+  std::vector<OptimizerSlot> slots;
+  for (const auto& item : nn::roles_of(model))
+    if (item.tensor.requires_grad()) slots.push_back({item.name, item.tensor, decays(item.role, config.decay_embeddings)});
+  return slots;
+}
+
+Optimizer::Optimizer(const torch::nn::Module& model, const recipe::OptimConfig& config)
+    : Optimizer(slots_of(model, config), config) {}
+
+Optimizer::Optimizer(std::vector<OptimizerSlot> slots, const recipe::OptimConfig& config) : config_(config) {
+  for (auto& slot : slots) {
+    Param p{std::move(slot.name), slot.tensor, slot.decay, {}, {}, {}, {}};
     if (config.name == recipe::Optimizer::AdamW) {
       p.exp_avg = at::zeros_like(p.p, at::MemoryFormat::Contiguous);
       p.exp_avg_sq = at::zeros_like(p.p, at::MemoryFormat::Contiguous);
@@ -40,19 +49,35 @@ void Optimizer::zero_grad() {
   for (auto& p : params_) p.p.mutable_grad().reset();
 }
 
-at::Tensor Optimizer::clip_grad_norm(double max_norm) {
+std::vector<at::Tensor> Optimizer::grads() const {
   std::vector<at::Tensor> grads;
-  for (auto& p : params_)
+  for (const auto& p : params_)
     if (p.p.grad().defined()) grads.push_back(p.p.grad());
+  return grads;
+}
+
+at::Tensor Optimizer::grad_norm_squared() const {
+  const auto grads = this->grads();
   if (grads.empty()) return {};
-  // The same arithmetic as torch.nn.utils.clip_grad_norm_: per-tensor norms, their norm, and a
-  // coefficient clamped at 1 that multiplies every gradient.
-  auto norms = at::_foreach_norm(grads, 2);
-  auto total = at::linalg_vector_norm(at::stack(norms), 2);
-  if (max_norm > 0) {
-    auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
-    at::_foreach_mul_(grads, coef);
-  }
+  // torch.nn.utils.clip_grad_norm_'s arithmetic: per-tensor norms, then the norm of those.
+  auto norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  return norm * norm;
+}
+
+void Optimizer::clip_to(const at::Tensor& total, double max_norm) {
+  if (max_norm <= 0) return;
+  auto grads = this->grads();
+  if (grads.empty()) return;
+  // A coefficient clamped at 1 multiplies every gradient, as in clip_grad_norm_.
+  auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
+  at::_foreach_mul_(grads, coef);
+}
+
+at::Tensor Optimizer::clip_grad_norm(double max_norm) {
+  const auto grads = this->grads();
+  if (grads.empty()) return {};
+  auto total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  clip_to(total, max_norm);
   return total;
 }
 

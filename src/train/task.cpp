@@ -70,7 +70,7 @@ struct Windows {
   /// `validation`: a split with fewer windows than one batch is read as one smaller batch
   /// (noted in `note`) rather than refused.
   Windows(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, const std::string& split, int64_t seq_len,
-          data::SamplerMode mode, bool validation = false)
+          data::SamplerMode mode, bool validation = false, DataRank rank = {})
       : batch(r.train.batch_size) {
     std::vector<data::Shard> shards;
     for (const auto& path : data::indexed_shards(recipe::shard_dir(r), split, tok)) {
@@ -92,19 +92,21 @@ struct Windows {
     o.batch_size = batch;
     o.seed = static_cast<uint64_t>(r.run.seed) + (split == "val" ? 1 : 0);
     o.mode = mode;
+    o.rank = rank.rank;
+    o.world_size = rank.world;
     sampler = std::make_unique<data::WindowSampler>(*stream, o);
   }
   /// Whole batches of windows (sequential mode).
-  int64_t batches() const { return sampler ? static_cast<int64_t>(sampler->windows_per_rank()) / batch : 0; }
+  int64_t batches() const { return sampler ? static_cast<int64_t>(sampler->windows()) / batch : 0; }
   int64_t batch = 1;
   std::string note;
 };
 
 class CausalLmData final : public TaskData {
  public:
-  CausalLmData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
+  CausalLmData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split, DataRank rank)
       : seq_(r.data.seq_len),
-        train_(r, tok, "train", seq_, recipe_mode(r)),
+        train_(r, tok, "train", seq_, recipe_mode(r), /*validation=*/false, rank),
         val_(r, tok, eval_split == recipe::Split::Val ? "val" : "train", seq_, data::SamplerMode::Sequential,
              /*validation=*/true) {
     if (!train_.sampler)
@@ -132,12 +134,12 @@ class CausalLmData final : public TaskData {
 
 class MaskedLmData final : public TaskData {
  public:
-  MaskedLmData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
+  MaskedLmData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split, DataRank rank)
       : seq_(r.data.seq_len),
-        train_(r, tok, "train", seq_ - 2, CausalLmData::recipe_mode(r)),
+        train_(r, tok, "train", seq_ - 2, CausalLmData::recipe_mode(r), /*validation=*/false, rank),
         val_(r, tok, eval_split == recipe::Split::Val ? "val" : "train", seq_ - 2, data::SamplerMode::Sequential,
              /*validation=*/true),
-        collator_(options(r, tok)) {
+        collator_(options(r, tok)), first_row_(static_cast<uint64_t>(rank.rank * r.train.batch_size)) {
     if (seq_ < 4) throw Error("data.seq_len must be at least 4 for masked_lm ([CLS] + tokens + [SEP])");
     if (!train_.sampler) throw Error(recipe::shard_dir(r).string() + ": the training shards are too small");
     cls_ = need_token(tok, "[CLS]", "masked_lm");
@@ -159,7 +161,7 @@ class MaskedLmData final : public TaskData {
     o.seed = static_cast<uint64_t>(r.run.seed);
     return o;
   }
-  Batch train_batch(uint64_t i) const override { return make(train_, i, i); }
+  Batch train_batch(uint64_t i) const override { return make(train_, i, i, first_row_); }
   int64_t val_batches() const override { return val_.batches(); }
   // Validation masks come from a step range training never reaches, so they stay fixed.
   Batch val_batch(int64_t i) const override {
@@ -168,7 +170,8 @@ class MaskedLmData final : public TaskData {
   std::string notes() const override { return val_.note; }
 
  private:
-  Batch make(const Windows& w, uint64_t i, uint64_t mask_step) const {
+  /// `first_row`: the global row of the batch's first row, which keys its masking.
+  Batch make(const Windows& w, uint64_t i, uint64_t mask_step, uint64_t first_row = 0) const {
     std::vector<int32_t> rows;
     w.sampler->rows_for(i, rows);
     const int64_t inner = seq_ - 2, stride = inner + 1;
@@ -179,19 +182,21 @@ class MaskedLmData final : public TaskData {
       ids[b].insert(ids[b].end(), rows.begin() + b * stride, rows.begin() + b * stride + inner);
       ids[b].push_back(sep_);
     }
-    auto m = collator_(ids, pad_, mask_step);
+    auto m = collator_(ids, pad_, mask_step, /*type_ids=*/nullptr, first_row);
     return {m.inputs.input_ids, m.labels, m.inputs.attention_mask, m.inputs.token_type_ids, w.batch * seq_};
   }
   int64_t seq_;
   Windows train_, val_;
   data::MlmCollator collator_;
+  uint64_t first_row_;
   int32_t cls_ = 0, sep_ = 0, pad_ = 0;
 };
 
 class ClassificationData final : public TaskData {
  public:
-  ClassificationData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split)
-      : tok_(wordpiece(tok, "classification")), seq_(r.data.seq_len), batch_(r.train.batch_size),
+  ClassificationData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split,
+                     DataRank rank)
+      : rank_(rank), tok_(wordpiece(tok, "classification")), seq_(r.data.seq_len), batch_(r.train.batch_size),
         seed_(static_cast<uint64_t>(r.run.seed)), pair_(!r.data.text_pair_field.empty()) {
     pad_ = need_token(tok, "[PAD]", "classification");
     std::vector<Item> all_train;
@@ -222,7 +227,10 @@ class ClassificationData final : public TaskData {
     std::vector<const Item*> items;
     const uint64_t n = train_.size();
     for (int64_t k = 0; k < batch_; ++k) {
-      const uint64_t global = index * static_cast<uint64_t>(batch_) + static_cast<uint64_t>(k);
+      // Rank r's slice of the global batch of world x batch examples.
+      const uint64_t global = (index * static_cast<uint64_t>(rank_.world) + static_cast<uint64_t>(rank_.rank)) *
+                                  static_cast<uint64_t>(batch_) +
+                              static_cast<uint64_t>(k);
       items.push_back(&train_[order(global / n)[global % n]]);
     }
     return make(items);
@@ -239,6 +247,7 @@ class ClassificationData final : public TaskData {
   std::vector<std::string> labels() const override { return labels_.names(); }
 
  private:
+  DataRank rank_;
   struct Item {
     data::Example example;
     std::size_t file = 0;
@@ -290,11 +299,14 @@ class ClassificationData final : public TaskData {
 }  // namespace
 
 std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& r, const tokenizer::Tokenizer& tok,
-                                         recipe::Split eval_split) {
+                                         recipe::Split eval_split, DataRank rank) {
+  if (rank.world < 1 || rank.rank < 0 || rank.rank >= rank.world)
+    throw std::invalid_argument("make_task_data: rank " + std::to_string(rank.rank) + " outside a world of " +
+                                std::to_string(rank.world));
   switch (r.train.task) {
-    case Task::CausalLm: return std::make_unique<CausalLmData>(r, tok, eval_split);
-    case Task::MaskedLm: return std::make_unique<MaskedLmData>(r, tok, eval_split);
-    case Task::Classification: return std::make_unique<ClassificationData>(r, tok, eval_split);
+    case Task::CausalLm: return std::make_unique<CausalLmData>(r, tok, eval_split, rank);
+    case Task::MaskedLm: return std::make_unique<MaskedLmData>(r, tok, eval_split, rank);
+    case Task::Classification: return std::make_unique<ClassificationData>(r, tok, eval_split, rank);
   }
   return nullptr;
 }

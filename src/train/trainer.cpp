@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <fstream>
 #include <functional>
 #include <random>
+#include <sstream>
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
@@ -17,6 +19,8 @@
 
 #include "lathe/core/error.hpp"
 #include "lathe/data/loader.hpp"
+#include "lathe/dist/grad_sync.hpp"
+#include "lathe/dist/world.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/models/hf.hpp"
@@ -318,6 +322,11 @@ class Checkpointer {
   }
   bool done_at(int64_t step) const { return last_ == step; }
   double seconds() const { return seconds_; }
+  /// A rank that does not write: the checkpoint of `step` is rank 0's.
+  fs::path skip(int64_t step) {
+    last_ = step;
+    return root_ / fmt::format("step_{:08d}", step);
+  }
 
   /// Writes the checkpoint of `state` (its val_loss only when validated at this very step)
   /// and prunes old ones; returns its directory.
@@ -354,6 +363,104 @@ void hold_masks(const Sparsity& sparsity, const models::AnyModel& model, Optimiz
   optimizer.mask_state(sparsity.masks);
 }
 
+/// Every rank runs the same job: the same resolved recipe, tokenizer and shard index. Each
+/// rank's fingerprints are gathered; any difference is an error on every rank, naming the ranks.
+void check_same_job(dist::Communicator& comm, const recipe::Recipe& r, const tokenizer::Tokenizer* tok) {
+  tokenizer::Fnv1a recipe_hash, data_hash;
+  recipe_hash.add(recipe::to_yaml(r));
+  const auto index = recipe::shard_dir(r) / "index.json";
+  if (std::ifstream in(index, std::ios::binary); in) {
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    data_hash.add(bytes.str());
+  }
+  const uint64_t tok_hash = tok ? tok->fingerprint() : 0;
+  const int64_t n = 3;
+  auto mine = at::tensor({static_cast<int64_t>(recipe_hash.value()), static_cast<int64_t>(tok_hash),
+                          static_cast<int64_t>(data_hash.value())},
+                         at::TensorOptions(at::kLong))
+                  .to(comm.device());
+  auto all = at::empty({n * comm.size()}, mine.options());
+  comm.all_gather(all, mine, "the check that every rank runs the same job")->wait();
+  const auto host = all.cpu();
+  const auto* v = host.data_ptr<int64_t>();
+  static const char* what[] = {"recipe (resolved, with --set overrides)", "tokenizer", "shard index (data)"};
+  std::vector<std::string> problems;
+  for (int rank = 1; rank < comm.size(); ++rank)
+    for (int64_t k = 0; k < n; ++k)
+      if (v[rank * n + k] != v[k])
+        problems.push_back(fmt::format("rank {} has another {} than rank 0 ({:016x} vs {:016x})", rank, what[k],
+                                       static_cast<uint64_t>(v[rank * n + k]), static_cast<uint64_t>(v[k])));
+  if (!problems.empty())
+    throw Error(fmt::format("rank {}: the {} ranks do not run the same job: {}; start every rank with the same "
+                            "recipe file and overrides, in the same directory",
+                            comm.rank(), comm.size(), fmt::join(problems, "; ")));
+}
+
+/// Rank 0 chose the checkpoint to resume (or none); the other ranks load the same one from the
+/// shared out_dir (or train.resume's path) and check that it is the same step.
+std::optional<CheckpointData> agree_on_resume(dist::Communicator& comm, const fs::path& root, const std::string& how,
+                                              std::optional<CheckpointData> resume) {
+  auto t = at::full({1}, resume ? resume->state.step : int64_t{-1}, at::TensorOptions(comm.device()).dtype(at::kLong));
+  comm.broadcast(t, 0, "the choice of the checkpoint to resume")->wait();
+  const int64_t step = t.cpu().item<int64_t>();
+  if (comm.rank() == 0) return resume;
+  if (step < 0) return std::nullopt;
+  if (how != "auto" && how != "none") {
+    auto data = load_checkpoint(how);
+    if (data.state.step == step) return data;
+  } else {
+    for (const auto& dir : list_checkpoints(root))
+      if (checkpoint_step(dir) == step) return load_checkpoint(dir);
+  }
+  throw Error(fmt::format("rank {}: rank 0 resumes from step {}, which this rank does not find in {}: run.out_dir "
+                          "must be a directory every rank shares",
+                          comm.rank(), step, how != "auto" && how != "none" ? how : root.string()));
+}
+
+/// The sharded optimizer's state from a checkpoint's whole-parameter state: each segment's
+/// part of every tensor ("exp_avg.<param>" -> "exp_avg.<param>@<offset>"), the step as it is.
+std::map<std::string, at::Tensor> shard_state(const std::map<std::string, at::Tensor>& full,
+                                              const std::vector<dist::Segment>& segments) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [name, t] : full) {
+    const auto dot = name.find('.');
+    const auto kind = name.substr(0, dot), param = name.substr(dot + 1);
+    for (const auto& seg : segments)
+      if (seg.param == param)
+        out[kind + "." + seg.key] = kind == "step" ? t : t.reshape({-1}).narrow(0, seg.offset, seg.length);
+  }
+  return out;
+}
+
+/// The sharded optimizer's state as whole-parameter tensors, the names and shapes a one-process
+/// checkpoint has, gathered from every rank (a collective: every rank calls it).
+std::vector<std::pair<std::string, at::Tensor>> gathered_state(const Optimizer& opt, dist::GradSync& sync,
+                                                                const recipe::OptimConfig& config) {
+  std::map<std::string, std::map<std::string, at::Tensor>> parts;
+  double step = 0;
+  for (const auto& [name, t] : opt.state()) {
+    const auto dot = name.find('.');
+    if (name.substr(0, dot) == "step") step = std::max(step, t.item<double>());
+    else parts[name.substr(0, dot)][name.substr(dot + 1)] = t;
+  }
+  auto& comm = sync.communicator();
+  auto steps = at::full({1}, step, at::TensorOptions(comm.device()).dtype(at::kDouble));
+  comm.all_reduce(steps, dist::ReduceOp::Max, "the optimizer step count")->wait();
+  step = steps.cpu().item<double>();
+  std::vector<std::string> kinds;
+  if (config.name == recipe::Optimizer::AdamW) kinds = {"exp_avg", "exp_avg_sq"};
+  else if (config.momentum > 0) kinds = {"momentum"};
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& kind : kinds)
+    for (auto& [param, t] : sync.gather_segments(parts[kind])) {
+      out.emplace_back(kind + "." + param, t);
+      if (kind == kinds.front() && (step > 0 || config.name == recipe::Optimizer::AdamW))
+        out.emplace_back("step." + param, at::full({1}, step, t.options().dtype(at::kFloat)));
+    }
+  return out;
+}
+
 }  // namespace
 
 at::Device model_device(const models::AnyModel& model, recipe::Device d) {
@@ -372,6 +479,11 @@ at::Device resolve_device(recipe::Device d) {
 }
 
 struct Trainer::Impl {
+  std::shared_ptr<dist::Communicator> comm;  // data-parallel ranks; null: one process
+  std::unique_ptr<dist::GradSync> sync;      // data-parallel gradient reduction
+  bool distributed() const { return comm && comm->size() > 1; }
+  bool lead() const { return !distributed() || comm->rank() == 0; }  // writes files and the console
+  int world() const { return distributed() ? comm->size() : 1; }
   std::optional<io::DirLock> lock;  // one writer per out_dir
   std::unique_ptr<tokenizer::Tokenizer> tok;
   std::unique_ptr<TaskData> data;
@@ -383,58 +495,76 @@ struct Trainer::Impl {
 Trainer::Trainer(recipe::Recipe r, TrainOptions options)
     : impl_(std::make_unique<Impl>()), recipe_(std::move(r)), options_(options),
       device_(resolve_device(recipe_.run.device)) {
+  impl_->comm = options_.comm;
+  const bool distributed = impl_->distributed(), lead = impl_->lead();
+  if (!distributed) {
+    if (const auto world = dist::detect_world(); world.distributed())
+      throw Error(fmt::format("this process is {}, but this command trains in one process (the data-parallel "
+                              "trainer is `lathe train` / `lathe run`); launch it without {}",
+                              world.describe(), world.launcher));
+  } else if (device_.is_cuda()) {
+    device_ = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(impl_->comm->world().local_rank));
+  }
+  if (!lead) options_.console = nullptr;  // rank 0 speaks for the job
   if (recipe_.run.threads > 0) at::set_num_threads(static_cast<int>(recipe_.run.threads));
   if (recipe_.train.precision == Precision::Fp16 && !device_.is_cuda())
     throw Error("train.precision fp16 needs CUDA (dynamic loss scaling); use bf16 on the CPU");
-  if (const char* ws = std::getenv("WORLD_SIZE"); ws && std::atoi(ws) > 1)
-    throw Error(std::string("WORLD_SIZE is ") + ws + ": this build trains in one process; launch one process");
+  if (distributed && recipe_.distributed.shard_optimizer && options_.sparsity)
+    throw Error("distributed.shard_optimizer: the pruning fine-tune holds masks on whole parameters; run it with "
+                "shard_optimizer false");
   torch::manual_seed(static_cast<uint64_t>(recipe_.run.seed));
-  impl_->lock.emplace(recipe_.run.out_dir);
   const auto root = recipe::checkpoint_dir(recipe_);
-  recover_checkpoints(root);
+  if (lead) {
+    impl_->lock.emplace(recipe_.run.out_dir);
+    recover_checkpoints(root);
+  }
   impl_->tok = load_run_tokenizer(recipe_, /*required=*/false);
+  if (distributed) check_same_job(*impl_->comm, recipe_, impl_->tok.get());
 
   std::optional<CheckpointData> resume;
   const auto& how = recipe_.train.resume;
-  if (how == "auto") {
-    resume = load_latest_checkpoint(root, [&](const std::string& w) {
-      if (options_.console) *options_.console << w << "\n";
-    });
-  } else if (how != "none") {
-    resume = load_checkpoint(how);
-  }
-  // One run per out_dir: checkpoints of another run, or later ones of this run that resuming
-  // from an earlier step would interleave with, stop the run before anything is written.
-  const auto existing = list_checkpoints(root);
-  if (!resume && !existing.empty()) {
-    if (how == "auto")
-      throw Error(fmt::format("{} holds checkpoints, but none of them loads (see the warnings above): move them "
-                              "away, start over with --force, or choose another run.out_dir",
-                              root.string()));
-    throw Error(fmt::format("{} holds the checkpoints of an earlier run (newest {}) and train.resume is none: resume "
-                            "it (--resume auto), start over with --force (removes that run's checkpoints and "
-                            "metrics), or choose another run.out_dir",
-                            root.string(), existing.back().filename().string()));
-  }
-  if (resume) {
-    std::vector<std::string> later, foreign;
-    for (const auto& dir : existing) {
-      const auto id = checkpoint_run_id(dir);
-      if (!resume->state.run_id.empty() && id != resume->state.run_id) foreign.push_back(dir.filename().string());
-      else if (!same_dir(dir, resume->dir) && checkpoint_step(dir) > resume->state.step &&
-               checkpoint_problem(dir).empty())  // a damaged later one was warned about and is replaced
-        later.push_back(dir.filename().string());
+  if (lead) {
+    if (how == "auto") {
+      resume = load_latest_checkpoint(root, [&](const std::string& w) {
+        if (options_.console) *options_.console << w << "\n";
+      });
+    } else if (how != "none") {
+      resume = load_checkpoint(how);
     }
-    if (!foreign.empty())
-      throw Error(fmt::format("{} holds checkpoints of another run ({}); resuming {} there would mix two runs: start "
-                              "over with --force, or choose another run.out_dir",
-                              root.string(), fmt::join(foreign, ", "), resume->dir.string()));
-    if (!later.empty())
-      throw Error(fmt::format("{} holds checkpoints later than {} ({}); resuming from it would interleave two "
-                              "histories: resume the newest (--resume auto), or pass --force to remove the later "
-                              "ones",
-                              root.string(), resume->dir.string(), fmt::join(later, ", ")));
+    // One run per out_dir: checkpoints of another run, or later ones of this run that resuming
+    // from an earlier step would interleave with, stop the run before anything is written.
+    const auto existing = list_checkpoints(root);
+    if (!resume && !existing.empty()) {
+      if (how == "auto")
+        throw Error(fmt::format("{} holds checkpoints, but none of them loads (see the warnings above): move them "
+                                "away, start over with --force, or choose another run.out_dir",
+                                root.string()));
+      throw Error(fmt::format("{} holds the checkpoints of an earlier run (newest {}) and train.resume is none: "
+                              "resume it (--resume auto), start over with --force (removes that run's checkpoints "
+                              "and metrics), or choose another run.out_dir",
+                              root.string(), existing.back().filename().string()));
+    }
+    if (resume) {
+      std::vector<std::string> later, foreign;
+      for (const auto& dir : existing) {
+        const auto id = checkpoint_run_id(dir);
+        if (!resume->state.run_id.empty() && id != resume->state.run_id) foreign.push_back(dir.filename().string());
+        else if (!same_dir(dir, resume->dir) && checkpoint_step(dir) > resume->state.step &&
+                 checkpoint_problem(dir).empty())  // a damaged later one was warned about and is replaced
+          later.push_back(dir.filename().string());
+      }
+      if (!foreign.empty())
+        throw Error(fmt::format("{} holds checkpoints of another run ({}); resuming {} there would mix two runs: "
+                                "start over with --force, or choose another run.out_dir",
+                                root.string(), fmt::join(foreign, ", "), resume->dir.string()));
+      if (!later.empty())
+        throw Error(fmt::format("{} holds checkpoints later than {} ({}); resuming from it would interleave two "
+                                "histories: resume the newest (--resume auto), or pass --force to remove the later "
+                                "ones",
+                                root.string(), resume->dir.string(), fmt::join(later, ", ")));
+    }
   }
+  if (distributed) resume = agree_on_resume(*impl_->comm, root, how, std::move(resume));
   if (resume) {
     if (resume->model.kind != model_kind(recipe_.train.task))
       throw Error(resume->dir.string() + ": holds a " + resume->model.kind_name() + " model, but train.task is " +
@@ -451,11 +581,28 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
   if (impl_->tok) check_vocab(model_, *impl_->tok, "");
   state_.recipe_yaml = recipe::to_yaml(recipe_);
   model_.module()->to(device_);
-  impl_->optimizer = std::make_unique<Optimizer>(*model_.module(), recipe_.optim);
+  if (distributed) {
+    std::vector<dist::GradSync::Param> params;
+    for (const auto& item : model_.module()->named_parameters())
+      if (item.value().requires_grad()) params.push_back({item.key(), item.value()});
+    impl_->sync = std::make_unique<dist::GradSync>(std::move(params), impl_->comm, recipe_.distributed);
+    impl_->sync->broadcast_parameters();  // rank 0's weights everywhere, whatever each rank built
+  }
+  const bool sharded = impl_->sync && impl_->sync->sharded();
+  if (sharded) {
+    std::map<std::string, bool> decay;
+    for (const auto& slot : Optimizer::slots_of(*model_.module(), recipe_.optim)) decay[slot.name] = slot.decay;
+    std::vector<OptimizerSlot> slots;
+    for (const auto& seg : impl_->sync->segments()) slots.push_back({seg.key, seg.value, decay.at(seg.param)});
+    impl_->optimizer = std::make_unique<Optimizer>(std::move(slots), recipe_.optim);
+  } else {
+    impl_->optimizer = std::make_unique<Optimizer>(*model_.module(), recipe_.optim);
+  }
   if (resume) {
     std::map<std::string, at::Tensor> optim;
     for (const auto& [name, t] : resume->tensors)
       if (name.starts_with("optim.")) optim[name.substr(6)] = t;
+    if (sharded) optim = shard_state(optim, impl_->sync->segments());
     impl_->optimizer->load_state(optim, (resume->dir / "trainer.safetensors").string());
     restore_rng(resume->tensors, device_);
   }
@@ -473,8 +620,9 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
 
 Trainer::~Trainer() = default;
 
-StepResult Trainer::step(const std::vector<Batch>& micro) {
+StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
   auto& opt = *impl_->optimizer;
+  auto* sync = impl_->sync.get();
   const auto& tr = recipe_.train;
   const bool fp16 = tr.precision == Precision::Fp16;
   StepResult res;
@@ -483,26 +631,31 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
   if (sparsity && sparsity->update(state_.step, model_)) hold_masks(*sparsity, model_, opt);
   model_.module()->train();
   opt.zero_grad();
+  if (sync) sync->zero_grad();
+  if (impl_->comm) impl_->comm->set_step(state_.step + 1);  // what this rank's heartbeat reports
   // The loss stays on the device through the micro-batches; the host reads it, the gradient
   // norm and the fp16 overflow flag together, once, at the end of the step. A non-finite loss
   // is found there too: its backward only wasted work, and its gradients are dropped.
   const auto n = static_cast<double>(micro.size());
   at::Tensor loss_sum;
   int64_t tokens = 0;
-  for (const auto& b : micro) {
-    const auto batch = to_device(b, device_);
+  for (std::size_t k = 0; k < micro.size(); ++k) {
+    const auto batch = to_device(micro[k], device_);
     at::Tensor loss;
     {
       AutocastScope autocast(tr.precision, device_);
       loss = task_loss(model_, batch, &res.logits_dtype);
     }
-    tokens += b.tokens;
+    tokens += micro[k].tokens;
     auto value = loss.detach().to(at::kDouble);
     loss_sum = loss_sum.defined() ? loss_sum + value : value;
     auto scaled = loss / n;
     if (fp16) scaled = scaled * state_.loss_scale;
+    // Data-parallel: the gradients are reduced during the last micro-batch's backward only.
+    if (sync) sync->begin_backward(/*sync=*/k + 1 == micro.size());
     scaled.backward();
   }
+  if (sync) sync->finish();
   if (sparsity) {  // a pruned weight gets no gradient, so no update and no moment
     torch::NoGradGuard no_grad;
     auto params = model_.module()->named_parameters();
@@ -511,21 +664,40 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
   }
   auto found_inf = at::zeros({1}, at::TensorOptions(device_).dtype(at::kFloat));
   if (fp16) {
-    std::vector<at::Tensor> grads;
-    for (auto& p : model_.module()->parameters())
-      if (p.grad().defined()) grads.push_back(p.grad());
     auto inv = at::full({1}, 1.0 / state_.loss_scale, at::TensorOptions(device_).dtype(at::kFloat));
-    at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv);
+    at::_amp_foreach_non_finite_check_and_unscale_(opt.grads(), found_inf, inv);
   }
-  auto norm = opt.clip_grad_norm(recipe_.optim.grad_clip);
-  if (!norm.defined()) norm = at::zeros({}, found_inf.options());
-  const auto host = at::stack({loss_sum.reshape({}) / n, norm.to(at::kDouble).reshape({}),
-                               found_inf.to(at::kDouble).reshape({})})
+  at::Tensor norm, loss_mean = loss_sum.reshape({}) / n, stop_flag;
+  if (impl_->distributed()) {
+    // The step's one agreement: the mean loss over ranks, any rank's fp16 overflow, any rank's
+    // wish to stop and (sharded) the squared gradient norm summed over the shards.
+    const bool sharded = sync->sharded();
+    auto sq = opt.grad_norm_squared();
+    if (!sq.defined()) sq = at::zeros({}, found_inf.options());
+    auto scalars = at::stack({loss_mean, found_inf.to(at::kDouble).reshape({}),
+                              at::full({}, stop ? 1.0 : 0.0, loss_mean.options()),
+                              sharded ? sq.to(at::kDouble) : at::zeros({}, loss_mean.options())});
+    impl_->comm->all_reduce(scalars, dist::ReduceOp::Sum, fmt::format("the loss all-reduce of step {}", state_.step + 1))
+        ->wait();
+    loss_mean = scalars[0] / static_cast<double>(impl_->world());
+    found_inf = scalars[1];
+    stop_flag = scalars[2];
+    norm = (sharded ? scalars[3] : sq.to(at::kDouble)).sqrt();
+    opt.clip_to(norm.to(at::kFloat), recipe_.optim.grad_clip);
+  } else {
+    norm = opt.clip_grad_norm(recipe_.optim.grad_clip);
+    if (!norm.defined()) norm = at::zeros({}, found_inf.options());
+    stop_flag = at::zeros({}, loss_mean.options());
+  }
+  const auto host = at::stack({loss_mean, norm.to(at::kDouble).reshape({}), found_inf.to(at::kDouble).reshape({}),
+                               stop_flag.to(at::kDouble).reshape({})})
                         .to(at::kCPU);  // the step's one synchronisation
   const auto* v = host.data_ptr<double>();
   res.loss = v[0];
   res.grad_norm = v[1];
   const bool overflow = v[2] > 0;
+  res.stop = v[3] > 0;
+  tokens *= impl_->world();  // every rank read as many
 
   auto finish = [&](bool skipped, std::string why = {}) {
     res.skipped = skipped;
@@ -561,6 +733,7 @@ StepResult Trainer::step(const std::vector<Batch>& micro) {
   }
   if (!std::isfinite(res.grad_norm)) return bad("gradient norm", res.grad_norm);
   opt.step(res.lr);
+  if (sync && sync->sharded()) sync->gather_parameters();
   return finish(false);
 }
 
@@ -574,11 +747,15 @@ TrainReport Trainer::run() {
   const auto& tr = recipe_.train;
   if (!impl_->tok) impl_->tok = load_run_tokenizer(recipe_, /*required=*/true);
   check_vocab(model_, *impl_->tok, "");
-  impl_->data = make_task_data(recipe_, *impl_->tok);
+  const bool lead = impl_->lead();
+  const int world = impl_->world();
+  impl_->data = make_task_data(recipe_, *impl_->tok, recipe::Split::Val,
+                               {impl_->distributed() ? impl_->comm->rank() : 0, world});
   model_.labels = impl_->data->labels();
 
-  Metrics metrics({recipe_.run.out_dir, true, options_.console, options_.console_is_tty, state_.run_id,
-                   impl_->resumed_from.empty() ? -1 : state_.step});
+  // Rank 0 alone writes metrics.jsonl, TensorBoard and the console.
+  Metrics metrics({lead ? fs::path(recipe_.run.out_dir) : fs::path(), lead, options_.console,
+                   options_.console_is_tty, state_.run_id, impl_->resumed_from.empty() ? -1 : state_.step});
   auto say = [&](const std::string& s) { metrics.message(s); };
   TrainReport report;
   report.start_step = state_.step;
@@ -588,6 +765,12 @@ TrainReport Trainer::run() {
   say(fmt::format("training {} ({:.2f}M parameters) on {} for {} steps: batch {} x {} tokens x {} accumulation{}",
                   model_.kind_name(), static_cast<double>(params) / 1e6, device_.str(), tr.max_steps, tr.batch_size,
                   recipe_.data.seq_len, tr.grad_accum, impl_->optimizer->fused() ? ", fused AdamW" : ""));
+  if (impl_->distributed())
+    say(fmt::format("data-parallel over {} ranks ({}, {}): global batch {}, {} gradient buckets of up to {} MiB{}{}",
+                    world, impl_->comm->backend(), impl_->comm->world().launcher, tr.batch_size * world,
+                    impl_->sync->buckets(), recipe_.distributed.bucket_mb,
+                    impl_->sync->sharded() ? ", sharded optimizer (ZeRO-1)" : "",
+                    recipe_.distributed.bf16_grads ? ", bf16 gradients" : ""));
   if (const auto note = impl_->data->notes(); !note.empty()) say(note);
   const bool can_eval = impl_->data->val_batches() > 0;
   if (!can_eval) {
@@ -598,7 +781,7 @@ TrainReport Trainer::run() {
                   "training, so nothing is lost)");
     say("no validation data: validation is skipped (set data.val_files or data.val_fraction)");
   }
-  const double peak = measure_peak_flops(device_, tr.precision);
+  const double peak = measure_peak_flops(device_, tr.precision) * world;  // every rank's device
   const double fpt = flops_per_token(model_, recipe_.data.seq_len);
 
   SignalScope signals(options_.handle_signals);
@@ -615,7 +798,14 @@ TrainReport Trainer::run() {
   Checkpointer checkpointer(recipe::checkpoint_dir(recipe_), tr);
   Validator validator(tr.eval_every, can_eval);
   auto save = [&] {
-    auto tensors = impl_->optimizer->state();
+    // Sharded: the whole optimizer state is gathered from every rank first (all take part).
+    auto tensors = impl_->sync && impl_->sync->sharded()
+                       ? gathered_state(*impl_->optimizer, *impl_->sync, recipe_.optim)
+                       : impl_->optimizer->state();
+    if (!lead) {
+      report.checkpoint = checkpointer.skip(state_.step);
+      return;
+    }
     for (auto& [n, t] : tensors) n = "optim." + n;
     for (auto& kv : rng_state(device_)) tensors.push_back(kv);
     if (options_.sparsity)
@@ -640,7 +830,10 @@ TrainReport Trainer::run() {
   while (state_.step < tr.max_steps) {
     std::vector<Batch> micro;
     for (uint64_t k = 0; k < accum; ++k) micro.push_back(loader.next());
-    const auto r = step(micro);
+    // Data-parallel ranks stop together: a signal is this rank's wish, agreed in the step.
+    const auto r = step(micro, /*stop=*/signals.signal() != 0);
+    const int own = signals.signal();
+    const int stop_signal = impl_->distributed() ? (r.stop ? (own ? own : SIGTERM) : 0) : own;
     report.logits_dtype = r.logits_dtype;
     if (r.skipped) say(fmt::format("step {}: step skipped: {}", state_.step, r.why));
     if (!r.skipped) {
@@ -648,7 +841,7 @@ TrainReport Trainer::run() {
       ++window_steps;
     }
     int64_t step_tokens = 0;
-    for (const auto& b : micro) step_tokens += b.tokens;
+    for (const auto& b : micro) step_tokens += b.tokens * world;  // every rank read as many
     window_tokens += step_tokens;
     run_tokens += step_tokens;
     state_.elapsed_s = elapsed_before + std::chrono::duration<double>(Clock::now() - t_start).count();
@@ -674,6 +867,15 @@ TrainReport Trainer::run() {
                        {"mfu", tps * fpt / peak},
                        {"tokens", static_cast<double>(state_.tokens)},
                        {"skipped_steps", static_cast<double>(state_.skipped_steps)}}});
+      if (impl_->sync) {
+        const auto& o = impl_->sync->last_overlap();
+        metrics.record({state_.step, "comm",
+                        {{"buckets", static_cast<double>(o.buckets)},
+                         {"launched_in_backward", static_cast<double>(o.launched_before_backward_end)},
+                         {"started_in_backward", static_cast<double>(o.started_before_backward_end)},
+                         {"seconds", o.comm_s},
+                         {"hidden_fraction", o.hidden_fraction()}}});
+      }
       window_loss = 0;
       window_steps = 0;
       window_tokens = 0;
@@ -681,7 +883,7 @@ TrainReport Trainer::run() {
     }
     const bool new_best = validator.due(state_.step, last) && validate();
     if (checkpointer.due(state_.step, last, new_best)) save();
-    if (const int sig = signals.signal()) {
+    if (const int sig = stop_signal) {
       if (!checkpointer.done_at(state_.step)) save();
       say(fmt::format("received {}: saved {} at step {}; resume with train.resume: auto",
                       sig == SIGTERM ? "SIGTERM" : "SIGINT", report.checkpoint.string(), state_.step));
@@ -694,6 +896,8 @@ TrainReport Trainer::run() {
     save();
   }
   report.steps = state_.step;
+  report.world_size = world;
+  if (impl_->sync) report.overlap = impl_->sync->last_overlap();
   report.skipped_steps = state_.skipped_steps;
   report.overflow_steps = state_.overflow_steps;
   report.loss_scale = state_.loss_scale;

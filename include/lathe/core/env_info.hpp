@@ -6,7 +6,7 @@
 namespace lathe {
 
 /// The lines `lathe env` prints: lathe, LibTorch, CUDA (compiled / available, devices), cuDNN,
-/// NCCL, MPI, ONNX, CPU threads and any torchrun-style rendezvous variables that are set.
+/// NCCL, MPI, ONNX and CPU threads (`lathe env` adds the data-parallel world it would join).
 std::string environment_report();
 
 /// LibTorch's version, "2.11.0".

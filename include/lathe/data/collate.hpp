@@ -44,9 +44,10 @@ struct MlmBatch {
 class MlmCollator {
  public:
   explicit MlmCollator(MlmOptions options);
-  /// `step` keys the random draws, so the same step masks the same way (resume, ranks).
+  /// `step` and the global row (`first_row` + the row's index) key the random draws, so the
+  /// same row of the same step masks the same way (resume, any number of ranks).
   MlmBatch operator()(const std::vector<std::vector<int32_t>>& ids, int32_t pad_id, uint64_t step,
-                      const std::vector<std::vector<int32_t>>* type_ids = nullptr) const;
+                      const std::vector<std::vector<int32_t>>* type_ids = nullptr, uint64_t first_row = 0) const;
 
  private:
   MlmOptions o_;

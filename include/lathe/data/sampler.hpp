@@ -1,12 +1,16 @@
 // Windows of seq_len + 1 tokens for causal-LM training, drawn from shards.
 //
-// random:     every batch draws window starts uniformly over the whole token stream, from a
-//             counter-based generator keyed by (seed, rank, step, row): deterministic, and resumed
-//             exactly by restoring the step.
+// Batches are global: step s has one global batch of world_size * batch_size rows, and rank r
+// reads rows [r * batch_size, (r + 1) * batch_size) of it. So W ranks of B rows see, together and
+// bit for bit, what one process of W * B rows sees, and a run resumes on another world size with
+// the same data order.
+//
+// random:     every global row draws its window start uniformly over the whole token stream,
+//             from a counter-based generator keyed by (seed, step, row): deterministic, and
+//             resumed exactly by restoring the step.
 // sequential: the stream is cut into non-overlapping windows (stride seq_len, so each target
-//             token is predicted once per epoch); each epoch shuffles them with (seed, epoch) and
-//             rank r of W takes every W-th window, so ranks see disjoint windows that together
-//             cover the epoch (the remainder that does not divide evenly is dropped).
+//             token is predicted once per epoch); each epoch shuffles them with (seed, epoch), and
+//             the global batches take them in that order (a batch may straddle two epochs).
 #pragma once
 
 #include <cstdint>
@@ -67,11 +71,11 @@ class WindowSampler {
 
   SamplerState state() const { return state_; }
   void restore(const SamplerState& s);
-  /// Windows per epoch for this rank (sequential mode).
-  uint64_t windows_per_rank() const;
+  /// Windows per epoch, all ranks together (sequential mode).
+  uint64_t windows() const;
 
  private:
-  /// Sequential: this rank's window indices in `epoch` (cached for the latest epochs).
+  /// Sequential: the window indices of `epoch` in their shuffled order (cached for the latest epochs).
   std::shared_ptr<const std::vector<uint64_t>> order(uint64_t epoch) const;
 
   const TokenStream& stream_;

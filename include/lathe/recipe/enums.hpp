@@ -4,6 +4,7 @@
 #pragma once
 
 #include "lathe/core/enum_table.hpp"
+#include "lathe/dist/options.hpp"
 #include "lathe/io/inputs.hpp"
 #include "lathe/models/options.hpp"
 #include "lathe/nn/enums.hpp"
@@ -33,7 +34,7 @@ enum class Schedule { Constant, Cosine, Linear, Wsd };
 enum class Task { CausalLm, MaskedLm, Classification };
 enum class Precision { Fp32, Bf16, Fp16 };
 enum class NanPolicy { Error, Skip };
-enum class Backend { Auto, Nccl, Mpi, None };
+using dist::Backend;
 enum class ExportFormat { Onnx, Hf, Both };
 /// Which model a stage reads. auto: what the nearest earlier model stage of the pipeline makes
 /// (quantize: the quantized model, prune: the pruned one), else the trained checkpoint.
@@ -55,8 +56,6 @@ LATHE_ENUM_TABLE(lathe::recipe::Task, {lathe::recipe::Task::CausalLm, "causal_lm
                  {lathe::recipe::Task::Classification, "classification"});
 LATHE_ENUM_TABLE(lathe::recipe::Precision, {lathe::recipe::Precision::Fp32, "fp32"}, {lathe::recipe::Precision::Bf16, "bf16"}, {lathe::recipe::Precision::Fp16, "fp16"});
 LATHE_ENUM_TABLE(lathe::recipe::NanPolicy, {lathe::recipe::NanPolicy::Error, "error"}, {lathe::recipe::NanPolicy::Skip, "skip"});
-LATHE_ENUM_TABLE(lathe::recipe::Backend, {lathe::recipe::Backend::Auto, "auto"}, {lathe::recipe::Backend::Nccl, "nccl"}, {lathe::recipe::Backend::Mpi, "mpi"},
-                 {lathe::recipe::Backend::None, "none"});
 LATHE_ENUM_TABLE(lathe::recipe::ExportFormat, {lathe::recipe::ExportFormat::Onnx, "onnx"}, {lathe::recipe::ExportFormat::Hf, "hf"}, {lathe::recipe::ExportFormat::Both, "both"});
 LATHE_ENUM_TABLE(lathe::recipe::ModelSource, {lathe::recipe::ModelSource::Auto, "auto"},
                  {lathe::recipe::ModelSource::Checkpoint, "checkpoint"}, {lathe::recipe::ModelSource::Pruned, "pruned"},

@@ -227,21 +227,9 @@ void visit(V& v, TrainConfig& c) {
   v.field("nan_policy", c.nan_policy, "On a NaN or infinite loss: stop with an error, or skip the step.");
 }
 
-struct DistributedConfig {
-  Backend backend = Backend::Auto;
-  int64_t timeout_s = 300;
-  double bucket_mb = 25.0;
-};
-
-template <class V>
-void visit(V& v, DistributedConfig& c) {
-  v.field("backend", c.backend, "Gradient all-reduce: nccl (GPUs), mpi (CPUs), none (one process); auto "
-                                "picks nccl on CUDA, mpi on CPU when WORLD_SIZE > 1.");
-  v.field("timeout_s", c.timeout_s, "Seconds before a missing or dead rank ends the job with an error.",
-          at_least(1));
-  v.field("bucket_mb", c.bucket_mb, "Gradient bucket size for overlapped all-reduce, in MiB.",
-          greater_than(0.0));
-}
+/// The distributed section: the data-parallel options, declared with the communicator
+/// (lathe/dist/options.hpp).
+using DistributedConfig = dist::DistOptions;
 
 /// The prune section: the pruning options, declared with the pruner
 /// (lathe/compress/prune.hpp), and the checkpoint to prune.

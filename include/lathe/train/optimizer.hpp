@@ -19,10 +19,22 @@ namespace lathe::train {
 /// decay_embeddings) embedding tables are not.
 bool decays(nn::Role role, bool decay_embeddings);
 
+/// What the optimizer updates: a parameter, or (sharded optimizer) the part of one a rank owns.
+/// The update reads `tensor.grad()` and writes `tensor` in place.
+struct OptimizerSlot {
+  std::string name;   // names its state: "exp_avg.<name>", ...
+  at::Tensor tensor;
+  bool decay = true;  // in the weight-decay group
+};
+
 class Optimizer {
  public:
   /// Every trainable parameter of `model`, grouped by its role (nn::roles_of).
   Optimizer(const torch::nn::Module& model, const recipe::OptimConfig& config);
+  /// The given slots (the sharded optimizer's segments).
+  Optimizer(std::vector<OptimizerSlot> slots, const recipe::OptimConfig& config);
+  /// The slots of every trainable parameter of `model`, with decay by role.
+  static std::vector<OptimizerSlot> slots_of(const torch::nn::Module& model, const recipe::OptimConfig& config);
 
   /// One update with learning rate `lr` from the gradients in .grad(); parameters without a
   /// gradient are left alone.
@@ -34,6 +46,13 @@ class Optimizer {
   /// Returns the norm before clipping as a 0-dim float tensor on the gradients' device: no host
   /// synchronisation (undefined when no parameter has a gradient).
   at::Tensor clip_grad_norm(double max_norm);
+  /// The two halves of clip_grad_norm, for a norm summed over ranks in between: the sum of the
+  /// squared gradients of the slots (0-dim float tensor; undefined when none has a gradient),
+  /// and the clipping of every gradient to `max_norm` given the total norm.
+  at::Tensor grad_norm_squared() const;
+  void clip_to(const at::Tensor& total_norm, double max_norm);
+  /// The slots' gradients (those defined).
+  std::vector<at::Tensor> grads() const;
 
   /// State as named tensors ("exp_avg.<param>", "exp_avg_sq.<param>", "step.<param>",
   /// "momentum.<param>") and restoring it; restore checks names and shapes.

@@ -50,11 +50,19 @@ class TaskData {
   virtual std::string notes() const { return {}; }
 };
 
+/// A data-parallel process: train_batch(i) of rank r is rows [r * B, (r + 1) * B) of the global
+/// batch i of world * B rows (B = train.batch_size), so W ranks read together what one process
+/// with W * B rows reads. Validation batches are whole on every rank.
+struct DataRank {
+  int rank = 0;
+  int world = 1;
+};
+
 /// Builds the data of recipe.train.task from the shards (LM tasks) or example files
 /// (classification). `split` Train makes the "validation" batches come from the training data
 /// (for `lathe eval --split train`). Errors name the file or key to fix.
 std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& recipe, const tokenizer::Tokenizer& tok,
-                                         recipe::Split eval_split = recipe::Split::Val);
+                                         recipe::Split eval_split = recipe::Split::Val, DataRank rank = {});
 
 /// Cross-entropy (nats per token) of the validation shards under the training shards' unigram
 /// distribution (add-one smoothed): the loss a model that ignores context would reach, the

@@ -13,8 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "lathe/dist/communicator.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/recipe/recipe.hpp"
+#include "lathe/dist/grad_sync.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/sparsity.hpp"
 #include "lathe/train/task.hpp"
@@ -28,6 +30,10 @@ struct TrainOptions {
   /// Pruning masks to hold through training (and their schedule); null: dense training. On
   /// resume the checkpoint's masks replace the ones given.
   std::shared_ptr<Sparsity> sparsity;
+  /// Data-parallel training with these ranks (dist::world_communicator); null or a world of one:
+  /// one process. Rank 0 alone writes checkpoints, metrics and the console; every rank must
+  /// construct its Trainer and run() it with the same recipe.
+  std::shared_ptr<dist::Communicator> comm = nullptr;
 };
 
 struct TrainReport {
@@ -42,7 +48,9 @@ struct TrainReport {
   double loss_scale = 0;       // fp16: the loss scale at the end
   at::ScalarType logits_dtype = at::kFloat;  // the last step's StepResult::logits_dtype
   double seconds = 0;          // wall time of this run's loop
-  double tokens_per_s = 0;     // training throughput of this run (validation and checkpoints excluded)
+  double tokens_per_s = 0;     // training throughput of this run, all ranks (validation and checkpoints excluded)
+  int world_size = 1;          // ranks that trained
+  dist::OverlapStats overlap;  // data-parallel: the last step's gradient communication
 };
 
 struct StepResult {
@@ -52,6 +60,7 @@ struct StepResult {
   bool skipped = false;   // non-finite loss or gradient (nan_policy: skip), or fp16 overflow
   at::ScalarType logits_dtype = at::kFloat;  // what the model computed its logits in (bf16 under bf16 autocast)
   std::string why;        // why it was skipped
+  bool stop = false;      // data-parallel: some rank asked to stop (SIGTERM / SIGINT) before this step
 };
 
 /// The device a recipe asks for: auto is CUDA when available.
@@ -71,8 +80,10 @@ class Trainer {
   TrainReport run();
 
   /// One optimizer step over `micro_batches` (each already a micro-batch; usually grad_accum
-  /// of them): forward, backward, clipping, schedule, update.
-  StepResult step(const std::vector<Batch>& micro_batches);
+  /// of them): forward, backward, clipping, schedule, update. Data-parallel: every rank calls
+  /// it with its own micro-batches; `stop` is this rank's wish to stop, and the result's stop
+  /// says whether any rank had it (one agreement per step, in the step's one all-reduce).
+  StepResult step(const std::vector<Batch>& micro_batches, bool stop = false);
 
   /// Validation metrics over up to `batches` validation batches.
   std::map<std::string, double> evaluate(int64_t batches);

@@ -1,0 +1,114 @@
+// Data-parallel gradient synchronisation (DDP), optionally with a sharded optimizer (ZeRO-1).
+//
+// The parameters are packed, in reverse registration order (roughly the order backward
+// produces their gradients), into flat buckets of about bucket_mb. An autograd post-hook on
+// each parameter's gradient accumulator counts the gradients of its bucket; when the last one
+// is ready, the bucket's reduction is launched asynchronously while backward goes on with the
+// earlier layers — buckets are launched strictly in bucket order, so every rank issues the same
+// collectives in the same order. finish() launches what is left, waits, and averages.
+//
+// Plain DDP: each bucket is all-reduced and every gradient becomes the mean over ranks.
+// Sharded (ZeRO-1, as Megatron's distributed optimizer): each bucket is padded to a multiple
+// of the world size and reduce-scattered, so rank r holds the mean gradient of the r-th part of
+// every bucket; the optimizer updates only those segments (segments()), then
+// gather_parameters() all-gathers the updated parameters.
+//
+// Gradient accumulation: begin_backward(/*sync=*/false) for the micro-batches before the last,
+// which then only accumulate locally; no communication happens on them.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "lathe/dist/communicator.hpp"
+
+namespace torch::autograd {
+struct Node;
+}
+
+namespace lathe::dist {
+
+/// A contiguous part of one parameter that this rank owns under the sharded optimizer.
+struct Segment {
+  std::string param;    // the parameter's name
+  std::string key;      // "<param>@<offset>": names this part (optimizer state of the part)
+  int64_t offset = 0;   // first element, in the flattened parameter
+  int64_t length = 0;   // elements
+  at::Tensor value;     // view of the parameter's elements [offset, offset + length)
+  at::Tensor grad;      // view of the mean gradient of those elements (valid after finish())
+};
+
+/// How much of the last synchronised step's communication ran while backward was still going.
+struct OverlapStats {
+  int buckets = 0;
+  int launched_before_backward_end = 0;  // bucket reductions launched from the autograd hooks
+  int started_before_backward_end = 0;   // ... whose transfer had begun before backward finished
+  double comm_s = 0;     // time the transfers took, summed over buckets
+  double hidden_s = 0;   // the part of it before backward finished
+  double hidden_fraction() const { return comm_s > 0 ? hidden_s / comm_s : 0; }
+};
+
+class GradSync {
+ public:
+  struct Param {
+    std::string name;
+    at::Tensor tensor;  // a contiguous leaf that requires grad
+  };
+  GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm, const DistOptions& options);
+  ~GradSync();
+  GradSync(const GradSync&) = delete;
+  GradSync& operator=(const GradSync&) = delete;
+
+  /// Every rank's parameters become rank 0's.
+  void broadcast_parameters();
+  /// Before each micro-batch's backward: `sync` on the last one of a step.
+  void begin_backward(bool sync);
+  /// After the last micro-batch's backward: completes every bucket's reduction and leaves the
+  /// mean gradients in the parameters' .grad (plain) or in the segments' grad views (sharded).
+  void finish();
+  /// Drops the parameters' gradients (the next backward creates them afresh).
+  void zero_grad();
+
+  bool sharded() const { return sharded_; }
+  /// Sharded: the parts of the parameters this rank updates, in bucket order.
+  const std::vector<Segment>& segments() const { return segments_; }
+  /// Sharded: after the update of the segments, every rank's parameters become the updated ones.
+  void gather_parameters();
+  /// Sharded: per-segment tensors (keyed by Segment::key, `length` elements each, as many
+  /// segments as the caller has values for: all or none of a bucket's) gathered from every
+  /// rank into whole tensors shaped like their parameters, keyed by parameter name.
+  std::map<std::string, at::Tensor> gather_segments(const std::map<std::string, at::Tensor>& parts);
+
+  const OverlapStats& last_overlap() const { return overlap_; }
+  int buckets() const { return static_cast<int>(buckets_.size()); }
+  Communicator& communicator() { return *comm_; }
+
+ private:
+  struct Bucket;
+  void on_grad_ready(std::size_t param);
+  void launch(Bucket& b, bool from_hook);
+  void launch_ready(bool from_hook);
+
+  std::shared_ptr<Communicator> comm_;
+  DistOptions options_;
+  bool sharded_;
+  std::vector<Param> params_;
+  std::vector<std::size_t> bucket_of_;  // param index -> bucket
+  std::vector<std::unique_ptr<Bucket>> buckets_;
+  std::vector<Segment> segments_;
+  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
+  std::mutex mu_;
+  bool sync_ = false;
+  std::size_t next_launch_ = 0;
+  std::chrono::steady_clock::time_point backward_start_{};
+  OverlapStats overlap_;
+};
+
+}  // namespace lathe::dist

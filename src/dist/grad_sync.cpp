@@ -1,0 +1,270 @@
+// Bucketed, overlapped gradient reduction and the ZeRO-1 shards.
+
+#include "lathe/dist/grad_sync.hpp"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include "lathe/core/error.hpp"
+
+namespace lathe::dist {
+
+using Clock = std::chrono::steady_clock;
+
+struct GradSync::Bucket {
+  int index = 0;
+  std::vector<std::size_t> params;  // indices into params_
+  std::vector<int64_t> offsets;     // each parameter's first element in the flat buffer
+  int64_t numel = 0;                // elements of the parameters
+  int64_t padded = 0;               // numel rounded up to a multiple of the world (sharded)
+  at::Tensor flat;                  // (padded) gradients in the communication dtype
+  at::Tensor shard;                 // sharded: (padded / world) this rank's reduced part, comm dtype
+  at::Tensor shard_grad;            // sharded: the same in the parameters' dtype (segments' grads)
+  int pending = 0;                  // gradients still to come in this backward
+  bool launched = false;
+  bool from_hook = false;
+  WorkPtr work;
+};
+
+GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm, const DistOptions& options)
+    : comm_(std::move(comm)), options_(options), sharded_(options.shard_optimizer), params_(std::move(params)) {
+  if (params_.empty()) throw std::invalid_argument("GradSync: no parameters");
+  const int64_t world = comm_->size();
+  const auto device = comm_->device();
+  const auto comm_dtype = options_.bf16_grads ? at::kBFloat16 : at::kFloat;
+  const auto limit = static_cast<int64_t>(options_.bucket_mb * 1024 * 1024);
+  bucket_of_.resize(params_.size());
+  // Reverse registration order: the output end of the model produces its gradients first.
+  std::unique_ptr<Bucket> cur;
+  auto close = [&] {
+    if (!cur) return;
+    cur->index = static_cast<int>(buckets_.size());
+    cur->padded = (cur->numel + world - 1) / world * world;
+    buckets_.push_back(std::move(cur));
+  };
+  for (std::size_t k = params_.size(); k-- > 0;) {
+    const auto& t = params_[k].tensor;
+    if (!t.is_contiguous() || t.scalar_type() != at::kFloat || t.device() != device)
+      throw std::invalid_argument(fmt::format("GradSync: {} must be a contiguous float32 tensor on {}",
+                                              params_[k].name, device.str()));
+    if (cur && cur->numel > 0 && (cur->numel + t.numel()) * 4 > limit) close();
+    if (!cur) cur = std::make_unique<Bucket>();
+    bucket_of_[k] = buckets_.size();
+    cur->params.push_back(k);
+    cur->offsets.push_back(cur->numel);
+    cur->numel += t.numel();
+  }
+  close();
+  const auto r = static_cast<int64_t>(comm_->rank());
+  for (auto& b : buckets_) {
+    b->flat = at::zeros({b->padded}, at::TensorOptions(device).dtype(comm_dtype));
+    if (!sharded_) continue;
+    const int64_t s = b->padded / world, lo = r * s, hi = lo + s;
+    b->shard = at::zeros({s}, b->flat.options());
+    b->shard_grad = options_.bf16_grads ? at::zeros({s}, b->flat.options().dtype(at::kFloat)) : b->shard;
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      const auto& p = params_[b->params[j]];
+      const int64_t from = std::max(lo, b->offsets[j]), to = std::min(hi, b->offsets[j] + p.tensor.numel());
+      if (from >= to) continue;
+      Segment seg;
+      seg.param = p.name;
+      seg.offset = from - b->offsets[j];
+      seg.length = to - from;
+      seg.key = fmt::format("{}@{}", p.name, seg.offset);
+      seg.value = p.tensor.detach().view({-1}).narrow(0, seg.offset, seg.length);
+      seg.grad = b->shard_grad.narrow(0, from - lo, seg.length);
+      segments_.push_back(std::move(seg));
+    }
+  }
+  for (std::size_t k = 0; k < params_.size(); ++k) {
+    auto acc = torch::autograd::impl::grad_accumulator(params_[k].tensor);
+    if (!acc) throw std::invalid_argument("GradSync: " + params_[k].name + " is not a leaf that requires grad");
+    auto key = acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+          on_grad_ready(k);
+          return outputs;
+        }));
+    hooks_.emplace_back(std::move(acc), key);
+  }
+}
+
+GradSync::~GradSync() {
+  for (auto& [node, key] : hooks_) node->del_post_hook(key);
+}
+
+void GradSync::broadcast_parameters() {
+  torch::NoGradGuard no_grad;
+  std::vector<std::pair<Bucket*, at::Tensor>> flats;
+  for (auto& b : buckets_) {
+    auto flat = at::empty({b->numel}, b->flat.options().dtype(at::kFloat));
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      const auto& t = params_[b->params[j]].tensor;
+      flat.narrow(0, b->offsets[j], t.numel()).copy_(t.detach().view({-1}));
+    }
+    flats.emplace_back(b.get(), flat);
+  }
+  std::vector<WorkPtr> works;
+  for (auto& [b, flat] : flats) works.push_back(comm_->broadcast(flat, 0, fmt::format("the parameter broadcast (bucket {})", b->index)));
+  for (std::size_t i = 0; i < flats.size(); ++i) {
+    works[i]->wait();
+    auto& [b, flat] = flats[i];
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      auto t = params_[b->params[j]].tensor.detach();
+      t.view({-1}).copy_(flat.narrow(0, b->offsets[j], t.numel()));
+    }
+  }
+}
+
+void GradSync::zero_grad() {
+  for (auto& p : params_) p.tensor.mutable_grad().reset();
+}
+
+void GradSync::begin_backward(bool sync) {
+  std::lock_guard lock(mu_);
+  if (sync && !sync_) {
+    sync_ = true;
+    next_launch_ = 0;
+    backward_start_ = Clock::now();
+    for (auto& b : buckets_) {
+      b->pending = static_cast<int>(b->params.size());
+      b->launched = false;
+      b->from_hook = false;
+      b->work.reset();
+    }
+  }
+}
+
+void GradSync::on_grad_ready(std::size_t k) {
+  std::lock_guard lock(mu_);
+  if (!sync_) return;  // an accumulation micro-step: gradients only add up locally
+  auto& b = *buckets_[bucket_of_[k]];
+  if (--b.pending == 0) launch_ready(/*from_hook=*/true);
+}
+
+void GradSync::launch_ready(bool from_hook) {
+  // Strictly in bucket order, so every rank issues the same collectives in the same order.
+  while (next_launch_ < buckets_.size() && (buckets_[next_launch_]->pending <= 0 || !from_hook))
+    launch(*buckets_[next_launch_++], from_hook);
+}
+
+void GradSync::launch(Bucket& b, bool from_hook) {
+  torch::NoGradGuard no_grad;
+  for (std::size_t j = 0; j < b.params.size(); ++j) {
+    const auto& t = params_[b.params[j]].tensor;
+    auto dst = b.flat.narrow(0, b.offsets[j], t.numel());
+    // A parameter that took no part in this backward contributes zeros.
+    if (t.grad().defined()) dst.copy_(t.grad().view({-1}));
+    else dst.zero_();
+  }
+  const double world = comm_->size();
+  // bfloat16 sums are scaled first (no overflow); float32 ones are divided after, as one
+  // process divides its sum over the whole batch.
+  if (options_.bf16_grads) b.flat.div_(world);
+  const auto what = fmt::format("the gradient {} of bucket {} of {}", sharded_ ? "reduce-scatter" : "all-reduce",
+                                b.index + 1, buckets_.size());
+  b.work = sharded_ ? comm_->reduce_scatter(b.shard, b.flat, what) : comm_->all_reduce(b.flat, ReduceOp::Sum, what);
+  b.launched = true;
+  b.from_hook = from_hook;
+}
+
+void GradSync::finish() {
+  {
+    std::lock_guard lock(mu_);
+    if (!sync_) throw std::logic_error("GradSync::finish without begin_backward(/*sync=*/true)");
+    launch_ready(/*from_hook=*/false);  // buckets whose parameters got no gradient
+    sync_ = false;
+  }
+  const auto backward_end = Clock::now();
+  overlap_ = {};
+  overlap_.buckets = static_cast<int>(buckets_.size());
+  torch::NoGradGuard no_grad;
+  const double inv_world = 1.0 / comm_->size();
+  for (auto& bp : buckets_) {
+    auto& b = *bp;
+    b.work->wait();
+    const auto& w = *b.work;
+    overlap_.launched_before_backward_end += b.from_hook ? 1 : 0;
+    if (w.started < backward_end) {
+      ++overlap_.started_before_backward_end;
+      overlap_.hidden_s += std::chrono::duration<double>(std::min(w.finished, backward_end) - w.started).count();
+    }
+    overlap_.comm_s += std::chrono::duration<double>(w.finished - w.started).count();
+    if (sharded_) {
+      if (options_.bf16_grads) b.shard_grad.copy_(b.shard);
+      else b.shard_grad.mul_(inv_world);
+      continue;
+    }
+
+    for (std::size_t j = 0; j < b.params.size(); ++j) {
+      auto& t = params_[b.params[j]].tensor;
+      auto src = b.flat.narrow(0, b.offsets[j], t.numel()).view(t.sizes());
+      auto& g = t.mutable_grad();
+      if (!g.defined()) g = at::empty_like(t);
+      if (options_.bf16_grads) g.copy_(src);
+      else at::mul_out(g, src, inv_world);
+    }
+  }
+  // The optimizer reads each segment's gradient from its value's .grad.
+  for (auto& seg : segments_) seg.value.mutable_grad() = seg.grad;
+}
+
+void GradSync::gather_parameters() {
+  if (!sharded_) throw std::logic_error("GradSync::gather_parameters needs the sharded optimizer");
+  torch::NoGradGuard no_grad;
+  const int64_t world = comm_->size(), r = comm_->rank();
+  std::vector<std::pair<at::Tensor, WorkPtr>> flats;
+  for (auto& b : buckets_) {
+    const int64_t s = b->padded / world;
+    auto mine = at::zeros({s}, b->flat.options().dtype(at::kFloat));
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      const auto& t = params_[b->params[j]].tensor;
+      const int64_t from = std::max(r * s, b->offsets[j]), to = std::min((r + 1) * s, b->offsets[j] + t.numel());
+      if (from < to) mine.narrow(0, from - r * s, to - from).copy_(t.detach().view({-1}).narrow(0, from - b->offsets[j], to - from));
+    }
+    auto all = at::empty({b->padded}, mine.options());
+    auto work = comm_->all_gather(all, mine, fmt::format("the parameter all-gather of bucket {}", b->index + 1));
+    flats.emplace_back(all, work);
+  }
+  for (std::size_t i = 0; i < buckets_.size(); ++i) {
+    auto& b = *buckets_[i];
+    flats[i].second->wait();
+    for (std::size_t j = 0; j < b.params.size(); ++j) {
+      auto t = params_[b.params[j]].tensor.detach();
+      t.view({-1}).copy_(flats[i].first.narrow(0, b.offsets[j], t.numel()));
+    }
+  }
+}
+
+std::map<std::string, at::Tensor> GradSync::gather_segments(const std::map<std::string, at::Tensor>& parts) {
+  if (!sharded_) throw std::logic_error("GradSync::gather_segments needs the sharded optimizer");
+  torch::NoGradGuard no_grad;
+  const int64_t world = comm_->size(), r = comm_->rank();
+  std::map<std::string, at::Tensor> out;
+  for (auto& b : buckets_) {
+    const int64_t s = b->padded / world;
+    auto mine = at::zeros({s}, b->flat.options().dtype(at::kFloat));
+    for (const auto& seg : segments_) {
+      auto it = parts.find(seg.key);
+      if (it == parts.end()) continue;
+      // Where the segment lies in this bucket's shard (segments of other buckets are skipped).
+      for (std::size_t j = 0; j < b->params.size(); ++j)
+        if (params_[b->params[j]].name == seg.param) {
+          mine.narrow(0, b->offsets[j] + seg.offset - r * s, seg.length).copy_(it->second.reshape({-1}));
+        }
+    }
+    auto all = at::empty({b->padded}, mine.options());
+    comm_->all_gather(all, mine, fmt::format("the optimizer-state all-gather of bucket {}", b->index + 1))->wait();
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      const auto& t = params_[b->params[j]].tensor;
+      out[params_[b->params[j]].name] = all.narrow(0, b->offsets[j], t.numel()).view(t.sizes()).clone();
+    }
+  }
+  return out;
+}
+
+}  // namespace lathe::dist

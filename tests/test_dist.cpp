@@ -1,0 +1,367 @@
+// Data-parallel training on the CPU with the mpi backend, under a real mpirun: N ranks with 1/N
+// of the batch each against one process with the whole batch (the reference), the overlap of
+// bucket reductions with backward, the sharded optimizer and its checkpoints across world
+// sizes, a dead or stalled rank, SIGTERM on one rank, and ranks that disagree about the job.
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include <ATen/ATen.h>
+
+#include "lathe/dist/communicator.hpp"
+#include "lathe/dist/grad_sync.hpp"
+#include "lathe/dist/world.hpp"
+#include "lathe/pipeline/stages.hpp"
+#include "lathe/train/checkpoint.hpp"
+#include "run_fixture.hpp"
+#include "support.hpp"
+
+using lathe::test::read_file;
+using lathe::test::TempDir;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+/// Largest |difference| of any parameter after 5 AdamW steps of N ranks against one process with
+/// the same global batch: they differ only in the order float32 gradients are summed (per
+/// rank, then across ranks), amplified by AdamW's normalised update where a gradient is small.
+constexpr double kDdpTol = 2e-5;
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+/// Tokenizer and shards prepared once; every run reads them from here.
+struct Prepared {
+  lathe::test::Corpus corpus;
+  fs::path base;
+  Prepared() : base(corpus.dir.path() / "base") {
+    lathe::test::prepared(corpus.recipe(base, "max_steps: 5"));
+  }
+};
+
+const Prepared& prepared_data() {
+  static Prepared p;
+  return p;
+}
+
+/// A training recipe (in `dir`) that trains from the prepared data into dir/<name>; `train` and
+/// `distributed` add keys to those sections ("grad_accum: 2").
+fs::path write_recipe(const TempDir& dir, const std::string& name, int64_t batch, const std::string& train = "",
+                      const std::string& distributed = "", int64_t max_steps = 5) {
+  const auto& p = prepared_data();
+  const auto out = dir.path() / name;
+  const auto text = fmt::format(R"(pipeline: [train]
+run: {{out_dir: {}, seed: 11, device: cpu, threads: 1}}
+tokenizer: {{path: {}}}
+data: {{shard_dir: {}, seq_len: 32, num_workers: 1}}
+model: {{n_layer: 2, n_head: 2, d_model: 32, max_seq_len: 32, dropout: 0.0}}
+optim: {{lr: 1.0e-2, weight_decay: 0.1}}
+schedule: {{name: constant, warmup_steps: 0}}
+train: {{max_steps: {}, batch_size: {}, log_every: 1, eval_every: 0, save_every: 0{}}}
+distributed: {{bucket_mb: 0.02{}{}}}
+)",
+                                out.string(), (p.base / "tokenizer.json").string(), (p.base / "shards").string(), max_steps, batch,
+                                train.empty() ? "" : ", " + train, contains(distributed, "timeout_s") ? "" : ", timeout_s: 60",
+                                distributed.empty() ? "" : ", " + distributed);
+  return dir.write(name + ".yaml", text);
+}
+
+std::vector<std::string> mpirun(int ranks) {
+  std::vector<std::string> argv{"mpirun", "-n", std::to_string(ranks), "--oversubscribe", "--bind-to", "none"};
+  if (geteuid() == 0) argv.push_back("--allow-run-as-root");
+  return argv;
+}
+
+/// `lathe train RECIPE args...` on `ranks` ranks (mpirun), or directly for one.
+std::vector<std::string> train_command(int ranks, const fs::path& recipe, const std::vector<std::string>& args = {}) {
+  std::vector<std::string> argv = ranks > 1 ? mpirun(ranks) : std::vector<std::string>{};
+  argv.insert(argv.end(), {LATHE_CLI, "train", recipe.string()});
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+lathe::test::ProcessResult train(int ranks, const fs::path& recipe, const std::vector<std::string>& args = {}) {
+  return lathe::test::run_process(train_command(ranks, recipe, args));
+}
+
+std::map<std::string, at::Tensor> final_parameters(const fs::path& out) {
+  const auto all = lathe::train::list_checkpoints(out / "checkpoints");
+  REQUIRE(!all.empty());
+  auto data = lathe::train::load_checkpoint(all.back());
+  std::map<std::string, at::Tensor> params;
+  for (const auto& item : data.model.module()->named_parameters()) params[item.key()] = item.value().detach().clone();
+  for (const auto& [name, t] : data.tensors)
+    if (name.starts_with("optim.exp_avg.")) params[name] = t.clone();
+  return params;
+}
+
+double max_difference(const std::map<std::string, at::Tensor>& a, const std::map<std::string, at::Tensor>& b) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0;
+  for (const auto& [name, t] : a) {
+    REQUIRE(b.count(name));
+    worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+  }
+  return worst;
+}
+
+std::vector<nlohmann::json> records(const fs::path& metrics, const std::string& split) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);)
+    if (auto j = nlohmann::json::parse(line); j["split"] == split) out.push_back(j);
+  return out;
+}
+
+/// The pid of rank `rank` of the mpirun job whose command line holds `marker`, or 0.
+int rank_pid(const std::string& marker, int rank) {
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = read_file(entry.path() / "cmdline"), environ;
+    if (!contains(cmdline, marker) || !contains(cmdline, "train") || contains(cmdline, "mpirun")) continue;
+    try {
+      environ = read_file(entry.path() / "environ");
+    } catch (...) {
+      continue;
+    }
+    if (contains(environ, fmt::format("OMPI_COMM_WORLD_RANK={}", rank) + std::string(1, '\0')))
+      return std::stoi(name);
+  }
+  return 0;
+}
+
+/// Waits until the run's metrics.jsonl records step `step`.
+void wait_for_step(lathe::test::Child& job, const fs::path& out, int64_t step) {
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < deadline) {
+    if (job.exited()) {
+      auto res = job.wait();
+      FAIL("the run ended before step " << step << ": " << res.out << res.err);
+    }
+    if (fs::exists(out / "metrics.jsonl")) {
+      const auto r = records(out / "metrics.jsonl", "train");
+      if (!r.empty() && r.back()["step"].get<int64_t>() >= step) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  FAIL("the run did not reach step " << step);
+}
+
+}  // namespace
+
+TEST_CASE("dist: the world comes from torchrun, mpirun or srun variables, in that order", "[dist]") {
+  auto world = [](std::map<std::string, std::string> env) {
+    return lathe::dist::detect_world([env](const char* n) -> const char* {
+      auto it = env.find(n);
+      return it == env.end() ? nullptr : it->second.c_str();
+    });
+  };
+  CHECK_FALSE(world({}).distributed());
+  auto t = world({{"RANK", "3"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
+                  {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "29400"}, {"SLURM_PROCID", "0"},
+                  {"SLURM_STEP_NUM_TASKS", "1"}});
+  CHECK(t.launcher == "torchrun");
+  CHECK(t.rank == 3);
+  CHECK(t.size == 8);
+  CHECK(t.local_rank == 1);
+  CHECK(t.master_addr == "node7");
+  CHECK(t.master_port == 29400);
+  auto m = world({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}});
+  CHECK(m.launcher == "mpirun");
+  CHECK(m.rank == 1);
+  CHECK(m.size == 2);
+  auto s = world({{"SLURM_PROCID", "5"}, {"SLURM_STEP_NUM_TASKS", "8"}, {"SLURM_LOCALID", "1"},
+                  {"SLURM_STEP_TASKS_PER_NODE", "4(x2)"}, {"SLURM_NTASKS", "8"}});
+  CHECK(s.launcher == "srun");
+  CHECK(s.rank == 5);
+  CHECK(s.local_rank == 1);
+  CHECK(s.local_size == 4);
+  // A batch script has SLURM_NTASKS but is one process: not a world.
+  CHECK_FALSE(world({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}}).distributed());
+  CHECK(lathe::test::error_of([&] { world({{"RANK", "2"}, {"WORLD_SIZE", "2"}}); }) == "RANK=2 is outside WORLD_SIZE=2");
+  CHECK(lathe::test::error_of([&] { world({{"RANK", "x"}, {"WORLD_SIZE", "2"}}); }) ==
+        "RANK='x' is not a rank (an integer >= 0)");
+  CHECK(lathe::test::error_of([&] { world({{"MASTER_PORT", "70000"}}); }) ==
+        "MASTER_PORT=70000 is not a port (1..65535)");
+}
+
+TEST_CASE("dist: a world of one reduces nothing and buckets follow backward in reverse order", "[dist]") {
+  auto comm = lathe::dist::single_process_communicator();
+  auto a = at::ones({2000}), b = at::ones({3000}), c = at::ones({10});
+  for (auto* t : {&a, &b, &c}) t->set_requires_grad(true);
+  lathe::dist::DistOptions o;
+  o.bucket_mb = 12000.0 / (1024 * 1024);  // a + ... : at most 3000 floats a bucket
+  lathe::dist::GradSync sync({{"a", a}, {"b", b}, {"c", c}}, comm, o);
+  CHECK(sync.buckets() == 2);  // [c, b] then [a]
+  sync.begin_backward(true);
+  ((a * 2).sum() + (b * 3).sum() + (c * 4).sum()).backward();
+  sync.finish();
+  CHECK(a.grad().eq(2).all().item<bool>());
+  CHECK(b.grad().eq(3).all().item<bool>());
+  CHECK(sync.last_overlap().launched_before_backward_end == 2);
+}
+
+TEST_CASE("dist: N ranks with 1/N of the batch end with the parameters of one process with all of it",
+          "[dist][mpi]") {
+  TempDir dir;
+  for (const int accum : {1, 2}) {
+    const auto ref = write_recipe(dir, fmt::format("ref_a{}", accum), 12, fmt::format("grad_accum: {}", accum));
+    auto one = train(1, ref);
+    INFO(one.out << one.err);
+    REQUIRE(one.code == 0);
+    const auto want = final_parameters(dir.path() / fmt::format("ref_a{}", accum));
+    for (const int ranks : {2, 3})
+      for (const bool shard : {false, true}) {
+        const auto name = fmt::format("n{}_a{}_s{}", ranks, accum, shard);
+        const auto recipe = write_recipe(dir, name, 12 / ranks, fmt::format("grad_accum: {}", accum),
+                                         fmt::format("shard_optimizer: {}", shard));
+        auto res = train(ranks, recipe);
+        INFO(name << "\n" << res.out << res.err);
+        REQUIRE(res.code == 0);
+        CHECK(contains(res.out, fmt::format("data-parallel over {} ranks (mpi, mpirun): global batch 12", ranks)));
+        const double diff = max_difference(final_parameters(dir.path() / name), want);
+        INFO("max parameter / moment difference " << diff);
+        CHECK(diff <= kDdpTol);
+        // Only rank 0 wrote: one set of records per step.
+        CHECK(records(dir.path() / name / "metrics.jsonl", "train").size() == 5);
+        // Bucket reductions are launched from the autograd hooks (all but buckets that wait for
+        // the embedding, whose gradient comes last).
+        for (const auto& c : records(dir.path() / name / "metrics.jsonl", "comm")) {
+          CHECK(c["buckets"].get<double>() >= 3);
+          CHECK(c["launched_in_backward"].get<double>() >= c["buckets"].get<double>() - 1);
+        }
+      }
+  }
+}
+
+TEST_CASE("dist: bucket all-reduces start while backward is still running", "[dist][mpi]") {
+  TempDir dir;
+  // A model whose backward takes long enough for the communication thread to be seen at work.
+  auto recipe = write_recipe(dir, "run", 8, "", "", 6);
+  {
+    auto text = read_file(recipe);
+    auto replace = [&](const std::string& from, const std::string& to) {
+      const auto at = text.find(from);
+      text.replace(at, text.find('}', at) - at + 1, to);
+    };
+    replace("model: {", "model: {n_layer: 4, n_head: 4, d_model: 128, max_seq_len: 32}");
+    replace("distributed: {", "distributed: {timeout_s: 60, bucket_mb: 0.5}");
+    std::ofstream(recipe) << text;
+  }
+  auto res = train(2, recipe);
+  INFO(res.out << res.err);
+  REQUIRE(res.code == 0);
+  const auto comm = records(dir.path() / "run" / "metrics.jsonl", "comm");
+  REQUIRE(comm.size() == 6);
+  double started = 0, hidden = 0;
+  for (const auto& c : comm) {
+    CHECK(c["buckets"].get<double>() >= 4);
+    started += c["started_in_backward"].get<double>();
+    hidden += c["hidden_fraction"].get<double>();
+  }
+  // Transfers that began before backward finished (none could if the buckets were reduced
+  // only after backward).
+  CHECK(started >= 6);
+  CHECK(hidden > 0);
+}
+
+TEST_CASE("dist: a sharded run's checkpoint resumes on another number of ranks with the same result",
+          "[dist][mpi]") {
+  TempDir dir;
+  const auto ref = write_recipe(dir, "ref", 12);
+  REQUIRE(train(1, ref).code == 0);
+  const auto want = final_parameters(dir.path() / "ref");
+  // 2 ranks x 6 for 3 steps, then 3 ranks x 4 for the last 2, same out_dir.
+  const auto first = write_recipe(dir, "run", 6, "", "shard_optimizer: true", 3);
+  auto a = train(2, first);
+  INFO(a.out << a.err);
+  REQUIRE(a.code == 0);
+  const auto second = write_recipe(dir, "run", 4, "", "shard_optimizer: true");
+  auto b = train(3, second);
+  INFO(b.out << b.err);
+  REQUIRE(b.code == 0);
+  CHECK(contains(b.out, "resumed from"));
+  CHECK(max_difference(final_parameters(dir.path() / "run"), want) <= kDdpTol);
+  // The checkpoint holds whole tensors: one process resumes it too.
+  auto one = train(1, write_recipe(dir, "run", 12, "", "", 6));
+  INFO(one.out << one.err);
+  CHECK(one.code == 0);
+}
+
+TEST_CASE("dist: SIGTERM to one rank gives one agreed checkpoint and exit 0 on every rank", "[dist][mpi]") {
+  TempDir dir;
+  const auto recipe = write_recipe(dir, "run", 4, "", "", 100000);
+  lathe::test::Child job(train_command(2, recipe));
+  wait_for_step(job, dir.path() / "run", 2);
+  const int pid = rank_pid(recipe.string(), 1);
+  REQUIRE(pid > 0);
+  ::kill(pid, SIGTERM);
+  auto res = job.wait();
+  INFO(res.out << res.err);
+  CHECK(res.code == 0);
+  CHECK(contains(res.out, "saved"));
+  const auto ckpts = lathe::train::list_checkpoints(dir.path() / "run" / "checkpoints");
+  REQUIRE(ckpts.size() == 1);
+  const auto step = lathe::train::load_checkpoint(ckpts.back()).state.step;
+  CHECK(step >= 2);
+  CHECK(records(dir.path() / "run" / "metrics.jsonl", "train").back()["step"].get<int64_t>() == step);
+}
+
+TEST_CASE("dist: a killed or stalled rank ends every rank within the timeout, naming it", "[dist][mpi]") {
+  TempDir dir;
+  const auto recipe = write_recipe(dir, "run", 4, "", "timeout_s: 5", 100000);
+  SECTION("killed") {
+    lathe::test::Child job(train_command(2, recipe));
+    wait_for_step(job, dir.path() / "run", 2);
+    const int pid = rank_pid(recipe.string(), 1);
+    REQUIRE(pid > 0);
+    const auto t0 = Clock::now();
+    ::kill(pid, SIGKILL);
+    auto res = job.wait();
+    INFO(res.out << res.err);
+    CHECK(res.code != 0);
+    CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < 5 + 10);
+    CHECK(contains(res.out + res.err, "rank 1"));
+  }
+  SECTION("stalled") {
+    lathe::test::Child job(train_command(2, recipe));
+    wait_for_step(job, dir.path() / "run", 2);
+    const int pid = rank_pid(recipe.string(), 1);
+    REQUIRE(pid > 0);
+    const auto t0 = Clock::now();
+    ::kill(pid, SIGSTOP);
+    auto res = job.wait();
+    INFO(res.out << res.err);
+    CHECK(res.code != 0);
+    CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < 5 + 15);
+    CHECK(contains(res.err, "rank 0: the "));
+    CHECK(contains(res.err, "did not complete within 5 s (distributed.timeout_s): rank 1 (no heartbeat"));
+  }
+  // Whatever ended, the checkpoints written before stay loadable.
+  for (const auto& c : lathe::train::list_checkpoints(dir.path() / "run" / "checkpoints"))
+    CHECK(lathe::train::checkpoint_problem(c).empty());
+}
+
+TEST_CASE("dist: ranks that run different recipes are refused at start", "[dist][mpi][errors]") {
+  TempDir dir;
+  const auto recipe = write_recipe(dir, "run", 4);
+  std::vector<std::string> argv = mpirun(1);
+  argv.insert(argv.end(), {LATHE_CLI, "train", recipe.string(), ":", "-n", "1", LATHE_CLI, "train", recipe.string(),
+                           "--set", "optim.lr=0.5"});
+  auto res = lathe::test::run_process(argv);
+  INFO(res.out << res.err);
+  CHECK(res.code != 0);
+  CHECK(contains(res.err, "the 2 ranks do not run the same job: rank 1 has another recipe (resolved, with --set "
+                          "overrides) than rank 0"));
+  CHECK(lathe::train::list_checkpoints(dir.path() / "run" / "checkpoints").empty());
+}
