@@ -25,7 +25,7 @@ tty=false
 packages=(build-essential cmake ninja-build ccache pkg-config
           libyaml-cpp-dev libcxxopts-dev libfmt-dev catch2
           libonnx-dev libprotobuf-dev protobuf-compiler
-          libopenmpi-dev openmpi-bin
+          libopenmpi-dev openmpi-bin slurmctld slurmd slurm-client
           nlohmann-json3-dev libutf8proc-dev
           bible-kjv binutils)
 missing=()

@@ -151,10 +151,13 @@ TEST_CASE("cli: env reports LibTorch, CUDA, NCCL, MPI and threads", "[cli]") {
   }
 }
 
-TEST_CASE("cli: env shows rendezvous variables", "[cli]") {
-  auto r = lathe::test::run_process({"env", "RANK=3", "WORLD_SIZE=8", LATHE_CLI, "env"});
+TEST_CASE("cli: env shows the data-parallel world a launch would join", "[cli]") {
+  auto r = lathe::test::run_process({"env", "RANK=3", "WORLD_SIZE=8", "LOCAL_RANK=1", "MASTER_ADDR=node7",
+                                     "MASTER_PORT=29400", LATHE_CLI, "env"});
   REQUIRE(r.code == 0);
-  CHECK(contains(r.out, "RANK=3 WORLD_SIZE=8"));
+  CHECK(contains(r.out, "rank 3 of 8 (local 1 of 8, torchrun), rendezvous node7:29400"));
+  auto one = lathe::test::run_lathe({"env"});
+  CHECK(contains(one.out, "one process (no launcher variables set)"));
 }
 
 TEST_CASE("cli: tokenizer train / encode / decode work from a recipe", "[cli][tokenizer]") {

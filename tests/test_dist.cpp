@@ -200,7 +200,7 @@ TEST_CASE("dist: a world of one reduces nothing and buckets follow backward in r
   auto a = at::ones({2000}), b = at::ones({3000}), c = at::ones({10});
   for (auto* t : {&a, &b, &c}) t->set_requires_grad(true);
   lathe::dist::DistOptions o;
-  o.bucket_mb = 12000.0 / (1024 * 1024);  // a + ... : at most 3000 floats a bucket
+  o.bucket_mb = 12100.0 / (1024 * 1024);  // c and b (3010 floats) fit, a does not join them
   lathe::dist::GradSync sync({{"a", a}, {"b", b}, {"c", c}}, comm, o);
   CHECK(sync.buckets() == 2);  // [c, b] then [a]
   sync.begin_backward(true);
@@ -364,4 +364,71 @@ TEST_CASE("dist: ranks that run different recipes are refused at start", "[dist]
   CHECK(contains(res.err, "the 2 ranks do not run the same job: rank 1 has another recipe (resolved, with --set "
                           "overrides) than rank 0"));
   CHECK(lathe::train::list_checkpoints(dir.path() / "run" / "checkpoints").empty());
+}
+
+namespace {
+
+/// A one-node SLURM cluster (tests/slurm_cluster.sh) for the life of the object.
+struct SlurmCluster {
+  TempDir dir;
+  bool up = false;
+  int status = 0;
+  SlurmCluster() {
+    auto r = lathe::test::run_process({(lathe::test::source_dir() / "tests/slurm_cluster.sh").string(), "start",
+                                       dir.path().string()});
+    status = r.code;
+    up = r.code == 0;
+    INFO(r.out << r.err);
+    if (r.code != 77) REQUIRE(up);
+  }
+  ~SlurmCluster() {
+    lathe::test::run_process({(lathe::test::source_dir() / "tests/slurm_cluster.sh").string(), "stop",
+                              dir.path().string()});
+  }
+  /// argv with SLURM_CONF pointing at this cluster.
+  std::vector<std::string> with_conf(std::vector<std::string> argv) const {
+    argv.insert(argv.begin(), {"env", "SLURM_CONF=" + (dir.path() / "slurm.conf").string(),
+                               "LATHE_BIN=" + std::string(LATHE_CLI)});
+    return argv;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("dist: scripts/slurm/train.sbatch trains on 2 tasks of a real SLURM and stops cleanly on SIGTERM",
+          "[dist][slurm]") {
+  SlurmCluster slurm;
+  if (!slurm.up) {
+    WARN("SLURM is not installed (scripts/setup.sh installs it): skipped");
+    return;
+  }
+  TempDir dir;
+  const auto script = (lathe::test::source_dir() / "scripts/slurm/train.sbatch").string();
+  const auto recipe = write_recipe(dir, "run", 4);
+  auto res = lathe::test::run_process(
+      slurm.with_conf({"sbatch", "--wait", "-n", "2", "-o", (dir.path() / "job.log").string(), script, recipe.string()}),
+      dir.path());
+  const auto log = read_file(dir.path() / "job.log");
+  INFO(res.out << res.err << log);
+  REQUIRE(res.code == 0);
+  CHECK(contains(log, "data-parallel over 2 ranks (mpi, srun): global batch 8"));
+  CHECK(lathe::train::list_checkpoints(dir.path() / "run" / "checkpoints").size() == 1);
+  CHECK(records(dir.path() / "run" / "metrics.jsonl", "train").size() == 5);
+
+  // Preemption: SIGTERM to the job's tasks (what --signal=TERM@120 sends before the time
+  // limit): one checkpoint, and the job completes with status 0.
+  const auto long_run = write_recipe(dir, "long", 4, "", "", 100000);
+  lathe::test::Child job(slurm.with_conf({"sbatch", "--wait", "--parsable", "-n", "2", "-o",
+                                          (dir.path() / "long.log").string(), script, long_run.string()}),
+                         dir.path());
+  wait_for_step(job, dir.path() / "long", 2);
+  REQUIRE(lathe::test::run_process(slurm.with_conf({"scancel", "--signal=TERM", "--name=lathe"})).code == 0);
+  auto done = job.wait();
+  const auto long_log = read_file(dir.path() / "long.log");
+  INFO(done.out << done.err << long_log);
+  CHECK(done.code == 0);
+  CHECK(contains(long_log, "saved"));
+  const auto ckpts = lathe::train::list_checkpoints(dir.path() / "long" / "checkpoints");
+  REQUIRE(ckpts.size() == 1);
+  CHECK(lathe::train::checkpoint_problem(ckpts.back()).empty());
 }
