@@ -173,13 +173,13 @@ void GradSync::launch(Bucket& b, bool from_hook) {
 }
 
 void GradSync::finish() {
+  const auto backward_end = Clock::now();  // the caller's backward() has returned
   {
     std::lock_guard lock(mu_);
     if (!sync_) throw std::logic_error("GradSync::finish without begin_backward(/*sync=*/true)");
     launch_ready(/*from_hook=*/false);  // buckets whose parameters got no gradient
     sync_ = false;
   }
-  const auto backward_end = Clock::now();
   overlap_ = {};
   overlap_.buckets = static_cast<int>(buckets_.size());
   torch::NoGradGuard no_grad;
