@@ -22,6 +22,7 @@
 #include "lathe/dist/world.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/train/checkpoint.hpp"
+#include "gpu.hpp"
 #include "run_fixture.hpp"
 #include "support.hpp"
 
@@ -431,4 +432,70 @@ TEST_CASE("dist: scripts/slurm/train.sbatch trains on 2 tasks of a real SLURM an
   const auto ckpts = lathe::train::list_checkpoints(dir.path() / "long" / "checkpoints");
   REQUIRE(ckpts.size() == 1);
   CHECK(lathe::train::checkpoint_problem(ckpts.back()).empty());
+}
+
+TEST_CASE("dist: bf16 gradient communication trains close to float32's", "[dist][mpi]") {
+  TempDir dir;
+  REQUIRE(train(1, write_recipe(dir, "ref", 12)).code == 0);
+  const auto want = final_parameters(dir.path() / "ref");
+  for (const bool shard : {false, true}) {
+    const auto name = fmt::format("bf16_s{}", shard);
+    auto res = train(2, write_recipe(dir, name, 6, "", fmt::format("bf16_grads: true, shard_optimizer: {}", shard)));
+    INFO(res.out << res.err);
+    REQUIRE(res.code == 0);
+    CHECK(contains(res.out, "bf16 gradients"));
+    const double diff = max_difference(final_parameters(dir.path() / name), want);
+    INFO("max difference " << diff);
+    // Gradients rounded to bfloat16 (8 bits of mantissa) move AdamW's updates by a fraction of
+    // the learning rate (1e-2): clearly not float32's sums, and no further than 5 steps of lr.
+    CHECK(diff > kDdpTol);
+    CHECK(diff < 5 * 1e-2);
+  }
+}
+
+TEST_CASE("dist: a one-rank nccl job trains on the GPU as one process does", "[dist][gpu]") {
+  LATHE_REQUIRE_GPU();
+  TempDir dir;
+  const std::vector<std::string> cuda{"--set", "run.device=cuda"};
+  auto ref = train(1, write_recipe(dir, "ref", 8), cuda);
+  INFO(ref.out << ref.err);
+  REQUIRE(ref.code == 0);
+  const auto want = final_parameters(dir.path() / "ref");
+  for (const bool shard : {false, true}) {
+    const auto name = fmt::format("nccl_s{}", shard);
+    auto argv = train_command(1, write_recipe(dir, name, 8, "", fmt::format("shard_optimizer: {}", shard)), cuda);
+    argv.insert(argv.end(), {"--set", "distributed.backend=nccl"});
+    argv.insert(argv.begin(), {"env", "RANK=0", "WORLD_SIZE=1", "LOCAL_RANK=0", "LOCAL_WORLD_SIZE=1",
+                               "MASTER_ADDR=127.0.0.1", fmt::format("MASTER_PORT={}", 29000 + getpid() % 1000)});
+    auto res = lathe::test::run_process(argv);
+    INFO(res.out << res.err);
+    REQUIRE(res.code == 0);
+    CHECK(contains(res.out, "data-parallel over 1 ranks (nccl, torchrun)"));
+    CHECK(max_difference(final_parameters(dir.path() / name), want) <= kDdpTol);
+  }
+}
+
+TEST_CASE("dist: scripts/launch_local.sh starts N ranks, and ends them all when one fails", "[dist][mpi]") {
+  TempDir dir;
+  const auto launcher = (lathe::test::source_dir() / "scripts/launch_local.sh").string();
+  const auto recipe = write_recipe(dir, "run", 6);
+  auto res = lathe::test::run_process({launcher, "-n", "2", "--", LATHE_CLI, "train", recipe.string()});
+  INFO(res.out << res.err);
+  REQUIRE(res.code == 0);
+  CHECK(contains(res.out, "data-parallel over 2 ranks (mpi, mpirun): global batch 12"));
+  // A one-rank job that names its backend runs the data-parallel path on itself.
+  auto one = lathe::test::run_process(
+      {launcher, "-n", "1", "--", LATHE_CLI, "train", write_recipe(dir, "one", 12).string(), "--set",
+       "distributed.backend=mpi"});
+  INFO(one.out << one.err);
+  REQUIRE(one.code == 0);
+  CHECK(contains(one.out, "data-parallel over 1 ranks (mpi, mpirun): global batch 12"));
+  CHECK(max_difference(final_parameters(dir.path() / "one"), final_parameters(dir.path() / "run")) <= kDdpTol);
+  // The torchrun-style launch has no MPI world on the CPU: every rank says why, the launcher
+  // ends the job with the failing status.
+  auto env = lathe::test::run_process(
+      {launcher, "-n", "2", "--env", "--", LATHE_CLI, "train", write_recipe(dir, "env", 6).string()});
+  INFO(env.out << env.err);
+  CHECK(env.code == 1);
+  CHECK(contains(env.err, "the mpi backend needs processes started by mpirun or srun --mpi=pmix"));
 }

@@ -178,7 +178,9 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const World& world, const std::
 }  // namespace detail
 
 Backend resolve_backend(Backend backend, const World& world, const at::Device& device) {
-  if (!world.distributed()) return Backend::None;
+  // One process is none, unless a launcher started it and the recipe names a backend: a
+  // one-rank nccl or mpi job runs the data-parallel path on itself (a smoke test of a cluster).
+  if (!world.distributed() && (world.launcher == "none" || backend == Backend::Auto)) return Backend::None;
   if (backend == Backend::Auto) backend = device.is_cuda() ? Backend::Nccl : Backend::Mpi;
   if (backend == Backend::None)
     throw Error(fmt::format("distributed.backend is none but the launcher started {} processes ({}); set "

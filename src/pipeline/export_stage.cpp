@@ -68,11 +68,9 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   // leaves the directory as it was.
   if (writes_onnx(r)) {
     auto options = onnx_options(r);
-    tokenizer::Fnv1a recipe_hash;
-    recipe_hash.add(recipe::to_yaml(r));
     options.metadata = {
         {"lathe.version", build::kVersion},
-        {"lathe.recipe_hash", fmt::format("{:016x}", recipe_hash.value())},
+        {"lathe.recipe_hash", fmt::format("{:016x}", recipe::recipe_hash(r))},
         {"lathe.tokenizer_fingerprint",
          fmt::format("{:016x}", tokenizer::load_tokenizer(tokenizer, recipe::vocab_lowercase(r))->fingerprint())},
         {"lathe.source", src.string()}};

@@ -56,8 +56,9 @@ StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   // A data-parallel launch (torchrun, mpirun, srun): every rank runs this stage; rank 0 alone
   // locks out_dir, removes what --force removes and writes.
   const auto world = dist::detect_world();
-  const auto comm = world.distributed()
-                        ? dist::world_communicator(r.distributed, world, train::resolve_device(r.run.device))
+  const auto device = train::resolve_device(r.run.device);
+  const auto comm = dist::resolve_backend(r.distributed.backend, world, device) != dist::Backend::None
+                        ? dist::world_communicator(r.distributed, world, device)
                         : nullptr;
   const bool lead = !comm || comm->rank() == 0;
   std::optional<RunLock> lock;

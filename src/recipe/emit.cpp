@@ -3,6 +3,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "lathe/core/hash.hpp"
 #include "lathe/recipe/load.hpp"
 #include "values.hpp"
 
@@ -109,6 +110,12 @@ std::vector<KeyDoc> recipe_keys(const Recipe& recipe) {
   KeyLister lister(keys, "");
   visit(lister, copy);
   return keys;
+}
+
+uint64_t recipe_hash(const Recipe& recipe) {
+  Fnv1a h;
+  h.add(to_yaml(recipe));
+  return h.value();
 }
 
 }  // namespace lathe::recipe

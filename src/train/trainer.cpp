@@ -10,6 +10,7 @@
 #include <functional>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
@@ -366,8 +367,7 @@ void hold_masks(const Sparsity& sparsity, const models::AnyModel& model, Optimiz
 /// Every rank runs the same job: the same resolved recipe, tokenizer and shard index. Each
 /// rank's fingerprints are gathered; any difference is an error on every rank, naming the ranks.
 void check_same_job(dist::Communicator& comm, const recipe::Recipe& r, const tokenizer::Tokenizer* tok) {
-  tokenizer::Fnv1a recipe_hash, data_hash;
-  recipe_hash.add(recipe::to_yaml(r));
+  Fnv1a data_hash;
   const auto index = recipe::shard_dir(r) / "index.json";
   if (std::ifstream in(index, std::ios::binary); in) {
     std::ostringstream bytes;
@@ -376,7 +376,7 @@ void check_same_job(dist::Communicator& comm, const recipe::Recipe& r, const tok
   }
   const uint64_t tok_hash = tok ? tok->fingerprint() : 0;
   const int64_t n = 3;
-  auto mine = at::tensor({static_cast<int64_t>(recipe_hash.value()), static_cast<int64_t>(tok_hash),
+  auto mine = at::tensor({static_cast<int64_t>(recipe::recipe_hash(r)), static_cast<int64_t>(tok_hash),
                           static_cast<int64_t>(data_hash.value())},
                          at::TensorOptions(at::kLong))
                   .to(comm.device());
@@ -481,7 +481,7 @@ at::Device resolve_device(recipe::Device d) {
 struct Trainer::Impl {
   std::shared_ptr<dist::Communicator> comm;  // data-parallel ranks; null: one process
   std::unique_ptr<dist::GradSync> sync;      // data-parallel gradient reduction
-  bool distributed() const { return comm && comm->size() > 1; }
+  bool distributed() const { return comm && comm->backend() != "none"; }
   bool lead() const { return !distributed() || comm->rank() == 0; }  // writes files and the console
   int world() const { return distributed() ? comm->size() : 1; }
   std::optional<io::DirLock> lock;  // one writer per out_dir
@@ -506,7 +506,13 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
     device_ = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(impl_->comm->world().local_rank));
   }
   if (!lead) options_.console = nullptr;  // rank 0 speaks for the job
-  if (recipe_.run.threads > 0) at::set_num_threads(static_cast<int>(recipe_.run.threads));
+  if (recipe_.run.threads > 0) {
+    at::set_num_threads(static_cast<int>(recipe_.run.threads));
+  } else if (distributed && !device_.is_cuda()) {
+    // CPU ranks on one node share its cores: each takes its part, none oversubscribes.
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    at::set_num_threads(std::max(1, cores / std::max(1, impl_->comm->world().local_size)));
+  }
   if (recipe_.train.precision == Precision::Fp16 && !device_.is_cuda())
     throw Error("train.precision fp16 needs CUDA (dynamic loss scaling); use bf16 on the CPU");
   if (distributed && recipe_.distributed.shard_optimizer && options_.sparsity)
@@ -766,11 +772,12 @@ TrainReport Trainer::run() {
                   model_.kind_name(), static_cast<double>(params) / 1e6, device_.str(), tr.max_steps, tr.batch_size,
                   recipe_.data.seq_len, tr.grad_accum, impl_->optimizer->fused() ? ", fused AdamW" : ""));
   if (impl_->distributed())
-    say(fmt::format("data-parallel over {} ranks ({}, {}): global batch {}, {} gradient buckets of up to {} MiB{}{}",
+    say(fmt::format("data-parallel over {} ranks ({}, {}): global batch {}, {} gradient buckets of up to {} MiB{}{}{}",
                     world, impl_->comm->backend(), impl_->comm->world().launcher, tr.batch_size * world,
                     impl_->sync->buckets(), recipe_.distributed.bucket_mb,
                     impl_->sync->sharded() ? ", sharded optimizer (ZeRO-1)" : "",
-                    recipe_.distributed.bf16_grads ? ", bf16 gradients" : ""));
+                    recipe_.distributed.bf16_grads ? ", bf16 gradients" : "",
+                    device_.is_cuda() ? "" : fmt::format(", {} threads per rank", at::get_num_threads())));
   if (const auto note = impl_->data->notes(); !note.empty()) say(note);
   const bool can_eval = impl_->data->val_batches() > 0;
   if (!can_eval) {

@@ -89,8 +89,8 @@ class Communicator {
   std::shared_ptr<Heartbeat> heartbeat_;
 };
 
-/// The backend `backend` resolves to in `world` on `device`: a world of one is none; auto is
-/// nccl on CUDA and mpi on the CPU. Throws naming the key when the choice cannot work (nccl on
+/// The backend `backend` resolves to in `world` on `device`: a world of one is none (unless a
+/// launcher started it and `backend` names nccl or mpi); auto is nccl on CUDA and mpi on the CPU. Throws naming the key when the choice cannot work (nccl on
 /// the CPU, mpi in a build without it, nccl in a build without CUDA).
 Backend resolve_backend(Backend backend, const World& world, const at::Device& device);
 

@@ -30,6 +30,10 @@ Recipe parse_recipe(std::string_view yaml, const std::string& name, const std::v
 /// gives back an equal recipe.
 std::string to_yaml(const Recipe& recipe);
 
+/// FNV-1a of to_yaml(recipe): two runs with equal hashes were configured identically (export
+/// metadata, the data-parallel ranks' agreement check).
+uint64_t recipe_hash(const Recipe& recipe);
+
 /// One row of the key reference.
 struct KeyDoc {
   std::string key;      // dotted path

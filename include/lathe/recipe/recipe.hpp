@@ -39,7 +39,8 @@ void visit(V& v, RunConfig& c) {
                                 "checkpoints, metrics, exports).");
   v.field("seed", c.seed, "Seed of every random stream (init, data order, dropout, masking).", at_least(0));
   v.field("device", c.device, "Where to compute: auto takes CUDA when a GPU is visible, else the CPU.");
-  v.field("threads", c.threads, "CPU threads for LibTorch's intra-op pool; 0 keeps LibTorch's default.",
+  v.field("threads", c.threads, "CPU threads for LibTorch's intra-op pool; 0 keeps LibTorch's default (CPU "
+                                "ranks of a data-parallel job: the node's cores shared out among its ranks).",
           at_least(0));
   v.field("force", c.force, "Re-run stages whose outputs already exist (otherwise they are skipped).");
 }

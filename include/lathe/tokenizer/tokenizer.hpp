@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "lathe/core/hash.hpp"
+
 namespace lathe::tokenizer {
 
 /// Byte offsets [first, second) of a token in the encoded text.
@@ -40,20 +42,8 @@ class Tokenizer {
   std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, int threads = 0) const;
 };
 
-/// FNV-1a, 64 bit: the hash behind Tokenizer::fingerprint().
-class Fnv1a {
- public:
-  void add(std::string_view bytes) {
-    for (unsigned char c : bytes) h_ = (h_ ^ c) * 0x100000001b3ull;
-  }
-  void add_u64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) h_ = (h_ ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
-  }
-  uint64_t value() const { return h_; }
-
- private:
-  uint64_t h_ = 0xcbf29ce484222325ull;
-};
+/// The hash behind Tokenizer::fingerprint().
+using lathe::Fnv1a;
 
 /// Loads tokenizer.json (BPE or WordPiece model), vocab.json (with merges.txt beside it) or
 /// vocab.txt (WordPiece; `lowercase` applies to this form only, tokenizer.json says its own).
