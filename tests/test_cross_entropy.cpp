@@ -1,0 +1,54 @@
+// The blockwise linear cross-entropy against at::linear + at::cross_entropy_loss (LibTorch's own
+// loss and autograd): loss and the gradients of the hidden states, the weight and the bias.
+
+#include <catch2/catch.hpp>
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
+#include "lathe/nn/cross_entropy.hpp"
+
+namespace {
+
+/// Largest |difference| allowed between the blockwise loss / gradients and LibTorch's, float32:
+/// the same sums in another order.
+constexpr double kCeTol = 1e-5;
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+}  // namespace
+
+TEST_CASE("nn: blockwise linear cross-entropy equals at::cross_entropy on loss and gradients", "[nn][loss]") {
+  torch::manual_seed(3);
+  const int64_t n = 301, c = 48, v = 997;
+  for (const bool with_bias : {false, true})
+    for (const int64_t block : {1, 64, 128, 4096}) {
+      auto h = (at::randn({n, c}) * 2).requires_grad_(true);
+      auto w = (at::randn({v, c}) * 0.3).requires_grad_(true);
+      auto b = with_bias ? (at::randn({v}) * 0.5).requires_grad_(true) : at::Tensor();
+      auto t = at::randint(0, v, {n}, at::kLong);
+      t.index_put_({at::arange(0, n, 7)}, -100);  // ignored rows
+
+      auto ours = lathe::nn::linear_cross_entropy(h, w, b, t, block);
+      std::vector<at::Tensor> inputs{h, w};
+      if (with_bias) inputs.push_back(b);
+      auto g_ours = torch::autograd::grad({ours * 1.7}, inputs);
+
+      auto ref = at::cross_entropy_loss(at::linear(h, w, b), t);
+      auto g_ref = torch::autograd::grad({ref * 1.7}, inputs);
+
+      INFO("bias " << with_bias << ", block " << block);
+      CHECK(std::abs(ours.item<double>() - ref.item<double>()) <= kCeTol);
+      for (std::size_t i = 0; i < inputs.size(); ++i) CHECK(max_diff(g_ours[i], g_ref[i]) <= kCeTol);
+    }
+}
+
+TEST_CASE("nn: blockwise linear cross-entropy with every row ignored is 0 with zero gradients", "[nn][loss]") {
+  auto h = at::randn({5, 4}).requires_grad_(true);
+  auto w = at::randn({9, 4}).requires_grad_(true);
+  auto loss = lathe::nn::linear_cross_entropy(h, w, {}, at::full({5}, -100, at::kLong), 2);
+  CHECK(loss.item<double>() == 0.0);
+  loss.backward();
+  CHECK(h.grad().abs().max().item<double>() == 0.0);
+  CHECK(w.grad().abs().max().item<double>() == 0.0);
+}
