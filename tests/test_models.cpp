@@ -451,3 +451,57 @@ TEST_CASE("models: loading reports every missing unexpected and mis-shaped tenso
   CHECK(lathe::test::error_of([&] { load_hf_gpt(dir.path()); }) ==
         (dir.path() / "config.json").string() + ": model_type 't5' is not a GPT lathe reads (gpt2, llama)");
 }
+
+TEST_CASE("models: batched generation of left-padded prompts gives each prompt's tokens alone", "[models]") {
+  for (const bool llama : {false, true}) {
+    torch::manual_seed(7);
+    ModelOptions o;
+    o.vocab_size = 60;
+    o.max_seq_len = 48;
+    o.n_layer = 2;
+    o.n_head = 4;
+    o.d_model = 32;
+    o.init_std = 0.3;  // peaked distributions: no near-ties in argmax between padded and unpadded sums
+    if (llama) {
+      o.n_kv_head = 2;
+      o.position = lathe::nn::Position::Rope;
+      o.norm = lathe::nn::NormKind::RmsNorm;
+      o.activation = lathe::nn::Activation::SwiGlu;
+      o.bias = false;
+    }
+    Gpt model(o);
+    const std::vector<std::vector<int64_t>> prompts{{5, 17, 42}, {1, 2, 3, 4, 5, 6, 7, 8, 9}, {33}, {8, 8, 8, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}};
+    for (const double temperature : {0.0, 1.0}) {
+      SamplingOptions s;
+      s.temperature = temperature;
+      s.top_k = 0;
+      s.seed = 21;
+      s.max_new_tokens = 20;
+      std::vector<std::vector<int64_t>> streamed(prompts.size());
+      const auto batch = generate_batch(model, prompts, s, [&](std::size_t row, int64_t id) {
+        streamed[row].push_back(id);
+        return true;
+      });
+      REQUIRE(batch.size() == prompts.size());
+      for (std::size_t b = 0; b < prompts.size(); ++b) {
+        auto alone = s;
+        alone.seed = s.seed + b;  // row b's stream
+        const auto one = generate(model, prompts[b], alone);
+        INFO("llama " << llama << ", temperature " << temperature << ", prompt " << b);
+        CHECK(batch[b].tokens == one.tokens);
+        CHECK(batch[b].finish_reason == one.finish_reason);
+        CHECK(streamed[b] == one.tokens);
+      }
+    }
+    // A stop token ends its row only; the others go on to max_new_tokens.
+    SamplingOptions s;
+    s.temperature = 0;
+    s.max_new_tokens = 12;
+    const auto free_run = generate(model, prompts[1], s);
+    s.stop_tokens = {free_run.tokens[2]};
+    const auto batch = generate_batch(model, prompts, s);
+    CHECK(batch[1].finish_reason == "stop_token");
+    CHECK(batch[1].tokens.size() <= 2);
+    for (std::size_t b : {0u, 2u, 3u}) CHECK(batch[b].tokens == generate(model, prompts[b], s).tokens);
+  }
+}

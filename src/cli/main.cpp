@@ -233,6 +233,16 @@ int cmd_generate(const cxxopts::ParseResult& r) {
     throw UsageError(e.what());
   }
   lathe::pipeline::Generator generator(req);  // loads first: an error is not mixed into a prompt
+  if (generator.prompts() > 1) {
+    // Several prompts run as one batch (one forward per step for all); each is printed whole.
+    const auto samples = generator.generate_all();
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      std::cout << samples[i].prompt << samples[i].text << "\n" << (i + 1 < samples.size() ? "---\n" : "")
+                << std::flush;
+      std::cerr << fmt::format("[{} tokens, {}]\n", samples[i].tokens, samples[i].finish_reason);
+    }
+    return kOk;
+  }
   for (std::size_t i = 0; i < generator.prompts(); ++i) {
     // The prompt is echoed with the first piece of its continuation: a prompt the model
     // refuses (longer than its context) leaves no text behind on stdout.

@@ -45,9 +45,9 @@ int64_t choose(at::Tensor logits, const SamplingOptions& o, at::Generator& gen) 
 
 }  // namespace
 
-Generation generate(Gpt& model, const std::vector<int64_t>& prompt, const SamplingOptions& o,
-                    const std::function<bool(int64_t)>& on_token) {
-  o.validate();
+namespace {
+
+void check_prompt(const Gpt& model, const std::vector<int64_t>& prompt) {
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt needs at least one token");
   const int64_t limit = model->options.max_seq_len;
   if (static_cast<int64_t>(prompt.size()) > limit)
@@ -58,6 +58,39 @@ Generation generate(Gpt& model, const std::vector<int64_t>& prompt, const Sampli
     if (id < 0 || id >= model->options.vocab_size)
       throw std::invalid_argument("generate: token id " + std::to_string(id) + " is outside the vocabulary (" +
                                   std::to_string(model->options.vocab_size) + ")");
+}
+
+/// Records `next` for a row: whether the row goes on (the reason it ended otherwise).
+bool accept(Generation& g, int64_t next, int64_t length, int64_t limit, const SamplingOptions& o,
+            const std::function<bool(int64_t)>& on_token) {
+  if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), next) != o.stop_tokens.end()) {
+    g.finish_reason = "stop_token";
+    return false;
+  }
+  g.tokens.push_back(next);
+  if (on_token && !on_token(next)) {
+    g.finish_reason = "callback";
+    return false;
+  }
+  if (static_cast<int64_t>(g.tokens.size()) >= o.max_new_tokens) {
+    g.finish_reason = "length";
+    return false;
+  }
+  // The newest token would need position `limit` to be fed back: the context is full.
+  if (length > limit) {
+    g.finish_reason = "context";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Generation generate(Gpt& model, const std::vector<int64_t>& prompt, const SamplingOptions& o,
+                    const std::function<bool(int64_t)>& on_token) {
+  o.validate();
+  check_prompt(model, prompt);
+  const int64_t limit = model->options.max_seq_len;
 
   const bool was_training = model->is_training();
   model->eval();
@@ -76,26 +109,74 @@ Generation generate(Gpt& model, const std::vector<int64_t>& prompt, const Sampli
     auto logits = o.use_cache ? model->forward(input, {}, &cache)
                               : model->forward(at::tensor(all, at::kLong).to(device).unsqueeze(0));
     const int64_t next = choose(logits.select(1, -1).squeeze(0).to(at::kCPU, at::kFloat), o, gen);
-    if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), next) != o.stop_tokens.end()) {
-      out.finish_reason = "stop_token";
-      break;
-    }
-    out.tokens.push_back(next);
     all.push_back(next);
-    if (on_token && !on_token(next)) {
-      out.finish_reason = "callback";
-      break;
-    }
-    if (static_cast<int64_t>(out.tokens.size()) >= o.max_new_tokens) {
-      out.finish_reason = "length";
-      break;
-    }
-    // The newest token would need position `limit` to be fed back: the context is full.
-    if (static_cast<int64_t>(all.size()) > limit) {
-      out.finish_reason = "context";
-      break;
-    }
+    if (!accept(out, next, static_cast<int64_t>(all.size()), limit, o, on_token)) break;
     input = at::full({1, 1}, next, at::TensorOptions(at::kLong).device(device));
+  }
+  model->train(was_training);
+  return out;
+}
+
+std::vector<Generation> generate_batch(Gpt& model, const std::vector<std::vector<int64_t>>& prompts,
+                                       const SamplingOptions& o,
+                                       const std::function<bool(std::size_t, int64_t)>& on_token) {
+  o.validate();
+  if (prompts.empty()) return {};
+  if (!o.use_cache) throw std::invalid_argument("generate_batch: needs the KV cache (use_cache)");
+  std::size_t longest = 0;
+  for (const auto& p : prompts) {
+    check_prompt(model, p);
+    longest = std::max(longest, p.size());
+  }
+  const int64_t B = static_cast<int64_t>(prompts.size()), P = static_cast<int64_t>(longest);
+  const int64_t limit = model->options.max_seq_len;
+  const int64_t capacity = std::min<int64_t>(limit, P + o.max_new_tokens);
+
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto device = model->wte->weight.device();
+  // Left padding: row b's prompt ends at column P - 1; its padding is masked out of attention
+  // and its positions count from its first real token, so each row computes what it would alone.
+  auto ids = at::zeros({B, P}, at::kLong);
+  auto mask = at::zeros({B, capacity}, at::kBool);
+  mask.narrow(1, P, capacity - P).fill_(true);
+  std::vector<at::Generator> gens;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = prompts[static_cast<std::size_t>(b)];
+    const int64_t pad = P - static_cast<int64_t>(p.size());
+    ids[b].narrow(0, pad, static_cast<int64_t>(p.size())).copy_(at::tensor(p, at::kLong));
+    mask[b].narrow(0, pad, static_cast<int64_t>(p.size())).fill_(true);
+    gens.push_back(at::detail::createCPUGenerator(o.seed + static_cast<uint64_t>(b)));  // seed + row, as alone
+  }
+  mask = mask.to(device);
+  auto input = ids.to(device);
+  nn::KvCache cache = model->make_cache(B, capacity);
+  std::vector<Generation> out(static_cast<std::size_t>(B));
+  std::vector<bool> live(static_cast<std::size_t>(B), true);
+  int64_t running = B;
+  auto next_ids = at::zeros({B, 1}, at::kLong);
+  while (running > 0) {
+    const int64_t T = input.size(1);
+    auto logits = model->forward(input, mask.narrow(1, 0, cache.length + T), &cache);
+    auto last = logits.select(1, -1).to(at::kCPU, at::kFloat);  // (B, V)
+    auto* next_ptr = next_ids.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      const auto row = static_cast<std::size_t>(b);
+      if (!live[row]) continue;
+      const int64_t next = choose(last[b], o, gens[row]);
+      next_ptr[b] = next;
+      const int64_t length = static_cast<int64_t>(prompts[row].size() + out[row].tokens.size()) + 1;
+      std::function<bool(int64_t)> row_callback;
+      if (on_token) row_callback = [&](int64_t id) { return on_token(row, id); };
+      if (!accept(out[row], next, length, limit, o, row_callback) ||
+          cache.length + 1 > capacity) {  // the batch's cache is full
+        if (out[row].finish_reason.empty()) out[row].finish_reason = "context";
+        live[row] = false;
+        --running;
+      }
+    }
+    input = next_ids.to(device);  // a finished row feeds its last token on; nothing reads it
   }
   model->train(was_training);
   return out;

@@ -167,53 +167,90 @@ Generator::~Generator() = default;
 
 std::size_t Generator::prompts() const { return state_->req.prompts.size(); }
 
-Sample Generator::generate(std::size_t index, const std::function<void(const std::string&)>& on_text) {
-  auto& st = *state_;
-  const auto& prompt = st.req.prompts.at(index);
-  auto sampling = st.sampling;
-  sampling.seed = st.req.sampling.seed + index;  // each prompt its own stream
-  auto ids32 = st.tok->encode(prompt);
-  std::vector<int64_t> ids(ids32.begin(), ids32.end());
-  if (ids.empty()) {
-    if (st.eos < 0) throw Error("an empty prompt needs an end-of-text token (<|endoftext|> or [SEP]) in the tokenizer");
-    ids.push_back(st.eos);
-  }
-  Sample s;
-  s.prompt = prompt;
+namespace {
+
+/// One continuation's text as its tokens arrive: decoded, cut at the first stop string, and
+/// the part that may be shown so far (whole UTF-8 characters only).
+struct RowText {
+  const tokenizer::Tokenizer& tok;
+  const std::vector<std::string>& stops;
   std::vector<int32_t> generated;
+  std::string text;
   std::size_t shown = 0;
   bool stopped = false;
-  auto g = models::generate(st.loaded.gpt, ids, sampling, [&](int64_t id) {
+
+  /// Takes a token; returns the text that became showable.
+  std::string add(int64_t id) {
     generated.push_back(static_cast<int32_t>(id));
-    std::string text = st.tok->decode(generated);
-    for (const auto& stop : st.req.stop) {
+    text = tok.decode(generated);
+    for (const auto& stop : stops) {
       if (auto pos = text.find(stop); !stop.empty() && pos != std::string::npos) {
         text.resize(pos);
         stopped = true;
       }
     }
-    // Only whole characters are shown: hold back a trailing partial UTF-8 sequence.
+    // Hold back a trailing partial UTF-8 sequence.
     std::size_t complete = text.size();
     while (complete > 0 && (static_cast<unsigned char>(text[complete - 1]) & 0xC0) == 0x80) --complete;
     if (complete > 0 && static_cast<unsigned char>(text[complete - 1]) >= 0xC0) --complete;
     if (stopped) complete = text.size();
-    if (on_text && complete > shown) on_text(text.substr(shown, complete - shown));
+    std::string piece = complete > shown ? text.substr(shown, complete - shown) : std::string();
     shown = std::max(shown, complete);
-    s.text = text;
-    return !stopped;
-  });
-  s.tokens = static_cast<int64_t>(g.tokens.size());
-  s.finish_reason = stopped ? "stop_string" : g.finish_reason;
-  if (on_text && s.text.size() > shown) on_text(s.text.substr(shown));
-  return s;
+    return piece;
+  }
+  /// What is left to show at the end.
+  std::string rest() const { return text.size() > shown ? text.substr(shown) : std::string(); }
+};
+
+}  // namespace
+
+std::vector<int64_t> Generator::prompt_ids(std::size_t index) const {
+  const auto& st = *state_;
+  auto ids32 = st.tok->encode(st.req.prompts.at(index));
+  std::vector<int64_t> ids(ids32.begin(), ids32.end());
+  if (ids.empty()) {
+    if (st.eos < 0) throw Error("an empty prompt needs an end-of-text token (<|endoftext|> or [SEP]) in the tokenizer");
+    ids.push_back(st.eos);
+  }
+  return ids;
 }
 
-std::vector<Sample> generate_samples(const GenerateRequest& req) {
-  Generator gen(req);
+Sample Generator::generate(std::size_t index, const std::function<void(const std::string&)>& on_text) {
+  auto& st = *state_;
+  auto sampling = st.sampling;
+  sampling.seed = st.req.sampling.seed + index;  // each prompt its own stream
+  RowText row{*st.tok, st.req.stop};
+  auto g = models::generate(st.loaded.gpt, prompt_ids(index), sampling, [&](int64_t id) {
+    const auto piece = row.add(id);
+    if (on_text && !piece.empty()) on_text(piece);
+    return !row.stopped;
+  });
+  if (on_text && !row.rest().empty()) on_text(row.rest());
+  return {st.req.prompts[index], row.text, static_cast<int64_t>(g.tokens.size()),
+          row.stopped ? "stop_string" : g.finish_reason};
+}
+
+std::vector<Sample> Generator::generate_all() {
+  auto& st = *state_;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<RowText> rows;
+  for (std::size_t i = 0; i < st.req.prompts.size(); ++i) {
+    prompts.push_back(prompt_ids(i));
+    rows.push_back({*st.tok, st.req.stop});
+  }
+  // Row i samples with seed + i, as generate(i) does.
+  const auto gens = models::generate_batch(st.loaded.gpt, prompts, st.sampling, [&](std::size_t i, int64_t id) {
+    rows[i].add(id);
+    return !rows[i].stopped;
+  });
   std::vector<Sample> out;
-  for (std::size_t i = 0; i < gen.prompts(); ++i) out.push_back(gen.generate(i));
+  for (std::size_t i = 0; i < gens.size(); ++i)
+    out.push_back({st.req.prompts[i], rows[i].text, static_cast<int64_t>(gens[i].tokens.size()),
+                   rows[i].stopped ? "stop_string" : gens[i].finish_reason});
   return out;
 }
+
+std::vector<Sample> generate_samples(const GenerateRequest& req) { return Generator(req).generate_all(); }
 
 StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream* console) {
   RunLock lock(r);

@@ -146,14 +146,18 @@ class Generator {
   /// Continues prompt number `index` of the request (its sampling seed is seed + index);
   /// `on_text` (optional) receives each piece of text as it is decoded.
   Sample generate(std::size_t index, const std::function<void(const std::string&)>& on_text = {});
+  /// Continues every prompt in one batch (models::generate_batch): the samples generate(i)
+  /// gives, one forward per step for all prompts.
+  std::vector<Sample> generate_all();
   std::size_t prompts() const;
 
  private:
+  std::vector<int64_t> prompt_ids(std::size_t index) const;
   struct State;
   std::unique_ptr<State> state_;
 };
 
-/// Continues each prompt of the request.
+/// Continues each prompt of the request, all in one batch.
 std::vector<Sample> generate_samples(const GenerateRequest& request);
 
 /// Generate stage: samples for generate.prompts from the newest checkpoint, printed to `out`
