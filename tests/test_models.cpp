@@ -17,6 +17,7 @@
 #include "lathe/models/hf.hpp"
 #include "lathe/recipe/load.hpp"
 #include "support.hpp"
+#include "tiny_models.hpp"
 
 using namespace lathe::models;
 using lathe::test::TempDir;
@@ -455,20 +456,9 @@ TEST_CASE("models: loading reports every missing unexpected and mis-shaped tenso
 TEST_CASE("models: batched generation of left-padded prompts gives each prompt's tokens alone", "[models]") {
   for (const bool llama : {false, true}) {
     torch::manual_seed(7);
-    ModelOptions o;
-    o.vocab_size = 60;
+    auto o = lathe::test::tiny(llama ? "llama" : "gpt");
     o.max_seq_len = 48;
-    o.n_layer = 2;
-    o.n_head = 4;
-    o.d_model = 32;
     o.init_std = 0.3;  // peaked distributions: no near-ties in argmax between padded and unpadded sums
-    if (llama) {
-      o.n_kv_head = 2;
-      o.position = lathe::nn::Position::Rope;
-      o.norm = lathe::nn::NormKind::RmsNorm;
-      o.activation = lathe::nn::Activation::SwiGlu;
-      o.bias = false;
-    }
     Gpt model(o);
     const std::vector<std::vector<int64_t>> prompts{{5, 17, 42}, {1, 2, 3, 4, 5, 6, 7, 8, 9}, {33}, {8, 8, 8, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}};
     for (const double temperature : {0.0, 1.0}) {
