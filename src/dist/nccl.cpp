@@ -44,8 +44,10 @@ class NcclWork final : public Work {
 
 class NcclCommunicator final : public Communicator {
  public:
+  // One GPU per rank: LOCAL_RANK picks it, whatever index `device` carries.
   NcclCommunicator(const DistOptions& options, const World& world, const at::Device& device)
-      : Communicator(world, std::chrono::seconds(options.timeout_s)), device_(device) {
+      : Communicator(world, std::chrono::seconds(options.timeout_s)),
+        device_(device.type(), static_cast<at::DeviceIndex>(world.local_rank)) {
     if (world.master_addr.empty() || world.master_port == 0)
       throw Error(fmt::format("distributed.backend nccl: MASTER_ADDR and MASTER_PORT must name the rendezvous (rank "
                               "0's host and a free port); torchrun and scripts/launch_local.sh set them, "
