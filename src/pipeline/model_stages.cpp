@@ -172,6 +172,7 @@ namespace {
 /// One continuation's text as its tokens arrive: decoded, cut at the first stop string, and
 /// the part that may be shown so far (whole UTF-8 characters only).
 struct RowText {
+  RowText(const tokenizer::Tokenizer& t, const std::vector<std::string>& s) : tok(t), stops(s) {}
   const tokenizer::Tokenizer& tok;
   const std::vector<std::string>& stops;
   std::vector<int32_t> generated;
@@ -219,7 +220,7 @@ Sample Generator::generate(std::size_t index, const std::function<void(const std
   auto& st = *state_;
   auto sampling = st.sampling;
   sampling.seed = st.req.sampling.seed + index;  // each prompt its own stream
-  RowText row{*st.tok, st.req.stop};
+  RowText row(*st.tok, st.req.stop);
   auto g = models::generate(st.loaded.gpt, prompt_ids(index), sampling, [&](int64_t id) {
     const auto piece = row.add(id);
     if (on_text && !piece.empty()) on_text(piece);
@@ -236,7 +237,7 @@ std::vector<Sample> Generator::generate_all() {
   std::vector<RowText> rows;
   for (std::size_t i = 0; i < st.req.prompts.size(); ++i) {
     prompts.push_back(prompt_ids(i));
-    rows.push_back({*st.tok, st.req.stop});
+    rows.emplace_back(*st.tok, st.req.stop);
   }
   // Row i samples with seed + i, as generate(i) does.
   const auto gens = models::generate_batch(st.loaded.gpt, prompts, st.sampling, [&](std::size_t i, int64_t id) {
