@@ -6,6 +6,8 @@ find_package(cxxopts REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+# The tokenizers' regex pre-tokenizers (Split, tiktoken patterns): PCRE2 with JIT and Unicode properties.
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 
 if(LATHE_WITH_MPI)
   find_package(MPI COMPONENTS CXX)

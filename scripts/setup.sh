@@ -26,7 +26,7 @@ packages=(build-essential cmake ninja-build ccache pkg-config
           libyaml-cpp-dev libcxxopts-dev libfmt-dev catch2
           libonnx-dev libprotobuf-dev protobuf-compiler
           libopenmpi-dev openmpi-bin slurmctld slurmd slurm-client
-          nlohmann-json3-dev libutf8proc-dev
+          nlohmann-json3-dev libutf8proc-dev libpcre2-dev
           bible-kjv binutils)
 missing=()
 for p in "${packages[@]}"; do

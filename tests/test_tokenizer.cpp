@@ -9,9 +9,10 @@
 
 #include "lathe/core/error.hpp"
 #include "lathe/tokenizer/trainer.hpp"
-#include "lathe/tokenizer/byte_bpe.hpp"
+#include "lathe/tokenizer/bpe.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 #include "lathe/recipe/paths.hpp"
+#include "lathe/train/trainer.hpp"
 #include "support.hpp"
 
 using namespace lathe::tokenizer;
@@ -118,7 +119,7 @@ TEST_CASE("tokenizer: GPT-2 pre-tokenization splits like the regex", "[tokenizer
 TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (tokenizer.json)", "[tokenizer][reference][python]") {
   Reference ref;
   const auto dir = ref.train("bpe", "2000");
-  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  auto bpe = Bpe::from_tokenizer_json(dir / "tokenizer.json");
   CHECK(bpe.vocab_size() == 2000);
   check_same_ids(ref.items, ref.hf_ids(dir / "tokenizer.json"), [&](const std::string& t) { return bpe.encode(t); });
 }
@@ -128,7 +129,7 @@ TEST_CASE("tokenizer: add_prefix_space applies to each segment between special t
   const auto dir = ref.train("bpe", "2000");
   const auto prefixed = dir / "prefixed.json";
   python({"prefix_space", (dir / "tokenizer.json").string(), prefixed.string()});
-  auto bpe = ByteBpe::from_tokenizer_json(prefixed);
+  auto bpe = Bpe::from_tokenizer_json(prefixed);
   // The edge texts hold <|endoftext|> between, before and after other text.
   check_same_ids(ref.items, ref.hf_ids(prefixed), [&](const std::string& t) { return bpe.encode(t); });
   const std::string text = "<|endoftext|>And God said";
@@ -153,7 +154,7 @@ TEST_CASE("tokenizer: byte-level BPE gives HF tokenizers' ids (vocab.json + merg
       items.push_back(ref.items[i]);
       wanted.push_back(expected[i]);
     }
-  auto bpe = ByteBpe::from_vocab_merges(dir / "vocab.json", dir / "merges.txt");
+  auto bpe = Bpe::from_vocab_merges(dir / "vocab.json", dir / "merges.txt");
   check_same_ids(items, wanted, [&](const std::string& t) { return bpe.encode(t); });
 }
 
@@ -177,7 +178,7 @@ TEST_CASE("tokenizer: a tokenizer.json saved by lathe loads in HF tokenizers wit
           "[tokenizer][reference][python]") {
   Reference ref;
   const auto dir = ref.train("bpe", "1000");
-  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  auto bpe = Bpe::from_tokenizer_json(dir / "tokenizer.json");
   const auto saved = ref.dir.path() / "lathe_bpe.json";
   bpe.save(saved);
   check_same_ids(ref.items, ref.hf_ids(saved), [&](const std::string& t) { return bpe.encode(t); });
@@ -192,7 +193,7 @@ TEST_CASE("tokenizer: a tokenizer.json saved by lathe loads in HF tokenizers wit
 TEST_CASE("tokenizer: byte-level BPE decode(encode(x)) == x for any bytes", "[tokenizer]") {
   Reference ref;
   const auto dir = ref.train("bpe", "800");
-  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  auto bpe = Bpe::from_tokenizer_json(dir / "tokenizer.json");
   for (const auto& t : ref.items) CHECK(bpe.decode(bpe.encode(t)) == t);
   std::mt19937 rng(7);
   for (int i = 0; i < 2000; ++i) {
@@ -209,7 +210,7 @@ TEST_CASE("tokenizer: byte-level BPE decode(encode(x)) == x for any bytes", "[to
 TEST_CASE("tokenizer: offsets cover the text the ids came from", "[tokenizer]") {
   Reference ref;
   const auto dir = ref.train("bpe", "800");
-  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  auto bpe = Bpe::from_tokenizer_json(dir / "tokenizer.json");
   const std::string text = "In the beginning<|endoftext|>God created\n\nthe heaven.";
   std::vector<Offset> offsets;
   auto ids = bpe.encode(text, &offsets);
@@ -227,7 +228,7 @@ TEST_CASE("tokenizer: offsets cover the text the ids came from", "[tokenizer]") 
 TEST_CASE("tokenizer: batch encoding on threads gives encode()'s ids", "[tokenizer]") {
   Reference ref;
   const auto dir = ref.train("bpe", "800");
-  auto bpe = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  auto bpe = Bpe::from_tokenizer_json(dir / "tokenizer.json");
   auto batch = bpe.encode_batch(ref.items, 4);
   REQUIRE(batch.size() == ref.items.size());
   for (std::size_t i = 0; i < ref.items.size(); ++i) CHECK(batch[i] == bpe.encode(ref.items[i]));
@@ -270,7 +271,7 @@ TEST_CASE("tokenizer: the BPE trainer learns HF BpeTrainer's vocabulary and merg
   o.vocab_size = 3000;
   o.threads = 2;
   auto ours = train_byte_bpe(std::vector<std::filesystem::path>{ref.corpus}, o);
-  auto hf = ByteBpe::from_tokenizer_json(dir / "tokenizer.json");
+  auto hf = Bpe::from_tokenizer_json(dir / "tokenizer.json");
   CHECK(ours.vocab_size() == hf.vocab_size());
   CHECK(ours.tokens() == hf.tokens());
   CHECK(ours.merges() == hf.merges());
@@ -366,10 +367,10 @@ TEST_CASE("tokenizer: a vocab.txt is cased as its vocabulary is, whoever loads i
   auto cased = dir.write("cased/vocab.txt", specials + "The\nthe\ncat\n");
   // The recipe's default (tokenizer.lowercase false) and the CLI's default load it alike.
   lathe::recipe::Recipe r;
-  for (auto lowercase : {std::optional<bool>{}, lathe::recipe::vocab_lowercase(r)}) {
-    CHECK(load_tokenizer(uncased, lowercase)->encode("The Cat") == std::vector<int32_t>{5, 6});
-    CHECK(load_tokenizer(cased, lowercase)->encode("The cat") == std::vector<int32_t>{5, 7});
-    CHECK(load_tokenizer(cased, lowercase)->encode("THE") == std::vector<int32_t>{1});
+  for (const auto& options : {LoadOptions{}, lathe::train::tokenizer_load_options(r)}) {
+    CHECK(load_tokenizer(uncased, options)->encode("The Cat") == std::vector<int32_t>{5, 6});
+    CHECK(load_tokenizer(cased, options)->encode("The cat") == std::vector<int32_t>{5, 7});
+    CHECK(load_tokenizer(cased, options)->encode("THE") == std::vector<int32_t>{1});
   }
-  CHECK(load_tokenizer(uncased, false)->encode("The") == std::vector<int32_t>{1});  // --cased
+  CHECK(load_tokenizer(uncased, {.lowercase = false})->encode("The") == std::vector<int32_t>{1});  // --cased
 }

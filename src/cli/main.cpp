@@ -295,17 +295,29 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
-/// --cased keeps a vocab.txt cased; otherwise its vocabulary decides (as for a recipe).
-std::optional<bool> casing(const cxxopts::ParseResult& r) {
-  return r.count("cased") ? std::optional<bool>(false) : std::nullopt;
+/// --cased keeps a vocab.txt cased (otherwise its vocabulary decides, as for a recipe);
+/// --pattern and --special describe a tiktoken file.
+lathe::tokenizer::LoadOptions load_options(const cxxopts::ParseResult& r) {
+  lathe::tokenizer::LoadOptions o;
+  if (r.count("cased")) o.lowercase = false;
+  if (r.count("pattern")) o.pattern = r["pattern"].as<std::string>();
+  if (r.count("special")) o.special_tokens = r["special"].as<std::vector<std::string>>();
+  return o;
+}
+
+/// The options that name and describe a tokenizer file (encode and decode).
+void add_tokenizer_file_options(cxxopts::Options& o) {
+  o.add_options()("tokenizer", "tokenizer.json, vocab.json (merges.txt beside it), vocab.txt or a tiktoken file",
+                  cxxopts::value<std::string>())(
+      "pattern", "tiktoken file: split pattern (default: by the file's name, e.g. cl100k_base)",
+      cxxopts::value<std::string>())("special", "tiktoken file: a special token (repeatable)",
+                                     cxxopts::value<std::vector<std::string>>());
 }
 
 int cmd_tokenizer_encode(const cxxopts::ParseResult& r) {
-  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), casing(r));
+  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), load_options(r));
   const bool lines = r.count("lines") > 0, offsets = r.count("offsets") > 0, specials = r.count("specials") > 0;
   const int threads = r.count("threads") ? r["threads"].as<int>() : 1;
-  const auto* wordpiece = dynamic_cast<const lathe::tokenizer::WordPiece*>(tok.get());
-  if (specials && !wordpiece) throw UsageError("--specials applies to WordPiece tokenizers ([CLS] ... [SEP])");
   std::size_t bytes = 0, count = 0;
   double seconds = 0;
   std::string out;
@@ -317,7 +329,7 @@ int cmd_tokenizer_encode(const cxxopts::ParseResult& r) {
     if (offsets) {
       for (std::size_t i = 0; i < texts.size(); ++i) ids.push_back(tok->encode(texts[i], &spans[i]));
     } else if (specials) {
-      for (const auto& t : texts) ids.push_back(wordpiece->encode_with_specials(t).ids);
+      for (const auto& t : texts) ids.push_back(tok->encode_with_specials(t).ids);
     } else {
       ids = tok->encode_batch(texts, threads);
     }
@@ -342,7 +354,7 @@ int cmd_tokenizer_encode(const cxxopts::ParseResult& r) {
 }
 
 int cmd_tokenizer_decode(const cxxopts::ParseResult& r) {
-  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), casing(r));
+  auto tok = lathe::tokenizer::load_tokenizer(required(r, "tokenizer", "--tokenizer FILE"), load_options(r));
   const bool lines = r.count("lines") > 0;
   for (const auto& [name, text] : read_inputs(r)) {
     int lineno = 0;
@@ -434,9 +446,10 @@ std::vector<Command> commands() {
        cmd_stage<&lathe::pipeline::run_tokenizer_stage>},
       {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids, one line per file",
        [](cxxopts::Options& o) {
-         o.add_options()("tokenizer", "tokenizer.json, vocab.json (merges.txt beside it) or vocab.txt",
-                         cxxopts::value<std::string>())("lines", "Encode each line on its own; one output line each")(
-             "specials", "WordPiece: add [CLS] and [SEP]")("offsets", "Write id:start-end byte offsets")(
+         add_tokenizer_file_options(o);
+         o.add_options()("lines", "Encode each line on its own; one output line each")(
+             "specials", "Add the post-processor's special tokens ([CLS] ... [SEP], <|begin_of_text|> ...)")(
+             "offsets", "Write id:start-end byte offsets")(
              "cased", "vocab.txt: keep case and accents (default: as the vocabulary is cased)")("threads", "Encoding threads for --lines",
                                                           cxxopts::value<int>())(
              "stats", "Print bytes, tokens and MB/s to stderr")("files", "Input files",
@@ -446,8 +459,8 @@ std::vector<Command> commands() {
        cmd_tokenizer_encode},
       {"tokenizer decode", "[FILE...]", "Decode lines of token ids (or stdin) to text",
        [](cxxopts::Options& o) {
-         o.add_options()("tokenizer", "tokenizer.json, vocab.json (merges.txt beside it) or vocab.txt",
-                         cxxopts::value<std::string>())("lines", "End each decoded line with a newline")(
+         add_tokenizer_file_options(o);
+         o.add_options()("lines", "End each decoded line with a newline")(
              "cased", "vocab.txt: keep case and accents (default: as the vocabulary is cased)")("files", "Input files",
                                                          cxxopts::value<std::vector<std::string>>());
          o.parse_positional({"files"});

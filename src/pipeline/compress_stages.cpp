@@ -99,7 +99,7 @@ struct TaskInputs {
 TaskInputs measured_task(const recipe::Recipe& r, const models::AnyModel& model, const fs::path& path,
                          const char* stage) {
   TaskInputs in;
-  in.tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), recipe::vocab_lowercase(r));
+  in.tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), train::tokenizer_load_options(r));
   if (in.tok->vocab_size() > model.vocab_size())
     throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model in {} has {} embedding rows",
                             in.tok->vocab_size(), path.string(), model.vocab_size()));

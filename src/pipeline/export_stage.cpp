@@ -12,6 +12,7 @@
 #include "lathe/export/onnx.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
+#include "lathe/train/trainer.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/stages.hpp"
@@ -72,7 +73,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
         {"lathe.version", build::kVersion},
         {"lathe.recipe_hash", fmt::format("{:016x}", recipe::recipe_hash(r))},
         {"lathe.tokenizer_fingerprint",
-         fmt::format("{:016x}", tokenizer::load_tokenizer(tokenizer, recipe::vocab_lowercase(r))->fingerprint())},
+         fmt::format("{:016x}", tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r))->fingerprint())},
         {"lathe.source", src.string()}};
     const auto onnx = export_::export_onnx(model, options);
     notes = onnx.notes;

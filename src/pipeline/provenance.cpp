@@ -61,9 +61,12 @@ std::optional<MadeFrom> from_json(const json& j) {
 
 std::vector<std::string> changes(const std::optional<MadeFrom>& recorded, const MadeFrom& now) {
   if (!recorded) return {"no record of what it was made from"};
+  // A key that a newer lathe added, at its default value, made the output as before.
+  static const MadeFrom defaults = recipe_part(recipe::Recipe{}, {""});
   std::vector<std::string> out;
   for (const auto& [k, v] : now) {
     auto it = recorded->find(k);
+    if (it == recorded->end() && defaults.count(k) && defaults.at(k) == v) continue;
     if (it == recorded->end()) out.push_back(k.starts_with("file ") ? k + ": added" : k + ": new in the recipe");
     else if (it->second != v) out.push_back(k.starts_with("file ") ? k + ": changed" : fmt::format("{}: {} -> {}", k, it->second, v));
   }

@@ -14,6 +14,7 @@
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/trainer.hpp"
 #include "lathe/train/checkpoint.hpp"
+#include "lathe/train/trainer.hpp"
 #include "provenance.hpp"
 
 namespace lathe::pipeline {
@@ -88,7 +89,7 @@ std::string hex(uint64_t v) { return fmt::format("{:016x}", v); }
 StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progress& progress) {
   const auto path = tokenizer_path(r);
   if (!r.tokenizer.path.empty()) {
-    auto tok = tokenizer::load_tokenizer(path, recipe::vocab_lowercase(r));
+    auto tok = tokenizer::load_tokenizer(path, train::tokenizer_load_options(r));
     return {true, fmt::format("using {} ({} tokens)", path.string(), tok->vocab_size())};
   }
   RunLock lock(r);
@@ -103,16 +104,17 @@ StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progr
   io::claim(path);  // before the training: a file of the user's there stops the stage at once
   const auto start = std::chrono::steady_clock::now();
   std::unique_ptr<tokenizer::Tokenizer> trained;
-  if (r.tokenizer.type == recipe::TokenizerType::ByteBpe) {
+  if (r.tokenizer.type == recipe::TokenizerType::Bpe) {
     tokenizer::BpeTrainerOptions o;
     o.vocab_size = r.tokenizer.vocab_size;
     o.min_frequency = r.tokenizer.min_frequency;
     o.special_tokens = r.tokenizer.special_tokens;
+    o.pre_tokenizer = r.tokenizer.pre_tokenizer;
     o.threads = static_cast<int>(r.run.threads);
     o.format = r.data.format;
     o.jsonl_field = r.data.jsonl_field;
     o.progress = progress;
-    trained = std::make_unique<tokenizer::ByteBpe>(tokenizer::train_byte_bpe(files, o));
+    trained = std::make_unique<tokenizer::Bpe>(tokenizer::train_byte_bpe(files, o));
   } else {
     tokenizer::WordPieceTrainerOptions o;
     o.vocab_size = r.tokenizer.vocab_size;
@@ -137,7 +139,7 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   const auto tok_path = tokenizer_path(r);
   if (!fs::exists(tok_path))
     throw Error("the data stage needs the tokenizer '" + tok_path.string() + "'; run the tokenizer stage first");
-  const auto tok = tokenizer::load_tokenizer(tok_path, recipe::vocab_lowercase(r));
+  const auto tok = tokenizer::load_tokenizer(tok_path, train::tokenizer_load_options(r));
   RunLock lock(r);
   const auto dir = shard_dir(r);
   auto train_files = io::expand_inputs(r.data.train_files);

@@ -10,7 +10,7 @@
 
 #include "json_file.hpp"
 #include "lathe/core/error.hpp"
-#include "lathe/tokenizer/byte_bpe.hpp"
+#include "lathe/tokenizer/bpe.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 
 namespace lathe::tokenizer {
@@ -55,20 +55,26 @@ bool vocab_is_uncased(const std::filesystem::path& path) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, std::optional<bool> lowercase) {
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, const LoadOptions& options) {
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw Error("tokenizer file '" + path.string() + "' does not exist");
   const auto name = path.filename().string();
   try {
+    if (path.extension() == ".tiktoken") {
+      TiktokenOptions o;
+      o.pattern = options.pattern;
+      for (const auto& t : options.special_tokens) o.special_tokens.emplace_back(t, -1);
+      return std::make_unique<Bpe>(Bpe::from_tiktoken(path, o));
+    }
     if (path.extension() == ".txt") {
       WordPieceOptions o;
-      o.lowercase = lowercase ? *lowercase : vocab_is_uncased(path);
+      o.lowercase = options.lowercase ? *options.lowercase : vocab_is_uncased(path);
       return std::make_unique<WordPiece>(WordPiece::from_vocab_txt(path, o));
     }
     const auto j = detail::read_json(path);
     if (j.is_object() && j.contains("model")) {  // tokenizer.json
       const auto type = j["model"].value("type", "");
-      if (type == "BPE") return std::make_unique<ByteBpe>(ByteBpe::from_tokenizer_json(path));
+      if (type == "BPE") return std::make_unique<Bpe>(Bpe::from_tokenizer_json(path));
       if (type == "WordPiece") return std::make_unique<WordPiece>(WordPiece::from_tokenizer_json(path));
       throw Error(path.string() + ": model.type '" + type + "' is not supported (BPE or WordPiece)");
     }
@@ -76,7 +82,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, std
     const auto merges = path.parent_path() / "merges.txt";
     if (!fs::exists(merges))
       throw Error(path.string() + ": a vocab.json needs merges.txt beside it (" + merges.string() + " is missing)");
-    return std::make_unique<ByteBpe>(ByteBpe::from_vocab_merges(path, merges));
+    return std::make_unique<Bpe>(Bpe::from_vocab_merges(path, merges));
   } catch (const nlohmann::json::exception& e) {
     throw Error(path.string() + ": unexpected content: " + e.what());
   }

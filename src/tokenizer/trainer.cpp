@@ -17,19 +17,29 @@ namespace {
 
 using WordCounts = std::unordered_map<std::string, int64_t>;
 
-void count_words(std::string_view text, WordCounts& counts) {
-  pretokenize_gpt2(text, [&](std::size_t b, std::size_t e) { ++counts[std::string(text.substr(b, e - b))]; });
+/// Counts the pieces of `text`: GPT-2's rule, or the matches of `split` and the text between
+/// them (a Split pre-tokenizer with behavior Isolated).
+void count_words(std::string_view text, const Regex* split, WordCounts& counts) {
+  auto add = [&](std::size_t b, std::size_t e) { ++counts[std::string(text.substr(b, e - b))]; };
+  if (!split) return pretokenize_gpt2(text, add);
+  std::size_t prev = 0;
+  split->for_each_match(text, [&](std::size_t b, std::size_t e) {
+    if (prev < b) add(prev, b);
+    if (e > b) add(b, e);
+    prev = e;
+  });
+  if (prev < text.size()) add(prev, text.size());
 }
 
 /// Counts the words of `texts` on several threads and merges the per-thread tables.
-WordCounts count_all(const std::vector<std::string>& texts, int threads) {
+WordCounts count_all(const std::vector<std::string>& texts, const Regex* split, int threads) {
   std::size_t n = threads > 0 ? static_cast<std::size_t>(threads) : std::max(1u, std::thread::hardware_concurrency());
   n = std::max<std::size_t>(1, std::min(n, texts.size()));
   std::vector<WordCounts> partial(n);
   std::vector<std::thread> pool;
   for (std::size_t t = 0; t < n; ++t)
     pool.emplace_back([&, t] {
-      for (std::size_t i = t; i < texts.size(); i += n) count_words(texts[i], partial[t]);
+      for (std::size_t i = t; i < texts.size(); i += n) count_words(texts[i], split, partial[t]);
     });
   for (auto& th : pool) th.join();
   WordCounts total = std::move(partial[0]);
@@ -134,7 +144,7 @@ std::vector<std::pair<int32_t, int32_t>> learn_merges(std::vector<std::string>& 
 
 namespace {
 
-ByteBpe train_from_counts(const WordCounts& counts, const BpeTrainerOptions& o) {
+Bpe train_from_counts(const WordCounts& counts, const BpeTrainerOptions& o, const Pipeline& pipeline) {
   if (counts.empty()) throw Error("cannot train a tokenizer on an empty corpus");
   std::vector<std::string> tokens;
   std::vector<int32_t> special;
@@ -165,13 +175,21 @@ ByteBpe train_from_counts(const WordCounts& counts, const BpeTrainerOptions& o) 
     freq.push_back(c);
   }
   auto merges = learn_merges(tokens, std::move(words), freq, {o.vocab_size, o.min_frequency, "", o.progress});
-  return ByteBpe(std::move(tokens), std::move(merges), std::move(special));
+  return Bpe(std::move(tokens), std::move(merges), std::move(special), {}, pipeline);
 }
 
 }  // namespace
 
-ByteBpe train_byte_bpe(const std::vector<std::string>& texts, const BpeTrainerOptions& options) {
-  return train_from_counts(count_all(texts, options.threads), options);
+Bpe train_byte_bpe(const std::vector<std::string>& texts, const BpeTrainerOptions& options) {
+  Pipeline pipeline;
+  try {
+    pipeline = pipeline_for_pre_tokenizer(options.pre_tokenizer);
+  } catch (const Error& e) {
+    throw Error("tokenizer.pre_tokenizer: " + std::string(e.what()));
+  }
+  const auto* seq = dynamic_cast<const SequencePreTokenizer*>(pipeline.pre_tokenizer.get());
+  const auto* split = seq ? dynamic_cast<const SplitPreTokenizer*>(seq->steps.front().get()) : nullptr;
+  return train_from_counts(count_all(texts, split ? split->pattern.get() : nullptr, options.threads), options, pipeline);
 }
 
 namespace {
@@ -196,7 +214,7 @@ std::vector<std::string> read_training_texts(const std::vector<std::filesystem::
 
 }  // namespace
 
-ByteBpe train_byte_bpe(const std::vector<std::filesystem::path>& files, const BpeTrainerOptions& options) {
+Bpe train_byte_bpe(const std::vector<std::filesystem::path>& files, const BpeTrainerOptions& options) {
   return train_byte_bpe(read_training_texts(files, options.format, options.jsonl_field), options);
 }
 

@@ -254,6 +254,18 @@ models::AnyModel build_model(const recipe::Recipe& r, const tokenizer::Tokenizer
                "set these model keys to the values of the weights you start from");
 }
 
+}  // namespace
+
+tokenizer::LoadOptions tokenizer_load_options(const recipe::Recipe& r) {
+  tokenizer::LoadOptions o;
+  if (r.tokenizer.lowercase) o.lowercase = true;
+  o.pattern = r.tokenizer.pattern;
+  o.special_tokens = r.tokenizer.special_tokens;
+  return o;
+}
+
+namespace {
+
 std::unique_ptr<tokenizer::Tokenizer> load_run_tokenizer(const recipe::Recipe& r, bool required) {
   const auto path = recipe::tokenizer_path(r);
   if (!fs::exists(path)) {
@@ -262,7 +274,7 @@ std::unique_ptr<tokenizer::Tokenizer> load_run_tokenizer(const recipe::Recipe& r
                   "RECIPE, or lathe tokenizer train RECIPE)");
     return nullptr;
   }
-  return tokenizer::load_tokenizer(path, recipe::vocab_lowercase(r));
+  return tokenizer::load_tokenizer(path, tokenizer_load_options(r));
 }
 
 void check_vocab(const models::AnyModel& m, const tokenizer::Tokenizer& tok, const std::string& where) {

@@ -26,7 +26,7 @@ using nn::Position;
 /// A stage of `lathe run`, in the order a recipe's `pipeline:` lists them.
 enum class Stage { Tokenizer, Data, Train, Eval, Generate, Prune, Quantize, Export };
 enum class Device { Auto, Cpu, Cuda };
-enum class TokenizerType { ByteBpe, WordPiece };
+enum class TokenizerType { Bpe, WordPiece };
 using DataFormat = io::InputFormat;
 enum class Sampler { Random, Sequential };
 enum class Optimizer { AdamW, Sgd };
@@ -47,7 +47,7 @@ LATHE_ENUM_TABLE(lathe::recipe::Stage, {lathe::recipe::Stage::Tokenizer, "tokeni
                  {lathe::recipe::Stage::Eval, "eval"}, {lathe::recipe::Stage::Generate, "generate"}, {lathe::recipe::Stage::Prune, "prune"},
                  {lathe::recipe::Stage::Quantize, "quantize"}, {lathe::recipe::Stage::Export, "export"});
 LATHE_ENUM_TABLE(lathe::recipe::Device, {lathe::recipe::Device::Auto, "auto"}, {lathe::recipe::Device::Cpu, "cpu"}, {lathe::recipe::Device::Cuda, "cuda"});
-LATHE_ENUM_TABLE(lathe::recipe::TokenizerType, {lathe::recipe::TokenizerType::ByteBpe, "byte_bpe"}, {lathe::recipe::TokenizerType::WordPiece, "wordpiece"});
+LATHE_ENUM_TABLE(lathe::recipe::TokenizerType, {lathe::recipe::TokenizerType::Bpe, "byte_bpe"}, {lathe::recipe::TokenizerType::WordPiece, "wordpiece"});
 LATHE_ENUM_TABLE(lathe::recipe::Sampler, {lathe::recipe::Sampler::Random, "random"}, {lathe::recipe::Sampler::Sequential, "sequential"});
 LATHE_ENUM_TABLE(lathe::recipe::Optimizer, {lathe::recipe::Optimizer::AdamW, "adamw"}, {lathe::recipe::Optimizer::Sgd, "sgd"});
 LATHE_ENUM_TABLE(lathe::recipe::Schedule, {lathe::recipe::Schedule::Constant, "constant"}, {lathe::recipe::Schedule::Cosine, "cosine"},

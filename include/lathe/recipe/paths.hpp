@@ -14,12 +14,6 @@ inline std::filesystem::path tokenizer_path(const Recipe& r) {
                                   : std::filesystem::path(r.tokenizer.path);
 }
 
-/// How a vocab.txt named by the recipe is cased: lower-cased when tokenizer.lowercase is set,
-/// otherwise as its vocabulary says (load_tokenizer decides), so every command reads it alike.
-inline std::optional<bool> vocab_lowercase(const Recipe& r) {
-  return r.tokenizer.lowercase ? std::optional<bool>(true) : std::nullopt;
-}
-
 /// data.shard_dir, else <out_dir>/shards.
 inline std::filesystem::path shard_dir(const Recipe& r) {
   return r.data.shard_dir.empty() ? std::filesystem::path(r.run.out_dir) / "shards"

@@ -46,13 +46,15 @@ void visit(V& v, RunConfig& c) {
 }
 
 struct TokenizerConfig {
-  TokenizerType type = TokenizerType::ByteBpe;
+  TokenizerType type = TokenizerType::Bpe;
   std::string path;
   std::vector<std::string> train_files;
   int64_t vocab_size = 8192;
   int64_t min_frequency = 2;
   std::vector<std::string> special_tokens = {"<|endoftext|>"};
   bool lowercase = false;
+  std::string pre_tokenizer = "gpt2";
+  std::string pattern;
 };
 
 template <class V>
@@ -67,6 +69,13 @@ void visit(V& v, TokenizerConfig& c) {
   v.field("min_frequency", c.min_frequency, "Pairs seen fewer times than this are never merged.", at_least(1));
   v.field("special_tokens", c.special_tokens, "Tokens matched before pre-tokenization and never split.");
   v.field("lowercase", c.lowercase, "WordPiece only: lower-case and strip accents (uncased BERT).");
+  v.field("pre_tokenizer", c.pre_tokenizer,
+          "BPE training: how text is split before merging: gpt2 (GPT-2's rule), cl100k (GPT-4 / Llama 3: "
+          "case-insensitive contractions, numbers in runs of 1-3 digits), o200k (GPT-4o), or a regex of your own "
+          "(Oniguruma syntax, as in a tokenizer.json Split).");
+  v.field("pattern", c.pattern, "A tiktoken file (tokenizer.path ending .tiktoken) only: its split pattern. Empty: "
+                                "the pattern of the encoding the file is named after (r50k_base, p50k_base, "
+                                "cl100k_base, o200k_base).");
 }
 
 struct DataConfig {

@@ -18,6 +18,13 @@ namespace lathe::tokenizer {
 /// Byte offsets [first, second) of a token in the encoded text.
 using Offset = std::pair<std::size_t, std::size_t>;
 
+/// Ids with the tokenizer's special tokens added ([CLS] A [SEP] (B [SEP]), <|begin_of_text|> A,
+/// ...) and their token type ids.
+struct PairEncoding {
+  std::vector<int32_t> ids;
+  std::vector<int32_t> type_ids;
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -25,6 +32,10 @@ class Tokenizer {
   /// Token ids of `text` (no special tokens added). `offsets`, when given, receives each
   /// token's byte span in `text`.
   virtual std::vector<int32_t> encode(std::string_view text, std::vector<Offset>* offsets = nullptr) const = 0;
+  /// encode() with the special tokens the tokenizer's post-processor adds, for one text or
+  /// (`pair`) two; as Hugging Face's encode(..., add_special_tokens=True).
+  virtual PairEncoding encode_with_specials(std::string_view first, std::string_view second = {},
+                                            bool pair = false) const = 0;
   /// Text of `ids`; special tokens are written as their content.
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
   /// Number of ids (the largest id + 1).
@@ -45,12 +56,24 @@ class Tokenizer {
 /// The hash behind Tokenizer::fingerprint().
 using lathe::Fnv1a;
 
-/// Loads tokenizer.json (BPE or WordPiece model), vocab.json (with merges.txt beside it) or
-/// vocab.txt (WordPiece; `lowercase` applies to this form only, tokenizer.json says its own).
-/// A vocab.txt without `lowercase` is uncased when no token but the bracketed specials holds
-/// an upper-case letter (bert-base-uncased), cased otherwise: every command that loads it agrees.
-/// Throws lathe::Error naming the file (and line) of any problem.
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path,
-                                          std::optional<bool> lowercase = std::nullopt);
+/// How load_tokenizer reads the forms that do not say everything themselves.
+struct LoadOptions {
+  /// vocab.txt only (tokenizer.json says its own): lower-case or not; unset: uncased when no
+  /// token but the bracketed specials holds an upper-case letter (bert-base-uncased), cased
+  /// otherwise, so every command that loads it agrees.
+  std::optional<bool> lowercase;
+  /// *.tiktoken only: the split pattern (tiktoken's regex dialect); empty: the pattern of the
+  /// encoding the file is named after (r50k_base, p50k_base, cl100k_base, o200k_base).
+  std::string pattern;
+  /// *.tiktoken only: special tokens. The well-known encodings' own (<|endoftext|> = 100257 in
+  /// cl100k_base, ...) keep their ids; others take the ids after the file's last rank.
+  std::vector<std::string> special_tokens;
+};
+
+/// Loads tokenizer.json (BPE or WordPiece model, with its normalizer, pre-tokenizer,
+/// post-processor and decoder), vocab.json (with merges.txt beside it), vocab.txt (WordPiece)
+/// or a tiktoken file (*.tiktoken). Throws lathe::Error naming the file (and line, or JSON path)
+/// of any problem.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, const LoadOptions& options = {});
 
 }  // namespace lathe::tokenizer

@@ -1,5 +1,5 @@
 // Training tokenizers from text, the way Hugging Face's trainers do. Byte-level BPE: words
-// counted after GPT-2 pre-tokenization, the 256 byte symbols as the alphabet, then the most
+// counted after GPT-2 (or cl100k / o200k / a regex's) pre-tokenization, the 256 byte symbols as the alphabet, then the most
 // frequent adjacent pair merged until the vocabulary is full (ties: the smaller pair of ids).
 // WordPiece: the same merges over BERT-normalised words, continuation symbols spelled "##x".
 // Counting runs on several threads.
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "lathe/io/inputs.hpp"
-#include "lathe/tokenizer/byte_bpe.hpp"
+#include "lathe/tokenizer/bpe.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 
 namespace lathe::tokenizer {
@@ -23,6 +23,9 @@ struct BpeTrainerOptions {
   int64_t vocab_size = 8192;                              // final size, special tokens included
   int64_t min_frequency = 2;                              // pairs seen fewer times are not merged
   std::vector<std::string> special_tokens = {"<|endoftext|>"};  // ids 0.. in this order
+  /// How words are split before counting: "gpt2", "cl100k", "o200k" or a regex (Oniguruma
+  /// syntax); the trained tokenizer's pipeline splits the same way (pipeline_for_pre_tokenizer).
+  std::string pre_tokenizer = "gpt2";
   int threads = 0;                                        // counting threads; 0: all hardware threads
   io::InputFormat format = io::InputFormat::Auto;         // how the files are read (io::read_documents)
   std::string jsonl_field = "text";                       // field read from JSONL lines
@@ -34,10 +37,10 @@ struct BpeTrainerOptions {
 /// of text files, newline kept, as Hugging Face's trainers read them; the records of JSONL
 /// files). Throws lathe::Error for an unreadable file or an empty
 /// corpus, naming the files.
-ByteBpe train_byte_bpe(const std::vector<std::filesystem::path>& files, const BpeTrainerOptions& options);
+Bpe train_byte_bpe(const std::vector<std::filesystem::path>& files, const BpeTrainerOptions& options);
 
 /// Same, on texts already in memory.
-ByteBpe train_byte_bpe(const std::vector<std::string>& texts, const BpeTrainerOptions& options);
+Bpe train_byte_bpe(const std::vector<std::string>& texts, const BpeTrainerOptions& options);
 
 struct WordPieceTrainerOptions {
   int64_t vocab_size = 30522;

@@ -26,12 +26,6 @@ struct WordPieceOptions {
   std::string sep_token = "[SEP]";
 };
 
-/// A sentence or sentence pair ready for BERT: [CLS] A [SEP] (B [SEP]).
-struct PairEncoding {
-  std::vector<int32_t> ids;
-  std::vector<int32_t> type_ids;
-};
-
 class WordPiece final : public Tokenizer {
  public:
   /// `tokens[id]` spelled as in vocab.txt; `special` lists ids matched verbatim in raw text.
@@ -42,7 +36,8 @@ class WordPiece final : public Tokenizer {
 
   std::vector<int32_t> encode(std::string_view text, std::vector<Offset>* offsets = nullptr) const override;
   /// With [CLS]/[SEP] and token type ids (0 for the first text, 1 for the second).
-  PairEncoding encode_with_specials(std::string_view first, std::string_view second = {}, bool pair = false) const;
+  PairEncoding encode_with_specials(std::string_view first, std::string_view second = {},
+                                    bool pair = false) const override;
   std::string decode(std::span<const int32_t> ids) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(tokens_.size()); }
   int32_t token_to_id(std::string_view token) const override;

@@ -20,6 +20,7 @@
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/sparsity.hpp"
 #include "lathe/train/task.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
 
 namespace lathe::train {
 
@@ -120,6 +121,11 @@ EvalResult evaluate_checkpoint(const recipe::Recipe& recipe, const std::filesyst
 /// evaluate_checkpoint does after loading (without the unigram baseline).
 EvalResult evaluate_model(const recipe::Recipe& recipe, const models::AnyModel& model, const TaskData& data,
                           const at::Device& device);
+
+/// How the recipe's tokenizer file is read: tokenizer.lowercase for a vocab.txt (set: lower-cased;
+/// unset: as its vocabulary says, as the CLI reads it), tokenizer.pattern and
+/// tokenizer.special_tokens for a tiktoken file.
+tokenizer::LoadOptions tokenizer_load_options(const recipe::Recipe& recipe);
 
 /// The newest checkpoint directory of a run, or throws naming the directory searched.
 std::filesystem::path newest_checkpoint(const recipe::Recipe& recipe);

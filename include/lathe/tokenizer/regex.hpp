@@ -1,0 +1,66 @@
+// Regular expressions for pre-tokenization, on PCRE2 (JIT-compiled, Unicode properties): the
+// split patterns of tiktoken encodings and of Hugging Face `Split` pre-tokenizers.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace lathe::tokenizer {
+
+/// Which engine's meaning a pattern is written for. The two differ in `$` and `^`:
+/// tiktoken (Rust regex / fancy-regex) anchors them at the ends of the text, Hugging Face
+/// tokenizers (Oniguruma, Ruby syntax) at line ends.
+enum class RegexDialect : uint8_t { Tiktoken, Oniguruma };
+
+struct RegexOptions {
+  RegexDialect dialect = RegexDialect::Oniguruma;
+  bool literal = false;  // the pattern is a plain string (a `{"String": ...}` pattern)
+};
+
+class Regex {
+ public:
+  /// Compiles `pattern` (UTF-8, Unicode properties, `\s` as Unicode White_Space). Throws
+  /// lathe::Error with PCRE2's message and the offset of the problem.
+  explicit Regex(std::string pattern, RegexOptions options = {});
+
+  const std::string& pattern() const { return pattern_; }
+  const RegexOptions& options() const { return options_; }
+
+  /// The first match in text[from, end): sets [begin, end) and returns true, or false.
+  /// An empty match is reported like any other.
+  bool find(std::string_view text, std::size_t from, std::size_t& begin, std::size_t& end) const;
+
+  /// Calls f(begin, end) for each successive match, as Rust's and Oniguruma's find_iter do:
+  /// after an empty match the search resumes one character further on.
+  template <class F>
+  void for_each_match(std::string_view text, F&& f) const {
+    std::size_t at = 0, b = 0, e = 0;
+    while (at <= text.size() && find(text, at, b, e)) {
+      f(b, e);
+      if (e > b) {
+        at = e;
+      } else {
+        if (e >= text.size()) break;
+        at = e + 1;
+        while (at < text.size() && (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) ++at;
+      }
+    }
+  }
+
+ private:
+  struct Compiled;
+  std::string pattern_;
+  RegexOptions options_;
+  std::shared_ptr<const Compiled> compiled_;
+};
+
+/// The split pattern of a well-known encoding: "gpt2" (also r50k_base / p50k_base), "cl100k"
+/// (cl100k_base) or "o200k" (o200k_base), written for `dialect` (tiktoken's own pattern with
+/// possessive quantifiers, or the form Hugging Face tokenizer.json files carry). nullopt for any
+/// other name.
+std::optional<std::string> named_split_pattern(std::string_view name, RegexDialect dialect);
+
+}  // namespace lathe::tokenizer

@@ -1,0 +1,273 @@
+// Tokenizers of current models against their references: a tiktoken file against tiktoken
+// (cl100k_base), Llama 3's tokenizer.json and tokenizer.json files with each supported
+// normalizer / pre-tokenizer / post-processor / decoder against Hugging Face `tokenizers`, the
+// BPE trainer with the cl100k pre-tokenizer against HF's BpeTrainer; unsupported parts refused
+// with their JSON path.
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "lathe/core/error.hpp"
+#include "lathe/tokenizer/bpe.hpp"
+#include "lathe/tokenizer/regex.hpp"
+#include "lathe/tokenizer/trainer.hpp"
+#include "support.hpp"
+
+using namespace lathe::tokenizer;
+using lathe::test::TempDir;
+
+namespace {
+
+const std::string kKjv = (lathe::test::source_dir() / "data/kjv/kjv.txt").string();
+
+void python(const std::vector<std::string>& args) { lathe::test::run_reference("modern_tokenizers.py", args); }
+
+nlohmann::json read_json(const std::filesystem::path& p) { return nlohmann::json::parse(std::ifstream(p)); }
+
+std::string show(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) out += (c < 0x20 || c == 0x7f) ? "\\x" + std::to_string(c) : std::string(1, static_cast<char>(c));
+  return out;
+}
+
+/// The edge-case corpus of the tokenizer tests plus what the modern split patterns treat
+/// specially: upper-case contractions, digit runs, line breaks, \s++$, U+180E, o200k's case
+/// runs, the chat tokens.
+struct Texts {
+  TempDir dir;
+  std::filesystem::path file, corpus;
+  std::vector<std::string> items;
+  Texts() {
+    file = dir.path() / "texts.json";
+    lathe::test::run_reference("hf_tokenizers.py", {"edge_corpus", file.string(), kKjv});
+    items = read_json(file).get<std::vector<std::string>>();
+    for (std::string extra : {"DON'T", "I'LL", "WE'VE", "It'S", "'Re", "1234567", "12 345 6789", "x1y22z333",
+                              "a\n\n\nb", "end  \n", "end \n\n", "trailing   ", "\r\n\r\n", "tab\t\tx", "\u180e",
+                              "a\u180eb", "CamelCaseWord", "HTTPServer", "ÉCOLE école", "<|begin_of_text|>hi",
+                              "<|endoftext|><|endoftext|>", "x<|fim_prefix|>y<|fim_suffix|>", " \u00a0 ", "+++---",
+                              "//comment\n\tcode();", "über'S", "123abc'll", "x\u180e\u180ey",
+                              "a \u180e\u180e b"})
+      items.push_back(extra);
+    std::ofstream(file) << nlohmann::json(items).dump();
+    std::ifstream in(kKjv);
+    std::string text, line;
+    for (int i = 0; i < 3000 && std::getline(in, line); ++i) text += line + "\n";
+    for (const auto& t : items) text += t + "\n";
+    corpus = dir.write("corpus.txt", text);
+  }
+};
+
+Texts& texts() {
+  static Texts t;
+  return t;
+}
+
+template <class Actual>
+void check_all(const std::vector<std::string>& items, const nlohmann::json& expected, Actual&& actual,
+               const std::string& what) {
+  REQUIRE(items.size() == expected.size());
+  int mismatches = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const auto got = actual(i);
+    if (got != expected[i] && ++mismatches <= 5) {
+      INFO(what << ", text " << i << ": '" << show(items[i]) << "'");
+      CHECK(got == expected[i]);
+    }
+  }
+  INFO(what);
+  CHECK(mismatches == 0);
+}
+
+/// Everything `run` of the reference script reports, compared with `tok`.
+void check_like_hf(const Tokenizer& tok, const std::filesystem::path& hf_json, const std::string& name) {
+  auto& t = texts();
+  const auto out = t.dir.path() / (name + ".out.json");
+  python({"run", hf_json.string(), t.file.string(), out.string()});
+  const auto ref = read_json(out);
+  const auto& items = t.items;
+  check_all(items, ref["ids"], [&](std::size_t i) { return nlohmann::json(tok.encode(items[i])); }, name + " ids");
+  check_all(items, ref["special_ids"], [&](std::size_t i) { return nlohmann::json(tok.encode_with_specials(items[i]).ids); },
+            name + " ids with special tokens");
+  check_all(items, ref["pair_ids"],
+            [&](std::size_t i) { return nlohmann::json(tok.encode_with_specials(items[i], items[(i + 1) % items.size()], true).ids); },
+            name + " pair ids");
+  check_all(items, ref["pair_types"],
+            [&](std::size_t i) {
+              return nlohmann::json(tok.encode_with_specials(items[i], items[(i + 1) % items.size()], true).type_ids);
+            },
+            name + " pair type ids");
+  check_all(items, ref["decoded"], [&](std::size_t i) { return nlohmann::json(tok.decode(tok.encode(items[i]))); },
+            name + " decode");
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer: a cl100k_base tiktoken file gives tiktoken's ids and text", "[tokenizer][reference][python]") {
+  auto& t = texts();
+  const auto out = t.dir.path() / "tiktoken.json";
+  python({"tiktoken", t.dir.path().string(), t.file.string(), out.string()});
+  const auto ref = read_json(out);
+  const auto tok = load_tokenizer(t.dir.path() / "cl100k_base.tiktoken");
+  CHECK(tok->vocab_size() == 100277);
+  CHECK(tok->token_to_id("<|endofprompt|>") == 100276);
+  check_all(t.items, ref["ids"], [&](std::size_t i) { return nlohmann::json(tok->encode(t.items[i])); }, "cl100k ids");
+  check_all(t.items, ref["decoded"], [&](std::size_t i) { return nlohmann::json(tok->decode(tok->encode(t.items[i]))); },
+            "cl100k decode");
+  // A whole book chapter in one text: long pieces, runs of newlines.
+  std::ifstream in(kKjv);
+  std::string chapter, line;
+  for (int i = 0; i < 2000 && std::getline(in, line); ++i) chapter += line + (i % 7 == 0 ? "\n\n" : "\n");
+  const auto one = t.dir.write("chapter.json", nlohmann::json(std::vector<std::string>{chapter}).dump());
+  python({"tiktoken", t.dir.path().string(), one.string(), out.string()});
+  CHECK(nlohmann::json(tok->encode(chapter)) == read_json(out)["ids"][0]);
+}
+
+TEST_CASE("tokenizer: Llama 3's tokenizer.json (Split + ByteLevel, ignore_merges) gives HF's ids",
+          "[tokenizer][reference][python]") {
+  auto& t = texts();
+  const auto dir = t.dir.path() / "llama3";
+  std::filesystem::create_directories(dir);
+  python({"llama3", dir.string()});
+  const auto tok = load_tokenizer(dir / "tokenizer.json");
+  const auto* bpe = dynamic_cast<const Bpe*>(tok.get());
+  REQUIRE(bpe);
+  CHECK(bpe->options().ignore_merges);
+  check_like_hf(*tok, dir / "tokenizer.json", "llama3");
+  // The same ids as the tiktoken file it was converted from, special tokens aside.
+  const auto tiktoken = load_tokenizer(t.dir.path() / "cl100k_base.tiktoken");
+  int differ = 0;
+  for (const auto& text : t.items)
+    if (text.find("<|") == std::string::npos) differ += tiktoken->encode(text) != tok->encode(text);
+  CHECK(differ == 0);
+}
+
+TEST_CASE("tokenizer: tokenizer.json pipelines give HF's ids, special tokens and text", "[tokenizer][reference][python]") {
+  auto& t = texts();
+  for (const std::string kind : {"sentencepiece", "metaspace", "wordlike", "suffix", "ignore_merges", "split_isolated",
+                                 "split_removed",
+                                 "split_merged_with_previous", "split_merged_with_next", "split_contiguous",
+                                 "split_removed_inverted"}) {
+    SECTION(kind) {
+      const auto dir = t.dir.path() / kind;
+      std::filesystem::create_directories(dir);
+      python({"build", kind, t.corpus.string(), dir.string()});
+      const auto tok = load_tokenizer(dir / "tokenizer.json");
+      check_like_hf(*tok, dir / "tokenizer.json", kind);
+      // What lathe writes, HF reads with the same ids and text.
+      const auto saved = dir / "saved" / "tokenizer.json";
+      std::filesystem::create_directories(saved.parent_path());
+      tok->save(saved);
+      check_like_hf(*load_tokenizer(saved), saved, kind + " saved by lathe");
+    }
+  }
+}
+
+TEST_CASE("tokenizer: the BPE trainer with the cl100k pre-tokenizer learns HF BpeTrainer's vocabulary",
+          "[tokenizer][train][reference][python]") {
+  auto& t = texts();
+  const auto dir = t.dir.path() / "train_cl100k";
+  std::filesystem::create_directories(dir);
+  python({"train_cl100k", t.corpus.string(), dir.string(), "2000"});
+  BpeTrainerOptions o;
+  o.vocab_size = 2000;
+  o.pre_tokenizer = "cl100k";
+  const Bpe ours = train_byte_bpe(std::vector<std::filesystem::path>{t.corpus}, o);
+  const auto theirs = read_json(dir / "tokenizer.json");
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int32_t id = 0; id < ours.vocab_size(); ++id)
+    vocab[id == 0 ? ours.tokens()[0] : bytes_to_spelling(ours.tokens()[id])] = id;
+  CHECK(vocab == theirs["model"]["vocab"]);
+  nlohmann::json merges = nlohmann::json::array();
+  for (auto [a, b] : ours.merges()) merges.push_back({bytes_to_spelling(ours.tokens()[a]), bytes_to_spelling(ours.tokens()[b])});
+  CHECK(merges == theirs["model"]["merges"]);
+  // Its tokenizer.json splits as HF's does, so HF gives the same ids.
+  ours.save(dir / "ours.json");
+  check_like_hf(ours, dir / "ours.json", "trained cl100k");
+  // gpt2's split gives another vocabulary: the option is used.
+  o.pre_tokenizer = "gpt2";
+  CHECK(train_byte_bpe(std::vector<std::filesystem::path>{t.corpus}, o).merges() != ours.merges());
+}
+
+TEST_CASE("tokenizer: unsupported tokenizer.json parts are refused with their JSON path", "[tokenizer][errors]") {
+  TempDir dir;
+  // A tiny byte-level tokenizer.json to break one part at a time.
+  const Bpe base = [] {
+    BpeTrainerOptions o;
+    o.vocab_size = 300;
+    return train_byte_bpe(std::vector<std::string>{"hello world hello there", "world of words"}, o);
+  }();
+  base.save(dir.path() / "base.json");
+  const auto good = read_json(dir.path() / "base.json");
+  auto refused = [&](const std::string& pointer, const nlohmann::json& value) {
+    auto j = good;
+    j[nlohmann::json::json_pointer(pointer)] = value;
+    const auto path = dir.write("broken.json", j.dump());
+    try {
+      load_tokenizer(path);
+    } catch (const lathe::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(loaded)");
+  };
+  const nlohmann::json nfc = {{"type", "NFC"}};
+  CHECK_THAT(refused("/normalizer", {{"type", "Sequence"}, {"normalizers", {nfc, {{"type", "BertNormalizer"}}}}}),
+             Catch::Contains("broken.json: normalizer.normalizers[1]: normalizer type 'BertNormalizer' is not supported"));
+  CHECK_THAT(refused("/pre_tokenizer", {{"type", "UnicodeScripts"}}),
+             Catch::Contains("pre_tokenizer: pre-tokenizer type 'UnicodeScripts' is not supported"));
+  CHECK_THAT(refused("/pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", {good["pre_tokenizer"], {{"type", "Digits"}}}}}),
+             Catch::Contains("pre_tokenizer.pretokenizers[1]: a pre-tokenizer after ByteLevel is not supported"));
+  CHECK_THAT(refused("/pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}}),
+             Catch::Contains("pre_tokenizer.pattern: regex '(unclosed'"));
+  CHECK_THAT(refused("/pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "x"}}}, {"behavior", "Sideways"}}),
+             Catch::Contains("pre_tokenizer.behavior: behavior 'Sideways' is not one of"));
+  CHECK_THAT(refused("/decoder", {{"type", "CTC"}}), Catch::Contains("decoder: decoder type 'CTC' is not supported"));
+  CHECK_THAT(refused("/post_processor", {{"type", "Sequence"}, {"processors", nlohmann::json::array()}}),
+             Catch::Contains("post_processor: post-processor type 'Sequence' is not supported"));
+  CHECK_THAT(refused("/post_processor", {{"type", "BertProcessing"}, {"sep", {"[SEP]", 102}}, {"cls", {"[CLS]", 101}}}),
+             Catch::Contains("post_processor.sep: '[SEP]' is not token 102"));
+  CHECK_THAT(refused("/model/dropout", 0.1), Catch::Contains("model.dropout: BPE dropout is not supported"));
+  CHECK(refused("/model/dropout", nullptr) == "(loaded)");
+}
+
+TEST_CASE("tokenizer: tiktoken files: errors name the file and line; patterns by name or given", "[tokenizer][errors]") {
+  TempDir dir;
+  std::string lines;
+  for (int b = 0; b < 256; ++b) {
+    static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    // base64 of one byte: two characters and "==".
+    lines += std::string{digits[b >> 2], digits[(b & 3) << 4], '=', '='} + " " + std::to_string(b) + "\n";
+  }
+  lines += "aGk= 256\n";  // "hi"
+  const auto unnamed = dir.write("mine.tiktoken", lines);
+  CHECK_THROWS_WITH(load_tokenizer(unnamed), Catch::Contains("mine.tiktoken: no split pattern is known"));
+  LoadOptions o;
+  o.pattern = R"(\p{L}+|\s+|.)";
+  o.special_tokens = {"<|end|>"};
+  const auto tok = load_tokenizer(unnamed, o);
+  CHECK(tok->encode("hi hi<|end|>") == std::vector<int32_t>{256, ' ', 256, 257});
+  CHECK(tok->decode(tok->encode("h\xffi")) == "h\xffi");  // invalid UTF-8 survives the regex
+  const auto bad = dir.write("r50k_base.tiktoken", lines + "not-base64! 257\n");
+  CHECK_THROWS_WITH(load_tokenizer(bad), Catch::Contains("r50k_base.tiktoken:258: expected '<base64 token> <rank>'"));
+  const auto repeated = dir.write("p50k_base.tiktoken", lines + "aGk= 256\n");
+  CHECK_THROWS_WITH(load_tokenizer(repeated), Catch::Contains("p50k_base.tiktoken:258: rank 256 is repeated"));
+}
+
+TEST_CASE("tokenizer: regex dialects: $ and \\s as tiktoken and Oniguruma read them", "[tokenizer]") {
+  auto matches = [](const Regex& re, std::string_view text) {
+    std::vector<std::string> out;
+    re.for_each_match(text, [&](std::size_t b, std::size_t e) { out.emplace_back(text.substr(b, e - b)); });
+    return out;
+  };
+  // tiktoken: $ is the end of the text; Oniguruma (Ruby syntax): the end of a line.
+  CHECK(matches(Regex("a$", {RegexDialect::Tiktoken}), "a\na") == std::vector<std::string>{"a"});
+  CHECK(matches(Regex("a$", {RegexDialect::Oniguruma}), "a\na") == std::vector<std::string>{"a", "a"});
+  // \s is Unicode White_Space: U+180E is not a space (PCRE2's own \s would take it).
+  CHECK(matches(Regex(R"(\s+)"), "a\u180e\u2009b") == std::vector<std::string>{"\u2009"});
+  CHECK(matches(Regex(R"([^\s\p{L}]+)"), "a\u180e b") == std::vector<std::string>{"\u180e"});
+  // Empty matches advance one character, as find_iter does.
+  CHECK(matches(Regex("x*"), "ab").size() == 3);
+  // A literal pattern is not a regex.
+  CHECK(matches(Regex("a.b", {RegexDialect::Oniguruma, true}), "a.b axb") == std::vector<std::string>{"a.b"});
+}
