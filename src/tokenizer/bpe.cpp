@@ -12,6 +12,7 @@
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "json_file.hpp"
+#include "short_key_map.hpp"
 
 namespace lathe::tokenizer {
 namespace {
@@ -134,6 +135,13 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
     spelled_to_id_.emplace(byte_level_ ? bytes_to_spelling(tokens_[id]) : tokens_[id], id);
     model_vocab_.emplace(tokens_[id], id);
   }
+  {
+    auto short_vocab = std::make_shared<detail::ShortKeyMap>(model_vocab_.size());
+    for (int32_t id = 0; id < vocab_size(); ++id)
+      if (auto it = model_vocab_.find(tokens_[id]); it != model_vocab_.end() && it->second == id)
+        short_vocab->insert(tokens_[id], id);
+    short_vocab_ = std::move(short_vocab);
+  }
   if (byte_level_) {
     for (int b = 0; b < 256; ++b) {
       const int32_t id = model_token(std::string_view(reinterpret_cast<const char*>(&b), 1));
@@ -154,20 +162,21 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
 
   if (options_.merge_by_rank) {
     // tiktoken: any two tokens whose concatenation is a token merge, ranked by that token.
+    std::vector<std::array<int32_t, 3>> pairs;  // (rank, left, right)
     for (const auto& [bytes, id] : model_vocab_)
       for (std::size_t k = 1; k < bytes.size(); ++k) {
         const int32_t a = model_token(std::string_view(bytes).substr(0, k));
         const int32_t b = model_token(std::string_view(bytes).substr(k));
-        if (a >= 0 && b >= 0) merge_map_.emplace(pair_key(a, b), MergeInfo{static_cast<uint32_t>(id), id});
+        if (a >= 0 && b >= 0) pairs.push_back({id, a, b});
       }
+    merge_map_.reserve(pairs.size() * 2);
+    for (const auto& [id, a, b] : pairs) merge_map_.emplace(pair_key(a, b), MergeInfo{static_cast<uint32_t>(id), id});
     if (merges_.empty()) {
       // The merge list a tokenizer.json needs: every such pair, by the rank of the token it
       // makes, then by the ranks of its parts (as transformers converts tiktoken files).
-      for (const auto& [key, info] : merge_map_) merges_.emplace_back(static_cast<int32_t>(key >> 32), static_cast<int32_t>(key & 0xffffffff));
-      std::sort(merges_.begin(), merges_.end(), [&](const auto& x, const auto& y) {
-        const auto rx = find_merge(x.first, x.second)->rank, ry = find_merge(y.first, y.second)->rank;
-        return rx != ry ? rx < ry : x < y;
-      });
+      std::sort(pairs.begin(), pairs.end());
+      merges_.reserve(pairs.size());
+      for (const auto& [id, a, b] : pairs) merges_.emplace_back(a, b);
     }
     return;
   }
@@ -186,7 +195,8 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
 }
 
 int32_t Bpe::model_token(std::string_view spelled) const {
-  auto it = model_vocab_.find(std::string(spelled));
+  if (!spelled.empty() && spelled.size() <= detail::ShortKeyMap::kMaxKey) return short_vocab_->find(spelled);
+  auto it = model_vocab_.find(spelled);
   return it == model_vocab_.end() ? -1 : it->second;
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -19,6 +20,10 @@
 #include "lathe/tokenizer/unicode.hpp"
 
 namespace lathe::tokenizer {
+
+namespace detail {
+class ShortKeyMap;
+}
 
 /// GPT-2's reversible map from bytes to printable code points, used to spell byte-level tokens.
 const std::array<char32_t, 256>& byte_to_unicode();
@@ -124,7 +129,12 @@ class Bpe final : public Tokenizer {
   std::array<int32_t, 256> fallback_id_{};    // character-level: <0xXX> tokens, -1 if absent
   int32_t unk_id_ = -1;
   std::unordered_map<uint64_t, MergeInfo> merge_map_;
-  std::unordered_map<std::string, int32_t> model_vocab_;  // model spelling (raw bytes or text) -> id
+  struct StringHash {  // looked up by string_view: no copy of the piece
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> model_vocab_;  // model spelling -> id
+  std::shared_ptr<const detail::ShortKeyMap> short_vocab_;  // model_vocab_'s keys of up to 15 bytes
   std::unordered_map<std::string, int32_t> spelled_to_id_;
   detail::SpecialMatcher matcher_;
   uint64_t uid_;  // identifies this vocabulary in the per-thread word caches
