@@ -8,11 +8,15 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <sstream>
 
 #include "lathe/core/error.hpp"
 #include "lathe/tokenizer/bpe.hpp"
 #include "lathe/tokenizer/regex.hpp"
 #include "lathe/tokenizer/trainer.hpp"
+#include "lathe/pipeline/stages.hpp"
+#include "lathe/train/trainer.hpp"
+#include "run_fixture.hpp"
 #include "support.hpp"
 
 using namespace lathe::tokenizer;
@@ -62,6 +66,14 @@ struct Texts {
 Texts& texts() {
   static Texts t;
   return t;
+}
+
+/// `yaml` with its line that starts with `prefix` replaced by `line`.
+std::string replace_line(const std::string& yaml, const std::string& prefix, const std::string& line) {
+  std::istringstream in(yaml);
+  std::string out;
+  for (std::string l; std::getline(in, l);) out += (l.starts_with(prefix) ? line : l) + "\n";
+  return out;
 }
 
 template <class Actual>
@@ -270,4 +282,50 @@ TEST_CASE("tokenizer: regex dialects: $ and \\s as tiktoken and Oniguruma read t
   CHECK(matches(Regex("x*"), "ab").size() == 3);
   // A literal pattern is not a regex.
   CHECK(matches(Regex("a.b", {RegexDialect::Oniguruma, true}), "a.b axb") == std::vector<std::string>{"a.b"});
+}
+
+TEST_CASE("tokenizer: a tiktoken file and a cl100k-trained tokenizer drive data, training and generation",
+          "[tokenizer][train][python]") {
+  auto& t = texts();
+  if (!std::filesystem::exists(t.dir.path() / "cl100k_base.tiktoken"))
+    python({"tiktoken", t.dir.path().string(), t.file.string(), (t.dir.path() / "tiktoken.json").string()});
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  const std::string chat = R"(["<|endoftext|>", "<|begin_of_text|>", "<|eot_id|>"])";
+  const std::string generate = R"(generate: {prompts: ["<|begin_of_text|>In the beginning"], max_new_tokens: 4, temperature: 0})";
+  SECTION("cl100k_base.tiktoken with chat special tokens from the recipe") {
+    auto yaml = corpus.recipe(dir.path() / "run", "max_steps: 2, batch_size: 2", generate);
+    yaml = replace_line(yaml, "pipeline:", "pipeline: [data, train, generate]");
+    yaml = replace_line(
+        yaml, "tokenizer:",
+        fmt::format("tokenizer: {{path: {}, special_tokens: {}}}", (t.dir.path() / "cl100k_base.tiktoken").string(), chat));
+    const auto r = lathe::test::recipe_from(yaml);
+    lathe::pipeline::run_data_stage(r, false);
+    lathe::pipeline::run_train_stage(r, false);
+    std::ostringstream out;
+    lathe::pipeline::run_generate_stage(r, false, &out);
+    CHECK_THAT(out.str(), Catch::Contains("In the beginning"));
+    const auto tok = load_tokenizer(t.dir.path() / "cl100k_base.tiktoken", lathe::train::tokenizer_load_options(r));
+    CHECK(tok->token_to_id("<|endoftext|>") == 100257);  // the encoding's own id
+    CHECK(tok->encode("<|begin_of_text|>hi<|eot_id|>") == std::vector<int32_t>{100277, 6151, 100278});
+  }
+  SECTION("a tokenizer trained with the cl100k pre-tokenizer") {
+    auto yaml = corpus.recipe(dir.path() / "run", "max_steps: 2, batch_size: 2", generate);
+    yaml = replace_line(yaml, "pipeline:", "pipeline: [tokenizer, data, train, generate]");
+    yaml = replace_line(
+        yaml, "tokenizer:", fmt::format("tokenizer: {{vocab_size: 600, pre_tokenizer: cl100k, special_tokens: {}}}", chat));
+    const auto r = lathe::test::recipe_from(yaml);
+    lathe::pipeline::run_tokenizer_stage(r, false);
+    const auto saved = read_json(dir.path() / "run" / "tokenizer.json");
+    CHECK(saved["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] == *named_split_pattern("cl100k", RegexDialect::Oniguruma));
+    lathe::pipeline::run_data_stage(r, false);
+    lathe::pipeline::run_train_stage(r, false);
+    std::ostringstream out;
+    lathe::pipeline::run_generate_stage(r, false, &out);
+    CHECK_THAT(out.str(), Catch::Contains("In the beginning"));
+    // A changed pre-tokenizer is a changed input: the tokenizer stage does not call it up to date.
+    auto changed = lathe::test::recipe_from(replace_line(
+        yaml, "tokenizer:", fmt::format("tokenizer: {{vocab_size: 600, pre_tokenizer: o200k, special_tokens: {}}}", chat)));
+    CHECK_THROWS_WITH(lathe::pipeline::run_tokenizer_stage(changed, false), Catch::Contains("tokenizer.pre_tokenizer"));
+  }
 }
