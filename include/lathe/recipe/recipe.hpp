@@ -60,14 +60,15 @@ struct TokenizerConfig {
 template <class V>
 void visit(V& v, TokenizerConfig& c) {
   v.field("type", c.type, "Tokenizer model: byte-level BPE (GPT-2 style) or WordPiece (BERT).");
-  v.field("path", c.path, "An existing tokenizer (tokenizer.json, vocab.json with merges.txt beside it, or "
-                          "vocab.txt) to use instead of training one. Empty: the tokenizer stage trains "
-                          "<out_dir>/tokenizer.json.");
+  v.field("path", c.path, "An existing tokenizer (tokenizer.json, vocab.json with merges.txt beside it, vocab.txt, "
+                          "or a tiktoken file such as cl100k_base.tiktoken) to use instead of training one. Empty: "
+                          "the tokenizer stage trains <out_dir>/tokenizer.json.");
   v.field("train_files", c.train_files, "Text or JSONL files (globs allowed) to train the tokenizer on. Empty: "
                                         "data.train_files.");
   v.field("vocab_size", c.vocab_size, "Vocabulary size to train to, special tokens included.", between(256, 1 << 24));
   v.field("min_frequency", c.min_frequency, "Pairs seen fewer times than this are never merged.", at_least(1));
-  v.field("special_tokens", c.special_tokens, "Tokens matched before pre-tokenization and never split.");
+  v.field("special_tokens", c.special_tokens, "Tokens matched before pre-tokenization and never split (trained "
+                                              "tokenizers and tiktoken files; a tokenizer.json names its own).");
   v.field("lowercase", c.lowercase, "WordPiece only: lower-case and strip accents (uncased BERT).");
   v.field("pre_tokenizer", c.pre_tokenizer,
           "BPE training: how text is split before merging: gpt2 (GPT-2's rule), cl100k (GPT-4 / Llama 3: "
