@@ -146,6 +146,27 @@ TEST_CASE("tokenizer: a cl100k_base tiktoken file gives tiktoken's ids and text"
   CHECK(nlohmann::json(tok->encode(chapter)) == read_json(out)["ids"][0]);
 }
 
+TEST_CASE("tokenizer: the r50k and o200k split patterns split as tiktoken's", "[tokenizer][reference][python]") {
+  // No r50k / o200k rank file is at hand offline: cl100k_base's ranks with each encoding's
+  // pattern, as tiktoken_ext defines it, test the patterns.
+  auto& t = texts();
+  for (const std::string name : {"r50k_base", "o200k_base"}) {
+    SECTION(name) {
+      const auto out = t.dir.path() / (name + ".json");
+      python({"tiktoken_pattern", name, t.file.string(), out.string()});
+      const auto ref = read_json(out);
+      CHECK(ref["pattern"] == *named_split_pattern(name, RegexDialect::Tiktoken));
+      // Under a name of no known encoding: no special tokens (tiktoken's encode_ordinary).
+      const auto ranks = t.dir.path() / "ranks.tiktoken";
+      std::filesystem::copy_file(cl100k_tiktoken(), ranks, std::filesystem::copy_options::skip_existing);
+      LoadOptions o;
+      o.pattern = ref["pattern"];
+      const auto tok = load_tokenizer(ranks, o);
+      check_all(t.items, ref["ids"], [&](std::size_t i) { return nlohmann::json(tok->encode(t.items[i])); }, name + " ids");
+    }
+  }
+}
+
 TEST_CASE("tokenizer: Llama 3's tokenizer.json (Split + ByteLevel, ignore_merges) gives HF's ids",
           "[tokenizer][reference][python]") {
   auto& t = texts();

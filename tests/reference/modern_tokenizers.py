@@ -5,6 +5,9 @@ Face `tokenizers` build, train, encode and decode.
     modern_tokenizers.py tiktoken OUTDIR TEXTS.json OUT.json
         OUTDIR/cl100k_base.tiktoken (the package's file); OUT.json: tiktoken's ids of every text
         (special tokens allowed) and its decoding of them
+    modern_tokenizers.py tiktoken_pattern NAME TEXTS.json OUT.json
+        the pattern of encoding NAME (r50k_base, o200k_base) and tiktoken's ids with it over
+        cl100k_base's ranks
     modern_tokenizers.py llama3 OUTDIR
         OUTDIR/tokenizer.json: cl100k_base's ranks converted by transformers' TikTokenConverter
         (Llama 3's Split + ByteLevel pipeline, ignore_merges) with <|begin_of_text|> added and a
@@ -46,6 +49,22 @@ def tiktoken(outdir, texts, out):
     decoded = [enc.decode_bytes(i).decode("utf-8", errors="surrogateescape") for i in ids]
     with open(out, "w", encoding="utf-8") as f:
         json.dump({"ids": ids, "decoded": decoded}, f, ensure_ascii=False)
+
+
+def tiktoken_pattern(name, texts, out):
+    """tiktoken's ids for cl100k_base's ranks split with the pattern of encoding NAME (r50k_base,
+    o200k_base), the pattern as tiktoken_ext.openai_public defines it."""
+    import tiktoken as tk
+    import tiktoken_ext.openai_public as public
+    from tiktoken.load import load_tiktoken_bpe
+    ranks = load_tiktoken_bpe(cl100k_file())
+    public.load_tiktoken_bpe = lambda *args, **kwargs: ranks  # no download: only the pattern is wanted
+    pattern = getattr(public, name)()["pat_str"]
+    enc = tk.Encoding(f"{name}_on_cl100k", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+    with open(texts, encoding="utf-8") as f:
+        items = json.load(f)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"pattern": pattern, "ids": [enc.encode_ordinary(t) for t in items]}, f, ensure_ascii=False)
 
 
 def llama3(outdir):
@@ -222,4 +241,4 @@ def train_cl100k(corpus, outdir, vocab_size):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"tiktoken": tiktoken, "llama3": llama3, "build": build, "run": run, "train_cl100k": train_cl100k}[cmd](*args)
+    {"tiktoken": tiktoken, "tiktoken_pattern": tiktoken_pattern, "llama3": llama3, "build": build, "run": run, "train_cl100k": train_cl100k}[cmd](*args)
