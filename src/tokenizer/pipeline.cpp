@@ -284,6 +284,14 @@ std::string utf8(char32_t cp) {
   return s;
 }
 
+/// {"type": "Sequence", key: [each step's JSON]}: the three Sequence components alike.
+template <class Steps>
+ojson sequence_json(const char* key, const Steps& steps) {
+  ojson list = ojson::array();
+  for (const auto& s : steps) list.push_back(s->to_json());
+  return {{"type", "Sequence"}, {key, list}};
+}
+
 // ------------------------------------------------------------------------------ normalizers
 
 struct UnicodeNormalizer final : Normalizer {
@@ -391,9 +399,7 @@ struct SequenceNormalizer final : Normalizer {
     for (const auto& s : steps) s->normalize(p);
   }
   ojson to_json() const override {
-    ojson list = ojson::array();
-    for (const auto& s : steps) list.push_back(s->to_json());
-    return {{"type", "Sequence"}, {"normalizers", list}};
+    return sequence_json("normalizers", steps);
   }
 };
 
@@ -849,9 +855,7 @@ struct SequenceDecoder final : Decoder {
     for (const auto& s : steps) s->decode(tokens);
   }
   ojson to_json() const override {
-    ojson list = ojson::array();
-    for (const auto& s : steps) list.push_back(s->to_json());
-    return {{"type", "Sequence"}, {"decoders", list}};
+    return sequence_json("decoders", steps);
   }
 };
 
@@ -937,9 +941,7 @@ void SequencePreTokenizer::pre_tokenize(std::vector<TextPiece>& pieces) const {
 }
 
 ojson SequencePreTokenizer::to_json() const {
-  ojson list = ojson::array();
-  for (const auto& s : steps) list.push_back(s->to_json());
-  return {{"type", "Sequence"}, {"pretokenizers", list}};
+  return sequence_json("pretokenizers", steps);
 }
 
 Pipeline Pipeline::gpt2(bool add_prefix_space) {
