@@ -10,6 +10,8 @@
 #include <iostream>
 #include <string>
 
+#include "lathe/core/denormals.hpp"
+
 namespace {
 
 /// A test name as a Catch test spec that matches exactly it.
@@ -30,6 +32,7 @@ bool is_gpu(const Catch::TestCase& tc) {
 }  // namespace
 
 int main(int argc, char* argv[]) {
+  lathe::core::flush_denormals_by_default();  // as the lathe command does, so both compute alike
   Catch::Session session;
   if (int rc = session.applyCommandLine(argc, argv); rc != 0) return rc;
   const auto& cfg = session.config();

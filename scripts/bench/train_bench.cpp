@@ -18,6 +18,7 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 
+#include "lathe/core/denormals.hpp"
 #include "lathe/models/gpt.hpp"
 #include "lathe/train/optimizer.hpp"
 
@@ -32,6 +33,7 @@ long peak_rss_kb() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  lathe::core::flush_denormals_by_default();  // as the lathe command does
   int64_t layers = 6, width = 384, heads = 6, seq = 256, batch = 8, vocab = 8192, steps = 10, warmup = 3;
   std::string mode = "train";
   bool bf16 = false;

@@ -25,6 +25,7 @@
 #include "lathe/core/console.hpp"
 #include "lathe/core/env_info.hpp"
 #include "lathe/core/error.hpp"
+#include "lathe/core/denormals.hpp"
 #include "lathe/core/host_memory.hpp"
 #include "lathe/dist/world.hpp"
 #include "lathe/pipeline/run.hpp"
@@ -525,6 +526,7 @@ int run_command(const Command& c, int argc, char** argv) {
 
 int main(int argc, char** argv) {
   lathe::core::keep_freed_host_memory();
+  lathe::core::flush_denormals_by_default();
   const auto cmds = commands();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
