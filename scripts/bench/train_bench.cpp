@@ -3,9 +3,12 @@
 //
 //   lathe_bench_train --layers 6 --width 384 --heads 6 --seq 256 --batch 8 --vocab 8192
 //                     --steps 10 --warmup 3 --mode step|train [--bf16] [--device cpu|cuda]
+//                     [--profile trace.json]
 //
 // mode step: forward + backward only; mode train: + clipping and fused AdamW. On cuda each timed
-// step ends with the loss read back (a device synchronisation), as on the CPU.
+// step ends with the loss read back (a device synchronisation), as on the CPU. --profile records
+// the timed steps with LibTorch's profiler into a Chrome trace (scripts/bench/profile_step.py
+// reads it).
 
 #include <sys/resource.h>
 
@@ -13,10 +16,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "lathe/core/denormals.hpp"
 #include "lathe/models/gpt.hpp"
@@ -38,6 +43,7 @@ int main(int argc, char** argv) {
   std::string mode = "train";
   bool bf16 = false;
   std::string device_name = "cpu";
+  std::string profile;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(argv[++i]); };
@@ -52,6 +58,7 @@ int main(int argc, char** argv) {
     else if (a == "--mode") mode = next();
     else if (a == "--bf16") bf16 = true;
     else if (a == "--device") device_name = next();
+    else if (a == "--profile") profile = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -75,7 +82,9 @@ int main(int argc, char** argv) {
   auto x = at::randint(0, vocab, {batch, seq}, at::kLong).to(device);
   auto y = at::randint(0, vocab, {batch, seq}, at::kLong).to(device);
   double seconds = 0, clip_s = 0, step_s = 0;  // whole steps; clipping and the update alone
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> recording;
   for (int64_t s = 0; s < warmup + steps; ++s) {
+    if (s == warmup && !profile.empty()) recording = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor loss;
     {
@@ -107,6 +116,7 @@ int main(int argc, char** argv) {
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) seconds += dt;
   }
+  recording.reset();  // writes the trace
   std::printf("{\"tokens_per_s\": %.1f, \"step_ms\": %.2f, \"clip_ms\": %.2f, \"update_ms\": %.2f, "
               "\"peak_rss_mb\": %.1f, \"delta_rss_mb\": %.1f, \"params\": %lld}\n",
               static_cast<double>(batch * seq * steps) / seconds, 1000.0 * seconds / static_cast<double>(steps),
