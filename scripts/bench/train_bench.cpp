@@ -24,6 +24,7 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "lathe/core/denormals.hpp"
+#include "lathe/core/host_memory.hpp"
 #include "lathe/models/gpt.hpp"
 #include "lathe/train/optimizer.hpp"
 
@@ -38,7 +39,9 @@ long peak_rss_kb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  lathe::core::flush_denormals_by_default();  // as the lathe command does
+  // As the lathe command starts: freed activations stay in the heap, denormals are flushed.
+  lathe::core::keep_freed_host_memory();
+  lathe::core::flush_denormals_by_default();
   int64_t layers = 6, width = 384, heads = 6, seq = 256, batch = 8, vocab = 8192, steps = 10, warmup = 3;
   std::string mode = "train";
   bool bf16 = false;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -25,7 +26,9 @@ namespace {
 /// One token from the last position's logits (V,), float32 on the CPU.
 int64_t choose(at::Tensor logits, const SamplingOptions& o, at::Generator& gen) {
   if (o.vocab_limit > 0 && o.vocab_limit < logits.size(0)) logits = logits.narrow(0, 0, o.vocab_limit);
-  if (o.temperature == 0) return logits.argmax().item<int64_t>();
+  // A temperature below the smallest normal float is greedy: with denormals flushed (lathe's
+  // default) it would divide as a zero.
+  if (o.temperature < std::numeric_limits<float>::min()) return logits.argmax().item<int64_t>();
   // Shifted by the maximum first: a tiny temperature sends the others to -inf, never to NaN.
   logits = (logits - logits.max()) / o.temperature;
   const auto neg_inf = -std::numeric_limits<float>::infinity();
