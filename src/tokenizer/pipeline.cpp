@@ -284,6 +284,18 @@ std::string utf8(char32_t cp) {
   return s;
 }
 
+/// ByteLevel's settings, as its pre-tokenizer, post-processor and decoder all read and write them.
+void read_byte_level(const Node& n, bool& add_prefix_space, bool& use_regex, bool& trim_offsets) {
+  add_prefix_space = n.boolean("add_prefix_space", true);
+  use_regex = n.boolean("use_regex", true);
+  trim_offsets = n.boolean("trim_offsets", true);
+}
+
+ojson byte_level_json(bool add_prefix_space, bool use_regex, bool trim_offsets) {
+  return {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", trim_offsets},
+          {"use_regex", use_regex}};
+}
+
 /// {"type": "Sequence", key: [each step's JSON]}: the three Sequence components alike.
 template <class Steps>
 ojson sequence_json(const char* key, const Steps& steps) {
@@ -481,10 +493,34 @@ struct WhitespaceSplitPreTokenizer final : PreTokenizer {
 
 enum class PrependScheme : uint8_t { Always, First, Never };
 
-struct MetaspacePreTokenizer final : PreTokenizer {
+/// What Metaspace's pre-tokenizer and decoder both carry.
+struct MetaspaceSettings {
   char32_t replacement = U'\u2581';
   PrependScheme scheme = PrependScheme::Always;
   bool split = true;
+
+  void read(const Node& n) {
+    replacement = read_char(n, "replacement", U'\u2581');
+    if (n.has("prepend_scheme")) {
+      const auto s = n.string("prepend_scheme", "always");
+      if (s == "always") scheme = PrependScheme::Always;
+      else if (s == "first") scheme = PrependScheme::First;
+      else if (s == "never") scheme = PrependScheme::Never;
+      else n.at("prepend_scheme").fail("'" + s + "' is not always, first or never");
+    } else if (n.has("add_prefix_space")) {  // files written before prepend_scheme existed
+      scheme = n.boolean("add_prefix_space", true) ? PrependScheme::Always : PrependScheme::Never;
+    }
+    split = n.boolean("split", true);
+  }
+  ojson json() const {
+    return {{"type", "Metaspace"},
+            {"replacement", utf8(replacement)},
+            {"prepend_scheme", scheme == PrependScheme::Always ? "always" : scheme == PrependScheme::First ? "first" : "never"},
+            {"split", split}};
+  }
+};
+
+struct MetaspacePreTokenizer final : PreTokenizer, MetaspaceSettings {
   void pre_tokenize(std::vector<TextPiece>& pieces) const override {
     const std::string rep = utf8(replacement);
     split_all(pieces, [&](const TextPiece& in, std::vector<TextPiece>& out) {
@@ -509,21 +545,14 @@ struct MetaspacePreTokenizer final : PreTokenizer {
                   false, out);
     });
   }
-  ojson to_json() const override {
-    return {{"type", "Metaspace"},
-            {"replacement", utf8(replacement)},
-            {"prepend_scheme", scheme == PrependScheme::Always ? "always" : scheme == PrependScheme::First ? "first" : "never"},
-            {"split", split}};
-  }
+  ojson to_json() const override { return json(); }
 };
 
 std::shared_ptr<const PreTokenizer> read_pre_tokenizer(const Node& n) {
   const auto type = n.type();
   if (type == "ByteLevel") {
     auto r = std::make_shared<ByteLevelPreTokenizer>();
-    r->add_prefix_space = n.boolean("add_prefix_space", true);
-    r->use_regex = n.boolean("use_regex", true);
-    r->trim_offsets = n.boolean("trim_offsets", true);
+    read_byte_level(n, r->add_prefix_space, r->use_regex, r->trim_offsets);
     return r;
   }
   if (type == "Split") {
@@ -547,17 +576,7 @@ std::shared_ptr<const PreTokenizer> read_pre_tokenizer(const Node& n) {
   if (type == "WhitespaceSplit") return std::make_shared<WhitespaceSplitPreTokenizer>();
   if (type == "Metaspace") {
     auto r = std::make_shared<MetaspacePreTokenizer>();
-    r->replacement = read_char(n, "replacement", U'\u2581');
-    if (n.has("prepend_scheme")) {
-      const auto s = n.string("prepend_scheme", "always");
-      if (s == "always") r->scheme = PrependScheme::Always;
-      else if (s == "first") r->scheme = PrependScheme::First;
-      else if (s == "never") r->scheme = PrependScheme::Never;
-      else n.at("prepend_scheme").fail("'" + s + "' is not always, first or never");
-    } else if (n.has("add_prefix_space")) {  // files written before prepend_scheme existed
-      r->scheme = n.boolean("add_prefix_space", true) ? PrependScheme::Always : PrependScheme::Never;
-    }
-    r->split = n.boolean("split", true);
+    r->read(n);
     return r;
   }
   if (type == "Sequence") {
@@ -676,8 +695,7 @@ struct ByteLevelPostProcessor final : PostProcessor {
     return e;
   }
   ojson to_json() const override {
-    return {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", trim_offsets},
-            {"use_regex", use_regex}};
+    return byte_level_json(add_prefix_space, use_regex, trim_offsets);
   }
 };
 
@@ -686,9 +704,7 @@ std::shared_ptr<const PostProcessor> read_post_processor(const Node& n,
   const auto type = n.type();
   if (type == "ByteLevel") {
     auto r = std::make_shared<ByteLevelPostProcessor>();
-    r->add_prefix_space = n.boolean("add_prefix_space", true);
-    r->trim_offsets = n.boolean("trim_offsets", true);
-    r->use_regex = n.boolean("use_regex", true);
+    read_byte_level(n, r->add_prefix_space, r->use_regex, r->trim_offsets);
     return r;
   }
   if (type == "TemplateProcessing") {
@@ -741,14 +757,11 @@ struct ByteLevelDecoder final : Decoder {
     tokens.assign(1, std::move(out));
   }
   ojson to_json() const override {
-    return {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+    return byte_level_json(true, true, true);
   }
 };
 
-struct MetaspaceDecoder final : Decoder {
-  char32_t replacement = U'\u2581';
-  PrependScheme scheme = PrependScheme::Always;
-  bool split = true;
+struct MetaspaceDecoder final : Decoder, MetaspaceSettings {
   void decode(std::vector<std::string>& tokens) const override {
     for (std::size_t i = 0; i < tokens.size(); ++i) {
       std::string out;
@@ -759,12 +772,7 @@ struct MetaspaceDecoder final : Decoder {
       tokens[i] = std::move(out);
     }
   }
-  ojson to_json() const override {
-    return {{"type", "Metaspace"},
-            {"replacement", utf8(replacement)},
-            {"prepend_scheme", scheme == PrependScheme::Always ? "always" : scheme == PrependScheme::First ? "first" : "never"},
-            {"split", split}};
-  }
+  ojson to_json() const override { return json(); }
 };
 
 struct ByteFallbackDecoder final : Decoder {
@@ -864,13 +872,7 @@ std::shared_ptr<const Decoder> read_decoder(const Node& n) {
   if (type == "ByteLevel") return std::make_shared<ByteLevelDecoder>();
   if (type == "Metaspace") {
     auto r = std::make_shared<MetaspaceDecoder>();
-    r->replacement = read_char(n, "replacement", U'\u2581');
-    const auto s = n.string("prepend_scheme", n.has("add_prefix_space") && !n.boolean("add_prefix_space", true) ? "never" : "always");
-    if (s == "always") r->scheme = PrependScheme::Always;
-    else if (s == "first") r->scheme = PrependScheme::First;
-    else if (s == "never") r->scheme = PrependScheme::Never;
-    else n.at("prepend_scheme").fail("'" + s + "' is not always, first or never");
-    r->split = n.boolean("split", true);
+    r->read(n);
     return r;
   }
   if (type == "ByteFallback") return std::make_shared<ByteFallbackDecoder>();
@@ -910,10 +912,7 @@ void ByteLevelPreTokenizer::pre_tokenize(std::vector<TextPiece>& pieces) const {
   });
 }
 
-ojson ByteLevelPreTokenizer::to_json() const {
-  return {{"type", "ByteLevel"}, {"add_prefix_space", add_prefix_space}, {"trim_offsets", trim_offsets},
-          {"use_regex", use_regex}};
-}
+ojson ByteLevelPreTokenizer::to_json() const { return byte_level_json(add_prefix_space, use_regex, trim_offsets); }
 
 void SplitPreTokenizer::pre_tokenize(std::vector<TextPiece>& pieces) const {
   split_all(pieces, [&](const TextPiece& p, std::vector<TextPiece>& out) {
