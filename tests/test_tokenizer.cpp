@@ -372,5 +372,7 @@ TEST_CASE("tokenizer: a vocab.txt is cased as its vocabulary is, whoever loads i
     CHECK(load_tokenizer(cased, options)->encode("The cat") == std::vector<int32_t>{5, 7});
     CHECK(load_tokenizer(cased, options)->encode("THE") == std::vector<int32_t>{1});
   }
-  CHECK(load_tokenizer(uncased, {.lowercase = false})->encode("The") == std::vector<int32_t>{1});  // --cased
+  LoadOptions keep_case;  // --cased
+  keep_case.lowercase = false;
+  CHECK(load_tokenizer(uncased, keep_case)->encode("The") == std::vector<int32_t>{1});
 }

@@ -366,14 +366,21 @@ struct LowercaseNormalizer final : Normalizer {
   ojson to_json() const override { return {{"type", "Lowercase"}}; }
 };
 
-struct ReplaceNormalizer final : Normalizer {
+/// What Replace's normalizer and decoder both carry: a pattern and its replacement.
+struct ReplaceSettings {
   std::shared_ptr<const Regex> pattern;
   bool is_string = true;
   std::string content;
-  void normalize(TextPiece& p) const override { replace_all(p, *pattern, content); }
-  ojson to_json() const override {
-    return {{"type", "Replace"}, {"pattern", pattern_json(*pattern, is_string)}, {"content", content}};
+  void read(const Node& n) {
+    pattern = read_pattern(n, is_string);
+    content = n.string("content", "");
   }
+  ojson json() const { return {{"type", "Replace"}, {"pattern", pattern_json(*pattern, is_string)}, {"content", content}}; }
+};
+
+struct ReplaceNormalizer final : Normalizer, ReplaceSettings {
+  void normalize(TextPiece& p) const override { replace_all(p, *pattern, content); }
+  ojson to_json() const override { return json(); }
 };
 
 struct PrependNormalizer final : Normalizer {
@@ -421,8 +428,7 @@ std::shared_ptr<const Normalizer> read_normalizer(const Node& n) {
   if (type == "Lowercase") return std::make_shared<LowercaseNormalizer>();
   if (type == "Replace") {
     auto r = std::make_shared<ReplaceNormalizer>();
-    r->pattern = read_pattern(n, r->is_string);
-    r->content = n.string("content", "");
+    r->read(n);
     return r;
   }
   if (type == "Prepend") {
@@ -841,10 +847,7 @@ struct StripDecoder final : Decoder {
   ojson to_json() const override { return {{"type", "Strip"}, {"content", utf8(content)}, {"start", start}, {"stop", stop}}; }
 };
 
-struct ReplaceDecoder final : Decoder {
-  std::shared_ptr<const Regex> pattern;
-  bool is_string = true;
-  std::string content;
+struct ReplaceDecoder final : Decoder, ReplaceSettings {
   void decode(std::vector<std::string>& tokens) const override {
     for (auto& t : tokens) {
       TextPiece p = TextPiece::of(t, 0);
@@ -852,9 +855,7 @@ struct ReplaceDecoder final : Decoder {
       t = std::move(p.text);
     }
   }
-  ojson to_json() const override {
-    return {{"type", "Replace"}, {"pattern", pattern_json(*pattern, is_string)}, {"content", content}};
-  }
+  ojson to_json() const override { return json(); }
 };
 
 struct SequenceDecoder final : Decoder {
@@ -886,8 +887,7 @@ std::shared_ptr<const Decoder> read_decoder(const Node& n) {
   }
   if (type == "Replace") {
     auto r = std::make_shared<ReplaceDecoder>();
-    r->pattern = read_pattern(n, r->is_string);
-    r->content = n.string("content", "");
+    r->read(n);
     return r;
   }
   if (type == "Sequence") {
