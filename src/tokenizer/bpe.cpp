@@ -85,18 +85,6 @@ namespace {
 
 uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b); }
 
-/// The Split(Isolated) + ByteLevel(no regex, no prefix) pipeline's pattern, if that is all it is.
-const Regex* single_split(const Pipeline& p) {
-  const auto* seq = dynamic_cast<const SequencePreTokenizer*>(p.pre_tokenizer.get());
-  if (!seq || seq->steps.size() != 2) return nullptr;
-  const auto* split = dynamic_cast<const SplitPreTokenizer*>(seq->steps[0].get());
-  const auto* byte_level = dynamic_cast<const ByteLevelPreTokenizer*>(seq->steps[1].get());
-  if (!split || !byte_level || split->invert || split->behavior != SplitBehavior::Isolated || byte_level->use_regex ||
-      byte_level->add_prefix_space)
-    return nullptr;
-  return split->pattern.get();
-}
-
 }  // namespace
 
 Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t>> merges, std::vector<int32_t> special,
@@ -111,7 +99,7 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
     if (pipeline_.pre_tokenizer.get() == byte_level && byte_level->use_regex) {
       route_ = Route::Gpt2;
       add_prefix_space_ = byte_level->add_prefix_space;
-    } else if ((split_ = single_split(pipeline_))) {
+    } else if ((split_ = pipeline_.split_pattern())) {
       route_ = Route::Regex;
     }
   }
@@ -378,14 +366,9 @@ void Bpe::encode_segment(std::string_view segment, std::size_t base, std::vector
       return;
     }
     case Route::Regex: {
-      // Split(Isolated): the matches and the text between them are the pieces.
-      std::size_t prev = 0;
-      split_->for_each_match(segment, [&](std::size_t b, std::size_t e) {
-        if (prev < b) encode_bytes(segment.substr(prev, b - prev), base + prev, ids, offsets);
-        if (e > b) encode_bytes(segment.substr(b, e - b), base + b, ids, offsets);
-        prev = e;
+      split_->for_each_piece(segment, [&](std::size_t b, std::size_t e) {
+        encode_bytes(segment.substr(b, e - b), base + b, ids, offsets);
       });
-      if (prev < segment.size()) encode_bytes(segment.substr(prev), base + prev, ids, offsets);
       return;
     }
     case Route::General: break;

@@ -981,6 +981,17 @@ const ByteLevelPreTokenizer* Pipeline::byte_level() const {
   return dynamic_cast<const ByteLevelPreTokenizer*>(last);
 }
 
+const Regex* Pipeline::split_pattern() const {
+  const auto* seq = dynamic_cast<const SequencePreTokenizer*>(pre_tokenizer.get());
+  if (!seq || seq->steps.size() != 2) return nullptr;
+  const auto* split = dynamic_cast<const SplitPreTokenizer*>(seq->steps[0].get());
+  const auto* byte_level = dynamic_cast<const ByteLevelPreTokenizer*>(seq->steps[1].get());
+  if (!split || !byte_level || split->invert || split->behavior != SplitBehavior::Isolated || byte_level->use_regex ||
+      byte_level->add_prefix_space)
+    return nullptr;
+  return split->pattern.get();
+}
+
 void Pipeline::to_json(ojson& j) const {
   j["normalizer"] = normalizer ? normalizer->to_json() : ojson(nullptr);
   j["pre_tokenizer"] = pre_tokenizer ? pre_tokenizer->to_json() : ojson(nullptr);

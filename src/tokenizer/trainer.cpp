@@ -22,13 +22,7 @@ using WordCounts = std::unordered_map<std::string, int64_t>;
 void count_words(std::string_view text, const Regex* split, WordCounts& counts) {
   auto add = [&](std::size_t b, std::size_t e) { ++counts[std::string(text.substr(b, e - b))]; };
   if (!split) return pretokenize_gpt2(text, add);
-  std::size_t prev = 0;
-  split->for_each_match(text, [&](std::size_t b, std::size_t e) {
-    if (prev < b) add(prev, b);
-    if (e > b) add(b, e);
-    prev = e;
-  });
-  if (prev < text.size()) add(prev, text.size());
+  split->for_each_piece(text, add);
 }
 
 /// Counts the words of `texts` on several threads and merges the per-thread tables.
@@ -187,9 +181,7 @@ Bpe train_byte_bpe(const std::vector<std::string>& texts, const BpeTrainerOption
   } catch (const Error& e) {
     throw Error("tokenizer.pre_tokenizer: " + std::string(e.what()));
   }
-  const auto* seq = dynamic_cast<const SequencePreTokenizer*>(pipeline.pre_tokenizer.get());
-  const auto* split = seq ? dynamic_cast<const SplitPreTokenizer*>(seq->steps.front().get()) : nullptr;
-  return train_from_counts(count_all(texts, split ? split->pattern.get() : nullptr, options.threads), options, pipeline);
+  return train_from_counts(count_all(texts, pipeline.split_pattern(), options.threads), options, pipeline);
 }
 
 namespace {

@@ -108,6 +108,9 @@ struct Pipeline {
 
   /// The ByteLevel pre-tokenizer when there is one (alone or last of a Sequence).
   const ByteLevelPreTokenizer* byte_level() const;
+  /// The pattern when the pre-tokenizer is exactly what byte_level_split() makes (one Split,
+  /// Isolated, not inverted, then ByteLevel without regex or prefix space); null otherwise.
+  const Regex* split_pattern() const;
 
   /// Writes "normalizer", "pre_tokenizer", "post_processor" and "decoder" into `j`.
   void to_json(nlohmann::ordered_json& j) const;

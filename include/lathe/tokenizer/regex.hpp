@@ -50,6 +50,19 @@ class Regex {
     }
   }
 
+  /// Calls f(begin, end) for each non-empty match and each stretch of text between matches, in
+  /// order: the pieces of a Split pre-tokenizer with behavior Isolated.
+  template <class F>
+  void for_each_piece(std::string_view text, F&& f) const {
+    std::size_t prev = 0;
+    for_each_match(text, [&](std::size_t b, std::size_t e) {
+      if (prev < b) f(prev, b);
+      if (e > b) f(b, e);
+      prev = e;
+    });
+    if (prev < text.size()) f(prev, text.size());
+  }
+
  private:
   struct Compiled;
   std::string pattern_;
