@@ -15,6 +15,7 @@
 #include "lathe/models/generate.hpp"
 #include "lathe/models/gpt.hpp"
 #include "lathe/models/hf.hpp"
+#include "lathe/models/store.hpp"
 #include "lathe/recipe/load.hpp"
 #include "support.hpp"
 #include "tiny_models.hpp"
@@ -30,6 +31,8 @@ namespace {
 constexpr double kLogitTol = 2e-5;
 constexpr double kGradTol = 2e-5;  // relative to the largest gradient entry of the tensor (or 1)
 constexpr double kLossTol = 1e-5;
+// bfloat16 weights and activations (8 significant bits) against float32 logits of a tiny model.
+constexpr double kBf16LogitTol = 0.05;
 
 void python(const std::vector<std::string>& args) { lathe::test::run_reference("hf_models.py", args); }
 
@@ -244,6 +247,86 @@ TEST_CASE("models: KV-cached generation gives the tokens of full recomputation a
   auto full_context = generate(model, prompt, greedy);
   CHECK(full_context.finish_reason == "context");
   CHECK(full_context.tokens.size() == 61);  // 64 positions fed, the token after the last one too
+}
+
+namespace {
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Every parameter of `a` equals `b`'s bit for bit, under the same names.
+void check_same_parameters(torch::nn::Module& a, torch::nn::Module& b) {
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (const auto& item : pa) {
+    INFO(item.key());
+    REQUIRE(pb.find(item.key()));
+    CHECK(at::equal(item.value(), pb[item.key()]));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("models: mapped loading reads what copying reads and never writes the file", "[models][reference]") {
+  Reference ref("gpt2");
+  // A transformers directory (GPT-2's Conv1D weights are transposed on the way in).
+  Gpt copied = load_hf_gpt(ref.hf());
+  Gpt mapped = load_hf_gpt(ref.hf(), lathe::io::Read::Map);
+  check_same_parameters(*copied, *mapped);
+  mapped->eval();
+  CHECK(max_diff(mapped(ref["input_ids"]), ref["logits"]) <= kLogitTol);
+
+  // A lathe model file: parameters are views of the mapping; writing them leaves the file alone.
+  TempDir dir;
+  const auto file = dir.path() / "model.safetensors";
+  AnyModel any;
+  any.gpt = copied;
+  save_model(any, file);
+  const auto before = file_bytes(file);
+  auto loaded = load_model(file, ModelKind::Gpt, 0, lathe::io::Read::Map);
+  check_same_parameters(*copied, *loaded.gpt);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : loaded.gpt->parameters()) p.add_(1.0);
+  }
+  CHECK(file_bytes(file) == before);
+  check_same_parameters(*copied, *load_model(file, ModelKind::Gpt).gpt);
+  // The mapping outlives the file's name: replaced by rename (as lathe saves), the loaded model
+  // keeps the values it read.
+  save_model(make_model(ModelKind::Gpt, copied->options), file);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : loaded.gpt->parameters()) p.sub_(1.0);
+  }
+  auto again = load_model(file, ModelKind::Gpt);
+  CHECK_FALSE(at::equal(again.gpt->wte->weight, copied->wte->weight));  // the new file is another model
+  CHECK(max_diff(loaded.gpt->wte->weight, copied->wte->weight) <= 1e-6);  // +1 -1 in float32
+}
+
+TEST_CASE("models: bfloat16 cached decoding follows transformers' float32 logits", "[models][reference]") {
+  Reference ref("gpt2");
+  Gpt model = load_hf_gpt(ref.hf(), lathe::io::Read::Map);
+  model->to(at::kBFloat16);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto& ids = ref["input_ids"];  // (3, 16)
+  const auto& want = ref["logits"];    // transformers, float32, the whole sequence at once
+  // One token per step through the KV cache: the three rows together (3 rows per product), then
+  // row 0 alone (1 row), as `lathe generate` decodes a batch and a single prompt.
+  for (int64_t rows : {3, 1}) {
+    INFO(rows << " rows per step");
+    auto cache = model->make_cache(rows, ids.size(1));
+    double worst = 0;
+    for (int64_t t = 0; t < ids.size(1); ++t) {
+      auto logits = model->forward(ids.narrow(0, 0, rows).narrow(1, t, 1), {}, &cache);
+      REQUIRE(logits.scalar_type() == at::kBFloat16);
+      worst = std::max(worst, max_diff(logits.select(1, 0), want.narrow(0, 0, rows).select(1, t)));
+    }
+    // Logits of this model are O(1)-O(10); bfloat16 keeps 8 bits: a few hundredths per logit.
+    CHECK(worst <= kBf16LogitTol);
+  }
 }
 
 TEST_CASE("models: Llama-style cached decoding equals full recomputation", "[models]") {

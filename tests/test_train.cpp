@@ -445,6 +445,17 @@ TEST_CASE("train: lathe run goes from text to samples and skips finished stages"
   CHECK(gen.code == 0);
   CHECK(gen.out.starts_with("In the beginning"));
   CHECK(gen.err.find("[8 tokens, length]") != std::string::npos);
+  // bfloat16 weights (the decoding product of few rows); fp16 is CUDA's only.
+  auto bf16 = lathe::test::run_lathe({"generate", recipe.string(), "--prompt", "In the beginning", "--greedy",
+                                      "--max-new-tokens", "8", "--dtype", "bf16"});
+  INFO(bf16.err);
+  CHECK(bf16.code == 0);
+  CHECK(bf16.out.starts_with("In the beginning"));
+  CHECK(bf16.err.find("[8 tokens, length]") != std::string::npos);
+  auto fp16 = lathe::test::run_lathe({"generate", recipe.string(), "--prompt", "x", "--dtype", "fp16"});
+  CHECK(fp16.code != 0);
+  CHECK(fp16.err.find("generate.dtype: fp16 runs on CUDA only") != std::string::npos);
+  CHECK(fp16.out.empty());
 }
 
 TEST_CASE("train: BERT classification learns a keyword task and starts from a masked-LM checkpoint",

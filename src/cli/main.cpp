@@ -14,6 +14,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <optional>
 #include <functional>
@@ -228,20 +229,33 @@ int cmd_generate(const cxxopts::ParseResult& r) {
   if (r.count("seed")) req.sampling.seed = r["seed"].as<uint64_t>();
   if (r.count("greedy")) req.sampling.temperature = 0;
   if (r.count("stop")) req.stop = r["stop"].as<std::vector<std::string>>();
+  if (r.count("dtype")) {
+    auto dtype = lathe::recipe::parse_enum<lathe::recipe::Precision>(r["dtype"].as<std::string>());
+    if (!dtype) throw UsageError("--dtype must be fp32, bf16 or fp16");
+    req.dtype = *dtype;
+  }
   try {
     req.sampling.validate();
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
   lathe::pipeline::Generator generator(req);  // loads first: an error is not mixed into a prompt
+  using Clock = std::chrono::steady_clock;
+  auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   if (generator.prompts() > 1) {
     // Several prompts run as one batch (one forward per step for all); each is printed whole.
+    const auto start = Clock::now();
     const auto samples = generator.generate_all();
+    const double took = seconds(start, Clock::now());
+    int64_t total = 0;
     for (std::size_t i = 0; i < samples.size(); ++i) {
       std::cout << samples[i].prompt << samples[i].text << "\n" << (i + 1 < samples.size() ? "---\n" : "")
                 << std::flush;
       std::cerr << fmt::format("[{} tokens, {}]\n", samples[i].tokens, samples[i].finish_reason);
+      total += samples[i].tokens;
     }
+    std::cerr << fmt::format("batch of {}: {} tokens in {:.2f} s, {:.1f} tokens/s\n", samples.size(), total, took,
+                             static_cast<double>(total) / took);
     return kOk;
   }
   for (std::size_t i = 0; i < generator.prompts(); ++i) {
@@ -252,14 +266,23 @@ int cmd_generate(const cxxopts::ParseResult& r) {
       if (!echoed) std::cout << req.prompts[i];
       echoed = true;
     };
+    const auto start = Clock::now();
+    std::optional<Clock::time_point> first;
     auto sample = generator.generate(i, [&](const std::string& piece) {
+      if (!first) first = Clock::now();
       echo();
       std::cout << piece << std::flush;
     });
+    const auto end = Clock::now();
     echo();
     std::cout << "\n";
     if (i + 1 < generator.prompts()) std::cout << "---\n";
-    std::cerr << fmt::format("[{} tokens, {}]\n", sample.tokens, sample.finish_reason);
+    // Decode speed: the tokens after the first over the time after the first piece was shown.
+    std::string timing;
+    if (first && sample.tokens > 1 && end > *first)
+      timing = fmt::format(" first text after {:.3f} s, then {:.1f} tokens/s", seconds(start, *first),
+                           static_cast<double>(sample.tokens - 1) / seconds(*first, end));
+    std::cerr << fmt::format("[{} tokens, {}]{}\n", sample.tokens, sample.finish_reason, timing);
   }
   return kOk;
 }
@@ -439,7 +462,9 @@ std::vector<Command> commands() {
              "greedy", "Greedy decoding (temperature 0)")("top-k", "Top-k (0: off)", cxxopts::value<int64_t>())(
              "top-p", "Nucleus probability (1: off)", cxxopts::value<double>())(
              "seed", "Sampling seed", cxxopts::value<uint64_t>())(
-             "stop", "A string that ends generation (repeatable)", cxxopts::value<std::vector<std::string>>());
+             "stop", "A string that ends generation (repeatable)", cxxopts::value<std::vector<std::string>>())(
+             "dtype", "fp32, bf16 or fp16 (CUDA) weights and activations (default: generate.dtype)",
+             cxxopts::value<std::string>());
        }),
        cmd_generate},
       {"tokenizer train", "RECIPE", "Train the recipe's tokenizer into <out_dir>/tokenizer.json",

@@ -6,7 +6,12 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <set>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
@@ -28,6 +33,28 @@ std::string dtype_name(at::ScalarType t) {
     if (type == t) return name;
   throw Error(std::string("safetensors cannot store dtype ") + c10::toString(t));
 }
+
+/// A whole file mapped copy-on-write; unmapped with its last tensor.
+class Mapping {
+ public:
+  explicit Mapping(const fs::path& path, uint64_t size) : size_(size) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error("cannot open safetensors file '" + path.string() + "': " + std::strerror(errno));
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    const int err = errno;
+    ::close(fd);
+    if (p == MAP_FAILED) throw Error("cannot map safetensors file '" + path.string() + "': " + std::strerror(err));
+    base_ = static_cast<char*>(p);
+  }
+  ~Mapping() { ::munmap(base_, size_); }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  char* data() const { return base_; }
+
+ private:
+  char* base_ = nullptr;
+  uint64_t size_ = 0;
+};
 
 }  // namespace
 
@@ -64,7 +91,7 @@ void save_safetensors(const fs::path& path, const std::vector<std::pair<std::str
   write_file_atomic(path, out);
 }
 
-Safetensors load_safetensors(const fs::path& path) {
+Safetensors load_safetensors(const fs::path& path, Read read) {
   const std::string name = path.string();
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read safetensors file '" + name + "'");
@@ -132,7 +159,16 @@ Safetensors load_safetensors(const fs::path& path) {
   for (std::size_t i = 1; i < entries.size(); ++i)
     if (entries[i].begin < entries[i - 1].end)
       throw Error(name + ": tensors '" + entries[i - 1].name + "' and '" + entries[i].name + "' overlap");
+  std::shared_ptr<Mapping> mapping;
+  if (read == Read::Map && !entries.empty()) mapping = std::make_shared<Mapping>(path, size);
   for (const auto& e : entries) {
+    const uint64_t at_byte = 8 + n + e.begin;
+    if (mapping && at_byte % c10::elementSize(e.type) == 0) {
+      // The tensor holds the mapping: it is unmapped when the last view goes.
+      out.tensors.emplace_back(e.name, at::from_blob(mapping->data() + at_byte, e.shape, [mapping](void*) {},
+                                                     at::TensorOptions().dtype(e.type)));
+      continue;
+    }
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
     in.seekg(static_cast<std::streamoff>(8 + n + e.begin));
     if (!in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin)))

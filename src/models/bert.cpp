@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include "lathe/nn/init.hpp"
+
 namespace lathe::models {
 namespace {
 
@@ -18,6 +20,7 @@ nn::NormOptions norm_options(const ModelOptions& o) {
 
 /// BERT's init: every matrix and table N(0, std), biases 0, norms 1, the [PAD] row 0.
 void init_bert_parameters(torch::nn::Module& m, const BertModelImpl& bert) {
+  if (nn::init_skipped()) return;
   torch::NoGradGuard no_grad;
   for (auto& p : nn::roles_of(m)) {
     if (p.role == nn::Role::Bias) p.tensor.zero_();

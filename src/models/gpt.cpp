@@ -8,6 +8,9 @@
 
 #include <ATen/ATen.h>
 
+#include "lathe/nn/gemv.hpp"
+#include "lathe/nn/init.hpp"
+
 namespace lathe::models {
 namespace {
 
@@ -41,6 +44,7 @@ GptImpl::GptImpl(ModelOptions o) : options(std::move(o)) {
 }
 
 void GptImpl::reset_parameters() {
+  if (nn::init_skipped()) return;
   torch::NoGradGuard no_grad;
   const double std = options.init_std;
   const double proj_std = std / std::sqrt(2.0 * static_cast<double>(options.n_layer));
@@ -101,7 +105,7 @@ void GptImpl::separate_head() {
 }
 
 torch::Tensor GptImpl::logits(const torch::Tensor& h) {
-  return lm_head ? lm_head(h) : at::linear(h, wte->weight);
+  return lm_head ? lm_head(h) : nn::linear(h, wte->weight);
 }
 
 torch::Tensor GptImpl::forward(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {

@@ -15,6 +15,8 @@
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/safetensors.hpp"
+#include "lathe/models/store.hpp"
+#include "lathe/nn/init.hpp"
 
 namespace lathe::models {
 namespace fs = std::filesystem;
@@ -154,8 +156,9 @@ std::string shape_str(at::IntArrayRef s) {
 /// `optional` may be absent from the file: those tensors keep their initialisation and are
 /// listed in `initialized`.
 void load_tensors(torch::nn::Module& model, const Table& table, const fs::path& file, const Layout& layout,
-                  const std::vector<std::string>& optional = {}, std::vector<std::string>* initialized = nullptr) {
-  auto st = io::load_safetensors(file);
+                  const std::vector<std::string>& optional = {}, std::vector<std::string>* initialized = nullptr,
+                  io::Read read = io::Read::Copy) {
+  auto st = io::load_safetensors(file, read);
   std::map<std::string, at::Tensor> theirs;
   for (auto& [name, t] : st.tensors) theirs[normalize(name, layout)] = t;
   auto params = model.named_parameters();
@@ -225,7 +228,7 @@ void load_tensors(torch::nn::Module& model, const Table& table, const fs::path& 
     throw Error(msg);
   }
   torch::NoGradGuard no_grad;
-  for (auto& [param, value] : assign) param.copy_(value.to(param.dtype()));
+  for (auto& [param, value] : assign) assign_parameter(param, value);
 }
 
 // ---------------------------------------------------------------- saving
@@ -491,12 +494,15 @@ fs::path weights_file(const fs::path& dir) {
 
 }  // namespace
 
-Gpt load_hf_gpt(const fs::path& dir) {
+Gpt load_hf_gpt(const fs::path& dir, io::Read read) {
   auto options = read_hf_gpt_config(dir);
   const bool llama = options.position == nn::Position::Rope;
-  Gpt model(options);
+  Gpt model = [&] {
+    nn::SkipInitGuard skip_init;  // every parameter is read (or the file is refused)
+    return Gpt(options);
+  }();
   load_tensors(*model, llama ? llama_table(options) : gpt2_table(options), weights_file(dir),
-               llama ? kLlamaLayout : kGpt2Layout);
+               llama ? kLlamaLayout : kGpt2Layout, {}, nullptr, read);
   return model;
 }
 

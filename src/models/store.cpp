@@ -12,6 +12,7 @@
 #include "lathe/core/error.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/hf.hpp"
+#include "lathe/nn/init.hpp"
 #include "lathe/nn/linear.hpp"
 
 namespace lathe::models {
@@ -139,7 +140,14 @@ void save_model(const AnyModel& model, const fs::path& path) {
   io::save_safetensors(path, tensors, {{"format", "pt"}, {"lathe.model", meta.dump()}});
 }
 
-AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels) {
+void assign_parameter(at::Tensor& param, const at::Tensor& value) {
+  if (value.scalar_type() == param.scalar_type() && value.device() == param.device() && value.is_contiguous())
+    param.set_data(value);
+  else
+    param.copy_(value);
+}
+
+AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels, io::Read read) {
   if (fs::is_directory(path) && is_hf_model_dir(path)) {
     const auto type = io::read_json(path / "config.json").value("model_type", "");
     AnyModel m;
@@ -151,12 +159,12 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
     } else {
       if (want && *want != ModelKind::Gpt)
         throw Error(path.string() + ": a " + type + " model cannot be used as a BERT model");
-      m.gpt = load_hf_gpt(path);
+      m.gpt = load_hf_gpt(path, read);
     }
     return m;
   }
   const fs::path file = fs::is_directory(path) ? path / "model.safetensors" : path;
-  auto st = io::load_safetensors(file);
+  auto st = io::load_safetensors(file, read);
   auto it = st.metadata.find("lathe.model");
   if (it == st.metadata.end())
     throw Error(file.string() + ": no lathe.model metadata (not a lathe model file; a Hugging Face model is read "
@@ -173,6 +181,7 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
       throw Error("written by a newer lathe (format_version " + meta.at("format_version").dump() + ")");
     const auto kind = meta.at("kind").get<std::string>();
     const auto& opts = meta.at("options");
+    nn::SkipInitGuard skip_init;  // every parameter is read below (or the file is refused)
     if (kind == "gpt") m = make_model(ModelKind::Gpt, options_from_json(Arch::Gpt, opts));
     else if (kind == "bert_masked_lm") m = make_model(ModelKind::BertMaskedLm, options_from_json(Arch::Bert, opts));
     else if (kind == "bert_classifier") m = make_model(ModelKind::BertClassifier, options_from_json(Arch::Bert, opts));
@@ -222,7 +231,7 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
     auto it = stored.find(item.key());
     if (it == stored.end()) missing.push_back(item.key());
     else if (it->second.sizes() != item.value().sizes()) wrong.push_back(item.key());
-    else item.value().copy_(it->second);
+    else assign_parameter(item.value(), it->second);
     if (it != stored.end()) stored.erase(it);
   }
   if (!missing.empty() || !wrong.empty() || !stored.empty()) {

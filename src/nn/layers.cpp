@@ -7,12 +7,22 @@
 #include <torch/nn/init.h>
 
 #include "lathe/nn/block.hpp"
+#include "lathe/nn/gemv.hpp"
+#include "lathe/nn/init.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/nn/mlp.hpp"
 #include "lathe/nn/norm.hpp"
 #include "lathe/nn/rotary.hpp"
 
 namespace lathe::nn {
+
+namespace {
+thread_local bool skip_init = false;
+}
+
+SkipInitGuard::SkipInitGuard() : previous_(skip_init) { skip_init = true; }
+SkipInitGuard::~SkipInitGuard() { skip_init = previous_; }
+bool init_skipped() { return skip_init; }
 
 NormImpl::NormImpl(const NormOptions& o) : options(o) {
   if (o.dim <= 0) throw std::invalid_argument("Norm: dim must be positive, got " + std::to_string(o.dim));
@@ -22,6 +32,7 @@ NormImpl::NormImpl(const NormOptions& o) : options(o) {
 }
 
 void NormImpl::reset_parameters() {
+  if (init_skipped()) return;
   torch::NoGradGuard no_grad;
   weight.fill_(1.0);
   if (bias.defined()) bias.zero_();
@@ -37,14 +48,15 @@ LinearImpl::LinearImpl(const LinearOptions& o) : options(o) {
     throw std::invalid_argument("Linear: in and out must be positive, got " + std::to_string(o.in) + " -> " +
                                 std::to_string(o.out));
   torch::NoGradGuard no_grad;
-  weight = add(*this, "weight", torch::empty({o.out, o.in}, o.device).normal_(0.0, 0.02), o.role);
-  if (o.bias) bias = add(*this, "bias", torch::zeros({o.out}, o.device), Role::Bias);
+  weight = add(*this, "weight", torch::empty({o.out, o.in}, o.device), o.role);
+  if (!init_skipped()) weight.normal_(0.0, 0.02);
+  if (o.bias) bias = add(*this, "bias", init_skipped() ? torch::empty({o.out}, o.device) : torch::zeros({o.out}, o.device), Role::Bias);
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   if (input_observer) input_observer(x);
   if (quantized_) return quantized_->linear(x, bias);
-  return at::linear(x, weight, bias);
+  return nn::linear(x, weight, bias);
 }
 
 void LinearImpl::quantize(QuantizedWeight q) {
@@ -80,7 +92,9 @@ EmbeddingImpl::EmbeddingImpl(const EmbeddingOptions& o) : options(o) {
     throw std::invalid_argument("Embedding: padding_idx " + std::to_string(o.padding_idx) + " is outside the " +
                                 std::to_string(o.count) + " rows");
   torch::NoGradGuard no_grad;
-  weight = add(*this, "weight", torch::empty({o.count, o.dim}, o.device).normal_(0.0, 0.02), Role::Embedding);
+  weight = add(*this, "weight", torch::empty({o.count, o.dim}, o.device), Role::Embedding);
+  if (init_skipped()) return;
+  weight.normal_(0.0, 0.02);
   if (o.padding_idx >= 0) weight[o.padding_idx].zero_();
 }
 

@@ -136,6 +136,7 @@ GenerateRequest generate_request(const recipe::Recipe& r) {
   req.sampling.seed = static_cast<uint64_t>(r.run.seed);
   req.stop = r.generate.stop;
   req.device = r.run.device;
+  req.dtype = r.generate.dtype;
   return req;
 }
 
@@ -150,12 +151,19 @@ struct Generator::State {
 Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State>()) {
   auto& s = *state_;
   s.req = req;
-  s.loaded = models::load_model(req.model, models::ModelKind::Gpt);
+  // Mapped: the weights are read as the first forward uses them, nothing is copied.
+  s.loaded = models::load_model(req.model, models::ModelKind::Gpt, /*num_labels=*/0, io::Read::Map);
   s.tok = tokenizer::load_tokenizer(req.tokenizer);
   if (s.tok->vocab_size() > s.loaded.vocab_size())
     throw Error(fmt::format("vocabulary mismatch: {} has {} tokens, the model {} has {} embedding rows",
                             req.tokenizer.string(), s.tok->vocab_size(), req.model.string(), s.loaded.vocab_size()));
-  s.loaded.gpt->to(train::model_device(s.loaded, req.device));
+  const auto device = train::model_device(s.loaded, req.device);
+  if (req.dtype == recipe::Precision::Fp16 && !device.is_cuda())
+    throw Error("generate.dtype: fp16 runs on CUDA only (this run is on the " + device.str() + "); use bf16 or fp32");
+  const auto dtype = req.dtype == recipe::Precision::Bf16   ? at::kBFloat16
+                     : req.dtype == recipe::Precision::Fp16 ? at::kHalf
+                                                            : at::kFloat;
+  s.loaded.gpt->to(device, dtype);
   s.eos = s.tok->token_to_id("<|endoftext|>");
   if (s.eos < 0) s.eos = s.tok->token_to_id("[SEP]");
   s.sampling = req.sampling;

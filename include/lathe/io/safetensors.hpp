@@ -33,8 +33,19 @@ struct Safetensors {
 void save_safetensors(const std::filesystem::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
+/// How load_safetensors reads the tensor data.
+enum class Read {
+  Copy,  // into memory the tensors own
+  /// The tensors are views of the file mapped copy-on-write (MAP_PRIVATE): nothing is copied, a
+  /// page is read when first used, and a write changes this process's copy only. The mapping
+  /// lives while any of the tensors does. The file must not be rewritten in place meanwhile
+  /// (lathe replaces its files by rename, which leaves a mapping intact). A tensor whose data is
+  /// not aligned to its element size is copied instead.
+  Map,
+};
+
 /// Reads a file into CPU tensors. Throws lathe::Error naming the file (and tensor) for a
 /// truncated file, a bad header, an unknown dtype, or offsets that disagree with shapes.
-Safetensors load_safetensors(const std::filesystem::path& path);
+Safetensors load_safetensors(const std::filesystem::path& path, Read read = Read::Copy);
 
 }  // namespace lathe::io

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "lathe/io/safetensors.hpp"
 #include "lathe/models/bert.hpp"
 #include "lathe/models/gpt.hpp"
 
@@ -24,8 +25,9 @@ ModelOptions read_hf_gpt_config(const std::filesystem::path& dir);
 /// Reads config.json of a bert model (num_labels from id2label / num_labels when present).
 ModelOptions read_hf_bert_config(const std::filesystem::path& dir);
 
-/// Builds the model described by config.json and loads model.safetensors into it.
-Gpt load_hf_gpt(const std::filesystem::path& dir);
+/// Builds the model described by config.json and loads model.safetensors into it (`read`: see
+/// load_model).
+Gpt load_hf_gpt(const std::filesystem::path& dir, io::Read read = io::Read::Copy);
 BertForMaskedLM load_hf_bert_mlm(const std::filesystem::path& dir);
 /// Fine-tuning start: from a classifier directory, or from a BERT pre-training / masked-LM /
 /// base-model directory, in which case the pooler (when absent) and the classifier keep their

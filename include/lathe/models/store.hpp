@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "lathe/io/safetensors.hpp"
 #include "lathe/models/bert.hpp"
 #include "lathe/models/gpt.hpp"
 #include "lathe/nn/quantized.hpp"
@@ -46,12 +47,18 @@ std::map<std::string, const nn::QuantizedWeight*> quantized_layers(const AnyMode
 /// the metadata; load_model rebuilds it.
 void save_model(const AnyModel& model, const std::filesystem::path& path);
 
+/// Makes `value` the parameter's values: `param` takes `value` as its data when it is stored as
+/// the parameter keeps it (dtype, device, contiguous) and copies (converts) it in otherwise.
+void assign_parameter(at::Tensor& param, const at::Tensor& value);
+
 /// Reads a lathe model file (or a directory holding one as model.safetensors, e.g. a
 /// checkpoint), or a Hugging Face directory (config.json + model.safetensors) of
 /// gpt2, llama or bert. `want`: the kind the caller needs (a BERT masked-LM or base directory
 /// becomes a classifier with fresh head for BertClassifier; num_labels > 0 sets its classes).
-/// Errors name the file.
+/// Errors name the file. `read`: io::Read::Map makes the parameters views of the mapped file
+/// where they are stored as the model keeps them (nothing copied, for inference: lathe generate).
+/// Parameters a file holds are not initialized before they are read.
 AnyModel load_model(const std::filesystem::path& path, std::optional<ModelKind> want = std::nullopt,
-                    int64_t num_labels = 0);
+                    int64_t num_labels = 0, io::Read read = io::Read::Copy);
 
 }  // namespace lathe::models

@@ -131,6 +131,7 @@ struct GenerateRequest {
   models::SamplingOptions sampling; // stop_tokens: the end-of-text token is added
   std::vector<std::string> stop;    // strings that end a generation
   recipe::Device device = recipe::Device::Auto;
+  recipe::Precision dtype = recipe::Precision::Fp32;  // of the weights and activations
 };
 
 /// The request a recipe's generate section makes (prompts, sampling, stop strings, device,

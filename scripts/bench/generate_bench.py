@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Text generation on the CPU: `lathe generate` vs transformers' `generate`, same weights, side by
+side in one run.
+
+    .venv/bin/python scripts/bench/generate_bench.py [--layers 12 --width 768 --heads 12
+        --vocab 50257 --new 128 --rounds 3 --batch 8] [--dtypes fp32,bf16] [--out DIR]
+
+The model is GPT-2 124M's shape with random weights (seed 0), written by transformers
+(`save_pretrained`, model.safetensors) into DIR/model with a byte-level BPE tokenizer trained by
+HF `tokenizers` on data/kjv (its vocabulary is smaller than the model's: both sides are held to
+the tokenizer's ids, lathe by its vocabulary limit, transformers by `suppress_tokens` on the
+rest). Greedy, 128 new tokens, no stop token, batch 1.
+
+Each side runs as its own process, launched by this script, which timestamps every chunk of its
+stdout as it arrives (both print each token as it is chosen and flush):
+  first token = launch to the first generated text (process start, imports, load, prompt);
+  decode tok/s = (tokens - 1) / (last chunk - first chunk).
+fp32 compares lathe fp32 with transformers fp32; bf16 compares lathe with --dtype bf16 (weights
+and activations bfloat16) with transformers in bfloat16 (`torch_dtype=torch.bfloat16`) and the
+ratio to transformers fp32 as well. The batched line runs --batch prompts at once (lathe: several
+--prompt, one forward per step for all; transformers: left padding, one generate call) and prints
+total tokens/s and the ratio to one prompt. Rounds alternate the peers; medians are compared.
+Greedy tokens are compared too (fp32: they should be identical).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LATHE = os.path.join(os.environ.get("LATHE_BUILD_DIR", os.path.join(ROOT, "build")), "lathe")
+PROMPT = "In the beginning God created the heaven and the earth. And the earth was without form"
+PROMPTS = [
+    PROMPT,
+    "And God said, Let there be light",
+    "The LORD is my shepherd; I shall not want.",
+    "Blessed are the meek: for they shall inherit the earth.",
+    "And it came to pass in those days, that there went out a decree",
+    "Vanity of vanities, saith the preacher",
+    "For God so loved the world",
+    "Wisdom is the principal thing; therefore get wisdom",
+]
+
+HF_CHILD = r"""
+import sys, json, time, warnings
+warnings.filterwarnings("ignore")
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers.generation.streamers import BaseStreamer
+path, dtype, new, limit, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+prompts = json.loads(sys.argv[6])
+torch.set_num_threads(int(sys.argv[7]))
+tok = PreTrainedTokenizerFast(tokenizer_file=path + "/tokenizer.json")
+model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.bfloat16 if dtype == "bf16" else torch.float32).eval()
+class Out(BaseStreamer):
+    def __init__(self):
+        self.first = True
+    def put(self, value):
+        if self.first:  # the prompt
+            self.first = False
+            return
+        sys.stdout.write("t"); sys.stdout.flush()
+    def end(self):
+        pass
+suppress = list(range(limit, model.config.vocab_size))
+with torch.inference_mode():
+    if batch == 1:
+        ids = torch.tensor([tok.encode(prompts[0])])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                             do_sample=False, suppress_tokens=suppress, streamer=Out(), pad_token_id=0)
+        gen = [out[0, ids.shape[1]:].tolist()]
+    else:
+        tok.pad_token = "!"
+        tok.padding_side = "left"
+        enc = tok(prompts[:batch], return_tensors="pt", padding=True)
+        out = model.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                             suppress_tokens=suppress, pad_token_id=tok.pad_token_id)
+        sys.stdout.write("t"); sys.stdout.flush()
+        gen = [row[enc["input_ids"].shape[1]:].tolist() for row in out]
+sys.stderr.write("TOKENS " + json.dumps(gen) + "\n")
+"""
+
+
+def timed_stream(cmd, env=None):
+    """Runs cmd; returns (launch->first stdout byte, launch->last stdout byte, launch->exit, stdout, stderr)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = last = None
+    chunks = []
+    while True:
+        b = os.read(p.stdout.fileno(), 65536)
+        if not b:
+            break
+        now = time.perf_counter()
+        first = first if first is not None else now
+        last = now
+        chunks.append(b)
+    err = p.stderr.read().decode()
+    p.wait()
+    end = time.perf_counter()
+    if p.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({p.returncode}):\n{err}")
+    return first - t0, last - t0, end - t0, b"".join(chunks).decode(errors="replace"), err
+
+
+def make_model(a, out):
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = os.path.join(out, "model")
+    if os.path.exists(os.path.join(path, "model.safetensors")):
+        return path
+    os.makedirs(path, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # No end-of-text token: neither side stops early.
+    trainer = trainers.BpeTrainer(vocab_size=8192, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train([os.path.join(ROOT, "data/kjv/kjv.txt")], trainer)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=a.layers, n_embd=a.width, n_head=a.heads, vocab_size=a.vocab, n_positions=1024,
+                     bos_token_id=None, eos_token_id=None)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=8, help="prompts of the batched line (0: skip it)")
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--out", default="/tmp/lathe-generate-bench")
+    ap.add_argument("--json", default="", help="also write the medians to this file")
+    a = ap.parse_args()
+    path = make_model(a, a.out)
+    with open(os.path.join(path, "tokenizer.json")) as f:
+        limit = len(json.load(f)["model"]["vocab"])
+    py = sys.executable
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+
+    def lathe(dtype, prompts):
+        cmd = [LATHE, "generate", "--model", path, "--greedy", "--max-new-tokens", str(a.new), ] + ([] if dtype == "fp32" else ["--dtype", dtype])
+        for p in prompts:
+            cmd += ["--prompt", p]
+        first, last, end, out, err = timed_stream(cmd, env)
+        counts = [int(line.split()[0][1:]) for line in err.splitlines() if line.startswith("[") and "tokens" in line]
+        return first, last, end, sum(counts), err
+
+    def hf(dtype, prompts):
+        cmd = [py, "-c", HF_CHILD, path, dtype, str(a.new), str(limit), str(len(prompts)), json.dumps(prompts),
+               str(a.threads)]
+        first, last, end, out, err = timed_stream(cmd, env)
+        tokens = json.loads(err.split("TOKENS ", 1)[1].splitlines()[0])
+        return first, last, end, sum(len(t) for t in tokens), tokens
+
+    results = {}
+    print(f"GPT {a.layers}x{a.width} vocab {a.vocab} (tokenizer {limit}), greedy, {a.new} new tokens, "
+          f"{a.threads} threads, {a.rounds} rounds (medians)")
+    for dtype in a.dtypes.split(","):
+        rows = {"lathe": [], "transformers": []}
+        for _ in range(a.rounds):
+            f, l, e, n, _ = lathe(dtype, [PROMPT])
+            rows["lathe"].append((f, (n - 1) / (l - f), e))
+            f, l, e, n, toks = hf(dtype, [PROMPT])
+            rows["transformers"].append((f, (n - 1) / (l - f), e))
+        med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in rows.items()}
+        results[dtype] = med
+        for k, (f, tps, e) in med.items():
+            print(f"  {dtype:5s} {k:13s} first token {f:6.2f} s   decode {tps:7.1f} tok/s   total {e:6.2f} s")
+        print(f"  {dtype:5s} lathe / transformers: decode {med['lathe'][1] / med['transformers'][1]:.2f}x, "
+              f"first token {med['transformers'][0] / med['lathe'][0]:.2f}x sooner")
+    if "bf16" in results and "fp32" in results:
+        print(f"  lathe bf16 / transformers fp32 decode: "
+              f"{results['bf16']['lathe'][1] / results['fp32']['transformers'][1]:.2f}x")
+    if a.batch > 1:
+        prompts = PROMPTS[: a.batch]
+        one, many = [], []
+        for _ in range(a.rounds):
+            f, l, e, n, _ = lathe("fp32", [PROMPT])
+            one.append(n / (e - f) if e > f else 0)
+            f, l, e, n, _ = lathe("fp32", prompts)
+            many.append(n / (e - 0))
+        # batched: the whole run's tokens over the time from launch (the rows print at the end)
+        f1, l1, e1, n1, _ = lathe("fp32", [PROMPT])
+        print(f"  batch {a.batch} lathe fp32: {statistics.median(many):.1f} tok/s (launch to exit) vs "
+              f"{n1 / e1:.1f} tok/s for one prompt: {statistics.median(many) / (n1 / e1):.2f}x")
+        results["batch"] = {"tok_s": statistics.median(many), "one_tok_s": n1 / e1}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+// small_rows_linear (the decoding product on bfloat16 weights) against LibTorch's float32
+// at::linear on the same bfloat16 values: the only difference allowed is the final rounding to
+// bfloat16 (and float sums in another order).
+
+#include <catch2/catch.hpp>
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
+#include "lathe/nn/gemv.hpp"
+
+namespace {
+
+/// |ours - reference| / (|reference| + 1): one bfloat16 rounding is at most 2^-8 relative, plus
+/// float32 sums of a few thousand terms in another order.
+double rel_err(const at::Tensor& ours, const at::Tensor& ref) {
+  return ((ours.to(at::kFloat) - ref).abs() / (ref.abs() + 1)).max().item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("nn: small-rows bfloat16 linear equals at::linear in float32 up to the final rounding", "[nn]") {
+  if (!__builtin_cpu_supports("avx512f")) {
+    WARN("no AVX-512 on this CPU: small_rows_linear declines every input (checked below)");
+    torch::NoGradGuard no_grad;
+    CHECK_FALSE(lathe::nn::small_rows_linear(at::ones({1, 16}, at::kBFloat16), at::ones({4, 16}, at::kBFloat16), {})
+                    .defined());
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  at::manual_seed(5);
+  // in: one block of 16, a 768-wide model, an MLP's 3072; out: odd counts take the one-row tail.
+  for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{{16, 3}, {48, 97}, {768, 2305}, {3072, 768}}) {
+    for (int64_t rows = 1; rows <= lathe::nn::kSmallRowsMax; ++rows) {
+      for (bool with_bias : {false, true}) {
+        INFO(in << " -> " << out << ", " << rows << " rows, bias " << with_bias);
+        const auto x = at::randn({rows, in}).to(at::kBFloat16);
+        const auto w = (at::randn({out, in}) * 0.05).to(at::kBFloat16);
+        const auto b = with_bias ? at::randn({out}).to(at::kBFloat16) : at::Tensor();
+        const auto y = lathe::nn::small_rows_linear(x, w, b);
+        REQUIRE(y.defined());
+        CHECK(y.scalar_type() == at::kBFloat16);
+        CHECK(y.sizes() == at::IntArrayRef({rows, out}));
+        const auto ref = at::linear(x.to(at::kFloat), w.to(at::kFloat), with_bias ? b.to(at::kFloat) : at::Tensor());
+        CHECK(rel_err(y, ref) <= 1.0 / 256 + 1e-5);
+      }
+    }
+  }
+  // Leading dimensions: (B, T, in) with B * T rows.
+  const auto x3 = at::randn({2, 3, 64}).to(at::kBFloat16);
+  const auto w3 = at::randn({40, 64}).to(at::kBFloat16);
+  const auto y3 = lathe::nn::linear(x3, w3);
+  CHECK(y3.sizes() == at::IntArrayRef({2, 3, 40}));
+  CHECK(rel_err(y3, at::linear(x3.to(at::kFloat), w3.to(at::kFloat))) <= 1.0 / 256 + 1e-5);
+}
+
+TEST_CASE("nn: small-rows linear declines what it does not cover and at::linear runs instead", "[nn]") {
+  const auto x = at::randn({1, 32}).to(at::kBFloat16), w = at::randn({8, 32}).to(at::kBFloat16);
+  {
+    torch::NoGradGuard no_grad;
+    CHECK_FALSE(lathe::nn::small_rows_linear(x.to(at::kFloat), w.to(at::kFloat), {}).defined());       // float32
+    CHECK_FALSE(lathe::nn::small_rows_linear(at::randn({9, 32}).to(at::kBFloat16), w, {}).defined());  // 9 rows
+    CHECK_FALSE(lathe::nn::small_rows_linear(x.narrow(1, 0, 24), w.narrow(1, 0, 24), {}).defined());  // in 24
+    CHECK_FALSE(lathe::nn::small_rows_linear(x, at::randn({32, 8}).to(at::kBFloat16).t(), {}).defined());  // strided
+    CHECK_FALSE(lathe::nn::small_rows_linear(x, w, at::zeros({8})).defined());  // float32 bias
+  }
+  // With gradients wanted it declines too: autograd goes through at::linear.
+  auto wg = w.to(at::kFloat).requires_grad_(true);
+  auto wb = wg.to(at::kBFloat16);
+  CHECK_FALSE(lathe::nn::small_rows_linear(x, wb, {}).defined());
+  auto y = lathe::nn::linear(x, wb);
+  y.to(at::kFloat).sum().backward();
+  REQUIRE(wg.grad().defined());
+  CHECK((wg.grad() - x.to(at::kFloat).expand({8, 32})).abs().max().item<double>() == 0.0);
+}
