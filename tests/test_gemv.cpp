@@ -1,6 +1,6 @@
-// small_rows_linear (the decoding product on bfloat16 weights) against LibTorch's float32
-// at::linear on the same bfloat16 values: the only difference allowed is the final rounding to
-// bfloat16 (and float sums in another order).
+// small_rows_linear (the decoding product of a few rows) against LibTorch's float32 at::linear:
+// on bfloat16 values the only difference allowed is the final rounding to bfloat16 (and float
+// sums in another order); on float32 values, float sums in another order.
 
 #include <catch2/catch.hpp>
 
@@ -19,7 +19,7 @@ double rel_err(const at::Tensor& ours, const at::Tensor& ref) {
 
 }  // namespace
 
-TEST_CASE("nn: small-rows bfloat16 linear equals at::linear in float32 up to the final rounding", "[nn]") {
+TEST_CASE("nn: small-rows linear equals at::linear in float32 (bfloat16: up to the final rounding)", "[nn]") {
   if (!__builtin_cpu_supports("avx512f")) {
     WARN("no AVX-512 on this CPU: small_rows_linear declines every input (checked below)");
     torch::NoGradGuard no_grad;
@@ -43,6 +43,13 @@ TEST_CASE("nn: small-rows bfloat16 linear equals at::linear in float32 up to the
         CHECK(y.sizes() == at::IntArrayRef({rows, out}));
         const auto ref = at::linear(x.to(at::kFloat), w.to(at::kFloat), with_bias ? b.to(at::kFloat) : at::Tensor());
         CHECK(rel_err(y, ref) <= 1.0 / 256 + 1e-5);
+        if (rows < 2) continue;  // one float32 row stays ATen's
+        const auto xf = x.to(at::kFloat) + at::randn({rows, in}) * 1e-3, wf = w.to(at::kFloat) + 1e-4;
+        const auto bf = with_bias ? b.to(at::kFloat) : at::Tensor();
+        const auto yf = lathe::nn::small_rows_linear(xf, wf, bf);
+        REQUIRE(yf.defined());
+        CHECK(yf.scalar_type() == at::kFloat);
+        CHECK(rel_err(yf, at::linear(xf, wf, bf)) <= 1e-5);
       }
     }
   }
@@ -58,7 +65,8 @@ TEST_CASE("nn: small-rows linear declines what it does not cover and at::linear 
   const auto x = at::randn({1, 32}).to(at::kBFloat16), w = at::randn({8, 32}).to(at::kBFloat16);
   {
     torch::NoGradGuard no_grad;
-    CHECK_FALSE(lathe::nn::small_rows_linear(x.to(at::kFloat), w.to(at::kFloat), {}).defined());       // float32
+    CHECK_FALSE(lathe::nn::small_rows_linear(x.to(at::kFloat), w.to(at::kFloat), {}).defined());  // 1 float32 row
+    CHECK_FALSE(lathe::nn::small_rows_linear(x.to(at::kFloat).expand({2, 32}), w, {}).defined());  // mixed dtypes
     CHECK_FALSE(lathe::nn::small_rows_linear(at::randn({9, 32}).to(at::kBFloat16), w, {}).defined());  // 9 rows
     CHECK_FALSE(lathe::nn::small_rows_linear(x.narrow(1, 0, 24), w.narrow(1, 0, 24), {}).defined());  // in 24
     CHECK_FALSE(lathe::nn::small_rows_linear(x, at::randn({32, 8}).to(at::kBFloat16).t(), {}).defined());  // strided

@@ -17,10 +17,10 @@ stdout as it arrives (both print each token as it is chosen and flush):
   decode tok/s = (tokens - 1) / (last chunk - first chunk).
 fp32 compares lathe fp32 with transformers fp32; bf16 compares lathe with --dtype bf16 (weights
 and activations bfloat16) with transformers in bfloat16 (`torch_dtype=torch.bfloat16`) and the
-ratio to transformers fp32 as well. The batched line runs --batch prompts at once (lathe: several
---prompt, one forward per step for all; transformers: left padding, one generate call) and prints
-total tokens/s and the ratio to one prompt. Rounds alternate the peers; medians are compared.
-Greedy tokens are compared too (fp32: they should be identical).
+ratio to transformers fp32 as well; "same text" says whether lathe printed the text of
+transformers' greedy tokens. The batch line is lathe's own figures (its stderr): --batch prompts
+at once (several --prompt: left padding, one forward per step for all), tokens/s over the whole
+batched generation, against one prompt's decode tokens/s. Rounds alternate the peers; medians.
 """
 import argparse
 import json
@@ -50,9 +50,9 @@ warnings.filterwarnings("ignore")
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from transformers.generation.streamers import BaseStreamer
-path, dtype, new, limit, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-prompts = json.loads(sys.argv[6])
-torch.set_num_threads(int(sys.argv[7]))
+path, dtype, new, limit, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+prompts = [prompt]
+torch.set_num_threads(int(sys.argv[6]))
 tok = PreTrainedTokenizerFast(tokenizer_file=path + "/tokenizer.json")
 model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.bfloat16 if dtype == "bf16" else torch.float32).eval()
 class Out(BaseStreamer):
@@ -67,19 +67,10 @@ class Out(BaseStreamer):
         pass
 suppress = list(range(limit, model.config.vocab_size))
 with torch.inference_mode():
-    if batch == 1:
-        ids = torch.tensor([tok.encode(prompts[0])])
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                             do_sample=False, suppress_tokens=suppress, streamer=Out(), pad_token_id=0)
-        gen = [out[0, ids.shape[1]:].tolist()]
-    else:
-        tok.pad_token = "!"
-        tok.padding_side = "left"
-        enc = tok(prompts[:batch], return_tensors="pt", padding=True)
-        out = model.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                             suppress_tokens=suppress, pad_token_id=tok.pad_token_id)
-        sys.stdout.write("t"); sys.stdout.flush()
-        gen = [row[enc["input_ids"].shape[1]:].tolist() for row in out]
+    ids = torch.tensor([tok.encode(prompts[0])])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                         do_sample=False, suppress_tokens=suppress, streamer=Out(), pad_token_id=0)
+    gen = [out[0, ids.shape[1]:].tolist()]
 sys.stderr.write("TOKENS " + json.dumps(gen) + "\n")
 """
 
@@ -150,52 +141,55 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
 
     def lathe(dtype, prompts):
-        cmd = [LATHE, "generate", "--model", path, "--greedy", "--max-new-tokens", str(a.new), ] + ([] if dtype == "fp32" else ["--dtype", dtype])
+        cmd = [LATHE, "generate", "--model", path, "--greedy", "--max-new-tokens", str(a.new), "--dtype", dtype]
         for p in prompts:
             cmd += ["--prompt", p]
         first, last, end, out, err = timed_stream(cmd, env)
         counts = [int(line.split()[0][1:]) for line in err.splitlines() if line.startswith("[") and "tokens" in line]
-        return first, last, end, sum(counts), err
+        batch = [float(line.split()[-2]) for line in err.splitlines() if line.startswith("batch of")]
+        return first, last, end, sum(counts), out, batch[0] if batch else 0.0
 
-    def hf(dtype, prompts):
-        cmd = [py, "-c", HF_CHILD, path, dtype, str(a.new), str(limit), str(len(prompts)), json.dumps(prompts),
-               str(a.threads)]
+    def hf(dtype, prompt):
+        cmd = [py, "-c", HF_CHILD, path, dtype, str(a.new), str(limit), prompt, str(a.threads)]
         first, last, end, out, err = timed_stream(cmd, env)
         tokens = json.loads(err.split("TOKENS ", 1)[1].splitlines()[0])
         return first, last, end, sum(len(t) for t in tokens), tokens
 
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
     results = {}
     print(f"GPT {a.layers}x{a.width} vocab {a.vocab} (tokenizer {limit}), greedy, {a.new} new tokens, "
           f"{a.threads} threads, {a.rounds} rounds (medians)")
     for dtype in a.dtypes.split(","):
         rows = {"lathe": [], "transformers": []}
+        same = True
         for _ in range(a.rounds):
-            f, l, e, n, _ = lathe(dtype, [PROMPT])
+            f, l, e, n, out, _ = lathe(dtype, [PROMPT])
             rows["lathe"].append((f, (n - 1) / (l - f), e))
-            f, l, e, n, toks = hf(dtype, [PROMPT])
+            f, l, e, n, toks = hf(dtype, PROMPT)
             rows["transformers"].append((f, (n - 1) / (l - f), e))
+            same = same and out.rstrip("\n") == PROMPT + tok.decode(toks[0])
         med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in rows.items()}
         results[dtype] = med
         for k, (f, tps, e) in med.items():
             print(f"  {dtype:5s} {k:13s} first token {f:6.2f} s   decode {tps:7.1f} tok/s   total {e:6.2f} s")
         print(f"  {dtype:5s} lathe / transformers: decode {med['lathe'][1] / med['transformers'][1]:.2f}x, "
-              f"first token {med['transformers'][0] / med['lathe'][0]:.2f}x sooner")
+              f"first token {med['transformers'][0] / med['lathe'][0]:.2f}x sooner; same text: {same}")
     if "bf16" in results and "fp32" in results:
         print(f"  lathe bf16 / transformers fp32 decode: "
               f"{results['bf16']['lathe'][1] / results['fp32']['transformers'][1]:.2f}x")
     if a.batch > 1:
-        prompts = PROMPTS[: a.batch]
-        one, many = [], []
-        for _ in range(a.rounds):
-            f, l, e, n, _ = lathe("fp32", [PROMPT])
-            one.append(n / (e - f) if e > f else 0)
-            f, l, e, n, _ = lathe("fp32", prompts)
-            many.append(n / (e - 0))
-        # batched: the whole run's tokens over the time from launch (the rows print at the end)
-        f1, l1, e1, n1, _ = lathe("fp32", [PROMPT])
-        print(f"  batch {a.batch} lathe fp32: {statistics.median(many):.1f} tok/s (launch to exit) vs "
-              f"{n1 / e1:.1f} tok/s for one prompt: {statistics.median(many) / (n1 / e1):.2f}x")
-        results["batch"] = {"tok_s": statistics.median(many), "one_tok_s": n1 / e1}
+        # lathe's own figures (stderr): one prompt's decode tokens/s, and the batch's tokens over
+        # the whole batched generation (its prompt pass included).
+        for dtype in a.dtypes.split(","):
+            one, many = [], []
+            for _ in range(a.rounds):
+                f, l, e, n, _, _ = lathe(dtype, [PROMPT])
+                one.append((n - 1) / (l - f))
+                many.append(lathe(dtype, PROMPTS[: a.batch])[5])
+            o, m = statistics.median(one), statistics.median(many)
+            print(f"  {dtype:5s} lathe batch of {a.batch}: {m:.1f} tok/s vs one prompt {o:.1f} tok/s: {m / o:.2f}x")
+            results[f"batch_{dtype}"] = {"batch_tok_s": m, "one_tok_s": o}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2)
