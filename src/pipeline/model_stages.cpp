@@ -137,6 +137,7 @@ GenerateRequest generate_request(const recipe::Recipe& r) {
   req.stop = r.generate.stop;
   req.device = r.run.device;
   req.dtype = r.generate.dtype;
+  req.threads = r.run.threads;
   return req;
 }
 
@@ -151,6 +152,7 @@ struct Generator::State {
 Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State>()) {
   auto& s = *state_;
   s.req = req;
+  if (req.threads > 0) at::set_num_threads(static_cast<int>(req.threads));
   // Mapped: the weights are read as the first forward uses them, nothing is copied.
   s.loaded = models::load_model(req.model, models::ModelKind::Gpt, /*num_labels=*/0, io::Read::Map);
   s.tok = tokenizer::load_tokenizer(req.tokenizer);

@@ -132,6 +132,7 @@ struct GenerateRequest {
   std::vector<std::string> stop;    // strings that end a generation
   recipe::Device device = recipe::Device::Auto;
   recipe::Precision dtype = recipe::Precision::Fp32;  // of the weights and activations
+  int64_t threads = 0;                                 // intra-op threads; 0: LibTorch's default
 };
 
 /// The request a recipe's generate section makes (prompts, sampling, stop strings, device,
