@@ -16,6 +16,8 @@
 #include "lathe/models/gpt.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
+#include "lathe/nn/linear.hpp"
+#include "lathe/nn/quantized.hpp"
 #include "lathe/recipe/load.hpp"
 #include "support.hpp"
 #include "tiny_models.hpp"
@@ -303,6 +305,25 @@ TEST_CASE("models: mapped loading reads what copying reads and never writes the 
   auto again = load_model(file, ModelKind::Gpt);
   CHECK_FALSE(at::equal(again.gpt->wte->weight, copied->wte->weight));  // the new file is another model
   CHECK(max_diff(loaded.gpt->wte->weight, copied->wte->weight) <= 1e-6);  // +1 -1 in float32
+
+  // Quantized layers (int8 codes, their scales): the kernels assume LibTorch's 64-byte
+  // allocation alignment, which the file's layout gives or a copy does.
+  for (auto scheme : {lathe::nn::QuantScheme::Int8WeightOnly, lathe::nn::QuantScheme::Int4WeightOnly}) {
+    INFO(lathe::enum_name(scheme));
+    AnyModel q;
+    q.gpt = load_hf_gpt(ref.hf());
+    for (auto& [path, lin] : lathe::nn::linear_layers(*q.gpt))
+      lin->quantize(lathe::nn::quantize_rtn(lin->weight, {scheme, 32}, lathe::nn::QuantActivations::BFloat16));
+    save_model(q, file);
+    auto q_copied = load_model(file, ModelKind::Gpt), q_mapped = load_model(file, ModelKind::Gpt, 0, lathe::io::Read::Map);
+    q_copied.gpt->eval();
+    q_mapped.gpt->eval();
+    torch::NoGradGuard no_grad;
+    CHECK(max_diff(q_mapped.gpt(ref["input_ids"]), q_copied.gpt(ref["input_ids"])) == 0.0);
+    auto cache = q_mapped.gpt->make_cache(1, 4);
+    CHECK(max_diff(q_mapped.gpt->forward(ref["input_ids"].narrow(0, 0, 1).narrow(1, 0, 4), {}, &cache),
+                   q_copied.gpt(ref["input_ids"].narrow(0, 0, 1).narrow(1, 0, 4))) <= kLogitTol);
+  }
 }
 
 TEST_CASE("models: bfloat16 cached decoding follows transformers' float32 logits", "[models][reference]") {

@@ -125,3 +125,35 @@ TEST_CASE("safetensors: damaged files are reported with the file and tensor", "[
   CHECK(error_of([&] { lathe::io::save_safetensors(file, {{"a", at::ones({1})}, {"a", at::ones({1})}}); })
             .find("used twice") != std::string::npos);
 }
+
+TEST_CASE("safetensors: a mapped read gives the copied values at LibTorch's alignment", "[io][safetensors][python]") {
+  TempDir dir;
+  const auto file = dir.path() / "m.safetensors";
+  // 4 bytes of u8 put the next float tensor off 64-byte alignment in the data; the third one
+  // starts at 4 + 60 * 4 = 244 bytes, off alignment too.
+  const auto a = at::arange(4, at::kByte), b = at::randn({60}), c = at::randn({3, 5}).to(at::kBFloat16);
+  lathe::io::save_safetensors(file, {{"a", a}, {"b", b}, {"c", c}}, {{"k", "v"}});
+  const auto copied = lathe::io::load_safetensors(file);
+  std::vector<std::string> names;
+  {
+    const auto mapped = lathe::io::load_safetensors(file, lathe::io::Read::Map);
+    CHECK(mapped.metadata.at("k") == "v");
+    REQUIRE(mapped.tensors.size() == 3);
+    for (const auto& [name, t] : mapped.tensors) {
+      INFO(name);
+      names.push_back(name);
+      CHECK(at::equal(t, copied.at(name)));
+      CHECK(reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 64 == 0);
+    }
+    auto keep = mapped.at("a");  // a view outlives the Safetensors that held it
+    keep.add_(1);                // and writes into this process's copy only
+    CHECK(at::equal(lathe::io::load_safetensors(file).at("a"), a));
+  }
+  CHECK(names == std::vector<std::string>{"a", "b", "c"});
+  // Python's safetensors reads the padded header.
+  auto py = lathe::test::run_python(
+      "import sys\nfrom safetensors.torch import load_file\nprint(sorted(load_file(sys.argv[1]).keys()))\n",
+      {file.string()});
+  INFO(py.err);
+  CHECK(py.out == "['a', 'b', 'c']\n");
+}

@@ -109,8 +109,9 @@ def make_model(a, out):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    # No end-of-text token: neither side stops early.
-    trainer = trainers.BpeTrainer(vocab_size=8192, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    # <|endoftext|> separates documents in lathe's shards (the int8 line); transformers' config
+    # has no eos and lathe's greedy text is checked whole against transformers'.
+    trainer = trainers.BpeTrainer(vocab_size=8192, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train([os.path.join(ROOT, "data/kjv/kjv.txt")], trainer)
     tok.save(os.path.join(path, "tokenizer.json"))
     torch.manual_seed(0)

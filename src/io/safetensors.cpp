@@ -34,6 +34,9 @@ std::string dtype_name(at::ScalarType t) {
   throw Error(std::string("safetensors cannot store dtype ") + c10::toString(t));
 }
 
+/// The alignment of LibTorch's CPU allocations (c10::gAlignment).
+constexpr uint64_t kTensorAlignment = 64;
+
 /// A whole file mapped copy-on-write; unmapped with its last tensor.
 class Mapping {
  public:
@@ -81,7 +84,9 @@ void save_safetensors(const fs::path& path, const std::vector<std::pair<std::str
     offset += bytes;
   }
   std::string json = header.dump();
-  json.append((8 - json.size() % 8) % 8, ' ');  // align the data to 8 bytes
+  // The data starts at a multiple of 64 bytes (the format pads the header with spaces), so a
+  // mapped reader can use the tensors in place.
+  json.append((kTensorAlignment - (8 + json.size()) % kTensorAlignment) % kTensorAlignment, ' ');
   std::string out(8, '\0');
   const uint64_t n = json.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
@@ -163,7 +168,9 @@ Safetensors load_safetensors(const fs::path& path, Read read) {
   if (read == Read::Map && !entries.empty()) mapping = std::make_shared<Mapping>(path, size);
   for (const auto& e : entries) {
     const uint64_t at_byte = 8 + n + e.begin;
-    if (mapping && at_byte % c10::elementSize(e.type) == 0) {
+    // Only data at LibTorch's own allocation alignment becomes a view: some kernels (the int8
+    // weight product among them) assume it, and crash on less.
+    if (mapping && at_byte % kTensorAlignment == 0) {
       // The tensor holds the mapping: it is unmapped when the last view goes.
       out.tensors.emplace_back(e.name, at::from_blob(mapping->data() + at_byte, e.shape, [mapping](void*) {},
                                                      at::TensorOptions().dtype(e.type)));

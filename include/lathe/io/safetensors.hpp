@@ -40,7 +40,8 @@ enum class Read {
   /// page is read when first used, and a write changes this process's copy only. The mapping
   /// lives while any of the tensors does. The file must not be rewritten in place meanwhile
   /// (lathe replaces its files by rename, which leaves a mapping intact). A tensor whose data is
-  /// not aligned to its element size is copied instead.
+  /// not at a multiple of 64 bytes in the file is copied instead (kernels assume LibTorch's
+  /// allocation alignment): lathe's files start their data there; other writers align to 8.
   Map,
 };
 
