@@ -81,3 +81,38 @@ TEST_CASE("nn: small-rows linear declines what it does not cover and at::linear 
   REQUIRE(wg.grad().defined());
   CHECK((wg.grad() - x.to(at::kFloat).expand({8, 32})).abs().max().item<double>() == 0.0);
 }
+
+TEST_CASE("nn: small-rows int8 weight-only linear equals the float product of its codes and scales", "[nn]") {
+  if (!__builtin_cpu_supports("avx512f")) {
+    WARN("no AVX-512 on this CPU: small_rows_linear_int8 declines every input");
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  at::manual_seed(6);
+  for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{{16, 5}, {768, 2305}}) {
+    const auto codes = at::randint(-127, 128, {out, in}, at::kChar);
+    const auto scales = at::rand({out}) * 0.01 + 1e-3;
+    const auto bias = at::randn({out});
+    // LibTorch's float product of the values the codes stand for.
+    const auto values = codes.to(at::kFloat) * scales.unsqueeze(1);
+    for (int64_t rows : {int64_t{1}, int64_t{3}, lathe::nn::kSmallRowsMax}) {
+      INFO(in << " -> " << out << ", " << rows << " rows");
+      const auto x = at::randn({rows, in});
+      const auto yf = lathe::nn::small_rows_linear_int8(x, codes, scales, bias);
+      REQUIRE(yf.defined());
+      CHECK(yf.scalar_type() == at::kFloat);
+      // The scale multiplies each row's sum here and each term in the reference: float32 sums of
+      // `in` terms of up to 127 * scale each, in another order.
+      CHECK(rel_err(yf, at::linear(x, values, bias)) <= 5e-5);
+      const auto xb = x.to(at::kBFloat16);
+      const auto yb = lathe::nn::small_rows_linear_int8(xb, codes, scales, bias.to(at::kBFloat16));
+      REQUIRE(yb.defined());
+      CHECK(yb.scalar_type() == at::kBFloat16);
+      CHECK(rel_err(yb, at::linear(xb.to(at::kFloat), values, bias.to(at::kBFloat16).to(at::kFloat))) <=
+            1.0 / 256 + 1e-5);
+    }
+  }
+  const auto codes = at::zeros({4, 32}, at::kChar);
+  CHECK_FALSE(lathe::nn::small_rows_linear_int8(at::randn({9, 32}), codes, at::ones({4}), {}).defined());  // 9 rows
+  CHECK_FALSE(lathe::nn::small_rows_linear_int8(at::randn({1, 32}), codes, at::ones({4}, at::kDouble), {}).defined());
+}

@@ -9,6 +9,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 
+#include "lathe/nn/gemv.hpp"
+
 namespace lathe::nn {
 
 namespace {
@@ -115,11 +117,17 @@ at::Tensor QuantizedWeight::linear(const at::Tensor& x, const at::Tensor& bias) 
     throw std::invalid_argument("quantized layers run on the CPU; the input is on " + x.device().str());
   if (x.size(-1) != in())
     throw std::invalid_argument("quantized linear: input has " + s(x.size(-1)) + " features, the layer " + s(in()));
+  const bool bf16 = activations_ == QuantActivations::BFloat16;
+  if (grid_.scheme == QuantScheme::Int8WeightOnly) {
+    // A few rows (decoding): the codes streamed once by lathe's product, in float, from x as
+    // the scheme's activations hold it.
+    if (auto y = small_rows_linear_int8(x.to(bf16 ? at::kBFloat16 : at::kFloat), codes_, scales_, bias); y.defined())
+      return y.to(x.scalar_type());
+  }
   auto shape = x.sizes().vec();
   shape.back() = out();
   const auto x2 = x.reshape({-1, in()});
   at::Tensor y;
-  const bool bf16 = activations_ == QuantActivations::BFloat16;
   switch (grid_.scheme) {
     case QuantScheme::Int8Dynamic: {
       // Per token: codes round(x / s) in [-127, 127], s = max|x| / 127.

@@ -21,6 +21,13 @@ inline constexpr int64_t kSmallRowsMax = 8;
 /// at::linear.
 at::Tensor small_rows_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
+/// The int8 weight-only product of a few rows: y = (x codes^T) * scales + b with int8 `codes`
+/// (out, in), one float32 scale per output row, `x` float32 or bfloat16 (1 to 8 rows; y in x's
+/// dtype), the codes widened to float in registers and the scale applied to each row's sum.
+/// Undefined where it does not apply (as small_rows_linear).
+at::Tensor small_rows_linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales,
+                                  const at::Tensor& bias);
+
 /// small_rows_linear where it applies, else at::linear.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
 
