@@ -3,7 +3,7 @@
 side in one run.
 
     .venv/bin/python scripts/bench/generate_bench.py [--layers 12 --width 768 --heads 12
-        --vocab 50257 --new 128 --rounds 3 --batch 8] [--dtypes fp32,bf16] [--out DIR]
+        --vocab 50257 --new 128 --rounds 3 --batch 8] [--dtypes fp32,bf16,int8] [--out DIR]
 
 The model is GPT-2 124M's shape with random weights (seed 0), written by transformers
 (`save_pretrained`, model.safetensors) into DIR/model with a byte-level BPE tokenizer trained by
@@ -17,7 +17,8 @@ stdout as it arrives (both print each token as it is chosen and flush):
   decode tok/s = (tokens - 1) / (last chunk - first chunk).
 fp32 compares lathe fp32 with transformers fp32; bf16 compares lathe with --dtype bf16 (weights
 and activations bfloat16) with transformers in bfloat16 (`torch_dtype=torch.bfloat16`) and the
-ratio to transformers fp32 as well; "same text" says whether lathe printed the text of
+ratio to transformers fp32 as well; int8 is lathe's int8 weight-only model (made by its quantize
+stage from the same weights) decoded with --dtype bf16, against transformers fp32; "same text" says whether lathe printed the text of
 transformers' greedy tokens. The batch line is lathe's own figures (its stderr): --batch prompts
 at once (several --prompt: left padding, one forward per step for all), tokens/s over the whole
 batched generation, against one prompt's decode tokens/s. Rounds alternate the peers; medians.
@@ -121,6 +122,22 @@ def make_model(a, out):
     return path
 
 
+def quantized(a, path):
+    """The model's int8 weight-only form (bfloat16 activations) by lathe's quantize stage (RTN,
+    per output channel; the tied output head stays float), made once."""
+    out = os.path.join(a.out, "int8")
+    model = os.path.join(out, "quantized", "model.safetensors")
+    if not os.path.exists(model):
+        subprocess.run([LATHE, "run", os.path.join(ROOT, "recipes/gpt/tiny_quantize.yaml"), "--force",
+                        "--set", "pipeline=[data,quantize]", "--set", f"run.out_dir={out}",
+                        "--set", f"tokenizer.path={path}/tokenizer.json", "--set", f"data.shard_dir={out}/shards",
+                        "--set", "quantize.source=checkpoint", "--set", f"quantize.checkpoint={path}",
+                        "--set", "quantize.method=int8_weight_only", "--set", "quantize.activations=bfloat16",
+                        "--set", f"model.vocab_size={a.vocab}", "--set", "eval.batches=4"],
+                       check=True, capture_output=True)
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=12)
@@ -130,7 +147,7 @@ def main():
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8, help="prompts of the batched line (0: skip it)")
-    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--dtypes", default="fp32,bf16,int8")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="/tmp/lathe-generate-bench")
     ap.add_argument("--json", default="", help="also write the medians to this file")
@@ -142,7 +159,9 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
 
     def lathe(dtype, prompts):
-        cmd = [LATHE, "generate", "--model", path, "--greedy", "--max-new-tokens", str(a.new), "--dtype", dtype]
+        model, dtype = (quantized(a, path), "bf16") if dtype == "int8" else (path, dtype)
+        cmd = [LATHE, "generate", "--model", model, "--tokenizer", os.path.join(path, "tokenizer.json"), "--greedy",
+               "--max-new-tokens", str(a.new), "--dtype", dtype]
         for p in prompts:
             cmd += ["--prompt", p]
         first, last, end, out, err = timed_stream(cmd, env)
@@ -162,6 +181,8 @@ def main():
     print(f"GPT {a.layers}x{a.width} vocab {a.vocab} (tokenizer {limit}), greedy, {a.new} new tokens, "
           f"{a.threads} threads, {a.rounds} rounds (medians)")
     for dtype in a.dtypes.split(","):
+        if dtype == "int8":
+            continue  # below, against transformers fp32
         rows = {"lathe": [], "transformers": []}
         same = True
         for _ in range(a.rounds):
@@ -179,10 +200,21 @@ def main():
     if "bf16" in results and "fp32" in results:
         print(f"  lathe bf16 / transformers fp32 decode: "
               f"{results['bf16']['lathe'][1] / results['fp32']['transformers'][1]:.2f}x")
+    if "int8" in a.dtypes.split(","):
+        runs = []
+        for _ in range(a.rounds):
+            f, l, e, n, _, _ = lathe("int8", [PROMPT])
+            runs.append((f, (n - 1) / (l - f), e))
+        f, tps, e = [statistics.median(x[i] for x in runs) for i in range(3)]
+        results["int8"] = {"lathe": [f, tps, e]}
+        print(f"  int8  lathe         first token {f:6.2f} s   decode {tps:7.1f} tok/s   total {e:6.2f} s"
+              f"   (int8 weight-only blocks, bf16 activations and head)")
+        if "fp32" in results:
+            print(f"  lathe int8 / transformers fp32 decode: {tps / results['fp32']['transformers'][1]:.2f}x")
     if a.batch > 1:
         # lathe's own figures (stderr): one prompt's decode tokens/s, and the batch's tokens over
         # the whole batched generation (its prompt pass included).
-        for dtype in a.dtypes.split(","):
+        for dtype in [d for d in a.dtypes.split(",") if d != "int8"]:
             one, many = [], []
             for _ in range(a.rounds):
                 f, l, e, n, _, _ = lathe(dtype, [PROMPT])
