@@ -118,9 +118,9 @@ at::Tensor QuantizedWeight::linear(const at::Tensor& x, const at::Tensor& bias) 
   if (x.size(-1) != in())
     throw std::invalid_argument("quantized linear: input has " + s(x.size(-1)) + " features, the layer " + s(in()));
   const bool bf16 = activations_ == QuantActivations::BFloat16;
-  if (grid_.scheme == QuantScheme::Int8WeightOnly) {
+  if (grid_.scheme == QuantScheme::Int8WeightOnly && x.numel() <= kSmallRowsMax * in()) {
     // A few rows (decoding): the codes streamed once by lathe's product, in float, from x as
-    // the scheme's activations hold it.
+    // the scheme's activations hold it. (More rows skip the conversion: ATen's kernels below.)
     if (auto y = small_rows_linear_int8(x.to(bf16 ? at::kBFloat16 : at::kFloat), codes_, scales_, bias); y.defined())
       return y.to(x.scalar_type());
   }
