@@ -162,10 +162,7 @@ Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State
   const auto device = train::model_device(s.loaded, req.device);
   if (req.dtype == recipe::Precision::Fp16 && !device.is_cuda())
     throw Error("generate.dtype: fp16 runs on CUDA only (this run is on the " + device.str() + "); use bf16 or fp32");
-  const auto dtype = req.dtype == recipe::Precision::Bf16   ? at::kBFloat16
-                     : req.dtype == recipe::Precision::Fp16 ? at::kHalf
-                                                            : at::kFloat;
-  s.loaded.gpt->to(device, dtype);
+  s.loaded.gpt->to(device, recipe::scalar_type(req.dtype));
   s.eos = s.tok->token_to_id("<|endoftext|>");
   if (s.eos < 0) s.eos = s.tok->token_to_id("[SEP]");
   s.sampling = req.sampling;

@@ -75,7 +75,7 @@ class AutocastScope {
     was_enabled_ = at::autocast::is_autocast_enabled(type_);
     was_dtype_ = at::autocast::get_autocast_dtype(type_);
     at::autocast::set_autocast_enabled(type_, true);
-    at::autocast::set_autocast_dtype(type_, p == Precision::Bf16 ? at::kBFloat16 : at::kHalf);
+    at::autocast::set_autocast_dtype(type_, recipe::scalar_type(p));
   }
   ~AutocastScope() {
     if (!active_) return;
@@ -115,7 +115,7 @@ EvalAccumulator evaluate_batches(const models::AnyModel& model, const TaskData& 
 /// reads above 100%.
 double measure_peak_flops(const at::Device& device, Precision p) {
   const int64_t n = device.is_cuda() ? 4096 : 1024;
-  const auto dtype = p == Precision::Fp32 ? at::kFloat : p == Precision::Bf16 ? at::kBFloat16 : at::kHalf;
+  const auto dtype = recipe::scalar_type(p);
   torch::NoGradGuard no_grad;
   // Constant operands: the throughput does not depend on the values, and the global random
   // streams (dropout, resume) stay untouched.

@@ -3,6 +3,8 @@
 // they belong (nn, models) and named here too, so recipe code spells them recipe::Norm etc.
 #pragma once
 
+#include <c10/core/ScalarType.h>
+
 #include "lathe/core/enum_table.hpp"
 #include "lathe/dist/options.hpp"
 #include "lathe/io/inputs.hpp"
@@ -33,6 +35,10 @@ enum class Optimizer { AdamW, Sgd };
 enum class Schedule { Constant, Cosine, Linear, Wsd };
 enum class Task { CausalLm, MaskedLm, Classification };
 enum class Precision { Fp32, Bf16, Fp16 };
+/// The tensor dtype of a precision (training: autocast's; generation: the weights').
+constexpr at::ScalarType scalar_type(Precision p) {
+  return p == Precision::Bf16 ? at::kBFloat16 : p == Precision::Fp16 ? at::kHalf : at::kFloat;
+}
 enum class NanPolicy { Error, Skip };
 using dist::Backend;
 enum class ExportFormat { Onnx, Hf, Both };
