@@ -38,12 +38,16 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       const auto compute = logits.scalar_type();
       auto lf = logits.to(at::kFloat);
       logits = at::Tensor();
-      auto lse = at::logsumexp(lf, {1}, /*keepdim=*/true);
+      // log_softmax and softmax are ATen's own vectorised row kernels. at::logsumexp and
+      // at::exp go through MKL's vector math instead, whose first call in a process, made by
+      // two threads at once, sometimes rounds differently from every later call (measured: 8
+      // processes in 150), which made a resumed run differ bitwise from an uninterrupted one.
       auto t = safe.narrow(0, r, m).unsqueeze(1);
       auto v = valid.narrow(0, r, m).to(at::kFloat);
-      total.add_(((lse.squeeze(1) - lf.gather(1, t).squeeze(1)) * v).sum(at::kDouble));
+      total.sub_((at::log_softmax(lf, 1).gather(1, t).squeeze(1) * v).sum(at::kDouble));
       if (!(grad_h || grad_w || grad_b)) continue;
-      auto d = lf.sub_(lse).exp_();  // softmax, in place of the logits
+      auto d = at::softmax(lf, 1);
+      lf = at::Tensor();
       d.scatter_add_(1, t, at::full({m, 1}, -1.0, d.options()));
       d.mul_((v * inv_count).unsqueeze(1));
       auto dc = d.to(compute);

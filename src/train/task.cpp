@@ -10,6 +10,7 @@
 #include <random>
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <fmt/format.h>
 
 #include "lathe/core/error.hpp"
@@ -19,6 +20,7 @@
 #include "lathe/data/sampler.hpp"
 #include "lathe/data/shard.hpp"
 #include "lathe/io/inputs.hpp"
+#include "lathe/nn/cross_entropy.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 
@@ -364,7 +366,23 @@ std::pair<at::Tensor, at::Tensor> scored(const models::AnyModel& model, const Ba
 
 }  // namespace
 
-at::Tensor task_loss(const models::AnyModel& m, const Batch& b, at::ScalarType* logits_dtype) {
+at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarType* logits_dtype) {
+  models::AnyModel m = model;  // the handles share the modules; a copy lends non-const access
+  if (m.kind == models::ModelKind::Gpt && !(m.gpt->lm_head && m.gpt->lm_head->quantized())) {
+    // The vocabulary projection and the loss blockwise (nn::linear_cross_entropy): the
+    // (B*T, V) logits are never held whole.
+    auto h = m.gpt->hidden(b.input_ids);
+    h = h.reshape({-1, h.size(-1)});
+    const auto& head = m.gpt->lm_head ? m.gpt->lm_head->weight : m.gpt->wte->weight;
+    const auto& bias = m.gpt->lm_head ? m.gpt->lm_head->bias : at::Tensor();
+    const auto type = h.device().type();
+    if (logits_dtype)  // what at::linear gives, under autocast or not
+      *logits_dtype = at::autocast::is_autocast_enabled(type) ? at::autocast::get_autocast_dtype(type)
+                                                               : at::result_type(h, head);
+    // Blocks of about 32M logits (128 MB in float32).
+    const int64_t block = std::max<int64_t>(64, (int64_t{1} << 25) / head.size(0));
+    return nn::linear_cross_entropy(h, head, bias, b.targets.reshape({-1}), block);
+  }
   auto [logits, targets] = scored(m, b);
   if (logits_dtype) *logits_dtype = logits.scalar_type();
   if (targets.numel() == 0) return logits.sum() * 0.0;  // nothing masked in this batch

@@ -72,8 +72,9 @@ double unigram_loss(const recipe::Recipe& recipe, const tokenizer::Tokenizer& to
 /// The kind of model a task trains.
 models::ModelKind model_kind(recipe::Task task);
 
-/// Mean cross-entropy of the batch (computed in float32). `logits_dtype` (optional) receives
-/// the dtype the model produced its logits in: what autocast really ran.
+/// Mean cross-entropy of the batch (computed in float32; a GPT's vocabulary projection and loss
+/// blockwise, nn::linear_cross_entropy, never holding the whole logits). `logits_dtype`
+/// (optional) receives the dtype the model produced its logits in: what autocast really ran.
 at::Tensor task_loss(const models::AnyModel& model, const Batch& batch, at::ScalarType* logits_dtype = nullptr);
 
 /// Sums over evaluated batches; metrics() gives loss and perplexity (LM) or loss, accuracy and
