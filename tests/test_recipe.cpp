@@ -188,6 +188,16 @@ TEST_CASE("recipe: inconsistent values are reported at the key the user wrote", 
     CHECK(problem(kCorpus + "run:\n  device: cpu\ntrain:\n  precision: fp16\n").message ==
           "fp16 needs CUDA; use bf16 on the CPU");
   }
+  SECTION("CUDA graphs on the CPU") {
+    auto d = problem(kCorpus + "run:\n  device: cpu\ntrain:\n  cuda_graphs: true\n");
+    CHECK(d.key == "train.cuda_graphs");
+    CHECK(d.message == "CUDA graphs need CUDA; set train.cuda_graphs: false on the CPU");
+  }
+  SECTION("CUDA graphs for a task whose loss selects rows on the host") {
+    auto d = problem(kCorpus + "model:\n  arch: bert\ntrain:\n  task: masked_lm\n  cuda_graphs: true\n");
+    CHECK(d.key == "train.cuda_graphs");
+    CHECK_THAT(d.message, Catch::StartsWith("CUDA graphs capture causal_lm's micro-step only"));
+  }
   SECTION("WordPiece without an unknown token") {
     auto d = problem(kCorpus + "tokenizer:\n  type: wordpiece\n");
     CHECK(d.key == "tokenizer.type");

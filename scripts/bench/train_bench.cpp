@@ -3,10 +3,13 @@
 //
 //   lathe_bench_train --layers 6 --width 384 --heads 6 --seq 256 --batch 8 --vocab 8192
 //                     --steps 10 --warmup 3 --mode step|train [--bf16] [--device cpu|cuda]
-//                     [--profile trace.json]
+//                     [--cuda-graphs] [--profile trace.json]
 //
-// mode step: forward + backward only; mode train: + clipping and fused AdamW. On cuda each timed
-// step ends with the loss read back (a device synchronisation), as on the CPU. --profile records
+// mode step: forward + backward only; mode train: + clipping and fused AdamW. The loss is the
+// trainer's (train::task_loss: the blockwise cross-entropy for a GPT). On cuda each timed step
+// ends with the loss read back (a device synchronisation), as on the CPU; --cuda-graphs runs the
+// forward and backward as the trainer does with train.cuda_graphs (captured after the warm-up
+// steps' first 3, then replayed; the batch is copied in from pinned memory). --profile records
 // the timed steps with LibTorch's profiler into a Chrome trace (scripts/bench/profile_step.py
 // reads it).
 
@@ -26,7 +29,10 @@
 #include "lathe/core/denormals.hpp"
 #include "lathe/core/host_memory.hpp"
 #include "lathe/models/gpt.hpp"
+#include "lathe/models/store.hpp"
 #include "lathe/train/optimizer.hpp"
+#include "lathe/train/step_graph.hpp"
+#include "lathe/train/task.hpp"
 
 namespace {
 
@@ -44,7 +50,7 @@ int main(int argc, char** argv) {
   lathe::core::flush_denormals_by_default();
   int64_t layers = 6, width = 384, heads = 6, seq = 256, batch = 8, vocab = 8192, steps = 10, warmup = 3;
   std::string mode = "train";
-  bool bf16 = false;
+  bool bf16 = false, cuda_graphs = false;
   std::string device_name = "cpu";
   std::string profile;
   for (int i = 1; i < argc; ++i) {
@@ -60,6 +66,7 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") warmup = std::stoll(next());
     else if (a == "--mode") mode = next();
     else if (a == "--bf16") bf16 = true;
+    else if (a == "--cuda-graphs") cuda_graphs = true;
     else if (a == "--device") device_name = next();
     else if (a == "--profile") profile = next();
     else {
@@ -82,27 +89,38 @@ int main(int argc, char** argv) {
   model->train();
   lathe::recipe::OptimConfig oc;  // AdamW, fused, lr 3e-4, wd 0.1, betas (0.9, 0.95), clip 1.0
   lathe::train::Optimizer opt(*model, oc);
-  auto x = at::randint(0, vocab, {batch, seq}, at::kLong).to(device);
-  auto y = at::randint(0, vocab, {batch, seq}, at::kLong).to(device);
+  const lathe::train::Batch host{at::randint(0, vocab, {batch, seq}, at::kLong),
+                                  at::randint(0, vocab, {batch, seq}, at::kLong), {}, {}, batch * seq};
+  const auto on_device = lathe::train::to_device(host, device);
+  lathe::models::AnyModel any;
+  any.gpt = model;
+  if (cuda_graphs && !device.is_cuda()) {
+    std::fprintf(stderr, "--cuda-graphs needs --device cuda\n");
+    return 2;
+  }
+  std::unique_ptr<lathe::train::MicroStepGraph> graph;
+  if (cuda_graphs) graph = std::make_unique<lathe::train::MicroStepGraph>();
+  const auto pinned = cuda_graphs ? lathe::train::pin(host) : host;
+  auto micro_step = [&](const lathe::train::Batch& b) {
+    at::Tensor loss;
+    if (bf16) {
+      at::autocast::set_autocast_enabled(autocast_device, true);
+      at::autocast::set_autocast_dtype(autocast_device, at::kBFloat16);
+    }
+    loss = lathe::train::task_loss(any, b);
+    if (bf16) {
+      at::autocast::set_autocast_enabled(autocast_device, false);
+      at::autocast::clear_cache();
+    }
+    loss.backward();
+    return loss.detach();
+  };
   double seconds = 0, clip_s = 0, step_s = 0;  // whole steps; clipping and the update alone
   std::unique_ptr<torch::autograd::profiler::RecordProfile> recording;
   for (int64_t s = 0; s < warmup + steps; ++s) {
     if (s == warmup && !profile.empty()) recording = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
     const auto t0 = std::chrono::steady_clock::now();
-    at::Tensor loss;
-    {
-      if (bf16) {
-        at::autocast::set_autocast_enabled(autocast_device, true);
-        at::autocast::set_autocast_dtype(autocast_device, at::kBFloat16);
-      }
-      auto logits = model(x);
-      loss = at::cross_entropy_loss(logits.reshape({-1, vocab}).to(at::kFloat), y.reshape({-1}));
-      if (bf16) {
-        at::autocast::set_autocast_enabled(autocast_device, false);
-        at::autocast::clear_cache();
-      }
-    }
-    loss.backward();
+    const auto loss = graph ? graph->run(pinned, /*tag=*/1, device, micro_step) : micro_step(on_device);
     if (mode == "train") {
       const auto o0 = std::chrono::steady_clock::now();
       opt.clip_grad_norm(oc.grad_clip);
@@ -114,7 +132,7 @@ int main(int argc, char** argv) {
         step_s += std::chrono::duration<double>(o2 - o1).count();
       }
     }
-    opt.zero_grad();
+    opt.zero_grad(/*keep=*/cuda_graphs);
     (void)loss.item<float>();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) seconds += dt;

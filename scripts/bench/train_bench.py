@@ -136,14 +136,15 @@ def main():
           f"{a.device if a.device == 'cuda' else str(torch.get_num_threads()) + ' threads'}, "
           f"{'bf16 autocast' if a.bf16 else 'fp32'}, {a.steps} timed steps")
     print(f"{a.rounds} alternating round(s) per peer; the median run is shown (shared CPUs are noisy)")
-    peers = ["lathe", "PyTorch eager"] + ([] if a.no_compile else ["torch.compile"])
+    peers = ["lathe"] + (["lathe graphs"] if a.device == "cuda" else []) + ["PyTorch eager"] + \
+        ([] if a.no_compile else ["torch.compile"])
     results = {}
     for mode in ("step", "train"):
         runs = {p: [] for p in peers}
         for _ in range(a.rounds):
             for peer in peers:
-                if peer == "lathe":
-                    cmd = [BENCH, *args, "--mode", mode]
+                if peer.startswith("lathe"):  # "lathe graphs": train.cuda_graphs' captured micro-step
+                    cmd = [BENCH, *args, "--mode", mode] + (["--cuda-graphs"] if peer == "lathe graphs" else [])
                 else:
                     cmd = [sys.executable, __file__, *args, "--child", f"{mode}:{int(peer == 'torch.compile')}"]
                 out = subprocess.run(cmd, capture_output=True, text=True)

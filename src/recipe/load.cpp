@@ -280,6 +280,12 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
   // devices
   if (r.train.precision == Precision::Fp16 && r.run.device == Device::Cpu)
     fail({"train.precision", "run.device"}, "fp16 needs CUDA; use bf16 on the CPU");
+  if (r.train.cuda_graphs && r.run.device == Device::Cpu)
+    fail({"train.cuda_graphs", "run.device"}, "CUDA graphs need CUDA; set train.cuda_graphs: false on the CPU");
+  if (r.train.cuda_graphs && r.train.task != Task::CausalLm)
+    fail({"train.cuda_graphs", "train.task"},
+         "CUDA graphs capture causal_lm's micro-step only (the masked_lm and classification losses select their "
+         "scored rows on the host); set train.cuda_graphs: false");
   if (r.distributed.backend == Backend::Nccl && r.run.device == Device::Cpu)
     fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
 

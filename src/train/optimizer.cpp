@@ -43,10 +43,17 @@ Optimizer::Optimizer(std::vector<OptimizerSlot> slots, const recipe::OptimConfig
   fused_ = config.name == recipe::Optimizer::AdamW && config.fused && (dev.is_cpu() || dev.is_cuda());
 }
 
-void Optimizer::zero_grad() {
+void Optimizer::zero_grad(bool keep) {
   // Dropping the gradients (rather than zeroing them) lets the next backward write them
   // directly instead of adding to zeros.
-  for (auto& p : params_) p.p.mutable_grad().reset();
+  if (!keep) {
+    for (auto& p : params_) p.p.mutable_grad().reset();
+    return;
+  }
+  std::vector<at::Tensor> defined;
+  for (auto& p : params_)
+    if (p.p.grad().defined()) defined.push_back(p.p.mutable_grad());
+  if (!defined.empty()) at::_foreach_zero_(defined);
 }
 
 std::vector<at::Tensor> Optimizer::grads() const {

@@ -31,6 +31,7 @@
 #include "lathe/train/metrics.hpp"
 #include "lathe/train/optimizer.hpp"
 #include "lathe/train/schedule.hpp"
+#include "lathe/train/step_graph.hpp"
 
 namespace lathe::train {
 namespace fs = std::filesystem;
@@ -502,6 +503,9 @@ struct Trainer::Impl {
   std::unique_ptr<Optimizer> optimizer;
   std::string resumed_from;
   std::string resume_note;  // the settings that differ from the resumed checkpoint's recipe
+  std::unique_ptr<MicroStepGraph> graph;  // train.cuda_graphs
+  at::Tensor loss_scale;                  // fp16: the loss scale on the device, read by the micro-step
+  at::ScalarType logits_dtype = at::kFloat;
 };
 
 Trainer::Trainer(recipe::Recipe r, TrainOptions options)
@@ -527,6 +531,16 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
   }
   if (recipe_.train.precision == Precision::Fp16 && !device_.is_cuda())
     throw Error("train.precision fp16 needs CUDA (dynamic loss scaling); use bf16 on the CPU");
+  if (recipe_.train.cuda_graphs) {
+    if (!device_.is_cuda())
+      throw Error("train.cuda_graphs needs a CUDA device, and this run is on " + device_.str() +
+                  "; set train.cuda_graphs: false");
+    if (distributed)
+      throw Error(fmt::format("train.cuda_graphs: data-parallel training ({} ranks) reduces gradients during the "
+                              "backward, outside any graph; set train.cuda_graphs: false",
+                              impl_->world()));
+    impl_->graph = std::make_unique<MicroStepGraph>();
+  }
   if (distributed && recipe_.distributed.shard_optimizer && options_.sparsity)
     throw Error("distributed.shard_optimizer: the pruning fine-tune holds masks on whole parameters; run it with "
                 "shard_optimizer false");
@@ -648,31 +662,44 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
   const auto& sparsity = options_.sparsity;
   if (sparsity && sparsity->update(state_.step, model_)) hold_masks(*sparsity, model_, opt);
   model_.module()->train();
-  opt.zero_grad();
+  auto* graph = impl_->graph.get();
+  opt.zero_grad(/*keep=*/graph != nullptr);  // a captured backward adds into the same gradient tensors
   if (sync) sync->zero_grad();
   if (impl_->comm) impl_->comm->set_step(state_.step + 1);  // what this rank's heartbeat reports
   // The loss stays on the device through the micro-batches; the host reads it, the gradient
   // norm and the fp16 overflow flag together, once, at the end of the step. A non-finite loss
   // is found there too: its backward only wasted work, and its gradients are dropped.
   const auto n = static_cast<double>(micro.size());
-  at::Tensor loss_sum;
-  int64_t tokens = 0;
-  for (std::size_t k = 0; k < micro.size(); ++k) {
-    const auto batch = to_device(micro[k], device_);
+  if (fp16) {  // a device tensor, so that a captured micro-step reads the scale of each step
+    if (!impl_->loss_scale.defined()) impl_->loss_scale = at::empty({}, at::TensorOptions(device_).dtype(at::kFloat));
+    impl_->loss_scale.fill_(state_.loss_scale);
+  }
+  bool last_micro = false;
+  // One micro-batch's forward and backward (what train.cuda_graphs captures); the detached loss.
+  auto micro_step = [&](const Batch& batch) {
     at::Tensor loss;
     {
       AutocastScope autocast(tr.precision, device_);
-      loss = task_loss(model_, batch, &res.logits_dtype);
+      loss = task_loss(model_, batch, &impl_->logits_dtype);
     }
-    tokens += micro[k].tokens;
-    auto value = loss.detach().to(at::kDouble);
-    loss_sum = loss_sum.defined() ? loss_sum + value : value;
     auto scaled = loss / n;
-    if (fp16) scaled = scaled * state_.loss_scale;
+    if (fp16) scaled = scaled * impl_->loss_scale;
     // Data-parallel: the gradients are reduced during the last micro-batch's backward only.
-    if (sync) sync->begin_backward(/*sync=*/k + 1 == micro.size());
+    if (sync) sync->begin_backward(/*sync=*/last_micro);
     scaled.backward();
+    return loss.detach();
+  };
+  at::Tensor loss_sum;
+  int64_t tokens = 0;
+  for (std::size_t k = 0; k < micro.size(); ++k) {
+    last_micro = k + 1 == micro.size();
+    const auto loss = graph ? graph->run(micro[k], static_cast<int64_t>(micro.size()), device_, micro_step)
+                            : micro_step(to_device(micro[k], device_));
+    tokens += micro[k].tokens;
+    auto value = loss.to(at::kDouble);  // a copy: a replayed loss is overwritten by the next replay
+    loss_sum = loss_sum.defined() ? loss_sum + value : value;
   }
+  res.logits_dtype = impl_->logits_dtype;
   if (sync) sync->finish();
   if (sparsity) {  // a pruned weight gets no gradient, so no update and no moment
     torch::NoGradGuard no_grad;
@@ -720,7 +747,7 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
   auto finish = [&](bool skipped, std::string why = {}) {
     res.skipped = skipped;
     res.why = std::move(why);
-    if (skipped) opt.zero_grad();
+    if (skipped) opt.zero_grad(/*keep=*/graph != nullptr);
     ++state_.step;
     state_.tokens += tokens;
     return res;
@@ -846,11 +873,23 @@ TrainReport Trainer::run() {
   double window_loss = 0;
   int64_t window_steps = 0, window_tokens = 0, run_tokens = 0;
   const double elapsed_before = state_.elapsed_s;
+  bool graph_noted = false, graph_eager_noted = false;
   while (state_.step < tr.max_steps) {
     std::vector<Batch> micro;
     for (uint64_t k = 0; k < accum; ++k) micro.push_back(loader.next());
     // Data-parallel ranks stop together: a signal is this rank's wish, agreed in the step.
     const auto r = step(micro, /*stop=*/signals.signal() != 0);
+    if (const auto* g = impl_->graph.get()) {
+      if (g->captured() && !graph_noted)
+        say(fmt::format("step {}: the micro-step is captured as a CUDA graph (train.cuda_graphs) and replayed from "
+                        "here on",
+                        state_.step));
+      if (g->eager_after_capture() > 0 && !graph_eager_noted)
+        say(fmt::format("step {}: a micro-batch of other shapes than the captured one ran without the graph",
+                        state_.step));
+      graph_noted = g->captured();
+      graph_eager_noted = g->eager_after_capture() > 0;
+    }
     const int own = signals.signal();
     const int stop_signal = impl_->distributed() ? (r.stop ? (own ? own : SIGTERM) : 0) : own;
     report.logits_dtype = r.logits_dtype;

@@ -39,8 +39,9 @@ class Optimizer {
   /// One update with learning rate `lr` from the gradients in .grad(); parameters without a
   /// gradient are left alone.
   void step(double lr);
-  /// Drops every gradient (the next backward creates them afresh).
-  void zero_grad();
+  /// Drops every gradient (the next backward creates them afresh), or with `keep` zeroes them
+  /// in place (their memory stays where a captured CUDA graph writes it).
+  void zero_grad(bool keep = false);
 
   /// Global L2 norm of all gradients; scales them to `max_norm` when above it (max_norm > 0).
   /// Returns the norm before clipping as a 0-dim float tensor on the gradients' device: no host
