@@ -34,6 +34,10 @@
 #include "lathe/train/step_graph.hpp"
 #include "lathe/train/task.hpp"
 
+#ifdef LATHE_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace {
 
 long peak_rss_kb() {
@@ -138,11 +142,18 @@ int main(int argc, char** argv) {
     if (s >= warmup) seconds += dt;
   }
   recording.reset();  // writes the trace
+  std::string gpu;  // what torch.cuda.max_memory_allocated() reports on the PyTorch side
+#ifdef LATHE_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.has_index() ? device.index() : 0);
+    gpu = ", \"peak_gpu_mb\": " + std::to_string(static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 20));
+  }
+#endif
   std::printf("{\"tokens_per_s\": %.1f, \"step_ms\": %.2f, \"clip_ms\": %.2f, \"update_ms\": %.2f, "
-              "\"peak_rss_mb\": %.1f, \"delta_rss_mb\": %.1f, \"params\": %lld}\n",
+              "\"peak_rss_mb\": %.1f, \"delta_rss_mb\": %.1f, \"params\": %lld%s}\n",
               static_cast<double>(batch * seq * steps) / seconds, 1000.0 * seconds / static_cast<double>(steps),
               1000.0 * clip_s / static_cast<double>(steps), 1000.0 * step_s / static_cast<double>(steps),
               peak_rss_kb() / 1024.0, (peak_rss_kb() - base_kb) / 1024.0,
-              static_cast<long long>(lathe::models::parameter_count(*model)));
+              static_cast<long long>(lathe::models::parameter_count(*model)), gpu.c_str());
   return 0;
 }

@@ -141,8 +141,9 @@ for mode, peers in r.items():
     lathe = peers.get("lathe", {}).get("tokens_per_s")
     for name, v in peers.items():
         mfu = f"MFU {100 * v['mfu']:.1f}%" if "mfu" in v else ""
+        mem = f"peak {v['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in v else ""
         ratio = f"lathe/this {lathe / v['tokens_per_s']:.2f}x" if lathe and name != "lathe" else ""
-        print(f"{mode} {name}: {v['tokens_per_s']:.0f} tok/s {mfu} {ratio}")
+        print(f"{mode} {name}: {v['tokens_per_s']:.0f} tok/s {mfu} {mem} {ratio}")
 EOF
 )
     row "bench" ok "${STEP_SECONDS}s"
