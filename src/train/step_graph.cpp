@@ -21,7 +21,7 @@ namespace {
 /// dtype and shape.
 std::vector<int64_t> shape_key(const Batch& b, int64_t tag) {
   std::vector<int64_t> key{tag};
-  for (const auto* t : {&b.input_ids, &b.targets, &b.attention_mask, &b.token_type_ids}) {
+  for (const auto* t : b.tensors()) {
     key.push_back(t->defined() ? static_cast<int64_t>(t->scalar_type()) : -1);
     if (!t->defined()) continue;
     key.push_back(t->dim());
@@ -32,10 +32,10 @@ std::vector<int64_t> shape_key(const Batch& b, int64_t tag) {
 
 /// Copies a new batch into the graph's static inputs (asynchronously from pinned memory).
 void copy_into(Batch& to, const Batch& from) {
-  for (auto [dst, src] : {std::pair{&to.input_ids, &from.input_ids}, std::pair{&to.targets, &from.targets},
-                          std::pair{&to.attention_mask, &from.attention_mask},
-                          std::pair{&to.token_type_ids, &from.token_type_ids}})
-    if (dst->defined()) dst->copy_(*src, /*non_blocking=*/true);
+  const auto src = from.tensors();
+  const auto dst = to.tensors();
+  for (std::size_t i = 0; i < dst.size(); ++i)
+    if (dst[i]->defined()) dst[i]->copy_(*src[i], /*non_blocking=*/true);
 }
 
 }  // namespace

@@ -29,16 +29,19 @@ namespace fs = std::filesystem;
 using recipe::Task;
 
 Batch pin(const Batch& b) {
-  auto pinned = [](const at::Tensor& t) { return !t.defined() || t.is_pinned() ? t : t.pin_memory(); };
-  return {pinned(b.input_ids), pinned(b.targets), pinned(b.attention_mask), pinned(b.token_type_ids), b.tokens};
+  Batch out = b;
+  for (auto* t : out.tensors())
+    if (t->defined() && !t->is_pinned()) *t = t->pin_memory();
+  return out;
 }
 
 Batch to_device(const Batch& b, const at::Device& device) {
   if (device.is_cpu()) return b;
   const bool cuda = device.is_cuda();
-  const Batch src = cuda ? pin(b) : b;
-  auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device, /*non_blocking=*/cuda) : t; };
-  return {move(src.input_ids), move(src.targets), move(src.attention_mask), move(src.token_type_ids), b.tokens};
+  Batch out = cuda ? pin(b) : b;
+  for (auto* t : out.tensors())
+    if (t->defined()) *t = t->to(device, /*non_blocking=*/cuda);
+  return out;
 }
 
 models::ModelKind model_kind(Task task) {

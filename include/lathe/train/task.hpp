@@ -2,6 +2,7 @@
 // windows ([CLS] ... [SEP], 80/10/10 masking) and labelled examples for classification.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <ostream>
@@ -23,6 +24,11 @@ struct Batch {
   at::Tensor attention_mask;
   at::Tensor token_type_ids;
   int64_t tokens = 0;  // real input tokens, for throughput
+
+  /// The tensor fields (some may be undefined), for code that treats them alike: pinning,
+  /// moving to a device, a CUDA graph's static inputs.
+  std::array<at::Tensor*, 4> tensors() { return {&input_ids, &targets, &attention_mask, &token_type_ids}; }
+  std::array<const at::Tensor*, 4> tensors() const { return {&input_ids, &targets, &attention_mask, &token_type_ids}; }
 };
 
 /// The batch in page-locked host memory, so that a copy to a GPU can run asynchronously; the
