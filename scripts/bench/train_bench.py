@@ -11,6 +11,12 @@ mode train = forward + backward + global-norm clipping + fused AdamW (the traine
 The PyTorch model below is a GPT-2 block stack written the usual way (nanoGPT style): fused QKV,
 F.scaled_dot_product_attention(is_causal=True), tanh GELU, pre-LN, tied embedding.
 Peak memory is the process's peak RSS; "delta" subtracts the RSS before the model was built.
+GEMM share: the machine's own matrix-product rate is measured in the same run (F.linear at the
+step's weight shapes: QKV, output projection, MLP in and out per layer and the vocabulary head,
+batch * seq rows, in fp32 and, with --bf16, in bf16; the best of at least 3 repetitions per
+shape, FLOP-weighted), and each peer's step is put against it as 6 * W * tokens/s, W being the
+weights of those products (the training FLOPs of the step's linear layers; attention's score
+products are left out of both).
 On cuda: MFU = 6 * parameters * tokens/s over --peak-tflops (the GPU's dense peak for the dtype;
 H200 bf16: 989), and PyTorch's peak GPU memory (torch.cuda.max_memory_allocated).
 """
@@ -76,6 +82,35 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def linear_shapes(a):
+    """(out, in) of every matrix product of a training step's linear layers, forward order."""
+    d = a.width
+    return [(3 * d, d), (d, d), (4 * d, d), (d, 4 * d)] * a.layers + [(a.vocab, d)]
+
+
+def gemm_rate(a, dtype):
+    """FLOP/s of F.linear over the step's weight shapes at batch * seq rows (best repetition per shape)."""
+    rows = a.batch * a.seq
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
+    best = {}
+    with torch.no_grad():
+        for shape in set(linear_shapes(a)):
+            x = torch.randn(rows, shape[1], dtype=dtype, device=a.device)
+            w = torch.randn(*shape, dtype=dtype, device=a.device)
+            for _ in range(2):
+                F.linear(x, w)
+            sync()
+            times = []
+            while len(times) < 3 or (len(times) < 50 and sum(times) < 0.25):
+                t0 = time.perf_counter()
+                F.linear(x, w)
+                sync()
+                times.append(time.perf_counter() - t0)
+            best[shape] = min(times)
+    flops = sum(2 * rows * o * i for o, i in linear_shapes(a))
+    return flops / sum(best[s] for s in linear_shapes(a))
+
+
 def python_run(a, mode, compiled, bf16):
     base = rss_mb()
     torch.manual_seed(0)
@@ -136,6 +171,15 @@ def main():
           f"{a.device if a.device == 'cuda' else str(torch.get_num_threads()) + ' threads'}, "
           f"{'bf16 autocast' if a.bf16 else 'fp32'}, {a.steps} timed steps")
     print(f"{a.rounds} alternating round(s) per peer; the median run is shown (shared CPUs are noisy)")
+    rates = {"fp32": gemm_rate(a, torch.float32)}
+    if a.bf16:
+        rates["bf16"] = gemm_rate(a, torch.bfloat16)
+    step_rate = rates["bf16" if a.bf16 else "fp32"]
+    linear_weights = sum(o * i for o, i in linear_shapes(a))
+    print("GEMM rate here (F.linear at the step's shapes, %d rows): " % (a.batch * a.seq) +
+          ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()) +
+          f"; GEMM share = 6 * {linear_weights / 1e6:.1f}M linear weights * tok/s over the "
+          f"{'bf16' if a.bf16 else 'fp32'} rate")
     peers = ["lathe"] + (["lathe graphs"] if a.device == "cuda" else []) + ["PyTorch eager"] + \
         ([] if a.no_compile else ["torch.compile"])
     results = {}
@@ -161,10 +205,13 @@ def main():
             if a.peak_tflops > 0:
                 r["mfu"] = 6 * r["params"] * r["tokens_per_s"] / (a.peak_tflops * 1e12)
                 mfu = f"  MFU {100 * r['mfu']:.1f}%"
+            r["gemm_share"] = 6 * linear_weights * r["tokens_per_s"] / step_rate
+            mfu += f"  GEMM share {100 * r['gemm_share']:.0f}%"
             gpu = f"  peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""
             print(f"  {name:14s} {r['tokens_per_s']:7.0f} tok/s ({spread})  {r['step_ms']:7.1f} ms/step  peak RSS "
                   f"{r['peak_rss_mb']:7.1f} MB (+{r['delta_rss_mb']:.1f}){gpu}{mfu}  lathe/this {ratio:.3f}x")
         results[mode] = median
+    results["gemm_rate_flops"] = rates
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -137,10 +137,14 @@ if $gpu; then
     while read -r line; do row "  $line" "" ""; done < <("$python" - "$out/bench.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-for mode, peers in r.items():
+rates = r.get("gemm_rate_flops", {})
+print("F.linear rate: " + ", ".join(f"{k} {v / 1e12:.0f} TFLOP/s" for k, v in rates.items()))
+for mode in ("step", "train"):
+    peers = r.get(mode, {})
     lathe = peers.get("lathe", {}).get("tokens_per_s")
     for name, v in peers.items():
         mfu = f"MFU {100 * v['mfu']:.1f}%" if "mfu" in v else ""
+        mfu += f" GEMM {100 * v['gemm_share']:.0f}%" if "gemm_share" in v else ""
         mem = f"peak {v['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in v else ""
         ratio = f"lathe/this {lathe / v['tokens_per_s']:.2f}x" if lathe and name != "lathe" else ""
         print(f"{mode} {name}: {v['tokens_per_s']:.0f} tok/s {mfu} {mem} {ratio}")
