@@ -31,8 +31,12 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
     at::Tensor gh = grad_h ? at::empty_like(hidden) : at::Tensor();
     at::Tensor gw = grad_w ? at::zeros(weight.sizes(), weight.options().dtype(at::kFloat)) : at::Tensor();
     at::Tensor gb = grad_b ? at::zeros(bias.sizes(), bias.options().dtype(at::kFloat)) : at::Tensor();
-    for (int64_t r = 0; r < n; r += block) {
-      const int64_t m = std::min(block, n - r);
+    // Blocks of equal size, at most `block` rows: no small remainder block, whose products run
+    // far below the GEMM's rate.
+    const int64_t blocks = std::max<int64_t>(1, (n + block - 1) / block);
+    const int64_t rows = std::max<int64_t>(1, (n + blocks - 1) / blocks);
+    for (int64_t r = 0; r < n; r += rows) {
+      const int64_t m = std::min(rows, n - r);
       auto h = hidden.narrow(0, r, m);
       auto logits = has_bias ? at::linear(h, weight, bias) : at::linear(h, weight);  // (m, V), autocast's dtype when on
       const auto compute = logits.scalar_type();
@@ -51,8 +55,18 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       d.scatter_add_(1, t, at::full({m, 1}, -1.0, d.options()));
       d.mul_((v * inv_count).unsqueeze(1));
       auto dc = d.to(compute);
-      if (grad_h) gh.narrow(0, r, m).copy_(at::mm(dc, weight.to(compute)));
-      if (grad_w) gw.add_(at::mm(dc.t(), h.to(compute)));
+      // In float32 the products write into the gradients themselves (the weight's accumulates
+      // over the blocks inside the GEMM); a reduced-precision product goes through a temporary
+      // and is accumulated in float32.
+      if (grad_h) {
+        auto rows_of_gh = gh.narrow(0, r, m);
+        if (compute == gh.scalar_type()) at::mm_out(rows_of_gh, dc, weight.to(compute));
+        else rows_of_gh.copy_(at::mm(dc, weight.to(compute)));
+      }
+      if (grad_w) {
+        if (compute == at::kFloat) gw.addmm_(dc.t(), h.to(compute));
+        else gw.add_(at::mm(dc.t(), h.to(compute)));
+      }
       if (grad_b) gb.add_(d.sum(0));
     }
     ctx->save_for_backward({gh, gw, gb});

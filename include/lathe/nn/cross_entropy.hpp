@@ -12,7 +12,8 @@
 namespace lathe::nn {
 
 /// Mean over the rows whose target is not `ignore_index` of
-/// cross_entropy(hidden @ weight^T + bias, targets), in float32, `block_rows` rows at a time.
+/// cross_entropy(hidden @ weight^T + bias, targets), in float32, at most `block_rows` rows at a
+/// time (in blocks of equal size).
 /// hidden (N, C), weight (V, C), bias (V) or undefined, targets (N) int64. Differentiable in
 /// hidden, weight and bias; under autocast the block products run in autocast's dtype, as
 /// at::linear's would. 0 (with zero gradients) when no row is scored.
