@@ -43,8 +43,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo apt-get update -qq -o Acquire::Retries=5
+  $sudo apt-get install -y -qq -o Acquire::Retries=5 --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # ----------------------------------------------------------------------------- Python venv
@@ -53,15 +53,48 @@ if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv"
   "$python" -m venv "$venv"
 fi
+# A dropped connection halfway through a large wheel (torch's CUDA libraries are up to 0.5 GB
+# each) should not end the setup: pip 25.3 resumes an interrupted download where it stopped
+# (--resume-retries), and each install is tried up to three times.
+pip_pin=25.3
+pip_net=(--disable-pip-version-check --retries 10 --timeout 60)
+# A full disk otherwise shows up as a pip traceback halfway through a download, or a compiler
+# error: check first, and name the folder and the sizes.
+need_space() {  # need_space <GB> <folder> <what>
+  local dir avail_kb
+  dir=$2
+  while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
+  avail_kb=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+  if [ "$avail_kb" -lt $(($1 * 1024 * 1024)) ]; then
+    say "error: $3 needs about $1 GB free in $dir; $((avail_kb / 1024 / 1024)) GB are free there"
+    exit 1
+  fi
+}
+retry() {
+  local attempt
+  for attempt in 1 2 3; do
+    "$@" && return 0
+    [ "$attempt" -lt 3 ] || break
+    say "attempt $attempt failed; trying again in $((attempt * 20)) s"
+    sleep $((attempt * 20))
+  done
+  say "failed three times: $*"
+  return 1
+}
+if ! "$venv/bin/python" -c "import pip, sys; sys.exit(pip.__version__ != '$pip_pin')" 2>/dev/null; then
+  say "installing pip $pip_pin into $venv"
+  retry "$venv/bin/python" -m pip install -q "${pip_net[@]}" "pip==$pip_pin"
+fi
 stamp=$venv/.lathe-requirements
 want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  need_space 10 "$venv" "installing the Python packages (5 GB installed, 3.5 GB of downloads)"
+  need_space 4 "${TMPDIR:-/tmp}" "unpacking the downloaded wheels"
   say "installing Python packages (requirements.txt) into $venv; the torch wheel is about 3.5 GB"
-  if $tty; then
-    "$venv/bin/python" -m pip install --disable-pip-version-check -r "$root/requirements.txt"
-  else
-    "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off -r "$root/requirements.txt"
-  fi
+  progress=()
+  $tty || progress=(--progress-bar off)
+  retry "$venv/bin/python" -m pip install "${pip_net[@]}" --resume-retries 20 "${progress[@]}" \
+    -r "$root/requirements.txt"
   echo "$want" > "$stamp"
 fi
 
@@ -70,6 +103,7 @@ fi
 
 # ----------------------------------------------------------------------------- build
 if [ ! -f "$build_dir/build.ninja" ]; then
+  need_space 2 "$build_dir" "building lathe"
   say "configuring $build_dir"
   mkdir -p "$build_dir"
   # shellcheck disable=SC2086
