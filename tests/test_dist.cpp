@@ -11,11 +11,16 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <thread>
 
 #include <ATen/ATen.h>
+#ifdef LATHE_WITH_CUDA
+#include <ATen/cuda/Sleep.h>
+#endif
 
 #include "lathe/dist/communicator.hpp"
 #include "lathe/dist/grad_sync.hpp"
@@ -194,6 +199,76 @@ TEST_CASE("dist: the world comes from torchrun, mpirun or srun variables, in tha
         "RANK='x' is not a rank (an integer >= 0)");
   CHECK(lathe::test::error_of([&] { world({{"MASTER_PORT", "70000"}}); }) ==
         "MASTER_PORT=70000 is not a port (1..65535)");
+}
+
+TEST_CASE("dist: a rank's GPU is its local rank modulo the GPUs it sees, as torchrun chooses", "[dist]") {
+  lathe::dist::World w;
+  w.rank = 5;
+  w.size = 8;
+  w.local_rank = 5;
+  w.launcher = "srun";
+  // PyTorch's launchers: torch.cuda.set_device(local_rank % torch.cuda.device_count()).
+  auto torch_choice = [](int local_rank, int count) { return local_rank % count; };
+  for (const int count : {8, 4, 2, 1}) CHECK(lathe::dist::local_device(w, count) == torch_choice(5, count));
+  // srun --gpus-per-task=1: SLURM_LOCALID 0..7, each task sees only its own GPU as cuda:0.
+  CHECK(lathe::dist::local_device(w, 1) == 0);
+  CHECK(lathe::test::error_of([&] { lathe::dist::local_device(w, 0); }) ==
+        "rank 5 (local rank 5, srun) sees no CUDA device; check CUDA_VISIBLE_DEVICES and the GPUs the launcher "
+        "gives each task, or train on the CPU (run.device: cpu)");
+}
+
+TEST_CASE("dist: the nccl backend keeps c10d's watchdog from ending the process, unless the user chose",
+          "[dist]") {
+  auto env_of = [](std::map<std::string, std::string> env) {
+    return lathe::dist::nccl_environment([env](const char* n) -> const char* {
+      auto it = env.find(n);
+      return it == env.end() ? nullptr : it->second.c_str();
+    });
+  };
+  using Vars = std::vector<std::pair<std::string, std::string>>;
+  CHECK(env_of({}) == Vars{{"TORCH_NCCL_ASYNC_ERROR_HANDLING", "2"}});
+  CHECK(env_of({{"TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"}}).empty());
+  CHECK(env_of({{"NCCL_ASYNC_ERROR_HANDLING", "3"}}).empty());  // the older name c10d still reads
+  CHECK(env_of({{"TORCH_NCCL_ASYNC_ERROR_HANDLING", ""}}) == Vars{{"TORCH_NCCL_ASYNC_ERROR_HANDLING", "2"}});
+}
+
+// Run by the next test in a child process (hidden: it ends its process). One nccl rank whose
+// all-reduce waits behind a kernel that spins for about 10 s, with distributed.timeout_s 2:
+// c10d's watchdog sees the same timeout as wait() does.
+TEST_CASE("dist: (child) an nccl all-reduce behind a long kernel", "[.][nccl-timeout-child]") {
+#ifdef LATHE_WITH_CUDA
+  lathe::dist::DistOptions o;
+  o.backend = lathe::dist::Backend::Nccl;
+  o.timeout_s = 2;
+  auto comm = lathe::dist::world_communicator(o, lathe::dist::detect_world(), at::Device(at::kCUDA, 0));
+  auto t = at::ones({16}, at::TensorOptions(comm->device()));
+  comm->all_reduce(t, lathe::dist::ReduceOp::Sum, "the first all-reduce")->wait();  // creates the communicator
+  at::cuda::sleep(int64_t{20'000'000'000});                                        // ~10 s at 2 GHz
+  try {
+    comm->all_reduce(t, lathe::dist::ReduceOp::Sum, "the all-reduce behind the kernel")->wait();
+    std::cout << "completed\n";
+  } catch (const std::exception& e) {
+    std::cout << e.what() << "\n";
+  }
+  std::cout.flush();
+  // The spinning kernel still holds the stream: end here, without tearing NCCL down.
+  std::_Exit(0);
+#endif
+}
+
+TEST_CASE("dist: an nccl collective that times out ends with lathe's message, not c10d's watchdog",
+          "[dist][gpu]") {
+  LATHE_REQUIRE_GPU();
+  auto res = lathe::test::run_process(
+      {"env", "-u", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "-u", "NCCL_ASYNC_ERROR_HANDLING", "RANK=0", "WORLD_SIZE=1",
+       "LOCAL_RANK=0", "LOCAL_WORLD_SIZE=1", "MASTER_ADDR=127.0.0.1",
+       fmt::format("MASTER_PORT={}", 29000 + (getpid() + 500) % 1000), fs::read_symlink("/proc/self/exe").string(),
+       "[nccl-timeout-child]"});
+  INFO(res.out << res.err);
+  // c10d's default (TORCH_NCCL_ASYNC_ERROR_HANDLING=3) aborts the process from its watchdog.
+  CHECK(res.code == 0);
+  CHECK(contains(res.out, "rank 0: the all-reduce behind the kernel did not complete within 2 s "
+                          "(distributed.timeout_s)"));
 }
 
 TEST_CASE("dist: a world of one reduces nothing and buckets follow backward in reverse order", "[dist]") {
@@ -498,4 +573,24 @@ TEST_CASE("dist: scripts/launch_local.sh starts N ranks, and ends them all when 
   INFO(env.out << env.err);
   CHECK(env.code == 1);
   CHECK(contains(env.err, "the mpi backend needs processes started by mpirun or srun --mpi=pmix"));
+}
+
+TEST_CASE("dist: SIGTERM to scripts/launch_local.sh stops the ranks after one checkpoint and exits 0",
+          "[dist][mpi]") {
+  TempDir dir;
+  const auto launcher = (lathe::test::source_dir() / "scripts/launch_local.sh").string();
+  const auto recipe = write_recipe(dir, "run", 4, "", "", 100000);
+  lathe::test::Child job({launcher, "-n", "2", "--", LATHE_CLI, "train", recipe.string()});
+  wait_for_step(job, dir.path() / "run", 2);
+  job.signal(SIGTERM);  // what a scheduler or a requeue wrapper sends the launcher
+  auto res = job.wait();
+  INFO(res.out << res.err);
+  // Both ranks saved and exited 0: so does the launcher (a requeue wrapper reads 0 as done).
+  CHECK(res.code == 0);
+  CHECK(contains(res.out, "received SIGTERM: saved"));
+  CHECK_FALSE(contains(res.err, "no such job"));
+  const auto ckpts = lathe::train::list_checkpoints(dir.path() / "run" / "checkpoints");
+  REQUIRE(ckpts.size() == 1);
+  CHECK(lathe::train::checkpoint_problem(ckpts.back()).empty());
+  CHECK(lathe::train::load_checkpoint(ckpts.back()).state.step >= 2);
 }

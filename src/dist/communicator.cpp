@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -198,6 +199,16 @@ Backend resolve_backend(Backend backend, const World& world, const at::Device& d
   if (backend == Backend::Nccl) throw Error("distributed.backend nccl: this lathe was built without CUDA");
 #endif
   return backend;
+}
+
+std::vector<std::pair<std::string, std::string>> nccl_environment(
+    const std::function<const char*(const char*)>& getenv_fn) {
+  const auto env = getenv_fn ? getenv_fn : [](const char* n) -> const char* { return std::getenv(n); };
+  auto set = [&](const char* name) { return env(name) && *env(name); };
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!set("TORCH_NCCL_ASYNC_ERROR_HANDLING") && !set("NCCL_ASYNC_ERROR_HANDLING"))
+    out.emplace_back("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2");
+  return out;
 }
 
 std::shared_ptr<Communicator> single_process_communicator() { return std::make_shared<NoneCommunicator>(); }

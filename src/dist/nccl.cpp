@@ -2,6 +2,9 @@
 // TCPStore that rank 0 serves at MASTER_ADDR:MASTER_PORT (torchrun and scripts/launch_local.sh
 // set them; scripts/slurm/train.sbatch derives them from the allocation).
 
+#include <cstdlib>
+
+#include <ATen/Context.h>
 #include <fmt/format.h>
 
 #include "backends.hpp"
@@ -26,6 +29,9 @@ std::shared_ptr<Communicator> make_nccl(const DistOptions&, const World&, const 
 
 namespace {
 
+// nccl_environment's value is c10d's CleanUpOnly mode.
+static_assert(c10d::ErrorHandlingMode::CleanUpOnly == 2);
+
 class NcclCommunicator;
 
 class NcclWork final : public Work {
@@ -44,16 +50,21 @@ class NcclWork final : public Work {
 
 class NcclCommunicator final : public Communicator {
  public:
-  // One GPU per rank: LOCAL_RANK picks it, whatever index `device` carries.
+  // One GPU per rank: the local rank picks it among the GPUs this task sees, whatever index
+  // `device` carries.
   NcclCommunicator(const DistOptions& options, const World& world, const at::Device& device)
       : Communicator(world, std::chrono::seconds(options.timeout_s)),
-        device_(device.type(), static_cast<at::DeviceIndex>(world.local_rank)) {
+        device_(device.type(),
+                static_cast<at::DeviceIndex>(local_device(world, static_cast<int>(at::getNumGPUs())))) {
     if (world.master_addr.empty() || world.master_port == 0)
       throw Error(fmt::format("distributed.backend nccl: MASTER_ADDR and MASTER_PORT must name the rendezvous (rank "
                               "0's host and a free port); torchrun and scripts/launch_local.sh set them, "
                               "scripts/slurm/train.sbatch derives them (rank {} of {}, {})",
                               world.rank, world.size, world.launcher));
     auto store = connect_store(world, world.master_addr, world.master_port, timeout_);
+    // Read by the process group's constructor: its watchdog must leave a timed-out collective
+    // to wait(), which names the rank that stopped responding.
+    for (const auto& [name, value] : nccl_environment()) setenv(name.c_str(), value.c_str(), /*overwrite=*/0);
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout_;
     pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("nccl", store),

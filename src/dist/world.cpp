@@ -68,4 +68,12 @@ World detect_world(const std::function<const char*(const char*)>& getenv_fn) {
   return w;
 }
 
+int local_device(const World& world, int device_count) {
+  if (device_count < 1)
+    throw Error(fmt::format("rank {} (local rank {}, {}) sees no CUDA device; check CUDA_VISIBLE_DEVICES and the "
+                            "GPUs the launcher gives each task, or train on the CPU (run.device: cpu)",
+                            world.rank, world.local_rank, world.launcher));
+  return world.local_rank % device_count;
+}
+
 }  // namespace lathe::dist

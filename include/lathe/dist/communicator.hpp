@@ -12,8 +12,11 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -99,6 +102,15 @@ Backend resolve_backend(Backend backend, const World& world, const at::Device& d
 /// must call it too, within options.timeout_s.
 std::shared_ptr<Communicator> world_communicator(const DistOptions& options, const World& world,
                                                  const at::Device& device);
+
+/// The variables the nccl backend sets in its environment before it creates the c10d process
+/// group, as (name, value), given the environment `getenv` reads (std::getenv by default).
+/// TORCH_NCCL_ASYNC_ERROR_HANDLING=2 (clean up, keep the process): c10d's default (3) lets its
+/// watchdog end the process when a collective times out, before the rank that waits can say
+/// which rank stopped responding. A value the user set (TORCH_NCCL_ASYNC_ERROR_HANDLING or its
+/// older name NCCL_ASYNC_ERROR_HANDLING) is left as it is.
+std::vector<std::pair<std::string, std::string>> nccl_environment(
+    const std::function<const char*(const char*)>& getenv = {});
 
 /// The none backend: a world of one (for tests and single-process runs).
 std::shared_ptr<Communicator> single_process_communicator();

@@ -29,4 +29,10 @@ struct World {
 /// Malformed values are refused naming the variable (lathe::Error).
 World detect_world(const std::function<const char*(const char*)>& getenv = {});
 
+/// The index of the GPU this rank uses among the `device_count` it sees: local_rank modulo the
+/// count, as torchrun and torch.distributed's launchers choose. A task that sees only its own
+/// GPU (srun --gpus-per-task=1, CUDA_VISIBLE_DEVICES per rank) has local ranks 0..N-1 but one
+/// device, cuda:0. Throws naming the rank when it sees none.
+int local_device(const World& world, int device_count);
+
 }  // namespace lathe::dist
