@@ -17,6 +17,7 @@
 #include "lathe/data/collate.hpp"
 #include "lathe/data/shard.hpp"
 #include "lathe/train/task.hpp"
+#include "lathe/io/json_file.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/generate.hpp"
 #include "lathe/models/hf.hpp"
@@ -259,10 +260,61 @@ TEST_CASE("train: an unreadable newest checkpoint is skipped with a warning", "[
   fs::resize_file(ckpts.front() / "model.safetensors", 100);
   r.train.resume = "auto";
   std::ostringstream quiet;
+  const auto root = (out.path() / "checkpoints").string();
   CHECK(lathe::test::error_of([&] { Trainer none(r, {&quiet, false, true, nullptr}); }) ==
-        (out.path() / "checkpoints").string() +
-            " holds checkpoints, but none of them loads (see the warnings above): move them away, start over with "
-            "--force, or choose another run.out_dir");
+        root + " holds checkpoints, but none of them loads (" + ckpts.back().string() + ": " +
+            (ckpts.back() / "model.safetensors").string() + ": 100 bytes, meta.json recorded " +
+            std::to_string(lathe::io::read_json(ckpts.back() / "meta.json")["files"]["model.safetensors"].get<int64_t>()) +
+            " (truncated or overwritten); " + ckpts.front().string() + ": " +
+            (ckpts.front() / "model.safetensors").string() + ": 100 bytes, meta.json recorded " +
+            std::to_string(lathe::io::read_json(ckpts.front() / "meta.json")["files"]["model.safetensors"].get<int64_t>()) +
+            " (truncated or overwritten)): move them away, start over with --force, or choose another run.out_dir");
+}
+
+TEST_CASE("train: checkpoints whose meta.json is unreadable are named, and auto resume refuses them", "[train]") {
+  Corpus corpus;
+  TempDir out;
+  const auto recipe = out.write("r.yaml", corpus.recipe(out.path() / "run", "max_steps: 4, batch_size: 2, save_every: 2, "
+                                                                            "eval_every: 0, log_every: 1"));
+  auto first = lathe::test::run_lathe({"run", recipe.string()});
+  INFO(first.out << first.err);
+  REQUIRE(first.code == 0);
+  const auto root = out.path() / "run/checkpoints";
+  const auto ckpts = lathe::train::list_checkpoints(root);
+  REQUIRE(ckpts.size() == 2);
+  const auto metrics = lathe::test::read_file(out.path() / "run/metrics.jsonl");
+
+  // The newest one's meta.json damaged: resumed from the older, naming the newer.
+  std::ofstream(ckpts.back() / "meta.json") << "{\"format\": ";
+  auto r = recipe_from(lathe::test::read_file(recipe));
+  r.train.resume = "auto";
+  {
+    std::ostringstream log;
+    Trainer t(r, {&log, false, true, nullptr});
+    CHECK(t.state().step == 2);
+    CHECK(log.str().find("warning: skipping checkpoint " + ckpts.back().string() + ": " +
+                         (ckpts.back() / "meta.json").string() + ": not valid JSON") != std::string::npos);
+  }
+
+  // Every meta.json damaged: refused, naming each, and nothing is written.
+  std::ofstream(ckpts.front() / "meta.json") << "garbage";
+  auto res = lathe::test::run_lathe({"train", recipe.string(), "--resume", "auto"});
+  INFO(res.out << res.err);
+  CHECK(res.code == 1);
+  for (const auto& c : ckpts) CHECK(res.err.find(c.string() + ": " + (c / "meta.json").string() + ": not valid JSON") !=
+                                    std::string::npos);
+  CHECK(res.err.find("start over with --force") != std::string::npos);
+  CHECK(lathe::train::list_checkpoints(root).empty());
+  CHECK(lathe::test::read_file(out.path() / "run/metrics.jsonl") == metrics);
+
+  // The way out: --force removes them and trains from step 0.
+  auto forced = lathe::test::run_lathe({"train", recipe.string(), "--force"});
+  INFO(forced.out << forced.err);
+  REQUIRE(forced.code == 0);
+  CHECK(lathe::train::damaged_checkpoints(root).empty());
+  const auto fresh = lathe::train::list_checkpoints(root);
+  REQUIRE(fresh.size() == 2);
+  CHECK(lathe::train::load_checkpoint(fresh.back()).state.step == 4);
 }
 
 TEST_CASE("train: non-finite losses stop the run or skip exactly the bad steps", "[train]") {

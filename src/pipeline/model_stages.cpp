@@ -36,8 +36,9 @@ std::vector<fs::path> remove_earlier_training(const recipe::Recipe& r) {
     std::error_code ec;
     if (fs::equivalent(fs::path(how).parent_path(), root, ec)) keep_to = train::checkpoint_step(how);
   }
-  std::vector<fs::path> doomed;
-  for (const auto& dir : train::list_checkpoints(root))
+  std::vector<fs::path> doomed, dirs = train::list_checkpoints(root);
+  for (const auto& dir : train::damaged_checkpoints(root)) dirs.push_back(dir);  // unreadable ones go too
+  for (const auto& dir : dirs)
     if (!keep_to || train::checkpoint_step(dir) > *keep_to) doomed.push_back(dir);
   if (!keep_to) {
     doomed.push_back(fs::path(r.run.out_dir) / "metrics.jsonl");

@@ -236,6 +236,15 @@ std::vector<fs::path> list_checkpoints(const fs::path& root) {
   return out;
 }
 
+std::vector<fs::path> damaged_checkpoints(const fs::path& root) {
+  std::vector<fs::path> out;
+  if (!fs::is_directory(root)) return out;
+  for (const auto& p : io::owned_entries(root))
+    if (step_of(p) >= 0 && fs::is_directory(p) && !is_checkpoint(p)) out.push_back(p);
+  std::sort(out.begin(), out.end(), [](const fs::path& a, const fs::path& b) { return step_of(a) < step_of(b); });
+  return out;
+}
+
 std::string checkpoint_run_id(const fs::path& dir) {
   const auto meta = checkpoint_meta(dir);
   return meta.is_object() ? meta.value("run_id", "") : "";
@@ -244,6 +253,8 @@ std::string checkpoint_run_id(const fs::path& dir) {
 std::optional<CheckpointData> load_latest_checkpoint(const fs::path& root,
                                                      const std::function<void(const std::string&)>& warn) {
   auto all = list_checkpoints(root);
+  for (const auto& dir : damaged_checkpoints(root)) all.push_back(dir);
+  std::stable_sort(all.begin(), all.end(), [](const fs::path& a, const fs::path& b) { return step_of(a) < step_of(b); });
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     try {
       return load_checkpoint(*it);

@@ -519,9 +519,13 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
                               "trainer is `lathe train` / `lathe run`); launch it without {}",
                               world.describe(), world.launcher));
   } else if (device_.is_cuda()) {
-    device_ = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(impl_->comm->world().local_rank));
+    device_ = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(dist::local_device(
+                                        impl_->comm->world(), static_cast<int>(at::getNumGPUs()))));
   }
   if (!lead) options_.console = nullptr;  // rank 0 speaks for the job
+  // A launched rank cannot tell where its output goes: Open MPI gives every rank a pseudo-terminal
+  // even when mpirun's own output is a file. Plain lines every train.log_every, never redrawn.
+  if (distributed || dist::detect_world().launcher != "none") options_.console_is_tty = false;
   if (recipe_.run.threads > 0) {
     at::set_num_threads(static_cast<int>(recipe_.run.threads));
   } else if (distributed && !device_.is_cuda()) {
@@ -556,9 +560,11 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
   std::optional<CheckpointData> resume;
   const auto& how = recipe_.train.resume;
   if (lead) {
+    std::vector<std::string> unreadable;
     if (how == "auto") {
       resume = load_latest_checkpoint(root, [&](const std::string& w) {
         if (options_.console) *options_.console << w << "\n";
+        unreadable.push_back(w.substr(w.find("checkpoint ") + 11));
       });
     } else if (how != "none") {
       resume = load_checkpoint(how);
@@ -566,11 +572,13 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
     // One run per out_dir: checkpoints of another run, or later ones of this run that resuming
     // from an earlier step would interleave with, stop the run before anything is written.
     const auto existing = list_checkpoints(root);
+    // Checkpoints that all fail to load are refused, not passed over: a new run would start
+    // from step 0 beside them and the user would never learn that the earlier run was lost.
+    if (!resume && !unreadable.empty())
+      throw Error(fmt::format("{} holds checkpoints, but none of them loads ({}): move them away, start over with "
+                              "--force, or choose another run.out_dir",
+                              root.string(), fmt::join(unreadable, "; ")));
     if (!resume && !existing.empty()) {
-      if (how == "auto")
-        throw Error(fmt::format("{} holds checkpoints, but none of them loads (see the warnings above): move them "
-                                "away, start over with --force, or choose another run.out_dir",
-                                root.string()));
       throw Error(fmt::format("{} holds the checkpoints of an earlier run (newest {}) and train.resume is none: "
                               "resume it (--resume auto), start over with --force (removes that run's checkpoints "
                               "and metrics), or choose another run.out_dir",
@@ -806,13 +814,17 @@ TrainReport Trainer::run() {
   report.start_step = state_.step;
   if (!impl_->resumed_from.empty()) say(fmt::format("resumed from {} (step {})", impl_->resumed_from, state_.step));
   if (!impl_->resume_note.empty()) say(impl_->resume_note);
+  // From the first line on: a signal during the setup below stops the run after its first step
+  // (with a checkpoint) rather than ending the process.
+  SignalScope signals(options_.handle_signals);
   const int64_t params = models::parameter_count(*model_.module());
   say(fmt::format("training {} ({:.2f}M parameters) on {} for {} steps: batch {} x {} tokens x {} accumulation{}",
                   model_.kind_name(), static_cast<double>(params) / 1e6, device_.str(), tr.max_steps, tr.batch_size,
                   recipe_.data.seq_len, tr.grad_accum, impl_->optimizer->fused() ? ", fused AdamW" : ""));
   if (impl_->distributed())
     say(fmt::format("data-parallel over {} ranks ({}, {}): global batch {}, {} gradient buckets of up to {} MiB{}{}{}",
-                    world, impl_->comm->backend(), impl_->comm->world().launcher, tr.batch_size * world,
+                    world, impl_->comm->backend(), impl_->comm->world().launcher,
+                    tr.batch_size * tr.grad_accum * world,
                     impl_->sync->buckets(), recipe_.distributed.bucket_mb,
                     impl_->sync->sharded() ? ", sharded optimizer (ZeRO-1)" : "",
                     recipe_.distributed.bf16_grads ? ", bf16 gradients" : "",
@@ -830,7 +842,6 @@ TrainReport Trainer::run() {
   const double peak = measure_peak_flops(device_, tr.precision) * world;  // every rank's device
   const double fpt = flops_per_token(model_, recipe_.data.seq_len);
 
-  SignalScope signals(options_.handle_signals);
   const auto accum = static_cast<uint64_t>(tr.grad_accum);
   // On CUDA the workers also pin each batch, so the step's copy to the GPU is asynchronous.
   const bool pinned = device_.is_cuda();
@@ -905,7 +916,9 @@ TrainReport Trainer::run() {
     state_.elapsed_s = elapsed_before + std::chrono::duration<double>(Clock::now() - t_start).count();
 
     const bool last = state_.step == tr.max_steps;
-    const bool logged = state_.step % tr.log_every == 0 || last;
+    // The step a signal stops at is logged too: the report's loss is that of the steps since
+    // the last log, not of an earlier window (or none).
+    const bool logged = state_.step % tr.log_every == 0 || last || stop_signal != 0;
     const double window_s = std::chrono::duration<double>(Clock::now() - t_window).count();
     const double tps = window_s > 0 ? static_cast<double>(window_tokens) / window_s : 0;
     const double per_step = (state_.step - report.start_step) > 0

@@ -66,6 +66,11 @@ CheckpointData load_checkpoint(const std::filesystem::path& dir);
 /// oldest first.
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& checkpoints_dir);
 
+/// The step_NNNNNNNN directories lathe wrote under `checkpoints_dir` that are no checkpoint any
+/// more (meta.json missing, unreadable or of another format), oldest first: list_checkpoints()
+/// does not see them, and a resume must not pass over them in silence.
+std::vector<std::filesystem::path> damaged_checkpoints(const std::filesystem::path& checkpoints_dir);
+
 /// What makes a checkpoint directory unusable without reading its tensors (no meta.json,
 /// another format, a file missing or of another size than recorded), naming the file; empty
 /// when it is intact.
@@ -90,8 +95,8 @@ void recover_checkpoints(const std::filesystem::path& checkpoints_dir);
 using CheckpointFaultHook = std::function<void(std::string_view)>;
 void set_checkpoint_fault_hook(CheckpointFaultHook hook);
 
-/// The newest checkpoint that loads; each unreadable newer one is reported to `warn` and
-/// skipped. nullopt when there is none.
+/// The newest checkpoint that loads; each unreadable newer one (damaged_checkpoints() included)
+/// is reported to `warn`, naming it and its problem, and skipped. nullopt when there is none.
 std::optional<CheckpointData> load_latest_checkpoint(const std::filesystem::path& checkpoints_dir,
                                                      const std::function<void(const std::string&)>& warn);
 
