@@ -172,8 +172,8 @@ int cmd_prune(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
   const auto result =
       lathe::pipeline::run_prune_stage(recipe, r.count("force") > 0 || recipe.run.force, {&std::cout, stdout_is_tty()});
-  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
-  return result.interrupted ? kInterrupted : kOk;
+  if (lathe::dist::detect_world().rank == 0) std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return result.interrupted ? interrupted_code() : kOk;
 }
 
 int cmd_quantize(const cxxopts::ParseResult& r) {

@@ -210,17 +210,18 @@ int64_t weight_bytes(const onnx::ModelProto& m) {
 
 }  // namespace
 
-std::vector<std::string> OnnxOptions::problems() const {
-  std::vector<std::string> out;
+std::vector<models::OptionProblem> OnnxOptions::problems() const {
+  std::vector<models::OptionProblem> out;
   if (opset < 17 || opset > max_opset())
-    out.push_back(fmt::format("opset: {} is outside 17 (LayerNormalization) .. {} (the newest this build's onnx "
-                              "library checks)",
-                              opset, max_opset()));
+    out.push_back({{"opset"}, fmt::format("{} is outside 17 (LayerNormalization) .. {} (the newest this build's onnx "
+                                          "library checks)",
+                                          opset, max_opset())});
   return out;
 }
 
 OnnxExport export_onnx(const models::AnyModel& model, const OnnxOptions& options) {
-  if (const auto p = options.problems(); !p.empty()) throw Error("onnx export: " + p.front());
+  if (const auto p = options.problems(); !p.empty())
+    throw Error("onnx export: " + p.front().keys.front() + ": " + p.front().message);
   at::NoGradGuard no_grad;
   OnnxExport out;
   bool bf16 = false, dynamic = false;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <tuple>
 
 #include <ATen/ATen.h>
@@ -12,8 +13,10 @@
 #include "lathe/compress/prune.hpp"
 #include "lathe/compress/quantize.hpp"
 #include "lathe/core/error.hpp"
+#include "lathe/dist/communicator.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
+#include "lathe/io/safetensors.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/paths.hpp"
@@ -21,7 +24,8 @@
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/task.hpp"
 #include "lathe/train/trainer.hpp"
-#include "provenance.hpp"
+#include "lathe/pipeline/provenance.hpp"
+#include "job.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
@@ -50,6 +54,77 @@ class GradualSparsity : public train::Sparsity {
   int64_t total_;
   double current_ = -1;
 };
+
+/// What rank 0 tells the other ranks of a data-parallel prune stage before the fine-tune.
+enum class LeadOutcome : int64_t { Skipped = 0, FineTune = 1, Failed = 2 };
+
+/// Rank 0's outcome of the part of a stage it runs alone (and, when it failed, its message), on
+/// every rank.
+std::pair<LeadOutcome, std::string> from_rank0(dist::Communicator& comm, LeadOutcome outcome, const std::string& message) {
+  const char* what = "the prune stage's start (rank 0 prunes the model before the fine-tune)";
+  auto head = at::tensor({static_cast<int64_t>(outcome), static_cast<int64_t>(message.size())}, at::kLong);
+  head = head.to(comm.device());
+  comm.broadcast(head, 0, what)->wait();
+  head = head.cpu();
+  const auto told = static_cast<LeadOutcome>(head[0].item<int64_t>());
+  const int64_t n = head[1].item<int64_t>();
+  std::string text = message;
+  if (n > 0) {
+    auto bytes = at::zeros({n}, at::kByte);
+    if (comm.rank() == 0) std::memcpy(bytes.data_ptr(), message.data(), static_cast<std::size_t>(n));
+    bytes = bytes.to(comm.device());
+    comm.broadcast(bytes, 0, what)->wait();
+    bytes = bytes.cpu();
+    text.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(n));
+  }
+  return {told, text};
+}
+
+/// The fine-tune of the pruned model: a run of its own under pruned/finetune, resumed when
+/// interrupted (also with another finetune_steps, as train.max_steps). Every rank of a
+/// data-parallel job builds the same one.
+recipe::Recipe finetune_recipe(const recipe::Recipe& r, const models::ModelOptions& pruned_shape) {
+  const auto& po = r.prune;
+  recipe::Recipe ft = r;
+  ft.pipeline = {Stage::Train};
+  ft.run.out_dir = (recipe::pruned_dir(r) / "finetune").string();
+  ft.tokenizer.path = recipe::tokenizer_path(r).string();
+  ft.data.shard_dir = recipe::shard_dir(r).string();
+  models::ModelOptions shape = pruned_shape;
+  shape.dropout = r.model.dropout;
+  shape.attn_dropout = r.model.attn_dropout;
+  static_cast<models::ModelOptions&>(ft.model) = shape;
+  ft.train.init_from = (recipe::pruned_dir(r) / "oneshot.safetensors").string();
+  ft.train.max_steps = po.finetune_steps;
+  ft.train.resume = "auto";
+  ft.schedule.warmup_steps = std::min(r.schedule.warmup_steps, po.finetune_steps / 10);
+  return ft;
+}
+
+/// One-shot masks for the other ranks of a data-parallel fine-tune (gradual masks each rank
+/// computes itself from the weights, which are the same on every rank).
+fs::path masks_file(const recipe::Recipe& r) { return recipe::pruned_dir(r) / "masks.safetensors"; }
+
+/// A rank other than 0 of a data-parallel prune stage: waits for rank 0 to prune, then takes
+/// its part of the fine-tune.
+StageResult follow_prune_stage(const recipe::Recipe& r, const std::shared_ptr<dist::Communicator>& comm) {
+  const auto [outcome, message] = from_rank0(*comm, LeadOutcome::Skipped, "");
+  if (outcome == LeadOutcome::Failed)
+    throw Error(fmt::format("rank {}: rank 0 stopped the prune stage: {}", comm->rank(), message));
+  if (outcome == LeadOutcome::Skipped) return {true, "rank 0 found the pruned model up to date"};
+  const auto kind = train::model_kind(r.train.task);
+  const auto labels = kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0;
+  const auto oneshot = models::load_model(recipe::pruned_dir(r) / "oneshot.safetensors", kind, labels);
+  auto sparsity = std::make_shared<train::Sparsity>();
+  if (r.prune.schedule == compress::PruneSchedule::Gradual && r.prune.method != compress::PruneMethod::Structured) {
+    sparsity = std::make_shared<GradualSparsity>(r.prune, r.prune.finetune_steps);
+  } else if (fs::exists(masks_file(r))) {
+    for (auto& [name, mask] : io::load_safetensors(masks_file(r)).tensors) sparsity->masks[name] = mask.to(at::kBool);
+  }
+  train::Trainer trainer(finetune_recipe(r, oneshot.options()), {nullptr, false, /*handle_signals=*/true, sparsity, comm});
+  const auto rep = trainer.run();
+  return {false, fmt::format("rank {} fine-tuned to step {}", comm->rank(), rep.steps), rep.interrupted};
+}
 
 /// Median forward times (ms) of `batch` through models `a` and `b`, timed in turns (a, b, a,
 /// b, ...) so both see the same machine state.
@@ -162,26 +237,42 @@ fs::path source_model(const recipe::Recipe& r, ModelSource source, Stage reader,
   }
 }
 
-StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
+namespace {
+
+/// The prune stage in one process, or on rank 0 of a data-parallel job (`comm`), which prunes,
+/// measures and writes alone and meets the other ranks for the fine-tune; `told` is set once
+/// they have heard from it.
+StageResult lead_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console,
+                             const std::shared_ptr<dist::Communicator>& comm, bool& told) {
+  auto tell = [&](LeadOutcome outcome) {
+    if (!comm) return;
+    from_rank0(*comm, outcome, "");
+    told = true;
+  };
   RunLock lock(r);
   const auto& po = r.prune;
   const auto ckpt = r.prune.checkpoint.empty() ? train::newest_checkpoint(r) : fs::path(r.prune.checkpoint);
   const auto dir = recipe::pruned_dir(r);
   const auto model_file = dir / "model.safetensors", oneshot_file = dir / "oneshot.safetensors";
   const auto report_file = fs::path(r.run.out_dir) / "prune.json";
-  MadeFrom made_from = recipe_part(r, {"prune.", "optim.", "schedule.", "data.seq_len", "data.val_files",
-                                       "data.val_fraction", "train.batch_size", "train.grad_accum", "train.precision",
-                                       "train.task", "model.dropout", "model.attn_dropout", "eval.batches",
-                                       "run.seed"});
-  add_model(made_from, ckpt);
-  add_files(made_from, {recipe::tokenizer_path(r)});
-  if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
+  const MadeFrom made_from = stage_record(r, Stage::Prune, ckpt);
   const auto fresh = freshness(force, model_file, read_stage_record(r.run.out_dir, "prune"), made_from);
-  if (fresh.up_to_date) return {true, fmt::format("{} is {} pruned", model_file.string(), ckpt.string())};
+  if (fresh.up_to_date) {
+    if (po.finetune_steps > 0) tell(LeadOutcome::Skipped);
+    return {true, fmt::format("{} is {} pruned", model_file.string(), ckpt.string())};
+  }
+  const auto kind = train::model_kind(r.train.task);
+  const auto labels = kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0;
+  auto model = models::load_model(ckpt, kind, labels);
+  if (const auto done = models::quantized_layers(model); !done.empty())
+    throw Error(fmt::format("{} is a quantized model ({}: {}); pruning works on float weights: prune its float "
+                            "checkpoint (prune.checkpoint) and quantize the pruned model afterwards (the quantize "
+                            "stage after prune in the pipeline)",
+                            ckpt.string(), done.begin()->first, enum_name(done.begin()->second->grid().scheme)));
   check_not_input(r, {dir, report_file});
   io::claim(dir);
   fs::create_directories(dir);
-  for (const auto& f : {model_file, oneshot_file}) io::claim(f);
+  for (const auto& f : {model_file, oneshot_file, masks_file(r)}) io::claim(f);
   io::claim(report_file);
 
   auto say = [&](const std::string& s) {
@@ -189,9 +280,6 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   };
   const auto device = train::resolve_device(r.run.device);
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
-  const auto kind = train::model_kind(r.train.task);
-  const auto labels = kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0;
-  auto model = models::load_model(ckpt, kind, labels);
   model.module()->to(device);
   const auto inputs = measured_task(r, model, ckpt, "prune");
   const auto& data = inputs.data;
@@ -247,33 +335,25 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   }
   say("prune: " + what);
   models::save_model(pruned, oneshot_file);
-  auto oneshot = measure(pruned);
+  if (comm && !sparsity->masks.empty()) {
+    std::vector<std::pair<std::string, at::Tensor>> masks(sparsity->masks.begin(), sparsity->masks.end());
+    io::save_safetensors(masks_file(r), masks);
+  } else {
+    io::remove_owned(masks_file(r));
+  }
 
   std::optional<Measured> tuned;
   if (po.finetune_steps > 0) {
-    // The fine-tune is a run of its own under pruned/finetune, resumed when interrupted (also
-    // with another finetune_steps, as train.max_steps) and started afresh when what it
-    // continues has changed.
-    recipe::Recipe ft = r;
-    ft.pipeline = {Stage::Train};
-    ft.run.out_dir = (dir / "finetune").string();
-    ft.tokenizer.path = recipe::tokenizer_path(r).string();
-    ft.data.shard_dir = recipe::shard_dir(r).string();
-    models::ModelOptions shape = pruned.options();
-    shape.dropout = r.model.dropout;
-    shape.attn_dropout = r.model.attn_dropout;
-    static_cast<models::ModelOptions&>(ft.model) = shape;
-    ft.train.init_from = oneshot_file.string();
-    ft.train.max_steps = po.finetune_steps;
-    ft.train.resume = "auto";
-    ft.schedule.warmup_steps = std::min(r.schedule.warmup_steps, po.finetune_steps / 10);
+    // Started afresh when what it continues has changed.
+    const auto ft = finetune_recipe(r, pruned.options());
     MadeFrom continues = made_from;
     continues.erase("prune.finetune_steps");
     const auto recorded = read_stage_record(r.run.out_dir, "prune.finetune");
     if (force || !recorded || *recorded != continues) io::remove_owned(ft.run.out_dir);
     io::claim(ft.run.out_dir);
     write_stage_record(r.run.out_dir, "prune.finetune", continues);
-    train::Trainer trainer(ft, {console.out, console.is_tty, /*handle_signals=*/true, sparsity});
+    tell(LeadOutcome::FineTune);
+    train::Trainer trainer(ft, {console.out, console.is_tty, /*handle_signals=*/true, sparsity, comm});
     const auto rep = trainer.run();
     if (rep.interrupted)
       return {false, fmt::format("fine-tune interrupted at step {} of {}", rep.steps, po.finetune_steps), true};
@@ -284,6 +364,9 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   } else {
     models::save_model(pruned, model_file);
   }
+  // Measured after the fine-tune, so that the other ranks of a data-parallel job do not wait
+  // for it; the fine-tune read the pruned model from its file.
+  auto oneshot = measure(pruned);
   auto& after = tuned ? *tuned : oneshot;
 
   auto final_model = models::load_model(model_file, kind, labels);
@@ -330,6 +413,22 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
                              model_file.string())};
 }
 
+}  // namespace
+
+StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
+  // Under a launcher (mpirun, torchrun, srun) the fine-tune is data-parallel: rank 0 prunes,
+  // measures and writes; every rank trains.
+  const auto comm = r.prune.finetune_steps > 0 ? job_communicator(r) : nullptr;
+  if (comm && comm->rank() > 0) return follow_prune_stage(r, comm);
+  bool told = false;
+  try {
+    return lead_prune_stage(r, force, console, comm, told);
+  } catch (const std::exception& e) {
+    if (comm && !told && !comm->broken()) from_rank0(*comm, LeadOutcome::Failed, e.what());
+    throw;
+  }
+}
+
 StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
   RunLock lock(r);
   const auto& qo = r.quantize;
@@ -337,12 +436,7 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
   const auto dir = recipe::quantized_dir(r);
   const auto model_file = dir / "model.safetensors";
   const auto report_file = fs::path(r.run.out_dir) / "quantize.json";
-  MadeFrom made_from = recipe_part(r, {"quantize.", "data.seq_len", "data.val_files", "data.val_fraction",
-                                       "train.batch_size", "train.precision", "train.task", "model.num_labels",
-                                       "eval.batches", "run.seed"});
-  add_model(made_from, src);
-  add_files(made_from, {recipe::tokenizer_path(r)});
-  if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
+  const MadeFrom made_from = stage_record(r, Stage::Quantize, src);
   const auto fresh = freshness(force, model_file, read_stage_record(r.run.out_dir, "quantize"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} is {} quantized", model_file.string(), src.string())};
   const auto kind = train::model_kind(r.train.task);
@@ -445,7 +539,7 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
                   static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes)));
 
   const char* metric = before.count("perplexity") ? "perplexity" : "accuracy";
-  return {false, fmt::format("{}{}: {} {:.3f} -> {:.3f}, Linear weights {:.3f}x, batch 8 forward {:.2f}x faster -> {}",
+  return {false, fmt::format("{}{}: {} {:.3f} -> {:.3f}, Linear weights {:.3f}x, batch 8 forward {} -> {}",
                              fresh.why(), scheme, metric, before.count(metric) ? before.at(metric) : 0.0,
                              after.count(metric) ? after.at(metric) : 0.0,
                              static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes),

@@ -20,7 +20,7 @@
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/task.hpp"
-#include "provenance.hpp"
+#include "lathe/pipeline/provenance.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
@@ -43,7 +43,7 @@ export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
 
 std::string export_problem(const recipe::Recipe& r) {
   if (!writes_onnx(r)) return {};
-  for (const auto& p : onnx_options(r).problems()) return "export." + p;
+  for (const auto& p : onnx_options(r).problems()) return "export." + p.keys.front() + ": " + p.message;
   return {};
 }
 
@@ -54,9 +54,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
   const auto tokenizer = recipe::tokenizer_path(r);
   const auto marker = out / (writes_onnx(r) ? "model.onnx" : "config.json");
-  MadeFrom made_from = recipe_part(r, {"export."});
-  add_model(made_from, src);
-  add_files(made_from, {tokenizer});
+  const MadeFrom made_from = stage_record(r, Stage::Export, src);
   const auto fresh = freshness(force, marker, read_stage_record(r.run.out_dir, "export"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} holds {}", out.string(), src.string())};
   check_not_input(r, {out, marker, out / tokenizer.filename()});

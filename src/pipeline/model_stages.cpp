@@ -18,7 +18,8 @@
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/trainer.hpp"
-#include "provenance.hpp"
+#include "lathe/pipeline/provenance.hpp"
+#include "job.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
@@ -53,17 +54,23 @@ std::vector<fs::path> remove_earlier_training(const recipe::Recipe& r) {
 
 }  // namespace
 
+std::shared_ptr<dist::Communicator> job_communicator(const recipe::Recipe& r) {
+  const auto world = dist::detect_world();
+  const auto device = train::resolve_device(r.run.device);
+  return dist::resolve_backend(r.distributed.backend, world, device) != dist::Backend::None
+             ? dist::world_communicator(r.distributed, world, device)
+             : nullptr;
+}
+
 StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
   // A data-parallel launch (torchrun, mpirun, srun): every rank runs this stage; rank 0 alone
   // locks out_dir, removes what --force removes and writes.
-  const auto world = dist::detect_world();
-  const auto device = train::resolve_device(r.run.device);
-  const auto comm = dist::resolve_backend(r.distributed.backend, world, device) != dist::Backend::None
-                        ? dist::world_communicator(r.distributed, world, device)
-                        : nullptr;
+  const auto comm = job_communicator(r);
   const bool lead = !comm || comm->rank() == 0;
   std::optional<RunLock> lock;
   if (lead) lock.emplace(r);
+  // Before anything else, so that a run trained before the shards kept this list is noted too.
+  if (lead && r.train.task != recipe::Task::Classification) record_shard_user(r);
   const auto root = recipe::checkpoint_dir(r);
   std::string removed_note;
   if (force && !lead) {
@@ -104,13 +111,7 @@ StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
   RunLock lock(r);
   const auto ckpt = source_model(r, r.eval.source, recipe::Stage::Eval, r.eval.checkpoint);
   const auto out = fs::path(r.run.out_dir) / "eval.json";
-  MadeFrom made_from = recipe_part(
-      r, {"eval.", "data.seq_len", "data.val_files", "data.val_fraction", "data.text_field", "data.text_pair_field",
-          "data.label_field", "data.mlm_probability", "data.whole_word_mask", "train.task", "train.batch_size",
-          "train.precision", "model.num_labels", "run.seed"});
-  add_model(made_from, ckpt);
-  add_files(made_from, {recipe::tokenizer_path(r)});
-  if (fs::exists(recipe::shard_dir(r) / "index.json")) add_files(made_from, {recipe::shard_dir(r) / "index.json"});
+  const MadeFrom made_from = stage_record(r, recipe::Stage::Eval, ckpt);
   const auto fresh = freshness(force, out, read_stage_record(r.run.out_dir, "eval"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} describes {}", out.string(), ckpt.string())};
   check_not_input(r, {out});
@@ -265,9 +266,7 @@ StageResult run_generate_stage(const recipe::Recipe& r, bool force, std::ostream
   RunLock lock(r);
   const auto ckpt = source_model(r, r.generate.source, recipe::Stage::Generate);
   const auto path = fs::path(r.run.out_dir) / "samples.jsonl";
-  MadeFrom made_from = recipe_part(r, {"generate.", "run.seed"});
-  add_model(made_from, ckpt);
-  add_files(made_from, {recipe::tokenizer_path(r)});
+  const MadeFrom made_from = stage_record(r, recipe::Stage::Generate, ckpt);
   const auto fresh = freshness(force, path, read_stage_record(r.run.out_dir, "generate"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} holds samples of {}", path.string(), ckpt.string())};
   check_not_input(r, {path});

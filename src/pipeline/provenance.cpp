@@ -1,4 +1,4 @@
-#include "provenance.hpp"
+#include "lathe/pipeline/provenance.hpp"
 
 #include <sys/stat.h>
 
@@ -6,21 +6,28 @@
 
 #include <fmt/format.h>
 
-#include "lathe/io/json_file.hpp"
+#include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
+#include "lathe/io/inputs.hpp"
+#include "lathe/io/json_file.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/recipe/load.hpp"
+#include "lathe/recipe/paths.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-MadeFrom recipe_part(const recipe::Recipe& r, std::initializer_list<std::string_view> prefixes) {
+MadeFrom recipe_part(const recipe::Recipe& r, const std::vector<std::string_view>& prefixes) {
   MadeFrom out;
   for (const auto& k : recipe::recipe_keys(r))
     for (auto p : prefixes)
       if (k.key.starts_with(p)) out[k.key] = k.value;
   return out;
+}
+
+MadeFrom recipe_part(const recipe::Recipe& r, std::initializer_list<std::string_view> prefixes) {
+  return recipe_part(r, std::vector<std::string_view>(prefixes));
 }
 
 namespace {
@@ -45,6 +52,58 @@ std::string checkpoint_identity(const fs::path& dir) {
 void add_model(MadeFrom& record, const fs::path& model) {
   if (fs::is_directory(model)) record["model " + model.string()] = checkpoint_identity(model);
   else add_files(record, {model});
+}
+
+const StageReads& stage_reads(recipe::Stage stage) {
+  using recipe::Stage;
+  // Whole sections where a stage reads most of one: a key added to the section later is then
+  // recorded without anyone remembering to list it (at worst a stage reruns needlessly).
+  static const StageReads eval{{"eval.", "train.precision", "run.device"}, true};
+  static const StageReads generate{{"generate.", "run.seed"}, false};
+  // The fine-tune is a training run of its own: every training setting shapes it.
+  static const StageReads prune{{"prune.", "train.", "optim.", "schedule.", "model.", "eval.batches", "run.seed",
+                                 "run.device"},
+                                true};
+  static const StageReads quantize{{"quantize.", "train.precision", "eval.batches", "run.seed"}, true};
+  static const StageReads export_{{"export."}, false};
+  switch (stage) {
+    case Stage::Eval: return eval;
+    case Stage::Generate: return generate;
+    case Stage::Prune: return prune;
+    case Stage::Quantize: return quantize;
+    case Stage::Export: return export_;
+    case Stage::Tokenizer:
+    case Stage::Data:
+    case Stage::Train: break;  // these read no model: their records are their own
+  }
+  throw std::invalid_argument(fmt::format("stage_reads: the {} stage reads no model", recipe::enum_name(stage)));
+}
+
+MadeFrom task_data_record(const recipe::Recipe& r) {
+  MadeFrom record = recipe_part(r, {"data.", "train.task", "train.batch_size", "model.num_labels", "run.seed"});
+  if (r.train.task == recipe::Task::Classification) {
+    // Examples are read from the files themselves, not from shards.
+    for (const auto* list : {&r.data.train_files, &r.data.val_files}) {
+      try {
+        add_files(record, io::expand_inputs(*list));
+      } catch (const Error&) {
+        // a missing file is the reading stage's error to report
+      }
+    }
+  } else {
+    add_files(record, {recipe::shard_dir(r) / "index.json"});
+  }
+  return record;
+}
+
+MadeFrom stage_record(const recipe::Recipe& r, recipe::Stage stage, const fs::path& model) {
+  const auto& reads = stage_reads(stage);
+  MadeFrom record = recipe_part(r, reads.keys);
+  record.merge(recipe_part(r, {"tokenizer."}));
+  add_files(record, {recipe::tokenizer_path(r)});
+  add_model(record, model);
+  if (reads.task_data) record.merge(task_data_record(r));
+  return record;
 }
 
 json to_json(const MadeFrom& record) { return json(record); }

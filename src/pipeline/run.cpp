@@ -32,15 +32,17 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
   }
   if (options.dry_run) return report;
 
-  // A data-parallel launch: rank 0 runs every stage; the other ranks take part in training only
-  // (they meet rank 0 when the train stage starts) and never write.
+  // A data-parallel launch: rank 0 runs every stage; the other ranks take part in training and
+  // in the prune stage's fine-tune only (they meet rank 0 where those start) and never write.
   const auto world = dist::detect_world();
   if (world.rank > 0) {
-    for (auto stage : recipe.pipeline)
-      if (stage == recipe::Stage::Train) {
-        const auto result = run_train_stage(recipe, options.force, {});
-        report.interrupted = result.interrupted;
-      }
+    for (auto stage : recipe.pipeline) {
+      StageResult result;
+      if (stage == recipe::Stage::Train) result = run_train_stage(recipe, options.force, {});
+      else if (stage == recipe::Stage::Prune) result = run_prune_stage(recipe, options.force, {});
+      else continue;
+      if ((report.interrupted = result.interrupted)) break;
+    }
     return report;
   }
   RunLock lock(recipe);

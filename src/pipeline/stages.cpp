@@ -5,17 +5,19 @@
 
 #include <chrono>
 #include <fstream>
+#include <algorithm>
 #include <optional>
 
 #include "lathe/core/error.hpp"
 #include "lathe/data/prepare.hpp"
+#include "lathe/io/atomic_file.hpp"
 #include "lathe/io/inputs.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/trainer.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/trainer.hpp"
-#include "provenance.hpp"
+#include "lathe/pipeline/provenance.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
@@ -84,7 +86,55 @@ void refuse_if_trained(const recipe::Recipe& r, const char* stage, const std::ve
 
 std::string hex(uint64_t v) { return fmt::format("{:016x}", v); }
 
+constexpr const char* kTrainedRuns = "trained_runs.json";
+
+fs::path canonical_or_self(const fs::path& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(p, ec);
+  return ec ? p : c;
+}
+
+/// The checkpoint directories <shard_dir>/trained_runs.json lists.
+std::vector<fs::path> shard_users(const fs::path& shard_dir) {
+  std::vector<fs::path> out;
+  const auto j = io::read_json_if_valid(shard_dir / kTrainedRuns);
+  if (!j || !j->is_array()) return out;
+  for (const auto& e : *j)
+    if (e.is_string()) out.emplace_back(e.get<std::string>());
+  return out;
+}
+
 }  // namespace
+
+void record_shard_user(const recipe::Recipe& r) {
+  const auto dir = shard_dir(r);
+  if (!fs::exists(dir / "index.json")) return;  // not a shard directory (a classification run)
+  const auto mine = canonical_or_self(recipe::checkpoint_dir(r));
+  auto users = shard_users(dir);
+  // Runs whose checkpoints are gone no longer hold the shards.
+  std::erase_if(users, [](const fs::path& p) { return train::list_checkpoints(p).empty(); });
+  if (std::find(users.begin(), users.end(), mine) == users.end()) users.push_back(mine);
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& u : users) j.push_back(u.string());
+  const auto path = dir / kTrainedRuns;
+  if (const auto old = io::read_json_if_valid(path); old && *old == j) return;
+  io::claim(path);
+  io::write_file_atomic(path, j.dump(2) + "\n");
+}
+
+void refuse_if_shards_used(const recipe::Recipe& r) {
+  const auto dir = shard_dir(r);
+  const auto mine = canonical_or_self(recipe::checkpoint_dir(r));
+  for (const auto& user : shard_users(dir)) {
+    if (canonical_or_self(user) == mine) continue;  // this run's own checkpoints: refuse_if_trained's case
+    const auto ckpts = train::list_checkpoints(user);
+    if (ckpts.empty()) continue;
+    throw Error(fmt::format("the shards in {} were used to train the run whose checkpoints are in {} (newest: {}); "
+                            "preparing them again with other inputs would change what that run was trained on: "
+                            "set another data.shard_dir for this run, or remove that run's checkpoints first",
+                            dir.string(), user.string(), ckpts.back().filename().string()));
+  }
+}
 
 StageResult run_tokenizer_stage(const recipe::Recipe& r, bool force, const Progress& progress) {
   const auto path = tokenizer_path(r);
@@ -155,6 +205,7 @@ StageResult run_data_stage(const recipe::Recipe& r, bool force, const Progress& 
   const auto fresh = freshness(force, dir / "index.json", recorded, made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} holds the shards of these inputs", dir.string())};
   if (!fresh.diff.empty()) refuse_if_trained(r, "data", fresh.diff);
+  refuse_if_shards_used(r);
   data::PrepareOptions o;
   o.train_files = std::move(train_files);
   o.val_files = val_files;

@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "lathe/export/onnx.hpp"
 #include "lathe/models/presets.hpp"
 
 #include "tree.hpp"
@@ -299,6 +300,11 @@ void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic
   };
   section_problems("prune", r.prune.problems());
   section_problems("quantize", r.quantize.problems());
+  if (r.export_.format != ExportFormat::Hf) {
+    export_::OnnxOptions onnx;
+    onnx.opset = r.export_.opset;
+    section_problems("export", onnx.problems());
+  }
   if (r.quantize.source == ModelSource::Quantized)
     fail({"quantize.source"}, "a quantized model cannot be quantized again; use checkpoint, pruned or auto");
 

@@ -43,11 +43,13 @@ struct OnnxOptions {
   /// Batch and sequence dimensions symbolic; false fixes the batch at 1 (sequence dimensions
   /// stay symbolic: a decoder steps through lengths).
   bool dynamic_axes = true;
-  /// Written as the model's metadata_props (with "lathe.kind" added).
+  /// Written as the model's metadata_props (with "lathe.kind" added, and for a classifier that
+  /// knows its label names "id2label": a JSON object {"0": name, ...} as in config.json).
   std::map<std::string, std::string> metadata;
 
-  /// Every problem, each naming the field; empty when valid.
-  std::vector<std::string> problems() const;
+  /// Every problem, each naming its field; empty when valid. The recipe's loader reports them
+  /// under export.* (so `lathe recipe check` and `lathe run` refuse the same values).
+  std::vector<models::OptionProblem> problems() const;
 };
 
 /// One checked graph and the file it goes to.
