@@ -174,6 +174,41 @@ TEST_CASE("tokenizer: WordPiece gives HF tokenizers' ids, uncased and cased", "[
   }
 }
 
+TEST_CASE("tokenizer: WordPiece decodes as HF's WordPiece decoder with and without cleanup", "[tokenizer][reference][python]") {
+  Reference ref;
+  const auto dir = ref.train("wp_cased", "2000", "0");
+  auto decoded_by_hf = [&](const std::filesystem::path& tokenizer) {
+    const auto out = ref.dir.path() / "decoded.json";
+    python({"decode", tokenizer.string(), ref.texts.string(), out.string()});
+    return read_json(out).get<std::vector<std::string>>();
+  };
+  auto check_decode = [&](const std::filesystem::path& tokenizer) {
+    INFO(tokenizer.filename().string());
+    const auto expected = decoded_by_hf(tokenizer);
+    const auto wp = WordPiece::from_tokenizer_json(tokenizer);
+    REQUIRE(expected.size() == ref.items.size());
+    int mismatches = 0;
+    for (std::size_t i = 0; i < ref.items.size(); ++i) {
+      const auto got = wp.decode(wp.encode(ref.items[i]));
+      if (got != expected[i] && ++mismatches <= 5) {
+        INFO("text " << i << ": '" << show(ref.items[i]) << "'");
+        CHECK(got == expected[i]);
+      }
+    }
+    CHECK(mismatches == 0);
+  };
+  check_decode(dir / "tokenizer.json");  // cleanup: true, HF's default
+  auto j = read_json(dir / "tokenizer.json");
+  j["decoder"]["cleanup"] = false;
+  check_decode(ref.dir.write("no_cleanup.json", j.dump()));
+  j["decoder"] = nullptr;  // no decoder: HF joins the tokens with spaces
+  check_decode(ref.dir.write("no_decoder.json", j.dump()));
+  // What lathe writes decodes the same in HF.
+  const auto saved = ref.dir.path() / "lathe_wp_cased.json";
+  WordPiece::from_tokenizer_json(dir / "tokenizer.json").save(saved);
+  check_decode(saved);
+}
+
 TEST_CASE("tokenizer: a tokenizer.json saved by lathe loads in HF tokenizers with the same ids",
           "[tokenizer][reference][python]") {
   Reference ref;

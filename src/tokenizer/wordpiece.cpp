@@ -2,6 +2,8 @@
 
 #include <fstream>
 #include <functional>
+#include <string_view>
+#include <utility>
 
 #include "json_file.hpp"
 #include "lathe/core/error.hpp"
@@ -197,18 +199,50 @@ PairEncoding WordPiece::encode_with_specials(std::string_view first, std::string
   return e;
 }
 
+namespace {
+
+/// HF's `cleanup` of the WordPiece decoder, rule by rule in its order; each rule replaces every
+/// non-overlapping occurrence left to right, as Rust's str::replace.
+void cleanup(std::string& s) {
+  static constexpr std::pair<std::string_view, std::string_view> kRules[] = {
+      {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
+      {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+  for (const auto& [from, to] : kRules) {
+    if (s.find(from) == std::string::npos) continue;
+    std::string out;
+    std::size_t at = 0;
+    for (std::size_t hit; (hit = s.find(from, at)) != std::string::npos; at = hit + from.size()) {
+      out.append(s, at, hit - at);
+      out.append(to);
+    }
+    out.append(s, at, std::string::npos);
+    s = std::move(out);
+  }
+}
+
+}  // namespace
+
 std::string WordPiece::decode(std::span<const int32_t> ids) const {
-  std::string out;
-  for (int32_t id : ids) {
+  const std::string& prefix = options_.decoder_prefix ? *options_.decoder_prefix : options_.prefix;
+  std::string out, token;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const int32_t id = ids[i];
     if (id < 0 || id >= vocab_size())
       throw Error("token id " + std::to_string(id) + " is outside the vocabulary (size " + std::to_string(vocab_size()) + ")");
     const std::string& t = tokens_[id];
-    if (t.starts_with(options_.prefix)) {
-      out += t.substr(options_.prefix.size());
-    } else {
-      if (!out.empty()) out += ' ';
-      out += t;
+    if (!options_.wordpiece_decoder) {  // HF joins the tokens with spaces when there is no decoder
+      out += (i ? " " : "") + t;
+      continue;
     }
+    // As HF, the first token keeps its prefix, and cleanup sees one token (with its space) at a time.
+    if (i == 0)
+      token = t;
+    else if (!prefix.empty() && t.starts_with(prefix))
+      token = t.substr(prefix.size());
+    else
+      token = " " + t;
+    if (options_.cleanup) cleanup(token);
+    out += token;
   }
   return out;
 }
@@ -287,6 +321,12 @@ WordPiece WordPiece::from_tokenizer_json(const std::filesystem::path& path) {
     if (p.contains("cls") && p["cls"].is_array()) o.cls_token = p["cls"][0].get<std::string>();
     if (p.contains("sep") && p["sep"].is_array()) o.sep_token = p["sep"][0].get<std::string>();
   }
+  o.wordpiece_decoder = j.contains("decoder") && j["decoder"].is_object();
+  if (o.wordpiece_decoder) {
+    const auto& d = j["decoder"];
+    o.decoder_prefix = d.contains("prefix") && d["prefix"].is_string() ? d["prefix"].get<std::string>() : "##";
+    o.cleanup = !d.contains("cleanup") || !d["cleanup"].is_boolean() || d["cleanup"].get<bool>();
+  }
   std::vector<int32_t> special;
   if (j.contains("added_tokens") && j["added_tokens"].is_array())
     for (const auto& t : j["added_tokens"]) special.push_back(t.at("id").get<int32_t>());
@@ -308,7 +348,10 @@ void WordPiece::save(const std::filesystem::path& path) const {
                            {"cls", {options_.cls_token, cls}}};
   else
     j["post_processor"] = nullptr;
-  j["decoder"] = {{"type", "WordPiece"}, {"prefix", options_.prefix}, {"cleanup", true}};
+  if (options_.wordpiece_decoder)
+    j["decoder"] = {{"type", "WordPiece"}, {"prefix", options_.decoder_prefix ? *options_.decoder_prefix : options_.prefix}, {"cleanup", options_.cleanup}};
+  else
+    j["decoder"] = nullptr;
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   for (int32_t id = 0; id < vocab_size(); ++id) vocab[tokens_[id]] = id;
   j["model"] = {{"type", "WordPiece"},

@@ -4,6 +4,7 @@
     hf_tokenizers.py train_bpe CORPUS OUTDIR VOCAB_SIZE    tokenizer.json + vocab.json/merges.txt
     hf_tokenizers.py train_wordpiece CORPUS OUTDIR VOCAB_SIZE LOWERCASE(0/1)
     hf_tokenizers.py encode TOKENIZER TEXTS.json OUT.json [--specials]
+    hf_tokenizers.py decode TOKENIZER TEXTS.json OUT.json  decode(encode(text).ids) per text, its decoder as the file says
     hf_tokenizers.py encode_vocab_merges VOCAB MERGES TEXTS.json OUT.json
     hf_tokenizers.py prefix_space TOKENIZER OUT.json       the same tokenizer with ByteLevel(add_prefix_space=True)
 """
@@ -82,6 +83,15 @@ def encode(tokenizer, texts, out, specials=False):
         json.dump(ids, f)
 
 
+def decode(tokenizer, texts, out):
+    tok = Tokenizer.from_file(tokenizer)
+    with open(texts, encoding="utf-8") as f:
+        items = json.load(f)
+    decoded = [tok.decode(tok.encode(t, add_special_tokens=False).ids, skip_special_tokens=False) for t in items]
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(decoded, f, ensure_ascii=False)
+
+
 def encode_vocab_merges(vocab, merges, texts, out):
     tok = Tokenizer(models.BPE.from_file(vocab, merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -103,4 +113,4 @@ if __name__ == "__main__":
         encode(args[0], args[1], args[2], "--specials" in args[3:])
     else:
         {"edge_corpus": edge_corpus, "train_bpe": train_bpe, "train_wordpiece": train_wordpiece,
-         "encode_vocab_merges": encode_vocab_merges, "prefix_space": prefix_space}[cmd](*args)
+         "decode": decode, "encode_vocab_merges": encode_vocab_merges, "prefix_space": prefix_space}[cmd](*args)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -24,6 +25,12 @@ struct WordPieceOptions {
   std::string prefix = "##";
   std::string cls_token = "[CLS]";
   std::string sep_token = "[SEP]";
+  /// Decoding, as HF's WordPiece decoder: tokens after the first are joined with a space unless
+  /// they start with `decoder_prefix` (which is then dropped); `cleanup` then removes the space
+  /// English tokenisation puts before . ? ! , and contractions, token by token.
+  bool wordpiece_decoder = true;  // false: the file has no decoder; tokens are joined with spaces
+  std::optional<std::string> decoder_prefix;  // unset: `prefix`
+  bool cleanup = true;
 };
 
 class WordPiece final : public Tokenizer {
