@@ -323,6 +323,50 @@ TEST_CASE("tokenizer: regex dialects: $ and \\s as tiktoken and Oniguruma read t
   CHECK(matches(Regex("a.b", {RegexDialect::Oniguruma, true}), "a.b axb") == std::vector<std::string>{"a.b"});
 }
 
+TEST_CASE("tokenizer: Oniguruma patterns of tokenizer.json split as HF's Split does", "[tokenizer][reference][python]") {
+  // Each pattern means something else in PCRE2 if passed through: {n,m} then a quantifier
+  // (possessive in PCRE2), {,m}, \h, \uHHHH, the flag m; and empty matches right after a match,
+  // which Oniguruma's search skips.
+  const std::vector<std::pair<std::string, std::string>> patterns = {
+      {R"(\p{N}{1,3}+)", "isolated"},     {R"([a-z]{2}+)", "isolated"},       {R"(\p{L}{1,2}*)", "isolated"},
+      {R"(a{2}{2})", "isolated"},          {R"(\d{,2})", "isolated"},          {R"(\h+)", "isolated"},
+      {R"(\u00e9+|\x{41}{2})", "isolated"}, {R"((?m:.+))", "isolated"},        {R"((?mi)^t.{1,3}+)", "isolated"},
+      {"a*", "isolated"},                  {"a*", "merged_with_next"},         {"a*", "merged_with_previous"},
+      {"a*", "contiguous"},                {"a*", "removed"},                  {R"(\s*)", "removed"},
+      {R"(\s*)", "merged_with_next"},      {R"(x*|[,.])", "isolated"},         {R"((?:\p{L}\p{M}*){2,}+)", "isolated"}};
+  auto& t = texts();
+  std::vector<std::string> items = t.items;
+  for (std::string extra : {"12345", "ab", "aab b", "1 22 333 4444 55555 666666", "ABab\nAB\nthe\nThat", "deadBEEF xyz 0x1f",
+                            "caf\u00e9\u00e9 AAAAA", "aaaaaaa", "said , go ye .", "  a  aa  "})
+    items.push_back(extra);
+  nlohmann::json pattern_list = nlohmann::json::array();
+  for (const auto& [pattern, behavior] : patterns) pattern_list.push_back(nlohmann::json::array({pattern, behavior}));
+  const auto patterns_file = t.dir.write("split_patterns.json", pattern_list.dump());
+  const auto texts_file = t.dir.write("split_texts.json", nlohmann::json(items).dump());
+  const auto out = t.dir.path() / "split.out.json";
+  python({"split", patterns_file.string(), texts_file.string(), out.string()});
+  const auto expected = read_json(out);
+  REQUIRE(expected.size() == patterns.size());
+  for (std::size_t k = 0; k < patterns.size(); ++k) {
+    const auto& [pattern, behavior] = patterns[k];
+    std::string name;  // HF's JSON spelling: merged_with_next -> MergedWithNext
+    for (std::size_t i = 0; i < behavior.size(); ++i)
+      if (behavior[i] != '_') name += (i == 0 || behavior[i - 1] == '_') ? static_cast<char>(std::toupper(behavior[i])) : behavior[i];
+    const nlohmann::json file = {
+        {"pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", name}, {"invert", false}}}};
+    const Pipeline pipeline = parse_pipeline(file, "split.json", [](std::string_view) { return -1; });
+    check_all(items, expected[k],
+              [&](std::size_t i) {
+                std::vector<TextPiece> pieces{TextPiece::of(items[i], 0)};
+                pipeline.pre_tokenizer->pre_tokenize(pieces);
+                nlohmann::json texts = nlohmann::json::array();
+                for (const auto& p : pieces) texts.push_back(p.text);
+                return texts;
+              },
+              "Split(" + pattern + ", " + behavior + ")");
+  }
+}
+
 TEST_CASE("tokenizer: a tiktoken file and a cl100k-trained tokenizer drive data, training and generation",
           "[tokenizer][train][python]") {
   const auto tiktoken = cl100k_tiktoken();

@@ -3,7 +3,10 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
+#include <vector>
 
 #include "lathe/core/error.hpp"
 
@@ -18,18 +21,48 @@ constexpr std::string_view kSpaceSet = "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x
 // \w leaves out the marks and takes the other numbers.
 constexpr std::string_view kWordSet = "\\p{L}\\p{M}\\p{Nd}\\p{Pc}";
 
-/// Rewrites \s \S \w \W into explicit classes with the other engines' meaning. Inside a
-/// bracket class \s and \w expand in place; \S and \W there keep PCRE2's meaning.
-std::string rewrite_classes(std::string_view p) {
+/// An interval quantifier at p[i] ('{'): {n}, {n,}, {n,m} or Oniguruma's {,m}. Returns its
+/// length (0 when the braces are a literal) and writes it in PCRE2's form to `out`.
+std::size_t read_interval(std::string_view p, std::size_t i, std::string& out) {
+  std::size_t j = i + 1;
+  const std::size_t lo = j;
+  while (j < p.size() && p[j] >= '0' && p[j] <= '9') ++j;
+  const std::string_view low = p.substr(lo, j - lo);
+  std::string_view high;
+  bool comma = false;
+  if (j < p.size() && p[j] == ',') {
+    comma = true;
+    const std::size_t hi = ++j;
+    while (j < p.size() && p[j] >= '0' && p[j] <= '9') ++j;
+    high = p.substr(hi, j - hi);
+  }
+  if (j >= p.size() || p[j] != '}' || (low.empty() && high.empty())) return 0;
+  out = "{" + std::string(low.empty() ? "0" : low) + (comma ? "," + std::string(high) : std::string()) + "}";
+  return j + 1 - i;
+}
+
+/// Rewrites a pattern into PCRE2's syntax with its own engine's meaning. Both dialects: \s \S
+/// \w \W become explicit classes (inside a bracket class \s and \w expand in place; \S and \W
+/// there keep PCRE2's meaning). Oniguruma (Ruby syntax) also: an interval followed by a
+/// quantifier (`\p{N}{1,3}+`) repeats the repetition, where PCRE2 would read `{n,m}+` as
+/// possessive, so the quantified atom is grouped; {,m} is {0,m}; \h \H are hex digits, not
+/// horizontal space; \uHHHH is a code point; the flag m is PCRE2's s (dot matches newline).
+std::string rewrite(std::string_view p, RegexDialect dialect) {
+  const bool onig = dialect == RegexDialect::Oniguruma;
+  constexpr std::size_t npos = std::string::npos;
   std::string out;
   out.reserve(p.size() + 32);
   bool in_class = false;
+  std::vector<std::size_t> groups;  // where each open group starts in `out`
+  std::size_t atom = npos;          // where the last complete atom starts in `out`, npos if none
   for (std::size_t i = 0; i < p.size(); ++i) {
     const char c = p[i];
     if (c == '\\' && i + 1 < p.size()) {
       const char e = p[i + 1];
+      if (!in_class) atom = out.size();
       std::string_view set = e == 's' || e == 'S' ? kSpaceSet : e == 'w' || e == 'W' ? kWordSet : std::string_view();
-      const bool negated = e == 'S' || e == 'W';
+      if (onig && (e == 'h' || e == 'H')) set = "0-9a-fA-F";
+      const bool negated = e == 'S' || e == 'W' || e == 'H';
       if (!set.empty() && !(in_class && negated)) {
         if (in_class) {
           out += set;
@@ -38,14 +71,44 @@ std::string rewrite_classes(std::string_view p) {
           out += set;
           out += ']';
         }
-      } else {
-        out += c;
-        out += e;
+        ++i;
+        continue;
       }
+      if (onig && e == 'u' && i + 5 < p.size() &&
+          std::all_of(p.begin() + static_cast<std::ptrdiff_t>(i) + 2, p.begin() + static_cast<std::ptrdiff_t>(i) + 6,
+                      [](char h) { return std::isxdigit(static_cast<unsigned char>(h)) != 0; })) {
+        out += "\\x{" + std::string(p.substr(i + 2, 4)) + "}";
+        i += 5;
+        continue;
+      }
+      out += c;
+      out += e;
       ++i;
+      // \p{..} \x{..} and the like: their braces are not an interval.
+      if (i + 1 < p.size() && p[i + 1] == '{' && std::string_view("pPxoNkg").find(e) != std::string_view::npos) {
+        const auto close = p.find('}', i + 1);
+        if (close != std::string_view::npos) {
+          out.append(p.substr(i + 1, close - i));
+          i = close;
+        }
+      }
       continue;
     }
-    if (!in_class && c == '[') {
+    if (in_class) {
+      if (c == '[' && i + 1 < p.size() && p[i + 1] == ':') {  // [:alpha:]
+        const auto close = p.find(":]", i + 2);
+        if (close != std::string_view::npos) {
+          out.append(p.substr(i, close + 2 - i));
+          i = close + 1;
+          continue;
+        }
+      }
+      if (c == ']') in_class = false;
+      out += c;
+      continue;
+    }
+    if (c == '[') {
+      atom = out.size();
       in_class = true;
       out += c;
       // A ']' right after '[' or '[^' is a literal member.
@@ -53,15 +116,53 @@ std::string rewrite_classes(std::string_view p) {
       if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];
       continue;
     }
-    if (in_class && c == '[' && i + 1 < p.size() && p[i + 1] == ':') {  // [:alpha:]
-      const auto close = p.find(":]", i + 2);
-      if (close != std::string_view::npos) {
-        out.append(p.substr(i, close + 2 - i));
-        i = close + 1;
+    if (c == '(') {
+      groups.push_back(out.size());
+      atom = npos;
+      out += c;
+      if (onig && i + 1 < p.size() && p[i + 1] == '?') {  // (?imx-imx) or (?imx-imx:
+        std::size_t j = i + 2;
+        while (j < p.size() && std::string_view("imx-").find(p[j]) != std::string_view::npos) ++j;
+        if (j > i + 2 && j < p.size() && (p[j] == ')' || p[j] == ':')) {
+          out += '?';
+          for (std::size_t k = i + 2; k < j; ++k) out += p[k] == 'm' ? 's' : p[k];
+          i = j - 1;
+        }
+      }
+      continue;
+    }
+    if (c == ')') {
+      out += c;
+      if (!groups.empty()) {
+        atom = groups.back();
+        groups.pop_back();
+      }
+      continue;
+    }
+    std::string interval;
+    if (onig && c == '{' && atom != npos) {
+      if (const std::size_t len = read_interval(p, i, interval)) {
+        i += len - 1;
+        std::string next;
+        const bool repeated = i + 1 < p.size() && (p[i + 1] == '+' || p[i + 1] == '*' ||
+                                                   (p[i + 1] == '{' && read_interval(p, i + 1, next) > 0));
+        if (repeated) {
+          out.insert(atom, "(?:");
+          out += interval;
+          out += ')';
+          // The group is the atom the next quantifier repeats.
+        } else {
+          out += interval;
+          atom = npos;
+        }
         continue;
       }
     }
-    if (in_class && c == ']') in_class = false;
+    if (c == '|' || c == '*' || c == '+' || c == '?' || c == '{') {
+      atom = npos;
+    } else if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) {  // not inside a UTF-8 sequence
+      atom = out.size();
+    }
     out += c;
   }
   return out;
@@ -111,7 +212,7 @@ Regex::Regex(std::string pattern, RegexOptions options) : pattern_(std::move(pat
   if (options_.literal) {
     flags |= PCRE2_LITERAL;
   } else {
-    source = rewrite_classes(pattern_);
+    source = rewrite(pattern_, options_.dialect);
     flags |= PCRE2_UCP | (options_.dialect == RegexDialect::Oniguruma ? PCRE2_MULTILINE : PCRE2_DOLLAR_ENDONLY);
   }
   int code = 0;

@@ -16,6 +16,9 @@ Face `tokenizers` build, train, encode and decode.
         OUTDIR/tokenizer.json: a tokenizer trained on CORPUS with the pipeline KIND
     modern_tokenizers.py run TOKENIZER TEXTS.json OUT.json
         ids without and with special tokens, pair ids and type ids, and decode(ids), per text
+    modern_tokenizers.py split PATTERNS.json TEXTS.json OUT.json
+        for each [pattern, behavior] of PATTERNS, the pieces of every text after HF's Split
+        pre-tokenizer (Oniguruma) with that pattern and behavior
     modern_tokenizers.py train_cl100k CORPUS OUTDIR VOCAB_SIZE
         BpeTrainer with the cl100k (Llama 3) Split + ByteLevel pipeline
 """
@@ -228,6 +231,19 @@ def run(tokenizer, texts, out):
         json.dump(result, f, ensure_ascii=False)
 
 
+def split(patterns, texts, out):
+    with open(patterns, encoding="utf-8") as f:
+        patterns = json.load(f)
+    with open(texts, encoding="utf-8") as f:
+        items = json.load(f)
+    result = []
+    for pattern, behavior in patterns:
+        pre = pre_tokenizers.Split(Regex(pattern), behavior=behavior)
+        result.append([[piece for piece, _ in pre.pre_tokenize_str(t)] for t in items])
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False)
+
+
 def train_cl100k(corpus, outdir, vocab_size):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(CL100K), behavior="isolated"),
@@ -241,4 +257,5 @@ def train_cl100k(corpus, outdir, vocab_size):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"tiktoken": tiktoken, "tiktoken_pattern": tiktoken_pattern, "llama3": llama3, "build": build, "run": run, "train_cl100k": train_cl100k}[cmd](*args)
+    {"tiktoken": tiktoken, "tiktoken_pattern": tiktoken_pattern, "llama3": llama3, "build": build, "run": run, "split": split,
+     "train_cl100k": train_cl100k}[cmd](*args)

@@ -12,7 +12,8 @@ namespace lathe::tokenizer {
 
 /// Which engine's meaning a pattern is written for. The two differ in `$` and `^`:
 /// tiktoken (Rust regex / fancy-regex) anchors them at the ends of the text, Hugging Face
-/// tokenizers (Oniguruma, Ruby syntax) at line ends.
+/// tokenizers (Oniguruma, Ruby syntax) at line ends; Oniguruma's are translated for PCRE2
+/// (`{n,m}+` is not possessive there, `\h` is a hex digit, `(?m)` is PCRE2's `(?s)`).
 enum class RegexDialect : uint8_t { Tiktoken, Oniguruma };
 
 struct RegexOptions {
@@ -33,20 +34,23 @@ class Regex {
   /// An empty match is reported like any other.
   bool find(std::string_view text, std::size_t from, std::size_t& begin, std::size_t& end) const;
 
-  /// Calls f(begin, end) for each successive match, as Rust's and Oniguruma's find_iter do:
-  /// after an empty match the search resumes one character further on.
+  /// Calls f(begin, end) for each successive match, as Oniguruma's (rust-onig), Rust regex's
+  /// and fancy-regex's find_iter do: an empty match that ends where the previous match ended
+  /// is skipped and the search resumes one character further on (so `a*` on "ab" gives "a"
+  /// and the empty match at the end, not the empty match before "b").
   template <class F>
   void for_each_match(std::string_view text, F&& f) const {
     std::size_t at = 0, b = 0, e = 0;
+    std::size_t last_end = std::string_view::npos;
     while (at <= text.size() && find(text, at, b, e)) {
-      f(b, e);
-      if (e > b) {
-        at = e;
-      } else {
-        if (e >= text.size()) break;
-        at = e + 1;
+      if (e == b && e == last_end) {
+        if (at >= text.size()) break;
+        ++at;
         while (at < text.size() && (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) ++at;
+        continue;
       }
+      f(b, e);
+      at = last_end = e;
     }
   }
 
