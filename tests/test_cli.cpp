@@ -149,6 +149,15 @@ TEST_CASE("cli: env reports LibTorch, CUDA, NCCL, MPI and threads", "[cli]") {
     INFO(key);
     CHECK(contains(r.out, "\n" + key + " "));
   }
+  // One column: every value (the rendezvous line's too) starts where LibTorch's does.
+  const auto column = std::string("LibTorch      ").size();
+  for (const auto& line : lathe::test::lines(r.out)) {
+    if (line.empty() || line.starts_with(" ")) continue;
+    INFO(line);
+    REQUIRE(line.size() > column);
+    CHECK(line[column - 1] == ' ');
+    CHECK(line[column] != ' ');
+  }
 }
 
 TEST_CASE("cli: env shows the data-parallel world a launch would join", "[cli]") {

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <csignal>
 #include <fstream>
 #include <set>
@@ -406,6 +407,36 @@ TEST_CASE("train: SIGTERM saves a checkpoint and exits 3 (interrupted, resumable
   const auto c = lathe::train::load_checkpoint(ckpts.front());
   CHECK(c.state.step >= 3);
   CHECK(c.state.step < 100000);
+}
+
+TEST_CASE("train: a run stopped before its first log step reports the loss of the steps it ran", "[train]") {
+  Corpus corpus;
+  TempDir out;
+  const auto recipe = out.write("r.yaml", corpus.recipe(out.path() / "run",
+                                                        "max_steps: 100000, batch_size: 2, log_every: 100000, "
+                                                        "eval_every: 0, save_every: 0"));
+  auto r = recipe_from(lathe::test::read_file(recipe));
+  lathe::pipeline::run_tokenizer_stage(r, false);
+  lathe::pipeline::run_data_stage(r, false);
+  lathe::test::Child child({LATHE_CLI, "train", recipe.string()});
+  for (int i = 0; i < 600 && child.output().find("training ") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  child.signal(SIGTERM);
+  const auto res = child.wait();
+  INFO(res.out << res.err);
+  REQUIRE(res.code == 3);
+  const auto ckpts = lathe::train::list_checkpoints(out.path() / "run/checkpoints");
+  REQUIRE(ckpts.size() == 1);
+  const int64_t step = lathe::train::load_checkpoint(ckpts.front()).state.step;
+  // The stop step is logged: its record and the summary carry the mean loss of the steps run,
+  // near ln(vocabulary) for a fresh model, never 0.
+  const auto recs = read_jsonl(out.path() / "run/metrics.jsonl");
+  REQUIRE(!recs.empty());
+  CHECK(recs.back()["step"].get<int64_t>() == step);
+  const double loss = recs.back()["loss"].get<double>();
+  CHECK(std::abs(loss - std::log(400.0)) < 1.0);
+  CHECK(res.out.find(fmt::format("interrupted at step {} (train loss {:.4f}", step, loss)) != std::string::npos);
+  CHECK(res.out.find("train loss 0.0000") == std::string::npos);
 }
 
 TEST_CASE("train: metrics.jsonl and the TensorBoard event file agree", "[train][reference]") {

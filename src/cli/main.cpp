@@ -419,7 +419,7 @@ int cmd_env(const cxxopts::ParseResult&) {
                                                            world.master_addr, world.master_port))
                 : "; rank 0 serves the heartbeat store on a free port and tells the ranks through MPI";
   }
-  std::cout << fmt::format("{:<12}{}\n", "rendezvous", how);
+  std::cout << lathe::environment_line("rendezvous", how);
   return kOk;
 }
 

@@ -46,9 +46,13 @@ std::string torch_version() {
   return fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
 }
 
+std::string environment_line(std::string_view key, const std::string& value) {
+  return fmt::format("{:<14}{}\n", key, value);
+}
+
 std::string environment_report() {
   std::string out;
-  auto line = [&](std::string_view key, const std::string& value) { out += fmt::format("{:<14}{}\n", key, value); };
+  auto line = [&](std::string_view key, const std::string& value) { out += environment_line(key, value); };
 
   line("lathe", fmt::format("{} ({}, {})", build::kVersion, build::kBuildType, build::kCompiler));
   line("LibTorch", torch_version());

@@ -22,7 +22,8 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
 
   std::string plan;
   for (auto stage : recipe.pipeline) plan += (plan.empty() ? "" : " -> ") + std::string(recipe::enum_name(stage));
-  log << fmt::format("run '{}': {} (out_dir {})\n", recipe.run.name, plan, recipe.run.out_dir);
+  if (dist::detect_world().rank == 0)  // rank 0 speaks for a data-parallel job
+    log << fmt::format("run '{}': {} (out_dir {})\n", recipe.run.name, plan, recipe.run.out_dir);
   const bool exports = std::find(recipe.pipeline.begin(), recipe.pipeline.end(), recipe::Stage::Export) !=
                        recipe.pipeline.end();
   if (const auto problem = exports ? export_problem(recipe) : ""; !problem.empty()) {

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -682,6 +683,32 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
     if (!impl_->loss_scale.defined()) impl_->loss_scale = at::empty({}, at::TensorOptions(device_).dtype(at::kFloat));
     impl_->loss_scale.fill_(state_.loss_scale);
   }
+  // Masked LM and classification: a micro-batch's mean loss counts by its share of the targets
+  // of the whole step (every micro-batch of every rank), so the gradient is that of the mean
+  // over the global batch's targets, however the batch is split: N ranks x B equal 1 x N*B, as
+  // in Hugging Face's Trainer (num_items_in_batch). A masked micro-batch holds a random number of
+  // targets; a causal LM one always batch x seq_len, so its plain mean (divisor n) is that share.
+  std::vector<double> divisor(micro.size(), n);
+  const bool weighted = model_.kind != models::ModelKind::Gpt;
+  if (weighted) {
+    std::vector<double> counts;
+    double total = 0;
+    for (const auto& b : micro) {
+      counts.push_back(b.targets.ne(-100).sum().item<double>());
+      total += counts.back();
+    }
+    if (impl_->distributed()) {
+      auto t = at::full({1}, total, at::TensorOptions(impl_->comm->device()).dtype(at::kDouble));
+      impl_->comm->all_reduce(t, dist::ReduceOp::Sum, fmt::format("the target count of step {}", state_.step + 1))
+          ->wait();
+      total = t.cpu().item<double>();
+    }
+    // count * world / total of the loss: the ranks' gradients are averaged afterwards. Nothing
+    // to predict: an infinite divisor makes the (zero) loss count for nothing.
+    for (std::size_t k = 0; k < micro.size(); ++k)
+      divisor[k] = counts[k] > 0 ? total / (counts[k] * impl_->world()) : std::numeric_limits<double>::infinity();
+  }
+  double micro_divisor = n;  // graphs capture GPT steps only, whose divisor is always n
   bool last_micro = false;
   // One micro-batch's forward and backward (what train.cuda_graphs captures); the detached loss.
   auto micro_step = [&](const Batch& batch) {
@@ -690,7 +717,7 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
       AutocastScope autocast(tr.precision, device_);
       loss = task_loss(model_, batch, &impl_->logits_dtype);
     }
-    auto scaled = loss / n;
+    auto scaled = loss / micro_divisor;
     if (fp16) scaled = scaled * impl_->loss_scale;
     // Data-parallel: the gradients are reduced during the last micro-batch's backward only.
     if (sync) sync->begin_backward(/*sync=*/last_micro);
@@ -701,10 +728,12 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
   int64_t tokens = 0;
   for (std::size_t k = 0; k < micro.size(); ++k) {
     last_micro = k + 1 == micro.size();
+    micro_divisor = divisor[k];
     const auto loss = graph ? graph->run(micro[k], static_cast<int64_t>(micro.size()), device_, micro_step)
                             : micro_step(to_device(micro[k], device_));
     tokens += micro[k].tokens;
     auto value = loss.to(at::kDouble);  // a copy: a replayed loss is overwritten by the next replay
+    if (weighted) value = value / divisor[k];
     loss_sum = loss_sum.defined() ? loss_sum + value : value;
   }
   res.logits_dtype = impl_->logits_dtype;
@@ -720,7 +749,8 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
     auto inv = at::full({1}, 1.0 / state_.loss_scale, at::TensorOptions(device_).dtype(at::kFloat));
     at::_amp_foreach_non_finite_check_and_unscale_(opt.grads(), found_inf, inv);
   }
-  at::Tensor norm, loss_mean = loss_sum.reshape({}) / n, stop_flag;
+  // Weighted: the sum of the shares is the rank's part of the global mean (times world).
+  at::Tensor norm, loss_mean = weighted ? loss_sum.reshape({}) : loss_sum.reshape({}) / n, stop_flag;
   if (impl_->distributed()) {
     // The step's one agreement: the mean loss over ranks, any rank's fp16 overflow, any rank's
     // wish to stop and (sharded) the squared gradient norm summed over the shards.

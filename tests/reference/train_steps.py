@@ -7,7 +7,7 @@ same batches, ten optimizer steps in PyTorch.
     torch.optim.lr_scheduler)
 
 Writes DIR/init (a Hugging Face model, dropout off), DIR/batches.safetensors (micro-batches
-"<field>.<step>.<micro>"), DIR/losses.json (the loss of each step, mean over micro-batches) and
+"<field>.<step>.<micro>"), DIR/losses.json (the loss of each step: the mean over its targets) and
 DIR/final (the model after the ten steps). Hyper-parameters are those of the C++ test's recipe.
 
 The weight-decay groups are built from the module types, the usual PyTorch recipe (minGPT's
@@ -113,7 +113,11 @@ def main(kind, out, optim_kind, schedule):
             else:
                 logits = model(input_ids=x, attention_mask=batches[f"mask.{s}.{m}"],
                                token_type_ids=batches[f"types.{s}.{m}"]).logits
-                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
+                # As transformers' Trainer does (num_items_in_batch): the mean over the masked
+                # targets of all the step's micro-batches, not the mean of their means.
+                items = sum(int((batches[f"target.{s}.{k}"] != -100).sum()) for k in range(ACCUM))
+                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100,
+                                       reduction="sum") / items * ACCUM
             (loss / ACCUM).backward()
             total += loss.item() / ACCUM
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
