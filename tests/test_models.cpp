@@ -606,3 +606,35 @@ TEST_CASE("models: batched generation of left-padded prompts gives each prompt's
     for (std::size_t b : {0u, 2u, 3u}) CHECK(batch[b].tokens == generate(model, prompts[b], s).tokens);
   }
 }
+
+TEST_CASE("models: a batched row goes on after a longer row has filled the context", "[models]") {
+  for (const bool llama : {false, true}) {
+    torch::manual_seed(11);
+    auto o = lathe::test::tiny(llama ? "llama" : "gpt");
+    o.max_seq_len = 32;
+    o.init_std = 0.3;  // peaked distributions: no near-ties in argmax between padded and unpadded sums
+    Gpt model(o);
+    std::vector<int64_t> long_prompt;
+    for (int64_t i = 0; i < 28; ++i) long_prompt.push_back((i * 7 + 3) % o.vocab_size);
+    const std::vector<std::vector<int64_t>> prompts{long_prompt, {5}, {9, 4, 2}};
+    for (const double temperature : {0.0, 1.0}) {
+      SamplingOptions s;
+      s.temperature = temperature;
+      s.top_k = 0;
+      s.seed = 5;
+      s.max_new_tokens = 20;
+      const auto batch = generate_batch(model, prompts, s);
+      REQUIRE(batch.size() == prompts.size());
+      for (std::size_t b = 0; b < prompts.size(); ++b) {
+        auto alone = s;
+        alone.seed = s.seed + b;
+        const auto one = generate(model, prompts[b], alone);
+        INFO("llama " << llama << ", temperature " << temperature << ", prompt " << b);
+        CHECK(batch[b].tokens == one.tokens);
+        CHECK(batch[b].finish_reason == one.finish_reason);
+      }
+      CHECK(batch[0].finish_reason == "context");  // the long row alone meets the context
+      CHECK(batch[1].finish_reason == "length");
+    }
+  }
+}

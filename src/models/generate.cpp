@@ -133,7 +133,10 @@ std::vector<Generation> generate_batch(Gpt& model, const std::vector<std::vector
   }
   const int64_t B = static_cast<int64_t>(prompts.size()), P = static_cast<int64_t>(longest);
   const int64_t limit = model->options.max_seq_len;
-  const int64_t capacity = std::min<int64_t>(limit, P + o.max_new_tokens);
+  // The batch's columns may outnumber the context: each row meets the context by its own
+  // length (accept), so a short row goes on after the longest one has ended. The last chosen
+  // token is never fed back, hence one column less than P + max_new_tokens.
+  const int64_t capacity = P + o.max_new_tokens - 1;
 
   const bool was_training = model->is_training();
   model->eval();
@@ -143,7 +146,7 @@ std::vector<Generation> generate_batch(Gpt& model, const std::vector<std::vector
   // and its positions count from its first real token, so each row computes what it would alone.
   auto ids = at::zeros({B, P}, at::kLong);
   auto mask = at::zeros({B, capacity}, at::kBool);
-  mask.narrow(1, P, capacity - P).fill_(true);
+  mask.narrow(1, P, capacity - P).fill_(true);  // ends a row's columns once it finishes (below)
   std::vector<at::Generator> gens;
   for (int64_t b = 0; b < B; ++b) {
     const auto& p = prompts[static_cast<std::size_t>(b)];
@@ -172,14 +175,15 @@ std::vector<Generation> generate_batch(Gpt& model, const std::vector<std::vector
       const int64_t length = static_cast<int64_t>(prompts[row].size() + out[row].tokens.size()) + 1;
       std::function<bool(int64_t)> row_callback;
       if (on_token) row_callback = [&](int64_t id) { return on_token(row, id); };
-      if (!accept(out[row], next, length, limit, o, row_callback) ||
-          cache.length + 1 > capacity) {  // the batch's cache is full
-        if (out[row].finish_reason.empty()) out[row].finish_reason = "context";
+      if (!accept(out[row], next, length, limit, o, row_callback)) {
         live[row] = false;
         --running;
+        // Its later columns are padding: a row that ended at the context would otherwise run
+        // past the learned position table while the others go on.
+        if (cache.length < capacity) mask[b].narrow(0, cache.length, capacity - cache.length).fill_(false);
       }
     }
-    input = next_ids.to(device);  // a finished row feeds its last token on; nothing reads it
+    input = next_ids.to(device);  // a finished row feeds its last token on, masked; nothing reads it
   }
   model->train(was_training);
   return out;

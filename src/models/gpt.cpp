@@ -61,9 +61,14 @@ void GptImpl::reset_parameters() {
 torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {
   const int64_t T = ids.size(1);
   const int64_t start = cache ? cache->length : 0;
-  if (start + T > options.max_seq_len && options.position == nn::Position::Learned)
-    throw std::invalid_argument("gpt: sequence of " + s(start + T) + " positions exceeds max_seq_len (" +
-                                s(options.max_seq_len) + ")");
+  if (start + T > options.max_seq_len && options.position == nn::Position::Learned) {
+    // With left padding a row's positions count its real tokens only, so the columns may
+    // outnumber the table while every row stays inside it.
+    const int64_t last = key_mask.defined() ? key_mask.to(at::kLong).sum(-1).max().item<int64_t>() : start + T;
+    if (last > options.max_seq_len)
+      throw std::invalid_argument("gpt: sequence of " + s(last) + " positions exceeds max_seq_len (" +
+                                  s(options.max_seq_len) + ")");
+  }
   if (cache && start + T > cache->capacity)
     throw std::invalid_argument("gpt: the KV cache holds " + s(cache->capacity) + " positions, " + s(start + T) +
                                 " needed");
@@ -114,7 +119,6 @@ torch::Tensor GptImpl::forward(const torch::Tensor& ids, const torch::Tensor& ke
 
 nn::KvCache GptImpl::make_cache(int64_t batch, int64_t capacity) const {
   if (capacity <= 0) capacity = options.max_seq_len;
-  if (options.position == nn::Position::Learned && capacity > options.max_seq_len) capacity = options.max_seq_len;
   nn::KvCache cache;
   cache.capacity = capacity;
   auto opts = wte->weight.options().requires_grad(false);

@@ -41,10 +41,10 @@ Generation generate(Gpt& model, const std::vector<int64_t>& prompt, const Sampli
 
 /// Continues several prompts in one batch: left-padded into one (B, longest) input with a
 /// shared KV cache, one forward per step for all of them. Row b samples from its own stream
-/// seeded options.seed + b, so it gives the tokens generate() gives its prompt with that seed
-/// (while longest prompt + max_new_tokens fits max_seq_len; beyond, rows end with "context"
-/// when the batch's cache is full). `on_token` sees (row, token) as each is chosen and may end
-/// that row by returning false.
+/// seeded options.seed + b, so it gives the tokens generate() gives its prompt with that seed,
+/// "context" included: a row ends when its own prompt and tokens fill max_seq_len, never
+/// because a longer row did. `on_token` sees (row, token) as each is chosen and may end that
+/// row by returning false.
 std::vector<Generation> generate_batch(Gpt& model, const std::vector<std::vector<int64_t>>& prompts,
                                        const SamplingOptions& options,
                                        const std::function<bool(std::size_t, int64_t)>& on_token = {});

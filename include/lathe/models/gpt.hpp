@@ -33,7 +33,8 @@ class GptImpl : public torch::nn::Module {
   torch::Tensor logits(const torch::Tensor& hidden);
 
   /// An empty cache for `batch` sequences of up to `capacity` positions (default max_seq_len),
-  /// on the parameters' device and dtype.
+  /// on the parameters' device and dtype. Left-padded batches may need more columns than
+  /// max_seq_len: each row's own positions are what must fit.
   nn::KvCache make_cache(int64_t batch, int64_t capacity = 0) const;
 
   /// For a model with tied embeddings: an output head of its own (`lm_head`, a copy of the
