@@ -508,6 +508,31 @@ TEST_CASE("prune: gradual pruning reaches its target on the cubic schedule", "[p
     INFO(l.name);
     CHECK(l.zeros == std::llround(0.6 * static_cast<double>(l.size)));
   }
+
+  // prune_every longer than the fine-tune (the default 10 over 10 steps updates at step 0
+  // only, at initial_sparsity): the target still comes at the ramp's end, step ceil(7.5).
+  PruneOptions sparse;
+  sparse.sparsity = 0.5;
+  CHECK(lathe::compress::gradual_sparsity(sparse, 7, 10) == 0.0);
+  CHECK(lathe::compress::gradual_final_step(sparse, 10) == 8);
+  CHECK(lathe::compress::gradual_sparsity(sparse, 8, 10) == 0.5);
+  sparse.ramp = 1.0;  // a ramp over every step: the last step
+  CHECK(lathe::compress::gradual_final_step(sparse, 10) == 9);
+  auto again = r;
+  again.run.out_dir = (dir.path() / "every10").string();
+  again.tokenizer.path = lathe::recipe::tokenizer_path(r).string();
+  again.data.shard_dir = lathe::recipe::shard_dir(r).string();
+  again.prune.checkpoint = lathe::train::newest_checkpoint(r).string();
+  again.prune.sparsity = 0.5;
+  again.prune.finetune_steps = 10;
+  again.prune.prune_every = 10;
+  again.prune.ramp = 0.75;
+  lathe::pipeline::run_prune_stage(again, false);
+  const auto every10 = lathe::models::load_model(fs::path(again.run.out_dir) / "pruned" / "model.safetensors");
+  for (const auto& l : lathe::compress::measure_sparsity(every10, {})) {
+    INFO(l.name);
+    CHECK(l.zeros == std::llround(0.5 * static_cast<double>(l.size)));
+  }
 }
 
 TEST_CASE("prune: bad settings are refused with the key to change", "[prune][errors]") {
@@ -536,4 +561,15 @@ TEST_CASE("prune: bad settings are refused with the key to change", "[prune][err
   o.neurons = 0.5;
   o.score = PruneScore::Taylor;
   CHECK_THROWS_WITH(lathe::compress::plan_structured(model, o), Catch::Contains("calibration"));
+
+  // A skip_modules path that selects nothing is a typo that would prune what it meant to keep.
+  PruneOptions m;
+  m.sparsity = 0.5;
+  for (const std::string typo : {"blokcs.0.*", "lm_haed"}) {
+    m.skip_modules = {"blocks.1.*", typo};
+    CHECK_THAT(lathe::test::error_of([&] { lathe::compress::unstructured_masks(model, m, 0.5); }),
+               Catch::Contains("prune.skip_modules: '" + typo + "' selects no parameter of the model"));
+  }
+  m.skip_modules = {"blocks.0.*", "lm_head", "output_head", "head_block"};  // paths that exist, and roles
+  CHECK(lathe::test::error_of([&] { lathe::compress::unstructured_masks(model, m, 0.5); }) == "no error");
 }

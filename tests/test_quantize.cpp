@@ -1,5 +1,5 @@
 // Quantization: the grids against PyTorch's quantizer, the int8 kernel's accumulators against an
-// integer matrix product, the int4 kernel against its dequantized weight, GPTQ against a
+// integer matrix product (also as a CPU without VNNI computes it), the int4 kernel against its dequantized weight, GPTQ against a
 // reference written from the paper, error budgets on real activations, the model file, and the
 // quantize stage.
 
@@ -82,8 +82,9 @@ TEST_CASE("quantize: int8 codes are PyTorch's qint8 and the int8 kernel accumula
   for (int64_t m : {1, 7, 33}) {
     const auto x = at::randn({m, 64}) * 3;
     const auto y = q.linear(x, at::Tensor());
-    // The activation codes by PyTorch's per-token (per-row) quantizer, then an int64 product.
-    const auto x_scale = x.abs().amax(1) / 127;
+    // The activation codes by PyTorch's per-token (per-row) quantizer on 7 bits (its
+    // reduce_range: [-63, 63]), then an int64 product.
+    const auto x_scale = x.abs().amax(1) / 63;
     const auto xq = at::quantize_per_channel(x, x_scale.to(at::kDouble), at::zeros({m}, at::kLong), 0, at::kQInt8)
                         .int_repr();
     const auto want = xq.to(at::kLong).matmul(q.codes().to(at::kLong).t());
@@ -94,6 +95,27 @@ TEST_CASE("quantize: int8 codes are PyTorch's qint8 and the int8 kernel accumula
                          .to(at::kLong);
     CHECK(at::equal(acc, want));
   }
+
+  // The worst case for x86 CPUs without VNNI: fbgemm's u8 x s8 kernel there adds each pair of
+  // products (activation code + zero point) * weight code into int16 with saturation
+  // (vpmaddubsw). Emulated on the codes and zero point lathe feeds it, it must still be exact.
+  const auto w_max = at::full({4, 64}, 1.0).index_put_({at::indexing::Slice(2)}, -1.0);
+  const auto q_max = lathe::nn::quantize_rtn(w_max, {QuantScheme::Int8Dynamic, 0}, QuantActivations::Float32);
+  const auto x_max = at::full({2, 64}, 5.0).index_put_({1}, -5.0);
+  const auto y_max = q_max.linear(x_max, at::Tensor());
+  const auto codes = (x_max / (x_max.abs().amax(1, true) / 63)).round().to(at::kLong);  // 7-bit reference codes
+  const auto exact = codes.matmul(q_max.codes().to(at::kLong).t());
+  const auto acc_max = (y_max.to(at::kDouble) / (x_max.abs().amax(1, true).to(at::kDouble) / 63) /
+                        q_max.scales().to(at::kDouble)).round().to(at::kLong);
+  REQUIRE(at::equal(acc_max, exact));  // so lathe used these codes
+  const int64_t zero_point = 64;
+  const auto u8 = codes + zero_point;
+  CHECK(u8.min().item<int64_t>() >= 0);
+  CHECK(u8.max().item<int64_t>() <= 255);
+  const auto products = u8.unsqueeze(1) * q_max.codes().to(at::kLong).unsqueeze(0);  // (m, out, in)
+  const auto pairs = products.view({2, 4, 32, 2}).sum(-1).clamp(-32768, 32767);      // int16 with saturation
+  const auto saturating = pairs.sum(-1) - zero_point * q_max.codes().to(at::kLong).sum(1).unsqueeze(0);
+  CHECK(at::equal(saturating, exact));
 }
 
 TEST_CASE("quantize: each scheme's product is its dequantized weight's, within the kernel's precision", "[quantize]") {
@@ -289,6 +311,43 @@ TEST_CASE("quantize: a tied output head is quantized as a copy, the embedding st
   CHECK(lathe::train::evaluate_model(run.r, loaded, *run.data, at::kCPU).metrics == in_memory);
 }
 
+TEST_CASE("quantize: the stage's GPTQ calibrates the output head on its inputs as the paper's algorithm does",
+          "[quantize][train][reference]") {
+  TrainedRun run(4);
+  auto r = run.r;
+  r.quantize.method = QuantScheme::Int8WeightOnly;
+  r.quantize.algorithm = QuantAlgorithm::Gptq;
+  r.quantize.calibration_batches = 2;
+  r.quantize.skip_modules = {};
+  const auto ckpt = lathe::train::newest_checkpoint(r);
+  lathe::pipeline::run_quantize_stage(r, false);
+  const auto quantized = lathe::models::load_model(fs::path(r.run.out_dir) / "quantized" / "model.safetensors");
+  const auto layers = lathe::models::quantized_layers(quantized);
+  REQUIRE(layers.count("lm_head") == 1);
+  // The head is the last layer: its inputs are the final hidden states of the calibration
+  // batches through the model with every block quantized.
+  std::vector<at::Tensor> hidden;
+  {
+    torch::NoGradGuard no_grad;
+    auto m = quantized;
+    for (int64_t i = 0; i < 2; ++i) {
+      const auto h = m.gpt->hidden(run.data->train_batch(static_cast<uint64_t>(i)).input_ids);
+      hidden.push_back(h.reshape({-1, h.size(-1)}));
+    }
+  }
+  const auto w = lathe::models::load_model(ckpt).gpt->wte->weight.detach().clone();  // the tied head
+  TempDir dir;
+  lathe::io::save_safetensors(dir.path() / "in.safetensors",
+                              {{"w", w}, {"x", at::cat(hidden)}, {"config", at::tensor(std::vector<double>{8, 0, 0.01})}});
+  lathe::test::run_reference("gptq.py", {(dir.path() / "in.safetensors").string(), (dir.path() / "ref.safetensors").string()});
+  const auto ref = lathe::io::load_safetensors(dir.path() / "ref.safetensors").tensors;
+  const auto head = layers.at("lm_head");
+  for (const auto& [name, t] : ref) {
+    if (name == "codes") CHECK(at::equal(head->codes().to(at::kDouble), t));
+    if (name == "q") CHECK(head->dequantize().to(at::kDouble).allclose(t, 1e-6, 1e-6));
+  }
+}
+
 TEST_CASE("quantize: the stage reports, eval, generate and export read its model, a change re-runs it",
           "[quantize][train]") {
   lathe::test::Corpus corpus;
@@ -394,4 +453,18 @@ TEST_CASE("quantize: bad settings are refused with the key to change", "[quantiz
   q.algorithm = QuantAlgorithm::Gptq;
   q.method = QuantScheme::Int8WeightOnly;
   CHECK_THROWS_WITH(lathe::compress::quantize_model(model, q), Catch::Contains("gptq needs calibration batches"));
+
+  // A skip_modules path that selects nothing is a typo that would quantize what it meant to keep.
+  q.algorithm = QuantAlgorithm::Rtn;
+  for (const std::string typo : {"blokcs.0.*", "lm_haed"}) {
+    q.skip_modules = {"output_head", typo};
+    CHECK_THROWS_WITH(lathe::compress::quantize_model(model, q),
+                      Catch::Contains("quantize.skip_modules: '" + typo + "' selects no parameter of the model"));
+  }
+  q.skip_modules = {"lm_head", "blocks.0.mlp.*"};  // the tied head and a path pattern that exist
+  CHECK(lathe::compress::quantize_model(model, q).size() == 2);
+
+  // A summary never calls a slower model faster.
+  CHECK(lathe::pipeline::speed_change(1.0, 1.0 / 0.49) == "2.04x slower");
+  CHECK(lathe::pipeline::speed_change(3.0, 2.0) == "1.50x faster");
 }

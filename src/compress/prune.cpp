@@ -170,7 +170,24 @@ std::vector<models::OptionProblem> PruneOptions::problems() const {
   return out;
 }
 
+void check_skip_modules(const models::AnyModel& model, const std::vector<std::string>& skip, const std::string& key) {
+  if (skip.empty()) return;
+  auto params = nn::roles_of(*model.module());
+  // A tied head is still the model's output head: `lm_head` names it (quantization copies it).
+  if (model.kind == models::ModelKind::Gpt && !model.gpt->lm_head)
+    params.push_back({"lm_head.weight", model.gpt->wte->weight, nn::Role::OutputHead});
+  for (const auto& pattern : skip) {
+    if (parse_enum<nn::Role>(pattern)) continue;  // a role may have no parameter in this model
+    if (std::any_of(params.begin(), params.end(), [&](const auto& p) { return nn::selected(p, {pattern}); })) continue;
+    throw Error(fmt::format("{}: '{}' selects no parameter of the model; give a module path or pattern that "
+                            "exists (e.g. {}, blocks.0.*) or a role ({})",
+                            key, pattern, params.empty() ? "blocks.0.attn" : params.front().name,
+                            enum_choices<nn::Role>(", ")));
+  }
+}
+
 std::vector<nn::RoledParameter> prunable(const models::AnyModel& model, const std::vector<std::string>& skip) {
+  check_skip_modules(model, skip, "prune.skip_modules");
   std::vector<nn::RoledParameter> out;
   for (auto& p : nn::roles_of(*model.module())) {
     const bool block_matrix = p.role == nn::Role::Matrix || p.role == nn::Role::HeadBlock ||
@@ -402,10 +419,17 @@ models::AnyModel apply_structured(const models::AnyModel& model, const Structure
   return pruned;
 }
 
+int64_t gradual_final_step(const PruneOptions& o, int64_t total) {
+  const auto end = static_cast<int64_t>(std::ceil(o.ramp * static_cast<double>(total)));
+  return std::max<int64_t>(0, std::min(end, total - 1));
+}
+
 double gradual_sparsity(const PruneOptions& o, int64_t step, int64_t total) {
   const double end = o.ramp * static_cast<double>(total);
   const double t = static_cast<double>(step - step % o.prune_every);
-  if (t >= end) return o.sparsity;
+  // The target holds from the ramp's end even where prune_every steps past it (or past the
+  // fine-tune's last step).
+  if (t >= end || step >= gradual_final_step(o, total)) return o.sparsity;
   return o.sparsity + (o.initial_sparsity - o.sparsity) * std::pow(1.0 - t / end, 3.0);
 }
 

@@ -37,6 +37,7 @@ std::vector<models::OptionProblem> QuantizeOptions::problems() const {
 
 std::vector<std::pair<std::string, nn::LinearImpl*>> quantizable(const models::AnyModel& model,
                                                                   const std::vector<std::string>& skip) {
+  check_skip_modules(model, skip, "quantize.skip_modules");
   std::vector<std::pair<std::string, nn::LinearImpl*>> out;
   for (const auto& [path, lin] : nn::linear_layers(*model.module())) {
     const auto role = lin->options.role;
@@ -110,6 +111,7 @@ std::vector<QuantizedLayer> quantize_model(models::AnyModel& model, const Quanti
   const bool use_gptq = o.algorithm == QuantAlgorithm::Gptq;
   if (use_gptq && (!calibration || !calibration->run || calibration->batches <= 0))
     throw std::invalid_argument("gptq needs calibration batches");
+  check_skip_modules(model, o.skip_modules, "quantize.skip_modules");
   // A tied output head is quantized as a copy of the embedding, which stays a float table.
   if (model.kind == models::ModelKind::Gpt && !model.gpt->lm_head &&
       !nn::selected({"lm_head.weight", model.gpt->wte->weight, nn::Role::OutputHead}, o.skip_modules))

@@ -25,6 +25,9 @@ at::Tensor as_real(const at::Tensor& w) { return w.scalar_type() == at::kDouble 
 /// Smallest scale a grid uses: an all-zero row (a pruned neuron) keeps finite codes of 0.
 constexpr double kMinScale = 1e-10;
 
+/// int8_dynamic's largest activation code (see QuantizedWeight::linear).
+constexpr int64_t kActivationMax = 63;
+
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> QuantGrid::params(const at::Tensor& w) const {
@@ -130,17 +133,21 @@ at::Tensor QuantizedWeight::linear(const at::Tensor& x, const at::Tensor& bias) 
   at::Tensor y;
   switch (grid_.scheme) {
     case QuantScheme::Int8Dynamic: {
-      // Per token: codes round(x / s) in [-127, 127], s = max|x| / 127.
+      // Per token: codes round(x / s) in [-63, 63], s = max|x| / 63. Seven bits, as PyTorch's
+      // reduce_range: fbgemm's u8 x s8 kernel on x86 without VNNI adds pairs of products in
+      // int16 with saturation (vpmaddubsw), and 2 * 127 * 127 fits where 2 * 255 * 127 does
+      // not, so every CPU accumulates the same exact int32.
       const auto xf = x2.to(at::kFloat);
       // max |x| from the row's max and min: two reductions without an |x| temporary.
-      const auto x_scale =
-          at::maximum(xf.amax(-1, /*keepdim=*/true), xf.amin(-1, /*keepdim=*/true).neg_()).div_(127.0).clamp_min_(kMinScale);
+      const auto x_scale = at::maximum(xf.amax(-1, /*keepdim=*/true), xf.amin(-1, /*keepdim=*/true).neg_())
+                               .div_(kActivationMax)
+                               .clamp_min_(kMinScale);
       if (packed_) {
-        // fbgemm rounds x / s itself and shifts by the zero point 128 into u8: exact codes.
+        // fbgemm rounds x / s itself and shifts by the zero point 64 into u8 [1, 127]: exact codes.
         y = packed_->weight->apply_with_input_q_dq_qweight_dq_output_fp32(xf / x_scale, /*input_scale=*/1.0,
-                                                                           /*input_zero_point=*/128);
+                                                                           /*input_zero_point=*/64);
       } else {
-        const auto q = (xf / x_scale).round_().clamp_(-127, 127).to(at::kChar);
+        const auto q = (xf / x_scale).round_().clamp_(-kActivationMax, kActivationMax).to(at::kChar);
         y = at::_int_mm(q, codes_.t()).to(at::kFloat).mul_(scales_);
       }
       // In place: a fresh (M, out) result would cost as much as the product for wide layers.

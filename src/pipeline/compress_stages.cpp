@@ -33,15 +33,20 @@ using nlohmann::json;
 using recipe::ModelSource;
 using recipe::Stage;
 
+std::string speed_change(double before_ms, double after_ms) {
+  if (after_ms > before_ms) return fmt::format("{:.2f}x slower", after_ms / before_ms);
+  return fmt::format("{:.2f}x faster", before_ms / after_ms);
+}
+
 namespace {
 
 /// The gradual schedule: magnitude masks recomputed every prune_every fine-tune steps at the
-/// cubic schedule's sparsity.
+/// cubic schedule's sparsity, and at the target on the schedule's final step.
 class GradualSparsity : public train::Sparsity {
  public:
   GradualSparsity(compress::PruneOptions options, int64_t total) : options_(std::move(options)), total_(total) {}
   bool update(int64_t step, const models::AnyModel& model) override {
-    if (step % options_.prune_every != 0) return false;
+    if (step % options_.prune_every != 0 && step != compress::gradual_final_step(options_, total_)) return false;
     const double s = compress::gradual_sparsity(options_, step, total_);
     if (s == current_) return false;
     masks = compress::unstructured_masks(model, options_, s);
@@ -406,8 +411,8 @@ StageResult lead_prune_stage(const recipe::Recipe& r, bool force, const ConsoleO
                                          : fmt::format("accuracy {:.4f}", m.metrics.count("accuracy") ? m.metrics.at("accuracy") : 0.0);
   };
   return {false, fmt::format("{}{}: {} -> {}, {}{} -> {}", fresh.why(), what, metric(before), metric(after),
-                             structured ? fmt::format("parameters {} -> {}, forward {:.2f}x faster", before.parameters,
-                                                      after.parameters, before.latency_ms / after.latency_ms)
+                             structured ? fmt::format("parameters {} -> {}, forward {}", before.parameters,
+                                                      after.parameters, speed_change(before.latency_ms, after.latency_ms))
                                         : fmt::format("sparsity {:.4f}", layers.back().sparsity()),
                              tuned ? fmt::format(" after {} fine-tune steps", po.finetune_steps) : "",
                              model_file.string())};
@@ -543,7 +548,7 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
                              fresh.why(), scheme, metric, before.count(metric) ? before.at(metric) : 0.0,
                              after.count(metric) ? after.at(metric) : 0.0,
                              static_cast<double>(quantized_bytes) / static_cast<double>(float_bytes),
-                             sides[0].ms.at(8) / sides[1].ms.at(8), model_file.string())};
+                             speed_change(sides[0].ms.at(8), sides[1].ms.at(8)), model_file.string())};
 }
 
 }  // namespace lathe::pipeline

@@ -378,6 +378,8 @@ at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarTy
     h = h.reshape({-1, h.size(-1)});
     const auto& head = m.gpt->lm_head ? m.gpt->lm_head->weight : m.gpt->wte->weight;
     const auto& bias = m.gpt->lm_head ? m.gpt->lm_head->bias : at::Tensor();
+    // The head's forward is bypassed: its observer (GPTQ's Hessian, Wanda's norms) sees h here.
+    if (m.gpt->lm_head && m.gpt->lm_head->input_observer) m.gpt->lm_head->input_observer(h);
     const auto type = h.device().type();
     if (logits_dtype)  // what at::linear gives, under autocast or not
       *logits_dtype = at::autocast::is_autocast_enabled(type) ? at::autocast::get_autocast_dtype(type)

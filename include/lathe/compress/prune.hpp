@@ -109,7 +109,13 @@ struct Calibration {
   std::function<void(int64_t index, bool backward)> run;
 };
 
-/// The parameters unstructured and N:M pruning may zero, in named_parameters() order.
+/// Throws Error naming `key` (prune.skip_modules, quantize.skip_modules) and the pattern when a
+/// path pattern of `skip` selects no parameter of `model` (a misspelt path would leave
+/// everything it meant to protect pruned or quantized). Role names are always accepted.
+void check_skip_modules(const models::AnyModel& model, const std::vector<std::string>& skip, const std::string& key);
+
+/// The parameters unstructured and N:M pruning may zero, in named_parameters() order; checks
+/// `skip` first (check_skip_modules).
 std::vector<nn::RoledParameter> prunable(const models::AnyModel& model, const std::vector<std::string>& skip);
 
 /// Wanda's statistic: for each prunable weight, the L2 norm of each input feature over every
@@ -155,8 +161,13 @@ models::AnyModel apply_structured(const models::AnyModel& model, const Structure
 
 /// Zhu & Gupta's cubic schedule: the sparsity at fine-tune step `step` (0-based) of `total`:
 /// s_f + (s_i - s_f) * (1 - t / (ramp * total))^3, updated every prune_every steps, s_f
-/// from the ramp's end on.
+/// from gradual_final_step on.
 double gradual_sparsity(const PruneOptions& options, int64_t step, int64_t total);
+
+/// The step (0-based) of `total` at which the masks reach the target: the first step at or
+/// after the ramp's end, or the last step when the ramp spans them all. The masks are updated
+/// there whether or not it is a multiple of prune_every.
+int64_t gradual_final_step(const PruneOptions& options, int64_t total);
 
 }  // namespace lathe::compress
 

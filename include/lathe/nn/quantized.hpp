@@ -3,10 +3,12 @@
 //
 // Schemes (what a model file records per layer):
 //   int8_dynamic      int8 weights, symmetric per output channel (w = q * scale, q in [-127, 127]);
-//                     activations quantized per token at run time the same way; the product is an
-//                     exact int32 accumulation of the integer codes (fbgemm's u8 x s8 kernel, the
-//                     activation codes shifted by 128; at::_int_mm where the CPU has no fbgemm),
-//                     scaled back to float by the token's and the channel's scales.
+//                     activations quantized per token at run time to 7 bits (x = q * scale, q in
+//                     [-63, 63], PyTorch's reduce_range); the product is an exact int32
+//                     accumulation of the integer codes on every x86 CPU, VNNI or not (fbgemm's
+//                     u8 x s8 kernel, the activation codes shifted by 64; at::_int_mm where the
+//                     CPU has no fbgemm), scaled back to float by the token's and the channel's
+//                     scales.
 //   int8_weight_only  the same weights; activations stay float.
 //   int4_weight_only  4-bit weights, asymmetric per group of `group_size` consecutive inputs of a
 //                     row: w = (q - 8) * scale + zero, q in [0, 15] (the convention of ATen's int4

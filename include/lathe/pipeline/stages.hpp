@@ -22,6 +22,10 @@ struct StageResult {
   bool interrupted = false;  // SIGTERM / SIGINT stopped it after a checkpoint; running it again resumes
 };
 
+/// How a model's time compares with its source's in a summary: "1.52x faster" when
+/// `after_ms` is shorter than `before_ms`, "2.04x slower" (never "0.49x faster") when longer.
+std::string speed_change(double before_ms, double after_ms);
+
 /// The locks a stage that writes holds: run.out_dir and, when it lies elsewhere, the shard
 /// directory (io::DirLock; re-entrant in one process, so stages nest inside `lathe run`).
 class RunLock {
