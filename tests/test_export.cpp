@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <sstream>
+
 #include <ATen/ATen.h>
 #include <torch/utils.h>
 
@@ -16,9 +18,13 @@
 #include "lathe/export/onnx.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/generate.hpp"
+#include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
+#include "lathe/nn/linear.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/pipeline/run.hpp"
 #include "lathe/train/checkpoint.hpp"
+#include "lathe/train/trainer.hpp"
 #include "run_fixture.hpp"
 #include "support.hpp"
 #include "tiny_models.hpp"
@@ -294,6 +300,119 @@ TEST_CASE("export: int8 and int4 models run on ONNX Runtime's integer operators 
         CHECK(max_diff(got, quant_logits) <= kOnnxTol);
       }
     }
+}
+
+TEST_CASE("export: a quantized tied head goes to Hugging Face untied with its dequantized values",
+          "[export][reference]") {
+  for (const bool llama : {false, true}) {
+    INFO((llama ? "llama-style" : "gpt2-style"));
+    TempDir dir;
+    auto o = lathe::test::tiny(llama ? "llama" : "gpt");
+    o.vocab_size = 97;
+    o.d_ff = 64;  // int4 groups of 32 tile the MLP's inputs
+    o.tie_embeddings = true;
+    torch::manual_seed(14);
+    auto m = lathe::models::make_model(ModelKind::Gpt, o);
+    perturb(m);
+    lathe::compress::QuantizeOptions q;
+    q.method = lathe::nn::QuantScheme::Int4WeightOnly;
+    q.group_size = 32;
+    q.activations = lathe::compress::QuantCompute::Float32;  // the product takes the dequantized weight
+    q.skip_modules = {};
+    lathe::compress::quantize_model(m, q);
+    REQUIRE(lathe::models::quantized_layers(m).count("lm_head") == 1);
+    torch::manual_seed(6);
+    const auto ids = at::randint(0, 97, {2, 16}, at::kLong);
+    at::Tensor quant_logits;
+    {
+      torch::NoGradGuard no_grad;
+      quant_logits = m.gpt->forward(ids);
+    }
+    // As the export stage does: the model file read back, its layers dequantized, written.
+    lathe::models::save_model(m, dir.path() / "quantized.safetensors");
+    auto loaded = lathe::models::load_model(dir.path() / "quantized.safetensors");
+    for (const auto& [path, lin] : lathe::nn::linear_layers(*loaded.module())) lin->dequantize();
+    lathe::models::save_hf(loaded.gpt, dir.path() / "hf");
+    const auto config = nlohmann::json::parse(lathe::test::read_file(dir.path() / "hf" / "config.json"));
+    CHECK(config.at("tie_word_embeddings") == false);
+    lathe::io::save_safetensors(dir.path() / "ids.safetensors", {{"input_ids", ids}});
+    lathe::test::run_reference("hf_models.py", {"logits", (dir.path() / "hf").string(),
+                                                (dir.path() / "ids.safetensors").string(),
+                                                (dir.path() / "out.safetensors").string()});
+    const auto theirs = lathe::io::load_safetensors(dir.path() / "out.safetensors").at("logits");
+    CHECK(max_diff(theirs, quant_logits) <= kOnnxTol);
+  }
+}
+
+TEST_CASE("export: a classifier's label names reach transformers' config and the ONNX metadata",
+          "[export][onnx][reference]") {
+  TempDir dir;
+  auto m = bert(ModelKind::BertClassifier);
+  m.labels = {"lord", "other", "beast"};
+  // As the export stage reads it: from the model file.
+  lathe::models::save_model(m, dir.path() / "model.safetensors");
+  auto loaded = lathe::models::load_model(dir.path() / "model.safetensors");
+  lathe::models::save_hf(loaded.classifier, dir.path() / "hf", loaded.labels);
+  const auto onnx = export_to(loaded, dir);
+  const auto got = lathe::test::run_python(
+      "import sys, json, onnx, transformers\n"
+      "c = transformers.AutoConfig.from_pretrained(sys.argv[1])\n"
+      "m = onnx.load(sys.argv[2])\n"
+      "meta = {p.key: p.value for p in m.metadata_props}\n"
+      "print(json.dumps([c.id2label[1], c.label2id['beast'], c.num_labels, json.loads(meta['id2label'])]))",
+      {(dir.path() / "hf").string(), (onnx / "model.onnx").string()});
+  REQUIRE(got.code == 0);
+  CHECK(nlohmann::json::parse(got.out) ==
+        nlohmann::json::parse(R"(["other", 2, 3, {"0": "lord", "1": "other", "2": "beast"}])"));
+}
+
+TEST_CASE("export: a model trained with a tiktoken file exports the tokenizer it used, added tokens included",
+          "[export][reference]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  // A small tiktoken file: the 256 bytes, then a few merges (each rank a token made of two
+  // tokens of lower rank).
+  const auto ranks = dir.path() / "tiny.tiktoken";
+  const auto made = lathe::test::run_python(
+      "import base64, sys\n"
+      "toks = [bytes([b]) for b in range(256)] + [s.encode() for s in ['th', 'he', 'the', ' t', ' the', 'in', "
+      "'an', 'nd', ' a', 'and', ' and', ' o', ' of']]\n"
+      "open(sys.argv[1], 'w').write(''.join(f'{base64.b64encode(t).decode()} {i}\\n' for i, t in enumerate(toks)))",
+      {ranks.string()});
+  REQUIRE(made.code == 0);
+  auto r = lathe::test::recipe_from(fmt::format(R"(pipeline: [data, train, export]
+run: {{out_dir: {}, seed: 5, device: cpu}}
+tokenizer: {{path: {}, pattern: ' ?\p{{L}}+| ?\p{{N}}+| ?[^\s\p{{L}}\p{{N}}]+|\s+(?!\S)|\s+',
+            special_tokens: ['<|endoftext|>', '<|begin_of_text|>']}}
+data: {{train_files: [{}], seq_len: 32, val_fraction: 0.1, num_workers: 1}}
+model: {{n_layer: 1, n_head: 2, d_model: 32, max_seq_len: 32}}
+schedule: {{warmup_steps: 0}}
+train: {{max_steps: 1, batch_size: 4}}
+export: {{format: hf}}
+)",
+                                                (dir.path() / "run").string(), ranks.string(), corpus.text.string()));
+  std::ostringstream log;
+  lathe::pipeline::run_pipeline(r, {}, log);
+  INFO(log.str());
+  const auto out = dir.path() / "run" / "export";
+  const std::string text = "<|begin_of_text|>In the beginning God created the heaven and the earth.<|endoftext|>";
+  const auto tok = lathe::tokenizer::load_tokenizer(ranks, lathe::train::tokenizer_load_options(r));
+  const auto ids = tok->encode(text);
+  const int32_t begin = tok->token_to_id("<|begin_of_text|>");
+  REQUIRE(begin == 270);  // after the file's 269 ranks and <|endoftext|>
+  REQUIRE(ids.front() == begin);
+  const auto theirs = lathe::test::run_python(
+      "import sys, json, transformers, tokenizers\n"
+      "auto = transformers.AutoTokenizer.from_pretrained(sys.argv[1])\n"
+      "raw = tokenizers.Tokenizer.from_file(sys.argv[1] + '/tokenizer.json')\n"
+      "print(json.dumps([auto.encode(sys.argv[2], add_special_tokens=False), raw.encode(sys.argv[2], "
+      "add_special_tokens=False).ids]))",
+      {out.string(), text});
+  INFO(theirs.err);
+  REQUIRE(theirs.code == 0);
+  const auto got = nlohmann::json::parse(theirs.out);
+  CHECK(got[0].get<std::vector<int32_t>>() == ids);
+  CHECK(got[1].get<std::vector<int32_t>>() == ids);
 }
 
 TEST_CASE("export: a structurally pruned model exports as a smaller dense graph", "[export][onnx]") {

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <onnx/onnx_pb.h>
 
 #include "lathe/core/enum_table.hpp"
@@ -58,6 +59,12 @@ std::string padding_mask(Graph& g, const std::string& attention_mask) {
 std::map<std::string, std::string> metadata(const models::AnyModel& model, const OnnxOptions& o) {
   auto m = o.metadata;
   m["lathe.kind"] = model.kind_name();
+  // A classifier's outputs mean nothing without their names: as transformers' config.json has them.
+  if (!model.labels.empty()) {
+    nlohmann::json id2label = nlohmann::json::object();
+    for (std::size_t i = 0; i < model.labels.size(); ++i) id2label[std::to_string(i)] = model.labels[i];
+    m["id2label"] = id2label.dump();
+  }
   return m;
 }
 

@@ -528,7 +528,10 @@ BertForSequenceClassification load_hf_bert_classifier(const fs::path& dir, int64
 }
 
 void save_hf(Gpt& model, const fs::path& dir) {
-  const auto& o = model->options;
+  auto o = model->options;
+  // A head separated from a tied embedding (to be quantized) holds other values than the
+  // table: it is written as an untied lm_head.
+  if (model->lm_head) o.tie_embeddings = false;
   json c;
   if (is_gpt2_shaped(o)) {
     check_heads_fill_width(o, "gpt2");
@@ -581,13 +584,18 @@ void save_hf(BertForMaskedLM& model, const fs::path& dir) {
   save_tensors(*model, bert_mlm_table(o), dir, bert_config(o, "BertForMaskedLM"));
 }
 
-void save_hf(BertForSequenceClassification& model, const fs::path& dir) {
+void save_hf(BertForSequenceClassification& model, const fs::path& dir, const std::vector<std::string>& labels) {
   const auto& o = model->bert->options;
+  if (!labels.empty() && static_cast<int64_t>(labels.size()) != o.num_labels)
+    throw std::invalid_argument("save_hf: " + std::to_string(labels.size()) + " label names for a classifier of " +
+                                std::to_string(o.num_labels) + " labels");
   json c = bert_config(o, "BertForSequenceClassification");
   json id2label = json::object(), label2id = json::object();
   for (int64_t i = 0; i < o.num_labels; ++i) {
-    id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
-    label2id["LABEL_" + std::to_string(i)] = i;
+    // transformers' names when the model knows none.
+    const auto name = labels.empty() ? "LABEL_" + std::to_string(i) : labels[static_cast<std::size_t>(i)];
+    id2label[std::to_string(i)] = name;
+    label2id[name] = i;
   }
   c["id2label"] = id2label;
   c["label2id"] = label2id;

@@ -57,7 +57,11 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   const MadeFrom made_from = stage_record(r, Stage::Export, src);
   const auto fresh = freshness(force, marker, read_stage_record(r.run.out_dir, "export"), made_from);
   if (fresh.up_to_date) return {true, fmt::format("{} holds {}", out.string(), src.string())};
-  check_not_input(r, {out, marker, out / tokenizer.filename()});
+  // A tiktoken file holds no added tokens and vocab.json needs merges.txt beside it: the
+  // tokenizer as the model used it goes out as tokenizer.json. Other forms are copied as read.
+  const bool as_json = tokenizer.extension() == ".tiktoken" || tokenizer.filename() == "vocab.json";
+  const auto tokenizer_out = out / (as_json ? fs::path("tokenizer.json") : tokenizer.filename());
+  check_not_input(r, {out, marker, tokenizer_out});
   if (r.export_.path.empty()) io::claim(out);
   fs::create_directories(out);
 
@@ -89,7 +93,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
     switch (model.kind) {
       case models::ModelKind::Gpt: models::save_hf(model.gpt, out); break;
       case models::ModelKind::BertMaskedLm: models::save_hf(model.mlm, out); break;
-      case models::ModelKind::BertClassifier: models::save_hf(model.classifier, out); break;
+      case models::ModelKind::BertClassifier: models::save_hf(model.classifier, out, model.labels); break;
     }
     parts.insert(parts.end(), {"config.json", "model.safetensors"});
   }
@@ -99,13 +103,17 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
                            "decoder_with_past_model.onnx.data", "config.json", "model.safetensors"})
     if (std::find(parts.begin(), parts.end(), name) == parts.end() && io::remove_owned(out / name))
       notes.push_back(fmt::format("removed {} of an earlier export", name));
-  std::ifstream in(tokenizer, std::ios::binary);
-  if (!in) throw Error("cannot read the tokenizer " + tokenizer.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  io::claim(out / tokenizer.filename());
-  io::write_file_atomic(out / tokenizer.filename(), text.str());
-  parts.push_back(tokenizer.filename().string());
+  io::claim(tokenizer_out);
+  if (as_json) {
+    tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r))->save(tokenizer_out);
+  } else {
+    std::ifstream in(tokenizer, std::ios::binary);
+    if (!in) throw Error("cannot read the tokenizer " + tokenizer.string());
+    std::ostringstream text;
+    text << in.rdbuf();
+    io::write_file_atomic(tokenizer_out, text.str());
+  }
+  parts.push_back(tokenizer_out.filename().string());
   write_stage_record(r.run.out_dir, "export", made_from);
   return {false, fmt::format("{}{} -> {} ({}){}", fresh.why(), src.string(), out.string(), fmt::join(parts, ", "),
                              notes.empty() ? "" : "; " + fmt::format("{}", fmt::join(notes, "; ")))};

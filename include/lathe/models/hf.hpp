@@ -36,11 +36,14 @@ BertForMaskedLM load_hf_bert_mlm(const std::filesystem::path& dir);
 BertForSequenceClassification load_hf_bert_classifier(const std::filesystem::path& dir, int64_t num_labels = 0,
                                                       std::vector<std::string>* initialized = nullptr);
 
-/// Writes config.json and model.safetensors (float32, tied weights stored once) into `dir`.
+/// Writes config.json and model.safetensors (float32, tied weights stored once) into `dir`. A
+/// GPT whose head was separated from its tied embedding (separate_head) is written untied.
 /// A GPT is written as gpt2 when it has learned positions, layernorm, tanh GELU and biases, as
 /// llama when it has rope, rmsnorm, swiglu and no biases; any other mix throws.
 void save_hf(Gpt& model, const std::filesystem::path& dir);
 void save_hf(BertForMaskedLM& model, const std::filesystem::path& dir);
-void save_hf(BertForSequenceClassification& model, const std::filesystem::path& dir);
+/// `labels`: the name of each class (id2label / label2id); empty: LABEL_0, LABEL_1, ...
+void save_hf(BertForSequenceClassification& model, const std::filesystem::path& dir,
+             const std::vector<std::string>& labels = {});
 
 }  // namespace lathe::models
