@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "lathe/compress/quantize.hpp"
@@ -14,6 +15,7 @@
 #include "lathe/io/ownership.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/provenance.hpp"
+#include "lathe/pipeline/registry.hpp"
 #include "lathe/pipeline/run.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
@@ -263,4 +265,25 @@ distributed: {{timeout_s: 60}}
       CHECK((x - y).abs().max().item<double>() <= 2e-5);  // tests/test_dist.cpp's kDdpTol
     }
   }
+}
+
+TEST_CASE("pipeline: the stage registry names every stage once; lathe --help and the README list them as it does",
+          "[pipeline][docs]") {
+  std::set<std::string_view> commands;
+  for (const auto& [stage, name] : lathe::EnumTable<Stage>::values) {
+    const auto& spec = lathe::pipeline::stage_spec(stage);
+    CHECK(spec.stage == stage);
+    CHECK(spec.run != nullptr);
+    CHECK(commands.insert(spec.command).second);
+    // Exactly the stages that read a model declare what their output depends on.
+    CHECK(spec.reads.has_value() == !spec.model_key.empty());
+  }
+  CHECK(lathe::pipeline::stage_registry().size() == lathe::EnumTable<Stage>::values.size());
+  const auto help = lathe::test::run_lathe({"--help"});
+  for (const auto& spec : lathe::pipeline::stage_registry())
+    CHECK(contains(help.out, fmt::format("  {:<18} {}\n", spec.command, spec.summary)));
+  const auto readme = read_file(lathe::test::source_dir() / "README.md");
+  const auto table = lathe::pipeline::stage_table_markdown();
+  INFO("README.md's stage table differs from the registry's (regenerate it with build/lathe recipe keys --stages)");
+  for (const auto& row : lathe::test::lines(table)) CHECK(contains(readme, row + "\n"));
 }

@@ -29,6 +29,7 @@
 #include "lathe/core/denormals.hpp"
 #include "lathe/core/host_memory.hpp"
 #include "lathe/dist/world.hpp"
+#include "lathe/pipeline/registry.hpp"
 #include "lathe/pipeline/run.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
@@ -116,6 +117,10 @@ int cmd_recipe_show(const cxxopts::ParseResult& r) {
 }
 
 int cmd_recipe_keys(const cxxopts::ParseResult& r) {
+  if (r.count("stages")) {
+    std::cout << lathe::pipeline::stage_table_markdown();
+    return kOk;
+  }
   const auto keys = lathe::recipe::recipe_keys();
   if (r.count("markdown")) {
     std::cout << "| key | type | default | meaning |\n|---|---|---|---|\n";
@@ -150,46 +155,21 @@ int cmd_run(const cxxopts::ParseResult& r) {
   return report.interrupted ? interrupted_code() : kOk;
 }
 
-/// A command that runs one pipeline stage of the recipe alone (`tokenizer train`, `data prepare`).
-template <auto Stage>
-int cmd_stage(const cxxopts::ParseResult& r) {
-  Recipe recipe = load(r);
-  auto result = Stage(recipe, r.count("force") > 0 || recipe.run.force, lathe::console_progress());
-  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
-  return kOk;
+/// A stage's own command (`lathe prune RECIPE`, `lathe data prepare RECIPE`, ...): runs that stage
+/// of the recipe alone, as `lathe run` would.
+int run_stage_command(lathe::recipe::Stage stage, const Recipe& recipe, const cxxopts::ParseResult& r) {
+  const auto result = lathe::pipeline::stage_spec(stage).run(
+      {recipe, r.count("force") > 0 || recipe.run.force, {&std::cout, stdout_is_tty()}, lathe::console_progress()});
+  if (lathe::dist::detect_world().rank == 0) std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
+  return result.interrupted ? interrupted_code() : kOk;
 }
 
 int cmd_train(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
   if (r.count("resume")) recipe.train.resume = r["resume"].as<std::string>();
-  const auto result = lathe::pipeline::run_train_stage(recipe, r.count("force") > 0 || recipe.run.force,
-                                                       {&std::cout, stdout_is_tty()});
-  if (lathe::dist::detect_world().rank == 0) std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
-  return result.interrupted ? interrupted_code() : kOk;
+  return run_stage_command(lathe::recipe::Stage::Train, recipe, r);
 }
 
-int cmd_prune(const cxxopts::ParseResult& r) {
-  Recipe recipe = load(r);
-  const auto result =
-      lathe::pipeline::run_prune_stage(recipe, r.count("force") > 0 || recipe.run.force, {&std::cout, stdout_is_tty()});
-  if (lathe::dist::detect_world().rank == 0) std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
-  return result.interrupted ? interrupted_code() : kOk;
-}
-
-int cmd_quantize(const cxxopts::ParseResult& r) {
-  Recipe recipe = load(r);
-  const auto result = lathe::pipeline::run_quantize_stage(recipe, r.count("force") > 0 || recipe.run.force,
-                                                          {&std::cout, stdout_is_tty()});
-  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
-  return kOk;
-}
-
-int cmd_export(const cxxopts::ParseResult& r) {
-  Recipe recipe = load(r);
-  const auto result = lathe::pipeline::run_export_stage(recipe, r.count("force") > 0 || recipe.run.force);
-  std::cout << (result.skipped ? "skipped, " : "") << result.summary << "\n";
-  return kOk;
-}
 
 int cmd_eval(const cxxopts::ParseResult& r) {
   Recipe recipe = load(r);
@@ -430,6 +410,15 @@ std::vector<Command> commands() {
       if (more) more(o);
     };
   };
+  auto summary = [](Stage s) { return std::string(lathe::pipeline::stage_spec(s).summary); };
+  // A stage whose command takes the recipe and --force only.
+  auto stage_command = [&](Stage s) {
+    const auto& spec = lathe::pipeline::stage_spec(s);
+    return Command{std::string(spec.command), "RECIPE", std::string(spec.summary), with_recipe([](cxxopts::Options& o) {
+                     o.add_options()("force", "Run it again even if its output is up to date");
+                   }),
+                   [s](const cxxopts::ParseResult& r) { return run_stage_command(s, load(r), r); }};
+  };
   return {
       {"run", "RECIPE", "Run the recipe's pipeline of stages in order",
        with_recipe([](cxxopts::Options& o) {
@@ -437,20 +426,20 @@ std::vector<Command> commands() {
              "dry-run", "Validate and print the plan; write nothing");
        }),
        cmd_run},
-      {"train", "RECIPE", "Train the recipe's model",
+      {"train", "RECIPE", summary(Stage::Train),
        with_recipe([](cxxopts::Options& o) {
          o.add_options()("resume", "none, auto or a checkpoint directory", cxxopts::value<std::string>())(
              "force", "Start over: remove lathe's checkpoints and metrics of the earlier run first");
        }),
        cmd_train},
-      {"eval", "RECIPE", "Evaluate a checkpoint (loss, perplexity, accuracy)",
+      {"eval", "RECIPE", summary(Stage::Eval),
        with_recipe([](cxxopts::Options& o) {
          o.add_options()("checkpoint", "Checkpoint directory or model (default: eval.source)",
                          cxxopts::value<std::string>())("split", "val or train (default: eval.split)",
                                                         cxxopts::value<std::string>());
        }),
        cmd_eval},
-      {"generate", "[RECIPE]", "Generate text from a trained GPT (a run's checkpoint, or --model)",
+      {"generate", "[RECIPE]", summary(Stage::Generate),
        with_recipe([](cxxopts::Options& o) {
          o.add_options()("model", "Checkpoint directory, lathe model file or Hugging Face directory",
                          cxxopts::value<std::string>())(
@@ -467,9 +456,7 @@ std::vector<Command> commands() {
              cxxopts::value<std::string>());
        }),
        cmd_generate},
-      {"tokenizer train", "RECIPE", "Train the recipe's tokenizer into <out_dir>/tokenizer.json",
-       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Train even if the tokenizer exists"); }),
-       cmd_stage<&lathe::pipeline::run_tokenizer_stage>},
+      stage_command(Stage::Tokenizer),
       {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids, one line per file",
        [](cxxopts::Options& o) {
          add_tokenizer_file_options(o);
@@ -492,18 +479,10 @@ std::vector<Command> commands() {
          o.parse_positional({"files"});
        },
        cmd_tokenizer_decode},
-      {"data prepare", "RECIPE", "Tokenize the corpus into train/val shards",
-       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Prepare again even if the shards exist"); }),
-       cmd_stage<&lathe::pipeline::run_data_stage>},
-      {"prune", "RECIPE", "Prune a checkpoint (prune: section), fine-tune it, report before/after",
-       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Prune again even if the pruned model exists"); }),
-       cmd_prune},
-      {"quantize", "RECIPE", "Quantize a checkpoint (quantize: section), report size, accuracy and latency before/after",
-       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Quantize again even if the quantized model exists"); }),
-       cmd_quantize},
-      {"export", "RECIPE", "Export to ONNX (model.onnx, decoder_with_past_model.onnx) and/or a Hugging Face directory (export.format)",
-       with_recipe([](cxxopts::Options& o) { o.add_options()("force", "Export again even if the export exists"); }),
-       cmd_export},
+      stage_command(Stage::Data),
+      stage_command(Stage::Prune),
+      stage_command(Stage::Quantize),
+      stage_command(Stage::Export),
       {"recipe check", "FILE...", "Validate recipes; print every problem as file:line:col: key: message",
        [](cxxopts::Options& o) {
          o.add_options()("files", "Recipe files", cxxopts::value<std::vector<std::string>>())(
@@ -513,7 +492,11 @@ std::vector<Command> commands() {
        cmd_recipe_check},
       {"recipe show", "RECIPE", "Print the fully resolved recipe as YAML", with_recipe(), cmd_recipe_show},
       {"recipe keys", "", "List every recipe key with its type, default and meaning",
-       [](cxxopts::Options& o) { o.add_options()("markdown", "As a Markdown table"); }, cmd_recipe_keys},
+       [](cxxopts::Options& o) {
+         o.add_options()("markdown", "As a Markdown table")(
+             "stages", "The pipeline's stages instead: the keys and files each reads, what it writes (Markdown)");
+       },
+       cmd_recipe_keys},
       {"env", "", "Show versions, devices, backends and thread settings", {}, cmd_env},
   };
 }

@@ -10,6 +10,7 @@
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/inputs.hpp"
 #include "lathe/io/json_file.hpp"
+#include "lathe/pipeline/registry.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/recipe/load.hpp"
 #include "lathe/recipe/paths.hpp"
@@ -55,28 +56,10 @@ void add_model(MadeFrom& record, const fs::path& model) {
 }
 
 const StageReads& stage_reads(recipe::Stage stage) {
-  using recipe::Stage;
-  // Whole sections where a stage reads most of one: a key added to the section later is then
-  // recorded without anyone remembering to list it (at worst a stage reruns needlessly).
-  static const StageReads eval{{"eval.", "train.precision", "run.device"}, true};
-  static const StageReads generate{{"generate.", "run.seed"}, false};
-  // The fine-tune is a training run of its own: every training setting shapes it.
-  static const StageReads prune{{"prune.", "train.", "optim.", "schedule.", "model.", "eval.batches", "run.seed",
-                                 "run.device"},
-                                true};
-  static const StageReads quantize{{"quantize.", "train.precision", "eval.batches", "run.seed"}, true};
-  static const StageReads export_{{"export."}, false};
-  switch (stage) {
-    case Stage::Eval: return eval;
-    case Stage::Generate: return generate;
-    case Stage::Prune: return prune;
-    case Stage::Quantize: return quantize;
-    case Stage::Export: return export_;
-    case Stage::Tokenizer:
-    case Stage::Data:
-    case Stage::Train: break;  // these read no model: their records are their own
-  }
-  throw std::invalid_argument(fmt::format("stage_reads: the {} stage reads no model", recipe::enum_name(stage)));
+  const auto& spec = stage_spec(stage);
+  if (!spec.reads)
+    throw std::invalid_argument(fmt::format("stage_reads: the {} stage reads no model", recipe::enum_name(stage)));
+  return *spec.reads;
 }
 
 MadeFrom task_data_record(const recipe::Recipe& r) {

@@ -11,6 +11,7 @@
 #include "lathe/dist/world.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
+#include "lathe/pipeline/registry.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
 
@@ -22,8 +23,17 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
 
   std::string plan;
   for (auto stage : recipe.pipeline) plan += (plan.empty() ? "" : " -> ") + std::string(recipe::enum_name(stage));
-  if (dist::detect_world().rank == 0)  // rank 0 speaks for a data-parallel job
+  const auto world = dist::detect_world();
+  if (world.rank == 0)  // rank 0 speaks for a data-parallel job
     log << fmt::format("run '{}': {} (out_dir {})\n", recipe.run.name, plan, recipe.run.out_dir);
+  if (options.dry_run)
+    for (auto stage : recipe.pipeline) {
+      const auto& spec = stage_spec(stage);
+      std::string writes(spec.writes);
+      std::erase(writes, '`');
+      log << fmt::format("  {:<9} lathe {} -> {}{}\n", recipe::enum_name(stage), spec.command, writes,
+                         spec.every_rank ? " (every rank of a data-parallel job)" : "");
+    }
   const bool exports = std::find(recipe.pipeline.begin(), recipe.pipeline.end(), recipe::Stage::Export) !=
                        recipe.pipeline.end();
   if (const auto problem = exports ? export_problem(recipe) : ""; !problem.empty()) {
@@ -33,16 +43,14 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
   }
   if (options.dry_run) return report;
 
-  // A data-parallel launch: rank 0 runs every stage; the other ranks take part in training and
-  // in the prune stage's fine-tune only (they meet rank 0 where those start) and never write.
-  const auto world = dist::detect_world();
+  // A data-parallel launch: rank 0 runs every stage; the other ranks take part in the stages
+  // whose work every rank shares (training, the prune stage's fine-tune; they meet rank 0 where
+  // those start) and never write.
   if (world.rank > 0) {
     for (auto stage : recipe.pipeline) {
-      StageResult result;
-      if (stage == recipe::Stage::Train) result = run_train_stage(recipe, options.force, {});
-      else if (stage == recipe::Stage::Prune) result = run_prune_stage(recipe, options.force, {});
-      else continue;
-      if ((report.interrupted = result.interrupted)) break;
+      const auto& spec = stage_spec(stage);
+      if (!spec.every_rank) continue;
+      if ((report.interrupted = spec.run({recipe, options.force, {}, {}}).interrupted)) break;
     }
     return report;
   }
@@ -62,21 +70,7 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
     io::check_claimable(report.recipe_path);
   }
   for (auto stage : recipe.pipeline) {
-    StageResult result;
-    switch (stage) {
-      case recipe::Stage::Tokenizer: result = run_tokenizer_stage(recipe, options.force, options.progress); break;
-      case recipe::Stage::Data: result = run_data_stage(recipe, options.force, options.progress); break;
-      case recipe::Stage::Train: result = run_train_stage(recipe, options.force, {&log, options.console_is_tty}); break;
-      case recipe::Stage::Prune:
-        result = run_prune_stage(recipe, options.force, {&log, options.console_is_tty});
-        break;
-      case recipe::Stage::Quantize:
-        result = run_quantize_stage(recipe, options.force, {&log, options.console_is_tty});
-        break;
-      case recipe::Stage::Eval: result = run_eval_stage(recipe, options.force); break;
-      case recipe::Stage::Export: result = run_export_stage(recipe, options.force); break;
-      case recipe::Stage::Generate: result = run_generate_stage(recipe, options.force, &log); break;
-    }
+    const auto result = stage_spec(stage).run({recipe, options.force, {&log, options.console_is_tty}, options.progress});
     log << fmt::format("stage {}: {}{}\n", recipe::enum_name(stage), result.skipped ? "skipped, " : "", result.summary);
     log.flush();
     if (result.interrupted) {

@@ -36,8 +36,9 @@ std::string checkpoint_identity(const std::filesystem::path& dir);
 /// size and mtime.
 void add_model(MadeFrom& record, const std::filesystem::path& model);
 
-/// What a stage that reads a model depends on, declared once per stage (stage_reads): the
-/// recipe keys of its own, and whether it reads the run's task data. Every such stage also
+/// What a stage that reads a model depends on, declared once per stage in its registry entry
+/// (registry.hpp; stage_reads): the recipe keys of its own, and whether it reads the run's task
+/// data. Every such stage also
 /// reads the model it is given and the run's tokenizer (its file and the tokenizer.* keys).
 struct StageReads {
   std::vector<std::string_view> keys;  // prefixes: a section ("prune.") or one key ("run.seed")
