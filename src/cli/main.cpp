@@ -404,6 +404,7 @@ int cmd_env(const cxxopts::ParseResult&) {
 }
 
 std::vector<Command> commands() {
+  using lathe::recipe::Stage;
   auto with_recipe = [](std::function<void(cxxopts::Options&)> more = {}) {
     return [more](cxxopts::Options& o) {
       recipe_options(o);
