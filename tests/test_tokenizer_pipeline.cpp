@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "lathe/core/error.hpp"
+#include "lathe/data/prepare.hpp"
 #include "lathe/tokenizer/bpe.hpp"
 #include "lathe/tokenizer/regex.hpp"
 #include "lathe/tokenizer/trainer.hpp"
@@ -167,23 +168,74 @@ TEST_CASE("tokenizer: the r50k and o200k split patterns split as tiktoken's", "[
   }
 }
 
-TEST_CASE("tokenizer: Llama 3's tokenizer.json (Split + ByteLevel, ignore_merges) gives HF's ids",
+/// Llama 3's tokenizer.json, and the model folder transformers saves from it (hf/), built once.
+std::filesystem::path llama3_dir() {
+  const auto dir = texts().dir.path() / "llama3";
+  if (!std::filesystem::exists(dir / "eos.json")) {
+    std::filesystem::create_directories(dir);
+    python({"llama3", dir.string()});
+  }
+  return dir;
+}
+
+TEST_CASE("tokenizer: Llama 3's tokenizer.json (Split + ByteLevel + ignore_merges + Sequence post-processor) gives HF's ids",
           "[tokenizer][reference][python]") {
   auto& t = texts();
-  const auto dir = t.dir.path() / "llama3";
-  std::filesystem::create_directories(dir);
-  python({"llama3", dir.string()});
+  const auto dir = llama3_dir();
+  REQUIRE(read_json(dir / "tokenizer.json")["post_processor"]["type"] == "Sequence");
   const auto tok = load_tokenizer(dir / "tokenizer.json");
   const auto* bpe = dynamic_cast<const Bpe*>(tok.get());
   REQUIRE(bpe);
   CHECK(bpe->options().ignore_merges);
   check_like_hf(*tok, dir / "tokenizer.json", "llama3");
+  // What lathe writes (the Sequence included), HF reads with the same ids.
+  const auto saved = dir / "saved" / "tokenizer.json";
+  std::filesystem::create_directories(saved.parent_path());
+  tok->save(saved);
+  CHECK(read_json(saved)["post_processor"] == read_json(dir / "tokenizer.json")["post_processor"]);
+  check_like_hf(*load_tokenizer(saved), saved, "llama3 saved by lathe");
   // The same ids as the tiktoken file it was converted from, special tokens aside.
   const auto tiktoken = load_tokenizer(cl100k_tiktoken());
   int differ = 0;
   for (const auto& text : t.items)
     if (text.find("<|") == std::string::npos) differ += tiktoken->encode(text) != tok->encode(text);
   CHECK(differ == 0);
+}
+
+TEST_CASE("tokenizer: the end-of-text token is tokenizer.eos_token or else tokenizer_config.json's as transformers reads it",
+          "[tokenizer][data][reference][python]") {
+  const auto dir = llama3_dir();
+  const auto hf = read_json(dir / "eos.json");  // transformers' AutoTokenizer on the same files
+  // tokenizer_config.json beside tokenizer.json names <|end_of_text|>.
+  CHECK(load_tokenizer(dir / "hf" / "tokenizer.json")->eos_id() == hf["eos_token_id"].get<int32_t>());
+  // Llama 3's tokenizer.json alone has neither <|endoftext|> nor [SEP]: data cannot be prepared
+  // until a token is named.
+  lathe::test::Corpus corpus;
+  TempDir tmp;
+  const auto bare = load_tokenizer(dir / "tokenizer.json");
+  CHECK(bare->eos_id() == -1);
+  lathe::data::PrepareOptions po;
+  po.train_files = {corpus.text};
+  po.shard_dir = tmp.path() / "shards";
+  CHECK_THROWS_WITH(lathe::data::prepare_shards(*bare, po), Catch::Contains("name one with tokenizer.eos_token"));
+  // The recipe key names it, and wins over tokenizer_config.json.
+  LoadOptions o;
+  o.eos_token = "<|eot_id|>";
+  const auto named = load_tokenizer(dir / "hf" / "tokenizer.json", o);
+  CHECK(named->eos_id() == hf["eot_id"].get<int32_t>());
+  CHECK(named->fingerprint() != load_tokenizer(dir / "hf" / "tokenizer.json")->fingerprint());
+  o.eos_token = "<|nope|>";
+  CHECK_THROWS_WITH(load_tokenizer(dir / "tokenizer.json", o),
+                    Catch::Contains("end-of-text token '<|nope|>' (tokenizer.eos_token) is not a token of"));
+  // The data stage puts the named token between documents.
+  auto yaml = corpus.recipe(tmp.path() / "run", "max_steps: 2");
+  yaml = replace_line(yaml, "pipeline:", "pipeline: [data]");
+  yaml = replace_line(yaml, "tokenizer:",
+                      fmt::format(R"(tokenizer: {{path: {}, eos_token: "<|eot_id|>"}})", (dir / "tokenizer.json").string()));
+  const auto r = lathe::test::recipe_from(yaml);
+  lathe::pipeline::run_data_stage(r, false);
+  const auto index = read_json(tmp.path() / "run" / "shards" / "index.json");
+  CHECK(index["eot"] == hf["eot_id"]);
 }
 
 TEST_CASE("tokenizer: tokenizer.json pipelines give HF's ids, special tokens and text", "[tokenizer][reference][python]") {
@@ -266,8 +318,11 @@ TEST_CASE("tokenizer: unsupported tokenizer.json parts are refused with their JS
   CHECK_THAT(refused("/pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "x"}}}, {"behavior", "Sideways"}}),
              Catch::Contains("pre_tokenizer.behavior: behavior 'Sideways' is not one of"));
   CHECK_THAT(refused("/decoder", {{"type", "CTC"}}), Catch::Contains("decoder: decoder type 'CTC' is not supported"));
-  CHECK_THAT(refused("/post_processor", {{"type", "Sequence"}, {"processors", nlohmann::json::array()}}),
-             Catch::Contains("post_processor: post-processor type 'Sequence' is not supported"));
+  const nlohmann::json roberta = {{"type", "RobertaProcessing"}, {"sep", {"<|endoftext|>", 0}}, {"cls", {"<|endoftext|>", 0}}};
+  CHECK_THAT(refused("/post_processor", {{"type", "Sequence"}, {"processors", {good["post_processor"], roberta, roberta}}}),
+             Catch::Contains("post_processor.processors[2]: a second post-processor that adds special tokens"));
+  CHECK_THAT(refused("/post_processor", {{"type", "Sequence"}, {"processors", {{{"type", "ByteLevel"}}, {{"type", "CTC"}}}}}),
+             Catch::Contains("post_processor.processors[1]: post-processor type 'CTC' is not supported"));
   CHECK_THAT(refused("/post_processor", {{"type", "BertProcessing"}, {"sep", {"[SEP]", 102}}, {"cls", {"[CLS]", 101}}}),
              Catch::Contains("post_processor.sep: '[SEP]' is not token 102"));
   CHECK_THAT(refused("/model/dropout", 0.1), Catch::Contains("model.dropout: BPE dropout is not supported"));

@@ -80,9 +80,10 @@ bool is_shard_name(const std::string& name) {
 
 PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptions& o) {
   const auto start = std::chrono::steady_clock::now();
-  int32_t eot = tok.token_to_id("<|endoftext|>");
-  if (eot < 0) eot = tok.token_to_id("[SEP]");
-  if (eot < 0) throw Error("the tokenizer has no end-of-text token (<|endoftext|> or [SEP]) to put between documents");
+  const int32_t eot = tok.eos_id();
+  if (eot < 0)
+    throw Error("the tokenizer has no end-of-text token (<|endoftext|> or [SEP]) to put between documents; name "
+                "one with tokenizer.eos_token (e.g. <|end_of_text|>, </s>, <|eot_id|>)");
   if (o.shard_tokens == 0) throw Error("shard_tokens must be positive");
   fs::create_directories(o.shard_dir);
   // Every name this stage may write is checked before anything is written: a file of the user's

@@ -478,7 +478,7 @@ uint64_t Bpe::fingerprint() const {
     h.add_u64(o.ignore_merges | o.byte_fallback << 1 | o.fuse_unk << 2 | o.merge_by_rank << 3);
     h.add(o.unk_token + '\0' + o.continuing_subword_prefix + '\0' + o.end_of_word_suffix);
   }
-  return h.value();
+  return with_eos(h.value());
 }
 
 // ------------------------------------------------------------------------------ files

@@ -705,9 +705,42 @@ struct ByteLevelPostProcessor final : PostProcessor {
   }
 };
 
+/// HF's processors.Sequence: each step in turn. ByteLevel steps pass ids through and keep the
+/// two sequences apart, so the result is that of the one step that adds tokens (Llama 3's
+/// ByteLevel + TemplateProcessing), or the plain ids when none does.
+struct SequencePostProcessor final : PostProcessor {
+  std::vector<std::shared_ptr<const PostProcessor>> steps;
+  std::shared_ptr<const PostProcessor> adding;  // the step that adds tokens, if any
+  PairEncoding process(const std::vector<int32_t>& a, const std::vector<int32_t>* b) const override {
+    if (adding) return adding->process(a, b);
+    PairEncoding e{a, std::vector<int32_t>(a.size(), 0)};
+    if (b) {
+      e.ids.insert(e.ids.end(), b->begin(), b->end());
+      e.type_ids.resize(e.ids.size(), 1);
+    }
+    return e;
+  }
+  ojson to_json() const override { return sequence_json("processors", steps); }
+};
+
 std::shared_ptr<const PostProcessor> read_post_processor(const Node& n,
                                                          const std::function<int32_t(std::string_view)>& token_id) {
   const auto type = n.type();
+  if (type == "Sequence") {
+    auto r = std::make_shared<SequencePostProcessor>();
+    for (const auto& item : n.items("processors")) {
+      r->steps.push_back(read_post_processor(item, token_id));
+      const auto* seq = dynamic_cast<const SequencePostProcessor*>(r->steps.back().get());
+      const bool adds = seq ? seq->adding != nullptr : !dynamic_cast<const ByteLevelPostProcessor*>(r->steps.back().get());
+      if (!adds) continue;
+      // HF would run the second on the first's output, special tokens included; no tokenizer does.
+      if (r->adding)
+        item.fail("a second post-processor that adds special tokens in one Sequence is not supported (keep one "
+                  "TemplateProcessing, BertProcessing or RobertaProcessing; ByteLevel steps may go with it)");
+      r->adding = seq ? seq->adding : r->steps.back();
+    }
+    return r;
+  }
   if (type == "ByteLevel") {
     auto r = std::make_shared<ByteLevelPostProcessor>();
     read_byte_level(n, r->add_prefix_space, r->use_regex, r->trim_offsets);
@@ -751,7 +784,7 @@ std::shared_ptr<const PostProcessor> read_post_processor(const Node& n,
     r->add_prefix_space = n.boolean("add_prefix_space", true);
     return r;
   }
-  n.unsupported("post-processor", "TemplateProcessing, ByteLevel, BertProcessing, RobertaProcessing");
+  n.unsupported("post-processor", "TemplateProcessing, ByteLevel, BertProcessing, RobertaProcessing, Sequence");
 }
 
 // ------------------------------------------------------------------------------ decoders

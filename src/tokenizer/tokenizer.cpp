@@ -40,7 +40,41 @@ std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std:
   return out;
 }
 
+int32_t Tokenizer::default_eos_id() const {
+  const int32_t eot = token_to_id("<|endoftext|>");
+  return eot >= 0 ? eot : token_to_id("[SEP]");
+}
+
+int32_t Tokenizer::eos_id() const { return eos_token_.empty() ? default_eos_id() : token_to_id(eos_token_); }
+
+void Tokenizer::set_eos_token(const std::string& token) {
+  if (!token.empty() && token_to_id(token) < 0)
+    throw Error("the end-of-text token '" + token + "' is not a token of the tokenizer");
+  eos_token_ = token;
+}
+
+uint64_t Tokenizer::with_eos(uint64_t fingerprint) const {
+  if (eos_token_.empty() || eos_id() == default_eos_id()) return fingerprint;
+  Fnv1a h;
+  h.add_u64(fingerprint);
+  h.add("eos");
+  h.add_u64(static_cast<uint64_t>(eos_id()));
+  return h.value();
+}
+
 namespace {
+
+/// tokenizer_config.json's "eos_token" (a string, or an AddedToken object with "content"), or
+/// empty when the file or the key is absent.
+std::string config_eos_token(const std::filesystem::path& config) {
+  if (!std::filesystem::exists(config)) return {};
+  const auto j = detail::read_json(config);
+  if (!j.is_object() || !j.contains("eos_token") || j["eos_token"].is_null()) return {};
+  const auto& e = j["eos_token"];
+  if (e.is_string()) return e.get<std::string>();
+  if (e.is_object() && e.contains("content") && e["content"].is_string()) return e["content"].get<std::string>();
+  throw Error(config.string() + ": eos_token: expected a string or an object with \"content\"");
+}
 
 /// An uncased BERT vocabulary has no upper-case letter outside its [SPECIAL] tokens.
 bool vocab_is_uncased(const std::filesystem::path& path) {
@@ -55,10 +89,10 @@ bool vocab_is_uncased(const std::filesystem::path& path) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, const LoadOptions& options) {
+namespace {
+
+std::unique_ptr<Tokenizer> load_model(const std::filesystem::path& path, const LoadOptions& options) {
   namespace fs = std::filesystem;
-  if (!fs::exists(path)) throw Error("tokenizer file '" + path.string() + "' does not exist");
-  const auto name = path.filename().string();
   try {
     if (path.extension() == ".tiktoken") {
       TiktokenOptions o;
@@ -86,6 +120,32 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, con
   } catch (const nlohmann::json::exception& e) {
     throw Error(path.string() + ": unexpected content: " + e.what());
   }
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, const LoadOptions& options) {
+  if (!std::filesystem::exists(path)) throw Error("tokenizer file '" + path.string() + "' does not exist");
+  auto tok = load_model(path, options);
+  if (!options.eos_token.empty()) {
+    if (tok->token_to_id(options.eos_token) < 0)
+      throw Error("the end-of-text token '" + options.eos_token + "' (tokenizer.eos_token) is not a token of " +
+                  path.string() + "; name one of its special tokens, such as <|end_of_text|>, </s> or <|eot_id|>");
+    tok->set_eos_token(options.eos_token);
+  } else if (path.extension() != ".tiktoken") {
+    // Hugging Face keeps the end-of-sequence token beside the vocabulary, not in it.
+    const auto config = path.parent_path() / "tokenizer_config.json";
+    std::string eos;
+    try {
+      eos = config_eos_token(config);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(config.string() + ": unexpected content: " + e.what());
+    }
+    if (!eos.empty() && tok->token_to_id(eos) < 0)
+      throw Error(config.string() + ": eos_token '" + eos + "' is not a token of " + path.string());
+    if (!eos.empty()) tok->set_eos_token(eos);
+  }
+  return tok;
 }
 
 }  // namespace lathe::tokenizer

@@ -40,7 +40,7 @@ uint64_t WordPiece::fingerprint() const {
     h.add(t);
   }
   for (int32_t id : special_) h.add_u64(static_cast<uint64_t>(id));
-  return h.value();
+  return with_eos(h.value());
 }
 
 int32_t WordPiece::token_to_id(std::string_view token) const {

@@ -263,6 +263,7 @@ tokenizer::LoadOptions tokenizer_load_options(const recipe::Recipe& r) {
   if (r.tokenizer.lowercase) o.lowercase = true;
   o.pattern = r.tokenizer.pattern;
   o.special_tokens = r.tokenizer.special_tokens;
+  o.eos_token = r.tokenizer.eos_token;
   return o;
 }
 

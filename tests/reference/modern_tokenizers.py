@@ -10,8 +10,10 @@ Face `tokenizers` build, train, encode and decode.
         cl100k_base's ranks
     modern_tokenizers.py llama3 OUTDIR
         OUTDIR/tokenizer.json: cl100k_base's ranks converted by transformers' TikTokenConverter
-        (Llama 3's Split + ByteLevel pipeline, ignore_merges) with <|begin_of_text|> added and a
-        TemplateProcessing post-processor
+        (Llama 3's Split + ByteLevel pipeline, ignore_merges) with Llama 3's special tokens added
+        and its post-processor (Sequence of ByteLevel and TemplateProcessing); OUTDIR/hf: the same
+        saved by transformers with eos_token <|end_of_text|> (tokenizer_config.json);
+        OUTDIR/eos.json: AutoTokenizer's eos_token_id for OUTDIR/hf and the id of <|eot_id|>
     modern_tokenizers.py build KIND CORPUS OUTDIR
         OUTDIR/tokenizer.json: a tokenizer trained on CORPUS with the pipeline KIND
     modern_tokenizers.py run TOKENIZER TEXTS.json OUT.json
@@ -71,14 +73,25 @@ def tiktoken_pattern(name, texts, out):
 
 
 def llama3(outdir):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
     tok = TikTokenConverter(vocab_file=cl100k_file(), pattern=CL100K,
-                            extra_special_tokens=["<|endoftext|>", "<|begin_of_text|>"]).converted()
+                            extra_special_tokens=["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]).converted()
     bos = tok.token_to_id("<|begin_of_text|>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
-        special_tokens=[("<|begin_of_text|>", bos)])
+    # Llama 3's own post-processor: ByteLevel (offsets only) then the template.
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True),
+        processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
+            special_tokens=[("<|begin_of_text|>", bos)])])
     tok.save(os.path.join(outdir, "tokenizer.json"))
+    # As a model folder: tokenizer_config.json beside tokenizer.json names the end-of-text token.
+    hf = os.path.join(outdir, "hf")
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
+                            eos_token="<|end_of_text|>").save_pretrained(hf)
+    auto = AutoTokenizer.from_pretrained(hf)
+    with open(os.path.join(outdir, "eos.json"), "w") as f:
+        json.dump({"eos_token_id": auto.eos_token_id, "eot_id": auto.convert_tokens_to_ids("<|eot_id|>")}, f)
 
 
 def bytes_to_unicode():

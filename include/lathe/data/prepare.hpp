@@ -46,7 +46,7 @@ bool is_shard_name(const std::string& name);
 
 /// Tokenizes the documents (end-of-text token after each), writes train_NNNNNN.bin and
 /// val_NNNNNN.bin shards and, last, index.json (what the shards hold and which tokenizer wrote
-/// them). The end-of-text token is <|endoftext|>, else [SEP]. Files of shard_dir that lathe did
+/// them). The end-of-text token is the tokenizer's eos_id(). Files of shard_dir that lathe did
 /// not write are never touched: one with a shard's name (or index.json) stops it with an error
 /// naming the file before anything is written; an earlier prepare's shards are replaced.
 PrepareReport prepare_shards(const tokenizer::Tokenizer& tok, const PrepareOptions& options);

@@ -55,6 +55,7 @@ struct TokenizerConfig {
   bool lowercase = false;
   std::string pre_tokenizer = "gpt2";
   std::string pattern;
+  std::string eos_token;
 };
 
 template <class V>
@@ -77,6 +78,9 @@ void visit(V& v, TokenizerConfig& c) {
   v.field("pattern", c.pattern, "A tiktoken file (tokenizer.path ending .tiktoken) only: its split pattern. Empty: "
                                 "the pattern of the encoding the file is named after (r50k_base, p50k_base, "
                                 "cl100k_base, o200k_base).");
+  v.field("eos_token", c.eos_token, "The end-of-text token put between documents (e.g. <|end_of_text|>, </s>, "
+                                    "<|eot_id|>); it must be a token of the tokenizer. Empty: the eos_token of a "
+                                    "tokenizer_config.json beside tokenizer.path, else <|endoftext|>, else [SEP].");
 }
 
 struct DataConfig {

@@ -51,6 +51,24 @@ class Tokenizer {
 
   /// Encodes many texts on `threads` threads (0: all hardware threads); same ids as encode().
   std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, int threads = 0) const;
+
+  /// The end-of-text token, put between documents when data is prepared: the one named with
+  /// set_eos_token(), else <|endoftext|>, else [SEP]; -1 if there is none.
+  int32_t eos_id() const;
+  /// Names the end-of-text token (its content or vocabulary spelling); throws lathe::Error if
+  /// the tokenizer has no such token. An empty name restores the default choice.
+  void set_eos_token(const std::string& token);
+  const std::string& eos_token() const { return eos_token_; }
+
+ protected:
+  /// `fingerprint` with the end-of-text token mixed in when one was named and it is not the
+  /// default choice, so shards prepared with another separator are told apart while
+  /// fingerprints stay what they were for every tokenizer that names none.
+  uint64_t with_eos(uint64_t fingerprint) const;
+
+ private:
+  int32_t default_eos_id() const;
+  std::string eos_token_;
 };
 
 /// The hash behind Tokenizer::fingerprint().
@@ -68,11 +86,14 @@ struct LoadOptions {
   /// *.tiktoken only: special tokens. The well-known encodings' own (<|endoftext|> = 100257 in
   /// cl100k_base, ...) keep their ids; others take the ids after the file's last rank.
   std::vector<std::string> special_tokens;
+  /// The end-of-text token (Tokenizer::set_eos_token); empty: the "eos_token" of a
+  /// tokenizer_config.json beside the file (not for tiktoken files), else the default choice.
+  std::string eos_token;
 };
 
 /// Loads tokenizer.json (BPE or WordPiece model, with its normalizer, pre-tokenizer,
 /// post-processor and decoder), vocab.json (with merges.txt beside it), vocab.txt (WordPiece)
-/// or a tiktoken file (*.tiktoken). Throws lathe::Error naming the file (and line, or JSON path)
+/// or a tiktoken file (*.tiktoken); the end-of-text token as LoadOptions::eos_token says. Throws lathe::Error naming the file (and line, or JSON path)
 /// of any problem.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path, const LoadOptions& options = {});
 

@@ -124,7 +124,7 @@ EvalResult evaluate_model(const recipe::Recipe& recipe, const models::AnyModel& 
 
 /// How the recipe's tokenizer file is read: tokenizer.lowercase for a vocab.txt (set: lower-cased;
 /// unset: as its vocabulary says, as the CLI reads it), tokenizer.pattern and
-/// tokenizer.special_tokens for a tiktoken file.
+/// tokenizer.special_tokens for a tiktoken file, tokenizer.eos_token for any.
 tokenizer::LoadOptions tokenizer_load_options(const recipe::Recipe& recipe);
 
 /// The newest checkpoint directory of a run, or throws naming the directory searched.
