@@ -25,6 +25,7 @@
 #include "lathe/dist/communicator.hpp"
 #include "lathe/dist/grad_sync.hpp"
 #include "lathe/dist/world.hpp"
+#include "lathe/io/ownership.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "gpu.hpp"
@@ -680,4 +681,30 @@ TEST_CASE("dist: under mpirun rank 0 alone prints the plan, and progress is plai
   CHECK_FALSE(contains(res.out, "\033[K"));
   for (const char* logged : {"step 2/5 |", "step 4/5 |", "step 5/5 |"}) CHECK(contains(res.out, logged));
   for (const char* not_logged : {"step 1/5 |", "step 3/5 |"}) CHECK_FALSE(contains(res.out, not_logged));
+}
+
+TEST_CASE("dist: a rank that fails before training ends every rank at once with its reason", "[dist][mpi][errors]") {
+  TempDir dir;
+  const auto recipe = write_recipe(dir, "run", 4, "", "", 2);
+  const auto out = dir.path() / "run";
+  SECTION("out_dir locked by another process") {
+    lathe::io::DirLock held(out);  // this test process holds it, as another lathe would
+    auto res = train(2, recipe);
+    INFO(res.out << res.err);
+    CHECK(res.code != 0);
+    CHECK(contains(res.err, out.string() + " is in use by lathe"));
+    CHECK(contains(res.err, "rank 1: rank 0 failed at the start of training (rank 0 prepares out_dir), so this rank "
+                            "stops too: " + out.string() + " is in use by lathe"));
+    CHECK_FALSE(contains(res.err, "distributed.timeout_s"));
+  }
+  SECTION("--resume none on an earlier run") {
+    REQUIRE(train(2, recipe).code == 0);
+    auto res = train(2, recipe, {"--resume", "none"});
+    INFO(res.out << res.err);
+    CHECK(res.code != 0);
+    const std::string why = (out / "checkpoints").string() + " holds the checkpoints of an earlier run";
+    CHECK(contains(res.err, "rank 1: rank 0 failed at the choice of the checkpoint to resume (rank 0 chooses), so "
+                            "this rank stops too: " + why));
+    CHECK_FALSE(contains(res.err, "distributed.timeout_s"));
+  }
 }

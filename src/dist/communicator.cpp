@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
+#include <exception>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -199,6 +201,40 @@ Backend resolve_backend(Backend backend, const World& world, const at::Device& d
   if (backend == Backend::Nccl) throw Error("distributed.backend nccl: this lathe was built without CUDA");
 #endif
   return backend;
+}
+
+void together(Communicator* comm, const std::string& what, const std::function<void()>& work) {
+  if (!comm) return work();
+  std::exception_ptr failed;
+  std::string error;
+  try {
+    work();
+  } catch (const std::exception& e) {
+    failed = std::current_exception();
+    error = e.what();
+    if (error.empty()) error = "an error without a message";
+  }
+  // Every rank's message length, then every message padded to the longest.
+  const auto n = comm->size();
+  auto mine = at::full({1}, static_cast<int64_t>(error.size()), at::kLong).to(comm->device());
+  auto lengths = at::empty({n}, mine.options());
+  comm->all_gather(lengths, mine, what)->wait();
+  const auto len = lengths.cpu();
+  const int64_t longest = len.max().item<int64_t>();
+  if (longest == 0) return;
+  auto bytes = at::zeros({longest}, at::kByte);
+  std::memcpy(bytes.data_ptr(), error.data(), error.size());
+  auto all = at::empty({n * longest}, at::TensorOptions(comm->device()).dtype(at::kByte));
+  comm->all_gather(all, bytes.to(comm->device()), what)->wait();
+  if (failed) std::rethrow_exception(failed);
+  const auto host = all.cpu();
+  for (int r = 0; r < n; ++r)
+    if (const int64_t k = len[r].item<int64_t>(); k > 0) {
+      const std::string msg(reinterpret_cast<const char*>(host.data_ptr<uint8_t>()) + r * longest,
+                            static_cast<std::size_t>(k));
+      throw Error(fmt::format("rank {}: rank {} failed at {}, so this rank stops too: {}", comm->rank(), r, what,
+                              msg));
+    }
 }
 
 std::vector<std::pair<std::string, std::string>> nccl_environment(

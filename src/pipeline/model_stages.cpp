@@ -68,32 +68,38 @@ StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   const auto comm = job_communicator(r);
   const bool lead = !comm || comm->rank() == 0;
   std::optional<RunLock> lock;
-  if (lead) lock.emplace(r);
-  // Before anything else, so that a run trained before the shards kept this list is noted too.
-  if (lead && r.train.task != recipe::Task::Classification) record_shard_user(r);
   const auto root = recipe::checkpoint_dir(r);
   std::string removed_note;
-  if (force && !lead) {
-    // rank 0 removes; the ranks meet below, before any of them reads out_dir
-  } else if (force) {
-    const auto removed = remove_earlier_training(r);
-    if (!removed.empty()) {
-      std::vector<std::string> names;
-      for (const auto& p : removed) names.push_back(p.lexically_relative(r.run.out_dir).string());
-      removed_note = fmt::format("removed {}; ", fmt::join(names, ", "));
-      if (console.out) *console.out << "--force: " << removed_note.substr(0, removed_note.size() - 2) << "\n";
-    }
-  } else if (r.train.resume == "auto") {
-    const auto existing = train::list_checkpoints(root);
-    if (!existing.empty()) {
-      const int64_t step = train::checkpoint_step(existing.back());
-      if (step >= r.train.max_steps) {
-        train::check_checkpoint_model(r, existing.back());  // a changed model is refused, not skipped
-        return {true, fmt::format("{} reached step {} of {}", existing.back().string(), step, r.train.max_steps)};
+  std::optional<StageResult> finished;
+  // Rank 0 prepares out_dir while the others wait; a failure there (out_dir locked by another
+  // process, say) ends every rank at once with its message.
+  dist::together(comm.get(), "the start of training (rank 0 prepares out_dir)", [&] {
+    if (lead) lock.emplace(r);
+    // Before anything else, so that a run trained before the shards kept this list is noted too.
+    if (lead && r.train.task != recipe::Task::Classification) record_shard_user(r);
+    if (force && !lead) {
+      // rank 0 removes; the ranks meet at the end of this block, before any of them reads out_dir
+    } else if (force) {
+      const auto removed = remove_earlier_training(r);
+      if (!removed.empty()) {
+        std::vector<std::string> names;
+        for (const auto& p : removed) names.push_back(p.lexically_relative(r.run.out_dir).string());
+        removed_note = fmt::format("removed {}; ", fmt::join(names, ", "));
+        if (console.out) *console.out << "--force: " << removed_note.substr(0, removed_note.size() - 2) << "\n";
+      }
+    } else if (r.train.resume == "auto") {
+      const auto existing = train::list_checkpoints(root);
+      if (!existing.empty()) {
+        const int64_t step = train::checkpoint_step(existing.back());
+        if (step >= r.train.max_steps) {
+          train::check_checkpoint_model(r, existing.back());  // a changed model is refused, not skipped
+          finished = StageResult{true, fmt::format("{} reached step {} of {}", existing.back().string(), step,
+                                                   r.train.max_steps)};
+        }
       }
     }
-  }
-  if (comm) comm->barrier("the start of training (rank 0 prepares out_dir)");
+  });
+  if (finished) return *finished;
   train::Trainer trainer(r, {console.out, console.is_tty, /*handle_signals=*/true, /*sparsity=*/nullptr, comm});
   const auto rep = trainer.run();
   std::string val;

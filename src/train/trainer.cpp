@@ -552,60 +552,67 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
                 "shard_optimizer false");
   torch::manual_seed(static_cast<uint64_t>(recipe_.run.seed));
   const auto root = recipe::checkpoint_dir(recipe_);
-  if (lead) {
-    impl_->lock.emplace(recipe_.run.out_dir);
-    recover_checkpoints(root);
-  }
-  impl_->tok = load_run_tokenizer(recipe_, /*required=*/false);
+  // What each rank does alone before the ranks work together: a rank that fails here ends every
+  // rank at once with its message (dist::together), rather than leaving them to time out.
+  dist::Communicator* const peers = distributed ? impl_->comm.get() : nullptr;
+  dist::together(peers, "the start of training (each rank reads out_dir)", [&] {
+    if (lead) {
+      impl_->lock.emplace(recipe_.run.out_dir);
+      recover_checkpoints(root);
+    }
+    impl_->tok = load_run_tokenizer(recipe_, /*required=*/false);
+  });
   if (distributed) check_same_job(*impl_->comm, recipe_, impl_->tok.get());
 
   std::optional<CheckpointData> resume;
   const auto& how = recipe_.train.resume;
-  if (lead) {
-    std::vector<std::string> unreadable;
-    if (how == "auto") {
-      resume = load_latest_checkpoint(root, [&](const std::string& w) {
-        if (options_.console) *options_.console << w << "\n";
-        unreadable.push_back(w.substr(w.find("checkpoint ") + 11));
-      });
-    } else if (how != "none") {
-      resume = load_checkpoint(how);
-    }
-    // One run per out_dir: checkpoints of another run, or later ones of this run that resuming
-    // from an earlier step would interleave with, stop the run before anything is written.
-    const auto existing = list_checkpoints(root);
-    // Checkpoints that all fail to load are refused, not passed over: a new run would start
-    // from step 0 beside them and the user would never learn that the earlier run was lost.
-    if (!resume && !unreadable.empty())
-      throw Error(fmt::format("{} holds checkpoints, but none of them loads ({}): move them away, start over with "
-                              "--force, or choose another run.out_dir",
-                              root.string(), fmt::join(unreadable, "; ")));
-    if (!resume && !existing.empty()) {
-      throw Error(fmt::format("{} holds the checkpoints of an earlier run (newest {}) and train.resume is none: "
-                              "resume it (--resume auto), start over with --force (removes that run's checkpoints "
-                              "and metrics), or choose another run.out_dir",
-                              root.string(), existing.back().filename().string()));
-    }
-    if (resume) {
-      std::vector<std::string> later, foreign;
-      for (const auto& dir : existing) {
-        const auto id = checkpoint_run_id(dir);
-        if (!resume->state.run_id.empty() && id != resume->state.run_id) foreign.push_back(dir.filename().string());
-        else if (!same_dir(dir, resume->dir) && checkpoint_step(dir) > resume->state.step &&
-                 checkpoint_problem(dir).empty())  // a damaged later one was warned about and is replaced
-          later.push_back(dir.filename().string());
+  dist::together(peers, "the choice of the checkpoint to resume (rank 0 chooses)", [&] {
+    if (lead) {
+      std::vector<std::string> unreadable;
+      if (how == "auto") {
+        resume = load_latest_checkpoint(root, [&](const std::string& w) {
+          if (options_.console) *options_.console << w << "\n";
+          unreadable.push_back(w.substr(w.find("checkpoint ") + 11));
+        });
+      } else if (how != "none") {
+        resume = load_checkpoint(how);
       }
-      if (!foreign.empty())
-        throw Error(fmt::format("{} holds checkpoints of another run ({}); resuming {} there would mix two runs: "
-                                "start over with --force, or choose another run.out_dir",
-                                root.string(), fmt::join(foreign, ", "), resume->dir.string()));
-      if (!later.empty())
-        throw Error(fmt::format("{} holds checkpoints later than {} ({}); resuming from it would interleave two "
-                                "histories: resume the newest (--resume auto), or pass --force to remove the later "
-                                "ones",
-                                root.string(), resume->dir.string(), fmt::join(later, ", ")));
+      // One run per out_dir: checkpoints of another run, or later ones of this run that resuming
+      // from an earlier step would interleave with, stop the run before anything is written.
+      const auto existing = list_checkpoints(root);
+      // Checkpoints that all fail to load are refused, not passed over: a new run would start
+      // from step 0 beside them and the user would never learn that the earlier run was lost.
+      if (!resume && !unreadable.empty())
+        throw Error(fmt::format("{} holds checkpoints, but none of them loads ({}): move them away, start over with "
+                                "--force, or choose another run.out_dir",
+                                root.string(), fmt::join(unreadable, "; ")));
+      if (!resume && !existing.empty()) {
+        throw Error(fmt::format("{} holds the checkpoints of an earlier run (newest {}) and train.resume is none: "
+                                "resume it (--resume auto), start over with --force (removes that run's checkpoints "
+                                "and metrics), or choose another run.out_dir",
+                                root.string(), existing.back().filename().string()));
+      }
+      if (resume) {
+        std::vector<std::string> later, foreign;
+        for (const auto& dir : existing) {
+          const auto id = checkpoint_run_id(dir);
+          if (!resume->state.run_id.empty() && id != resume->state.run_id) foreign.push_back(dir.filename().string());
+          else if (!same_dir(dir, resume->dir) && checkpoint_step(dir) > resume->state.step &&
+                   checkpoint_problem(dir).empty())  // a damaged later one was warned about and is replaced
+            later.push_back(dir.filename().string());
+        }
+        if (!foreign.empty())
+          throw Error(fmt::format("{} holds checkpoints of another run ({}); resuming {} there would mix two runs: "
+                                  "start over with --force, or choose another run.out_dir",
+                                  root.string(), fmt::join(foreign, ", "), resume->dir.string()));
+        if (!later.empty())
+          throw Error(fmt::format("{} holds checkpoints later than {} ({}); resuming from it would interleave two "
+                                  "histories: resume the newest (--resume auto), or pass --force to remove the later "
+                                  "ones",
+                                  root.string(), resume->dir.string(), fmt::join(later, ", ")));
+      }
     }
-  }
+  });
   if (distributed) resume = agree_on_resume(*impl_->comm, root, how, std::move(resume));
   if (resume) {
     if (resume->model.kind != model_kind(recipe_.train.task))

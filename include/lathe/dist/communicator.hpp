@@ -103,6 +103,13 @@ Backend resolve_backend(Backend backend, const World& world, const at::Device& d
 std::shared_ptr<Communicator> world_communicator(const DistOptions& options, const World& world,
                                                  const at::Device& device);
 
+/// Runs `work`, a part of the setup that each rank does on its own (rank 0 locking out_dir,
+/// choosing the checkpoint...), then meets the other ranks: when any rank's `work` threw, every
+/// rank throws at once, the failed rank its own error, the others lathe::Error naming that rank
+/// and its message, rather than waiting in the next collective until distributed.timeout_s and
+/// blaming a slow rank. `comm` null (one process): just runs `work`. `what` names the meeting.
+void together(Communicator* comm, const std::string& what, const std::function<void()>& work);
+
 /// The variables the nccl backend sets in its environment before it creates the c10d process
 /// group, as (name, value), given the environment `getenv` reads (std::getenv by default).
 /// TORCH_NCCL_ASYNC_ERROR_HANDLING=2 (clean up, keep the process): c10d's default (3) lets its
