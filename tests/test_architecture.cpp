@@ -267,3 +267,24 @@ TEST_CASE("recipe: train.resume is none, auto or an existing checkpoint director
   TempDir dir;
   CHECK(problem(dir.path().string()) == "no error");
 }
+
+TEST_CASE("options: the compile-time option list is visit's, as the recipe binds it", "[models][recipe]") {
+  // The consumers' per-option tables (src/models/hf.cpp, src/export/onnx.cpp) are checked at
+  // compile time against model_option_keys(); here that list against the keys the recipe's
+  // model: section really binds through visit.
+  std::vector<std::string> bound;
+  for (const auto& k : lathe::recipe::recipe_keys())
+    if (k.key.starts_with("model.") && k.key != "model.arch" && k.key != "model.preset") bound.push_back(k.key.substr(6));
+  std::vector<std::string> declared;
+  for (auto k : lathe::models::model_option_keys())
+    if (k != "pad_token_id") declared.emplace_back(k);  // taken from the tokenizer, not a recipe key
+  CHECK(declared == bound);
+  CHECK(lathe::models::kModelOptionCount == declared.size() + 1);
+  lathe::models::ModelOptions o;
+  o.norm = lathe::nn::NormKind::RmsNorm;
+  o.n_kv_head = 3;
+  CHECK(lathe::models::option_value(o, "norm") == lathe::enum_name(lathe::nn::NormKind::RmsNorm));  // as recipes spell it
+  CHECK(lathe::models::option_value(o, "n_kv_head") == "3");
+  CHECK(lathe::models::option_value(o, "bias") == "true");
+  CHECK(lathe::models::option_value(o, "nonexistent").empty());
+}

@@ -2,6 +2,7 @@
 
 #include "lathe/export/onnx.hpp"
 
+#include <array>
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -217,6 +218,55 @@ int64_t weight_bytes(const onnx::ModelProto& m) {
 
 }  // namespace
 
+namespace {
+
+/// What the ONNX graphs do with each model option: a row per option, in models::visit's order
+/// (a new option does not build until it has its row). `computed` says whether the graphs
+/// compute the model's value of the option; a value they do not is refused naming the key,
+/// never dropped from the graph.
+struct OnnxOption {
+  std::string_view key;
+  bool (*computed)(const models::ModelOptions&);
+};
+constexpr bool every_value(const models::ModelOptions&) { return true; }
+constexpr std::array kOnnxOptions{
+    OnnxOption{"n_layer", every_value},
+    OnnxOption{"n_head", every_value},
+    OnnxOption{"n_kv_head", every_value},  // key/value heads repeated to the query heads
+    OnnxOption{"d_model", every_value},
+    OnnxOption{"head_dim", every_value},
+    OnnxOption{"d_ff", every_value},
+    OnnxOption{"max_seq_len", every_value},  // the learned position table's rows; rope has no limit
+    OnnxOption{"vocab_size", every_value},
+    OnnxOption{"dropout", every_value},       // inference graphs: dropout is the identity
+    OnnxOption{"attn_dropout", every_value},  // likewise
+    OnnxOption{"bias", every_value},
+    OnnxOption{"norm", every_value},  // LayerNormalization; RMSNorm as its operators
+    OnnxOption{"norm_eps", every_value},
+    OnnxOption{"activation", every_value},  // emit_gelu, SwiGLU as Sigmoid * Mul
+    OnnxOption{"position", every_value},    // learned: a Gather; rope: rotated halves from inv_freq
+    OnnxOption{"rope_theta", every_value},
+    OnnxOption{"tie_embeddings", every_value},
+    OnnxOption{"init_std", every_value},  // training only
+    OnnxOption{"type_vocab_size", every_value},
+    OnnxOption{"num_labels", every_value},
+    OnnxOption{"pad_token_id", every_value},  // training only (the row that gets no gradient)
+};
+static_assert(models::covers_every_option(kOnnxOptions),
+              "src/export/onnx.cpp: kOnnxOptions needs a row for every model option, in models::visit's order: a "
+              "model option was added, removed or renamed; say whether the ONNX graphs compute each of its values");
+
+/// Throws naming the first option whose value the graphs do not compute.
+void check_options_computed(const models::ModelOptions& o) {
+  for (const auto& row : kOnnxOptions)
+    if (!row.computed(o))
+      throw Error(fmt::format("onnx export: model.{} = {} is not computed by lathe's ONNX graphs; export this model "
+                              "to Hugging Face format (export.format: hf) or to lathe's model file instead",
+                              row.key, models::option_value(o, row.key)));
+}
+
+}  // namespace
+
 std::vector<models::OptionProblem> OnnxOptions::problems() const {
   std::vector<models::OptionProblem> out;
   if (opset < 17 || opset > max_opset())
@@ -229,6 +279,7 @@ std::vector<models::OptionProblem> OnnxOptions::problems() const {
 OnnxExport export_onnx(const models::AnyModel& model, const OnnxOptions& options) {
   if (const auto p = options.problems(); !p.empty())
     throw Error("onnx export: " + p.front().keys.front() + ": " + p.front().message);
+  check_options_computed(model.options());
   at::NoGradGuard no_grad;
   OnnxExport out;
   bool bf16 = false, dynamic = false;

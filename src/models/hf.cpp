@@ -4,6 +4,7 @@
 #include "lathe/models/hf.hpp"
 
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <map>
 #include <set>
@@ -320,6 +321,40 @@ const KeyTable kBertKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "ma
                          {"dropout", "hidden_dropout_prob"}, {"attn_dropout", "attention_probs_dropout_prob"},
                          {"pad_token_id", "pad_token_id"}, {"init_std", "initializer_range"},
                          {"num_labels", "num_labels"}};
+
+/// Where config.json holds each model option, a row per option in models::visit's order: a new
+/// option does not build until it has its row here, and with it its key in the families' tables
+/// above, a value fixed by the family (checked where save_hf chooses the family), or a refusal.
+struct HfOption {
+  std::string_view key;
+  std::string_view how;
+};
+constexpr std::array kHfOptions{
+    HfOption{"n_layer", "key tables"},
+    HfOption{"n_head", "key tables"},
+    HfOption{"n_kv_head", "llama: num_key_value_heads; gpt2 and bert have none (not gpt2-shaped)"},
+    HfOption{"d_model", "key tables"},
+    HfOption{"head_dim", "llama: head_dim; gpt2 and bert derive it (check_heads_fill_width)"},
+    HfOption{"d_ff", "key tables"},
+    HfOption{"max_seq_len", "key tables"},
+    HfOption{"vocab_size", "key tables"},
+    HfOption{"dropout", "key tables (gpt2 also embd_pdrop); llama has none"},
+    HfOption{"attn_dropout", "key tables"},
+    HfOption{"bias", "llama: attention_bias and mlp_bias; gpt2 always, bert always"},
+    HfOption{"norm", "the family: gpt2 and bert layernorm, llama rmsnorm"},
+    HfOption{"norm_eps", "key tables"},
+    HfOption{"activation", "gpt2: activation_function; bert: hidden_act; llama: silu (swiglu)"},
+    HfOption{"position", "the family: gpt2 and bert learned, llama rope"},
+    HfOption{"rope_theta", "llama: rope_theta / rope_parameters"},
+    HfOption{"tie_embeddings", "key tables (tie_word_embeddings)"},
+    HfOption{"init_std", "key tables (initializer_range)"},
+    HfOption{"type_vocab_size", "bert: type_vocab_size"},
+    HfOption{"num_labels", "bert: num_labels, id2label"},
+    HfOption{"pad_token_id", "bert: pad_token_id"},
+};
+static_assert(covers_every_option(kHfOptions),
+              "src/models/hf.cpp: kHfOptions needs a row for every model option, in models::visit's order: a model "
+              "option was added, removed or renamed; carry it in config.json for each family, or refuse it");
 
 const KeyMap* find_key(const KeyTable& table, std::string_view ours) {
   for (const auto& k : table)

@@ -48,6 +48,16 @@ class ShapeText {
   Arch arch_;
 };
 
+/// The text of one field's value.
+struct ValueText {
+  std::string_view key;
+  std::string found;
+  template <class T>
+  void field(std::string_view k, T& value, std::string_view, Range, Traits) {
+    if (k == key) found = text(value);
+  }
+};
+
 /// Sets every field that does not apply to `arch` to its default.
 class ResetUnused {
  public:
@@ -133,6 +143,13 @@ void ModelOptions::validate(Arch arch) const {
   std::string msg;
   for (const auto& p : found) msg += (msg.empty() ? "" : "; ") + p.message;
   throw std::invalid_argument(std::string(enum_name(arch)) + ": " + msg);
+}
+
+std::string option_value(const ModelOptions& o, std::string_view key) {
+  ValueText find{key, {}};
+  auto copy = o;
+  visit(find, copy);
+  return find.found;
 }
 
 std::vector<std::string> architecture_differences(Arch arch, const ModelOptions& have, const ModelOptions& want) {

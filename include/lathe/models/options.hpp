@@ -5,10 +5,15 @@
 // the recipe binds YAML through (the `model:` section), what the model file stores
 // (lathe.model metadata), what Hugging Face config.json is read into and written from, what
 // `recipe keys` documents, what a resume compares and what `problems()` checks. Adding an
-// option is a field, a line in `visit`, and its use in the layers.
+// option is a field, a line in `visit`, and its use in the layers; the consumers that must say
+// what they do with every option (Hugging Face config.json, the ONNX graphs) hold a row per
+// key, checked at compile time against model_option_keys(), so a new option does not build
+// until each of them has its row.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -80,7 +85,7 @@ struct ModelOptions {
 };
 
 template <class V>
-void visit(V& v, ModelOptions& c) {
+constexpr void visit(V& v, ModelOptions& c) {
   using A = Applies;
   v.field("n_layer", c.n_layer, "Transformer blocks.", at_least(1), shape_key());
   v.field("n_head", c.n_head, "Attention heads; must divide d_model unless head_dim is set.", at_least(1),
@@ -124,10 +129,54 @@ void visit(V& v, ModelOptions& c) {
           at_least(-1), Traits{.recipe_key = false, .shape = false, .applies = A::Bert});
 }
 
+namespace detail {
+/// Collects the keys `visit` declares, at compile time.
+struct OptionKeys {
+  std::array<std::string_view, 64> keys{};
+  std::size_t count = 0;
+  template <class T>
+  constexpr void field(std::string_view key, T&, std::string_view, Range, Traits) {
+    keys[count++] = key;
+  }
+};
+/// What `visit` walks at compile time: only its fields' names are taken, never their values.
+inline ModelOptions named_options;
+consteval OptionKeys collect_option_keys() {
+  OptionKeys k;
+  visit(k, named_options);
+  return k;
+}
+}  // namespace detail
+
+/// How many options `visit` declares.
+inline constexpr std::size_t kModelOptionCount = detail::collect_option_keys().count;
+
+/// The keys of every option, in `visit`'s order.
+consteval std::array<std::string_view, kModelOptionCount> model_option_keys() {
+  std::array<std::string_view, kModelOptionCount> out{};
+  for (std::size_t i = 0; i < kModelOptionCount; ++i) out[i] = detail::collect_option_keys().keys[i];
+  return out;
+}
+
+/// True when `rows` (each with a `key`) names exactly the options, in `visit`'s order: the
+/// compile-time check of a consumer's per-option table.
+template <class Row, std::size_t N>
+consteval bool covers_every_option(const std::array<Row, N>& rows) {
+  if (N != kModelOptionCount) return false;
+  const auto keys = model_option_keys();
+  for (std::size_t i = 0; i < N; ++i)
+    if (rows[i].key != keys[i]) return false;
+  return true;
+}
+
 /// Whether a field declared with `traits` belongs to a model of `arch`.
 constexpr bool applies_to(const Traits& traits, Arch arch) {
   return traits.applies == Applies::All || (traits.applies == Applies::Gpt) == (arch == Arch::Gpt);
 }
+
+/// The value of the option `key` as the recipe spells it ("rmsnorm", "4", "true"); "" for an
+/// unknown key.
+std::string option_value(const ModelOptions& options, std::string_view key);
 
 /// The shape keys on which `have` (a checkpoint's, an imported model's) and `want` (the
 /// recipe's) disagree after both are made canonical, each as "model.n_layer: 1 in the
