@@ -17,7 +17,7 @@
 #include "lathe/tokenizer/trainer.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 #include "lathe/pipeline/stages.hpp"
-#include "lathe/train/trainer.hpp"
+#include "lathe/train/run_dir.hpp"
 #include "run_fixture.hpp"
 #include "support.hpp"
 
@@ -54,7 +54,10 @@ struct Texts {
                               "a\u180eb", "CamelCaseWord", "HTTPServer", "ÉCOLE école", "<|begin_of_text|>hi",
                               "<|endoftext|><|endoftext|>", "x<|fim_prefix|>y<|fim_suffix|>", " \u00a0 ", "+++---",
                               "//comment\n\tcode();", "über'S", "123abc'll", "x\u180e\u180ey",
-                              "a \u180e\u180e b"})
+                              "a \u180e\u180e b", "a <mask> b", "a  <mask>b", "<mask><mask>", " \u3000<mask>",
+                              "x[R]  y", "x [R]\n\ny", "a [LR] b", " [LR] [LR] ", "a<sw>b", "a <sw> b", "<sw>", "_<sw>",
+                              "\u00e9<sw>", "1<sw> <sw>2", "(<sw>)", "a [SWLR] b", "a[SWLR] b", "Yesterday yesterday YESTERDAY",
+                              "today day Day DAY days", "x <Mask> y <MASK>z<mask>", "\uff39esterday"})
       items.push_back(extra);
     std::ofstream(file) << nlohmann::json(items).dump();
     std::ifstream in(kKjv);
@@ -251,6 +254,24 @@ TEST_CASE("tokenizer: tokenizer.json pipelines give HF's ids, special tokens and
       const auto tok = load_tokenizer(dir / "tokenizer.json");
       check_like_hf(*tok, dir / "tokenizer.json", kind);
       // What lathe writes, HF reads with the same ids and text.
+      const auto saved = dir / "saved" / "tokenizer.json";
+      std::filesystem::create_directories(saved.parent_path());
+      tok->save(saved);
+      check_like_hf(*load_tokenizer(saved), saved, kind + " saved by lathe");
+    }
+  }
+}
+
+TEST_CASE("tokenizer: added tokens' lstrip / rstrip / single_word / normalized flags act as in HF", "[tokenizer][reference][python]") {
+  auto& t = texts();
+  for (const std::string kind : {"added_flags", "added_flags_normalized"}) {
+    SECTION(kind) {
+      const auto dir = t.dir.path() / kind;
+      std::filesystem::create_directories(dir);
+      python({"build", kind, t.corpus.string(), dir.string()});
+      const auto tok = load_tokenizer(dir / "tokenizer.json");
+      check_like_hf(*tok, dir / "tokenizer.json", kind);
+      // The flags survive lathe's save.
       const auto saved = dir / "saved" / "tokenizer.json";
       std::filesystem::create_directories(saved.parent_path());
       tok->save(saved);

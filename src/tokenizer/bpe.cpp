@@ -111,9 +111,23 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
     if (id < 0 || id >= vocab_size()) throw Error("special token id " + std::to_string(id) + " is outside the vocabulary");
     is_special[id] = true;
   }
-  std::vector<std::pair<std::string, int32_t>> specials;
-  for (int32_t id : special_) specials.emplace_back(tokens_[id], id);
-  matcher_ = detail::SpecialMatcher(std::move(specials));
+  if (!options_.special_flags.empty() && options_.special_flags.size() != special_.size())
+    throw Error("BPE: special_flags must give the flags of each special token");
+  std::vector<detail::SpecialMatcher::Entry> raw, normalized;
+  for (std::size_t k = 0; k < special_.size(); ++k) {
+    const int32_t id = special_[k];
+    const AddedTokenFlags flags = options_.special_flags.empty() ? AddedTokenFlags{} : options_.special_flags[k];
+    if (!flags.normalized) {
+      raw.push_back({tokens_[id], id, flags});
+      continue;
+    }
+    TextPiece content = TextPiece::of(tokens_[id], 0);
+    if (pipeline_.normalizer) pipeline_.normalizer->normalize(content);
+    if (content.text != tokens_[id]) decoded_as_.emplace(id, content.text);
+    normalized.push_back({content.text, id, flags});
+  }
+  matcher_ = detail::SpecialMatcher(std::move(raw));
+  normalized_matcher_ = detail::SpecialMatcher(std::move(normalized));
   for (int32_t id = 0; id < vocab_size(); ++id) {
     if (is_special[id]) {
       spelled_to_id_.emplace(tokens_[id], id);
@@ -373,9 +387,38 @@ void Bpe::encode_segment(std::string_view segment, std::size_t base, std::vector
     }
     case Route::General: break;
   }
-  std::vector<TextPiece> pieces{TextPiece::of(segment, base)};
-  if (pipeline_.normalizer) pipeline_.normalizer->normalize(pieces[0]);
-  if (pieces[0].text.empty()) return;
+  TextPiece piece = TextPiece::of(segment, base);
+  if (pipeline_.normalizer) pipeline_.normalizer->normalize(piece);
+  encode_normalized(std::move(piece), ids, offsets);
+}
+
+void Bpe::encode_unmatched(std::string_view segment, std::size_t base, std::vector<int32_t>& ids,
+                           std::vector<Offset>* offsets) const {
+  if (normalized_matcher_.empty()) return encode_segment(segment, base, ids, offsets);
+  if (!pipeline_.normalizer) {
+    normalized_matcher_.split(
+        segment, [&](std::size_t from, std::size_t to) { encode_segment(segment.substr(from, to - from), base + from, ids, offsets); },
+        [&](int32_t id, std::size_t from, std::size_t to) {
+          ids.push_back(id);
+          if (offsets) offsets->emplace_back(base + from, base + to);
+        });
+    return;
+  }
+  // As HF: the whole stretch is normalized, then the normalized tokens are matched in it and
+  // the pieces between them are pre-tokenized (not normalized again).
+  TextPiece piece = TextPiece::of(segment, base);
+  pipeline_.normalizer->normalize(piece);
+  normalized_matcher_.split(
+      piece.text, [&](std::size_t from, std::size_t to) { encode_normalized(piece.slice(from, to), ids, offsets); },
+      [&](int32_t id, std::size_t from, std::size_t to) {
+        ids.push_back(id);
+        if (offsets) offsets->push_back(piece.span(from, to));
+      });
+}
+
+void Bpe::encode_normalized(TextPiece piece, std::vector<int32_t>& ids, std::vector<Offset>* offsets) const {
+  if (piece.text.empty()) return;
+  std::vector<TextPiece> pieces{std::move(piece)};
   if (pipeline_.pre_tokenizer) pipeline_.pre_tokenizer->pre_tokenize(pieces);
   for (const auto& p : pieces) {
     if (!byte_level_) {
@@ -401,7 +444,7 @@ std::vector<int32_t> Bpe::encode(std::string_view text, std::vector<Offset>* off
   // Special tokens are split off first; the pipeline then applies to each text segment between
   // them, as Hugging Face's added vocabulary does.
   matcher_.split(
-      text, [&](std::size_t from, std::size_t to) { encode_segment(text.substr(from, to - from), from, ids, offsets); },
+      text, [&](std::size_t from, std::size_t to) { encode_unmatched(text.substr(from, to - from), from, ids, offsets); },
       [&](int32_t id, std::size_t from, std::size_t to) {
         ids.push_back(id);
         if (offsets) offsets->emplace_back(from, to);
@@ -429,7 +472,8 @@ std::string Bpe::decode(std::span<const int32_t> ids) const {
     std::string out;
     for (int32_t id : ids) {
       check(id);
-      out += tokens_[id];
+      const auto as = decoded_as_.find(id);
+      out += as == decoded_as_.end() ? tokens_[id] : as->second;
     }
     return out;
   }
@@ -439,7 +483,9 @@ std::string Bpe::decode(std::span<const int32_t> ids) const {
   parts.reserve(ids.size());
   for (int32_t id : ids) {
     check(id);
-    parts.push_back(byte_level_ && !is_special[id] ? bytes_to_spelling(tokens_[id]) : tokens_[id]);
+    const auto as = decoded_as_.find(id);
+    parts.push_back(as != decoded_as_.end() ? as->second
+                    : byte_level_ && !is_special[id] ? bytes_to_spelling(tokens_[id]) : tokens_[id]);
   }
   std::string out;
   if (!pipeline_.decoder) {  // HF joins the tokens with spaces when there is no decoder
@@ -471,6 +517,8 @@ uint64_t Bpe::fingerprint() const {
   }
   for (auto [a, b] : merges_) h.add_u64(pair_key(a, b));
   for (int32_t id : special_) h.add_u64(static_cast<uint64_t>(id));
+  if (std::any_of(options_.special_flags.begin(), options_.special_flags.end(), [](const AddedTokenFlags& f) { return f != AddedTokenFlags{}; }))
+    for (const auto& f : options_.special_flags) h.add_u64(f.single_word | f.lstrip << 1 | f.rstrip << 2 | f.normalized << 3);
   const auto& o = options_;
   if (pj != gpt2j || o.ignore_merges || o.byte_fallback || !o.unk_token.empty() || o.fuse_unk ||
       !o.continuing_subword_prefix.empty() || !o.end_of_word_suffix.empty() || o.merge_by_rank) {
@@ -597,10 +645,12 @@ Bpe Bpe::from_tokenizer_json(const std::filesystem::path& path) {
   }
   std::vector<int32_t> special;
   if (added_tokens)
-    for (const auto& t : *added_tokens) {
+    for (std::size_t k = 0; k < added_tokens->size(); ++k) {
+      const auto& t = (*added_tokens)[k];
       const auto id = t.at("id").get<int32_t>();
       tokens[id] = t.at("content").get<std::string>();
       special.push_back(id);
+      options.special_flags.push_back(detail::added_token_flags(t, file + ": added_tokens[" + std::to_string(k) + "]"));
     }
   std::vector<std::pair<int32_t, int32_t>> merges;
   const auto& jm = detail::member(model, "merges", path);
@@ -751,7 +801,7 @@ Bpe Bpe::from_tiktoken(const std::filesystem::path& path, const TiktokenOptions&
 }
 
 void Bpe::save(const std::filesystem::path& path) const {
-  nlohmann::ordered_json j = detail::tokenizer_json_head(tokens_, special_);
+  nlohmann::ordered_json j = detail::tokenizer_json_head(tokens_, special_, options_.special_flags);
   pipeline_.to_json(j);
   auto or_null = [](const std::string& s) { return s.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(s); };
   nlohmann::ordered_json model;

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/io/json_file.hpp"
+#include "lathe/tokenizer/special.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -17,7 +18,12 @@ using io::member;
 using io::read_json;
 
 /// The first keys of a Hugging Face tokenizer.json: version, truncation, padding and the added
-/// (special) tokens `special` of `tokens`.
-nlohmann::ordered_json tokenizer_json_head(const std::vector<std::string>& tokens, const std::vector<int32_t>& special);
+/// (special) tokens `special` of `tokens`, with their `flags` (one per entry of `special`; empty:
+/// none set).
+nlohmann::ordered_json tokenizer_json_head(const std::vector<std::string>& tokens, const std::vector<int32_t>& special,
+                                           const std::vector<AddedTokenFlags>& flags = {});
+
+/// The flags of one entry of a tokenizer.json's added_tokens (`where` names it in errors).
+AddedTokenFlags added_token_flags(const nlohmann::json& token, const std::string& where);
 
 }  // namespace lathe::tokenizer::detail

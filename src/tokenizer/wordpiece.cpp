@@ -1,5 +1,6 @@
 #include "lathe/tokenizer/wordpiece.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <string_view>
@@ -15,10 +16,13 @@ namespace lathe::tokenizer {
 WordPiece::WordPiece(std::vector<std::string> tokens, std::vector<int32_t> special, WordPieceOptions options)
     : tokens_(std::move(tokens)), special_(std::move(special)), options_(std::move(options)) {
   for (int32_t id = 0; id < vocab_size(); ++id) vocab_.emplace(tokens_[id], id);
-  std::vector<std::pair<std::string, int32_t>> specials;
-  for (int32_t id : special_) {
+  if (!options_.special_flags.empty() && options_.special_flags.size() != special_.size())
+    throw Error("WordPiece: special_flags must give the flags of each special token");
+  std::vector<detail::SpecialMatcher::Entry> specials;
+  for (std::size_t k = 0; k < special_.size(); ++k) {
+    const int32_t id = special_[k];
     if (id < 0 || id >= vocab_size()) throw Error("special token id " + std::to_string(id) + " is outside the vocabulary");
-    specials.emplace_back(tokens_[id], id);
+    specials.push_back({tokens_[id], id, options_.special_flags.empty() ? AddedTokenFlags{} : options_.special_flags[k]});
   }
   matcher_ = detail::SpecialMatcher(std::move(specials));
   unk_id_ = token_to_id(options_.unk_token);
@@ -40,6 +44,8 @@ uint64_t WordPiece::fingerprint() const {
     h.add(t);
   }
   for (int32_t id : special_) h.add_u64(static_cast<uint64_t>(id));
+  if (std::any_of(options_.special_flags.begin(), options_.special_flags.end(), [](const AddedTokenFlags& f) { return f != AddedTokenFlags{}; }))
+    for (const auto& f : options_.special_flags) h.add_u64(f.single_word | f.lstrip << 1 | f.rstrip << 2 | f.normalized << 3);
   return with_eos(h.value());
 }
 
@@ -329,12 +335,20 @@ WordPiece WordPiece::from_tokenizer_json(const std::filesystem::path& path) {
   }
   std::vector<int32_t> special;
   if (j.contains("added_tokens") && j["added_tokens"].is_array())
-    for (const auto& t : j["added_tokens"]) special.push_back(t.at("id").get<int32_t>());
+    for (std::size_t k = 0; k < j["added_tokens"].size(); ++k) {
+      const auto& t = j["added_tokens"][k];
+      const std::string where = path.string() + ": added_tokens[" + std::to_string(k) + "]";
+      special.push_back(t.at("id").get<int32_t>());
+      o.special_flags.push_back(detail::added_token_flags(t, where));
+      if (o.special_flags.back().normalized && (o.lowercase || o.clean_text || o.handle_chinese_chars || o.strip_accents))
+        throw Error(where + ": '" + t.value("content", "") + "' is matched in the normalized text (\"normalized\": true), "
+                    "which lathe does not support with a WordPiece model; set \"normalized\" to false");
+    }
   return WordPiece(std::move(tokens), std::move(special), std::move(o));
 }
 
 void WordPiece::save(const std::filesystem::path& path) const {
-  nlohmann::ordered_json j = detail::tokenizer_json_head(tokens_, special_);
+  nlohmann::ordered_json j = detail::tokenizer_json_head(tokens_, special_, options_.special_flags);
   j["normalizer"] = {{"type", "BertNormalizer"},
                      {"clean_text", options_.clean_text},
                      {"handle_chinese_chars", options_.handle_chinese_chars},

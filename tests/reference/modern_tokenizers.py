@@ -172,6 +172,16 @@ def build(kind, corpus, outdir):
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=behavior == "isolated")])
         tok.decoder = decoders.ByteLevel()
+    elif kind.startswith("added_flags"):
+        # Byte-level (RoBERTa style), with added tokens that use every flag; "_normalized" adds a
+        # lower-casing normalizer, so tokens with normalized=True match in the lower-cased text.
+        trainer_args["special_tokens"] = ["<s>", "<pad>", "</s>", "<unk>"]
+        trainer_args["initial_alphabet"] = pre_tokenizers.ByteLevel.alphabet()
+        tok = Tokenizer(models.BPE())
+        if kind.endswith("_normalized"):
+            tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
     else:
         raise SystemExit(f"unknown kind {kind}")
     trainer = trainers.BpeTrainer(**trainer_args)
@@ -209,6 +219,17 @@ def build(kind, corpus, outdir):
         tok.pre_tokenizer = pipeline.pre_tokenizer
         tok.decoder = pipeline.decoder
         tok.add_special_tokens(["<|endoftext|>"])
+    if kind.startswith("added_flags"):
+        tok.add_special_tokens([
+            AddedToken("<mask>", lstrip=True, normalized=False, special=True),
+            AddedToken("[R]", rstrip=True, normalized=False, special=True),
+            AddedToken("[LR]", lstrip=True, rstrip=True, normalized=False, special=True),
+            AddedToken("<sw>", single_word=True, normalized=False, special=True),
+            AddedToken("[SWLR]", single_word=True, lstrip=True, rstrip=True, normalized=False, special=True)])
+        tok.add_tokens([
+            AddedToken("Yesterday", normalized=True),
+            AddedToken("day", single_word=True, normalized=True),
+            AddedToken("<Mask>", lstrip=True, rstrip=True, normalized=True)])
     specials = trainer_args["special_tokens"]
     if kind == "sentencepiece":
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A </s> <s> $B:1 </s>:1",
@@ -222,6 +243,9 @@ def build(kind, corpus, outdir):
                                                           ("<s>", tok.token_to_id("<s>")))
     elif kind.startswith("split_"):
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    elif kind.startswith("added_flags"):
+        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
+                                                          ("<s>", tok.token_to_id("<s>")))
     assert all(tok.token_to_id(s) is not None for s in specials)
     tok.save(os.path.join(outdir, "tokenizer.json"))
 

@@ -48,6 +48,9 @@ struct BpeOptions {
   /// Every adjacent pair whose concatenation is a token may merge, ranked by that token's id
   /// (tiktoken's rule); `merges`, when empty, is derived: all such pairs, for tokenizer.json.
   bool merge_by_rank = false;
+  /// The tokenizer.json flags of each special (added) token, in the order of the constructor's
+  /// `special`; empty: none set.
+  std::vector<AddedTokenFlags> special_flags;
 };
 
 /// A tiktoken encoding: the split pattern (tiktoken dialect) and its special tokens.
@@ -103,8 +106,14 @@ class Bpe final : public Tokenizer {
   /// How encode() splits a stretch of text between special tokens.
   enum class Route : uint8_t { Gpt2, Regex, General };
 
+  /// Text between the raw-matched special tokens: the normalized ones are matched (in the
+  /// normalized text when there is a normalizer), the rest goes to encode_segment().
+  void encode_unmatched(std::string_view text, std::size_t base, std::vector<int32_t>& ids,
+                        std::vector<Offset>* offsets) const;
   void encode_segment(std::string_view text, std::size_t base, std::vector<int32_t>& ids,
                       std::vector<Offset>* offsets) const;
+  /// The pre-tokenizer and the model on normalized text.
+  void encode_normalized(TextPiece piece, std::vector<int32_t>& ids, std::vector<Offset>* offsets) const;
   /// Appends the ids of one byte-level piece (through the per-thread word cache).
   void encode_bytes(std::string_view piece, std::size_t base, std::vector<int32_t>& ids,
                     std::vector<Offset>* offsets) const;
@@ -136,7 +145,9 @@ class Bpe final : public Tokenizer {
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> model_vocab_;  // model spelling -> id
   std::shared_ptr<const detail::ShortKeyMap> short_vocab_;  // model_vocab_'s keys of up to 15 bytes
   std::unordered_map<std::string, int32_t> spelled_to_id_;
-  detail::SpecialMatcher matcher_;
+  detail::SpecialMatcher matcher_;             // special tokens matched in the raw text
+  detail::SpecialMatcher normalized_matcher_;  // those with the flag `normalized`, in the normalized text
+  std::unordered_map<int32_t, std::string> decoded_as_;  // normalized tokens decode to their normalized content, as in HF
   uint64_t uid_;  // identifies this vocabulary in the per-thread word caches
 };
 

@@ -27,6 +27,9 @@ bool is_whitespace(char32_t cp);   // Unicode White_Space
 bool is_punctuation(char32_t cp);  // ASCII symbols and Unicode P*
 bool is_cjk(char32_t cp);          // CJK Unified Ideographs blocks
 bool is_mark_nonspacing(char32_t cp);  // Mn
+/// \w as Rust's regex crate reads it, less Join_Control and '_' (added by the caller where
+/// wanted): Alphabetic (letters, Nl, the enclosed letters), marks, decimal digits, connectors.
+bool is_word_char(char32_t cp);
 
 /// Appends the full Unicode lower-case mapping of `cp` (one code point, or two for U+0130).
 void append_lower(std::u32string& out, char32_t cp);

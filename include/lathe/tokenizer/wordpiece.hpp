@@ -31,6 +31,10 @@ struct WordPieceOptions {
   bool wordpiece_decoder = true;  // false: the file has no decoder; tokens are joined with spaces
   std::optional<std::string> decoder_prefix;  // unset: `prefix`
   bool cleanup = true;
+  /// The tokenizer.json flags of each special (added) token, in the order of the constructor's
+  /// `special`; empty: none set. `normalized` is not supported (the BERT normaliser's text is
+  /// not matched against).
+  std::vector<AddedTokenFlags> special_flags;
 };
 
 class WordPiece final : public Tokenizer {
