@@ -439,12 +439,12 @@ TEST_CASE("recipe: every key has a type, a default and documentation", "[recipe]
   }
 }
 
-TEST_CASE("recipe: the README documents every key as `lathe recipe keys` does", "[recipe][keys][docs]") {
-  const std::string readme = lathe::test::read_file(lathe::test::source_dir() / "README.md");
+TEST_CASE("recipe: docs/recipe-keys.md documents every key as `lathe recipe keys` does", "[recipe][keys][docs]") {
+  const std::string readme = lathe::test::read_file(lathe::test::source_dir() / "docs/recipe-keys.md");
   auto table = lathe::test::run_lathe({"recipe", "keys", "--markdown"});
   REQUIRE(table.code == 0);
   for (const auto& row : lathe::test::lines(table.out)) {
-    INFO("README.md lacks this row (regenerate the table with build/lathe recipe keys --markdown):\n" << row);
+    INFO("docs/recipe-keys.md lacks this row (regenerate the table with build/lathe recipe keys --markdown):\n" << row);
     CHECK(contains(readme, row + "\n"));
   }
 }

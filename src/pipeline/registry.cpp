@@ -86,7 +86,7 @@ std::string stage_table_markdown() {
       reads += s.reads->task_data ? ", `data.*`, `tokenizer.*`, the shard index or example files" : ", `tokenizer.*`";
       if (!s.model_key.empty()) reads += fmt::format("; the model `{}` names", s.model_key);
     } else {
-      reads = "its own record (the tokenizer's, the shard index's, the checkpoints')";
+      reads = "its own record ([Files lathe writes](docs/files.md))";
     }
     out += fmt::format("| `{}` | `lathe {} RECIPE` | {} | {} |\n", recipe::enum_name(s.stage), s.command, reads, s.writes);
   }

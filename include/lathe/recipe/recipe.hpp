@@ -3,7 +3,7 @@
 // Every field is declared once more, with its YAML key, its documentation and its allowed
 // range, in the section's `visit` function right below the struct. That declaration is the
 // schema: the loader binds YAML through it, `lathe recipe show` writes YAML through it and
-// `lathe recipe keys` prints the key reference (the README's table) from it.
+// `lathe recipe keys` prints the key reference (docs/recipe-keys.md) from it.
 //
 // Units: steps are optimizer steps; sizes in tokens unless the key says otherwise; paths are
 // relative to the directory `lathe` is started from. A `0` or empty value marked "derived"
