@@ -157,6 +157,63 @@ TEST_CASE("quantize: each scheme's product is its dequantized weight's, within t
                     Catch::Contains("groups of 32 inputs do not tile the 48 inputs"));
 }
 
+TEST_CASE("quantize: every scheme has its row: spelling, grid, packing and kernel agree with its traits",
+          "[quantize]") {
+  const auto rows = lathe::nn::quant_schemes();
+  const auto& spelled = lathe::EnumTable<QuantScheme>::values;
+  REQUIRE(rows.size() == spelled.size());
+  torch::manual_seed(3);
+  const int64_t out = 48, in = 128;
+  const auto w = at::randn({out, in}) * 0.05;
+  const auto bias = at::randn({out});
+  const auto x = at::randn({2, 9, in});  // 18 rows: past lathe's few-rows product, on the scheme's kernel
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& row = rows[i];
+    INFO(row.name);
+    CHECK(row.scheme == spelled[i].first);
+    CHECK(row.name == spelled[i].second);
+    CHECK(&lathe::nn::quant_scheme(row.scheme) == &row);
+    const bool grouped = row.group_rule == lathe::nn::QuantGroupRule::PerGroup;
+    const QuantGrid grid{row.scheme, grouped ? row.group_sizes.front() : 0};
+    const int64_t g = grid.group(in);
+    CHECK(g == (grouped ? row.group_sizes.front() : in));
+
+    // The grid: codes in the range of `bits`, each weight within half a step of its value.
+    const auto q = lathe::nn::quantize_rtn(w, grid, row.default_activations);
+    CHECK(q.codes().scalar_type() == row.code_dtype);
+    const int64_t levels = int64_t{1} << row.bits;
+    const auto lo = row.symmetric ? -(levels / 2 - 1) : 0, hi = row.symmetric ? levels / 2 - 1 : levels - 1;
+    CHECK(q.codes().to(at::kLong).min().item<int64_t>() >= lo);
+    CHECK(q.codes().to(at::kLong).max().item<int64_t>() <= hi);
+    CHECK(q.zeros().defined() == !row.symmetric);
+    const auto step = q.scales().reshape({out, in / g, 1}).expand({out, in / g, g}).reshape({out, in});
+    CHECK(((q.dequantize() - w).abs() - step / 2).max().item<double>() <= 1e-6);
+
+    // Packing: every code of the range survives, in bits / 8 of a byte each.
+    const auto codes = at::randint(lo, hi + 1, {out, in}).to(row.code_dtype);
+    const auto packed = row.pack(codes);
+    CHECK(packed.scalar_type() == row.storage_dtype);
+    CHECK(packed.sizes() == at::IntArrayRef{out, in * row.bits / 8});
+    CHECK(at::equal(row.unpack(packed, in), codes));
+    const auto back = lathe::nn::QuantizedWeight::from_stored(grid, row.default_activations, q.stored(), in);
+    CHECK(at::equal(back.codes(), q.codes()));
+    CHECK(q.bytes() == out * in * row.bits / 8 + (row.symmetric ? 1 : 2) * out * (in / g) * 4);
+
+    // The kernel against PyTorch's float product with the dequantized weight, in each compute
+    // dtype the scheme takes: float32 exact to rounding, bfloat16 activations within bfloat16's
+    // precision, quantized activations within their 7-bit codes' error.
+    for (const auto act : {QuantActivations::Float32, QuantActivations::BFloat16}) {
+      if (row.quantizes_activations && act != row.default_activations) continue;
+      INFO(lathe::enum_name(act));
+      const auto qa = lathe::nn::quantize_rtn(w, grid, act);
+      const double budget = row.quantizes_activations ? 2e-2 : act == QuantActivations::BFloat16 ? 1e-2 : 1e-6;
+      const auto y = qa.linear(x, bias);
+      CHECK(y.sizes() == at::IntArrayRef{2, 9, out});
+      CHECK(rel(y, at::linear(x, qa.dequantize(), bias)) < budget);
+    }
+  }
+}
+
 TEST_CASE("quantize: GPTQ equals the paper's algorithm and beats round-to-nearest", "[quantize][reference]") {
   const int64_t out = 24, in = 64;
   auto gen = at::detail::createCPUGenerator(7);

@@ -2,7 +2,9 @@
 
 #include "lathe/compress/quantize.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <span>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -14,24 +16,38 @@
 
 namespace lathe::compress {
 
+namespace {
+
+/// "32, 64, 128 or 256"
+std::string or_list(std::span<const int64_t> values) {
+  std::string out;
+  for (std::size_t i = 0; i < values.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == values.size() ? " or " : ", ") + std::to_string(values[i]);
+  return out;
+}
+
+}  // namespace
+
 nn::QuantActivations QuantizeOptions::resolved_activations() const {
   switch (activations) {
     case QuantCompute::Float32: return nn::QuantActivations::Float32;
     case QuantCompute::BFloat16: return nn::QuantActivations::BFloat16;
     case QuantCompute::Auto: break;
   }
-  return method == nn::QuantScheme::Int4WeightOnly ? nn::QuantActivations::BFloat16 : nn::QuantActivations::Float32;
+  return nn::quant_scheme(method).default_activations;
 }
 
 std::vector<models::OptionProblem> QuantizeOptions::problems() const {
   std::vector<models::OptionProblem> out;
-  if (method == nn::QuantScheme::Int4WeightOnly && group_size != 32 && group_size != 64 && group_size != 128 &&
-      group_size != 256)
-    out.push_back({{"group_size", "method"},
-                   fmt::format("int4 groups of {} inputs: ATen's int4 kernels take 32, 64, 128 or 256", group_size)});
-  if (method == nn::QuantScheme::Int8Dynamic && activations != QuantCompute::Auto)
-    out.push_back({{"activations", "method"}, "int8_dynamic quantizes activations to int8 itself; activations is "
-                                              "for the weight-only methods"});
+  const auto& row = nn::quant_scheme(method);
+  const auto& sizes = row.group_sizes;
+  if (row.group_rule == nn::QuantGroupRule::PerGroup && std::find(sizes.begin(), sizes.end(), group_size) == sizes.end())
+    out.push_back({{"group_size", "method"}, fmt::format("{} groups of {} inputs: {} take {}", row.family, group_size,
+                                                         row.kernels, or_list(sizes))});
+  if (row.quantizes_activations && activations != QuantCompute::Auto)
+    out.push_back({{"activations", "method"}, fmt::format("{} quantizes activations to {} itself; activations is for "
+                                                          "the weight-only methods",
+                                                          row.name, row.family)});
   return out;
 }
 
@@ -59,7 +75,8 @@ nn::QuantizedWeight gptq(const at::Tensor& weight, const at::Tensor& hessian, nn
     throw std::invalid_argument(fmt::format("gptq: a Hessian of {} x {} for a weight with {} inputs", H.size(0), H.dim() > 1 ? H.size(1) : 0, cols));
   const int64_t g = grid.group(cols);
   if (g <= 0 || cols % g != 0)
-    throw std::invalid_argument(fmt::format("int4 groups of {} inputs do not tile the {} inputs of the layer", g, cols));
+    throw std::invalid_argument(
+        fmt::format("{} groups of {} inputs do not tile the {} inputs of the layer", grid.traits().family, g, cols));
   // Inputs that were always zero carry no information: their weights are zeroed.
   const auto dead = H.diagonal() == 0;
   H.diagonal().masked_fill_(dead, 1.0);
@@ -68,10 +85,11 @@ nn::QuantizedWeight gptq(const at::Tensor& weight, const at::Tensor& hessian, nn
   // Upper Cholesky factor of H^-1: row j holds how column j's error spreads over the columns after it.
   const auto U = at::linalg_cholesky(at::cholesky_inverse(at::linalg_cholesky(H)), /*upper=*/true);
 
-  auto codes = at::empty({rows, cols}, weight.options().device(at::kCPU).dtype(grid.bits() == 4 ? at::kByte : at::kChar));
+  const auto& row = grid.traits();
+  auto codes = at::empty({rows, cols}, weight.options().device(at::kCPU).dtype(row.code_dtype));
   auto scales = at::empty({rows, cols / g}, f64), zeros = at::empty({rows, cols / g}, f64);
   at::Tensor scale, zero;
-  const bool per_row = grid.bits() == 8;  // one grid per row, from the weights as given
+  const bool per_row = row.group_rule == nn::QuantGroupRule::PerRow;  // one grid per row, from the weights as given
   if (per_row) std::tie(scale, zero) = grid.params(W);
   // A group never spans two lazy blocks: blocks are whole groups.
   const int64_t block = per_row ? std::max<int64_t>(block_size, 1) : ((std::max<int64_t>(block_size, 1) + g - 1) / g) * g;
@@ -97,8 +115,11 @@ nn::QuantizedWeight gptq(const at::Tensor& weight, const at::Tensor& hessian, nn
     }
     if (i2 < cols) W.index({Slice(), Slice(i2, None)}).sub_(E1.matmul(U.index({Slice(i1, i2), Slice(i2, None)})));
   }
-  if (per_row) return nn::QuantizedWeight(grid, activations, codes, scale.to(at::kFloat), at::Tensor());
-  return nn::QuantizedWeight(grid, activations, codes, scales.to(at::kFloat), zeros.to(at::kFloat));
+  if (per_row)
+    return nn::QuantizedWeight(grid, activations, codes, scale.to(at::kFloat),
+                               zero.defined() ? zero.to(at::kFloat) : at::Tensor());
+  return nn::QuantizedWeight(grid, activations, codes, scales.to(at::kFloat),
+                             row.symmetric ? at::Tensor() : zeros.to(at::kFloat));
 }
 
 std::vector<QuantizedLayer> quantize_model(models::AnyModel& model, const QuantizeOptions& o,
@@ -120,9 +141,9 @@ std::vector<QuantizedLayer> quantize_model(models::AnyModel& model, const Quanti
   const auto grid = o.grid();
   for (const auto& [path, lin] : layers)
     if (grid.group(lin->options.in) <= 0 || lin->options.in % grid.group(lin->options.in) != 0)
-      throw Error(fmt::format("{}: int4 groups of {} inputs do not tile its {} inputs; set quantize.group_size to a "
+      throw Error(fmt::format("{}: {} groups of {} inputs do not tile its {} inputs; set quantize.group_size to a "
                               "divisor of {} or leave the layer float (quantize.skip_modules)",
-                              path, o.group_size, lin->options.in, lin->options.in));
+                              path, grid.traits().family, o.group_size, lin->options.in, lin->options.in));
   torch::NoGradGuard no_grad;
   model.module()->eval();
   std::vector<QuantizedLayer> out;

@@ -2,6 +2,8 @@
 
 #include "lathe/export/modules.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -79,6 +81,39 @@ std::string int4_weight_only(Graph& g, const nn::QuantizedWeight& q, const std::
   return g.op("MatMulNBits", inputs, attrs, kMicrosoft);
 }
 
+/// The ONNX form of each quantization scheme: its emitter, or none (the export then refuses
+/// its layers, naming the scheme), and what the graph computes differently from lathe's kernel.
+struct OnnxQuantRow {
+  nn::QuantScheme scheme;
+  std::string (*emit)(Graph& g, const nn::QuantizedWeight& q, const std::string& x);
+  std::string_view note;  // "" where the graph computes what lathe does
+};
+
+constexpr std::array kOnnxQuant{
+    OnnxQuantRow{nn::QuantScheme::Int8Dynamic, int8_dynamic,
+                 "int8_dynamic layers quantize their input per tensor in ONNX (DynamicQuantizeLinear, asymmetric "
+                 "uint8) where lathe quantizes per token"},
+    OnnxQuantRow{nn::QuantScheme::Int8WeightOnly, int8_weight_only, ""},
+    OnnxQuantRow{nn::QuantScheme::Int4WeightOnly, int4_weight_only, ""},
+};
+static_assert(nn::covers_every_scheme(kOnnxQuant),
+              "src/export/modules.cpp: kOnnxQuant needs one row per nn::QuantScheme, in the order of its spelling "
+              "table: give the new scheme its ONNX emitter, or nullptr to refuse its layers");
+
+const OnnxQuantRow& onnx_quant(nn::QuantScheme scheme) {
+  for (const auto& row : kOnnxQuant)
+    if (row.scheme == scheme) return row;
+  throw std::logic_error(fmt::format("src/export/modules.cpp: no ONNX row for {}", enum_name(scheme)));
+}
+
+/// "int8_dynamic, int8_weight_only, ...": the methods whose layers export.
+std::string onnx_quant_methods() {
+  std::string out;
+  for (const auto& row : kOnnxQuant)
+    if (row.emit) out += (out.empty() ? "" : ", ") + std::string(enum_name(row.scheme));
+  return out;
+}
+
 /// Splits the last axis of x into `sizes`.
 std::vector<std::string> split_last(Graph& g, const std::string& x, const std::vector<int64_t>& sizes) {
   return g.ops("Split", {x, g.ints(sizes)}, static_cast<int>(sizes.size()), {{"axis", int64_t{-1}}});
@@ -110,15 +145,27 @@ std::string repeat_kv(Graph& g, const std::string& x, int64_t kv, int64_t groups
 std::string emit(Graph& g, nn::LinearImpl& linear, const std::string& x) {
   std::string y;
   if (const auto* q = linear.quantized()) {
-    switch (q->grid().scheme) {
-      case nn::QuantScheme::Int8Dynamic: y = int8_dynamic(g, *q, x); break;
-      case nn::QuantScheme::Int8WeightOnly: y = int8_weight_only(g, *q, x); break;
-      case nn::QuantScheme::Int4WeightOnly: y = int4_weight_only(g, *q, x); break;
-    }
+    const auto& row = onnx_quant(q->grid().scheme);
+    if (!row.emit)
+      throw Error(fmt::format("onnx export: quantize.method {} has no ONNX emitter; export the float model, or "
+                              "quantize with a method that has one ({})",
+                              enum_name(row.scheme), onnx_quant_methods()));
+    y = row.emit(g, *q, x);
   } else {
     y = g.op("MatMul", {x, g.initializer("weight_t", linear.weight.t().contiguous())});
   }
   return add_bias(g, y, linear.bias);
+}
+
+std::vector<std::string> quantized_notes(const std::vector<const nn::QuantizedWeight*>& layers) {
+  std::vector<std::string> out;
+  const auto has = [&](auto pred) { return std::any_of(layers.begin(), layers.end(), [&](auto* q) { return pred(*q); }); };
+  if (has([](const nn::QuantizedWeight& q) { return q.activations() == nn::QuantActivations::BFloat16; }))
+    out.emplace_back("layers quantized with bfloat16 activations compute in float32 in the ONNX graph");
+  for (const auto& row : kOnnxQuant)
+    if (!row.note.empty() && has([&](const nn::QuantizedWeight& q) { return q.grid().scheme == row.scheme; }))
+      out.emplace_back(row.note);
+  return out;
 }
 
 std::string emit_tied_head(Graph& g, const at::Tensor& table, const at::Tensor& bias, const std::string& x) {

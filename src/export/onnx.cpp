@@ -282,16 +282,10 @@ OnnxExport export_onnx(const models::AnyModel& model, const OnnxOptions& options
   check_options_computed(model.options());
   at::NoGradGuard no_grad;
   OnnxExport out;
-  bool bf16 = false, dynamic = false;
+  std::vector<const nn::QuantizedWeight*> quantized;
   for (const auto& [path, linear] : nn::linear_layers(*model.module()))
-    if (const auto* q = linear->quantized()) {
-      bf16 = bf16 || q->activations() == nn::QuantActivations::BFloat16;
-      dynamic = dynamic || q->grid().scheme == nn::QuantScheme::Int8Dynamic;
-    }
-  if (bf16) out.notes.push_back("layers quantized with bfloat16 activations compute in float32 in the ONNX graph");
-  if (dynamic)
-    out.notes.push_back("int8_dynamic layers quantize their input per tensor in ONNX (DynamicQuantizeLinear, "
-                        "asymmetric uint8) where lathe quantizes per token");
+    if (const auto* q = linear->quantized()) quantized.push_back(q);
+  for (auto& note : quantized_notes(quantized)) out.notes.push_back(std::move(note));
   if (model.kind == models::ModelKind::Gpt) {
     auto gpt = model.gpt;
     out.graphs.push_back(gpt_graph(*gpt, options, /*with_past=*/false, metadata(model, options)));

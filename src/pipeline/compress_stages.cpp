@@ -503,10 +503,11 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
     if (!lin->quantized()) kept_float.push_back(path);
   if (model.kind == models::ModelKind::Gpt && !model.gpt->lm_head)
     kept_float.push_back("lm_head (the token embedding, tied)");
+  const auto& row = nn::quant_scheme(qo.method);
   const std::string scheme =
-      fmt::format("{} ({}{}{})", enum_name(qo.method), enum_name(qo.algorithm),
-                  qo.method == nn::QuantScheme::Int4WeightOnly ? fmt::format(", groups of {}", qo.group_size) : "",
-                  qo.method == nn::QuantScheme::Int8Dynamic ? "" : fmt::format(", {} activations", enum_name(qo.resolved_activations())));
+      fmt::format("{} ({}{}{})", row.name, enum_name(qo.algorithm),
+                  row.group_rule == nn::QuantGroupRule::PerGroup ? fmt::format(", groups of {}", qo.group_size) : "",
+                  row.quantizes_activations ? "" : fmt::format(", {} activations", enum_name(qo.resolved_activations())));
   auto side_json = [](const Side& side) {
     json j = {{"metrics", side.metrics}, {"weight_bytes", side.bytes}};
     for (const auto& [rows, ms] : side.ms) j["latency_ms"]["batch_" + std::to_string(rows)] = ms;

@@ -28,7 +28,11 @@ namespace lathe::export_ {
 ///                     float32 compute);
 ///   int4_weight_only  com.microsoft MatMulNBits (4 bits, block = group_size, float zero points,
 ///                     float32 compute).
+/// A scheme whose ONNX row has no emitter is refused with an Error naming it.
 std::string emit(Graph& g, nn::LinearImpl& linear, const std::string& x);
+/// Where the ONNX graph of the quantized `layers` computes something other than lathe's kernels,
+/// one note per difference present (the emitters' own notes, from their rows).
+std::vector<std::string> quantized_notes(const std::vector<const nn::QuantizedWeight*>& layers);
 /// x (..., C) @ table^T: the output head tied to an embedding table (count, C), plus `bias`
 /// (count) when defined.
 std::string emit_tied_head(Graph& g, const at::Tensor& table, const at::Tensor& bias, const std::string& x);

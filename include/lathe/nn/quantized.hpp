@@ -15,6 +15,7 @@
 //                     kernels); activations stay float.
 // Weight-only layers compute in `activations`: float32 (the weight is dequantized for the
 // product) or bfloat16 (ATen's packed int8 / int4 kernels; input and output keep their dtype).
+// Each scheme's traits, grid, packing and kernels are its row in src/nn/quant_schemes.cpp.
 #pragma once
 
 #include <cstdint>
@@ -24,40 +25,40 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "lathe/core/enum_table.hpp"
+#include "lathe/nn/quant_scheme.hpp"
 
 namespace lathe::nn {
-
-using lathe::operator<<;
-
-enum class QuantScheme { Int8Dynamic, Int8WeightOnly, Int4WeightOnly };
-enum class QuantActivations { Float32, BFloat16 };
 
 /// The quantization grid of one scheme: scale (and zero) of a row or group, and the codes of
 /// weights on it. GPTQ quantizes column by column on the same grid as round-to-nearest.
 struct QuantGrid {
   QuantScheme scheme = QuantScheme::Int8Dynamic;
-  int64_t group_size = 0;  // int4: inputs per group; int8: unused (one group per row)
+  int64_t group_size = 0;  // per-group schemes: inputs per group; per-row schemes: unused
 
-  int64_t bits() const { return scheme == QuantScheme::Int4WeightOnly ? 4 : 8; }
+  const QuantSchemeTraits& traits() const { return quant_scheme(scheme); }
+  int64_t bits() const { return traits().bits; }
   /// Inputs that share a scale for a layer of `in` inputs.
-  int64_t group(int64_t in) const { return scheme == QuantScheme::Int4WeightOnly ? group_size : in; }
-  /// Scale and zero of each row of `w` (rows, n), float32 (rows); zero is undefined for the
-  /// symmetric int8 grid.
-  std::pair<at::Tensor, at::Tensor> params(const at::Tensor& w) const;
-  /// Codes of `w` (rows, n) under per-row `scale` / `zero`: int8 for int8 (in [-127, 127]),
-  /// uint8 for int4 (in [0, 15]).
-  at::Tensor codes(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero) const;
+  int64_t group(int64_t in) const { return traits().group_rule == QuantGroupRule::PerGroup ? group_size : in; }
+  /// Scale and zero of each row of `w` (rows, n), float32 (rows); zero is undefined for a
+  /// symmetric grid.
+  std::pair<at::Tensor, at::Tensor> params(const at::Tensor& w) const { return traits().params(w); }
+  /// Codes of `w` (rows, n) under per-row `scale` / `zero`, in the scheme's code_dtype (int8
+  /// in [-127, 127] for int8, uint8 in [0, 15] for int4).
+  at::Tensor codes(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero) const {
+    return traits().codes(w, scale, zero);
+  }
   /// The float32 weights that `codes` stand for.
-  at::Tensor values(const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& zero) const;
+  at::Tensor values(const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& zero) const {
+    return traits().values(codes, scale, zero);
+  }
 };
 
 /// One Linear weight in quantized form, ready for its kernel.
 class QuantizedWeight {
  public:
-  /// From codes (out, in) int8 or uint8 as QuantGrid::codes gives them, and scales (and, for
-  /// int4, zeros) of shape (out) for int8 or (out, in / group_size) for int4. Throws
-  /// std::invalid_argument when the shapes do not fit the scheme.
+  /// From codes (out, in) as QuantGrid::codes gives them, and scales (and, for an asymmetric
+  /// scheme, zeros) of shape (out) for a per-row scheme or (out, in / group_size) for a
+  /// per-group one. Throws std::invalid_argument when the shapes do not fit the scheme.
   QuantizedWeight(QuantGrid grid, QuantActivations activations, at::Tensor codes, at::Tensor scales,
                   at::Tensor zeros);
 
@@ -68,14 +69,16 @@ class QuantizedWeight {
   const at::Tensor& codes() const { return codes_; }
   const at::Tensor& scales() const { return scales_; }
   const at::Tensor& zeros() const { return zeros_; }
+  /// What the scheme's kernel prepared from this weight (its row's `prepare`).
+  const QuantKernelForms& kernel_forms() const { return kernel_; }
 
   /// y = x W^T + b on the scheme's kernel; x (..., in) float32 or bfloat16, y in x's dtype.
   at::Tensor linear(const at::Tensor& x, const at::Tensor& bias) const;
   /// The float32 weight (out, in) the codes stand for.
   at::Tensor dequantize() const;
 
-  /// The stored form: codes (int8, or int4 two per byte, the even input in the low nibble),
-  /// scales and zeros; bytes() is their size.
+  /// The stored form: qweight (the scheme's packed codes: int8, or int4 two per byte, the even
+  /// input in the low nibble), scales and (asymmetric schemes) zeros; bytes() is their size.
   std::map<std::string, at::Tensor> stored() const;
   int64_t bytes() const;
   /// Rebuilds a weight from stored() tensors.
@@ -86,18 +89,10 @@ class QuantizedWeight {
   QuantGrid grid_;
   QuantActivations activations_;
   at::Tensor codes_, scales_, zeros_;  // as given (codes unpacked, one per byte)
-  at::Tensor kernel_weight_, kernel_scales_;  // the forms the kernel takes
-  struct Packed;                              // int8_dynamic: fbgemm's packed weight
-  std::shared_ptr<const Packed> packed_;
+  QuantKernelForms kernel_;            // what the scheme's kernel prepared
 };
 
 /// Round-to-nearest quantization of a float weight (out, in).
 QuantizedWeight quantize_rtn(const at::Tensor& weight, QuantGrid grid, QuantActivations activations);
 
 }  // namespace lathe::nn
-
-LATHE_ENUM_TABLE(lathe::nn::QuantScheme, {lathe::nn::QuantScheme::Int8Dynamic, "int8_dynamic"},
-                 {lathe::nn::QuantScheme::Int8WeightOnly, "int8_weight_only"},
-                 {lathe::nn::QuantScheme::Int4WeightOnly, "int4_weight_only"});
-LATHE_ENUM_TABLE(lathe::nn::QuantActivations, {lathe::nn::QuantActivations::Float32, "float32"},
-                 {lathe::nn::QuantActivations::BFloat16, "bfloat16"});
