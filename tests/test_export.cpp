@@ -24,7 +24,7 @@
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/pipeline/run.hpp"
 #include "lathe/train/checkpoint.hpp"
-#include "lathe/train/trainer.hpp"
+#include "lathe/train/run_dir.hpp"
 #include "run_fixture.hpp"
 #include "support.hpp"
 #include "tiny_models.hpp"

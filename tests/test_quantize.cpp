@@ -22,7 +22,8 @@
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/task.hpp"
-#include "lathe/train/trainer.hpp"
+#include "lathe/train/evaluate.hpp"
+#include "lathe/train/run_dir.hpp"
 #include "run_fixture.hpp"
 #include "support.hpp"
 

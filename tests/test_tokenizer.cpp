@@ -12,7 +12,7 @@
 #include "lathe/tokenizer/bpe.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 #include "lathe/recipe/paths.hpp"
-#include "lathe/train/trainer.hpp"
+#include "lathe/train/run_dir.hpp"
 #include "support.hpp"
 
 using namespace lathe::tokenizer;

@@ -30,6 +30,7 @@
 #include "lathe/train/optimizer.hpp"
 #include "lathe/train/schedule.hpp"
 #include "lathe/train/trainer.hpp"
+#include "lathe/train/evaluate.hpp"
 #include "gpu.hpp"
 #include "run_fixture.hpp"
 #include "support.hpp"

@@ -34,7 +34,8 @@
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
 #include "lathe/recipe/paths.hpp"
-#include "lathe/train/trainer.hpp"
+#include "lathe/train/device.hpp"
+#include "lathe/train/evaluate.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 

@@ -24,6 +24,9 @@
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/task.hpp"
 #include "lathe/train/trainer.hpp"
+#include "lathe/train/device.hpp"
+#include "lathe/train/evaluate.hpp"
+#include "lathe/train/run_dir.hpp"
 #include "lathe/pipeline/provenance.hpp"
 #include "job.hpp"
 

@@ -12,7 +12,7 @@
 #include "lathe/export/onnx.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
-#include "lathe/train/trainer.hpp"
+#include "lathe/train/run_dir.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/stages.hpp"

@@ -18,6 +18,9 @@
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/trainer.hpp"
+#include "lathe/train/checkpointer.hpp"
+#include "lathe/train/device.hpp"
+#include "lathe/train/evaluate.hpp"
 #include "lathe/pipeline/provenance.hpp"
 #include "job.hpp"
 

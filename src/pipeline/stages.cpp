@@ -16,7 +16,7 @@
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/trainer.hpp"
 #include "lathe/train/checkpoint.hpp"
-#include "lathe/train/trainer.hpp"
+#include "lathe/train/run_dir.hpp"
 #include "lathe/pipeline/provenance.hpp"
 
 namespace lathe::pipeline {

@@ -194,4 +194,40 @@ void Metrics::message(const std::string& text) {
   *o_.console << text << "\n" << std::flush;
 }
 
+StepWindow::StepWindow(int64_t start_step)
+    : start_(Clock::now()), window_start_(start_), start_step_(start_step) {}
+
+void StepWindow::add(double loss, bool skipped, int64_t tokens) {
+  if (!skipped) {
+    loss_ += loss;
+    ++steps_;
+  }
+  tokens_ += tokens;
+  run_tokens_ += tokens;
+}
+
+double StepWindow::tokens_per_s() const {
+  const double s = std::chrono::duration<double>(Clock::now() - window_start_).count();
+  return s > 0 ? static_cast<double>(tokens_) / s : 0;
+}
+
+double StepWindow::mean_loss(double otherwise) const {
+  return steps_ ? loss_ / static_cast<double>(steps_) : otherwise;
+}
+
+double StepWindow::eta_s(int64_t step, int64_t max_steps) const {
+  const auto done = step - start_step_;
+  const double per_step = done > 0 ? run_seconds() / static_cast<double>(done) : 0;
+  return per_step * static_cast<double>(max_steps - step);
+}
+
+void StepWindow::reset() {
+  loss_ = 0;
+  steps_ = 0;
+  tokens_ = 0;
+  window_start_ = Clock::now();
+}
+
+double StepWindow::run_seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+
 }  // namespace lathe::train

@@ -44,6 +44,7 @@ struct MicroStepGraph::State {
   int64_t warmup = 0;
   int64_t calls = 0;
   int64_t eager_after = 0;
+  bool told_captured = false, told_eager = false;  // news() said so
 #ifdef LATHE_WITH_CUDA
   std::unique_ptr<at::cuda::CUDAGraph> graph;  // declared first: destroyed after its tensors
 #endif
@@ -70,6 +71,20 @@ bool MicroStepGraph::captured() const {
 }
 
 int64_t MicroStepGraph::eager_after_capture() const { return s_->eager_after; }
+
+std::vector<std::string> MicroStepGraph::news(int64_t step) {
+  std::vector<std::string> out;
+  if (captured() && !s_->told_captured)
+    out.push_back(fmt::format("step {}: the micro-step is captured as a CUDA graph (train.cuda_graphs) and replayed "
+                              "from here on",
+                              step));
+  if (s_->eager_after > 0 && !s_->told_eager)
+    out.push_back(
+        fmt::format("step {}: a micro-batch of other shapes than the captured one ran without the graph", step));
+  s_->told_captured = captured();
+  s_->told_eager = s_->eager_after > 0;
+  return out;
+}
 
 at::Tensor MicroStepGraph::run(const Batch& batch, int64_t tag, const at::Device& device, const Body& body) {
 #ifdef LATHE_WITH_CUDA

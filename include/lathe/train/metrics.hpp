@@ -2,6 +2,7 @@
 // file, and a live console line.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -75,6 +76,35 @@ class Metrics {
   std::ofstream jsonl_;
   std::unique_ptr<TensorBoardWriter> tb_;
   bool line_open_ = false;
+};
+
+/// The training steps since the last logged one, whose mean loss and throughput a train record
+/// reports, and the pace of the whole run (for the progress line's ETA and the report).
+class StepWindow {
+ public:
+  using Clock = std::chrono::steady_clock;
+  /// The run's loop starts now, at `start_step`.
+  explicit StepWindow(int64_t start_step);
+
+  /// A step's loss (left out of the mean when the step was skipped) and its tokens (all ranks).
+  void add(double loss, bool skipped, int64_t tokens);
+  /// Tokens per second since the window opened.
+  double tokens_per_s() const;
+  /// The mean loss of the window's steps; `otherwise` when all were skipped.
+  double mean_loss(double otherwise) const;
+  /// Seconds left to `max_steps` at the run's pace so far, `step` steps done.
+  double eta_s(int64_t step, int64_t max_steps) const;
+  /// Opens the next window (after a logged step).
+  void reset();
+
+  double run_seconds() const;                    // since the loop started
+  int64_t run_tokens() const { return run_tokens_; }  // trained in this run, all ranks
+
+ private:
+  Clock::time_point start_, window_start_;
+  int64_t start_step_;
+  double loss_ = 0;
+  int64_t steps_ = 0, tokens_ = 0, run_tokens_ = 0;
 };
 
 /// "3m12s", "1h04m", "45s".

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "lathe/models/store.hpp"
+#include "lathe/train/optimizer.hpp"
 
 namespace lathe::train {
 
@@ -28,5 +29,13 @@ class Sparsity {
   }
   std::map<std::string, at::Tensor> masks;  // parameter name -> bool mask of its shape (true: kept)
 };
+
+/// Brings the weights and the optimizer state in line with the masks (after they change);
+/// refuses a mask that names no parameter of `model` or has another shape.
+void hold_masks(const Sparsity& sparsity, const models::AnyModel& model, Optimizer& optimizer);
+
+/// Zeroes the gradients of the masked entries before an update: a pruned weight gets no
+/// gradient, so no update and no moment.
+void mask_gradients(const Sparsity& sparsity, const models::AnyModel& model);
 
 }  // namespace lathe::train

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -48,6 +49,9 @@ class MicroStepGraph {
   bool captured() const;
   /// Micro-batches that ran eagerly after the capture because their shapes differed.
   int64_t eager_after_capture() const;
+  /// What the console should hear after step `step`: the capture, and the first micro-batch
+  /// that ran without the graph; each said once.
+  std::vector<std::string> news(int64_t step);
 
  private:
   struct State;

@@ -1,9 +1,11 @@
 // The training loop: setup (device, seed, tokenizer, model, optimizer, data), steps with
 // gradient accumulation, mixed precision, clipping and the LR schedule, periodic validation,
 // atomic checkpoints with retention, exact resume, metrics, and a clean stop on SIGTERM/SIGINT.
+// The loop delegates to components that each own their schedule and policy: Checkpointer and
+// the resume policy (checkpointer.hpp), Validator (evaluate.hpp), MixedPrecision
+// (precision.hpp), DataParallel (data_parallel.hpp) and Metrics with its StepWindow
+// (metrics.hpp).
 #pragma once
-
-#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <map>
@@ -18,6 +20,7 @@
 #include "lathe/recipe/recipe.hpp"
 #include "lathe/dist/grad_sync.hpp"
 #include "lathe/train/checkpoint.hpp"
+#include "lathe/train/metrics.hpp"
 #include "lathe/train/sparsity.hpp"
 #include "lathe/train/task.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
@@ -62,13 +65,8 @@ struct StepResult {
   at::ScalarType logits_dtype = at::kFloat;  // what the model computed its logits in (bf16 under bf16 autocast)
   std::string why;        // why it was skipped
   bool stop = false;      // data-parallel: some rank asked to stop (SIGTERM / SIGINT) before this step
+  int64_t tokens = 0;     // input tokens of the step, all ranks
 };
-
-/// The device a recipe asks for: auto is CUDA when available.
-at::Device resolve_device(recipe::Device device);
-/// The device `model` runs on: the CPU for a quantized model (its kernels are CPU kernels),
-/// else resolve_device(device).
-at::Device model_device(const models::AnyModel& model, recipe::Device device);
 
 class Trainer {
  public:
@@ -94,6 +92,22 @@ class Trainer {
   at::Device device() const { return device_; }
 
  private:
+  /// The model, the data-parallel state and the optimizer, from `resume` or afresh.
+  void start(std::optional<CheckpointData> resume);
+  /// The tokenizer (required now), the task's data and the class names.
+  void load_data();
+  /// The run's opening lines; refuses a pipeline whose eval stage has no validation data.
+  /// Returns whether there is validation data.
+  bool announce(Metrics& metrics) const;
+  /// The lines of the step just done (progress, a skipped step) and, when `logged`, its
+  /// records (the window's mean loss into `report`); `mfu_per_tps`
+  /// turns tokens per second into MFU.
+  void log_step(Metrics& metrics, StepWindow& window, const StepResult& r, bool logged, double mfu_per_tps,
+                TrainReport& report) const;
+
+  /// The report's totals at the end of run(); `other_s`: the seconds not spent training.
+  void finish_report(TrainReport& report, const StepWindow& window, double other_s) const;
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
   recipe::Recipe recipe_;
@@ -102,36 +116,5 @@ class Trainer {
   models::AnyModel model_;
   TrainerState state_;
 };
-
-/// What `lathe eval` measured: the metrics (loss, perplexity, accuracy, ...) and what they were
-/// measured on.
-struct EvalResult {
-  std::map<std::string, double> metrics;
-  int64_t batches = 0;  // batches evaluated
-  int64_t targets = 0;  // tokens or examples scored
-  /// The metrics with the counts, as eval.json holds them (counts as integers).
-  nlohmann::json to_json() const;
-};
-
-/// `lathe eval`: loads a checkpoint (empty: the newest under <out_dir>/checkpoints) or a model
-/// directory and evaluates eval.batches batches of eval.split.
-EvalResult evaluate_checkpoint(const recipe::Recipe& recipe, const std::filesystem::path& checkpoint);
-
-/// Evaluates `model` (already on `device`) on eval.batches of `data`'s evaluation batches, as
-/// evaluate_checkpoint does after loading (without the unigram baseline).
-EvalResult evaluate_model(const recipe::Recipe& recipe, const models::AnyModel& model, const TaskData& data,
-                          const at::Device& device);
-
-/// How the recipe's tokenizer file is read: tokenizer.lowercase for a vocab.txt (set: lower-cased;
-/// unset: as its vocabulary says, as the CLI reads it), tokenizer.pattern and
-/// tokenizer.special_tokens for a tiktoken file, tokenizer.eos_token for any.
-tokenizer::LoadOptions tokenizer_load_options(const recipe::Recipe& recipe);
-
-/// The newest checkpoint directory of a run, or throws naming the directory searched.
-std::filesystem::path newest_checkpoint(const recipe::Recipe& recipe);
-
-/// Throws lathe::Error naming every model key on which the checkpoint in `dir` and the recipe
-/// disagree (what resuming it would refuse); a finished run is checked before it is skipped.
-void check_checkpoint_model(const recipe::Recipe& recipe, const std::filesystem::path& dir);
 
 }  // namespace lathe::train

@@ -1,0 +1,85 @@
+// Evaluation of a model on a task's batches, and the trainer's validation schedule.
+
+#include "lathe/train/evaluate.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "lathe/core/error.hpp"
+#include "lathe/train/device.hpp"
+#include "lathe/train/precision.hpp"
+#include "lathe/train/run_dir.hpp"
+
+namespace lathe::train {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+nlohmann::json EvalResult::to_json() const {
+  nlohmann::json j = metrics;
+  j["batches"] = batches;
+  j["targets"] = targets;
+  return j;
+}
+
+EvalAccumulator evaluate_batches(const models::AnyModel& model, const TaskData& data, int64_t n,
+                                 recipe::Precision p, const at::Device& device) {
+  const bool was_training = model.module()->is_training();
+  model.module()->eval();
+  EvalAccumulator acc;
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t i = 0; i < n; ++i) {
+      AutocastScope autocast(p, device);
+      acc.add(model, to_device(data.val_batch(i), device));
+    }
+  }
+  model.module()->train(was_training);
+  return acc;
+}
+
+EvalResult evaluate_model(const recipe::Recipe& r, const models::AnyModel& model, const TaskData& data,
+                          const at::Device& device) {
+  const int64_t n = std::min(r.eval.batches, data.val_batches());
+  if (n == 0) throw Error("no " + std::string(recipe::enum_name(r.eval.split)) + " data to evaluate on");
+  const auto acc = evaluate_batches(model, data, n, r.train.precision, device);
+  return {acc.metrics(r.model.num_labels), n, acc.count};
+}
+
+EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {
+  const auto path = checkpoint.empty() ? newest_checkpoint(r) : checkpoint;
+  const auto kind = model_kind(r.train.task);
+  auto model = models::load_model(path, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  auto tok = load_run_tokenizer(r, /*required=*/true);
+  check_vocab(model, *tok, " in " + path.string());
+  const auto device = model_device(model, r.run.device);
+  if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
+  model.module()->to(device);
+  auto data = make_task_data(r, *tok, r.eval.split);
+  auto result = evaluate_model(r, model, *data, device);
+  if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
+    result.metrics["unigram_loss"] = unigram_loss(r, *tok);
+  return result;
+}
+
+std::pair<std::map<std::string, double>, bool> Validator::run(
+    int64_t step, TrainerState& state, Metrics& metrics,
+    const std::function<std::map<std::string, double>()>& evaluate) {
+  const auto t0 = Clock::now();
+  auto m = evaluate();
+  seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  last_ = step;
+  state.val_loss = m.count("loss") ? m["loss"] : std::nan("");
+  const bool best = state.val_loss < state.best_val_loss;
+  if (best) state.best_val_loss = state.val_loss;
+  metrics.record({step, "val", m});
+  std::string line = fmt::format("step {}: validation", step);
+  for (const auto& [k, v] : m) line += fmt::format(" {} {:.4f}", k, v);
+  metrics.message(line);
+  return {std::move(m), best};
+}
+
+}  // namespace lathe::train
