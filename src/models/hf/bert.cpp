@@ -1,0 +1,134 @@
+// transformers' BERT (BertForMaskedLM, BertForSequenceClassification): the encoder, its MLM
+// head and its classifier.
+
+#include "family.hpp"
+
+#include "lathe/models/hf.hpp"
+
+namespace lathe::models {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace hf;
+
+namespace {
+
+Table bert_encoder_table(const ModelOptions& o, bool pooler) {
+  Table t;
+  add_wb(t, "bert.word_embeddings.", "bert.embeddings.word_embeddings.", false);
+  add_wb(t, "bert.position_embeddings.", "bert.embeddings.position_embeddings.", false);
+  add_wb(t, "bert.token_type_embeddings.", "bert.embeddings.token_type_embeddings.", false);
+  add_wb(t, "bert.embeddings_norm.", "bert.embeddings.LayerNorm.", true);
+  for (int64_t i = 0; i < o.n_layer; ++i) {
+    const std::string p = "bert.layers." + std::to_string(i) + ".", h = "bert.encoder.layer." + std::to_string(i) + ".";
+    add_stacked(t, p + "attn.qkv.", h + "attention.self.", {"query", "key", "value"}, {o.d_model, o.d_model, o.d_model}, true);
+    add_wb(t, p + "attn.proj.", h + "attention.output.dense.", true);
+    add_wb(t, p + "ln_1.", h + "attention.output.LayerNorm.", true);
+    add_wb(t, p + "mlp.fc.", h + "intermediate.dense.", true);
+    add_wb(t, p + "mlp.proj.", h + "output.dense.", true);
+    add_wb(t, p + "ln_2.", h + "output.LayerNorm.", true);
+  }
+  if (pooler) add_wb(t, "bert.pooler.", "bert.pooler.dense.", true);
+  return t;
+}
+
+Table bert_mlm_table(const ModelOptions& o) {
+  Table t = bert_encoder_table(o, false);
+  add_wb(t, "mlm_dense.", "cls.predictions.transform.dense.", true);
+  add_wb(t, "mlm_norm.", "cls.predictions.transform.LayerNorm.", true);
+  t.push_back({"mlm_bias", {"cls.predictions.bias"}});
+  return t;
+}
+
+Table bert_classifier_table(const ModelOptions& o) {
+  Table t = bert_encoder_table(o, true);
+  add_wb(t, "classifier.", "classifier.", true);
+  return t;
+}
+
+const KeyTable kBertKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
+                         {"type_vocab_size", "type_vocab_size"}, {"d_model", "hidden_size"},
+                         {"n_layer", "num_hidden_layers"}, {"n_head", "num_attention_heads"},
+                         {"d_ff", "intermediate_size"}, {"norm_eps", "layer_norm_eps"},
+                         {"dropout", "hidden_dropout_prob"}, {"attn_dropout", "attention_probs_dropout_prob"},
+                         {"pad_token_id", "pad_token_id"}, {"init_std", "initializer_range"},
+                         {"num_labels", "num_labels"}};
+
+/// Where config.json holds each model option, a row per option in models::visit's order: a new
+
+const Layout kBertLayout{"bert.", {"cls.", "classifier."},
+                         {"position_ids", "token_type_ids", "cls.predictions.decoder.", "cls.seq_relationship."}};
+
+json bert_config(const ModelOptions& o, const char* architecture) {
+  check_heads_fill_width(o, "bert");
+  json c = {{"architectures", {architecture}},
+            {"model_type", "bert"},
+            {"hidden_act", o.activation == nn::Activation::GeluTanh ? "gelu_new" : "gelu"},
+            {"position_embedding_type", "absolute"},
+            {"tie_word_embeddings", true}};
+  write_keys(c, kBertKeys, Arch::Bert, o);
+  if (o.pad_token_id < 0) c["pad_token_id"] = nullptr;
+  return c;
+}
+
+}  // namespace
+
+ModelOptions read_hf_bert_config(const fs::path& dir) {
+  const json c = read_config(dir);
+  if (auto type = model_type(c, dir); type != "bert")
+    throw Error((dir / "config.json").string() + ": model_type '" + type + "' is not bert");
+  ModelOptions bert = ModelOptions::bert_defaults();  // BertConfig's defaults
+  bert.d_ff = 3072;
+  if (c.contains("id2label") && c["id2label"].is_object()) bert.num_labels = static_cast<int64_t>(c["id2label"].size());
+  ModelOptions o = read_keys(c, dir, kBertKeys, bert);
+  o.activation = read_activation(c, dir, "hidden_act", "gelu");
+  if (auto pos = get<std::string>(c, dir, "position_embedding_type", "absolute"); pos != "absolute")
+    unsupported(dir, "position_embedding_type", pos, "BERT positions are absolute");
+  validate_read(o, Arch::Bert, dir);
+  return o;
+}
+
+BertForMaskedLM load_hf_bert_mlm(const fs::path& dir) {
+  auto options = read_hf_bert_config(dir);
+  BertForMaskedLM model(options);
+  Layout layout = kBertLayout;
+  layout.ignore.push_back("bert.pooler.");
+  load_tensors(*model, bert_mlm_table(options), weights_file(dir), layout);
+  return model;
+}
+
+BertForSequenceClassification load_hf_bert_classifier(const fs::path& dir, int64_t num_labels,
+                                                       std::vector<std::string>* initialized) {
+  auto options = read_hf_bert_config(dir);
+  if (num_labels > 0) options.num_labels = num_labels;
+  BertForSequenceClassification model(options);
+  Layout layout = kBertLayout;
+  layout.ignore.push_back("cls.");
+  load_tensors(*model, bert_classifier_table(options), weights_file(dir), layout, {"bert.pooler.", "classifier."},
+               initialized);
+  return model;
+}
+
+void save_hf(BertForMaskedLM& model, const fs::path& dir) {
+  const auto& o = model->bert->options;
+  save_tensors(*model, bert_mlm_table(o), dir, bert_config(o, "BertForMaskedLM"));
+}
+
+void save_hf(BertForSequenceClassification& model, const fs::path& dir, const std::vector<std::string>& labels) {
+  const auto& o = model->bert->options;
+  if (!labels.empty() && static_cast<int64_t>(labels.size()) != o.num_labels)
+    throw std::invalid_argument("save_hf: " + std::to_string(labels.size()) + " label names for a classifier of " +
+                                std::to_string(o.num_labels) + " labels");
+  json c = bert_config(o, "BertForSequenceClassification");
+  json id2label = json::object(), label2id = json::object();
+  for (int64_t i = 0; i < o.num_labels; ++i) {
+    // transformers' names when the model knows none.
+    const auto name = labels.empty() ? "LABEL_" + std::to_string(i) : labels[static_cast<std::size_t>(i)];
+    id2label[std::to_string(i)] = name;
+    label2id[name] = i;
+  }
+  c["id2label"] = id2label;
+  c["label2id"] = label2id;
+  save_tensors(*model, bert_classifier_table(o), dir, c);
+}
+
+}  // namespace lathe::models

@@ -1,0 +1,255 @@
+// What the Hugging Face families share: tensor tables, safetensors through them, config.json.
+
+#include "family.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "lathe/io/atomic_file.hpp"
+#include "lathe/io/json_file.hpp"
+#include "lathe/models/store.hpp"
+#include "lathe/nn/init.hpp"
+
+namespace lathe::models::hf {
+
+void add_wb(Table& t, const std::string& ours, const std::string& theirs, bool bias, Xf xf) {
+  t.push_back({ours + "weight", {theirs + "weight"}, xf});
+  if (bias) t.push_back({ours + "bias", {theirs + "bias"}});
+}
+
+void add_stacked(Table& t, const std::string& ours, const std::string& theirs, const std::vector<std::string>& parts,
+                 const std::vector<int64_t>& sizes, bool bias) {
+  for (std::string leaf : {"weight", "bias"}) {
+    if (leaf == "bias" && !bias) break;
+    Rule r{ours + leaf, {}, Xf::Stack, sizes};
+    for (const auto& p : parts) r.theirs.push_back(theirs + p + "." + leaf);
+    t.push_back(std::move(r));
+  }
+}
+
+namespace {
+
+/// Files written without the backbone prefix (a bare GPT2Model / BertModel) and old BERT files
+/// with LayerNorm.gamma / .beta read like current ones.
+std::string normalize(std::string key, const Layout& layout) {
+  if (key.find("LayerNorm.") != std::string::npos) {
+    if (key.ends_with(".gamma")) key.replace(key.size() - 5, 5, "weight");
+    else if (key.ends_with(".beta")) key.replace(key.size() - 4, 4, "bias");
+  }
+  if (key.starts_with(layout.base)) return key;
+  for (const auto& h : layout.heads)
+    if (key.starts_with(h)) return key;
+  return layout.base + key;
+}
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+/// The keys of `table` that visit() names, from config.json or into it.
+const KeyMap* find_key(const KeyTable& table, std::string_view ours) {
+  for (const auto& k : table)
+    if (k.ours == ours) return &k;
+  return nullptr;
+}
+
+/// Reads the keys of `table` from config.json into the options; absent keys keep the
+/// family's defaults the options started from.
+class ConfigReader {
+ public:
+  ConfigReader(const json& c, const fs::path& dir, const KeyTable& table) : c_(c), dir_(dir), table_(table) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range, Traits) {
+    if constexpr (!std::is_enum_v<T>) {
+      const KeyMap* k = find_key(table_, key);
+      if (!k) return;
+      const std::string theirs(k->theirs);
+      value = k->required ? need<T>(c_, dir_, theirs) : get<T>(c_, dir_, theirs, value);
+    }
+  }
+
+ private:
+  const json& c_;
+  const fs::path& dir_;
+  const KeyTable& table_;
+};
+
+/// Writes the keys of `table` from canonical options (derived values filled in).
+class ConfigWriter {
+ public:
+  ConfigWriter(json& c, const KeyTable& table) : c_(c), table_(table) {}
+  template <class T>
+  void field(std::string_view key, T& value, std::string_view, Range, Traits) {
+    if constexpr (!std::is_enum_v<T>)
+      if (const KeyMap* k = find_key(table_, key)) c_[std::string(k->theirs)] = value;
+  }
+
+ private:
+  json& c_;
+  const KeyTable& table_;
+};
+
+}  // namespace
+
+void load_tensors(torch::nn::Module& model, const Table& table, const fs::path& file, const Layout& layout,
+                  const std::vector<std::string>& optional, std::vector<std::string>* initialized, io::Read read) {
+  auto st = io::load_safetensors(file, read);
+  std::map<std::string, at::Tensor> theirs;
+  for (auto& [name, t] : st.tensors) theirs[normalize(name, layout)] = t;
+  auto params = model.named_parameters();
+
+  std::vector<std::string> missing, wrong, unexpected;
+  std::set<std::string> used;
+  std::vector<std::pair<at::Tensor, at::Tensor>> assign;  // (parameter, value)
+  for (const auto& rule : table) {
+    auto* param = params.find(rule.ours);
+    if (!param) throw std::logic_error("hf table names '" + rule.ours + "', which the model does not have");
+    std::vector<at::Tensor> pieces;
+    std::vector<std::string> absent;
+    for (const auto& name : rule.theirs) {
+      auto it = theirs.find(name);
+      if (it == theirs.end()) absent.push_back(name);
+      else {
+        pieces.push_back(it->second);
+        used.insert(name);
+      }
+    }
+    if (!absent.empty()) {
+      const bool opt = std::any_of(optional.begin(), optional.end(), [&](const std::string& p) {
+        return rule.ours.starts_with(p);
+      });
+      if (opt && pieces.empty()) {
+        if (initialized) initialized->push_back(rule.ours);
+      } else {
+        missing.insert(missing.end(), absent.begin(), absent.end());
+      }
+      continue;
+    }
+    bool ok = true;
+    if (rule.xf == Xf::Transpose && pieces[0].dim() != 2) ok = false;
+    for (const auto& p : pieces) ok = ok && p.is_floating_point() && p.dim() == param->dim();
+    at::Tensor value;
+    if (ok) {
+      value = rule.xf == Xf::Transpose ? pieces[0].t() : rule.xf == Xf::Stack ? at::cat(pieces, 0) : pieces[0];
+      ok = value.sizes() == param->sizes();
+    }
+    if (!ok) {
+      std::string got;
+      for (std::size_t i = 0; i < pieces.size(); ++i)
+        got += (i ? " + " : "") + rule.theirs[i] + " " + shape_str(pieces[i].sizes());
+      wrong.push_back(got + (rule.xf == Xf::Transpose ? " (stored transposed)" : "") + " for " + rule.ours +
+                      " " + shape_str(param->sizes()));
+      continue;
+    }
+    assign.emplace_back(*param, value);
+  }
+  for (const auto& [name, t] : theirs) {
+    if (used.count(name)) continue;
+    const bool ignored = std::any_of(layout.ignore.begin(), layout.ignore.end(), [&](const std::string& frag) {
+      return name.find(frag) != std::string::npos;
+    });
+    if (!ignored) unexpected.push_back(name);
+  }
+  if (!missing.empty() || !wrong.empty() || !unexpected.empty()) {
+    std::string msg = file.string() + " does not match the model that config.json describes:";
+    auto list = [&](const char* what, const std::vector<std::string>& names) {
+      if (names.empty()) return;
+      msg += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "):";
+      for (const auto& n : names) msg += "\n    " + n;
+    };
+    list("missing tensors", missing);
+    list("unexpected tensors", unexpected);
+    list("wrong shape", wrong);
+    throw Error(msg);
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [param, value] : assign) assign_parameter(param, value);
+}
+
+void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& dir, const json& config) {
+  auto params = model.named_parameters();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& rule : table) {
+    auto t = params[rule.ours].detach().to(at::kCPU, at::kFloat).contiguous();
+    switch (rule.xf) {
+      case Xf::Copy: out.emplace_back(rule.theirs[0], t); break;
+      case Xf::Transpose: out.emplace_back(rule.theirs[0], t.t().contiguous()); break;
+      case Xf::Stack: {
+        auto parts = t.split_with_sizes(rule.sizes, 0);
+        for (std::size_t i = 0; i < parts.size(); ++i) out.emplace_back(rule.theirs[i], parts[i].contiguous());
+        break;
+      }
+    }
+  }
+  fs::create_directories(dir);
+  io::save_safetensors(dir / "model.safetensors", out, {{"format", "pt"}});
+  io::write_file_atomic(dir / "config.json", config.dump(2) + "\n");
+}
+
+fs::path weights_file(const fs::path& dir) {
+  auto path = dir / "model.safetensors";
+  if (!fs::exists(path)) {
+    if (fs::exists(dir / "model.safetensors.index.json"))
+      throw Error(path.string() + ": sharded checkpoints (model.safetensors.index.json) are not read; save the model "
+                                  "unsharded (save_pretrained(max_shard_size=\"100GB\"))");
+    throw Error(path.string() + ": not found (lathe reads safetensors weights; pytorch_model.bin is not read)");
+  }
+  return path;
+}
+
+json read_config(const fs::path& dir) {
+  const auto path = dir / "config.json";
+  if (!fs::exists(path)) throw Error(path.string() + ": cannot open (a Hugging Face model directory has config.json)");
+  return io::read_json(path);
+}
+
+[[noreturn]] void unsupported(const fs::path& dir, const std::string& key, const json& value, const std::string& what) {
+  throw Error((dir / "config.json").string() + ": " + key + " = " + value.dump() + " is not supported (" + what + ")");
+}
+
+nn::Activation read_activation(const json& c, const fs::path& dir, const std::string& key, const std::string& dflt) {
+  const auto act = get<std::string>(c, dir, key, dflt);
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") return nn::Activation::GeluTanh;
+  if (act == "gelu") return nn::Activation::Gelu;
+  unsupported(dir, key, act, "lathe has gelu and gelu_new");
+}
+
+std::string model_type(const json& c, const fs::path& dir) { return need<std::string>(c, dir, "model_type"); }
+
+ModelOptions read_keys(const json& c, const fs::path& dir, const KeyTable& table, ModelOptions defaults) {
+  ConfigReader r(c, dir, table);
+  visit(r, defaults);
+  return defaults;
+}
+
+void write_keys(json& c, const KeyTable& table, Arch arch, const ModelOptions& o) {
+  auto canonical = o.canonical(arch);
+  ConfigWriter w(c, table);
+  visit(w, canonical);
+}
+
+void validate_read(const ModelOptions& o, Arch arch, const fs::path& dir) {
+  try {
+    o.validate(arch);
+  } catch (const std::invalid_argument& e) {
+    throw Error((dir / "config.json").string() + ": " + e.what());
+  }
+}
+
+/// transformers' GPT-2 and BERT derive the head width as hidden size / heads; a model whose
+/// heads were pruned (n_head * head_dim < d_model) has no config there.
+void check_heads_fill_width(const ModelOptions& o, const char* family) {
+  if (o.n_head * o.head_dim() == o.d_model) return;
+  throw Error(fmt::format("this model has {} heads of width {} in a width of {} (pruned heads); transformers' {} "
+                          "derives the head width from the hidden size and cannot hold it: export it to lathe's "
+                          "model file, or prune only MLP neurons (prune.heads: 0)",
+                          o.n_head, o.head_dim(), o.d_model, family));
+}
+
+}  // namespace lathe::models::hf
