@@ -265,6 +265,18 @@ distributed: {{timeout_s: 60}}
       CHECK((x - y).abs().max().item<double>() <= 2e-5);  // tests/test_dist.cpp's kDdpTol
     }
   }
+  // Without a fine-tune, rank 0 prunes alone and the other ranks stay out of its directory.
+  auto none = dir.write("none.yaml", fmt::format("pipeline: [prune]\nrun: {{out_dir: {}, device: cpu}}\n"
+                                                 "tokenizer: {{path: {}}}\ndata: {{shard_dir: {}, seq_len: 32}}\n"
+                                                 "eval: {{batches: 1}}\nprune: {{checkpoint: {}, finetune_steps: 0}}\n",
+                                                 (dir.path() / "none").string(), lathe::recipe::tokenizer_path(base).string(),
+                                                 lathe::recipe::shard_dir(base).string(), ckpt.string()));
+  auto argv = mpirun(2);
+  argv.insert(argv.end(), {LATHE_CLI, "run", none.string()});
+  auto alone = lathe::test::run_process(argv);
+  INFO(alone.out << alone.err);
+  CHECK(alone.code == 0);
+  CHECK(fs::exists(dir.path() / "none/pruned/model.safetensors"));
 }
 
 TEST_CASE("pipeline: the stage registry names every stage once; lathe --help and the README list them as it does",

@@ -14,6 +14,7 @@
 #include "lathe/compress/quantize.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/dist/communicator.hpp"
+#include "lathe/dist/world.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/io/safetensors.hpp"
@@ -428,6 +429,8 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   // measures and writes; every rank trains.
   const auto comm = r.prune.finetune_steps > 0 ? job_communicator(r) : nullptr;
   if (comm && comm->rank() > 0) return follow_prune_stage(r, comm);
+  // Without a fine-tune there is nothing for the other ranks to share: rank 0 prunes alone.
+  if (!comm && dist::detect_world().rank > 0) return {true, "rank 0 prunes alone (prune.finetune_steps: 0)"};
   bool told = false;
   try {
     return lead_prune_stage(r, force, console, comm, told);
