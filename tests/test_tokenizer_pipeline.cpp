@@ -1,12 +1,13 @@
 // Tokenizers of current models against their references: a tiktoken file against tiktoken
 // (cl100k_base), Llama 3's tokenizer.json and tokenizer.json files with each supported
 // normalizer / pre-tokenizer / post-processor / decoder against Hugging Face `tokenizers`, the
-// BPE trainer with the cl100k pre-tokenizer against HF's BpeTrainer; unsupported parts refused
-// with their JSON path.
+// BPE trainer with the cl100k pre-tokenizer against HF's BpeTrainer; every component type read
+// and written as HF writes it; unsupported parts refused with their JSON path.
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -128,6 +129,46 @@ void check_like_hf(const Tokenizer& tok, const std::filesystem::path& hf_json, c
             name + " decode");
 }
 
+/// A tokenizer HF trains with pipeline `kind` gives HF's results in lathe, and so does lathe's
+/// save of it (HF reads what lathe writes).
+void check_built_like_hf(const std::string& kind) {
+  auto& t = texts();
+  const auto dir = t.dir.path() / kind;
+  std::filesystem::create_directories(dir);
+  python({"build", kind, t.corpus.string(), dir.string()});
+  const auto tok = load_tokenizer(dir / "tokenizer.json");
+  check_like_hf(*tok, dir / "tokenizer.json", kind);
+  const auto saved = dir / "saved" / "tokenizer.json";
+  std::filesystem::create_directories(saved.parent_path());
+  tok->save(saved);
+  check_like_hf(*load_tokenizer(saved), saved, kind + " saved by lathe");
+}
+
+const char* part_key(PipelinePart part) {
+  switch (part) {
+    case PipelinePart::Normalizer: return "normalizer";
+    case PipelinePart::PreTokenizer: return "pre_tokenizer";
+    case PipelinePart::PostProcessor: return "post_processor";
+    case PipelinePart::Decoder: return "decoder";
+  }
+  return "";
+}
+
+constexpr PipelinePart kParts[] = {PipelinePart::Normalizer, PipelinePart::PreTokenizer, PipelinePart::PostProcessor,
+                                   PipelinePart::Decoder};
+
+/// The JSON lathe writes for `component` as `part` of a tokenizer.json, read with `vocab`.
+nlohmann::json written(PipelinePart part, const nlohmann::json& component, const nlohmann::json& vocab) {
+  const nlohmann::json file = {{part_key(part), component}};
+  const auto pipeline = parse_pipeline(file, "example.json", [&](std::string_view t) {
+    const auto it = vocab.find(std::string(t));
+    return it == vocab.end() ? -1 : it->get<int32_t>();
+  });
+  nlohmann::ordered_json out;
+  pipeline.to_json(out);
+  return nlohmann::json::parse(out[part_key(part)].dump());
+}
+
 }  // namespace
 
 TEST_CASE("tokenizer: a cl100k_base tiktoken file gives tiktoken's ids and text", "[tokenizer][reference][python]") {
@@ -242,42 +283,16 @@ TEST_CASE("tokenizer: the end-of-text token is tokenizer.eos_token or else token
 }
 
 TEST_CASE("tokenizer: tokenizer.json pipelines give HF's ids, special tokens and text", "[tokenizer][reference][python]") {
-  auto& t = texts();
   for (const std::string kind : {"sentencepiece", "metaspace", "wordlike", "suffix", "ignore_merges", "split_isolated",
                                  "split_removed",
                                  "split_merged_with_previous", "split_merged_with_next", "split_contiguous",
-                                 "split_removed_inverted"}) {
-    SECTION(kind) {
-      const auto dir = t.dir.path() / kind;
-      std::filesystem::create_directories(dir);
-      python({"build", kind, t.corpus.string(), dir.string()});
-      const auto tok = load_tokenizer(dir / "tokenizer.json");
-      check_like_hf(*tok, dir / "tokenizer.json", kind);
-      // What lathe writes, HF reads with the same ids and text.
-      const auto saved = dir / "saved" / "tokenizer.json";
-      std::filesystem::create_directories(saved.parent_path());
-      tok->save(saved);
-      check_like_hf(*load_tokenizer(saved), saved, kind + " saved by lathe");
-    }
-  }
+                                 "split_removed_inverted"})
+    SECTION(kind) { check_built_like_hf(kind); }
 }
 
 TEST_CASE("tokenizer: added tokens' lstrip / rstrip / single_word / normalized flags act as in HF", "[tokenizer][reference][python]") {
-  auto& t = texts();
-  for (const std::string kind : {"added_flags", "added_flags_normalized"}) {
-    SECTION(kind) {
-      const auto dir = t.dir.path() / kind;
-      std::filesystem::create_directories(dir);
-      python({"build", kind, t.corpus.string(), dir.string()});
-      const auto tok = load_tokenizer(dir / "tokenizer.json");
-      check_like_hf(*tok, dir / "tokenizer.json", kind);
-      // The flags survive lathe's save.
-      const auto saved = dir / "saved" / "tokenizer.json";
-      std::filesystem::create_directories(saved.parent_path());
-      tok->save(saved);
-      check_like_hf(*load_tokenizer(saved), saved, kind + " saved by lathe");
-    }
-  }
+  for (const std::string kind : {"added_flags", "added_flags_normalized"})
+    SECTION(kind) { check_built_like_hf(kind); }  // the flags survive lathe's save
 }
 
 TEST_CASE("tokenizer: the BPE trainer with the cl100k pre-tokenizer learns HF BpeTrainer's vocabulary",
@@ -355,6 +370,49 @@ TEST_CASE("tokenizer: unsupported tokenizer.json parts are refused with their JS
   wj["normalizer"] = {{"type", "Sequence"}, {"normalizers", {nfc}}};
   CHECK_THROWS_WITH(load_tokenizer(dir.write("wp_broken.json", wj.dump())),
                     Catch::Contains("wp_broken.json: normalizer: type 'Sequence' is not supported with a WordPiece model"));
+}
+
+TEST_CASE("tokenizer: an unknown component type is refused with every type lathe reads", "[tokenizer][errors]") {
+  for (const auto part : kParts) {
+    INFO(part_key(part));
+    std::string message;
+    try {
+      parse_pipeline({{part_key(part), {{"type", "NoSuchType"}}}}, "x.json", [](std::string_view) { return -1; });
+    } catch (const lathe::Error& e) {
+      message = e.what();
+    }
+    CHECK_THAT(message, Catch::StartsWith(std::string("x.json: ") + part_key(part) + ": "));
+    CHECK_THAT(message, Catch::Contains("type 'NoSuchType' is not supported"));
+    const auto at = message.find("(supported: ");
+    REQUIRE(at != std::string::npos);
+    std::vector<std::string> listed;
+    std::istringstream list(message.substr(at + 12, message.rfind(')') - at - 12));
+    for (std::string type; std::getline(list >> std::ws, type, ',');) listed.push_back(type);
+    CHECK(listed == supported_types(part));
+  }
+}
+
+TEST_CASE("tokenizer: every component type reads and writes as HF's tokenizers writes it",
+          "[tokenizer][reference][python]") {
+  auto& t = texts();
+  const auto out = t.dir.path() / "components.json";
+  python({"components", out.string()});
+  const auto examples = read_json(out);
+  for (const auto part : kParts) {
+    const auto types = supported_types(part);
+    for (const auto& type : types) {
+      INFO(part_key(part) << " " << type);
+      CHECK(std::any_of(examples[part_key(part)].begin(), examples[part_key(part)].end(),
+                        [&](const nlohmann::json& e) { return e["type"] == type; }));
+    }
+    for (const auto& example : examples[part_key(part)]) {
+      INFO(part_key(part) << ": " << example.dump());
+      CHECK(std::find(types.begin(), types.end(), example["type"].get<std::string>()) != types.end());
+      const auto once = written(part, example, examples["vocab"]);
+      CHECK(once == example);
+      CHECK(written(part, once, examples["vocab"]) == once);
+    }
+  }
 }
 
 TEST_CASE("tokenizer: tiktoken files: errors name the file and line, the pattern comes by name or is given",

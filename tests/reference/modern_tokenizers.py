@@ -23,6 +23,10 @@ Face `tokenizers` build, train, encode and decode.
         pre-tokenizer (Oniguruma) with that pattern and behavior
     modern_tokenizers.py train_cl100k CORPUS OUTDIR VOCAB_SIZE
         BpeTrainer with the cl100k (Llama 3) Split + ByteLevel pipeline
+    modern_tokenizers.py components OUT.json
+        {"vocab": token -> id, "normalizer": [...], "pre_tokenizer": [...], "post_processor": [...],
+        "decoder": [...]}: each part's components as `tokenizers` writes them into a tokenizer.json,
+        with settings other than the defaults (the post-processors name tokens of "vocab")
 """
 import json
 import os
@@ -292,7 +296,53 @@ def train_cl100k(corpus, outdir, vocab_size):
     tok.save(os.path.join(outdir, "tokenizer.json"))
 
 
+def components(out):
+    vocab = {"<s>": 0, "</s>": 2, "[CLS]": 5, "[SEP]": 6}
+    template = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                             special_tokens=[("[CLS]", 5), ("[SEP]", 6)])
+    parts = {
+        "normalizer": [
+            normalizers.NFC(), normalizers.NFD(), normalizers.NFKC(), normalizers.NFKD(), normalizers.Lowercase(),
+            normalizers.Replace(" ", "\u2581"), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Prepend("\u2581"),
+            normalizers.Strip(left=False, right=True),
+            normalizers.Sequence([normalizers.NFKD(), normalizers.Strip(), normalizers.Lowercase()]),
+        ],
+        "pre_tokenizer": [
+            pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=False),
+            pre_tokenizers.Split(Regex(CL100K), behavior="isolated"),
+            pre_tokenizers.Split("ab", behavior="merged_with_next", invert=True),
+            pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Punctuation(behavior="contiguous"),
+            pre_tokenizers.Whitespace(), pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="_", prepend_scheme="first", split=False),
+            pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+                                     pre_tokenizers.Digits(individual_digits=False),
+                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        ],
+        "post_processor": [
+            template, processors.ByteLevel(trim_offsets=False),
+            processors.BertProcessing(("[SEP]", 6), ("[CLS]", 5)),
+            processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=False, add_prefix_space=False),
+            processors.Sequence([processors.ByteLevel(trim_offsets=False), template]),
+        ],
+        "decoder": [
+            decoders.ByteLevel(), decoders.Metaspace(replacement="_", prepend_scheme="never"), decoders.ByteFallback(),
+            decoders.Fuse(), decoders.Strip(" ", 1, 2), decoders.Replace(Regex("a+"), "b"),
+            decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                               decoders.Strip(" ", 1, 0)]),
+        ],
+    }
+    result = {"vocab": vocab}
+    for part, items in parts.items():
+        result[part] = []
+        for item in items:
+            tok = Tokenizer(models.BPE())
+            setattr(tok, part, item)
+            result[part].append(json.loads(tok.to_str())[part])
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"tiktoken": tiktoken, "tiktoken_pattern": tiktoken_pattern, "llama3": llama3, "build": build, "run": run, "split": split,
-     "train_cl100k": train_cl100k}[cmd](*args)
+     "train_cl100k": train_cl100k, "components": components}[cmd](*args)

@@ -116,6 +116,13 @@ struct Pipeline {
   void to_json(nlohmann::ordered_json& j) const;
 };
 
+/// The four parts of a pipeline, as a tokenizer.json names them.
+enum class PipelinePart : uint8_t { Normalizer, PreTokenizer, PostProcessor, Decoder };
+
+/// The "type" names of `part` that lathe reads and writes, in the order an error for an unknown
+/// type lists them.
+std::vector<std::string> supported_types(PipelinePart part);
+
 /// Reads the pipeline of a tokenizer.json (`file` names it in errors). `token_id` resolves the
 /// special tokens the post-processors name (-1 for an unknown token).
 Pipeline parse_pipeline(const nlohmann::json& tokenizer_json, const std::string& file,
