@@ -11,6 +11,7 @@
 
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
+#include "components/byte_level.hpp"
 #include "json_file.hpp"
 #include "short_key_map.hpp"
 
@@ -91,6 +92,16 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
          BpeOptions options, Pipeline pipeline)
     : tokens_(std::move(tokens)), merges_(std::move(merges)), special_(std::move(special)), options_(std::move(options)),
       pipeline_(std::move(pipeline)), uid_(next_uid++) {
+  choose_route();
+  index_vocabulary(index_special_tokens());
+  index_bytes();
+  if (options_.merge_by_rank)
+    index_merges_by_rank();
+  else
+    index_merges();
+}
+
+void Bpe::choose_route() {
   const ByteLevelPreTokenizer* byte_level = pipeline_.byte_level();
   byte_level_ = byte_level != nullptr;
   plain_decode_ = byte_level_ && pipeline_.decoder && pipeline_.decoder->to_json().value("type", "") == "ByteLevel";
@@ -105,7 +116,9 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
   }
   if (byte_level_ && (!options_.continuing_subword_prefix.empty() || !options_.end_of_word_suffix.empty()))
     throw Error("BPE: continuing_subword_prefix / end_of_word_suffix are not supported with a ByteLevel pre-tokenizer");
+}
 
+std::vector<bool> Bpe::index_special_tokens() {
   std::vector<bool> is_special(tokens_.size(), false);
   for (int32_t id : special_) {
     if (id < 0 || id >= vocab_size()) throw Error("special token id " + std::to_string(id) + " is outside the vocabulary");
@@ -128,6 +141,10 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
   }
   matcher_ = detail::SpecialMatcher(std::move(raw));
   normalized_matcher_ = detail::SpecialMatcher(std::move(normalized));
+  return is_special;
+}
+
+void Bpe::index_vocabulary(const std::vector<bool>& is_special) {
   for (int32_t id = 0; id < vocab_size(); ++id) {
     if (is_special[id]) {
       spelled_to_id_.emplace(tokens_[id], id);
@@ -137,13 +154,14 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
     spelled_to_id_.emplace(byte_level_ ? bytes_to_spelling(tokens_[id]) : tokens_[id], id);
     model_vocab_.emplace(tokens_[id], id);
   }
-  {
-    auto short_vocab = std::make_shared<detail::ShortKeyMap>(model_vocab_.size());
-    for (int32_t id = 0; id < vocab_size(); ++id)
-      if (auto it = model_vocab_.find(tokens_[id]); it != model_vocab_.end() && it->second == id)
-        short_vocab->insert(tokens_[id], id);
-    short_vocab_ = std::move(short_vocab);
-  }
+  auto short_vocab = std::make_shared<detail::ShortKeyMap>(model_vocab_.size());
+  for (int32_t id = 0; id < vocab_size(); ++id)
+    if (auto it = model_vocab_.find(tokens_[id]); it != model_vocab_.end() && it->second == id)
+      short_vocab->insert(tokens_[id], id);
+  short_vocab_ = std::move(short_vocab);
+}
+
+void Bpe::index_bytes() {
   if (byte_level_) {
     for (int b = 0; b < 256; ++b) {
       const int32_t id = model_token(std::string_view(reinterpret_cast<const char*>(&b), 1));
@@ -152,36 +170,38 @@ Bpe::Bpe(std::vector<std::string> tokens, std::vector<std::pair<int32_t, int32_t
                     bytes_to_spelling(std::string(1, static_cast<char>(b))) + "')");
       byte_id_[b] = id;
     }
-  } else {
-    char name[8];
-    for (int b = 0; b < 256; ++b) {
-      std::snprintf(name, sizeof name, "<0x%02X>", b);
-      fallback_id_[b] = model_token(name);
-    }
-    if (!options_.unk_token.empty() && (unk_id_ = token_to_id(options_.unk_token)) < 0)
-      throw Error("BPE: unk_token '" + options_.unk_token + "' is not in the vocabulary");
-  }
-
-  if (options_.merge_by_rank) {
-    // tiktoken: any two tokens whose concatenation is a token merge, ranked by that token.
-    std::vector<std::array<int32_t, 3>> pairs;  // (rank, left, right)
-    for (const auto& [bytes, id] : model_vocab_)
-      for (std::size_t k = 1; k < bytes.size(); ++k) {
-        const int32_t a = model_token(std::string_view(bytes).substr(0, k));
-        const int32_t b = model_token(std::string_view(bytes).substr(k));
-        if (a >= 0 && b >= 0) pairs.push_back({id, a, b});
-      }
-    merge_map_.reserve(pairs.size() * 2);
-    for (const auto& [id, a, b] : pairs) merge_map_.emplace(pair_key(a, b), MergeInfo{static_cast<uint32_t>(id), id});
-    if (merges_.empty()) {
-      // The merge list a tokenizer.json needs: every such pair, by the rank of the token it
-      // makes, then by the ranks of its parts (as transformers converts tiktoken files).
-      std::sort(pairs.begin(), pairs.end());
-      merges_.reserve(pairs.size());
-      for (const auto& [id, a, b] : pairs) merges_.emplace_back(a, b);
-    }
     return;
   }
+  char name[8];
+  for (int b = 0; b < 256; ++b) {
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    fallback_id_[b] = model_token(name);
+  }
+  if (!options_.unk_token.empty() && (unk_id_ = token_to_id(options_.unk_token)) < 0)
+    throw Error("BPE: unk_token '" + options_.unk_token + "' is not in the vocabulary");
+}
+
+void Bpe::index_merges_by_rank() {
+  // tiktoken: any two tokens whose concatenation is a token merge, ranked by that token.
+  std::vector<std::array<int32_t, 3>> pairs;  // (rank, left, right)
+  for (const auto& [bytes, id] : model_vocab_)
+    for (std::size_t k = 1; k < bytes.size(); ++k) {
+      const int32_t a = model_token(std::string_view(bytes).substr(0, k));
+      const int32_t b = model_token(std::string_view(bytes).substr(k));
+      if (a >= 0 && b >= 0) pairs.push_back({id, a, b});
+    }
+  merge_map_.reserve(pairs.size() * 2);
+  for (const auto& [id, a, b] : pairs) merge_map_.emplace(pair_key(a, b), MergeInfo{static_cast<uint32_t>(id), id});
+  if (merges_.empty()) {
+    // The merge list a tokenizer.json needs: every such pair, by the rank of the token it
+    // makes, then by the ranks of its parts (as transformers converts tiktoken files).
+    std::sort(pairs.begin(), pairs.end());
+    merges_.reserve(pairs.size());
+    for (const auto& [id, a, b] : pairs) merges_.emplace_back(a, b);
+  }
+}
+
+void Bpe::index_merges() {
   const std::size_t prefix = options_.continuing_subword_prefix.size();
   merge_map_.reserve(merges_.size() * 2);
   for (std::size_t rank = 0; rank < merges_.size(); ++rank) {
@@ -457,10 +477,7 @@ PairEncoding Bpe::encode_with_specials(std::string_view first, std::string_view 
   std::vector<int32_t> b;
   if (pair) b = encode(second);
   if (pipeline_.post_processor) return pipeline_.post_processor->process(a, pair ? &b : nullptr);
-  PairEncoding e{a, std::vector<int32_t>(a.size(), 0)};
-  e.ids.insert(e.ids.end(), b.begin(), b.end());
-  e.type_ids.resize(e.ids.size(), 1);
-  return e;
+  return detail::concatenate(a, pair ? &b : nullptr);
 }
 
 std::string Bpe::decode(std::span<const int32_t> ids) const {
@@ -585,19 +602,14 @@ Bpe Bpe::from_vocab_merges(const std::filesystem::path& vocab_json, const std::f
   return Bpe(std::move(tokens), std::move(merges), std::move(added));
 }
 
-Bpe Bpe::from_tokenizer_json(const std::filesystem::path& path) {
-  const auto j = detail::read_json(path);
-  const std::string file = path.string();
-  const auto& model = detail::member(j, "model", path);
-  if (detail::member(model, "type", path) != "BPE") throw Error(file + ": model.type is not BPE");
-  const auto& vocab = detail::member(model, "vocab", path);
-  if (!vocab.is_object()) throw Error(file + ": model.vocab: expected an object of token -> id");
+namespace {
 
-  BpeOptions options;
+using Json = nlohmann::json;
+
+/// model's settings other than its vocabulary and merges.
+BpeOptions read_model_options(const Json& model, const std::string& file) {
   auto flag = [&](const char* key) {
-    if (!model.contains(key) || model[key].is_null()) return false;
-    if (!model[key].is_boolean()) throw Error(file + ": model." + key + ": expected true or false");
-    return model[key].get<bool>();
+    return detail::optional_flag(model, key, file + ": model." + key + ": expected true or false");
   };
   auto text = [&](const char* key) {
     if (!model.contains(key) || model[key].is_null()) return std::string();
@@ -607,22 +619,68 @@ Bpe Bpe::from_tokenizer_json(const std::filesystem::path& path) {
   if (model.contains("dropout") && !model["dropout"].is_null() &&
       !(model["dropout"].is_number() && model["dropout"].get<double>() == 0.0))
     throw Error(file + ": model.dropout: BPE dropout is not supported (null or 0 only)");
+  BpeOptions options;
   options.ignore_merges = flag("ignore_merges");
   options.byte_fallback = flag("byte_fallback");
   options.fuse_unk = flag("fuse_unk");
   options.unk_token = text("unk_token");
   options.continuing_subword_prefix = text("continuing_subword_prefix");
   options.end_of_word_suffix = text("end_of_word_suffix");
+  return options;
+}
 
+/// One more than the largest id of the vocabulary and the added tokens.
+int64_t id_count(const Json& vocab, const Json* added_tokens, const std::string& file) {
   int64_t size = 0;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
       throw Error(file + ": model.vocab: token '" + it.key() + "' has no valid id");
     size = std::max<int64_t>(size, it.value().get<int64_t>() + 1);
   }
-  const auto* added_tokens = j.contains("added_tokens") && j["added_tokens"].is_array() ? &j["added_tokens"] : nullptr;
   if (added_tokens)
     for (const auto& t : *added_tokens) size = std::max<int64_t>(size, t.at("id").get<int64_t>() + 1);
+  return size;
+}
+
+/// model.merges as pairs of ids, each written "a b" (tokenizers < 0.20) or ["a", "b"].
+std::vector<std::pair<int32_t, int32_t>> read_merges(const Json& jm, const std::unordered_map<std::string, int32_t>& spelled,
+                                                     const std::string& file) {
+  std::vector<std::pair<int32_t, int32_t>> merges;
+  for (std::size_t k = 0; k < jm.size(); ++k) {
+    std::string a, b;
+    if (jm[k].is_string()) {
+      const auto s = jm[k].get<std::string>();
+      const auto space = s.find(' ');
+      if (space == std::string::npos) throw Error(file + ": model.merges[" + std::to_string(k) + "]: expected 'a b'");
+      a = s.substr(0, space);
+      b = s.substr(space + 1);
+    } else if (jm[k].is_array() && jm[k].size() == 2) {
+      a = jm[k][0].get<std::string>();
+      b = jm[k][1].get<std::string>();
+    } else {
+      throw Error(file + ": model.merges[" + std::to_string(k) + "]: expected a pair of tokens");
+    }
+    auto ia = spelled.find(a), ib = spelled.find(b);
+    if (ia == spelled.end() || ib == spelled.end())
+      throw Error(file + ": model.merges[" + std::to_string(k) + "]: '" + a + " " + b +
+                  "' names a token that is not in model.vocab");
+    merges.emplace_back(ia->second, ib->second);
+  }
+  return merges;
+}
+
+}  // namespace
+
+Bpe Bpe::from_tokenizer_json(const std::filesystem::path& path) {
+  const auto j = detail::read_json(path);
+  const std::string file = path.string();
+  const auto& model = detail::member(j, "model", path);
+  if (detail::member(model, "type", path) != "BPE") throw Error(file + ": model.type is not BPE");
+  const auto& vocab = detail::member(model, "vocab", path);
+  if (!vocab.is_object()) throw Error(file + ": model.vocab: expected an object of token -> id");
+  BpeOptions options = read_model_options(model, file);
+  const auto* added_tokens = j.contains("added_tokens") && j["added_tokens"].is_array() ? &j["added_tokens"] : nullptr;
+  const int64_t size = id_count(vocab, added_tokens, file);
   std::unordered_map<std::string, int32_t> spelled;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) spelled.emplace(it.key(), it.value().get<int32_t>());
   Pipeline pipeline = parse_pipeline(j, file, [&](std::string_view t) {
@@ -652,28 +710,7 @@ Bpe Bpe::from_tokenizer_json(const std::filesystem::path& path) {
       special.push_back(id);
       options.special_flags.push_back(detail::added_token_flags(t, file + ": added_tokens[" + std::to_string(k) + "]"));
     }
-  std::vector<std::pair<int32_t, int32_t>> merges;
-  const auto& jm = detail::member(model, "merges", path);
-  for (std::size_t k = 0; k < jm.size(); ++k) {
-    std::string a, b;
-    if (jm[k].is_string()) {  // "a b" (tokenizers < 0.20)
-      const auto s = jm[k].get<std::string>();
-      const auto space = s.find(' ');
-      if (space == std::string::npos) throw Error(file + ": model.merges[" + std::to_string(k) + "]: expected 'a b'");
-      a = s.substr(0, space);
-      b = s.substr(space + 1);
-    } else if (jm[k].is_array() && jm[k].size() == 2) {  // ["a", "b"]
-      a = jm[k][0].get<std::string>();
-      b = jm[k][1].get<std::string>();
-    } else {
-      throw Error(file + ": model.merges[" + std::to_string(k) + "]: expected a pair of tokens");
-    }
-    auto ia = spelled.find(a), ib = spelled.find(b);
-    if (ia == spelled.end() || ib == spelled.end())
-      throw Error(file + ": model.merges[" + std::to_string(k) + "]: '" + a + " " + b +
-                  "' names a token that is not in model.vocab");
-    merges.emplace_back(ia->second, ib->second);
-  }
+  auto merges = read_merges(detail::member(model, "merges", path), spelled, file);
   try {
     return Bpe(std::move(tokens), std::move(merges), std::move(special), std::move(options), std::move(pipeline));
   } catch (const Error& e) {

@@ -24,12 +24,14 @@ nlohmann::ordered_json tokenizer_json_head(const std::vector<std::string>& token
   return j;
 }
 
+bool optional_flag(const nlohmann::json& object, const char* key, const std::string& error) {
+  if (!object.contains(key) || object[key].is_null()) return false;
+  if (!object[key].is_boolean()) throw Error(error);
+  return object[key].get<bool>();
+}
+
 AddedTokenFlags added_token_flags(const nlohmann::json& token, const std::string& where) {
-  auto flag = [&](const char* key) {
-    if (!token.contains(key) || token[key].is_null()) return false;
-    if (!token[key].is_boolean()) throw Error(where + ": \"" + key + "\" must be true or false");
-    return token[key].get<bool>();
-  };
+  auto flag = [&](const char* key) { return optional_flag(token, key, where + ": \"" + key + "\" must be true or false"); };
   AddedTokenFlags f;
   f.single_word = flag("single_word");
   f.lstrip = flag("lstrip");

@@ -23,6 +23,9 @@ using io::read_json;
 nlohmann::ordered_json tokenizer_json_head(const std::vector<std::string>& tokens, const std::vector<int32_t>& special,
                                            const std::vector<AddedTokenFlags>& flags = {});
 
+/// object[key] as a bool: false when absent or null; `error` (the whole message) when not a bool.
+bool optional_flag(const nlohmann::json& object, const char* key, const std::string& error);
+
 /// The flags of one entry of a tokenizer.json's added_tokens (`where` names it in errors).
 AddedTokenFlags added_token_flags(const nlohmann::json& token, const std::string& where);
 

@@ -106,6 +106,16 @@ class Bpe final : public Tokenizer {
   /// How encode() splits a stretch of text between special tokens.
   enum class Route : uint8_t { Gpt2, Regex, General };
 
+  // Construction, in this order: how encode() splits (and the byte-level check); the special
+  // tokens' matchers (returns which ids are special); the spelling -> id maps; the byte tokens;
+  // the merge map (tiktoken's ranks, or the merge list).
+  void choose_route();
+  std::vector<bool> index_special_tokens();
+  void index_vocabulary(const std::vector<bool>& is_special);
+  void index_bytes();
+  void index_merges_by_rank();
+  void index_merges();
+
   /// Text between the raw-matched special tokens: the normalized ones are matched (in the
   /// normalized text when there is a normalizer), the rest goes to encode_segment().
   void encode_unmatched(std::string_view text, std::size_t base, std::vector<int32_t>& ids,
