@@ -37,9 +37,160 @@ std::size_t read_interval(std::string_view p, std::size_t i, std::string& out) {
     high = p.substr(hi, j - hi);
   }
   if (j >= p.size() || p[j] != '}' || (low.empty() && high.empty())) return 0;
-  out = "{" + std::string(low.empty() ? "0" : low) + (comma ? "," + std::string(high) : std::string()) + "}";
+  out = "{";
+  out += low.empty() ? std::string_view("0") : low;
+  if (comma) {
+    out += ',';
+    out += high;
+  }
+  out += '}';
   return j + 1 - i;
 }
+
+/// The state of rewrite() as it reads the pattern: the output so far, where the last atom and
+/// each open group start in it, whether a bracket class is open.
+class Rewriter {
+ public:
+  Rewriter(std::string_view p, RegexDialect dialect) : p_(p), onig_(dialect == RegexDialect::Oniguruma) {
+    out_.reserve(p.size() + 32);
+  }
+
+  std::string run() {
+    for (i_ = 0; i_ < p_.size(); ++i_) step();
+    return std::move(out_);
+  }
+
+ private:
+  static constexpr std::size_t npos = std::string::npos;
+
+  /// Reads p_[i_] (and what belongs to it), leaving i_ on its last character.
+  void step() {
+    const char c = p_[i_];
+    if (c == '\\' && i_ + 1 < p_.size()) return escape();
+    if (in_class_) return class_member(c);
+    if (c == '[') return open_class();
+    if (c == '(') return open_group();
+    if (c == ')') return close_group();
+    if (onig_ && c == '{' && atom_ != npos && interval()) return;
+    if (c == '|' || c == '*' || c == '+' || c == '?' || c == '{') {
+      atom_ = npos;
+    } else if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) {  // not inside a UTF-8 sequence
+      atom_ = out_.size();
+    }
+    out_ += c;
+  }
+
+  void escape() {
+    const char e = p_[i_ + 1];
+    if (!in_class_) atom_ = out_.size();
+    std::string_view set = e == 's' || e == 'S' ? kSpaceSet : e == 'w' || e == 'W' ? kWordSet : std::string_view();
+    if (onig_ && (e == 'h' || e == 'H')) set = "0-9a-fA-F";
+    const bool negated = e == 'S' || e == 'W' || e == 'H';
+    if (!set.empty() && !(in_class_ && negated)) {
+      if (in_class_) {
+        out_ += set;
+      } else {
+        out_ += negated ? "[^" : "[";
+        out_ += set;
+        out_ += ']';
+      }
+      ++i_;
+      return;
+    }
+    if (onig_ && e == 'u' && i_ + 5 < p_.size() &&
+        std::all_of(p_.begin() + static_cast<std::ptrdiff_t>(i_) + 2, p_.begin() + static_cast<std::ptrdiff_t>(i_) + 6,
+                    [](char h) { return std::isxdigit(static_cast<unsigned char>(h)) != 0; })) {
+      out_ += "\\x{" + std::string(p_.substr(i_ + 2, 4)) + "}";
+      i_ += 5;
+      return;
+    }
+    out_ += '\\';
+    out_ += e;
+    ++i_;
+    // \p{..} \x{..} and the like: their braces are not an interval.
+    if (i_ + 1 < p_.size() && p_[i_ + 1] == '{' && std::string_view("pPxoNkg").find(e) != std::string_view::npos) {
+      const auto close = p_.find('}', i_ + 1);
+      if (close != std::string_view::npos) {
+        out_.append(p_.substr(i_ + 1, close - i_));
+        i_ = close;
+      }
+    }
+  }
+
+  void class_member(char c) {
+    if (c == '[' && i_ + 1 < p_.size() && p_[i_ + 1] == ':') {  // [:alpha:]
+      const auto close = p_.find(":]", i_ + 2);
+      if (close != std::string_view::npos) {
+        out_.append(p_.substr(i_, close + 2 - i_));
+        i_ = close + 1;
+        return;
+      }
+    }
+    if (c == ']') in_class_ = false;
+    out_ += c;
+  }
+
+  void open_class() {
+    atom_ = out_.size();
+    in_class_ = true;
+    out_ += '[';
+    // A ']' right after '[' or '[^' is a literal member.
+    if (i_ + 1 < p_.size() && p_[i_ + 1] == '^') out_ += p_[++i_];
+    if (i_ + 1 < p_.size() && p_[i_ + 1] == ']') out_ += p_[++i_];
+  }
+
+  void open_group() {
+    groups_.push_back(out_.size());
+    atom_ = npos;
+    out_ += '(';
+    if (onig_ && i_ + 1 < p_.size() && p_[i_ + 1] == '?') {  // (?imx-imx) or (?imx-imx:
+      std::size_t j = i_ + 2;
+      while (j < p_.size() && std::string_view("imx-").find(p_[j]) != std::string_view::npos) ++j;
+      if (j > i_ + 2 && j < p_.size() && (p_[j] == ')' || p_[j] == ':')) {
+        out_ += '?';
+        for (std::size_t k = i_ + 2; k < j; ++k) out_ += p_[k] == 'm' ? 's' : p_[k];
+        i_ = j - 1;
+      }
+    }
+  }
+
+  void close_group() {
+    out_ += ')';
+    if (!groups_.empty()) {
+      atom_ = groups_.back();
+      groups_.pop_back();
+    }
+  }
+
+  /// An Oniguruma interval after an atom; false (nothing read) when p_[i_] starts none.
+  bool interval() {
+    std::string interval;
+    const std::size_t len = read_interval(p_, i_, interval);
+    if (!len) return false;
+    i_ += len - 1;
+    std::string next;
+    const bool repeated = i_ + 1 < p_.size() && (p_[i_ + 1] == '+' || p_[i_ + 1] == '*' ||
+                                                 (p_[i_ + 1] == '{' && read_interval(p_, i_ + 1, next) > 0));
+    if (repeated) {
+      out_.insert(atom_, "(?:");
+      out_ += interval;
+      out_ += ')';
+      // The group is the atom the next quantifier repeats.
+    } else {
+      out_ += interval;
+      atom_ = npos;
+    }
+    return true;
+  }
+
+  std::string_view p_;
+  bool onig_;
+  std::string out_;
+  std::size_t i_ = 0;
+  bool in_class_ = false;
+  std::vector<std::size_t> groups_;  // where each open group starts in out_
+  std::size_t atom_ = npos;          // where the last complete atom starts in out_, npos if none
+};
 
 /// Rewrites a pattern into PCRE2's syntax with its own engine's meaning. Both dialects: \s \S
 /// \w \W become explicit classes (inside a bracket class \s and \w expand in place; \S and \W
@@ -47,126 +198,7 @@ std::size_t read_interval(std::string_view p, std::size_t i, std::string& out) {
 /// quantifier (`\p{N}{1,3}+`) repeats the repetition, where PCRE2 would read `{n,m}+` as
 /// possessive, so the quantified atom is grouped; {,m} is {0,m}; \h \H are hex digits, not
 /// horizontal space; \uHHHH is a code point; the flag m is PCRE2's s (dot matches newline).
-std::string rewrite(std::string_view p, RegexDialect dialect) {
-  const bool onig = dialect == RegexDialect::Oniguruma;
-  constexpr std::size_t npos = std::string::npos;
-  std::string out;
-  out.reserve(p.size() + 32);
-  bool in_class = false;
-  std::vector<std::size_t> groups;  // where each open group starts in `out`
-  std::size_t atom = npos;          // where the last complete atom starts in `out`, npos if none
-  for (std::size_t i = 0; i < p.size(); ++i) {
-    const char c = p[i];
-    if (c == '\\' && i + 1 < p.size()) {
-      const char e = p[i + 1];
-      if (!in_class) atom = out.size();
-      std::string_view set = e == 's' || e == 'S' ? kSpaceSet : e == 'w' || e == 'W' ? kWordSet : std::string_view();
-      if (onig && (e == 'h' || e == 'H')) set = "0-9a-fA-F";
-      const bool negated = e == 'S' || e == 'W' || e == 'H';
-      if (!set.empty() && !(in_class && negated)) {
-        if (in_class) {
-          out += set;
-        } else {
-          out += negated ? "[^" : "[";
-          out += set;
-          out += ']';
-        }
-        ++i;
-        continue;
-      }
-      if (onig && e == 'u' && i + 5 < p.size() &&
-          std::all_of(p.begin() + static_cast<std::ptrdiff_t>(i) + 2, p.begin() + static_cast<std::ptrdiff_t>(i) + 6,
-                      [](char h) { return std::isxdigit(static_cast<unsigned char>(h)) != 0; })) {
-        out += "\\x{" + std::string(p.substr(i + 2, 4)) + "}";
-        i += 5;
-        continue;
-      }
-      out += c;
-      out += e;
-      ++i;
-      // \p{..} \x{..} and the like: their braces are not an interval.
-      if (i + 1 < p.size() && p[i + 1] == '{' && std::string_view("pPxoNkg").find(e) != std::string_view::npos) {
-        const auto close = p.find('}', i + 1);
-        if (close != std::string_view::npos) {
-          out.append(p.substr(i + 1, close - i));
-          i = close;
-        }
-      }
-      continue;
-    }
-    if (in_class) {
-      if (c == '[' && i + 1 < p.size() && p[i + 1] == ':') {  // [:alpha:]
-        const auto close = p.find(":]", i + 2);
-        if (close != std::string_view::npos) {
-          out.append(p.substr(i, close + 2 - i));
-          i = close + 1;
-          continue;
-        }
-      }
-      if (c == ']') in_class = false;
-      out += c;
-      continue;
-    }
-    if (c == '[') {
-      atom = out.size();
-      in_class = true;
-      out += c;
-      // A ']' right after '[' or '[^' is a literal member.
-      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
-      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];
-      continue;
-    }
-    if (c == '(') {
-      groups.push_back(out.size());
-      atom = npos;
-      out += c;
-      if (onig && i + 1 < p.size() && p[i + 1] == '?') {  // (?imx-imx) or (?imx-imx:
-        std::size_t j = i + 2;
-        while (j < p.size() && std::string_view("imx-").find(p[j]) != std::string_view::npos) ++j;
-        if (j > i + 2 && j < p.size() && (p[j] == ')' || p[j] == ':')) {
-          out += '?';
-          for (std::size_t k = i + 2; k < j; ++k) out += p[k] == 'm' ? 's' : p[k];
-          i = j - 1;
-        }
-      }
-      continue;
-    }
-    if (c == ')') {
-      out += c;
-      if (!groups.empty()) {
-        atom = groups.back();
-        groups.pop_back();
-      }
-      continue;
-    }
-    std::string interval;
-    if (onig && c == '{' && atom != npos) {
-      if (const std::size_t len = read_interval(p, i, interval)) {
-        i += len - 1;
-        std::string next;
-        const bool repeated = i + 1 < p.size() && (p[i + 1] == '+' || p[i + 1] == '*' ||
-                                                   (p[i + 1] == '{' && read_interval(p, i + 1, next) > 0));
-        if (repeated) {
-          out.insert(atom, "(?:");
-          out += interval;
-          out += ')';
-          // The group is the atom the next quantifier repeats.
-        } else {
-          out += interval;
-          atom = npos;
-        }
-        continue;
-      }
-    }
-    if (c == '|' || c == '*' || c == '+' || c == '?' || c == '{') {
-      atom = npos;
-    } else if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) {  // not inside a UTF-8 sequence
-      atom = out.size();
-    }
-    out += c;
-  }
-  return out;
-}
+std::string rewrite(std::string_view p, RegexDialect dialect) { return Rewriter(p, dialect).run(); }
 
 /// Per-thread match data, match context and JIT stack, shared by every pattern.
 struct ThreadMatch {
