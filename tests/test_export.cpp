@@ -132,7 +132,7 @@ double gpt_worst_diff(AnyModel m, const TempDir& dir, const fs::path& onnx) {
         cases.add(c, "past", at::scalar_tensor(past[c], at::kLong));
       }
       torch::NoGradGuard no_grad;
-      want[c] = m.gpt->forward(ids, b == 3 ? mask.to(at::kBool) : at::Tensor());
+      want[c] = m.as<lathe::models::Gpt>()->forward(ids, b == 3 ? mask.to(at::kBool) : at::Tensor());
     }
   const auto got = cases.run(onnx, dir);
   double worst = 0;
@@ -179,7 +179,8 @@ TEST_CASE("export: greedy generation with the decoder-with-past model gives lath
     lathe::models::SamplingOptions s;
     s.temperature = 0;
     s.max_new_tokens = 20;
-    const auto ours = lathe::models::generate(m.gpt, prompt, s).tokens;
+    auto decoder = m.as<lathe::models::Gpt>();
+    const auto ours = lathe::models::generate(decoder, prompt, s).tokens;
     const auto out = dir.path() / "greedy.safetensors";
     lathe::test::run_reference("onnx_run.py", {"greedy", onnx.string(), "5,17,42,8,64", "20", out.string()});
     const auto theirs = lathe::io::load_safetensors(out).at("tokens");
@@ -215,11 +216,13 @@ TEST_CASE("export: BERT masked-LM and classifier logits and the encoder's hidden
         cases.add(c, "attention_mask", mask);
         cases.add(c, "token_type_ids", types);
         torch::NoGradGuard no_grad;
-        auto encoder = m.bert();
-        const auto hidden = encoder->forward(ids, types, mask);
-        const auto logits = kind == ModelKind::BertMaskedLm ? m.mlm->forward(ids, types, mask)
-                                                            : m.classifier->forward(ids, types, mask);
-        want[c] = {logits, hidden};
+        if (kind == ModelKind::BertMaskedLm) {
+          auto mlm = m.as<lathe::models::BertForMaskedLM>();
+          want[c] = {mlm->forward(ids, types, mask), mlm->bert->forward(ids, types, mask)};
+        } else {
+          auto classifier = m.as<lathe::models::BertForSequenceClassification>();
+          want[c] = {classifier->forward(ids, types, mask), classifier->bert->forward(ids, types, mask)};
+        }
       }
     const auto got = cases.run(onnx, dir);
     for (const auto& [c, pair] : want) {
@@ -270,7 +273,7 @@ TEST_CASE("export: int8 and int4 models run on ONNX Runtime's integer operators 
       at::Tensor float_logits, quant_logits;
       {
         torch::NoGradGuard no_grad;
-        float_logits = m.gpt->forward(ids);
+        float_logits = m.as<lathe::models::Gpt>()->forward(ids);
       }
       lathe::compress::QuantizeOptions q;
       q.method = scheme;
@@ -279,7 +282,7 @@ TEST_CASE("export: int8 and int4 models run on ONNX Runtime's integer operators 
       lathe::compress::quantize_model(m, q);
       {
         torch::NoGradGuard no_grad;
-        quant_logits = m.gpt->forward(ids);
+        quant_logits = m.as<lathe::models::Gpt>()->forward(ids);
       }
       const auto onnx = export_to(m, dir);
       Cases cases;
@@ -326,13 +329,13 @@ TEST_CASE("export: a quantized tied head goes to Hugging Face untied with its de
     at::Tensor quant_logits;
     {
       torch::NoGradGuard no_grad;
-      quant_logits = m.gpt->forward(ids);
+      quant_logits = m.as<lathe::models::Gpt>()->forward(ids);
     }
     // As the export stage does: the model file read back, its layers dequantized, written.
     lathe::models::save_model(m, dir.path() / "quantized.safetensors");
     auto loaded = lathe::models::load_model(dir.path() / "quantized.safetensors");
     for (const auto& [path, lin] : lathe::nn::linear_layers(*loaded.module())) lin->dequantize();
-    lathe::models::save_hf(loaded.gpt, dir.path() / "hf");
+    lathe::models::save_hf(loaded, dir.path() / "hf");
     const auto config = nlohmann::json::parse(lathe::test::read_file(dir.path() / "hf" / "config.json"));
     CHECK(config.at("tie_word_embeddings") == false);
     lathe::io::save_safetensors(dir.path() / "ids.safetensors", {{"input_ids", ids}});
@@ -352,7 +355,7 @@ TEST_CASE("export: a classifier's label names reach transformers' config and the
   // As the export stage reads it: from the model file.
   lathe::models::save_model(m, dir.path() / "model.safetensors");
   auto loaded = lathe::models::load_model(dir.path() / "model.safetensors");
-  lathe::models::save_hf(loaded.classifier, dir.path() / "hf", loaded.labels);
+  lathe::models::save_hf(loaded, dir.path() / "hf");
   const auto onnx = export_to(loaded, dir);
   const auto got = lathe::test::run_python(
       "import sys, json, onnx, transformers\n"

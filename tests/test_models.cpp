@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 
 #include <ATen/ATen.h>
@@ -18,6 +19,7 @@
 #include "lathe/models/store.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/nn/quantized.hpp"
+#include "lathe/recipe/enums.hpp"
 #include "lathe/recipe/load.hpp"
 #include "support.hpp"
 #include "tiny_models.hpp"
@@ -283,50 +285,49 @@ TEST_CASE("models: mapped loading reads what copying reads and never writes the 
   // A lathe model file: parameters are views of the mapping; writing them leaves the file alone.
   TempDir dir;
   const auto file = dir.path() / "model.safetensors";
-  AnyModel any;
-  any.gpt = copied;
+  AnyModel any(copied);
   save_model(any, file);
   const auto before = file_bytes(file);
   auto loaded = load_model(file, ModelKind::Gpt, 0, lathe::io::Read::Map);
-  check_same_parameters(*copied, *loaded.gpt);
+  check_same_parameters(*copied, *loaded.as<Gpt>());
   {
     torch::NoGradGuard no_grad;
-    for (auto& p : loaded.gpt->parameters()) p.add_(1.0);
+    for (auto& p : loaded.as<Gpt>()->parameters()) p.add_(1.0);
   }
   CHECK(file_bytes(file) == before);
-  check_same_parameters(*copied, *load_model(file, ModelKind::Gpt).gpt);
+  check_same_parameters(*copied, *load_model(file, ModelKind::Gpt).as<Gpt>());
   // The mapping outlives the file's name: replaced by rename (as lathe saves), the loaded model
   // keeps the values it read.
   save_model(make_model(ModelKind::Gpt, copied->options), file);
   {
     torch::NoGradGuard no_grad;
-    for (auto& p : loaded.gpt->parameters()) p.sub_(1.0);
+    for (auto& p : loaded.as<Gpt>()->parameters()) p.sub_(1.0);
   }
   auto again = load_model(file, ModelKind::Gpt);
-  CHECK_FALSE(at::equal(again.gpt->wte->weight, copied->wte->weight));  // the new file is another model
-  CHECK(max_diff(loaded.gpt->wte->weight, copied->wte->weight) <= 1e-6);  // +1 -1 in float32
+  CHECK_FALSE(at::equal(again.as<Gpt>()->wte->weight, copied->wte->weight));    // the new file is another model
+  CHECK(max_diff(loaded.as<Gpt>()->wte->weight, copied->wte->weight) <= 1e-6);  // +1 -1 in float32
 
   // Quantized layers (int8 codes, their scales): the kernels assume LibTorch's 64-byte
   // allocation alignment, which the file's layout gives or a copy does.
   for (auto scheme : {lathe::nn::QuantScheme::Int8WeightOnly, lathe::nn::QuantScheme::Int4WeightOnly}) {
     INFO(lathe::enum_name(scheme));
-    AnyModel q;
-    q.gpt = load_hf_gpt(ref.hf());
-    for (auto& [path, lin] : lathe::nn::linear_layers(*q.gpt))
+    AnyModel q(load_hf_gpt(ref.hf()));
+    for (auto& [path, lin] : lathe::nn::linear_layers(*q.module()))
       lin->quantize(lathe::nn::quantize_rtn(lin->weight, {scheme, 32}, lathe::nn::QuantActivations::BFloat16));
     save_model(q, file);
     auto q_copied = load_model(file, ModelKind::Gpt), q_mapped = load_model(file, ModelKind::Gpt, 0, lathe::io::Read::Map);
-    q_copied.gpt->eval();
-    q_mapped.gpt->eval();
+    q_copied.as<Gpt>()->eval();
+    q_mapped.as<Gpt>()->eval();
     torch::NoGradGuard no_grad;
-    CHECK(max_diff(q_mapped.gpt(ref["input_ids"]), q_copied.gpt(ref["input_ids"])) == 0.0);
+    CHECK(max_diff(q_mapped.as<Gpt>()(ref["input_ids"]), q_copied.as<Gpt>()(ref["input_ids"])) == 0.0);
     // Decoding one token at a time (int8: lathe's few-rows product) against the whole batch at
     // once (48 rows: ATen's int8 / int4 kernels), both with bfloat16 activations.
-    const auto whole = q_copied.gpt(ref["input_ids"]);
-    auto cache = q_mapped.gpt->make_cache(1, 16);
+    const auto whole = q_copied.as<Gpt>()(ref["input_ids"]);
+    auto cache = q_mapped.as<Gpt>()->make_cache(1, 16);
     for (int64_t t = 0; t < 16; ++t)
-      CHECK(max_diff(q_mapped.gpt->forward(ref["input_ids"].narrow(0, 0, 1).narrow(1, t, 1), {}, &cache).select(1, 0),
-                     whole.narrow(0, 0, 1).select(1, t)) <= kBf16LogitTol);
+      CHECK(max_diff(
+                q_mapped.as<Gpt>()->forward(ref["input_ids"].narrow(0, 0, 1).narrow(1, t, 1), {}, &cache).select(1, 0),
+                whole.narrow(0, 0, 1).select(1, t)) <= kBf16LogitTol);
   }
 }
 
@@ -637,4 +638,78 @@ TEST_CASE("models: a batched row goes on after a longer row has filled the conte
       CHECK(batch[1].finish_reason == "length");
     }
   }
+}
+
+TEST_CASE("models: every model kind has its row: spelling, task, class, file and Hugging Face round trips",
+          "[models]") {
+  // The spellings are the model file's "kind" values, which files already written carry.
+  const std::vector<std::pair<ModelKind, std::string>> spelled{{ModelKind::Gpt, "gpt"},
+                                                               {ModelKind::BertMaskedLm, "bert_masked_lm"},
+                                                               {ModelKind::BertClassifier, "bert_classifier"}};
+  const auto rows = model_kinds();
+  REQUIRE(rows.size() == spelled.size());
+  // Each training task is served by exactly one kind.
+  for (const auto& [task, name] : lathe::EnumTable<lathe::recipe::Task>::values)
+    CHECK(std::count_if(rows.begin(), rows.end(), [&](const auto& row) { return row.task == name; }) == 1);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& row = rows[i];
+    INFO(spelled[i].second);
+    CHECK(row.kind == spelled[i].first);
+    CHECK(&kind_traits(row.kind) == &row);
+    CHECK(lathe::parse_enum<ModelKind>(spelled[i].second) == row.kind);
+    CHECK(lathe::parse_enum<lathe::recipe::Task>(row.task).has_value());
+    auto o = lathe::test::tiny(row.arch == Arch::Gpt ? "gpt" : "bert");
+    o.num_labels = 3;
+    torch::manual_seed(3);
+    const auto m = make_model(row.kind, o);
+    CHECK(m.kind_name() == spelled[i].second);
+    CHECK(AnyModel(m.module()).kind() == row.kind);  // the class tells the kind
+    TempDir dir;
+    save_model(m, dir.path() / "model.safetensors");
+    const auto meta =
+        nlohmann::json::parse(lathe::io::load_safetensors(dir.path() / "model.safetensors").metadata.at("lathe.model"));
+    CHECK(meta.at("kind") == spelled[i].second);
+    const auto loaded = load_model(dir.path());
+    CHECK(loaded.kind() == row.kind);
+    auto a = m.module()->named_parameters(), b = loaded.module()->named_parameters();
+    REQUIRE(a.size() == b.size());
+    for (const auto& item : a) CHECK(at::equal(item.value(), b[item.key()]));
+    // The row's Hugging Face writer and reader: the directory reads back as the same kind.
+    save_hf(m, dir.path() / "hf");
+    const auto from_hf = load_model(dir.path() / "hf", row.kind);
+    CHECK(from_hf.kind() == row.kind);
+    auto c = from_hf.module()->named_parameters();
+    for (const auto& item : a) CHECK(at::equal(item.value(), c[item.key()]));
+  }
+  CHECK_THROWS_AS(AnyModel(BertModel(lathe::test::tiny("bert"), /*with_pooler=*/false)), std::logic_error);
+  CHECK_THROWS_AS(AnyModel().kind(), std::logic_error);
+}
+
+TEST_CASE("models: a file is refused as another kind, except a masked LM starting a classifier", "[models]") {
+  TempDir dir;
+  auto o = lathe::test::tiny("bert");
+  o.num_labels = 3;
+  torch::manual_seed(5);
+  const auto mlm = make_model(ModelKind::BertMaskedLm, o);
+  save_model(mlm, dir.path() / "mlm.safetensors");
+  const auto file = (dir.path() / "mlm.safetensors").string();
+  CHECK(lathe::test::error_of([&] { load_model(file, ModelKind::Gpt); }) ==
+        file + ": holds a bert_masked_lm model, not the model this task needs");
+  const auto classifier = load_model(file, ModelKind::BertClassifier, 4);
+  CHECK(classifier.kind() == ModelKind::BertClassifier);
+  CHECK(classifier.options().num_labels == 4);
+  auto from = mlm.module()->named_parameters();
+  int64_t copied = 0;  // the encoder's; the pooler (which the masked LM has not) and the classifier stay new
+  for (const auto& item : classifier.module()->named_parameters())
+    if (const auto* t = from.find(item.key())) {
+      CHECK(at::equal(item.value(), *t));
+      ++copied;
+    }
+  CHECK(copied == static_cast<int64_t>(mlm.as<BertForMaskedLM>()->bert->parameters().size()));
+  save_model(classifier, dir.path() / "cls.safetensors");
+  const auto cls_file = (dir.path() / "cls.safetensors").string();
+  CHECK(lathe::test::error_of([&] { load_model(cls_file, ModelKind::BertClassifier, 2); }) ==
+        cls_file + ": the classifier has 4 labels, 2 were asked for (model.num_labels)");
+  CHECK(lathe::test::error_of([&] { load_model(cls_file, ModelKind::BertMaskedLm); }) ==
+        cls_file + ": holds a bert_classifier model, not the model this task needs");
 }

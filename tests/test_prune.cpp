@@ -48,7 +48,8 @@ namespace {
 at::Tensor logits(AnyModel m, const at::Tensor& ids) {
   torch::NoGradGuard no_grad;
   m.module()->eval();
-  return m.kind == ModelKind::Gpt ? m.gpt->forward(ids) : m.mlm->forward(ids);
+  return m.kind() == ModelKind::Gpt ? m.as<lathe::models::Gpt>()->forward(ids)
+                                    : m.as<lathe::models::BertForMaskedLM>()->forward(ids);
 }
 
 /// The parameters named `<prefix>.<suffix>` in layer order.
@@ -67,7 +68,7 @@ TEST_CASE("prune: magnitude, global, wanda and n:m masks equal the reference and
   const auto ids = at::randint(0, 64, {4, 16}, at::kLong);
   lathe::compress::Calibration calibration{2, [&](int64_t i, bool) {
                                              torch::NoGradGuard no_grad;
-                                             model.gpt->forward(ids.narrow(0, 2 * i, 2));
+                                             model.as<lathe::models::Gpt>()->forward(ids.narrow(0, 2 * i, 2));
                                            }};
   // The inputs each prunable layer sees, for the reference.
   std::map<std::string, std::vector<at::Tensor>> seen;
@@ -182,7 +183,7 @@ TEST_CASE("prune: removing heads and neurons computes what masking them computes
       lathe::models::SamplingOptions greedy;
       greedy.temperature = 0;
       greedy.max_new_tokens = 8;
-      auto gpt = loaded.gpt;
+      auto gpt = loaded.as<lathe::models::Gpt>();
       const auto cached = lathe::models::generate(gpt, {1, 2, 3}, greedy).tokens;
       greedy.use_cache = false;
       CHECK(cached == lathe::models::generate(gpt, {1, 2, 3}, greedy).tokens);
@@ -227,7 +228,7 @@ TEST_CASE("prune: heads and neurons are ranked by their L2 norm or by Taylor |w 
   AnyModel fresh = lathe::models::make_model(ModelKind::Gpt, tiny("gpt"));
   const auto ids = at::randint(0, 64, {2, 16}, at::kLong);
   auto backward = [&] {
-    auto out = fresh.gpt->forward(ids);
+    auto out = fresh.as<lathe::models::Gpt>()->forward(ids);
     at::cross_entropy_loss(out.narrow(1, 0, 15).reshape({-1, 64}), ids.narrow(1, 1, 15).reshape({-1})).backward();
   };
   lathe::compress::Calibration calibration{1, [&](int64_t, bool) { backward(); }};
@@ -279,7 +280,7 @@ TEST_CASE("prune: a pruned model exports to Hugging Face with its smaller config
     o.neurons = 0.5;
     auto pruned = lathe::compress::apply_structured(model, lathe::compress::plan_structured(model, o));
     const auto hf = dir.path() / family;
-    lathe::models::save_hf(pruned.gpt, hf);
+    lathe::models::save_hf(pruned, hf);
     const auto config = json::parse(lathe::test::read_file(hf / "config.json"));
     lathe::test::run_reference("hf_models.py", {"logits", hf.string(), (dir.path() / "ref.safetensors").string(),
                                                 (dir.path() / (family + ".out")).string()});
@@ -301,7 +302,7 @@ TEST_CASE("prune: a pruned model exports to Hugging Face with its smaller config
   o.method = PruneMethod::Structured;
   o.heads = 0.5;
   auto pruned = lathe::compress::apply_structured(model, lathe::compress::plan_structured(model, o));
-  CHECK_THAT(lathe::test::error_of([&] { lathe::models::save_hf(pruned.gpt, dir.path() / "refused"); }),
+  CHECK_THAT(lathe::test::error_of([&] { lathe::models::save_hf(pruned, dir.path() / "refused"); }),
              Catch::Contains("2 heads of width 8 in a width of 32") && Catch::Contains("prune.heads: 0"));
   CHECK_FALSE(fs::exists(dir.path() / "refused" / "model.safetensors"));
 }
@@ -424,7 +425,7 @@ TEST_CASE("prune: a Hugging Face directory is pruned and exported like a checkpo
   auto r = lathe::test::prepared(corpus.recipe(dir.path() / "run", "batch_size: 4"));
   torch::manual_seed(8);
   auto model = lathe::models::make_model(ModelKind::Gpt, r.model.options(400));
-  lathe::models::save_hf(model.gpt, dir.path() / "hf");
+  lathe::models::save_hf(model, dir.path() / "hf");
   r.pipeline = {lathe::recipe::Stage::Prune, lathe::recipe::Stage::Export};
   r.prune.checkpoint = (dir.path() / "hf").string();
   r.prune.method = PruneMethod::Structured;
@@ -467,7 +468,7 @@ export: {{format: hf}}
   const auto report = json::parse(lathe::test::read_file(out / "prune.json"));
   CHECK(report["fine_tuned"]["metrics"].contains("perplexity"));
   const auto pruned = lathe::models::load_model(out / "pruned" / "model.safetensors");
-  CHECK(pruned.kind == ModelKind::BertMaskedLm);
+  CHECK(pruned.kind() == ModelKind::BertMaskedLm);
   CHECK(pruned.options().ff_width() == 64);
   CHECK(json::parse(lathe::test::read_file(out / "export" / "config.json"))["intermediate_size"] == 64);
   // transformers runs the exported encoder as lathe runs the pruned one.

@@ -281,7 +281,7 @@ TEST_CASE("quantize: every quantized layer of a trained GPT stays within its bud
       lin->input_observer = [&inputs, p = path](const at::Tensor& x) { inputs[p] = x.detach().clone(); };
     {
       torch::NoGradGuard no_grad;
-      fp.gpt->forward(batch.input_ids);
+      fp.as<lathe::models::Gpt>()->forward(batch.input_ids);
     }
     QuantizeOptions o;
     o.method = scheme;
@@ -290,7 +290,8 @@ TEST_CASE("quantize: every quantized layer of a trained GPT stays within its bud
     o.calibration_batches = 2;
     lathe::compress::Calibration calibration{2, [&](int64_t i, bool) {
                                                torch::NoGradGuard no_grad;
-                                               model.gpt->forward(data->train_batch(static_cast<uint64_t>(i)).input_ids);
+                                               model.as<lathe::models::Gpt>()->forward(
+                                                   data->train_batch(static_cast<uint64_t>(i)).input_ids);
                                              }};
     const auto layers = lathe::compress::quantize_model(model, o, &calibration);
     // The blocks' matrices are quantized; the tied output head is the embedding and stays float.
@@ -350,21 +351,21 @@ TEST_CASE("quantize: a tied output head is quantized as a copy, the embedding st
   TrainedRun run(4);
   run.r.eval.batches = 2;
   auto model = lathe::models::load_model(lathe::train::newest_checkpoint(run.r));
-  REQUIRE(model.gpt->options.tie_embeddings);
-  const auto table = model.gpt->wte->weight.clone();
+  REQUIRE(model.as<lathe::models::Gpt>()->options.tie_embeddings);
+  const auto table = model.as<lathe::models::Gpt>()->wte->weight.clone();
   const auto float_metrics = lathe::train::evaluate_model(run.r, model, *run.data, at::kCPU).metrics;
   QuantizeOptions o;
   o.skip_modules = {};
   const auto layers = lathe::compress::quantize_model(model, o);
   REQUIRE(layers.size() == 9);
   CHECK(layers.back().name == "lm_head");
-  CHECK(at::equal(model.gpt->wte->weight, table));
+  CHECK(at::equal(model.as<lathe::models::Gpt>()->wte->weight, table));
   const auto in_memory = lathe::train::evaluate_model(run.r, model, *run.data, at::kCPU).metrics;
   CHECK(in_memory.at("loss") != float_metrics.at("loss"));
   const auto file = run.dir.path() / "head.safetensors";
   lathe::models::save_model(model, file);
   const auto loaded = lathe::models::load_model(file);
-  CHECK(loaded.gpt->options.tie_embeddings);
+  CHECK(loaded.as<lathe::models::Gpt>()->options.tie_embeddings);
   CHECK(lathe::models::quantized_layers(loaded).count("lm_head") == 1);
   CHECK(lathe::train::evaluate_model(run.r, loaded, *run.data, at::kCPU).metrics == in_memory);
 }
@@ -389,11 +390,12 @@ TEST_CASE("quantize: the stage's GPTQ calibrates the output head on its inputs a
     torch::NoGradGuard no_grad;
     auto m = quantized;
     for (int64_t i = 0; i < 2; ++i) {
-      const auto h = m.gpt->hidden(run.data->train_batch(static_cast<uint64_t>(i)).input_ids);
+      const auto h = m.as<lathe::models::Gpt>()->hidden(run.data->train_batch(static_cast<uint64_t>(i)).input_ids);
       hidden.push_back(h.reshape({-1, h.size(-1)}));
     }
   }
-  const auto w = lathe::models::load_model(ckpt).gpt->wte->weight.detach().clone();  // the tied head
+  const auto w =
+      lathe::models::load_model(ckpt).as<lathe::models::Gpt>()->wte->weight.detach().clone();  // the tied head
   TempDir dir;
   lathe::io::save_safetensors(dir.path() / "in.safetensors",
                               {{"w", w}, {"x", at::cat(hidden)}, {"config", at::tensor(std::vector<double>{8, 0, 0.01})}});

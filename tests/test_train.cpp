@@ -115,8 +115,7 @@ data: {{seq_len: 16}}
   }
   // Final parameters, compared in Hugging Face layout.
   auto& m = trainer.model();
-  if (bert) lathe::models::save_hf(m.mlm, dir.path() / "ours");
-  else lathe::models::save_hf(m.gpt, dir.path() / "ours");
+  lathe::models::save_hf(m, dir.path() / "ours");
   const auto ours = lathe::io::load_safetensors(dir.path() / "ours/model.safetensors");
   const auto theirs = lathe::io::load_safetensors(dir.path() / "final/model.safetensors");
   double worst = 0;
@@ -343,7 +342,7 @@ TEST_CASE("train: non-finite losses stop the run or skip exactly the bad steps",
   {
     Trainer t(r);
     torch::NoGradGuard no_grad;
-    t.model().gpt->wte->weight[rare].fill_(std::nan(""));
+    t.model().as<lathe::models::Gpt>()->wte->weight[rare].fill_(std::nan(""));
     lathe::models::save_model(t.model(), out.path() / "poisoned.safetensors");
   }
   r.train.init_from = (out.path() / "poisoned.safetensors").string();
@@ -598,8 +597,8 @@ schedule: {{warmup_steps: 5}}
   Trainer trainer(cls);
   {
     auto pre = lathe::models::load_model(mlm_rep.checkpoint / "model.safetensors");
-    CHECK(at::equal(trainer.model().classifier->bert->word_embeddings->weight,
-                    pre.mlm->bert->word_embeddings->weight));
+    CHECK(at::equal(trainer.model().as<lathe::models::BertForSequenceClassification>()->bert->word_embeddings->weight,
+                    pre.as<lathe::models::BertForMaskedLM>()->bert->word_embeddings->weight));
   }
   const auto rep = trainer.run();
   INFO("accuracy " << rep.val.at("accuracy"));
@@ -661,13 +660,14 @@ TEST_CASE("train: on CUDA fp16 with loss scaling and bf16 train like fp32", "[tr
   }
   // Cached decoding on the GPU equals recomputation there too.
   auto model = lathe::models::load_model(lathe::train::list_checkpoints(dir.path() / "fp32/checkpoints").back());
-  model.gpt->to(at::Device(at::kCUDA, 0));
+  model.as<lathe::models::Gpt>()->to(at::Device(at::kCUDA, 0));
   lathe::models::SamplingOptions s;
   s.temperature = 0;
   s.max_new_tokens = 16;
-  auto a = lathe::models::generate(model.gpt, {1, 2, 3}, s);
+  auto gpt = model.as<lathe::models::Gpt>();
+  auto a = lathe::models::generate(gpt, {1, 2, 3}, s);
   s.use_cache = false;
-  CHECK(lathe::models::generate(model.gpt, {1, 2, 3}, s).tokens == a.tokens);
+  CHECK(lathe::models::generate(gpt, {1, 2, 3}, s).tokens == a.tokens);
 }
 
 TEST_CASE("train: train.cuda_graphs needs a CUDA device and one process", "[train][errors]") {

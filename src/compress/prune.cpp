@@ -174,8 +174,7 @@ void check_skip_modules(const models::AnyModel& model, const std::vector<std::st
   if (skip.empty()) return;
   auto params = nn::roles_of(*model.module());
   // A tied head is still the model's output head: `lm_head` names it (quantization copies it).
-  if (model.kind == models::ModelKind::Gpt && !model.gpt->lm_head)
-    params.push_back({"lm_head.weight", model.gpt->wte->weight, nn::Role::OutputHead});
+  if (auto head = model.tied_head()) params.push_back(*head);
   for (const auto& pattern : skip) {
     if (parse_enum<nn::Role>(pattern)) continue;  // a role may have no parameter in this model
     if (std::any_of(params.begin(), params.end(), [&](const auto& p) { return nn::selected(p, {pattern}); })) continue;
@@ -384,7 +383,7 @@ models::AnyModel apply_structured(const models::AnyModel& model, const Structure
   }
   options.d_ff = kept_neurons;
   options.device = c10::kCPU;
-  auto pruned = models::make_model(model.kind, options);
+  auto pruned = models::make_model(model.kind(), options);
   pruned.labels = model.labels;
 
   // The rows / columns each pruned parameter keeps; everything else is copied whole.

@@ -134,9 +134,7 @@ std::vector<QuantizedLayer> quantize_model(models::AnyModel& model, const Quanti
     throw std::invalid_argument("gptq needs calibration batches");
   check_skip_modules(model, o.skip_modules, "quantize.skip_modules");
   // A tied output head is quantized as a copy of the embedding, which stays a float table.
-  if (model.kind == models::ModelKind::Gpt && !model.gpt->lm_head &&
-      !nn::selected({"lm_head.weight", model.gpt->wte->weight, nn::Role::OutputHead}, o.skip_modules))
-    model.gpt->separate_head();
+  if (auto head = model.tied_head(); head && !nn::selected(*head, o.skip_modules)) model.separate_head();
   const auto layers = quantizable(model, o.skip_modules);
   const auto grid = o.grid();
   for (const auto& [path, lin] : layers)

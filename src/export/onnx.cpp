@@ -168,47 +168,81 @@ std::string bert_encoder(Graph& g, models::BertModelImpl& bert, const std::strin
   return x;
 }
 
-OnnxGraph bert_graph(const models::AnyModel& model, const OnnxOptions& o) {
+/// The masked-LM head: the logits of every position, (B, T, vocab_size).
+void mlm_logits(Graph& g, const models::AnyModel& model, const std::string& hidden, const Axes& axes) {
+  auto mlm_holder = model.as<models::BertForMaskedLM>();
+  auto& mlm = *mlm_holder;
+  const auto& opt = mlm.bert->options;
+  std::string h;
+  {
+    Graph::Scope s(g, "mlm_dense");
+    h = emit(g, *mlm.mlm_dense, hidden);
+  }
+  h = emit_gelu(g, opt.activation, h);
+  {
+    Graph::Scope s(g, "mlm_norm");
+    h = emit(g, *mlm.mlm_norm, h);
+  }
+  Graph::Scope s(g, "mlm_decoder");
+  g.output(emit_tied_head(g, mlm.bert->word_embeddings->weight, mlm.mlm_bias, h), "logits", Elem::Float,
+           {axes.batch, "sequence_length", opt.vocab_size});
+}
+
+/// The classification head on the pooled first token: (B, num_labels).
+void classifier_logits(Graph& g, const models::AnyModel& model, const std::string& hidden, const Axes& axes) {
+  auto cls_holder = model.as<models::BertForSequenceClassification>();
+  auto& cls = *cls_holder;
+  std::string pooled;
+  {
+    Graph::Scope s(g, "bert/pooler");
+    const auto first = g.op("Gather", {hidden, g.int_scalar(0)}, {{"axis", int64_t{1}}});  // (B, C)
+    pooled = g.op("Tanh", {emit(g, *cls.bert->pooler, first)});
+  }
+  Graph::Scope s(g, "classifier");
+  g.output(emit(g, *cls.classifier, pooled), "logits", Elem::Float, {axes.batch, cls.bert->options.num_labels});
+}
+
+using HeadEmitter = void (*)(Graph&, const models::AnyModel&, const std::string& hidden, const Axes&);
+
+OnnxGraph bert_graph(const models::AnyModel& model, models::BertModel bert, const OnnxOptions& o, HeadEmitter head) {
   const Axes axes(o);
   Graph g(model.kind_name(), o.opset);
   const std::vector<Dim> dims{axes.batch, "sequence_length"};
   const auto ids = g.input("input_ids", Elem::Int64, dims);
   const auto mask = g.input("attention_mask", Elem::Int64, dims);
   const auto types = g.input("token_type_ids", Elem::Int64, dims);
-  auto bert = model.bert();
-  const auto& opt = bert->options;
   const auto hidden = bert_encoder(g, *bert, ids, mask, types);
-  if (model.kind == models::ModelKind::BertMaskedLm) {
-    auto mlm_holder = model.mlm;
-    auto& mlm = *mlm_holder;
-    std::string h;
-    {
-      Graph::Scope s(g, "mlm_dense");
-      h = emit(g, *mlm.mlm_dense, hidden);
-    }
-    h = emit_gelu(g, opt.activation, h);
-    {
-      Graph::Scope s(g, "mlm_norm");
-      h = emit(g, *mlm.mlm_norm, h);
-    }
-    Graph::Scope s(g, "mlm_decoder");
-    g.output(emit_tied_head(g, bert->word_embeddings->weight, mlm.mlm_bias, h), "logits", Elem::Float,
-             {axes.batch, "sequence_length", opt.vocab_size});
-  } else {
-    auto cls_holder = model.classifier;
-    auto& cls = *cls_holder;
-    std::string pooled;
-    {
-      Graph::Scope s(g, "bert/pooler");
-      const auto first = g.op("Gather", {hidden, g.int_scalar(0)}, {{"axis", int64_t{1}}});  // (B, C)
-      pooled = g.op("Tanh", {emit(g, *bert->pooler, first)});
-    }
-    Graph::Scope s(g, "classifier");
-    g.output(emit(g, *cls.classifier, pooled), "logits", Elem::Float, {axes.batch, opt.num_labels});
-  }
-  g.output(hidden, "last_hidden_state", Elem::Float, {axes.batch, "sequence_length", opt.d_model});
+  head(g, model, hidden, axes);
+  g.output(hidden, "last_hidden_state", Elem::Float, {axes.batch, "sequence_length", bert->options.d_model});
   return {"model.onnx", std::shared_ptr<onnx::ModelProto>(g.finish(metadata(model, o)))};
 }
+
+std::vector<OnnxGraph> gpt_graphs(const models::AnyModel& model, const OnnxOptions& o) {
+  auto gpt = model.as<models::Gpt>();
+  return {gpt_graph(*gpt, o, /*with_past=*/false, metadata(model, o)),
+          gpt_graph(*gpt, o, /*with_past=*/true, metadata(model, o))};
+}
+std::vector<OnnxGraph> mlm_graphs(const models::AnyModel& model, const OnnxOptions& o) {
+  return {bert_graph(model, model.as<models::BertForMaskedLM>()->bert, o, mlm_logits)};
+}
+std::vector<OnnxGraph> classifier_graphs(const models::AnyModel& model, const OnnxOptions& o) {
+  return {bert_graph(model, model.as<models::BertForSequenceClassification>()->bert, o, classifier_logits)};
+}
+
+/// The graphs of each model kind: a row per kind, in ModelKind's spelling order (a new kind does
+/// not build until it has its row).
+struct OnnxKind {
+  models::ModelKind kind;
+  std::vector<OnnxGraph> (*graphs)(const models::AnyModel&, const OnnxOptions&);
+};
+constexpr std::array kOnnxKinds{
+    OnnxKind{models::ModelKind::Gpt, gpt_graphs},
+    OnnxKind{models::ModelKind::BertMaskedLm, mlm_graphs},
+    OnnxKind{models::ModelKind::BertClassifier, classifier_graphs},
+};
+static_assert(models::covers_every_kind(kOnnxKinds),
+              "src/export/onnx.cpp: kOnnxKinds needs one row per models::ModelKind, in the order of its spelling "
+              "table (include/lathe/models/kind.hpp): say which graphs export the new kind");
 
 int64_t weight_bytes(const onnx::ModelProto& m) {
   int64_t n = 0;
@@ -286,13 +320,9 @@ OnnxExport export_onnx(const models::AnyModel& model, const OnnxOptions& options
   for (const auto& [path, linear] : nn::linear_layers(*model.module()))
     if (const auto* q = linear->quantized()) quantized.push_back(q);
   for (auto& note : quantized_notes(quantized)) out.notes.push_back(std::move(note));
-  if (model.kind == models::ModelKind::Gpt) {
-    auto gpt = model.gpt;
-    out.graphs.push_back(gpt_graph(*gpt, options, /*with_past=*/false, metadata(model, options)));
-    out.graphs.push_back(gpt_graph(*gpt, options, /*with_past=*/true, metadata(model, options)));
-  } else {
-    out.graphs.push_back(bert_graph(model, options));
-  }
+  for (const auto& row : kOnnxKinds)
+    if (row.kind == model.kind())
+      for (auto& graph : row.graphs(model, options)) out.graphs.push_back(std::move(graph));
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include "lathe/io/json_file.hpp"
 #include "lathe/models/store.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 
@@ -84,44 +85,40 @@ std::map<std::string, const nn::QuantizedWeight*> quantized_layers(const AnyMode
   return out;
 }
 
-std::shared_ptr<torch::nn::Module> AnyModel::module() const {
-  switch (kind) {
-    case ModelKind::Gpt: return gpt.ptr();
-    case ModelKind::BertMaskedLm: return mlm.ptr();
-    case ModelKind::BertClassifier: return classifier.ptr();
-  }
-  return nullptr;
+AnyModel::AnyModel(std::shared_ptr<torch::nn::Module> module) : module_(std::move(module)) {
+  for (const auto& row : model_kinds())
+    if (module_ && row.holds(*module_)) row_ = &row;
+  if (!row_) throw std::logic_error("AnyModel: the module is of no model kind's class");
 }
 
-BertModel AnyModel::bert() const {
-  if (kind == ModelKind::BertMaskedLm) return mlm->bert;
-  if (kind == ModelKind::BertClassifier) return classifier->bert;
-  return nullptr;
+const ModelKindTraits& AnyModel::traits() const {
+  if (!row_) throw std::logic_error("AnyModel: an empty handle has no kind");
+  return *row_;
 }
 
-int64_t AnyModel::vocab_size() const { return options().vocab_size; }
+std::optional<nn::RoledParameter> AnyModel::tied_head() const {
+  const auto& row = traits();
+  if (!row.tied_head) return std::nullopt;
+  auto weight = row.tied_head(*module_);
+  if (!weight.defined()) return std::nullopt;
+  return nn::RoledParameter{std::string(row.tied_head_path) + ".weight", weight, nn::Role::OutputHead};
+}
 
-const ModelOptions& AnyModel::options() const { return kind == ModelKind::Gpt ? gpt->options : bert()->options; }
+void AnyModel::separate_head() const {
+  if (const auto& row = traits(); row.separate_head) row.separate_head(*module_);
+}
 
-const char* AnyModel::kind_name() const {
-  switch (kind) {
-    case ModelKind::Gpt: return "gpt";
-    case ModelKind::BertMaskedLm: return "bert_masked_lm";
-    case ModelKind::BertClassifier: return "bert_classifier";
-  }
-  return "?";
+at::Tensor AnyModel::blockwise_loss(const TaskInputs& inputs, at::ScalarType* logits_dtype) const {
+  const auto& row = traits();
+  return row.blockwise_loss ? row.blockwise_loss(*module_, inputs, logits_dtype) : at::Tensor();
 }
 
 AnyModel make_model(ModelKind kind, const ModelOptions& options) {
-  AnyModel m;
-  m.kind = kind;
-  switch (kind) {
-    case ModelKind::Gpt: m.gpt = Gpt(options); break;
-    case ModelKind::BertMaskedLm: m.mlm = BertForMaskedLM(options); break;
-    case ModelKind::BertClassifier: m.classifier = BertForSequenceClassification(options); break;
-  }
-  return m;
+  const auto& row = kind_traits(kind);
+  return AnyModel(row, row.make(options));
 }
+
+void save_hf(const AnyModel& model, const fs::path& dir) { model.traits().save_hf(*model.module(), dir, model.labels); }
 
 void save_model(const AnyModel& model, const fs::path& path) {
   json meta = {{"format_version", kModelFormatVersion}, {"kind", model.kind_name()}};
@@ -147,86 +144,94 @@ void assign_parameter(at::Tensor& param, const at::Tensor& value) {
     param.copy_(value);
 }
 
-AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels, io::Read read) {
-  if (fs::is_directory(path) && is_hf_model_dir(path)) {
-    const auto type = io::read_json(path / "config.json").value("model_type", "");
-    AnyModel m;
-    if (type == "bert") {
-      m.kind = want.value_or(ModelKind::BertMaskedLm);
-      if (m.kind == ModelKind::Gpt) throw Error(path.string() + ": a BERT model cannot be trained or run as a GPT");
-      if (m.kind == ModelKind::BertMaskedLm) m.mlm = load_hf_bert_mlm(path);
-      else m.classifier = load_hf_bert_classifier(path, num_labels);
-    } else {
-      if (want && *want != ModelKind::Gpt)
-        throw Error(path.string() + ": a " + type + " model cannot be used as a BERT model");
-      m.gpt = load_hf_gpt(path, read);
-    }
-    return m;
+namespace {
+
+/// A Hugging Face directory as `want`, or as the first kind of its architecture.
+AnyModel load_hf_dir(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels, io::Read read) {
+  const auto type = io::read_json(path / "config.json").value("model_type", "");
+  // Every other model_type is a GPT family's (which refuses the types it does not know).
+  const Arch arch = type == "bert" ? Arch::Bert : Arch::Gpt;
+  const auto kinds = model_kinds();
+  const auto* row = want ? &kind_traits(*want)
+                         : &*std::find_if(kinds.begin(), kinds.end(), [&](const auto& k) { return k.arch == arch; });
+  if (row->arch != arch)
+    throw Error(path.string() + (arch == Arch::Bert ? std::string(": a BERT model cannot be trained or run as a GPT")
+                                                    : ": a " + type + " model cannot be used as a BERT model"));
+  return AnyModel(row->load_hf(path, num_labels, read));
+}
+
+/// Rethrows what reading the file's metadata threw, naming the file.
+template <class F>
+auto naming_file(const fs::path& file, F&& f) {
+  try {
+    return f();
+  } catch (const json::exception& e) {
+    throw Error(file.string() + ": bad lathe.model metadata: " + e.what());
+  } catch (const std::exception& e) {
+    throw Error(file.string() + ": " + e.what());
   }
-  const fs::path file = fs::is_directory(path) ? path / "model.safetensors" : path;
-  auto st = io::load_safetensors(file, read);
+}
+
+json read_metadata(const fs::path& file, const io::Safetensors& st) {
   auto it = st.metadata.find("lathe.model");
   if (it == st.metadata.end())
-    throw Error(file.string() + ": no lathe.model metadata (not a lathe model file; a Hugging Face model is read "
-                                "from its directory)");
-  json meta;
+    throw Error(file.string() +
+                ": no lathe.model metadata (not a lathe model file; a Hugging Face model is read "
+                "from its directory)");
   try {
-    meta = json::parse(it->second);
+    return json::parse(it->second);
   } catch (const json::exception& e) {
     throw Error(file.string() + ": bad lathe.model metadata: " + e.what());
   }
-  AnyModel m;
-  try {
-    if (meta.at("format_version").get<int>() > kModelFormatVersion)
-      throw Error("written by a newer lathe (format_version " + meta.at("format_version").dump() + ")");
-    const auto kind = meta.at("kind").get<std::string>();
-    const auto& opts = meta.at("options");
-    nn::SkipInitGuard skip_init;  // every parameter is read below (or the file is refused)
-    if (kind == "gpt") m = make_model(ModelKind::Gpt, options_from_json(Arch::Gpt, opts));
-    else if (kind == "bert_masked_lm") m = make_model(ModelKind::BertMaskedLm, options_from_json(Arch::Bert, opts));
-    else if (kind == "bert_classifier") m = make_model(ModelKind::BertClassifier, options_from_json(Arch::Bert, opts));
-    else throw Error("unknown model kind '" + kind + "'");
-    if (meta.contains("labels")) m.labels = meta["labels"].get<std::vector<std::string>>();
-  } catch (const json::exception& e) {
-    throw Error(file.string() + ": bad lathe.model metadata: " + e.what());
-  } catch (const std::exception& e) {
-    throw Error(file.string() + ": " + e.what());
-  }
-  std::map<std::string, at::Tensor> stored(st.tensors.begin(), st.tensors.end());
-  std::vector<std::string> missing, wrong;
-  torch::NoGradGuard no_grad;
-  // Quantized layers first: their float weights then leave the parameters.
-  try {
-    if (meta.contains("quantized")) {
-      // A GPT with tied embeddings whose head was quantized holds that head apart.
-      if (m.kind == ModelKind::Gpt && meta.at("quantized").contains("lm_head")) m.gpt->separate_head();
-      const auto all = nn::linear_layers(*m.module());
-      const std::map<std::string, nn::LinearImpl*> layers(all.begin(), all.end());
-      for (const auto& [path, q] : meta.at("quantized").items()) {
-        auto lin = layers.find(path);
-        if (lin == layers.end()) throw Error("quantized layer '" + path + "' is not a Linear layer of the model");
-        const auto scheme = parse_enum<nn::QuantScheme>(q.at("scheme").get<std::string>());
-        const auto activations = parse_enum<nn::QuantActivations>(q.at("activations").get<std::string>());
-        if (!scheme || !activations) throw Error("quantized layer '" + path + "': unknown scheme " + q.dump());
-        std::map<std::string, at::Tensor> parts;
-        for (const char* name : {"qweight", "scales", "zeros"})
-          if (auto t = stored.find(path + "." + name); t != stored.end()) {
-            parts[name] = t->second;
-            stored.erase(t);
-          }
-        try {
-          lin->second->quantize(nn::QuantizedWeight::from_stored({*scheme, q.at("group_size").get<int64_t>()}, *activations,
-                                                                 parts, lin->second->options.in));
-        } catch (const std::invalid_argument& e) {
-          throw Error("quantized layer '" + path + "': " + e.what());
-        }
+}
+
+/// The model the metadata describes, its parameters not initialized (every one is read next).
+AnyModel model_from_metadata(const json& meta) {
+  if (meta.at("format_version").get<int>() > kModelFormatVersion)
+    throw Error("written by a newer lathe (format_version " + meta.at("format_version").dump() + ")");
+  const auto name = meta.at("kind").get<std::string>();
+  const auto& opts = meta.at("options");
+  const auto kind = parse_enum<ModelKind>(name);
+  if (!kind) throw Error("unknown model kind '" + name + "'");
+  nn::SkipInitGuard skip_init;
+  AnyModel m = make_model(*kind, options_from_json(kind_traits(*kind).arch, opts));
+  if (meta.contains("labels")) m.labels = meta["labels"].get<std::vector<std::string>>();
+  return m;
+}
+
+/// Rebuilds the quantized layers the metadata lists from their stored tensors, which leave
+/// `stored`; their float weights then leave the parameters.
+void read_quantized(const json& quantized, const AnyModel& m, std::map<std::string, at::Tensor>& stored) {
+  // A tied head that was quantized is held apart.
+  if (const auto& row = m.traits(); row.separate_head && quantized.contains(std::string(row.tied_head_path)))
+    m.separate_head();
+  const auto all = nn::linear_layers(*m.module());
+  const std::map<std::string, nn::LinearImpl*> layers(all.begin(), all.end());
+  for (const auto& [path, q] : quantized.items()) {
+    auto lin = layers.find(path);
+    if (lin == layers.end()) throw Error("quantized layer '" + path + "' is not a Linear layer of the model");
+    const auto scheme = parse_enum<nn::QuantScheme>(q.at("scheme").get<std::string>());
+    const auto activations = parse_enum<nn::QuantActivations>(q.at("activations").get<std::string>());
+    if (!scheme || !activations) throw Error("quantized layer '" + path + "': unknown scheme " + q.dump());
+    std::map<std::string, at::Tensor> parts;
+    for (const char* name : {"qweight", "scales", "zeros"})
+      if (auto t = stored.find(path + "." + name); t != stored.end()) {
+        parts[name] = t->second;
+        stored.erase(t);
       }
+    try {
+      lin->second->quantize(nn::QuantizedWeight::from_stored({*scheme, q.at("group_size").get<int64_t>()}, *activations,
+                                                             parts, lin->second->options.in));
+    } catch (const std::invalid_argument& e) {
+      throw Error("quantized layer '" + path + "': " + e.what());
     }
-  } catch (const json::exception& e) {
-    throw Error(file.string() + ": bad lathe.model metadata: " + e.what());
-  } catch (const std::exception& e) {
-    throw Error(file.string() + ": " + e.what());
   }
+}
+
+/// The stored tensors become the model's parameters; all of them, each of its shape, or an error
+/// listing every difference.
+void assign_stored(const fs::path& file, const AnyModel& m, std::map<std::string, at::Tensor>& stored) {
+  std::vector<std::string> missing, wrong;
   for (auto& item : m.module()->named_parameters()) {
     auto it = stored.find(item.key());
     if (it == stored.end()) missing.push_back(item.key());
@@ -241,25 +246,46 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
     for (const auto& [n, t] : stored) msg += "\n  unexpected " + n;
     throw Error(msg);
   }
-  if (want && *want != m.kind) {
+}
+
+/// The file's model as the kind the caller wants: itself, a new model of a kind it can start
+/// (its parameters of the same name copied, the others new), or an error.
+AnyModel as_wanted(const fs::path& file, AnyModel m, std::optional<ModelKind> want, int64_t num_labels) {
+  if (want && *want != m.kind()) {
     if (!quantized_layers(m).empty())
       throw Error(file.string() + ": holds a quantized " + m.kind_name() + " model, which cannot become another kind");
-    // A masked-LM file starts a classifier: its encoder is copied, the heads stay new.
-    if (*want == ModelKind::BertClassifier && m.kind == ModelKind::BertMaskedLm) {
-      auto options = m.mlm->bert->options;
-      if (num_labels > 0) options.num_labels = num_labels;
-      AnyModel c = make_model(ModelKind::BertClassifier, options);
-      auto src = m.mlm->bert->named_parameters();
-      for (auto& item : c.classifier->bert->named_parameters())
-        if (auto* t = src.find(item.key())) item.value().copy_(*t);
-      return c;
-    }
-    throw Error(file.string() + ": holds a " + m.kind_name() + " model, not the model this task needs");
+    const auto& row = kind_traits(*want);
+    if (row.starts_from != m.kind())
+      throw Error(file.string() + ": holds a " + m.kind_name() + " model, not the model this task needs");
+    auto options = m.options();
+    if (row.labelled && num_labels > 0) options.num_labels = num_labels;
+    AnyModel started = make_model(*want, options);
+    torch::NoGradGuard no_grad;
+    auto src = m.module()->named_parameters();
+    for (auto& item : started.module()->named_parameters())
+      if (auto* t = src.find(item.key())) item.value().copy_(*t);
+    return started;
   }
-  if (m.kind == ModelKind::BertClassifier && num_labels > 0 && num_labels != m.classifier->bert->options.num_labels)
-    throw Error(file.string() + ": the classifier has " + std::to_string(m.classifier->bert->options.num_labels) +
-                " labels, " + std::to_string(num_labels) + " were asked for (model.num_labels)");
+  if (m.traits().labelled && num_labels > 0 && num_labels != m.options().num_labels)
+    throw Error(file.string() + ": the classifier has " + std::to_string(m.options().num_labels) + " labels, " +
+                std::to_string(num_labels) + " were asked for (model.num_labels)");
   return m;
+}
+
+}  // namespace
+
+AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels, io::Read read) {
+  if (fs::is_directory(path) && is_hf_model_dir(path)) return load_hf_dir(path, want, num_labels, read);
+  const fs::path file = fs::is_directory(path) ? path / "model.safetensors" : path;
+  auto st = io::load_safetensors(file, read);
+  const json meta = read_metadata(file, st);
+  AnyModel m = naming_file(file, [&] { return model_from_metadata(meta); });
+  std::map<std::string, at::Tensor> stored(st.tensors.begin(), st.tensors.end());
+  torch::NoGradGuard no_grad;
+  // Quantized layers first: their float weights then leave the parameters.
+  if (meta.contains("quantized")) naming_file(file, [&] { read_quantized(meta.at("quantized"), m, stored); });
+  assign_stored(file, m, stored);
+  return as_wanted(file, std::move(m), want, num_labels);
 }
 
 }  // namespace lathe::models

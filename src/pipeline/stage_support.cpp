@@ -44,8 +44,7 @@ void refuse_if_trained(const recipe::Recipe& r, const char* stage, const std::ve
 }
 
 models::AnyModel load_task_model(const recipe::Recipe& r, const fs::path& path) {
-  const auto kind = train::model_kind(r.train.task);
-  return models::load_model(path, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  return models::load_model(path, train::model_kind(r.train.task), r.model.num_labels);
 }
 
 std::pair<double, double> forward_ms(const models::AnyModel& a, const models::AnyModel& b, const train::Batch& batch) {

@@ -127,7 +127,7 @@ std::optional<CheckpointData> choose_resume(const fs::path& root, const std::str
 }
 
 models::AnyModel resumed_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok, const CheckpointData& c) {
-  if (c.model.kind != model_kind(r.train.task))
+  if (c.model.kind() != model_kind(r.train.task))
     throw Error(c.dir.string() + ": holds a " + c.model.kind_name() + " model, but train.task is " +
                 std::string(recipe::enum_name(r.train.task)));
   return adopt(r, tok, c.model, "the checkpoint " + c.dir.string(), kResumeWayOut);
@@ -136,7 +136,7 @@ models::AnyModel resumed_model(const recipe::Recipe& r, const tokenizer::Tokeniz
 void check_checkpoint_model(const recipe::Recipe& r, const fs::path& dir) {
   const auto tok = load_run_tokenizer(r, /*required=*/false);
   const auto kind = model_kind(r.train.task);
-  auto loaded = models::load_model(dir, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  auto loaded = models::load_model(dir, kind, r.model.num_labels);
   adopt(r, tok.get(), loaded, "the checkpoint " + dir.string(), kResumeWayOut);
 }
 

@@ -52,7 +52,7 @@ EvalResult evaluate_model(const recipe::Recipe& r, const models::AnyModel& model
 EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {
   const auto path = checkpoint.empty() ? newest_checkpoint(r) : checkpoint;
   const auto kind = model_kind(r.train.task);
-  auto model = models::load_model(path, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  auto model = models::load_model(path, kind, r.model.num_labels);
   auto tok = load_run_tokenizer(r, /*required=*/true);
   check_vocab(model, *tok, " in " + path.string());
   const auto device = model_device(model, r.run.device);

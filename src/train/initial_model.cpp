@@ -39,7 +39,7 @@ models::AnyModel adopt(const recipe::Recipe& r, const tokenizer::Tokenizer* tok,
   auto want = recipe_model(r, tok, r.model.vocab_size > 0 ? 0 : loaded.vocab_size());
   auto diffs = models::architecture_differences(loaded.arch(), loaded.options(), want.options());
   const auto have_labels = loaded.options().num_labels, want_labels = want.options().num_labels;
-  if (loaded.kind == models::ModelKind::BertClassifier && have_labels != want_labels)
+  if (loaded.traits().labelled && have_labels != want_labels)
     diffs.push_back(fmt::format("model.num_labels: {} in the checkpoint, {} in the recipe", have_labels, want_labels));
   if (!diffs.empty()) {
     std::string list;
@@ -61,7 +61,7 @@ models::AnyModel initial_model(const recipe::Recipe& r, const tokenizer::Tokeniz
   if (r.train.init_from.empty()) return recipe_model(r, tok);
   const fs::path from = r.train.init_from;
   if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
-  auto loaded = models::load_model(from, kind, kind == models::ModelKind::BertClassifier ? r.model.num_labels : 0);
+  auto loaded = models::load_model(from, kind, r.model.num_labels);
   if (!models::quantized_layers(loaded).empty())
     throw Error("train.init_from: " + from.string() + " is a quantized model, which cannot be trained; start from "
                 "the float checkpoint it was quantized from");

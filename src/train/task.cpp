@@ -10,7 +10,6 @@
 #include <random>
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
 #include <fmt/format.h>
 
 #include "lathe/core/error.hpp"
@@ -20,7 +19,6 @@
 #include "lathe/data/sampler.hpp"
 #include "lathe/data/shard.hpp"
 #include "lathe/io/inputs.hpp"
-#include "lathe/nn/cross_entropy.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 
@@ -45,12 +43,9 @@ Batch to_device(const Batch& b, const at::Device& device) {
 }
 
 models::ModelKind model_kind(Task task) {
-  switch (task) {
-    case Task::CausalLm: return models::ModelKind::Gpt;
-    case Task::MaskedLm: return models::ModelKind::BertMaskedLm;
-    case Task::Classification: return models::ModelKind::BertClassifier;
-  }
-  return models::ModelKind::Gpt;
+  for (const auto& row : models::model_kinds())
+    if (row.task == recipe::enum_name(task)) return row.kind;
+  throw std::logic_error("train.task " + std::string(recipe::enum_name(task)) + " trains no model kind");
 }
 
 namespace {
@@ -346,60 +341,26 @@ double unigram_loss(const recipe::Recipe& r, const tokenizer::Tokenizer& tok) {
 
 namespace {
 
-/// Logits and flat targets of the scored positions.
-std::pair<at::Tensor, at::Tensor> scored(const models::AnyModel& model, const Batch& b) {
-  models::AnyModel m = model;  // the handles share the modules; a copy lends non-const access
-  switch (m.kind) {
-    case models::ModelKind::Gpt: {
-      auto logits = m.gpt->forward(b.input_ids);
-      return {logits.reshape({-1, logits.size(-1)}), b.targets.reshape({-1})};
-    }
-    case models::ModelKind::BertMaskedLm: {
-      auto hidden = m.mlm->bert->forward(b.input_ids, b.token_type_ids, b.attention_mask);
-      auto sel = b.targets.reshape({-1}).ne(-100).nonzero().squeeze(1);
-      // Only the selected positions go through the vocabulary projection.
-      auto h = hidden.reshape({-1, hidden.size(-1)}).index_select(0, sel);
-      return {m.mlm->head(h), b.targets.reshape({-1}).index_select(0, sel)};
-    }
-    case models::ModelKind::BertClassifier:
-      return {m.classifier->forward(b.input_ids, b.token_type_ids, b.attention_mask), b.targets};
-  }
-  throw std::logic_error("unknown model kind");
-}
+/// What the model reads of the batch.
+models::TaskInputs inputs(const Batch& b) { return {b.input_ids, b.attention_mask, b.token_type_ids, b.targets}; }
 
 }  // namespace
 
 at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarType* logits_dtype) {
-  models::AnyModel m = model;  // the handles share the modules; a copy lends non-const access
-  if (m.kind == models::ModelKind::Gpt && !(m.gpt->lm_head && m.gpt->lm_head->quantized())) {
-    // The vocabulary projection and the loss blockwise (nn::linear_cross_entropy): the
-    // (B*T, V) logits are never held whole.
-    auto h = m.gpt->hidden(b.input_ids);
-    h = h.reshape({-1, h.size(-1)});
-    const auto& head = m.gpt->lm_head ? m.gpt->lm_head->weight : m.gpt->wte->weight;
-    const auto& bias = m.gpt->lm_head ? m.gpt->lm_head->bias : at::Tensor();
-    // The head's forward is bypassed: its observer (GPTQ's Hessian, Wanda's norms) sees h here.
-    if (m.gpt->lm_head && m.gpt->lm_head->input_observer) m.gpt->lm_head->input_observer(h);
-    const auto type = h.device().type();
-    if (logits_dtype)  // what at::linear gives, under autocast or not
-      *logits_dtype = at::autocast::is_autocast_enabled(type) ? at::autocast::get_autocast_dtype(type)
-                                                               : at::result_type(h, head);
-    // Blocks of about 32M logits (128 MB in float32).
-    const int64_t block = std::max<int64_t>(64, (int64_t{1} << 25) / head.size(0));
-    return nn::linear_cross_entropy(h, head, bias, b.targets.reshape({-1}), block);
-  }
-  auto [logits, targets] = scored(m, b);
+  const auto in = inputs(b);
+  if (auto loss = model.blockwise_loss(in, logits_dtype); loss.defined()) return loss;
+  auto [logits, targets] = model.scored(in);
   if (logits_dtype) *logits_dtype = logits.scalar_type();
   if (targets.numel() == 0) return logits.sum() * 0.0;  // nothing masked in this batch
   return at::cross_entropy_loss(logits.to(at::kFloat), targets);
 }
 
 void EvalAccumulator::add(const models::AnyModel& m, const Batch& b) {
-  auto [logits, targets] = scored(m, b);
+  auto [logits, targets] = m.scored(inputs(b));
   if (targets.numel() == 0) return;
   loss_sum += at::cross_entropy_loss(logits.to(at::kFloat), targets, {}, at::Reduction::Sum).item<double>();
   count += targets.numel();
-  if (m.kind == models::ModelKind::BertClassifier) {
+  if (m.traits().labelled) {
     auto pred = logits.argmax(-1).to(at::kCPU).contiguous();
     auto lab = targets.to(at::kCPU).contiguous();
     predictions.insert(predictions.end(), pred.data_ptr<int64_t>(), pred.data_ptr<int64_t>() + pred.numel());

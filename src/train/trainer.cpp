@@ -155,7 +155,7 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
   // norm and the fp16 overflow flag together, once, at the end of the step. A non-finite loss
   // is found there too: its backward only wasted work, and its gradients are dropped.
   precision.begin_step(state_);
-  const bool weighted = model_.kind != models::ModelKind::Gpt;
+  const bool weighted = model_.traits().weigh_by_targets;
   const auto divisor = loss_divisors(micro, weighted, dp, state_.step);
   // Set per micro-batch. A captured graph keeps the divisor of its capture: graphs capture GPT
   // steps only, whose divisor is always the number of micro-batches.

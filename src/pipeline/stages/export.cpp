@@ -90,11 +90,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
       notes.push_back("quantized weights written to model.safetensors as the float32 values their codes stand for "
                       "(transformers reads no lathe integer layout)");
     for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
-    switch (model.kind) {
-      case models::ModelKind::Gpt: models::save_hf(model.gpt, out); break;
-      case models::ModelKind::BertMaskedLm: models::save_hf(model.mlm, out); break;
-      case models::ModelKind::BertClassifier: models::save_hf(model.classifier, out, model.labels); break;
-    }
+    models::save_hf(model, out);
     parts.insert(parts.end(), {"config.json", "model.safetensors"});
   }
   // Files an earlier export of another format or model kind left here would pass for this

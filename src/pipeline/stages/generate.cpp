@@ -64,7 +64,7 @@ Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State
   const auto device = train::model_device(s.loaded, req.device);
   if (req.dtype == recipe::Precision::Fp16 && !device.is_cuda())
     throw Error("generate.dtype: fp16 runs on CUDA only (this run is on the " + device.str() + "); use bf16 or fp32");
-  s.loaded.gpt->to(device, recipe::scalar_type(req.dtype));
+  s.loaded.as<models::Gpt>()->to(device, recipe::scalar_type(req.dtype));
   s.eos = s.tok->token_to_id("<|endoftext|>");
   if (s.eos < 0) s.eos = s.tok->token_to_id("[SEP]");
   s.sampling = req.sampling;
@@ -130,7 +130,8 @@ Sample Generator::generate(std::size_t index, const std::function<void(const std
   auto sampling = st.sampling;
   sampling.seed = st.req.sampling.seed + index;  // each prompt its own stream
   RowText row(*st.tok, st.req.stop);
-  auto g = models::generate(st.loaded.gpt, prompt_ids(index), sampling, [&](int64_t id) {
+  auto gpt = st.loaded.as<models::Gpt>();
+  auto g = models::generate(gpt, prompt_ids(index), sampling, [&](int64_t id) {
     const auto piece = row.add(id);
     if (on_text && !piece.empty()) on_text(piece);
     return !row.stopped;
@@ -149,7 +150,8 @@ std::vector<Sample> Generator::generate_all() {
     rows.emplace_back(*st.tok, st.req.stop);
   }
   // Row i samples with seed + i, as generate(i) does.
-  const auto gens = models::generate_batch(st.loaded.gpt, prompts, st.sampling, [&](std::size_t i, int64_t id) {
+  auto gpt = st.loaded.as<models::Gpt>();
+  const auto gens = models::generate_batch(gpt, prompts, st.sampling, [&](std::size_t i, int64_t id) {
     rows[i].add(id);
     return !rows[i].stopped;
   });

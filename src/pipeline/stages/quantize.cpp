@@ -62,7 +62,7 @@ std::vector<std::string> kept_float(const models::AnyModel& model) {
   std::vector<std::string> out;
   for (const auto& [path, lin] : nn::linear_layers(*model.module()))
     if (!lin->quantized()) out.push_back(path);
-  if (model.kind == models::ModelKind::Gpt && !model.gpt->lm_head) out.push_back("lm_head (the token embedding, tied)");
+  if (model.tied_head()) out.push_back(std::string(model.traits().tied_head_path) + " (the token embedding, tied)");
   return out;
 }
 
