@@ -35,10 +35,12 @@ void quantize(lathe::models::AnyModel& m) {
 
 at::Tensor forward(lathe::models::AnyModel& m, const at::Tensor& ids) {
   const auto mask = at::ones_like(ids);
-  switch (m.kind) {
-    case lathe::models::ModelKind::Gpt: return m.gpt->forward(ids);
-    case lathe::models::ModelKind::BertMaskedLm: return m.mlm->forward(ids, at::zeros_like(ids), mask);
-    case lathe::models::ModelKind::BertClassifier: return m.classifier->forward(ids, at::zeros_like(ids), mask);
+  switch (m.kind()) {
+    case lathe::models::ModelKind::Gpt: return m.as<lathe::models::Gpt>()->forward(ids);
+    case lathe::models::ModelKind::BertMaskedLm:
+      return m.as<lathe::models::BertForMaskedLM>()->forward(ids, at::zeros_like(ids), mask);
+    case lathe::models::ModelKind::BertClassifier:
+      return m.as<lathe::models::BertForSequenceClassification>()->forward(ids, at::zeros_like(ids), mask);
   }
   return {};
 }

@@ -29,8 +29,12 @@
 namespace {
 
 at::Tensor forward(lathe::models::AnyModel& m, const std::string& part, const at::Tensor& ids) {
-  if (part == "encoder") return m.bert()->forward(ids);
-  return m.gpt->forward(ids);
+  if (part == "encoder") {
+    if (m.kind() == lathe::models::ModelKind::BertClassifier)
+      return m.as<lathe::models::BertForSequenceClassification>()->bert->forward(ids);
+    return m.as<lathe::models::BertForMaskedLM>()->bert->forward(ids);
+  }
+  return m.as<lathe::models::Gpt>()->forward(ids);
 }
 
 }  // namespace
@@ -66,8 +70,8 @@ int main(int argc, char** argv) {
     int64_t linear_bytes = 0;
     for (const auto& [path, lin] : lathe::compress::quantizable(model, skip))
       linear_bytes += lin->weight.numel() * 4;
-    if (skip.empty() && model.kind == lathe::models::ModelKind::Gpt && !model.gpt->lm_head)
-      linear_bytes += model.gpt->wte->weight.numel() * 4;  // the tied head, quantized as a copy
+    if (const auto head = model.tied_head(); skip.empty() && head)
+      linear_bytes += head->tensor.numel() * 4;  // the tied head, quantized as a copy
     if (variant == "bf16") {
       model.module()->to(at::kBFloat16);
       linear_bytes /= 2;

@@ -96,8 +96,7 @@ int main(int argc, char** argv) {
   const lathe::train::Batch host{at::randint(0, vocab, {batch, seq}, at::kLong),
                                   at::randint(0, vocab, {batch, seq}, at::kLong), {}, {}, batch * seq};
   const auto on_device = lathe::train::to_device(host, device);
-  lathe::models::AnyModel any;
-  any.gpt = model;
+  lathe::models::AnyModel any(model);
   if (cuda_graphs && !device.is_cuda()) {
     std::fprintf(stderr, "--cuda-graphs needs --device cuda\n");
     return 2;

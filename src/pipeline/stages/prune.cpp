@@ -209,7 +209,8 @@ struct Pruned {
 /// to the fine-tune's schedule.
 Pruned prune(const compress::PruneOptions& po, models::AnyModel& model, compress::Calibration& calibration,
              at::Device device) {
-  Pruned out{model};
+  Pruned out;
+  out.model = model;
   if (po.method == compress::PruneMethod::Structured) {
     const auto plan = compress::plan_structured(model, po, &calibration);
     out.model = compress::apply_structured(model, plan);
@@ -364,7 +365,6 @@ StageResult lead_prune_stage(const recipe::Recipe& r, bool force, const ConsoleO
   const auto inputs = measured_task(r, model, paths.ckpt, "prune");
   const auto& data = *inputs.data;
   const Measure measure(r, data, device);
-  const bool structured = po.method == compress::PruneMethod::Structured;
   PruneMeasures m;
   m.before = measure(model);
 
