@@ -404,9 +404,73 @@ int cmd_env(const cxxopts::ParseResult&) {
   return kOk;
 }
 
+// The options of each command beyond the recipe's (recipe_options).
+
+void run_options(cxxopts::Options& o) {
+  o.add_options()("force", "Re-run stages whose outputs already exist")(
+      "dry-run", "Validate and print the plan; write nothing");
+}
+
+void train_options(cxxopts::Options& o) {
+  o.add_options()("resume", "none, auto or a checkpoint directory", cxxopts::value<std::string>())(
+      "force", "Start over: remove lathe's checkpoints and metrics of the earlier run first");
+}
+
+void eval_options(cxxopts::Options& o) {
+  o.add_options()("checkpoint", "Checkpoint directory or model (default: eval.source)", cxxopts::value<std::string>())(
+      "split", "val or train (default: eval.split)", cxxopts::value<std::string>());
+}
+
+void generate_options(cxxopts::Options& o) {
+  o.add_options()("model", "Checkpoint directory, lathe model file or Hugging Face directory",
+                  cxxopts::value<std::string>())(
+      "tokenizer", "Tokenizer file (default: the recipe's, else tokenizer.json beside the model)",
+      cxxopts::value<std::string>())("prompt", "Prompt text (repeatable; default: generate.prompts)",
+                                     cxxopts::value<std::vector<std::string>>())(
+      "max-new-tokens", "Tokens to generate", cxxopts::value<int64_t>())(
+      "temperature", "Sampling temperature (0: greedy)", cxxopts::value<double>())(
+      "greedy", "Greedy decoding (temperature 0)")("top-k", "Top-k (0: off)", cxxopts::value<int64_t>())(
+      "top-p", "Nucleus probability (1: off)", cxxopts::value<double>())(
+      "seed", "Sampling seed", cxxopts::value<uint64_t>())(
+      "stop", "A string that ends generation (repeatable)", cxxopts::value<std::vector<std::string>>())(
+      "dtype", "fp32, bf16 or fp16 (CUDA) weights and activations (default: generate.dtype)",
+      cxxopts::value<std::string>());
+}
+
+void encode_options(cxxopts::Options& o) {
+  add_tokenizer_file_options(o);
+  o.add_options()("lines", "Encode each line on its own; one output line each")(
+      "specials", "Add the post-processor's special tokens ([CLS] ... [SEP], <|begin_of_text|> ...)")(
+      "offsets", "Write id:start-end byte offsets")(
+      "cased", "vocab.txt: keep case and accents (default: as the vocabulary is cased)")(
+      "threads", "Encoding threads for --lines", cxxopts::value<int>())(
+      "stats", "Print bytes, tokens and MB/s to stderr")("files", "Input files",
+                                                          cxxopts::value<std::vector<std::string>>());
+  o.parse_positional({"files"});
+}
+
+void decode_options(cxxopts::Options& o) {
+  add_tokenizer_file_options(o);
+  o.add_options()("lines", "End each decoded line with a newline")(
+      "cased", "vocab.txt: keep case and accents (default: as the vocabulary is cased)")(
+      "files", "Input files", cxxopts::value<std::vector<std::string>>());
+  o.parse_positional({"files"});
+}
+
+void check_options(cxxopts::Options& o) {
+  o.add_options()("files", "Recipe files", cxxopts::value<std::vector<std::string>>())(
+      "set", "Override a recipe key (repeatable)", cxxopts::value<std::vector<std::string>>());
+  o.parse_positional({"files"});
+}
+
+void keys_options(cxxopts::Options& o) {
+  o.add_options()("markdown", "As a Markdown table")(
+      "stages", "The pipeline's stages instead: the keys and files each reads, what it writes (Markdown)");
+}
+
 std::vector<Command> commands() {
   using lathe::recipe::Stage;
-  auto with_recipe = [](std::function<void(cxxopts::Options&)> more = {}) {
+  auto with_recipe = [](void (*more)(cxxopts::Options&) = nullptr) {
     return [more](cxxopts::Options& o) {
       recipe_options(o);
       if (more) more(o);
@@ -422,83 +486,23 @@ std::vector<Command> commands() {
                    [s](const cxxopts::ParseResult& r) { return run_stage_command(s, load(r), r); }};
   };
   return {
-      {"run", "RECIPE", "Run the recipe's pipeline of stages in order",
-       with_recipe([](cxxopts::Options& o) {
-         o.add_options()("force", "Re-run stages whose outputs already exist")(
-             "dry-run", "Validate and print the plan; write nothing");
-       }),
-       cmd_run},
-      {"train", "RECIPE", summary(Stage::Train),
-       with_recipe([](cxxopts::Options& o) {
-         o.add_options()("resume", "none, auto or a checkpoint directory", cxxopts::value<std::string>())(
-             "force", "Start over: remove lathe's checkpoints and metrics of the earlier run first");
-       }),
-       cmd_train},
-      {"eval", "RECIPE", summary(Stage::Eval),
-       with_recipe([](cxxopts::Options& o) {
-         o.add_options()("checkpoint", "Checkpoint directory or model (default: eval.source)",
-                         cxxopts::value<std::string>())("split", "val or train (default: eval.split)",
-                                                        cxxopts::value<std::string>());
-       }),
-       cmd_eval},
-      {"generate", "[RECIPE]", summary(Stage::Generate),
-       with_recipe([](cxxopts::Options& o) {
-         o.add_options()("model", "Checkpoint directory, lathe model file or Hugging Face directory",
-                         cxxopts::value<std::string>())(
-             "tokenizer", "Tokenizer file (default: the recipe's, else tokenizer.json beside the model)",
-             cxxopts::value<std::string>())("prompt", "Prompt text (repeatable; default: generate.prompts)",
-                                            cxxopts::value<std::vector<std::string>>())(
-             "max-new-tokens", "Tokens to generate", cxxopts::value<int64_t>())(
-             "temperature", "Sampling temperature (0: greedy)", cxxopts::value<double>())(
-             "greedy", "Greedy decoding (temperature 0)")("top-k", "Top-k (0: off)", cxxopts::value<int64_t>())(
-             "top-p", "Nucleus probability (1: off)", cxxopts::value<double>())(
-             "seed", "Sampling seed", cxxopts::value<uint64_t>())(
-             "stop", "A string that ends generation (repeatable)", cxxopts::value<std::vector<std::string>>())(
-             "dtype", "fp32, bf16 or fp16 (CUDA) weights and activations (default: generate.dtype)",
-             cxxopts::value<std::string>());
-       }),
-       cmd_generate},
+      {"run", "RECIPE", "Run the recipe's pipeline of stages in order", with_recipe(run_options), cmd_run},
+      {"train", "RECIPE", summary(Stage::Train), with_recipe(train_options), cmd_train},
+      {"eval", "RECIPE", summary(Stage::Eval), with_recipe(eval_options), cmd_eval},
+      {"generate", "[RECIPE]", summary(Stage::Generate), with_recipe(generate_options), cmd_generate},
       stage_command(Stage::Tokenizer),
-      {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids, one line per file",
-       [](cxxopts::Options& o) {
-         add_tokenizer_file_options(o);
-         o.add_options()("lines", "Encode each line on its own; one output line each")(
-             "specials", "Add the post-processor's special tokens ([CLS] ... [SEP], <|begin_of_text|> ...)")(
-             "offsets", "Write id:start-end byte offsets")(
-             "cased", "vocab.txt: keep case and accents (default: as the vocabulary is cased)")("threads", "Encoding threads for --lines",
-                                                          cxxopts::value<int>())(
-             "stats", "Print bytes, tokens and MB/s to stderr")("files", "Input files",
-                                                                 cxxopts::value<std::vector<std::string>>());
-         o.parse_positional({"files"});
-       },
+      {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids, one line per file", encode_options,
        cmd_tokenizer_encode},
-      {"tokenizer decode", "[FILE...]", "Decode lines of token ids (or stdin) to text",
-       [](cxxopts::Options& o) {
-         add_tokenizer_file_options(o);
-         o.add_options()("lines", "End each decoded line with a newline")(
-             "cased", "vocab.txt: keep case and accents (default: as the vocabulary is cased)")("files", "Input files",
-                                                         cxxopts::value<std::vector<std::string>>());
-         o.parse_positional({"files"});
-       },
+      {"tokenizer decode", "[FILE...]", "Decode lines of token ids (or stdin) to text", decode_options,
        cmd_tokenizer_decode},
       stage_command(Stage::Data),
       stage_command(Stage::Prune),
       stage_command(Stage::Quantize),
       stage_command(Stage::Export),
-      {"recipe check", "FILE...", "Validate recipes; print every problem as file:line:col: key: message",
-       [](cxxopts::Options& o) {
-         o.add_options()("files", "Recipe files", cxxopts::value<std::vector<std::string>>())(
-             "set", "Override a recipe key (repeatable)", cxxopts::value<std::vector<std::string>>());
-         o.parse_positional({"files"});
-       },
+      {"recipe check", "FILE...", "Validate recipes; print every problem as file:line:col: key: message", check_options,
        cmd_recipe_check},
       {"recipe show", "RECIPE", "Print the fully resolved recipe as YAML", with_recipe(), cmd_recipe_show},
-      {"recipe keys", "", "List every recipe key with its type, default and meaning",
-       [](cxxopts::Options& o) {
-         o.add_options()("markdown", "As a Markdown table")(
-             "stages", "The pipeline's stages instead: the keys and files each reads, what it writes (Markdown)");
-       },
-       cmd_recipe_keys},
+      {"recipe keys", "", "List every recipe key with its type, default and meaning", keys_options, cmd_recipe_keys},
       {"env", "", "Show versions, devices, backends and thread settings", {}, cmd_env},
   };
 }

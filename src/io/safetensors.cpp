@@ -96,11 +96,18 @@ void save_safetensors(const fs::path& path, const std::vector<std::pair<std::str
   write_file_atomic(path, out);
 }
 
-Safetensors load_safetensors(const fs::path& path, Read read) {
-  const std::string name = path.string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read safetensors file '" + name + "'");
-  const uint64_t size = fs::file_size(path);
+namespace {
+
+/// One tensor's entry in a safetensors header: its data is [begin, end) of the data section.
+struct Entry {
+  std::string name;
+  at::ScalarType type;
+  std::vector<int64_t> shape;
+  uint64_t begin, end;
+};
+
+/// The header JSON of the file open in `in` (`size` bytes), and the length of that header.
+std::pair<nlohmann::json, uint64_t> read_header(std::ifstream& in, const std::string& name, uint64_t size) {
   unsigned char len[8];
   if (size < 8 || !in.read(reinterpret_cast<char*>(len), 8)) throw Error(name + ": truncated (no header length)");
   uint64_t n = 0;
@@ -120,14 +127,45 @@ Safetensors load_safetensors(const fs::path& path, Read read) {
     throw Error(name + ": invalid header JSON: " + e.what());
   }
   if (!header.is_object()) throw Error(name + ": the header is not a JSON object");
-  const uint64_t data_bytes = size - 8 - n;
+  return {std::move(header), n};
+}
+
+/// The header's entry `key`, checked against its dtype, its shape and the data section's size.
+Entry read_entry(const std::string& key, const nlohmann::json& v, uint64_t data_bytes, const std::string& name) {
+  const auto where = name + ": tensor '" + key + "': ";
+  try {
+    const auto dt = v.at("dtype").get<std::string>();
+    auto type = std::find_if(dtypes().begin(), dtypes().end(), [&](const auto& d) { return d.first == dt; });
+    if (type == dtypes().end()) throw Error(where + "unsupported dtype '" + dt + "'");
+    Entry e{key, type->second, v.at("shape").get<std::vector<int64_t>>(), v.at("data_offsets").at(0).get<uint64_t>(),
+            v.at("data_offsets").at(1).get<uint64_t>()};
+    uint64_t elements = 1;
+    for (auto d : e.shape) {
+      if (d < 0) throw Error(where + "negative dimension");
+      elements *= static_cast<uint64_t>(d);
+    }
+    const uint64_t want = elements * static_cast<uint64_t>(c10::elementSize(e.type));
+    if (e.end < e.begin || e.end - e.begin != want)
+      throw Error(where + "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + ") hold " +
+                  std::to_string(e.end - e.begin) + " bytes, its shape needs " + std::to_string(want));
+    if (e.end > data_bytes)
+      throw Error(where + "data ends at byte " + std::to_string(e.end) + " past the data section (" +
+                  std::to_string(data_bytes) + " bytes): the file is truncated");
+    return e;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + "malformed entry: " + e.what());
+  }
+}
+
+}  // namespace
+
+Safetensors load_safetensors(const fs::path& path, Read read) {
+  const std::string name = path.string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read safetensors file '" + name + "'");
+  const uint64_t size = fs::file_size(path);
+  const auto [header, n] = read_header(in, name, size);
   Safetensors out;
-  struct Entry {
-    std::string name;
-    at::ScalarType type;
-    std::vector<int64_t> shape;
-    uint64_t begin, end;
-  };
   std::vector<Entry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
@@ -135,30 +173,7 @@ Safetensors load_safetensors(const fs::path& path, Read read) {
         out.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
       continue;
     }
-    const auto where = name + ": tensor '" + it.key() + "': ";
-    try {
-      const auto& v = it.value();
-      const auto dt = v.at("dtype").get<std::string>();
-      auto type = std::find_if(dtypes().begin(), dtypes().end(), [&](const auto& d) { return d.first == dt; });
-      if (type == dtypes().end()) throw Error(where + "unsupported dtype '" + dt + "'");
-      Entry e{it.key(), type->second, v.at("shape").get<std::vector<int64_t>>(), v.at("data_offsets").at(0).get<uint64_t>(),
-              v.at("data_offsets").at(1).get<uint64_t>()};
-      uint64_t elements = 1;
-      for (auto d : e.shape) {
-        if (d < 0) throw Error(where + "negative dimension");
-        elements *= static_cast<uint64_t>(d);
-      }
-      const uint64_t want = elements * static_cast<uint64_t>(c10::elementSize(e.type));
-      if (e.end < e.begin || e.end - e.begin != want)
-        throw Error(where + "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + ") hold " +
-                    std::to_string(e.end - e.begin) + " bytes, its shape needs " + std::to_string(want));
-      if (e.end > data_bytes)
-        throw Error(where + "data ends at byte " + std::to_string(e.end) + " past the data section (" +
-                    std::to_string(data_bytes) + " bytes): the file is truncated");
-      entries.push_back(std::move(e));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(where + "malformed entry: " + e.what());
-    }
+    entries.push_back(read_entry(it.key(), it.value(), size - 8 - n, name));
   }
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
   for (std::size_t i = 1; i < entries.size(); ++i)
@@ -177,7 +192,7 @@ Safetensors load_safetensors(const fs::path& path, Read read) {
       continue;
     }
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
-    in.seekg(static_cast<std::streamoff>(8 + n + e.begin));
+    in.seekg(static_cast<std::streamoff>(at_byte));
     if (!in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin)))
       throw Error(name + ": tensor '" + e.name + "': cannot read its data");
     out.tensors.emplace_back(e.name, std::move(t));

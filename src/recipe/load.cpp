@@ -200,133 +200,154 @@ class Locator {
   const Node& root_;
 };
 
-/// Checks that involve more than one key, or what a stage in the pipeline requires.
-/// Checks whose keys already failed to bind are skipped: their values are only defaults.
-void check_consistency(const Recipe& r, const Node& root, std::vector<Diagnostic>& diags) {
-  Locator loc(root);
-  std::vector<std::string> bad;
-  for (const auto& d : diags) bad.push_back(d.key);
-  auto intact = [&](const std::vector<std::string>& keys) {
+/// Checks that involve more than one key, or what a stage in the pipeline requires, one method
+/// per area. Checks whose keys already failed to bind are skipped: their values are only defaults.
+class ConsistencyCheck {
+ public:
+  ConsistencyCheck(const Recipe& r, const Node& root, std::vector<Diagnostic>& diags)
+      : r_(r), loc_(root), diags_(diags) {
+    for (const auto& d : diags) bad_.push_back(d.key);
+  }
+
+  void run() {
+    pipeline_and_run();
+    model();
+    training();
+    devices();
+    sections();
+    stage_needs();
+  }
+
+ private:
+  static std::string s(int64_t v) { return std::to_string(v); }
+
+  bool intact(const std::vector<std::string>& keys) const {
     for (const auto& k : keys)
-      for (const auto& b : bad)
-        if (b == k || b.starts_with(k + ".") || b.starts_with(k + "[") || k.starts_with(b + "."))
-          return false;
+      for (const auto& b : bad_)
+        if (b == k || b.starts_with(k + ".") || b.starts_with(k + "[") || k.starts_with(b + ".")) return false;
     return true;
-  };
+  }
   // A pipeline that failed to bind holds only the default stages: check no stage against it.
-  auto has_stage = [&](Stage st) {
-    return intact({"pipeline"}) && std::find(r.pipeline.begin(), r.pipeline.end(), st) != r.pipeline.end();
-  };
+  bool has_stage(Stage st) const {
+    return intact({"pipeline"}) && std::find(r_.pipeline.begin(), r_.pipeline.end(), st) != r_.pipeline.end();
+  }
   // Reports at the first of `keys` the user wrote (that is the value to change), else the first.
-  auto fail = [&](const std::vector<std::string>& keys, std::string msg) {
+  void fail(const std::vector<std::string>& keys, std::string msg) {
     if (!intact(keys)) return;
     std::string_view at = keys.front();
     for (const auto& k : keys)
-      if (loc.given(k)) {
+      if (loc_.given(k)) {
         at = k;
         break;
       }
-    diags.push_back({loc.find(at), std::string(at), std::move(msg)});
-  };
-  auto s = [](auto v) { return std::to_string(v); };
-
-  // pipeline
-  if (r.pipeline.empty()) fail({"pipeline"}, "lists no stage; name at least one of " + enum_choices<Stage>(", "));
-  for (std::size_t i = 0; i < r.pipeline.size(); ++i)
-    for (std::size_t j = 0; j < i; ++j)
-      if (r.pipeline[i] == r.pipeline[j])
-        fail({"pipeline"}, "stage '" + std::string(enum_name(r.pipeline[i])) + "' is listed twice");
-
-  // run
-  if (r.run.out_dir.empty()) fail({"run.out_dir"}, "must not be empty");
-  if (r.run.name.empty()) fail({"run.name"}, "must not be empty");
-
-  // model shape
-  const auto& m = r.model;
-  for (const auto& problem : m.problems(m.arch, /*complete=*/false)) {
-    std::vector<std::string> keys;
-    for (const auto& k : problem.keys) keys.push_back("model." + k);
-    fail(keys, problem.message);
+    diags_.push_back({loc_.find(at), std::string(at), std::move(msg)});
   }
-  if (m.arch == Arch::Gpt && m.vocab_size > 0 && r.tokenizer.path.empty() && m.vocab_size < r.tokenizer.vocab_size)
-    fail({"model.vocab_size", "tokenizer.vocab_size"},
-         "vocab_size (" + s(m.vocab_size) + ") is smaller than tokenizer.vocab_size (" + s(r.tokenizer.vocab_size) +
-             "); use 0 to take the tokenizer's size");
-
-  // task vs architecture
-  const Arch needed = r.train.task == Task::CausalLm ? Arch::Gpt : Arch::Bert;
-  if (m.arch != needed)
-    fail({"train.task", "model.arch"}, "task " + std::string(enum_name(r.train.task)) + " needs model.arch: " +
-                                           std::string(enum_name(needed)) + " (got " +
-                                           std::string(enum_name(m.arch)) + ")");
-
-  // data vs model
-  if (r.data.seq_len > m.max_seq_len)
-    fail({"data.seq_len", "model.max_seq_len"},
-         "seq_len (" + s(r.data.seq_len) + ") exceeds model.max_seq_len (" + s(m.max_seq_len) + ")");
-
-  // schedule vs training length
-  if (r.schedule.warmup_steps > r.train.max_steps)
-    fail({"schedule.warmup_steps", "train.max_steps"}, "warmup_steps (" + s(r.schedule.warmup_steps) +
-                                                           ") exceeds train.max_steps (" + s(r.train.max_steps) + ")");
-  if (const auto& resume = r.train.resume; resume != "none" && resume != "auto") {
-    std::error_code ec;
-    if (resume.empty() || !std::filesystem::is_directory(resume, ec)) {
-      std::string msg = "must be none, auto or an existing checkpoint directory, got '" + resume + "'";
-      if (auto hint = detail::closest(resume, {"none", "auto"}); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
-      fail({"train.resume"}, msg);
-    }
-  }
-
-  // devices
-  if (r.train.precision == Precision::Fp16 && r.run.device == Device::Cpu)
-    fail({"train.precision", "run.device"}, "fp16 needs CUDA; use bf16 on the CPU");
-  if (r.train.cuda_graphs && r.run.device == Device::Cpu)
-    fail({"train.cuda_graphs", "run.device"}, "CUDA graphs need CUDA; set train.cuda_graphs: false on the CPU");
-  if (r.train.cuda_graphs && r.train.task != Task::CausalLm)
-    fail({"train.cuda_graphs", "train.task"},
-         "CUDA graphs capture causal_lm's micro-step only (the masked_lm and classification losses select their "
-         "scored rows on the host); set train.cuda_graphs: false");
-  if (r.distributed.backend == Backend::Nccl && r.run.device == Device::Cpu)
-    fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
-
-  // pruning and quantization
-  auto section_problems = [&](const std::string& section, const std::vector<models::OptionProblem>& problems) {
+  // A section's own problems, reported at its keys.
+  void section_problems(const std::string& section, const std::vector<models::OptionProblem>& problems) {
     for (const auto& problem : problems) {
       std::vector<std::string> keys;
       for (const auto& k : problem.keys) keys.push_back(section + "." + k);
       fail(keys, problem.message);
     }
-  };
-  section_problems("prune", r.prune.problems());
-  section_problems("quantize", r.quantize.problems());
-  if (r.export_.format != ExportFormat::Hf) {
-    export_::OnnxOptions onnx;
-    onnx.opset = r.export_.opset;
-    section_problems("export", onnx.problems());
   }
-  if (r.quantize.source == ModelSource::Quantized)
-    fail({"quantize.source"}, "a quantized model cannot be quantized again; use checkpoint, pruned or auto");
 
-  // what the stages of the pipeline need
-  if (has_stage(Stage::Data) && r.data.train_files.empty())
-    fail({"data.train_files"}, "missing required key: the data stage needs the training corpus (data.train_files)");
-  if (has_stage(Stage::Tokenizer) && intact({"data.train_files", "tokenizer.path"}) && r.tokenizer.path.empty() && r.tokenizer.train_files.empty() &&
-      r.data.train_files.empty())
-    fail({"tokenizer.train_files"},
-         "missing required key: the tokenizer stage needs tokenizer.train_files (or data.train_files), or an "
-         "existing tokenizer in tokenizer.path");
-  if (has_stage(Stage::Tokenizer) && r.tokenizer.path.empty() && r.tokenizer.type == TokenizerType::WordPiece &&
-      std::find(r.tokenizer.special_tokens.begin(), r.tokenizer.special_tokens.end(), "[UNK]") ==
-          r.tokenizer.special_tokens.end())
-    fail({"tokenizer.special_tokens", "tokenizer.type"},
-         "a WordPiece tokenizer needs [UNK] among its special tokens, e.g. [\"[PAD]\", \"[UNK]\", \"[CLS]\", "
-         "\"[SEP]\", \"[MASK]\"]");
-  if (has_stage(Stage::Generate) && r.generate.prompts.empty())
-    fail({"generate.prompts"}, "the generate stage needs at least one prompt (\"\" starts from nothing)");
-  if (has_stage(Stage::Generate) && m.arch != Arch::Gpt)
-    fail({"pipeline", "model.arch"}, "the generate stage needs a gpt model");
-}
+  void pipeline_and_run() {
+    if (r_.pipeline.empty()) fail({"pipeline"}, "lists no stage; name at least one of " + enum_choices<Stage>(", "));
+    for (std::size_t i = 0; i < r_.pipeline.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (r_.pipeline[i] == r_.pipeline[j])
+          fail({"pipeline"}, "stage '" + std::string(enum_name(r_.pipeline[i])) + "' is listed twice");
+    if (r_.run.out_dir.empty()) fail({"run.out_dir"}, "must not be empty");
+    if (r_.run.name.empty()) fail({"run.name"}, "must not be empty");
+  }
+
+  // The model's shape, and what the tokenizer, the task and the data ask of it.
+  void model() {
+    const auto& m = r_.model;
+    section_problems("model", m.problems(m.arch, /*complete=*/false));
+    if (m.arch == Arch::Gpt && m.vocab_size > 0 && r_.tokenizer.path.empty() && m.vocab_size < r_.tokenizer.vocab_size)
+      fail({"model.vocab_size", "tokenizer.vocab_size"},
+           "vocab_size (" + s(m.vocab_size) + ") is smaller than tokenizer.vocab_size (" + s(r_.tokenizer.vocab_size) +
+               "); use 0 to take the tokenizer's size");
+    const Arch needed = r_.train.task == Task::CausalLm ? Arch::Gpt : Arch::Bert;
+    if (m.arch != needed)
+      fail({"train.task", "model.arch"}, "task " + std::string(enum_name(r_.train.task)) + " needs model.arch: " +
+                                             std::string(enum_name(needed)) + " (got " +
+                                             std::string(enum_name(m.arch)) + ")");
+    if (r_.data.seq_len > m.max_seq_len)
+      fail({"data.seq_len", "model.max_seq_len"},
+           "seq_len (" + s(r_.data.seq_len) + ") exceeds model.max_seq_len (" + s(m.max_seq_len) + ")");
+  }
+
+  // The schedule against the training length, and the checkpoint to resume.
+  void training() {
+    if (r_.schedule.warmup_steps > r_.train.max_steps)
+      fail({"schedule.warmup_steps", "train.max_steps"}, "warmup_steps (" + s(r_.schedule.warmup_steps) +
+                                                             ") exceeds train.max_steps (" + s(r_.train.max_steps) +
+                                                             ")");
+    if (const auto& resume = r_.train.resume; resume != "none" && resume != "auto") {
+      std::error_code ec;
+      if (resume.empty() || !std::filesystem::is_directory(resume, ec)) {
+        std::string msg = "must be none, auto or an existing checkpoint directory, got '" + resume + "'";
+        if (auto hint = detail::closest(resume, {"none", "auto"}); !hint.empty())
+          msg += " (did you mean '" + hint + "'?)";
+        fail({"train.resume"}, msg);
+      }
+    }
+  }
+
+  void devices() {
+    if (r_.train.precision == Precision::Fp16 && r_.run.device == Device::Cpu)
+      fail({"train.precision", "run.device"}, "fp16 needs CUDA; use bf16 on the CPU");
+    if (r_.train.cuda_graphs && r_.run.device == Device::Cpu)
+      fail({"train.cuda_graphs", "run.device"}, "CUDA graphs need CUDA; set train.cuda_graphs: false on the CPU");
+    if (r_.train.cuda_graphs && r_.train.task != Task::CausalLm)
+      fail({"train.cuda_graphs", "train.task"},
+           "CUDA graphs capture causal_lm's micro-step only (the masked_lm and classification losses select their "
+           "scored rows on the host); set train.cuda_graphs: false");
+    if (r_.distributed.backend == Backend::Nccl && r_.run.device == Device::Cpu)
+      fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
+  }
+
+  // Pruning, quantization and export.
+  void sections() {
+    section_problems("prune", r_.prune.problems());
+    section_problems("quantize", r_.quantize.problems());
+    if (r_.export_.format != ExportFormat::Hf) {
+      export_::OnnxOptions onnx;
+      onnx.opset = r_.export_.opset;
+      section_problems("export", onnx.problems());
+    }
+    if (r_.quantize.source == ModelSource::Quantized)
+      fail({"quantize.source"}, "a quantized model cannot be quantized again; use checkpoint, pruned or auto");
+  }
+
+  // What the stages of the pipeline need.
+  void stage_needs() {
+    if (has_stage(Stage::Data) && r_.data.train_files.empty())
+      fail({"data.train_files"}, "missing required key: the data stage needs the training corpus (data.train_files)");
+    if (has_stage(Stage::Tokenizer) && intact({"data.train_files", "tokenizer.path"}) && r_.tokenizer.path.empty() &&
+        r_.tokenizer.train_files.empty() && r_.data.train_files.empty())
+      fail({"tokenizer.train_files"},
+           "missing required key: the tokenizer stage needs tokenizer.train_files (or data.train_files), or an "
+           "existing tokenizer in tokenizer.path");
+    const auto& specials = r_.tokenizer.special_tokens;
+    if (has_stage(Stage::Tokenizer) && r_.tokenizer.path.empty() && r_.tokenizer.type == TokenizerType::WordPiece &&
+        std::find(specials.begin(), specials.end(), "[UNK]") == specials.end())
+      fail({"tokenizer.special_tokens", "tokenizer.type"},
+           "a WordPiece tokenizer needs [UNK] among its special tokens, e.g. [\"[PAD]\", \"[UNK]\", \"[CLS]\", "
+           "\"[SEP]\", \"[MASK]\"]");
+    if (has_stage(Stage::Generate) && r_.generate.prompts.empty())
+      fail({"generate.prompts"}, "the generate stage needs at least one prompt (\"\" starts from nothing)");
+    if (has_stage(Stage::Generate) && r_.model.arch != Arch::Gpt)
+      fail({"pipeline", "model.arch"}, "the generate stage needs a gpt model");
+  }
+
+  const Recipe& r_;
+  Locator loc_;
+  std::vector<Diagnostic>& diags_;
+  std::vector<std::string> bad_;
+};
 
 /// Problems sorted by file (in order of first appearance), then position.
 void sort_diagnostics(std::vector<Diagnostic>& diags) {
@@ -390,7 +411,7 @@ Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Di
     Binder binder(root, diags);
     visit(binder, recipe);
     binder.report_unknown();
-    check_consistency(recipe, root, diags);
+    ConsistencyCheck(recipe, root, diags).run();
     recipe.sources = std::move(sources);
     if (diags.empty()) return recipe;
   }
