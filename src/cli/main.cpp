@@ -485,26 +485,30 @@ std::vector<Command> commands() {
                    }),
                    [s](const cxxopts::ParseResult& r) { return run_stage_command(s, load(r), r); }};
   };
-  return {
+  std::vector<Command> out = {
       {"run", "RECIPE", "Run the recipe's pipeline of stages in order", with_recipe(run_options), cmd_run},
       {"train", "RECIPE", summary(Stage::Train), with_recipe(train_options), cmd_train},
       {"eval", "RECIPE", summary(Stage::Eval), with_recipe(eval_options), cmd_eval},
       {"generate", "[RECIPE]", summary(Stage::Generate), with_recipe(generate_options), cmd_generate},
-      stage_command(Stage::Tokenizer),
-      {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids, one line per file", encode_options,
-       cmd_tokenizer_encode},
-      {"tokenizer decode", "[FILE...]", "Decode lines of token ids (or stdin) to text", decode_options,
-       cmd_tokenizer_decode},
-      stage_command(Stage::Data),
-      stage_command(Stage::Prune),
-      stage_command(Stage::Quantize),
-      stage_command(Stage::Export),
-      {"recipe check", "FILE...", "Validate recipes; print every problem as file:line:col: key: message", check_options,
-       cmd_recipe_check},
-      {"recipe show", "RECIPE", "Print the fully resolved recipe as YAML", with_recipe(), cmd_recipe_show},
-      {"recipe keys", "", "List every recipe key with its type, default and meaning", keys_options, cmd_recipe_keys},
-      {"env", "", "Show versions, devices, backends and thread settings", {}, cmd_env},
   };
+  // Every other stage of the registry: its command takes the recipe and --force.
+  for (const auto& spec : lathe::pipeline::stage_registry())
+    if (spec.stage != Stage::Train && spec.stage != Stage::Eval && spec.stage != Stage::Generate)
+      out.push_back(stage_command(spec.stage));
+  out.insert(out.end(),
+             {
+                 {"tokenizer encode", "[FILE...]", "Encode text files (or stdin) to token ids, one line per file",
+                  encode_options, cmd_tokenizer_encode},
+                 {"tokenizer decode", "[FILE...]", "Decode lines of token ids (or stdin) to text", decode_options,
+                  cmd_tokenizer_decode},
+                 {"recipe check", "FILE...", "Validate recipes; print every problem as file:line:col: key: message",
+                  check_options, cmd_recipe_check},
+                 {"recipe show", "RECIPE", "Print the fully resolved recipe as YAML", with_recipe(), cmd_recipe_show},
+                 {"recipe keys", "", "List every recipe key with its type, default and meaning", keys_options,
+                  cmd_recipe_keys},
+                 {"env", "", "Show versions, devices, backends and thread settings", {}, cmd_env},
+             });
+  return out;
 }
 
 void print_help(const std::vector<Command>& cmds) {
