@@ -30,6 +30,8 @@ const std::array<const GptFamily*, 2>& gpt_families() {
   return families;
 }
 
+/// How config.json carries each model option, one row per option in models::visit's order:
+/// through the families' key tables (src/models/hf/<family>.cpp) or their read/write functions
 /// above, a value fixed by the family (checked where save_hf chooses the family), or a refusal.
 struct HfOption {
   std::string_view key;

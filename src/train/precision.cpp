@@ -29,14 +29,14 @@ AutocastScope::~AutocastScope() {
   at::autocast::clear_cache();
 }
 
-void check_precision(const recipe::TrainConfig& tr, const at::Device& device, int world) {
+void check_precision(const recipe::TrainConfig& tr, const at::Device& device, bool distributed, int world) {
   if (tr.precision == Precision::Fp16 && !device.is_cuda())
     throw Error("train.precision fp16 needs CUDA (dynamic loss scaling); use bf16 on the CPU");
   if (!tr.cuda_graphs) return;
   if (!device.is_cuda())
     throw Error("train.cuda_graphs needs a CUDA device, and this run is on " + device.str() +
                 "; set train.cuda_graphs: false");
-  if (world > 1)
+  if (distributed)
     throw Error(fmt::format("train.cuda_graphs: data-parallel training ({} ranks) reduces gradients during the "
                             "backward, outside any graph; set train.cuda_graphs: false",
                             world));

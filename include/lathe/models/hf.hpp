@@ -1,8 +1,10 @@
 // Hugging Face layout: a directory with config.json and model.safetensors that `transformers`
-// loads with from_pretrained, for GPT2LMHeadModel, LlamaForCausalLM (a GPT with rope, rmsnorm,
-// swiglu and no biases), BertForMaskedLM and BertForSequenceClassification.
+// loads with from_pretrained, for GPT2LMHeadModel, LlamaForCausalLM (a GPT with rope, rmsnorm
+// and swiglu; biases when attention_bias = mlp_bias), BertForMaskedLM and
+// BertForSequenceClassification.
 //
-// Tensor names are translated by one table per model (see src/models/hf.cpp). Loading checks
+// Tensor names are translated by one table per family (src/models/hf/<family>.cpp; the families
+// are listed in src/models/hf.cpp). Loading checks
 // every tensor; missing, unexpected and mis-shaped tensors are reported together in one error.
 // Tensors of any floating dtype are converted to the model's dtype.
 #pragma once
@@ -39,7 +41,7 @@ BertForSequenceClassification load_hf_bert_classifier(const std::filesystem::pat
 /// Writes config.json and model.safetensors (float32, tied weights stored once) into `dir`. A
 /// GPT whose head was separated from its tied embedding (separate_head) is written untied.
 /// A GPT is written as gpt2 when it has learned positions, layernorm, tanh GELU and biases, as
-/// llama when it has rope, rmsnorm, swiglu and no biases; any other mix throws.
+/// llama when it has rope, rmsnorm and swiglu (with or without biases); any other mix throws.
 void save_hf(Gpt& model, const std::filesystem::path& dir);
 void save_hf(BertForMaskedLM& model, const std::filesystem::path& dir);
 /// `labels`: the name of each class (id2label / label2id); empty: LABEL_0, LABEL_1, ...

@@ -30,9 +30,10 @@ class AutocastScope {
 };
 
 /// Refuses the precision settings the device cannot run: fp16 (dynamic loss scaling) off CUDA,
-/// train.cuda_graphs off CUDA or across data-parallel ranks (`world` > 1). The recipe checks
-/// what it can before this; a device of `auto` is known only here.
-void check_precision(const recipe::TrainConfig& train, const at::Device& device, int world);
+/// train.cuda_graphs off CUDA or in a launched data-parallel job (`distributed`, even of one
+/// rank: its gradients go through the communicator; `world` ranks). The recipe checks what it
+/// can before this; a device of `auto` is known only here.
+void check_precision(const recipe::TrainConfig& train, const at::Device& device, bool distributed, int world);
 
 /// The precision policy of one training run. The step keeps the loss, the gradient norm and the
 /// overflow flag on the device; after its one host read, verdict() decides whether the update

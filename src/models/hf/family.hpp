@@ -97,7 +97,7 @@ std::string model_type(const json& c, const fs::path& dir);
 
 /// Which config.json key holds which option (lathe/models/options.hpp names). The options of
 /// a family not in its table are fixed by the family (Llama's rmsnorm, rope, swiglu) or read
-/// by hand below (activation names, rope parameters).
+/// and written by the family's own functions (activation names, rope parameters, biases).
 struct KeyMap {
   std::string_view ours;
   std::string_view theirs;

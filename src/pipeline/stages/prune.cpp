@@ -404,8 +404,12 @@ StageResult run_prune_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   // measures and writes; every rank trains.
   const auto comm = r.prune.finetune_steps > 0 ? job_communicator(r) : nullptr;
   if (comm && comm->rank() > 0) return follow_prune_stage(r, comm);
-  // Without a fine-tune there is nothing for the other ranks to share: rank 0 prunes alone.
-  if (!comm && dist::detect_world().rank > 0) return {true, "rank 0 prunes alone (prune.finetune_steps: 0)"};
+  // Without a fine-tune, or without a communicator (distributed.backend: none), there is nothing
+  // for the other ranks to share: rank 0 prunes alone.
+  if (!comm && dist::detect_world().rank > 0)
+    return {true, r.prune.finetune_steps > 0 ? "rank 0 prunes and fine-tunes alone (no communicator: "
+                                               "distributed.backend resolves to none)"
+                                             : "rank 0 prunes alone (prune.finetune_steps: 0)"};
   bool told = false;
   try {
     return lead_prune_stage(r, force, console, comm, told);
