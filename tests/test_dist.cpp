@@ -144,6 +144,15 @@ std::map<std::string, at::Tensor> final_parameters(const fs::path& out) {
   return params;
 }
 
+/// The number of trainable parameters of the run's newest checkpoint.
+int64_t parameter_count(const fs::path& out) {
+  const auto all = lathe::train::list_checkpoints(out / "checkpoints");
+  REQUIRE(!all.empty());
+  int64_t n = 0;
+  for (const auto& p : lathe::train::load_checkpoint(all.back()).model.module()->parameters()) n += p.numel();
+  return n;
+}
+
 double max_difference(const std::map<std::string, at::Tensor>& a, const std::map<std::string, at::Tensor>& b) {
   REQUIRE(a.size() == b.size());
   double worst = 0;
@@ -333,16 +342,20 @@ TEST_CASE("dist: N ranks with 1/N of the batch end with the parameters of one pr
     REQUIRE(one.code == 0);
     const auto want = final_parameters(dir.path() / fmt::format("ref_a{}", accum));
     for (const int ranks : {2, 3})
-      for (const bool shard : {false, true}) {
-        const auto name = fmt::format("n{}_a{}_s{}", ranks, accum, shard);
-        const auto recipe = write_recipe(dir, name, 12 / ranks, fmt::format("grad_accum: {}", accum),
-                                         fmt::format("shard_optimizer: {}", shard));
+      for (const std::string strategy : {"ddp", "zero1", "zero2"}) {
+        const auto name = fmt::format("n{}_a{}_{}", ranks, accum, strategy);
+        // Checkpointed blocks on 3 ranks: the strategies reduce what the re-run backward gives.
+        const auto recipe = write_recipe(
+            dir, name, 12 / ranks,
+            fmt::format("grad_accum: {}{}", accum, ranks == 3 ? ", activation_checkpointing: blocks" : ""),
+            fmt::format("strategy: {}", strategy));
         auto res = train(ranks, recipe);
         INFO(name << "\n" << res.out << res.err);
         REQUIRE(res.code == 0);
         // The global batch counts the accumulated micro-batches (batch_size x grad_accum x ranks).
         CHECK(contains(res.out, fmt::format("data-parallel over {} ranks (mpi, mpirun): global batch {}", ranks,
                                             12 * accum)));
+        CHECK(contains(res.out, fmt::format("memory plan: {} over {} ranks: per rank", strategy, ranks)));
         const double diff = max_difference(final_parameters(dir.path() / name), want);
         INFO("max parameter / moment difference " << diff);
         CHECK(diff <= kDdpTol);
@@ -350,9 +363,17 @@ TEST_CASE("dist: N ranks with 1/N of the batch end with the parameters of one pr
         CHECK(records(dir.path() / name / "metrics.jsonl", "train").size() == 5);
         // Bucket reductions are launched from the autograd hooks (all but buckets that wait for
         // the embedding, whose gradient comes last).
+        // The gradient bytes a rank holds after the step: whole gradients under ddp (4 bytes a
+        // parameter), those and the mean 1/N under zero1, only the 1/N under zero2 (each bucket
+        // padded to a multiple of N).
+        const double whole = 4.0 * static_cast<double>(parameter_count(dir.path() / name));
         for (const auto& c : records(dir.path() / name / "metrics.jsonl", "comm")) {
           CHECK(c["buckets"].get<double>() >= 3);
           CHECK(c["launched_in_backward"].get<double>() >= c["buckets"].get<double>() - 1);
+          const double held = c["grad_bytes"].get<double>(), part = whole / ranks, pad = 4.0 * c["buckets"].get<double>();
+          if (strategy == "ddp") CHECK(held == whole);
+          if (strategy == "zero1") CHECK_THAT(held, Catch::Matchers::WithinAbs(whole + part, pad));
+          if (strategy == "zero2") CHECK_THAT(held, Catch::Matchers::WithinAbs(part, pad));
         }
       }
   }
@@ -424,7 +445,7 @@ TEST_CASE("dist: a sharded run's checkpoint resumes on another number of ranks w
   REQUIRE(train(1, ref).code == 0);
   const auto want = final_parameters(dir.path() / "ref");
   // 2 ranks x 6 for 3 steps, then 3 ranks x 4 for the last 2, same out_dir.
-  const auto first = write_recipe(dir, "run", 6, "", "shard_optimizer: true", 3);
+  const auto first = write_recipe(dir, "run", 6, "", "strategy: zero2", 3);
   auto a = train(2, first);
   INFO(a.out << a.err);
   REQUIRE(a.code == 0);
@@ -579,9 +600,9 @@ TEST_CASE("dist: bf16 gradient communication trains close to float32's", "[dist]
   TempDir dir;
   REQUIRE(train(1, write_recipe(dir, "ref", 12)).code == 0);
   const auto want = final_parameters(dir.path() / "ref");
-  for (const bool shard : {false, true}) {
-    const auto name = fmt::format("bf16_s{}", shard);
-    auto res = train(2, write_recipe(dir, name, 6, "", fmt::format("bf16_grads: true, shard_optimizer: {}", shard)));
+  for (const std::string strategy : {"ddp", "zero1", "zero2"}) {
+    const auto name = fmt::format("bf16_{}", strategy);
+    auto res = train(2, write_recipe(dir, name, 6, "", fmt::format("bf16_grads: true, strategy: {}", strategy)));
     INFO(res.out << res.err);
     REQUIRE(res.code == 0);
     CHECK(contains(res.out, "bf16 gradients"));

@@ -44,7 +44,7 @@ half=$(( cores / 2 > 0 ? cores / 2 : 1 ))
 echo "GPT 6x384, seq 128, global batch 16, $steps steps, $cores cores"
 run one 1 16 "$cores"
 run ddp 2 8 "$half"
-run zero1 2 8 "$half" --set distributed.shard_optimizer=true
+run zero1 2 8 "$half" --set distributed.strategy=zero1
 printf "%-28s %10s %8s %8s\n" variant tokens/s hidden comm_ms
 for v in one ddp zero1; do printf "%-28s %s\n" "$v" "$(summary $v)"; done
 .venv/bin/python - "$out" <<'PY'

@@ -27,12 +27,14 @@ struct GradSync::Bucket {
   at::Tensor shard_grad;            // sharded: the same in the parameters' dtype (segments' grads)
   int pending = 0;                  // gradients still to come in this backward
   bool launched = false;
+  bool completed = false;           // its transfer waited for and its result in place
   bool from_hook = false;
   WorkPtr work;
 };
 
 GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm, const DistOptions& options)
-    : comm_(std::move(comm)), options_(options), sharded_(options.shard_optimizer), params_(std::move(params)) {
+    : comm_(std::move(comm)), options_(options), sharded_(options.sharded()),
+      free_grads_(options.resolved_strategy() == Strategy::Zero2), params_(std::move(params)) {
   if (params_.empty()) throw std::invalid_argument("GradSync: no parameters");
   const int64_t world = comm_->size();
   const auto device = comm_->device();
@@ -62,11 +64,12 @@ GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm
   close();
   const auto r = static_cast<int64_t>(comm_->rank());
   for (auto& b : buckets_) {
-    b->flat = at::zeros({b->padded}, at::TensorOptions(device).dtype(comm_dtype));
+    // zero2 holds a bucket's flat gradients only from its launch to the end of its transfer.
+    if (!free_grads_) b->flat = at::zeros({b->padded}, at::TensorOptions(device).dtype(comm_dtype));
     if (!sharded_) continue;
     const int64_t s = b->padded / world, lo = r * s, hi = lo + s;
-    b->shard = at::zeros({s}, b->flat.options());
-    b->shard_grad = options_.bf16_grads ? at::zeros({s}, b->flat.options().dtype(at::kFloat)) : b->shard;
+    b->shard = at::zeros({s}, at::TensorOptions(device).dtype(comm_dtype));
+    b->shard_grad = options_.bf16_grads ? at::zeros({s}, at::TensorOptions(device).dtype(at::kFloat)) : b->shard;
     for (std::size_t j = 0; j < b->params.size(); ++j) {
       const auto& p = params_[b->params[j]];
       const int64_t from = std::max(lo, b->offsets[j]), to = std::min(hi, b->offsets[j] + p.tensor.numel());
@@ -101,7 +104,7 @@ void GradSync::broadcast_parameters() {
   torch::NoGradGuard no_grad;
   std::vector<std::pair<Bucket*, at::Tensor>> flats;
   for (auto& b : buckets_) {
-    auto flat = at::empty({b->numel}, b->flat.options().dtype(at::kFloat));
+    auto flat = at::empty({b->numel}, at::TensorOptions(comm_->device()).dtype(at::kFloat));
     for (std::size_t j = 0; j < b->params.size(); ++j) {
       const auto& t = params_[b->params[j]].tensor;
       flat.narrow(0, b->offsets[j], t.numel()).copy_(t.detach().view({-1}));
@@ -133,6 +136,7 @@ void GradSync::begin_backward(bool sync) {
     for (auto& b : buckets_) {
       b->pending = static_cast<int>(b->params.size());
       b->launched = false;
+      b->completed = false;
       b->from_hook = false;
       b->work.reset();
     }
@@ -154,12 +158,16 @@ void GradSync::launch_ready(bool from_hook) {
 
 void GradSync::launch(Bucket& b, bool from_hook) {
   torch::NoGradGuard no_grad;
+  if (free_grads_) b.flat = at::empty({b.padded}, b.shard.options());
+  if (b.padded > b.numel) b.flat.narrow(0, b.numel, b.padded - b.numel).zero_();
   for (std::size_t j = 0; j < b.params.size(); ++j) {
-    const auto& t = params_[b.params[j]].tensor;
+    auto& t = params_[b.params[j]].tensor;
     auto dst = b.flat.narrow(0, b.offsets[j], t.numel());
     // A parameter that took no part in this backward contributes zeros.
     if (t.grad().defined()) dst.copy_(t.grad().view({-1}));
     else dst.zero_();
+    // zero2: the whole gradient is in the bucket now; only this rank's reduced part is kept.
+    if (free_grads_) t.mutable_grad().reset();
   }
   const double world = comm_->size();
   // bfloat16 sums are scaled first (no overflow); float32 ones are divided after, as one
@@ -170,6 +178,34 @@ void GradSync::launch(Bucket& b, bool from_hook) {
   b.work = sharded_ ? comm_->reduce_scatter(b.shard, b.flat, what) : comm_->all_reduce(b.flat, ReduceOp::Sum, what);
   b.launched = true;
   b.from_hook = from_hook;
+  // zero2 keeps at most kInFlight buckets' flat gradients: the oldest is completed (and freed)
+  // before backward goes on.
+  constexpr std::size_t kInFlight = 2;
+  if (free_grads_ && b.index >= static_cast<int>(kInFlight)) {
+    auto& oldest = *buckets_[b.index - kInFlight];
+    if (!oldest.completed) complete(oldest);
+  }
+}
+
+void GradSync::complete(Bucket& b) {
+  torch::NoGradGuard no_grad;
+  b.work->wait();
+  b.completed = true;
+  const double inv_world = 1.0 / comm_->size();
+  if (sharded_) {
+    if (options_.bf16_grads) b.shard_grad.copy_(b.shard);
+    else b.shard_grad.mul_(inv_world);
+    if (free_grads_) b.flat.reset();
+    return;
+  }
+  for (std::size_t j = 0; j < b.params.size(); ++j) {
+    auto& t = params_[b.params[j]].tensor;
+    auto src = b.flat.narrow(0, b.offsets[j], t.numel()).view(t.sizes());
+    auto& g = t.mutable_grad();
+    if (!g.defined()) g = at::empty_like(t);
+    if (options_.bf16_grads) g.copy_(src);
+    else at::mul_out(g, src, inv_world);
+  }
 }
 
 void GradSync::finish() {
@@ -182,11 +218,9 @@ void GradSync::finish() {
   }
   overlap_ = {};
   overlap_.buckets = static_cast<int>(buckets_.size());
-  torch::NoGradGuard no_grad;
-  const double inv_world = 1.0 / comm_->size();
   for (auto& bp : buckets_) {
     auto& b = *bp;
-    b.work->wait();
+    if (!b.completed) complete(b);
     const auto& w = *b.work;
     overlap_.launched_before_backward_end += b.from_hook ? 1 : 0;
     if (w.started < backward_end) {
@@ -194,23 +228,16 @@ void GradSync::finish() {
       overlap_.hidden_s += std::chrono::duration<double>(std::min(w.finished, backward_end) - w.started).count();
     }
     overlap_.comm_s += std::chrono::duration<double>(w.finished - w.started).count();
-    if (sharded_) {
-      if (options_.bf16_grads) b.shard_grad.copy_(b.shard);
-      else b.shard_grad.mul_(inv_world);
-      continue;
-    }
-
-    for (std::size_t j = 0; j < b.params.size(); ++j) {
-      auto& t = params_[b.params[j]].tensor;
-      auto src = b.flat.narrow(0, b.offsets[j], t.numel()).view(t.sizes());
-      auto& g = t.mutable_grad();
-      if (!g.defined()) g = at::empty_like(t);
-      if (options_.bf16_grads) g.copy_(src);
-      else at::mul_out(g, src, inv_world);
-    }
   }
   // The optimizer reads each segment's gradient from its value's .grad.
   for (auto& seg : segments_) seg.value.mutable_grad() = seg.grad;
+  for (const auto& p : params_)
+    if (p.tensor.grad().defined()) overlap_.grad_bytes += static_cast<double>(p.tensor.grad().nbytes());
+  for (const auto& b : buckets_) {
+    if (!sharded_) continue;
+    overlap_.grad_bytes += static_cast<double>(b->shard_grad.nbytes());
+    if (options_.bf16_grads) overlap_.grad_bytes += static_cast<double>(b->shard.nbytes());
+  }
 }
 
 void GradSync::gather_parameters() {
@@ -220,7 +247,7 @@ void GradSync::gather_parameters() {
   std::vector<std::pair<at::Tensor, WorkPtr>> flats;
   for (auto& b : buckets_) {
     const int64_t s = b->padded / world;
-    auto mine = at::zeros({s}, b->flat.options().dtype(at::kFloat));
+    auto mine = at::zeros({s}, at::TensorOptions(comm_->device()).dtype(at::kFloat));
     for (std::size_t j = 0; j < b->params.size(); ++j) {
       const auto& t = params_[b->params[j]].tensor;
       const int64_t from = std::max(r * s, b->offsets[j]), to = std::min((r + 1) * s, b->offsets[j] + t.numel());
@@ -247,7 +274,7 @@ std::map<std::string, at::Tensor> GradSync::gather_segments(const std::map<std::
   std::map<std::string, at::Tensor> out;
   for (auto& b : buckets_) {
     const int64_t s = b->padded / world;
-    auto mine = at::zeros({s}, b->flat.options().dtype(at::kFloat));
+    auto mine = at::zeros({s}, at::TensorOptions(comm_->device()).dtype(at::kFloat));
     for (const auto& seg : segments_) {
       auto it = parts.find(seg.key);
       if (it == parts.end()) continue;

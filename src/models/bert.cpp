@@ -70,7 +70,8 @@ torch::Tensor BertModelImpl::forward(const torch::Tensor& ids, const torch::Tens
   if (options.dropout > 0 && is_training()) x = at::dropout(x, options.dropout, /*train=*/true);
   nn::AttentionContext ctx;
   if (attention_mask.defined()) ctx.key_mask = attention_mask.to(at::kBool);
-  for (const auto& layer : *layers) x = layer->as<nn::Block>()->forward(x, ctx);
+  for (std::size_t i = 0; i < layers->size(); ++i)
+    x = run_block(static_cast<int64_t>(i), *layers[i]->as<nn::Block>(), x, ctx);
   return x;
 }
 

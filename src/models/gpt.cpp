@@ -95,7 +95,7 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
   ctx.cache_pos = start;
   for (std::size_t i = 0; i < blocks->size(); ++i) {
     ctx.cache = cache ? &cache->layers[i] : nullptr;
-    x = blocks[i]->as<nn::Block>()->forward(x, ctx);
+    x = run_block(static_cast<int64_t>(i), *blocks[i]->as<nn::Block>(), x, ctx);
   }
   if (cache) cache->length += T;
   return ln_f(x);

@@ -170,4 +170,17 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const AttentionContext&
   return ln_2(h + mlp(h));
 }
 
+int set_block_runner(torch::nn::Module& model, const std::shared_ptr<BlockRunner>& runner) {
+  int found = 0;
+  auto visit = [&](torch::nn::Module& m) {
+    if (auto* stack = dynamic_cast<BlockStack*>(&m)) {
+      stack->set_runner(runner);
+      ++found;
+    }
+  };
+  visit(model);
+  for (const auto& m : model.modules(/*include_self=*/false)) visit(*m);
+  return found;
+}
+
 }  // namespace lathe::nn

@@ -8,7 +8,9 @@
 #include <sstream>
 
 #include "lathe/export/onnx.hpp"
+#include "lathe/models/kind.hpp"
 #include "lathe/models/presets.hpp"
+#include "lathe/nn/checkpoint.hpp"
 
 #include "tree.hpp"
 #include "values.hpp"
@@ -269,7 +271,10 @@ class ConsistencyCheck {
       fail({"model.vocab_size", "tokenizer.vocab_size"},
            "vocab_size (" + s(m.vocab_size) + ") is smaller than tokenizer.vocab_size (" + s(r_.tokenizer.vocab_size) +
                "); use 0 to take the tokenizer's size");
-    const Arch needed = r_.train.task == Task::CausalLm ? Arch::Gpt : Arch::Bert;
+    // The architecture of the kind that trains the task (src/models/kinds.cpp).
+    Arch needed = m.arch;
+    for (const auto& kind : models::model_kinds())
+      if (kind.task == enum_name(r_.train.task)) needed = kind.arch;
     if (m.arch != needed)
       fail({"train.task", "model.arch"}, "task " + std::string(enum_name(r_.train.task)) + " needs model.arch: " +
                                              std::string(enum_name(needed)) + " (got " +
@@ -285,6 +290,11 @@ class ConsistencyCheck {
       fail({"schedule.warmup_steps", "train.max_steps"}, "warmup_steps (" + s(r_.schedule.warmup_steps) +
                                                              ") exceeds train.max_steps (" + s(r_.train.max_steps) +
                                                              ")");
+    if (const auto& ac = r_.train.activation_checkpointing; !nn::checkpoint_interval(ac)) {
+      std::string msg = "must be none, blocks or every_<n> (n >= 1), got '" + ac + "'";
+      if (auto hint = detail::closest(ac, {"none", "blocks"}); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
+      fail({"train.activation_checkpointing"}, msg);
+    }
     if (const auto& resume = r_.train.resume; resume != "none" && resume != "auto") {
       std::error_code ec;
       if (resume.empty() || !std::filesystem::is_directory(resume, ec)) {
@@ -301,12 +311,21 @@ class ConsistencyCheck {
       fail({"train.precision", "run.device"}, "fp16 needs CUDA; use bf16 on the CPU");
     if (r_.train.cuda_graphs && r_.run.device == Device::Cpu)
       fail({"train.cuda_graphs", "run.device"}, "CUDA graphs need CUDA; set train.cuda_graphs: false on the CPU");
+    if (r_.train.cuda_graphs && r_.train.activation_checkpointing != "none")
+      fail({"train.cuda_graphs", "train.activation_checkpointing"},
+           "a block checkpointed by train.activation_checkpointing replays its random-number state in the backward, "
+           "which a CUDA graph cannot capture; turn one of them off");
     if (r_.train.cuda_graphs && r_.train.task != Task::CausalLm)
       fail({"train.cuda_graphs", "train.task"},
            "CUDA graphs capture causal_lm's micro-step only (the masked_lm and classification losses select their "
            "scored rows on the host); set train.cuda_graphs: false");
     if (r_.distributed.backend == Backend::Nccl && r_.run.device == Device::Cpu)
       fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
+    if (const auto& d = r_.distributed; d.shard_optimizer && d.strategy != dist::Strategy::Ddp &&
+                                        d.strategy != dist::Strategy::Zero1)
+      fail({"distributed.shard_optimizer", "distributed.strategy"},
+           "shard_optimizer: true means strategy zero1, and strategy says " + std::string(enum_name(d.strategy)) +
+               "; remove shard_optimizer (strategy alone chooses)");
   }
 
   // Pruning, quantization and export.

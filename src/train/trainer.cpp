@@ -16,6 +16,7 @@
 #include "lathe/data/loader.hpp"
 #include "lathe/dist/world.hpp"
 #include "lathe/io/ownership.hpp"
+#include "lathe/nn/checkpoint.hpp"
 #include "lathe/recipe/load.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/train/checkpointer.hpp"
@@ -23,6 +24,7 @@
 #include "lathe/train/device.hpp"
 #include "lathe/train/evaluate.hpp"
 #include "lathe/train/initial_model.hpp"
+#include "lathe/train/memory_plan.hpp"
 #include "lathe/train/mfu.hpp"
 #include "lathe/train/optimizer.hpp"
 #include "lathe/train/precision.hpp"
@@ -45,6 +47,7 @@ struct Trainer::Impl {
   std::unique_ptr<TaskData> data;
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<MixedPrecision> precision;
+  MemoryPlan plan;  // what each rank holds for the model
   std::string resumed_from;
   std::string resume_note;  // the settings that differ from the resumed checkpoint's recipe
   std::unique_ptr<MicroStepGraph> graph;  // train.cuda_graphs
@@ -75,13 +78,14 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
   // even when mpirun's own output is a file. Plain lines every train.log_every, never redrawn.
   if (distributed || dist::detect_world().launcher != "none") options_.console_is_tty = false;
   share_threads(recipe_.run.threads, peers, device_);
-  check_precision(recipe_.train, device_, impl_->world());
+  check_precision(recipe_.train, device_, impl_->distributed(), impl_->world());
   const auto root = recipe::checkpoint_dir(recipe_);
   impl_->precision = std::make_unique<MixedPrecision>(recipe_.train, device_, root);
   if (recipe_.train.cuda_graphs) impl_->graph = std::make_unique<MicroStepGraph>();
-  if (distributed && recipe_.distributed.shard_optimizer && options_.sparsity)
-    throw Error("distributed.shard_optimizer: the pruning fine-tune holds masks on whole parameters; run it with "
-                "shard_optimizer false");
+  if (distributed && recipe_.distributed.sharded() && options_.sparsity)
+    throw Error(fmt::format("distributed.strategy {}: the pruning fine-tune holds masks on whole parameters; run it "
+                            "with strategy ddp",
+                            enum_name(recipe_.distributed.resolved_strategy())));
   torch::manual_seed(static_cast<uint64_t>(recipe_.run.seed));
   // What each rank does alone before the ranks work together: a rank that fails here ends every
   // rank at once with its message (dist::together), rather than leaving them to time out.
@@ -118,6 +122,9 @@ void Trainer::start(std::optional<CheckpointData> resume) {
   if (impl_->tok) check_vocab(model_, *impl_->tok, "");
   state_.recipe_yaml = recipe::to_yaml(recipe_);
   model_.module()->to(device_);
+  if (const auto every = *nn::checkpoint_interval(recipe_.train.activation_checkpointing); every > 0)
+    nn::set_block_runner(*model_.module(), std::make_shared<nn::CheckpointRunner>(every));
+  plan_rank_memory();
   if (impl_->distributed())
     impl_->dp = std::make_unique<DataParallel>(impl_->comm, *model_.module(), recipe_.distributed);
   const auto* dp = impl_->dp.get();
@@ -134,6 +141,19 @@ void Trainer::start(std::optional<CheckpointData> resume) {
     for (auto& [name, mask] : sp->masks) mask = mask.to(device_, at::kBool);
     hold_masks(*sp, model_, *impl_->optimizer);
   }
+}
+
+void Trainer::plan_rank_memory() {
+  int64_t trainable = 0;
+  for (const auto& p : model_.module()->parameters())
+    if (p.requires_grad()) trainable += p.numel();
+  const bool distributed = impl_->distributed();
+  impl_->plan = plan_memory(trainable, recipe_.optim, recipe_.distributed, impl_->world());
+  dist::together(distributed ? impl_->comm.get() : nullptr, "the memory plan (each rank checks its node)", [&] {
+    const int per_node = distributed ? impl_->comm->world().local_size : 1;
+    if (const auto available = memory_per_rank(device_, per_node))
+      refuse_if_too_large(impl_->plan, *available, device_);
+  });
 }
 
 Trainer::~Trainer() = default;
@@ -242,9 +262,11 @@ bool Trainer::announce(Metrics& metrics) const {
     say(fmt::format("data-parallel over {} ranks ({}, {}): global batch {}, {} gradient buckets of up to {} MiB{}{}{}",
                     dp->world(), dp->comm().backend(), dp->comm().world().launcher,
                     tr.batch_size * tr.grad_accum * dp->world(), dp->sync().buckets(), recipe_.distributed.bucket_mb,
-                    dp->sharded() ? ", sharded optimizer (ZeRO-1)" : "",
+                    dp->sharded() ? fmt::format(", strategy {}", enum_name(recipe_.distributed.resolved_strategy()))
+                                  : "",
                     recipe_.distributed.bf16_grads ? ", bf16 gradients" : "",
                     device_.is_cuda() ? "" : fmt::format(", {} threads per rank", at::get_num_threads())));
+  say("memory plan: " + impl_->plan.describe());
   if (const auto note = impl_->data->notes(); !note.empty()) say(note);
   if (impl_->data->val_batches() > 0) return true;
   const auto& p = recipe_.pipeline;
@@ -281,7 +303,8 @@ void Trainer::log_step(Metrics& metrics, StepWindow& window, const StepResult& r
                      {"launched_in_backward", static_cast<double>(o.launched_before_backward_end)},
                      {"started_in_backward", static_cast<double>(o.started_before_backward_end)},
                      {"seconds", o.comm_s},
-                     {"hidden_fraction", o.hidden_fraction()}}});
+                     {"hidden_fraction", o.hidden_fraction()},
+                     {"grad_bytes", o.grad_bytes}}});
   }
   window.reset();
 }

@@ -13,8 +13,14 @@
 // every bucket; the optimizer updates only those segments (segments()), then
 // gather_parameters() all-gathers the updated parameters.
 //
+// zero2 (as DeepSpeed's stage 2) is ZeRO-1 whose buckets exist only from their launch to the
+// end of their transfer, and whose parameters' whole gradients are dropped as soon as their
+// bucket has copied them: after backward a rank holds only its reduced 1/world part. At most two
+// buckets are in flight; launching a third first completes the oldest.
+//
 // Gradient accumulation: begin_backward(/*sync=*/false) for the micro-batches before the last,
-// which then only accumulate locally; no communication happens on them.
+// which then only accumulate locally; no communication happens on them (under zero2 the whole
+// gradients are kept through the accumulation micro-steps and dropped in the last one).
 #pragma once
 
 #include <chrono>
@@ -52,6 +58,7 @@ struct OverlapStats {
   int started_before_backward_end = 0;   // ... whose transfer had begun before backward finished
   double comm_s = 0;     // time the transfers took, summed over buckets
   double hidden_s = 0;   // the part of it before backward finished
+  double grad_bytes = 0; // gradient bytes this rank holds after finish(): whole and reduced parts
   double hidden_fraction() const { return comm_s > 0 ? hidden_s / comm_s : 0; }
 };
 
@@ -94,11 +101,14 @@ class GradSync {
   struct Bucket;
   void on_grad_ready(std::size_t param);
   void launch(Bucket& b, bool from_hook);
+  /// Waits for `b`'s transfer and puts its mean gradients in place.
+  void complete(Bucket& b);
   void launch_ready(bool from_hook);
 
   std::shared_ptr<Communicator> comm_;
   DistOptions options_;
   bool sharded_;
+  bool free_grads_;  // zero2: a parameter's .grad is dropped once its bucket holds it
   std::vector<Param> params_;
   std::vector<std::size_t> bucket_of_;  // param index -> bucket
   std::vector<std::unique_ptr<Bucket>> buckets_;

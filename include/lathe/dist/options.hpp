@@ -16,6 +16,12 @@ namespace lathe::dist {
 /// auto: nccl when training on CUDA, mpi on the CPU, none in a world of one.
 enum class Backend { Auto, Nccl, Mpi, None };
 
+/// What each rank keeps whole and what it keeps 1/world of, from least to most sharded.
+/// ddp: everything whole, gradients all-reduced. zero1: the optimizer state sharded (gradients
+/// reduce-scattered, parameters all-gathered after the update). zero2: zero1, and no whole
+/// gradient kept once its bucket is reduce-scattered.
+enum class Strategy { Ddp, Zero1, Zero2 };
+
 struct DistOptions {
   Backend backend = Backend::Auto;
   /// Seconds a collective may wait for the slowest rank before the job ends with an error
@@ -24,11 +30,18 @@ struct DistOptions {
   /// Gradient bucket size in MiB: a bucket's all-reduce starts as soon as backward has produced
   /// all of its gradients, while backward goes on with the rest.
   double bucket_mb = 25.0;
-  /// ZeRO-1: gradients are reduce-scattered, each rank keeps and updates the AdamW state of
-  /// its 1/world share of every bucket, and the parameters are all-gathered after the update.
+  Strategy strategy = Strategy::Ddp;
+  /// The older spelling of strategy: zero1 (true with strategy ddp means zero1).
   bool shard_optimizer = false;
   /// Communicate gradients in bfloat16 (half the bytes; the sum is rounded to 8 mantissa bits).
   bool bf16_grads = false;
+
+  /// The strategy this run uses: `strategy`, or zero1 where only shard_optimizer says so.
+  Strategy resolved_strategy() const {
+    return shard_optimizer && strategy == Strategy::Ddp ? Strategy::Zero1 : strategy;
+  }
+  /// Whether the optimizer state is sharded (zero1 and above).
+  bool sharded() const { return resolved_strategy() != Strategy::Ddp; }
 };
 
 template <class V>
@@ -42,9 +55,14 @@ void visit(V& v, DistOptions& c) {
   v.field("bucket_mb", c.bucket_mb, "Gradient bucket size in MiB; a bucket is reduced as soon as backward has "
                                     "produced it, overlapping the rest of backward.",
           greater_than(0.0));
-  v.field("shard_optimizer", c.shard_optimizer, "ZeRO-1: reduce-scatter the gradients, keep and update 1/world "
-                                                "of the optimizer state on each rank, all-gather the parameters. "
-                                                "Checkpoints hold the whole state (any world size resumes them).");
+  v.field("strategy", c.strategy,
+          "ddp: every rank holds the whole model, gradients and optimizer state; zero1: gradients "
+          "reduce-scattered, each rank keeps and updates 1/world of the optimizer state, parameters all-gathered "
+          "after the update; zero2: zero1, and each bucket's whole gradients freed once it is reduce-scattered. "
+          "The start-up line prints the bytes per rank (docs/distributed.md). Checkpoints hold whole tensors: any "
+          "strategy at any world size resumes them.");
+  v.field("shard_optimizer", c.shard_optimizer, "The older spelling of strategy: zero1 (true with strategy ddp "
+                                                "means zero1; with zero2 it is refused as a contradiction).");
   v.field("bf16_grads", c.bf16_grads, "Communicate gradients in bfloat16 (half the bytes, rounded sums).");
 }
 
@@ -52,3 +70,5 @@ void visit(V& v, DistOptions& c) {
 
 LATHE_ENUM_TABLE(lathe::dist::Backend, {lathe::dist::Backend::Auto, "auto"}, {lathe::dist::Backend::Nccl, "nccl"},
                  {lathe::dist::Backend::Mpi, "mpi"}, {lathe::dist::Backend::None, "none"});
+LATHE_ENUM_TABLE(lathe::dist::Strategy, {lathe::dist::Strategy::Ddp, "ddp"}, {lathe::dist::Strategy::Zero1, "zero1"},
+                 {lathe::dist::Strategy::Zero2, "zero2"});

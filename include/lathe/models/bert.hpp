@@ -15,7 +15,7 @@ namespace lathe::models {
 
 /// Submodules: `word_embeddings`, `position_embeddings`, `token_type_embeddings`,
 /// `embeddings_norm`, `layers.<i>` (nn::Block, post-LN) and, when built with a pooler, `pooler`.
-class BertModelImpl : public torch::nn::Module {
+class BertModelImpl : public torch::nn::Module, public nn::BlockStack {
  public:
   BertModelImpl(ModelOptions options, bool with_pooler);
 

@@ -17,7 +17,7 @@ namespace lathe::models {
 
 /// Submodules: `wte`, `wpe` (learned positions only), `blocks.<i>` (nn::Block), `ln_f`,
 /// `lm_head` (only when the embedding is not tied, or its head was separated to be quantized).
-class GptImpl : public torch::nn::Module {
+class GptImpl : public torch::nn::Module, public nn::BlockStack {
  public:
   /// Throws std::invalid_argument naming the options to change (ModelOptions::validate).
   explicit GptImpl(ModelOptions options);

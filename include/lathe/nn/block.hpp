@@ -2,6 +2,8 @@
 // pre-LN order (GPT-2, Llama) or the post-LN order (BERT).
 #pragma once
 
+#include <memory>
+
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
@@ -32,5 +34,43 @@ class BlockImpl : public torch::nn::Module {
   Mlp mlp{nullptr};
 };
 TORCH_MODULE(Block);
+
+/// How a model runs each of its blocks: activation checkpointing and sharded parameters wrap
+/// the block's forward without the model knowing. A runner may hand the call on to `next`.
+class BlockRunner {
+ public:
+  explicit BlockRunner(std::shared_ptr<BlockRunner> next = nullptr) : next_(std::move(next)) {}
+  virtual ~BlockRunner() = default;
+  /// Must give what block.forward(x, ctx) gives. `index` counts the model's blocks from 0.
+  virtual torch::Tensor run(int64_t index, BlockImpl& block, const torch::Tensor& x, const AttentionContext& ctx) {
+    return forward_next(index, block, x, ctx);
+  }
+
+ protected:
+  torch::Tensor forward_next(int64_t index, BlockImpl& block, const torch::Tensor& x, const AttentionContext& ctx) {
+    return next_ ? next_->run(index, block, x, ctx) : block.forward(x, ctx);
+  }
+
+ private:
+  std::shared_ptr<BlockRunner> next_;
+};
+
+/// A model's stack of blocks (GPT's, BERT's encoder's), run through its runner when it has one.
+class BlockStack {
+ public:
+  virtual ~BlockStack() = default;
+  torch::Tensor run_block(int64_t index, BlockImpl& block, const torch::Tensor& x, const AttentionContext& ctx) {
+    return runner_ ? runner_->run(index, block, x, ctx) : block.forward(x, ctx);
+  }
+  void set_runner(std::shared_ptr<BlockRunner> runner) { runner_ = std::move(runner); }
+  const std::shared_ptr<BlockRunner>& runner() const { return runner_; }
+
+ private:
+  std::shared_ptr<BlockRunner> runner_;
+};
+
+/// Gives every block stack in `model` (itself or a submodule) the runner `runner` (null: run
+/// blocks directly); returns how many stacks it found.
+int set_block_runner(torch::nn::Module& model, const std::shared_ptr<BlockRunner>& runner);
 
 }  // namespace lathe::nn

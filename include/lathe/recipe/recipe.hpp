@@ -208,6 +208,7 @@ struct TrainConfig {
   int64_t grad_accum = 1;
   Precision precision = Precision::Fp32;
   bool cuda_graphs = false;
+  std::string activation_checkpointing = "none";
   int64_t eval_every = 100;
   int64_t eval_batches = 20;
   int64_t log_every = 10;
@@ -233,6 +234,10 @@ void visit(V& v, TrainConfig& c) {
           "CUDA, causal_lm, one process: capture a micro-batch's forward and backward as a CUDA graph after 3 "
           "eager micro-batches and replay it (one launch instead of one per kernel); the update stays eager. "
           "Same results as without; a batch of other shapes runs eagerly.");
+  v.field("activation_checkpointing", c.activation_checkpointing,
+          "none; blocks: every transformer block keeps only its input in the forward and runs again in the "
+          "backward (the same dropout masks: gradients equal the unchecked run's); every_<n>: blocks 0, n, 2n, ... "
+          "only. Trades about one more forward per step for the activations of the checkpointed blocks.");
   v.field("eval_every", c.eval_every, "Steps between validation runs; 0: only at the end.", at_least(0));
   v.field("eval_batches", c.eval_batches, "Batches per validation run.", at_least(1));
   v.field("log_every", c.log_every, "Steps between metric records.", at_least(1));

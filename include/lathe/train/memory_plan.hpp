@@ -1,0 +1,44 @@
+// What a rank will hold for its model, before it holds it: the bytes of parameters, gradients,
+// optimizer state and communication buffers each data-parallel strategy keeps per rank, and
+// the refusal of a plan the machine cannot hold. Activations are not counted (they depend on
+// the batch, the sequence and train.activation_checkpointing).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <c10/core/Device.h>
+
+#include "lathe/dist/options.hpp"
+#include "lathe/recipe/recipe.hpp"
+
+namespace lathe::train {
+
+struct MemoryPlan {
+  dist::Strategy strategy = dist::Strategy::Ddp;
+  int world = 1;
+  double params = 0;     // bytes per rank
+  double grads = 0;      // bytes per rank kept after backward
+  double optimizer = 0;  // bytes per rank
+  double buffers = 0;    // communication buffers per rank (flat buckets, shards)
+  double total() const { return params + grads + optimizer + buffers; }
+  /// "zero2 over 2 ranks: per rank 0.47 GiB parameters + 0.12 GiB gradients + ... = 1.30 GiB
+  /// (activations not counted)"
+  std::string describe() const;
+};
+
+/// The plan of a model of `parameters` float32 trainable parameters trained with `optim` by
+/// `world` ranks under `dist` (one process: world 1, no buffers).
+MemoryPlan plan_memory(int64_t parameters, const recipe::OptimConfig& optim, const dist::DistOptions& dist,
+                       int world);
+
+/// Bytes the ranks of one node can use on `device`: the GPU's memory (one rank per GPU) or the
+/// machine's memory (its cgroup limit when lower) shared by `ranks_per_node` ranks; nothing
+/// when it cannot be read.
+std::optional<double> memory_per_rank(const at::Device& device, int ranks_per_node);
+
+/// Throws lathe::Error with the plan's figures when it needs more than `available` bytes.
+void refuse_if_too_large(const MemoryPlan& plan, double available, const at::Device& device);
+
+}  // namespace lathe::train

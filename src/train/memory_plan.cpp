@@ -1,0 +1,115 @@
+// The per-rank memory of each data-parallel strategy, counted from the parameter count.
+
+#include "lathe/train/memory_plan.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#ifdef LATHE_WITH_CUDA
+#include <ATen/cuda/CUDAContextLight.h>
+#endif
+
+#include "lathe/core/error.hpp"
+
+namespace lathe::train {
+
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+/// Bytes of optimizer state per parameter: AdamW's two float32 moments, SGD's momentum buffer.
+double optimizer_bytes(const recipe::OptimConfig& o) {
+  if (o.name == recipe::Optimizer::AdamW) return 8;
+  return o.momentum > 0 ? 4 : 0;
+}
+
+/// MemTotal of /proc/meminfo, lowered to the cgroup's memory.max when that is set.
+std::optional<double> machine_bytes() {
+  std::optional<double> total;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);)
+    if (line.starts_with("MemTotal:")) {
+      std::istringstream in(line.substr(9));
+      double kib = 0;
+      if (in >> kib) total = kib * 1024.0;
+    }
+  std::ifstream limit("/sys/fs/cgroup/memory.max");
+  std::string value;
+  if (limit >> value && value != "max") {
+    try {
+      const double bytes = std::stod(value);
+      total = total ? std::min(*total, bytes) : bytes;
+    } catch (const std::exception&) {
+      // an unreadable limit leaves MemTotal
+    }
+  }
+  return total;
+}
+
+}  // namespace
+
+std::string MemoryPlan::describe() const {
+  auto gib = [](double b) { return fmt::format("{:.2f} GiB", b / kGiB); };
+  const auto who = world == 1 ? std::string("one process") : fmt::format("{} over {} ranks", enum_name(strategy), world);
+  return fmt::format("{}: per rank {} parameters + {} gradients + {} optimizer state + {} communication buffers = {} "
+                     "(activations not counted)",
+                     who, gib(params), gib(grads), gib(optimizer), gib(buffers), gib(total()));
+}
+
+MemoryPlan plan_memory(int64_t parameters, const recipe::OptimConfig& optim, const dist::DistOptions& dist,
+                       int world) {
+  const double P = static_cast<double>(parameters), W = std::max(1, world);
+  const double comm = dist.bf16_grads ? 2 : 4;  // bytes of a communicated gradient
+  MemoryPlan p;
+  p.world = std::max(1, world);
+  p.strategy = world > 1 ? dist.resolved_strategy() : dist::Strategy::Ddp;
+  p.params = 4 * P;
+  p.optimizer = optimizer_bytes(optim) * P;
+  if (world <= 1) {
+    p.grads = 4 * P;
+    return p;
+  }
+  const double bucket = dist.bucket_mb * 1024 * 1024 / 4;  // parameters per bucket
+  switch (p.strategy) {
+    case dist::Strategy::Ddp:
+      p.grads = 4 * P;
+      p.buffers = comm * P;  // the flat buckets
+      break;
+    case dist::Strategy::Zero1:
+      p.grads = 4 * P + 4 * P / W;  // the whole local gradients and this rank's mean part
+      p.optimizer /= W;
+      p.buffers = comm * P + (dist.bf16_grads ? comm * P / W : 0);
+      break;
+    case dist::Strategy::Zero2:
+      p.grads = 4 * P / W;
+      p.optimizer /= W;
+      p.buffers = comm * std::min(P, 2 * bucket) + (dist.bf16_grads ? comm * P / W : 0);  // two buckets in flight
+      break;
+  }
+  return p;
+}
+
+std::optional<double> memory_per_rank(const at::Device& device, int ranks_per_node) {
+#ifdef LATHE_WITH_CUDA
+  if (device.is_cuda()) return static_cast<double>(at::cuda::getDeviceProperties(device.index())->totalGlobalMem);
+#endif
+  if (device.is_cuda()) return std::nullopt;
+  const auto bytes = machine_bytes();
+  if (!bytes) return std::nullopt;
+  return *bytes / std::max(1, ranks_per_node);
+}
+
+void refuse_if_too_large(const MemoryPlan& plan, double available, const at::Device& device) {
+  if (plan.total() <= available) return;
+  const char* shard = plan.strategy == dist::Strategy::Zero2
+                          ? "spread it over more nodes (each rank holds 1/world of the gradients and optimizer state)"
+                          : "shard more (distributed.strategy zero2)";
+  throw Error(fmt::format("the memory plan does not fit: {}, and a rank has {:.2f} GiB of {} memory; {}, run fewer "
+                          "ranks per node, or train a smaller model (found before training, so nothing is lost)",
+                          plan.describe(), available / kGiB, device.is_cuda() ? "GPU" : "the machine's", shard));
+}
+
+}  // namespace lathe::train
