@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "lathe/models/gpt.hpp"
+#include "lathe/recipe/load.hpp"
 #include "lathe/train/memory_plan.hpp"
 #include "lathe/train/optimizer.hpp"
 #include "support.hpp"
@@ -35,7 +36,10 @@ TEST_CASE("memory plan: one process's figures are the bytes a step holds", "[mem
     }
     for (const auto& [key, t] : opt.state())
       if (!key.starts_with("step.")) state += static_cast<double>(t.nbytes());  // the step counters are scalars
-    const auto plan = train::plan_memory(count, config, dist::DistOptions{}, 1);
+    const auto size = train::model_size(*model);
+    CHECK(size.parameters == count);
+    CHECK(size.blocks == 2);
+    const auto plan = train::plan_memory(size, config, dist::DistOptions{}, 1);
     CHECK(plan.params == params);
     CHECK(plan.grads == grads);
     CHECK(plan.optimizer == state);
@@ -45,11 +49,11 @@ TEST_CASE("memory plan: one process's figures are the bytes a step holds", "[mem
 
 TEST_CASE("memory plan: each strategy keeps less per rank, and a plan too large is refused with its figures",
           "[memory_plan]") {
-  const int64_t P = 774'000'000;  // GPT-2 large
+  const train::ModelSize P{774'000'000, 708'000'000, 36};  // GPT-2 large: 36 blocks of 19.7M
   recipe::OptimConfig adamw;
   dist::DistOptions o;
   double last = 1e300;
-  for (const auto s : {dist::Strategy::Ddp, dist::Strategy::Zero1, dist::Strategy::Zero2}) {
+  for (const auto s : {dist::Strategy::Ddp, dist::Strategy::Zero1, dist::Strategy::Zero2, dist::Strategy::Fsdp}) {
     o.strategy = s;
     const auto plan = train::plan_memory(P, adamw, o, 2);
     INFO(plan.describe());
@@ -58,16 +62,37 @@ TEST_CASE("memory plan: each strategy keeps less per rank, and a plan too large 
   }
   o.strategy = dist::Strategy::Ddp;
   const auto ddp = train::plan_memory(P, adamw, o, 2);
-  CHECK(ddp.total() == 20.0 * P);  // 4 parameters + 4 gradients + 8 moments + 4 flat buckets
+  CHECK(ddp.total() == 20.0 * 774e6);  // 4 parameters + 4 gradients + 8 moments + 4 flat buckets
   const auto msg = test::error_of([&] { train::refuse_if_too_large(ddp, 12e9, at::Device(at::kCPU)); });
   CHECK(msg.find("the memory plan does not fit: ddp over 2 ranks") != std::string::npos);
   CHECK(msg.find("14.42 GiB") != std::string::npos);  // 20 x 774M bytes
   CHECK(msg.find("11.18 GiB") != std::string::npos);  // what a rank has
-  CHECK(msg.find("distributed.strategy zero2") != std::string::npos);
+  CHECK(msg.find("distributed.strategy fsdp") != std::string::npos);
+  // fsdp on 2 ranks: the blocks' parameters halved, two blocks whole at a time.
+  o.strategy = dist::Strategy::Fsdp;
+  const auto fsdp = train::plan_memory(P, adamw, o, 2);
+  CHECK(fsdp.params == 4.0 * (66e6 + 354e6 + 2 * 708e6 / 36));
   CHECK(test::error_of([&] { train::refuse_if_too_large(ddp, 16e9, at::Device(at::kCPU)); }) == "no error");
   // The machine's memory is read (MemTotal, or the cgroup's limit) and shared by a node's ranks.
   const auto one = train::memory_per_rank(at::Device(at::kCPU), 1), two = train::memory_per_rank(at::Device(at::kCPU), 2);
   REQUIRE(one);
   CHECK(*one > 1e8);
   CHECK(*two == *one / 2);
+}
+
+TEST_CASE("memory plan: distributed.strategy, and shard_optimizer as zero1's older spelling", "[memory_plan][recipe]") {
+  auto parse = [](const std::string& distributed) {
+    return lathe::recipe::parse_recipe(
+        "pipeline: [train]\nmodel: {preset: gpt-tiny}\ntokenizer: {path: t.json}\ndata: {shard_dir: s}\ndistributed: {" +
+            distributed + "}\n",
+        "test.yaml");
+  };
+  CHECK(parse("").distributed.resolved_strategy() == dist::Strategy::Ddp);
+  CHECK(parse("shard_optimizer: true").distributed.resolved_strategy() == dist::Strategy::Zero1);
+  CHECK(parse("strategy: fsdp").distributed.resolved_strategy() == dist::Strategy::Fsdp);
+  const auto both = test::error_of([&] { parse("strategy: zero2, shard_optimizer: true"); });
+  CHECK(both.find("distributed.shard_optimizer") != std::string::npos);
+  CHECK(both.find("strategy says zero2") != std::string::npos);
+  const auto bad = test::error_of([&] { parse("strategy: zero3"); });
+  CHECK(bad.find("distributed.strategy") != std::string::npos);
 }

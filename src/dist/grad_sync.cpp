@@ -30,18 +30,44 @@ struct GradSync::Bucket {
   bool completed = false;           // its transfer waited for and its result in place
   bool from_hook = false;
   WorkPtr work;
+  // fsdp units.
+  int unit = -1;
+  at::Tensor master;  // (padded / world) float32: this rank's part of the parameters
+  at::Tensor whole;   // (padded) float32: the parameters' storage, empty while resharded
+  WorkPtr gather;     // the all-gather into `whole` under way
+  bool gathered = false;
 };
+
+namespace {
+
+/// Frees or (re)allocates the memory under `t` (the storage its views share) without touching
+/// the views: the parameters set onto it keep their shapes and autograd identity.
+void release_storage(const at::Tensor& t) {
+  auto* s = t.storage().unsafeGetStorageImpl();
+  s->set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
+  s->set_nbytes(0);
+}
+void allocate_storage(const at::Tensor& t) {
+  auto* s = t.storage().unsafeGetStorageImpl();
+  const auto bytes = static_cast<std::size_t>(t.numel()) * t.element_size();
+  if (s->nbytes() == bytes) return;
+  s->set_data_ptr_noswap(s->allocator()->allocate(bytes));
+  s->set_nbytes(bytes);
+}
+
+}  // namespace
 
 GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm, const DistOptions& options)
     : comm_(std::move(comm)), options_(options), sharded_(options.sharded()),
-      free_grads_(options.resolved_strategy() == Strategy::Zero2), params_(std::move(params)) {
+      free_grads_(options.resolved_strategy() >= Strategy::Zero2), params_(std::move(params)) {
   if (params_.empty()) throw std::invalid_argument("GradSync: no parameters");
   const int64_t world = comm_->size();
   const auto device = comm_->device();
-  const auto comm_dtype = options_.bf16_grads ? at::kBFloat16 : at::kFloat;
   const auto limit = static_cast<int64_t>(options_.bucket_mb * 1024 * 1024);
   bucket_of_.resize(params_.size());
-  // Reverse registration order: the output end of the model produces its gradients first.
+  // Reverse registration order: the output end of the model produces its gradients first. A
+  // unit's parameters (consecutive in registration order) make one bucket of their own.
+  const bool fsdp = options_.resolved_strategy() == Strategy::Fsdp;
   std::unique_ptr<Bucket> cur;
   auto close = [&] {
     if (!cur) return;
@@ -54,36 +80,29 @@ GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm
     if (!t.is_contiguous() || t.scalar_type() != at::kFloat || t.device() != device)
       throw std::invalid_argument(fmt::format("GradSync: {} must be a contiguous float32 tensor on {}",
                                               params_[k].name, device.str()));
-    if (cur && cur->numel > 0 && (cur->numel + t.numel()) * 4 > limit) close();
-    if (!cur) cur = std::make_unique<Bucket>();
+    const int unit = fsdp ? params_[k].unit : -1;
+    if (cur && (cur->unit != unit || (unit < 0 && cur->numel > 0 && (cur->numel + t.numel()) * 4 > limit))) close();
+    if (!cur) {
+      cur = std::make_unique<Bucket>();
+      cur->unit = unit;
+      if (unit >= 0) {
+        const auto u = static_cast<std::size_t>(unit);
+        if (unit_bucket_.size() <= u) unit_bucket_.resize(u + 1, SIZE_MAX);
+        if (unit_bucket_[u] != SIZE_MAX)
+          throw std::invalid_argument(fmt::format("GradSync: the parameters of unit {} are not consecutive ({})", unit,
+                                                  params_[k].name));
+        unit_bucket_[u] = buckets_.size();
+      }
+    }
     bucket_of_[k] = buckets_.size();
     cur->params.push_back(k);
     cur->offsets.push_back(cur->numel);
     cur->numel += t.numel();
   }
   close();
-  const auto r = static_cast<int64_t>(comm_->rank());
-  for (auto& b : buckets_) {
-    // zero2 holds a bucket's flat gradients only from its launch to the end of its transfer.
-    if (!free_grads_) b->flat = at::zeros({b->padded}, at::TensorOptions(device).dtype(comm_dtype));
-    if (!sharded_) continue;
-    const int64_t s = b->padded / world, lo = r * s, hi = lo + s;
-    b->shard = at::zeros({s}, at::TensorOptions(device).dtype(comm_dtype));
-    b->shard_grad = options_.bf16_grads ? at::zeros({s}, at::TensorOptions(device).dtype(at::kFloat)) : b->shard;
-    for (std::size_t j = 0; j < b->params.size(); ++j) {
-      const auto& p = params_[b->params[j]];
-      const int64_t from = std::max(lo, b->offsets[j]), to = std::min(hi, b->offsets[j] + p.tensor.numel());
-      if (from >= to) continue;
-      Segment seg;
-      seg.param = p.name;
-      seg.offset = from - b->offsets[j];
-      seg.length = to - from;
-      seg.key = fmt::format("{}@{}", p.name, seg.offset);
-      seg.value = p.tensor.detach().view({-1}).narrow(0, seg.offset, seg.length);
-      seg.grad = b->shard_grad.narrow(0, from - lo, seg.length);
-      segments_.push_back(std::move(seg));
-    }
-  }
+  for (std::size_t u = 0; u < unit_bucket_.size(); ++u)
+    if (unit_bucket_[u] == SIZE_MAX) throw std::invalid_argument(fmt::format("GradSync: unit {} has no parameters", u));
+  make_buffers();
   for (std::size_t k = 0; k < params_.size(); ++k) {
     auto acc = torch::autograd::impl::grad_accumulator(params_[k].tensor);
     if (!acc) throw std::invalid_argument("GradSync: " + params_[k].name + " is not a leaf that requires grad");
@@ -96,26 +115,53 @@ GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm
   }
 }
 
+void GradSync::make_buffers() {
+  const int64_t world = comm_->size();
+  const auto device = comm_->device();
+  const auto comm_dtype = options_.bf16_grads ? at::kBFloat16 : at::kFloat;
+  const auto r = static_cast<int64_t>(comm_->rank());
+  for (auto& b : buckets_) {
+    // zero2 holds a bucket's flat gradients only from its launch to the end of its transfer.
+    if (!free_grads_) b->flat = at::zeros({b->padded}, at::TensorOptions(device).dtype(comm_dtype));
+    if (!sharded_) continue;
+    const int64_t s = b->padded / world, lo = r * s, hi = lo + s;
+    // A unit's reduced part exists only from its launch to its completion.
+    if (b->unit < 0) b->shard = at::zeros({s}, at::TensorOptions(device).dtype(comm_dtype));
+    // A unit's shard gradient sums the micro-steps' reductions: a tensor of its own.
+    b->shard_grad = options_.bf16_grads || b->unit >= 0 ? at::zeros({s}, at::TensorOptions(device).dtype(at::kFloat))
+                                                         : b->shard;
+    if (b->unit >= 0) b->master = at::zeros({s}, at::TensorOptions(device).dtype(at::kFloat));
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      const auto& p = params_[b->params[j]];
+      const int64_t from = std::max(lo, b->offsets[j]), to = std::min(hi, b->offsets[j] + p.tensor.numel());
+      if (from >= to) continue;
+      Segment seg;
+      seg.param = p.name;
+      seg.offset = from - b->offsets[j];
+      seg.length = to - from;
+      seg.key = fmt::format("{}@{}", p.name, seg.offset);
+      seg.value = b->unit >= 0 ? b->master.narrow(0, from - lo, seg.length)
+                               : p.tensor.detach().view({-1}).narrow(0, seg.offset, seg.length);
+      seg.grad = b->shard_grad.narrow(0, from - lo, seg.length);
+      segments_.push_back(std::move(seg));
+    }
+  }
+}
+
 GradSync::~GradSync() {
   for (auto& [node, key] : hooks_) node->del_post_hook(key);
 }
 
 void GradSync::broadcast_parameters() {
   torch::NoGradGuard no_grad;
-  std::vector<std::pair<Bucket*, at::Tensor>> flats;
+  // One bucket at a time: a rank holds one bucket's copy beside the model, not a second model.
   for (auto& b : buckets_) {
     auto flat = at::empty({b->numel}, at::TensorOptions(comm_->device()).dtype(at::kFloat));
     for (std::size_t j = 0; j < b->params.size(); ++j) {
       const auto& t = params_[b->params[j]].tensor;
       flat.narrow(0, b->offsets[j], t.numel()).copy_(t.detach().view({-1}));
     }
-    flats.emplace_back(b.get(), flat);
-  }
-  std::vector<WorkPtr> works;
-  for (auto& [b, flat] : flats) works.push_back(comm_->broadcast(flat, 0, fmt::format("the parameter broadcast (bucket {})", b->index)));
-  for (std::size_t i = 0; i < flats.size(); ++i) {
-    works[i]->wait();
-    auto& [b, flat] = flats[i];
+    comm_->broadcast(flat, 0, fmt::format("the parameter broadcast (bucket {})", b->index))->wait();
     for (std::size_t j = 0; j < b->params.size(); ++j) {
       auto t = params_[b->params[j]].tensor.detach();
       t.view({-1}).copy_(flat.narrow(0, b->offsets[j], t.numel()));
@@ -123,13 +169,71 @@ void GradSync::broadcast_parameters() {
   }
 }
 
+void GradSync::shard_parameters() {
+  torch::NoGradGuard no_grad;
+  const int64_t r = comm_->rank();
+  for (std::size_t u = 0; u < unit_bucket_.size(); ++u) {
+    auto& b = *buckets_[unit_bucket_[u]];
+    const int64_t s = b.padded / comm_->size();
+    b.whole = at::zeros({b.padded}, b.master.options());
+    for (std::size_t j = 0; j < b.params.size(); ++j) {
+      auto& t = params_[b.params[j]].tensor;
+      auto into = b.whole.narrow(0, b.offsets[j], t.numel());
+      into.copy_(t.detach().view({-1}));
+      // The parameter (the same leaf: its autograd identity and hooks stay) now lives in the
+      // unit's buffer.
+      t.set_data(into.view(t.sizes()));
+    }
+    b.master.copy_(b.whole.narrow(0, r * s, s));
+    b.gathered = true;
+    reshard(static_cast<int>(u));
+  }
+}
+
+void GradSync::unshard(int unit) {
+  auto& b = *buckets_.at(unit_bucket_.at(unit));
+  if (b.gathered || b.gather) return;
+  torch::NoGradGuard no_grad;
+  allocate_storage(b.whole);
+  b.gather = comm_->all_gather(b.whole, b.master, fmt::format("the parameter all-gather of unit {}", unit));
+}
+
+void GradSync::wait_unshard(int unit) {
+  unshard(unit);
+  auto& b = *buckets_[unit_bucket_[unit]];
+  if (b.gather) {
+    b.gather->wait();
+    b.gather.reset();
+  }
+  b.gathered = true;
+}
+
+void GradSync::reshard(int unit) {
+  auto& b = *buckets_.at(unit_bucket_.at(unit));
+  if (b.gather) {
+    b.gather->wait();
+    b.gather.reset();
+  }
+  release_storage(b.whole);
+  b.gathered = false;
+}
+
 void GradSync::zero_grad() {
   for (auto& p : params_) p.tensor.mutable_grad().reset();
+  for (const auto u : unit_bucket_) buckets_[u]->shard_grad.zero_();
 }
 
 void GradSync::begin_backward(bool sync) {
   std::lock_guard lock(mu_);
-  if (sync && !sync_) {
+  if (!unit_bucket_.empty()) {
+    // fsdp: the units are reduced on every micro-step; the last one's transfers end here (and
+    // the reductions waiting for a parameter that took no part are launched).
+    if (units_active_) launch_ready(/*from_hook=*/false);
+    for (const auto u : unit_bucket_)
+      if (auto& b = *buckets_[u]; b.launched && !b.completed) complete(b);
+    sync_ = false;
+  }
+  if (!unit_bucket_.empty() || (sync && !sync_)) {
     sync_ = true;
     next_launch_ = 0;
     backward_start_ = Clock::now();
@@ -140,24 +244,35 @@ void GradSync::begin_backward(bool sync) {
       b->from_hook = false;
       b->work.reset();
     }
+    sync_ = sync;
+    units_active_ = !unit_bucket_.empty();
   }
 }
 
 void GradSync::on_grad_ready(std::size_t k) {
   std::lock_guard lock(mu_);
-  if (!sync_) return;  // an accumulation micro-step: gradients only add up locally
+  // An accumulation micro-step: gradients only add up locally, except a unit's (fsdp).
+  if (!sync_ && !units_active_) return;
   auto& b = *buckets_[bucket_of_[k]];
   if (--b.pending == 0) launch_ready(/*from_hook=*/true);
 }
 
 void GradSync::launch_ready(bool from_hook) {
   // Strictly in bucket order, so every rank issues the same collectives in the same order.
-  while (next_launch_ < buckets_.size() && (buckets_[next_launch_]->pending <= 0 || !from_hook))
-    launch(*buckets_[next_launch_++], from_hook);
+  while (next_launch_ < buckets_.size() && (buckets_[next_launch_]->pending <= 0 || !from_hook)) {
+    auto& b = *buckets_[next_launch_++];
+    if (sync_ || b.unit >= 0) {
+      launch(b, from_hook);
+    } else {  // fsdp's accumulation micro-step: this bucket's gradients stay whole until the last
+      b.launched = b.completed = true;
+    }
+  }
 }
 
 void GradSync::launch(Bucket& b, bool from_hook) {
   torch::NoGradGuard no_grad;
+  const auto comm_dtype = options_.bf16_grads ? at::kBFloat16 : at::kFloat;
+  if (b.unit >= 0) b.shard = at::empty({b.padded / comm_->size()}, at::TensorOptions(comm_->device()).dtype(comm_dtype));
   if (free_grads_) b.flat = at::empty({b.padded}, b.shard.options());
   if (b.padded > b.numel) b.flat.narrow(0, b.numel, b.padded - b.numel).zero_();
   for (std::size_t j = 0; j < b.params.size(); ++j) {
@@ -169,6 +284,8 @@ void GradSync::launch(Bucket& b, bool from_hook) {
     // zero2: the whole gradient is in the bucket now; only this rank's reduced part is kept.
     if (free_grads_) t.mutable_grad().reset();
   }
+  // fsdp: the unit's backward is done; its whole parameters go until its next forward.
+  if (b.unit >= 0) reshard(b.unit);
   const double world = comm_->size();
   // bfloat16 sums are scaled first (no overflow); float32 ones are divided after, as one
   // process divides its sum over the whole batch.
@@ -189,9 +306,16 @@ void GradSync::launch(Bucket& b, bool from_hook) {
 
 void GradSync::complete(Bucket& b) {
   torch::NoGradGuard no_grad;
-  b.work->wait();
   b.completed = true;
+  if (!b.work) return;
+  b.work->wait();
   const double inv_world = 1.0 / comm_->size();
+  if (b.unit >= 0) {  // summed over the micro-steps; averaged in finish()
+    b.shard_grad.add_(b.shard);
+    b.flat.reset();
+    b.shard.reset();
+    return;
+  }
   if (sharded_) {
     if (options_.bf16_grads) b.shard_grad.copy_(b.shard);
     else b.shard_grad.mul_(inv_world);
@@ -215,6 +339,7 @@ void GradSync::finish() {
     if (!sync_) throw std::logic_error("GradSync::finish without begin_backward(/*sync=*/true)");
     launch_ready(/*from_hook=*/false);  // buckets whose parameters got no gradient
     sync_ = false;
+    units_active_ = false;
   }
   overlap_ = {};
   overlap_.buckets = static_cast<int>(buckets_.size());
@@ -228,6 +353,9 @@ void GradSync::finish() {
       overlap_.hidden_s += std::chrono::duration<double>(std::min(w.finished, backward_end) - w.started).count();
     }
     overlap_.comm_s += std::chrono::duration<double>(w.finished - w.started).count();
+    // A unit's float32 sum over the micro-steps becomes the mean over ranks (bfloat16 ones were
+    // divided before their transfer).
+    if (b.unit >= 0 && !options_.bf16_grads) b.shard_grad.mul_(1.0 / comm_->size());
   }
   // The optimizer reads each segment's gradient from its value's .grad.
   for (auto& seg : segments_) seg.value.mutable_grad() = seg.grad;
@@ -236,7 +364,7 @@ void GradSync::finish() {
   for (const auto& b : buckets_) {
     if (!sharded_) continue;
     overlap_.grad_bytes += static_cast<double>(b->shard_grad.nbytes());
-    if (options_.bf16_grads) overlap_.grad_bytes += static_cast<double>(b->shard.nbytes());
+    if (options_.bf16_grads && b->unit < 0) overlap_.grad_bytes += static_cast<double>(b->shard.nbytes());
   }
 }
 
@@ -244,8 +372,17 @@ void GradSync::gather_parameters() {
   if (!sharded_) throw std::logic_error("GradSync::gather_parameters needs the sharded optimizer");
   torch::NoGradGuard no_grad;
   const int64_t world = comm_->size(), r = comm_->rank();
-  std::vector<std::pair<at::Tensor, WorkPtr>> flats;
+  struct Gather {
+    Bucket* bucket;
+    at::Tensor all;
+    WorkPtr work;
+  };
+  std::vector<Gather> flats;
+  // A unit still gathered (prefetched by a re-run forward, or kept) holds the values before the
+  // update: it is freed, and gathered from its updated master when next used.
+  for (int u = 0; u < units(); ++u) reshard(u);
   for (auto& b : buckets_) {
+    if (b->unit >= 0) continue;  // updated in its master, gathered when next used
     const int64_t s = b->padded / world;
     auto mine = at::zeros({s}, at::TensorOptions(comm_->device()).dtype(at::kFloat));
     for (std::size_t j = 0; j < b->params.size(); ++j) {
@@ -255,19 +392,19 @@ void GradSync::gather_parameters() {
     }
     auto all = at::empty({b->padded}, mine.options());
     auto work = comm_->all_gather(all, mine, fmt::format("the parameter all-gather of bucket {}", b->index + 1));
-    flats.emplace_back(all, work);
+    flats.push_back({b.get(), all, work});
   }
-  for (std::size_t i = 0; i < buckets_.size(); ++i) {
-    auto& b = *buckets_[i];
-    flats[i].second->wait();
-    for (std::size_t j = 0; j < b.params.size(); ++j) {
-      auto t = params_[b.params[j]].tensor.detach();
-      t.view({-1}).copy_(flats[i].first.narrow(0, b.offsets[j], t.numel()));
+  for (auto& [b, all, work] : flats) {
+    work->wait();
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      auto t = params_[b->params[j]].tensor.detach();
+      t.view({-1}).copy_(all.narrow(0, b->offsets[j], t.numel()));
     }
   }
 }
 
-std::map<std::string, at::Tensor> GradSync::gather_segments(const std::map<std::string, at::Tensor>& parts) {
+std::map<std::string, at::Tensor> GradSync::gather_segments(const std::map<std::string, at::Tensor>& parts,
+                                                             bool keep) {
   if (!sharded_) throw std::logic_error("GradSync::gather_segments needs the sharded optimizer");
   torch::NoGradGuard no_grad;
   const int64_t world = comm_->size(), r = comm_->rank();
@@ -286,7 +423,7 @@ std::map<std::string, at::Tensor> GradSync::gather_segments(const std::map<std::
     }
     auto all = at::empty({b->padded}, mine.options());
     comm_->all_gather(all, mine, fmt::format("the optimizer-state all-gather of bucket {}", b->index + 1))->wait();
-    for (std::size_t j = 0; j < b->params.size(); ++j) {
+    for (std::size_t j = 0; j < b->params.size() && keep; ++j) {
       const auto& t = params_[b->params[j]].tensor;
       out[params_[b->params[j]].name] = all.narrow(0, b->offsets[j], t.numel()).view(t.sizes()).clone();
     }

@@ -138,7 +138,34 @@ class CheckpointBackward : public torch::autograd::Node {
   AutocastState autocast_;
 };
 
+class BeforeBackward : public torch::autograd::Node {
+ public:
+  explicit BeforeBackward(std::function<void()> fn) : fn_(std::move(fn)) {}
+  std::string name() const override { return "lathe::BeforeBackward"; }
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    if (fn_) {
+      auto fn = std::move(fn_);
+      fn_ = nullptr;
+      fn();
+    }
+    return {grads[0]};
+  }
+  void release_variables() override { fn_ = nullptr; }
+
+ private:
+  std::function<void()> fn_;
+};
+
 }  // namespace
+
+at::Tensor before_backward(const at::Tensor& y, std::function<void()> fn) {
+  if (!at::GradMode::is_enabled() || !y.requires_grad()) return y;
+  auto out = y.detach();
+  auto node = std::shared_ptr<BeforeBackward>(new BeforeBackward(std::move(fn)), torch::autograd::deleteNode);
+  node->set_next_edges(torch::autograd::collect_next_edges(y));
+  torch::autograd::create_gradient_edge(out, std::move(node));
+  return out;
+}
 
 at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x) {
   if (!at::GradMode::is_enabled()) return fn(x);

@@ -321,6 +321,9 @@ class ConsistencyCheck {
            "scored rows on the host); set train.cuda_graphs: false");
     if (r_.distributed.backend == Backend::Nccl && r_.run.device == Device::Cpu)
       fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
+    if (r_.distributed.strategy == dist::Strategy::Fsdp && r_.train.cuda_graphs)
+      fail({"distributed.strategy", "train.cuda_graphs"},
+           "fsdp gathers and frees parameters around each block, outside any graph; set train.cuda_graphs: false");
     if (const auto& d = r_.distributed; d.shard_optimizer && d.strategy != dist::Strategy::Ddp &&
                                         d.strategy != dist::Strategy::Zero1)
       fail({"distributed.shard_optimizer", "distributed.strategy"},

@@ -9,12 +9,14 @@
 #include <thread>
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "lathe/core/error.hpp"
 #include "lathe/core/hash.hpp"
 #include "lathe/dist/world.hpp"
+#include "lathe/nn/checkpoint.hpp"
 #include "lathe/recipe/load.hpp"
 #include "lathe/recipe/paths.hpp"
 
@@ -93,14 +95,100 @@ std::optional<CheckpointData> agree_on_resume(dist::Communicator& comm, const fs
                           comm.rank(), step, how != "auto" && how != "none" ? how : root.string()));
 }
 
+namespace {
+
+/// fsdp: runs each block with its parameters gathered: waits for the block's all-gather (launched
+/// ahead by the block before it), launches the next block's, runs the block and frees its
+/// parameters again; the block's output gathers them once more before the block's backward
+/// (prefetching the block before it). Autocast's cast cache is off inside a block, so no float32
+/// copy of a freed parameter outlives its use.
+class FsdpRunner : public nn::BlockRunner {
+ public:
+  FsdpRunner(dist::GradSync& sync, std::map<const nn::BlockImpl*, int> unit_of, bool reshard_after_forward)
+      : sync_(sync), unit_of_(std::move(unit_of)), reshard_(reshard_after_forward) {}
+
+  torch::Tensor run(int64_t index, nn::BlockImpl& block, const torch::Tensor& x,
+                    const nn::AttentionContext& ctx) override {
+    const auto it = unit_of_.find(&block);
+    if (it == unit_of_.end()) return forward_next(index, block, x, ctx);
+    const int unit = it->second;
+    sync_.wait_unshard(unit);
+    if (unit + 1 < sync_.units()) sync_.unshard(unit + 1);
+    torch::Tensor y;
+    {
+      const bool cache = at::autocast::is_autocast_cache_enabled();
+      at::autocast::set_autocast_cache_enabled(false);
+      try {
+        y = forward_next(index, block, x, ctx);
+      } catch (...) {
+        at::autocast::set_autocast_cache_enabled(cache);
+        throw;
+      }
+      at::autocast::set_autocast_cache_enabled(cache);
+    }
+    const bool backward_follows = at::GradMode::is_enabled() && y.requires_grad();
+    if (reshard_ || !backward_follows) sync_.reshard(unit);
+    if (!backward_follows) return y;
+    return nn::before_backward(y, [this, unit] {
+      sync_.wait_unshard(unit);
+      if (unit > 0) sync_.unshard(unit - 1);
+    });
+  }
+
+ private:
+  dist::GradSync& sync_;
+  std::map<const nn::BlockImpl*, int> unit_of_;
+  bool reshard_;
+};
+
+}  // namespace
+
 DataParallel::DataParallel(std::shared_ptr<dist::Communicator> comm, const torch::nn::Module& model,
                            const dist::DistOptions& options)
     : comm_(std::move(comm)) {
+  const bool fsdp = options.resolved_strategy() == dist::Strategy::Fsdp;
+  // fsdp's units: the transformer blocks, in the order the model runs them.
+  std::vector<std::string> unit_prefix;
+  std::map<const nn::BlockImpl*, int> unit_of;
+  if (fsdp)
+    for (const auto& item : model.named_modules("", /*include_self=*/false))
+      if (const auto* block = dynamic_cast<const nn::BlockImpl*>(item.value().get())) {
+        unit_of[block] = static_cast<int>(unit_prefix.size());
+        unit_prefix.push_back(item.key() + ".");
+      }
   std::vector<dist::GradSync::Param> params;
-  for (const auto& item : model.named_parameters())
-    if (item.value().requires_grad()) params.push_back({item.key(), item.value()});
+  for (const auto& item : model.named_parameters()) {
+    if (!item.value().requires_grad()) continue;
+    int unit = -1;
+    for (std::size_t u = 0; u < unit_prefix.size() && unit < 0; ++u)
+      if (item.key().starts_with(unit_prefix[u])) unit = static_cast<int>(u);
+    params.push_back({item.key(), item.value(), unit});
+  }
   sync_ = std::make_unique<dist::GradSync>(std::move(params), comm_, options);
   sync_->broadcast_parameters();  // rank 0's weights everywhere, whatever each rank built
+  if (fsdp) {
+    sync_->shard_parameters();
+    runner_ = std::make_shared<FsdpRunner>(*sync_, std::move(unit_of), options.reshard_after_forward);
+  }
+}
+
+void DataParallel::gather_model(bool everywhere) const {
+  // Rank 0 alone keeps what the others help it gather (one block at a time beside their shards).
+  const bool keep = everywhere || comm_->rank() == 0;
+  for (int u = 0; u < sync_->units(); ++u) {
+    sync_->wait_unshard(u);
+    if (!keep) sync_->reshard(u);
+  }
+}
+
+void DataParallel::gather_model(torch::nn::Module& model) const {
+  if (!runner_) return;
+  gather_model(/*everywhere=*/true);
+  nn::set_block_runner(model, nullptr);
+}
+
+void DataParallel::release_model() const {
+  for (int u = 0; u < sync_->units(); ++u) sync_->reshard(u);
 }
 
 std::unique_ptr<Optimizer> DataParallel::optimizer(const torch::nn::Module& model,
@@ -144,7 +232,7 @@ std::vector<std::pair<std::string, at::Tensor>> DataParallel::checkpoint_state(
   else if (config.momentum > 0) kinds = {"momentum"};
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& kind : kinds)
-    for (auto& [param, t] : sync_->gather_segments(parts[kind])) {
+    for (auto& [param, t] : sync_->gather_segments(parts[kind], /*keep=*/comm_->rank() == 0)) {
       out.emplace_back(kind + "." + param, t);
       if (kind == kinds.front() && (step > 0 || config.name == recipe::Optimizer::AdamW))
         out.emplace_back("step." + param, at::full({1}, step, t.options().dtype(at::kFloat)));

@@ -7,12 +7,14 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #ifdef LATHE_WITH_CUDA
 #include <ATen/cuda/CUDAContextLight.h>
 #endif
 
 #include "lathe/core/error.hpp"
+#include "lathe/nn/block.hpp"
 
 namespace lathe::train {
 
@@ -59,9 +61,24 @@ std::string MemoryPlan::describe() const {
                      who, gib(params), gib(grads), gib(optimizer), gib(buffers), gib(total()));
 }
 
-MemoryPlan plan_memory(int64_t parameters, const recipe::OptimConfig& optim, const dist::DistOptions& dist,
+ModelSize model_size(const torch::nn::Module& model) {
+  ModelSize size;
+  std::vector<std::string> blocks;
+  for (const auto& item : model.named_modules("", /*include_self=*/false))
+    if (dynamic_cast<const nn::BlockImpl*>(item.value().get())) blocks.push_back(item.key() + ".");
+  size.blocks = static_cast<int64_t>(blocks.size());
+  for (const auto& item : model.named_parameters()) {
+    if (!item.value().requires_grad()) continue;
+    size.parameters += item.value().numel();
+    for (const auto& prefix : blocks)
+      if (item.key().starts_with(prefix)) size.block_parameters += item.value().numel();
+  }
+  return size;
+}
+
+MemoryPlan plan_memory(const ModelSize& size, const recipe::OptimConfig& optim, const dist::DistOptions& dist,
                        int world) {
-  const double P = static_cast<double>(parameters), W = std::max(1, world);
+  const double P = static_cast<double>(size.parameters), W = std::max(1, world);
   const double comm = dist.bf16_grads ? 2 : 4;  // bytes of a communicated gradient
   MemoryPlan p;
   p.world = std::max(1, world);
@@ -88,8 +105,25 @@ MemoryPlan plan_memory(int64_t parameters, const recipe::OptimConfig& optim, con
       p.optimizer /= W;
       p.buffers = comm * std::min(P, 2 * bucket) + (dist.bf16_grads ? comm * P / W : 0);  // two buckets in flight
       break;
+    case dist::Strategy::Fsdp: {
+      // The blocks' parameters are 1/W each (two blocks gathered at a time: the running one and
+      // the prefetched one); the rest (embeddings, final norm, head) stay whole.
+      const double B = static_cast<double>(size.block_parameters), unit = size.blocks > 0 ? B / size.blocks : 0;
+      p.params = 4 * (P - B) + 4 * B / W + 4 * std::min(B, 2 * unit);
+      p.grads = 4 * P / W;
+      p.optimizer /= W;
+      // Two buckets or units in flight (with their reduced parts).
+      p.buffers = comm * std::min(P, 2 * std::max(bucket, unit)) * (1 + 1 / W) + (dist.bf16_grads ? comm * (P - B) / W : 0);
+      break;
+    }
   }
   return p;
+}
+
+double peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0;  // KiB on Linux
 }
 
 std::optional<double> memory_per_rank(const at::Device& device, int ranks_per_node) {
@@ -104,12 +138,22 @@ std::optional<double> memory_per_rank(const at::Device& device, int ranks_per_no
 
 void refuse_if_too_large(const MemoryPlan& plan, double available, const at::Device& device) {
   if (plan.total() <= available) return;
-  const char* shard = plan.strategy == dist::Strategy::Zero2
+  const char* shard = plan.strategy == dist::Strategy::Fsdp
                           ? "spread it over more nodes (each rank holds 1/world of the gradients and optimizer state)"
-                          : "shard more (distributed.strategy zero2)";
+                          : "shard more (distributed.strategy fsdp)";
   throw Error(fmt::format("the memory plan does not fit: {}, and a rank has {:.2f} GiB of {} memory; {}, run fewer "
                           "ranks per node, or train a smaller model (found before training, so nothing is lost)",
                           plan.describe(), available / kGiB, device.is_cuda() ? "GPU" : "the machine's", shard));
+}
+
+MemoryPlan check_memory_plan(const torch::nn::Module& model, const recipe::Recipe& recipe, dist::Communicator* comm,
+                             const at::Device& device) {
+  const auto plan = plan_memory(model_size(model), recipe.optim, recipe.distributed, comm ? comm->size() : 1);
+  dist::together(comm, "the memory plan (each rank checks its node)", [&] {
+    if (const auto available = memory_per_rank(device, comm ? comm->world().local_size : 1))
+      refuse_if_too_large(plan, *available, device);
+  });
+  return plan;
 }
 
 }  // namespace lathe::train

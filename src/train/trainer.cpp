@@ -122,12 +122,16 @@ void Trainer::start(std::optional<CheckpointData> resume) {
   if (impl_->tok) check_vocab(model_, *impl_->tok, "");
   state_.recipe_yaml = recipe::to_yaml(recipe_);
   model_.module()->to(device_);
-  if (const auto every = *nn::checkpoint_interval(recipe_.train.activation_checkpointing); every > 0)
-    nn::set_block_runner(*model_.module(), std::make_shared<nn::CheckpointRunner>(every));
-  plan_rank_memory();
+  impl_->plan = check_memory_plan(*model_.module(), recipe_, impl_->distributed() ? impl_->comm.get() : nullptr,
+                                  device_);
   if (impl_->distributed())
     impl_->dp = std::make_unique<DataParallel>(impl_->comm, *model_.module(), recipe_.distributed);
   const auto* dp = impl_->dp.get();
+  // How the blocks run: checkpointed (outermost: its re-run gathers again), then gathered (fsdp).
+  auto runner = dp ? dp->block_runner() : nullptr;
+  if (const auto every = *nn::checkpoint_interval(recipe_.train.activation_checkpointing); every > 0)
+    runner = std::make_shared<nn::CheckpointRunner>(every, runner);
+  if (runner) nn::set_block_runner(*model_.module(), runner);
   impl_->optimizer = dp ? dp->optimizer(*model_.module(), recipe_.optim)
                         : std::make_unique<Optimizer>(*model_.module(), recipe_.optim);
   if (resume) {
@@ -141,19 +145,6 @@ void Trainer::start(std::optional<CheckpointData> resume) {
     for (auto& [name, mask] : sp->masks) mask = mask.to(device_, at::kBool);
     hold_masks(*sp, model_, *impl_->optimizer);
   }
-}
-
-void Trainer::plan_rank_memory() {
-  int64_t trainable = 0;
-  for (const auto& p : model_.module()->parameters())
-    if (p.requires_grad()) trainable += p.numel();
-  const bool distributed = impl_->distributed();
-  impl_->plan = plan_memory(trainable, recipe_.optim, recipe_.distributed, impl_->world());
-  dist::together(distributed ? impl_->comm.get() : nullptr, "the memory plan (each rank checks its node)", [&] {
-    const int per_node = distributed ? impl_->comm->world().local_size : 1;
-    if (const auto available = memory_per_rank(device_, per_node))
-      refuse_if_too_large(impl_->plan, *available, device_);
-  });
 }
 
 Trainer::~Trainer() = default;
@@ -295,7 +286,8 @@ void Trainer::log_step(Metrics& metrics, StepWindow& window, const StepResult& r
                    {"tokens_per_s", tps},
                    {"mfu", tps * mfu_per_tps},
                    {"tokens", static_cast<double>(state_.tokens)},
-                   {"skipped_steps", static_cast<double>(state_.skipped_steps)}}});
+                   {"skipped_steps", static_cast<double>(state_.skipped_steps)},
+                   {"peak_rss_gb", peak_rss_bytes() / 1e9}}});
   if (const auto* dp = impl_->dp.get()) {
     const auto& o = dp->sync().last_overlap();
     metrics.record({state_.step, "comm",
@@ -340,8 +332,10 @@ TrainReport Trainer::run() {
   auto save = [&] {  // sharded: the optimizer state is gathered from every rank (all take part)
     const auto& opt = *impl_->optimizer;
     auto optim = impl_->dp ? impl_->dp->checkpoint_state(opt, recipe_.optim) : opt.state();
+    if (impl_->dp) impl_->dp->gather_model();  // fsdp: the blocks' parameters, while they are written
     report.checkpoint =
         checkpointer.save(model_, std::move(optim), options_.sparsity.get(), state_, validator.done_at(state_.step));
+    if (impl_->dp) impl_->dp->release_model();
   };
   auto validate = [&] {
     auto [m, best] = validator.run(state_.step, state_, metrics, [&] { return evaluate(tr.eval_batches); });
@@ -384,6 +378,7 @@ TrainReport Trainer::run() {
   }
   // Throughput of training alone: validation and checkpoints excluded.
   finish_report(report, window, validator.seconds() + checkpointer.seconds());
+  if (impl_->dp) impl_->dp->gather_model(*model_.module());  // fsdp: the trained model whole again
   return report;
 }
 

@@ -18,6 +18,16 @@
 // bucket has copied them: after backward a rank holds only its reduced 1/world part. At most two
 // buckets are in flight; launching a third first completes the oldest.
 //
+// fsdp (ZeRO-3, as FSDP's full sharding): the parameters of each unit (a transformer block, given
+// by Param::unit) form one bucket whose whole values live in one flat buffer that exists only
+// while the unit is gathered: shard_parameters() keeps this rank's 1/world of it (the float32
+// master the optimizer updates) and frees the rest; unshard() all-gathers it before the unit
+// runs, reshard() frees it. A unit's gradients are reduce-scattered on every micro-batch as soon
+// as its backward is done (summed into the shard over the accumulation micro-steps), and its
+// buffer is freed then. The other parameters (embeddings, final norm, head) are buckets as
+// under zero2. Collectives are issued in one order on every rank: gathers in the forward's and
+// the backward's unit order, reductions in bucket order.
+//
 // Gradient accumulation: begin_backward(/*sync=*/false) for the micro-batches before the last,
 // which then only accumulate locally; no communication happens on them (under zero2 the whole
 // gradients are kept through the accumulation micro-steps and dropped in the last one).
@@ -67,6 +77,7 @@ class GradSync {
   struct Param {
     std::string name;
     at::Tensor tensor;  // a contiguous leaf that requires grad
+    int unit = -1;      // fsdp: the unit (block) whose bucket holds it; -1: none
   };
   GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm, const DistOptions& options);
   ~GradSync();
@@ -75,6 +86,17 @@ class GradSync {
 
   /// Every rank's parameters become rank 0's.
   void broadcast_parameters();
+  /// fsdp: each unit keeps its 1/world master shard and frees its whole parameters (call after
+  /// broadcast_parameters()). The units' parameters are then readable only while gathered.
+  void shard_parameters();
+  /// fsdp: launches the all-gather of `unit`'s parameters (nothing if gathered or under way).
+  void unshard(int unit);
+  /// fsdp: the unit's parameters are whole when this returns.
+  void wait_unshard(int unit);
+  /// fsdp: frees the unit's whole parameters.
+  void reshard(int unit);
+  /// fsdp: the number of units (0 otherwise).
+  int units() const { return static_cast<int>(unit_bucket_.size()); }
   /// Before each micro-batch's backward: `sync` on the last one of a step.
   void begin_backward(bool sync);
   /// After the last micro-batch's backward: completes every bucket's reduction and leaves the
@@ -86,12 +108,14 @@ class GradSync {
   bool sharded() const { return sharded_; }
   /// Sharded: the parts of the parameters this rank updates, in bucket order.
   const std::vector<Segment>& segments() const { return segments_; }
-  /// Sharded: after the update of the segments, every rank's parameters become the updated ones.
+  /// Sharded: after the update of the segments, every rank's parameters become the updated ones
+  /// (fsdp units: their masters are updated in place and gathered when next used).
   void gather_parameters();
   /// Sharded: per-segment tensors (keyed by Segment::key, `length` elements each, as many
   /// segments as the caller has values for: all or none of a bucket's) gathered from every
   /// rank into whole tensors shaped like their parameters, keyed by parameter name.
-  std::map<std::string, at::Tensor> gather_segments(const std::map<std::string, at::Tensor>& parts);
+  /// `keep` false: this rank takes part and keeps nothing (one bucket at a time in memory).
+  std::map<std::string, at::Tensor> gather_segments(const std::map<std::string, at::Tensor>& parts, bool keep = true);
 
   const OverlapStats& last_overlap() const { return overlap_; }
   int buckets() const { return static_cast<int>(buckets_.size()); }
@@ -99,6 +123,8 @@ class GradSync {
 
  private:
   struct Bucket;
+  /// The buckets' flat buffers, shards (sharded), masters (fsdp units) and this rank's segments.
+  void make_buffers();
   void on_grad_ready(std::size_t param);
   void launch(Bucket& b, bool from_hook);
   /// Waits for `b`'s transfer and puts its mean gradients in place.
@@ -108,6 +134,7 @@ class GradSync {
   std::shared_ptr<Communicator> comm_;
   DistOptions options_;
   bool sharded_;
+  std::vector<std::size_t> unit_bucket_;  // fsdp: unit -> bucket
   bool free_grads_;  // zero2: a parameter's .grad is dropped once its bucket holds it
   std::vector<Param> params_;
   std::vector<std::size_t> bucket_of_;  // param index -> bucket
@@ -116,6 +143,7 @@ class GradSync {
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
   std::mutex mu_;
   bool sync_ = false;
+  bool units_active_ = false;  // fsdp: a backward is under way (units reduce on every micro-step)
   std::size_t next_launch_ = 0;
   std::chrono::steady_clock::time_point backward_start_{};
   OverlapStats overlap_;

@@ -19,8 +19,9 @@ enum class Backend { Auto, Nccl, Mpi, None };
 /// What each rank keeps whole and what it keeps 1/world of, from least to most sharded.
 /// ddp: everything whole, gradients all-reduced. zero1: the optimizer state sharded (gradients
 /// reduce-scattered, parameters all-gathered after the update). zero2: zero1, and no whole
-/// gradient kept once its bucket is reduce-scattered.
-enum class Strategy { Ddp, Zero1, Zero2 };
+/// gradient kept once its bucket is reduce-scattered. fsdp (ZeRO-3): zero2, and each transformer
+/// block's parameters sharded too, gathered just before the block runs and freed after.
+enum class Strategy { Ddp, Zero1, Zero2, Fsdp };
 
 struct DistOptions {
   Backend backend = Backend::Auto;
@@ -35,6 +36,9 @@ struct DistOptions {
   bool shard_optimizer = false;
   /// Communicate gradients in bfloat16 (half the bytes; the sum is rounded to 8 mantissa bits).
   bool bf16_grads = false;
+  /// fsdp: free a block's gathered parameters after its forward (gather them again for its
+  /// backward); false keeps them from the forward to the block's backward.
+  bool reshard_after_forward = true;
 
   /// The strategy this run uses: `strategy`, or zero1 where only shard_optimizer says so.
   Strategy resolved_strategy() const {
@@ -58,12 +62,19 @@ void visit(V& v, DistOptions& c) {
   v.field("strategy", c.strategy,
           "ddp: every rank holds the whole model, gradients and optimizer state; zero1: gradients "
           "reduce-scattered, each rank keeps and updates 1/world of the optimizer state, parameters all-gathered "
-          "after the update; zero2: zero1, and each bucket's whole gradients freed once it is reduce-scattered. "
+          "after the update; zero2: zero1, and each bucket's whole gradients freed once it is reduce-scattered; "
+          "fsdp: zero2, and every transformer block's parameters sharded as well, all-gathered just before the "
+          "block's forward (the next block's gather prefetched) and again before its backward, freed after use, "
+          "its gradients reduce-scattered as soon as its backward is done (embeddings, final norm and head stay "
+          "whole, their gradients and optimizer state sharded). "
           "The start-up line prints the bytes per rank (docs/distributed.md). Checkpoints hold whole tensors: any "
           "strategy at any world size resumes them.");
   v.field("shard_optimizer", c.shard_optimizer, "The older spelling of strategy: zero1 (true with strategy ddp "
                                                 "means zero1; with zero2 it is refused as a contradiction).");
   v.field("bf16_grads", c.bf16_grads, "Communicate gradients in bfloat16 (half the bytes, rounded sums).");
+  v.field("reshard_after_forward", c.reshard_after_forward,
+          "fsdp: free a block's gathered parameters after its forward and gather them again for its backward; "
+          "false keeps them from the forward to the block's backward (less communication, more memory).");
 }
 
 }  // namespace lathe::dist
@@ -71,4 +82,4 @@ void visit(V& v, DistOptions& c) {
 LATHE_ENUM_TABLE(lathe::dist::Backend, {lathe::dist::Backend::Auto, "auto"}, {lathe::dist::Backend::Nccl, "nccl"},
                  {lathe::dist::Backend::Mpi, "mpi"}, {lathe::dist::Backend::None, "none"});
 LATHE_ENUM_TABLE(lathe::dist::Strategy, {lathe::dist::Strategy::Ddp, "ddp"}, {lathe::dist::Strategy::Zero1, "zero1"},
-                 {lathe::dist::Strategy::Zero2, "zero2"});
+                 {lathe::dist::Strategy::Zero2, "zero2"}, {lathe::dist::Strategy::Fsdp, "fsdp"});

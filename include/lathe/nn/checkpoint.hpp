@@ -26,6 +26,11 @@ std::optional<int64_t> checkpoint_interval(std::string_view spelling);
 /// changes before the backward, other than the generators.
 at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x);
 
+/// `y` as it is, whose backward first calls `fn` (once) and then passes the gradient on: what
+/// must happen before the backward of the operations that made `y` (gathering the parameters
+/// they use). Without grad, or when `y` needs none, `y` itself.
+at::Tensor before_backward(const at::Tensor& y, std::function<void()> fn);
+
 /// Checkpoints every `every`-th block (index % every == 0) while grad mode is on.
 class CheckpointRunner : public BlockRunner {
  public:

@@ -18,6 +18,7 @@
 
 #include "lathe/dist/communicator.hpp"
 #include "lathe/dist/grad_sync.hpp"
+#include "lathe/nn/block.hpp"
 #include "lathe/recipe/recipe.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/checkpoint.hpp"
@@ -64,6 +65,17 @@ class DataParallel {
   int world() const { return comm_->size(); }
   bool sharded() const { return sync_->sharded(); }
 
+  /// fsdp: what runs the model's blocks with their parameters gathered (null otherwise); the
+  /// trainer gives it to the model (nn::set_block_runner), behind activation checkpointing.
+  std::shared_ptr<nn::BlockRunner> block_runner() const { return runner_; }
+  /// fsdp: every block's parameters gathered on rank 0 (on every rank when `everywhere`; the
+  /// others take part a block at a time), e.g. while rank 0 writes a checkpoint; release_model()
+  /// frees them again. Nothing under the other strategies.
+  void gather_model(bool everywhere = false) const;
+  void release_model() const;
+  /// fsdp, at the end of training: `model`'s blocks gathered for good and run plainly again.
+  void gather_model(torch::nn::Module& model) const;
+
   /// The optimizer of this rank: over the whole model, or (sharded) over the segments it owns.
   std::unique_ptr<Optimizer> optimizer(const torch::nn::Module& model, const recipe::OptimConfig& config) const;
   /// A checkpoint's whole-parameter optimizer state as this rank's optimizer loads it: (sharded)
@@ -85,6 +97,7 @@ class DataParallel {
  private:
   std::shared_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::GradSync> sync_;
+  std::shared_ptr<nn::BlockRunner> runner_;
 };
 
 /// What each micro-batch's mean loss is divided by in a step of `micro` (this rank's part of

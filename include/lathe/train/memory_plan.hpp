@@ -9,7 +9,9 @@
 #include <string>
 
 #include <c10/core/Device.h>
+#include <torch/nn/module.h>
 
+#include "lathe/dist/communicator.hpp"
 #include "lathe/dist/options.hpp"
 #include "lathe/recipe/recipe.hpp"
 
@@ -28,9 +30,18 @@ struct MemoryPlan {
   std::string describe() const;
 };
 
-/// The plan of a model of `parameters` float32 trainable parameters trained with `optim` by
-/// `world` ranks under `dist` (one process: world 1, no buffers).
-MemoryPlan plan_memory(int64_t parameters, const recipe::OptimConfig& optim, const dist::DistOptions& dist,
+/// What the plan counts of a model: its float32 trainable parameters, and how many of them are
+/// in its `blocks` transformer blocks (fsdp shards those).
+struct ModelSize {
+  int64_t parameters = 0;
+  int64_t block_parameters = 0;
+  int64_t blocks = 0;
+};
+ModelSize model_size(const torch::nn::Module& model);
+
+/// The plan of a model of that size trained with `optim` by `world` ranks under `dist` (one
+/// process: world 1, no buffers).
+MemoryPlan plan_memory(const ModelSize& size, const recipe::OptimConfig& optim, const dist::DistOptions& dist,
                        int world);
 
 /// Bytes the ranks of one node can use on `device`: the GPU's memory (one rank per GPU) or the
@@ -38,7 +49,15 @@ MemoryPlan plan_memory(int64_t parameters, const recipe::OptimConfig& optim, con
 /// when it cannot be read.
 std::optional<double> memory_per_rank(const at::Device& device, int ranks_per_node);
 
+/// The most resident memory this process has held so far (getrusage's ru_maxrss), in bytes.
+double peak_rss_bytes();
+
 /// Throws lathe::Error with the plan's figures when it needs more than `available` bytes.
 void refuse_if_too_large(const MemoryPlan& plan, double available, const at::Device& device);
+
+/// The plan of `model` trained by `recipe` (over the ranks of `comm`, or one process when null),
+/// refused on every rank when some rank's node cannot hold it.
+MemoryPlan check_memory_plan(const torch::nn::Module& model, const recipe::Recipe& recipe, dist::Communicator* comm,
+                             const at::Device& device);
 
 }  // namespace lathe::train

@@ -94,8 +94,6 @@ class Trainer {
  private:
   /// The model, the data-parallel state and the optimizer, from `resume` or afresh.
   void start(std::optional<CheckpointData> resume);
-  /// The memory plan of this rank (MemoryPlan), refused on every rank when a node cannot hold it.
-  void plan_rank_memory();
   /// The tokenizer (required now), the task's data and the class names.
   void load_data();
   /// The run's opening lines; refuses a pipeline whose eval stage has no validation data.
