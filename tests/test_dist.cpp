@@ -374,6 +374,7 @@ TEST_CASE("dist: N ranks with 1/N of the batch end with the parameters of one pr
           if (strategy == "ddp") CHECK(held == whole);
           if (strategy == "zero1") CHECK_THAT(held, Catch::Matchers::WithinAbs(whole + part, pad));
           if (strategy == "zero2" || strategy == "fsdp") CHECK_THAT(held, Catch::Matchers::WithinAbs(part, pad));
+          if (strategy != "fsdp") CHECK(c["gathered_units"].get<double>() == 0);
         }
       }
   }
@@ -404,6 +405,24 @@ TEST_CASE("dist: masked LM on N ranks with 1/N of the batch matches one process 
     const double diff = max_difference(final_parameters(dir.path() / dp), final_parameters(dir.path() / ref));
     INFO("max parameter / moment difference " << diff);
     CHECK(diff <= kDdpTol);
+  }
+}
+
+TEST_CASE("dist: fsdp holds at most two blocks whole at once, with and without checkpointed blocks", "[dist][mpi]") {
+  TempDir dir;
+  for (const std::string ac : {"none", "blocks"}) {
+    auto recipe = write_recipe(dir, "run_" + ac, 6, "activation_checkpointing: " + ac, "strategy: fsdp", 3);
+    auto text = read_file(recipe);
+    text.replace(text.find("n_layer: 2"), 10, "n_layer: 6");
+    std::ofstream(recipe) << text;
+    auto res = train(2, recipe);
+    INFO(res.out << res.err);
+    REQUIRE(res.code == 0);
+    const auto comm = records(dir.path() / ("run_" + ac) / "metrics.jsonl", "comm");
+    REQUIRE(comm.size() == 3);
+    // The running block and the one prefetched (a re-run block's backward prefetches the block
+    // before it, not the one after).
+    for (const auto& c : comm) CHECK(c["gathered_units"].get<double>() == 2);
   }
 }
 
@@ -659,14 +678,18 @@ TEST_CASE("dist: a one-rank nccl job trains on the GPU as one process does", "[d
   INFO(ref.out << ref.err);
   REQUIRE(ref.code == 0);
   const auto want = final_parameters(dir.path() / "ref");
-  // fsdp also with checkpointed blocks: the CUDA generator's state and the gathers on the GPU.
+  // fsdp also with checkpointed blocks and dropout: the CUDA generator's state replayed in the
+  // backward, against one GPU process with the same dropout.
+  auto dropout = cuda;
+  dropout.insert(dropout.end(), {"--set", "model.dropout=0.1"});
+  REQUIRE(train(1, write_recipe(dir, "ref_dropout", 8), dropout).code == 0);
   for (const std::string strategy : {"ddp", "zero1", "zero2", "fsdp", "fsdp_ac"}) {
     const auto name = fmt::format("nccl_{}", strategy);
     const bool ac = strategy == "fsdp_ac";
     auto argv = train_command(1,
                               write_recipe(dir, name, 8, ac ? "activation_checkpointing: blocks" : "",
                                            fmt::format("strategy: {}", ac ? "fsdp" : strategy)),
-                              cuda);
+                              ac ? dropout : cuda);
     argv.insert(argv.end(), {"--set", "distributed.backend=nccl"});
     argv.insert(argv.begin(), {"env", "RANK=0", "WORLD_SIZE=1", "LOCAL_RANK=0", "LOCAL_WORLD_SIZE=1",
                                "MASTER_ADDR=127.0.0.1", fmt::format("MASTER_PORT={}", 29000 + getpid() % 1000)});
@@ -674,7 +697,8 @@ TEST_CASE("dist: a one-rank nccl job trains on the GPU as one process does", "[d
     INFO(res.out << res.err);
     REQUIRE(res.code == 0);
     CHECK(contains(res.out, "data-parallel over 1 ranks (nccl, torchrun)"));
-    CHECK(max_difference(final_parameters(dir.path() / name), want) <= kDdpTol);
+    CHECK(max_difference(final_parameters(dir.path() / name), ac ? final_parameters(dir.path() / "ref_dropout") : want) <=
+          kDdpTol);
   }
 }
 

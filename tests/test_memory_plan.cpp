@@ -68,10 +68,15 @@ TEST_CASE("memory plan: each strategy keeps less per rank, and a plan too large 
   CHECK(msg.find("14.42 GiB") != std::string::npos);  // 20 x 774M bytes
   CHECK(msg.find("11.18 GiB") != std::string::npos);  // what a rank has
   CHECK(msg.find("distributed.strategy fsdp") != std::string::npos);
-  // fsdp on 2 ranks: the blocks' parameters halved, two blocks whole at a time.
+  // fsdp keeps fewer parameter bytes than zero2 only while it reshards after the forward;
+  // accumulation keeps zero2's whole gradients.
+  o.strategy = dist::Strategy::Zero2;
+  const auto zero2 = train::plan_memory(P, adamw, o, 2), zero2_accum = train::plan_memory(P, adamw, o, 2, 4);
+  CHECK(zero2_accum.grads == zero2.grads + 4 * 774e6);
   o.strategy = dist::Strategy::Fsdp;
-  const auto fsdp = train::plan_memory(P, adamw, o, 2);
-  CHECK(fsdp.params == 4.0 * (66e6 + 354e6 + 2 * 708e6 / 36));
+  CHECK(train::plan_memory(P, adamw, o, 2).params < zero2.params);
+  o.reshard_after_forward = false;
+  CHECK(train::plan_memory(P, adamw, o, 2).params > zero2.params);  // every block whole, and the masters
   CHECK(test::error_of([&] { train::refuse_if_too_large(ddp, 16e9, at::Device(at::kCPU)); }) == "no error");
   // The machine's memory is read (MemTotal, or the cgroup's limit) and shared by a node's ranks.
   const auto one = train::memory_per_rank(at::Device(at::kCPU), 1), two = train::memory_per_rank(at::Device(at::kCPU), 2);

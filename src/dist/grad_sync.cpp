@@ -38,28 +38,64 @@ struct GradSync::Bucket {
   bool gathered = false;
 };
 
-namespace {
+/// The memory of the buffers that come and go every step (fsdp's gathered units, the flat
+/// gradients of zero2's buckets and of the units), kept for the next step: a few blocks of the
+/// sizes in use, reused instead of going back to the heap, which large blocks freed and taken
+/// again every step fragment (the process then keeps far more resident than it uses).
+struct GradSync::Pool {
+  static constexpr std::size_t kKeep = 8;
+  std::vector<std::pair<std::size_t, at::DataPtr>> blocks;
 
-/// Frees or (re)allocates the memory under `t` (the storage its views share) without touching
-/// the views: the parameters set onto it keep their shapes and autograd identity.
-void release_storage(const at::Tensor& t) {
-  auto* s = t.storage().unsafeGetStorageImpl();
-  s->set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
-  s->set_nbytes(0);
-}
-void allocate_storage(const at::Tensor& t) {
-  auto* s = t.storage().unsafeGetStorageImpl();
-  const auto bytes = static_cast<std::size_t>(t.numel()) * t.element_size();
-  if (s->nbytes() == bytes) return;
-  s->set_data_ptr_noswap(s->allocator()->allocate(bytes));
-  s->set_nbytes(bytes);
-}
+  at::DataPtr take(std::size_t bytes, at::Allocator* allocator) {
+    for (auto it = blocks.begin(); it != blocks.end(); ++it)
+      if (it->first == bytes) {
+        auto p = std::move(it->second);
+        blocks.erase(it);
+        return p;
+      }
+    return allocator->allocate(bytes);
+  }
+  void give(std::size_t bytes, at::DataPtr p) {
+    if (p && blocks.size() < kKeep) blocks.emplace_back(bytes, std::move(p));
+  }
 
-}  // namespace
+  /// Frees (into the pool) or (re)allocates the memory under `t` (the storage its views share)
+  /// without touching the views: the parameters set onto it keep their shapes and autograd
+  /// identity.
+  void release_storage(const at::Tensor& t) {
+    auto* s = t.storage().unsafeGetStorageImpl();
+    const auto bytes = s->nbytes();
+    give(bytes, s->set_data_ptr(at::DataPtr(nullptr, t.device())));
+    s->set_nbytes(0);
+  }
+  void allocate_storage(const at::Tensor& t) {
+    auto* s = t.storage().unsafeGetStorageImpl();
+    const auto bytes = static_cast<std::size_t>(t.numel()) * t.element_size();
+    if (s->nbytes() == bytes) return;
+    s->set_data_ptr_noswap(take(bytes, s->allocator()));
+    s->set_nbytes(bytes);
+  }
+  /// A new 1-d tensor of `n` elements on the pool's memory.
+  at::Tensor empty(int64_t n, const at::TensorOptions& options) {
+    auto t = at::empty({0}, options);
+    auto* s = t.storage().unsafeGetStorageImpl();
+    const auto bytes = static_cast<std::size_t>(n) * t.element_size();
+    s->set_data_ptr_noswap(take(bytes, s->allocator()));
+    s->set_nbytes(bytes);
+    t.unsafeGetTensorImpl()->set_sizes_contiguous({n});
+    return t;
+  }
+  /// Gives `t`'s memory back (when nothing else holds it) and resets `t`.
+  void recycle(at::Tensor& t) {
+    if (t.defined() && t.storage().use_count() == 1) release_storage(t);
+    t.reset();
+  }
+};
 
 GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm, const DistOptions& options)
     : comm_(std::move(comm)), options_(options), sharded_(options.sharded()),
       free_grads_(options.resolved_strategy() >= Strategy::Zero2), params_(std::move(params)) {
+  pool_ = std::make_unique<Pool>();
   if (params_.empty()) throw std::invalid_argument("GradSync: no parameters");
   const int64_t world = comm_->size();
   const auto device = comm_->device();
@@ -149,6 +185,8 @@ void GradSync::make_buffers() {
 }
 
 GradSync::~GradSync() {
+  for (auto& b : buckets_)  // memory of the pool under a unit's parameters stays theirs
+    if (b->whole.defined()) b->whole.reset();
   for (auto& [node, key] : hooks_) node->del_post_hook(key);
 }
 
@@ -194,8 +232,15 @@ void GradSync::unshard(int unit) {
   auto& b = *buckets_.at(unit_bucket_.at(unit));
   if (b.gathered || b.gather) return;
   torch::NoGradGuard no_grad;
-  allocate_storage(b.whole);
+  pool_->allocate_storage(b.whole);
+  gathered_max_ = std::max(gathered_max_, gathered_units());
   b.gather = comm_->all_gather(b.whole, b.master, fmt::format("the parameter all-gather of unit {}", unit));
+}
+
+int GradSync::gathered_units() const {
+  int n = 0;
+  for (const auto u : unit_bucket_) n += buckets_[u]->whole.storage().nbytes() > 0 ? 1 : 0;
+  return n;
 }
 
 void GradSync::wait_unshard(int unit) {
@@ -214,7 +259,7 @@ void GradSync::reshard(int unit) {
     b.gather->wait();
     b.gather.reset();
   }
-  release_storage(b.whole);
+  pool_->release_storage(b.whole);
   b.gathered = false;
 }
 
@@ -272,8 +317,9 @@ void GradSync::launch_ready(bool from_hook) {
 void GradSync::launch(Bucket& b, bool from_hook) {
   torch::NoGradGuard no_grad;
   const auto comm_dtype = options_.bf16_grads ? at::kBFloat16 : at::kFloat;
-  if (b.unit >= 0) b.shard = at::empty({b.padded / comm_->size()}, at::TensorOptions(comm_->device()).dtype(comm_dtype));
-  if (free_grads_) b.flat = at::empty({b.padded}, b.shard.options());
+  const auto options = at::TensorOptions(comm_->device()).dtype(comm_dtype);
+  if (b.unit >= 0) b.shard = pool_->empty(b.padded / comm_->size(), options);
+  if (free_grads_) b.flat = pool_->empty(b.padded, options);
   if (b.padded > b.numel) b.flat.narrow(0, b.numel, b.padded - b.numel).zero_();
   for (std::size_t j = 0; j < b.params.size(); ++j) {
     auto& t = params_[b.params[j]].tensor;
@@ -312,14 +358,14 @@ void GradSync::complete(Bucket& b) {
   const double inv_world = 1.0 / comm_->size();
   if (b.unit >= 0) {  // summed over the micro-steps; averaged in finish()
     b.shard_grad.add_(b.shard);
-    b.flat.reset();
-    b.shard.reset();
+    pool_->recycle(b.flat);
+    pool_->recycle(b.shard);
     return;
   }
   if (sharded_) {
     if (options_.bf16_grads) b.shard_grad.copy_(b.shard);
     else b.shard_grad.mul_(inv_world);
-    if (free_grads_) b.flat.reset();
+    if (free_grads_) pool_->recycle(b.flat);
     return;
   }
   for (std::size_t j = 0; j < b.params.size(); ++j) {
@@ -343,6 +389,8 @@ void GradSync::finish() {
   }
   overlap_ = {};
   overlap_.buckets = static_cast<int>(buckets_.size());
+  overlap_.max_gathered_units = gathered_max_;  // since the last step's finish
+  gathered_max_ = gathered_units();
   for (auto& bp : buckets_) {
     auto& b = *bp;
     if (!b.completed) complete(b);

@@ -30,6 +30,8 @@ std::optional<int64_t> checkpoint_interval(std::string_view s) {
 
 namespace {
 
+thread_local int recomputing = 0;  // CheckpointBackward re-runs in progress on this thread
+
 /// The generators a block's randomness draws from: the CPU's and, for a CUDA input, its GPU's.
 struct RngState {
   at::Tensor cpu;
@@ -110,13 +112,17 @@ class CheckpointBackward : public torch::autograd::Node {
       rng_.restore();
       autocast_.apply();
       at::AutoGradMode grad(true);
+      ++recomputing;
       try {
         y = fn_(x);
       } catch (...) {
+        --recomputing;
         now_rng.restore();
         now_autocast.apply();
+        at::autocast::clear_cache();
         throw;
       }
+      --recomputing;
       now_rng.restore();
       now_autocast.apply();
       at::autocast::clear_cache();
@@ -157,6 +163,8 @@ class BeforeBackward : public torch::autograd::Node {
 };
 
 }  // namespace
+
+bool in_recompute() { return recomputing > 0; }
 
 at::Tensor before_backward(const at::Tensor& y, std::function<void()> fn) {
   if (!at::GradMode::is_enabled() || !y.requires_grad()) return y;

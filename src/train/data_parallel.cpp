@@ -100,8 +100,9 @@ namespace {
 /// fsdp: runs each block with its parameters gathered: waits for the block's all-gather (launched
 /// ahead by the block before it), launches the next block's, runs the block and frees its
 /// parameters again; the block's output gathers them once more before the block's backward
-/// (prefetching the block before it). Autocast's cast cache is off inside a block, so no float32
-/// copy of a freed parameter outlives its use.
+/// (prefetching the block before it). Autocast's cast cache is off inside a block: the casts are
+/// not kept beyond the block's forward (autograd still saves the bf16 weights its backward
+/// needs).
 class FsdpRunner : public nn::BlockRunner {
  public:
   FsdpRunner(dist::GradSync& sync, std::map<const nn::BlockImpl*, int> unit_of, bool reshard_after_forward)
@@ -112,8 +113,12 @@ class FsdpRunner : public nn::BlockRunner {
     const auto it = unit_of_.find(&block);
     if (it == unit_of_.end()) return forward_next(index, block, x, ctx);
     const int unit = it->second;
+    // Re-run by activation checkpointing inside the backward: the block's own backward comes
+    // next, then the block before it's (as FSDP skips its forward hooks in the pre-backward).
+    const bool recompute = nn::in_recompute();
     sync_.wait_unshard(unit);
-    if (unit + 1 < sync_.units()) sync_.unshard(unit + 1);
+    if (recompute && unit > 0) sync_.unshard(unit - 1);
+    if (!recompute && unit + 1 < sync_.units()) sync_.unshard(unit + 1);
     torch::Tensor y;
     {
       const bool cache = at::autocast::is_autocast_cache_enabled();
@@ -127,7 +132,7 @@ class FsdpRunner : public nn::BlockRunner {
       at::autocast::set_autocast_cache_enabled(cache);
     }
     const bool backward_follows = at::GradMode::is_enabled() && y.requires_grad();
-    if (reshard_ || !backward_follows) sync_.reshard(unit);
+    if ((reshard_ && !recompute) || !backward_follows) sync_.reshard(unit);
     if (!backward_follows) return y;
     return nn::before_backward(y, [this, unit] {
       sync_.wait_unshard(unit);

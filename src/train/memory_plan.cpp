@@ -77,7 +77,7 @@ ModelSize model_size(const torch::nn::Module& model) {
 }
 
 MemoryPlan plan_memory(const ModelSize& size, const recipe::OptimConfig& optim, const dist::DistOptions& dist,
-                       int world) {
+                       int world, int64_t grad_accum) {
   const double P = static_cast<double>(size.parameters), W = std::max(1, world);
   const double comm = dist.bf16_grads ? 2 : 4;  // bytes of a communicated gradient
   MemoryPlan p;
@@ -101,7 +101,8 @@ MemoryPlan plan_memory(const ModelSize& size, const recipe::OptimConfig& optim, 
       p.buffers = comm * P + (dist.bf16_grads ? comm * P / W : 0);
       break;
     case dist::Strategy::Zero2:
-      p.grads = 4 * P / W;
+      // Accumulation micro-steps keep the whole gradients until the last one reduces them.
+      p.grads = 4 * P / W + (grad_accum > 1 ? 4 * P : 0);
       p.optimizer /= W;
       p.buffers = comm * std::min(P, 2 * bucket) + (dist.bf16_grads ? comm * P / W : 0);  // two buckets in flight
       break;
@@ -109,8 +110,9 @@ MemoryPlan plan_memory(const ModelSize& size, const recipe::OptimConfig& optim, 
       // The blocks' parameters are 1/W each (two blocks gathered at a time: the running one and
       // the prefetched one); the rest (embeddings, final norm, head) stay whole.
       const double B = static_cast<double>(size.block_parameters), unit = size.blocks > 0 ? B / size.blocks : 0;
-      p.params = 4 * (P - B) + 4 * B / W + 4 * std::min(B, 2 * unit);
-      p.grads = 4 * P / W;
+      // Without resharding after the forward every block stays whole until its backward.
+      p.params = 4 * (P - B) + 4 * B / W + 4 * (dist.reshard_after_forward ? std::min(B, 2 * unit) : B);
+      p.grads = 4 * P / W + (grad_accum > 1 ? 4 * (P - B) : 0);
       p.optimizer /= W;
       // Two buckets or units in flight (with their reduced parts).
       p.buffers = comm * std::min(P, 2 * std::max(bucket, unit)) * (1 + 1 / W) + (dist.bf16_grads ? comm * (P - B) / W : 0);
@@ -148,7 +150,8 @@ void refuse_if_too_large(const MemoryPlan& plan, double available, const at::Dev
 
 MemoryPlan check_memory_plan(const torch::nn::Module& model, const recipe::Recipe& recipe, dist::Communicator* comm,
                              const at::Device& device) {
-  const auto plan = plan_memory(model_size(model), recipe.optim, recipe.distributed, comm ? comm->size() : 1);
+  const auto plan = plan_memory(model_size(model), recipe.optim, recipe.distributed, comm ? comm->size() : 1,
+                                recipe.train.grad_accum);
   dist::together(comm, "the memory plan (each rank checks its node)", [&] {
     if (const auto available = memory_per_rank(device, comm ? comm->world().local_size : 1))
       refuse_if_too_large(plan, *available, device);

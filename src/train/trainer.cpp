@@ -296,7 +296,8 @@ void Trainer::log_step(Metrics& metrics, StepWindow& window, const StepResult& r
                      {"started_in_backward", static_cast<double>(o.started_before_backward_end)},
                      {"seconds", o.comm_s},
                      {"hidden_fraction", o.hidden_fraction()},
-                     {"grad_bytes", o.grad_bytes}}});
+                     {"grad_bytes", o.grad_bytes},
+                     {"gathered_units", static_cast<double>(o.max_gathered_units)}}});
   }
   window.reset();
 }

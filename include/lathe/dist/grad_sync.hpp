@@ -1,4 +1,5 @@
-// Data-parallel gradient synchronisation (DDP), optionally with a sharded optimizer (ZeRO-1).
+// Data-parallel gradient synchronisation: DDP, and the sharded strategies ZeRO-1, ZeRO-2 and
+// FSDP (ZeRO-3).
 //
 // The parameters are packed, in reverse registration order (roughly the order backward
 // produces their gradients), into flat buckets of about bucket_mb. An autograd post-hook on
@@ -69,6 +70,7 @@ struct OverlapStats {
   double comm_s = 0;     // time the transfers took, summed over buckets
   double hidden_s = 0;   // the part of it before backward finished
   double grad_bytes = 0; // gradient bytes this rank holds after finish(): whole and reduced parts
+  int max_gathered_units = 0;  // fsdp: the most units whole at once during the step
   double hidden_fraction() const { return comm_s > 0 ? hidden_s / comm_s : 0; }
 };
 
@@ -95,6 +97,8 @@ class GradSync {
   void wait_unshard(int unit);
   /// fsdp: frees the unit's whole parameters.
   void reshard(int unit);
+  /// fsdp: how many units are whole (gathered or being gathered) now.
+  int gathered_units() const;
   /// fsdp: the number of units (0 otherwise).
   int units() const { return static_cast<int>(unit_bucket_.size()); }
   /// Before each micro-batch's backward: `sync` on the last one of a step.
@@ -123,6 +127,8 @@ class GradSync {
 
  private:
   struct Bucket;
+  struct Pool;
+  std::unique_ptr<Pool> pool_;
   /// The buckets' flat buffers, shards (sharded), masters (fsdp units) and this rank's segments.
   void make_buffers();
   void on_grad_ready(std::size_t param);
@@ -143,7 +149,8 @@ class GradSync {
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
   std::mutex mu_;
   bool sync_ = false;
-  bool units_active_ = false;  // fsdp: a backward is under way (units reduce on every micro-step)
+  bool units_active_ = false;
+  int gathered_max_ = 0;  // fsdp: the most units whole at once since the last finish()  // fsdp: a backward is under way (units reduce on every micro-step)
   std::size_t next_launch_ = 0;
   std::chrono::steady_clock::time_point backward_start_{};
   OverlapStats overlap_;

@@ -26,6 +26,10 @@ std::optional<int64_t> checkpoint_interval(std::string_view spelling);
 /// changes before the backward, other than the generators.
 at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x);
 
+/// Whether this thread is re-running a checkpointed block's forward inside the backward: the
+/// block's backward follows at once (a runner gathering parameters keeps them for it).
+bool in_recompute();
+
 /// `y` as it is, whose backward first calls `fn` (once) and then passes the gradient on: what
 /// must happen before the backward of the operations that made `y` (gathering the parameters
 /// they use). Without grad, or when `y` needs none, `y` itself.

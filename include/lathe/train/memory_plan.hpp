@@ -40,9 +40,9 @@ struct ModelSize {
 ModelSize model_size(const torch::nn::Module& model);
 
 /// The plan of a model of that size trained with `optim` by `world` ranks under `dist` (one
-/// process: world 1, no buffers).
+/// process: world 1, no buffers), `grad_accum` micro-batches a step.
 MemoryPlan plan_memory(const ModelSize& size, const recipe::OptimConfig& optim, const dist::DistOptions& dist,
-                       int world);
+                       int world, int64_t grad_accum = 1);
 
 /// Bytes the ranks of one node can use on `device`: the GPU's memory (one rank per GPU) or the
 /// machine's memory (its cgroup limit when lower) shared by `ranks_per_node` ranks; nothing
