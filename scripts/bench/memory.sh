@@ -22,7 +22,7 @@ batch=${BATCH:-2}
 shapes=${SHAPES:-gpt2-124m gpt2-355m}
 mkdir -p "$out"
 ls runs/gpt-tiny-kjv/shards/index.json > /dev/null 2>&1 ||
-  "$lathe" run recipes/gpt/tiny_pretrain.yaml --set 'pipeline=[tokenizer, data]'
+  "$lathe" run recipes/gpt/tiny_pretrain.yaml --set 'pipeline=[tokenizer, data]' > "$out/prepare.log"
 mpi=(mpirun --bind-to none -n 2 -x OMP_NUM_THREADS=1)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 [ "$(nproc)" -lt 2 ] && mpi+=(--oversubscribe)
