@@ -3,6 +3,7 @@
 #include "lathe/dist/grad_sync.hpp"
 
 #include <algorithm>
+#include <deque>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -425,7 +426,18 @@ void GradSync::gather_parameters() {
     at::Tensor all;
     WorkPtr work;
   };
-  std::vector<Gather> flats;
+  // At most two buckets' gathers in flight: their buffers are a bucket each, not a second model.
+  std::deque<Gather> flats;
+  auto land = [&] {
+    auto& [b, all, work] = flats.front();
+    work->wait();
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      auto t = params_[b->params[j]].tensor.detach();
+      t.view({-1}).copy_(all.narrow(0, b->offsets[j], t.numel()));
+    }
+    pool_->recycle(all);
+    flats.pop_front();
+  };
   // A unit still gathered (prefetched by a re-run forward, or kept) holds the values before the
   // update: it is freed, and gathered from its updated master when next used.
   for (int u = 0; u < units(); ++u) reshard(u);
@@ -438,17 +450,12 @@ void GradSync::gather_parameters() {
       const int64_t from = std::max(r * s, b->offsets[j]), to = std::min((r + 1) * s, b->offsets[j] + t.numel());
       if (from < to) mine.narrow(0, from - r * s, to - from).copy_(t.detach().view({-1}).narrow(0, from - b->offsets[j], to - from));
     }
-    auto all = at::empty({b->padded}, mine.options());
+    auto all = pool_->empty(b->padded, mine.options());
     auto work = comm_->all_gather(all, mine, fmt::format("the parameter all-gather of bucket {}", b->index + 1));
     flats.push_back({b.get(), all, work});
+    if (flats.size() > 2) land();
   }
-  for (auto& [b, all, work] : flats) {
-    work->wait();
-    for (std::size_t j = 0; j < b->params.size(); ++j) {
-      auto t = params_[b->params[j]].tensor.detach();
-      t.view({-1}).copy_(all.narrow(0, b->offsets[j], t.numel()));
-    }
-  }
+  while (!flats.empty()) land();
 }
 
 std::map<std::string, at::Tensor> GradSync::gather_segments(const std::map<std::string, at::Tensor>& parts,

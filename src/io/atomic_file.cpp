@@ -32,6 +32,10 @@ void fsync_path(const fs::path& path) {
 }
 
 void write_file_atomic(const fs::path& path, std::string_view contents) {
+  write_file_atomic(path, std::span<const std::string_view>(&contents, 1));
+}
+
+void write_file_atomic(const fs::path& path, std::span<const std::string_view> pieces) {
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -41,20 +45,22 @@ void write_file_atomic(const fs::path& path, std::string_view contents) {
   int fd = ::mkstemp(tmpl.data());
   if (fd < 0) fail("cannot create a temporary file in", dir);
   const fs::path tmp = tmpl;
-  const char* data = contents.data();
-  std::size_t left = contents.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd, data, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int saved = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      errno = saved;
-      fail("cannot write", tmp);
+  for (const auto piece : pieces) {
+    const char* data = piece.data();
+    std::size_t left = piece.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd, data, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        int saved = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        errno = saved;
+        fail("cannot write", tmp);
+      }
+      data += n;
+      left -= static_cast<std::size_t>(n);
     }
-    data += n;
-    left -= static_cast<std::size_t>(n);
   }
   bool ok = ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
   int saved = errno;

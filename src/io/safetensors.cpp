@@ -87,13 +87,14 @@ void save_safetensors(const fs::path& path, const std::vector<std::pair<std::str
   // The data starts at a multiple of 64 bytes (the format pads the header with spaces), so a
   // mapped reader can use the tensors in place.
   json.append((kTensorAlignment - (8 + json.size()) % kTensorAlignment) % kTensorAlignment, ' ');
-  std::string out(8, '\0');
+  std::string head(8, '\0');
   const uint64_t n = json.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-  out += json;
-  out.reserve(out.size() + offset);
-  for (const auto& t : cpu) out.append(static_cast<const char*>(t.data_ptr()), t.nbytes());
-  write_file_atomic(path, out);
+  for (int i = 0; i < 8; ++i) head[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  head += json;
+  // Written from the tensors' own memory: no second copy of a checkpoint in memory.
+  std::vector<std::string_view> pieces{head};
+  for (const auto& t : cpu) pieces.emplace_back(static_cast<const char*>(t.data_ptr()), t.nbytes());
+  write_file_atomic(path, pieces);
 }
 
 namespace {

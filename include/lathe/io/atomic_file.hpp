@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <span>
 #include <string_view>
 
 namespace lathe::io {
@@ -10,6 +11,9 @@ namespace lathe::io {
 /// rename over `path`, fsync the directory. Readers see the old file or the new one, never a
 /// mix. Creates missing parent directories. Throws lathe::Error naming the path on failure.
 void write_file_atomic(const std::filesystem::path& path, std::string_view contents);
+/// The same for contents given as pieces written one after the other (a file larger than what
+/// the caller would copy into one string: a checkpoint's header and each tensor's bytes).
+void write_file_atomic(const std::filesystem::path& path, std::span<const std::string_view> pieces);
 
 /// fsync of a file or directory; throws lathe::Error naming the path on failure.
 void fsync_path(const std::filesystem::path& path);
