@@ -176,6 +176,32 @@ TEST_CASE("models: BERT sequence classification matches transformers", "[models]
   CHECK(max_diff(fresh->bert->word_embeddings->weight, mlm->bert->word_embeddings->weight) == 0.0);
 }
 
+TEST_CASE("models: a sharded Hugging Face checkpoint (model.safetensors.index.json) gives transformers' logits",
+          "[models][reference]") {
+  for (const std::string kind : {"gpt2", "llama"}) {
+    INFO(kind);
+    TempDir dir;
+    python({"make", kind, dir.path().string(), "20KB"});
+    const auto hf = dir.path() / "hf";
+    REQUIRE(fs::exists(hf / "model.safetensors.index.json"));
+    REQUIRE_FALSE(fs::exists(hf / "model.safetensors"));
+    int shards = 0;
+    for (const auto& e : fs::directory_iterator(hf)) shards += e.path().extension() == ".safetensors" ? 1 : 0;
+    CHECK(shards >= 3);
+    const auto ref = lathe::io::load_safetensors(dir.path() / "ref.safetensors");
+    for (const auto read : {lathe::io::Read::Copy, lathe::io::Read::Map}) {
+      auto model = load_hf_gpt(hf, read);
+      model->eval();
+      torch::NoGradGuard no_grad;
+      CHECK(max_diff(model(ref.at("input_ids")), ref.at("logits")) <= kLogitTol);
+    }
+    // A shard that the index names but the directory lacks is named.
+    for (const auto& e : fs::directory_iterator(hf))
+      if (e.path().filename().string().starts_with("model-00002")) fs::remove(e.path());
+    CHECK_THAT(lathe::test::error_of([&] { load_hf_gpt(hf); }), Catch::Matchers::Contains("which does not exist"));
+  }
+}
+
 TEST_CASE("models: a lathe-initialised GPT saved in HF layout gives transformers the same logits",
           "[models][reference]") {
   torch::manual_seed(7);

@@ -97,7 +97,7 @@ Gpt load_hf_gpt(const fs::path& dir, io::Read read) {
     nn::SkipInitGuard skip_init;  // every parameter is read (or the file is refused)
     return Gpt(options);
   }();
-  hf::load_tensors(*model, family.tensors(options), hf::weights_file(dir), family.layout, {}, nullptr, read);
+  hf::load_tensors(*model, family.tensors(options), hf::weights_files(dir), family.layout, {}, nullptr, read);
   return model;
 }
 

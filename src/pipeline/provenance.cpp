@@ -46,8 +46,12 @@ void add_files(MadeFrom& record, const std::vector<fs::path>& files) {
 
 std::string checkpoint_identity(const fs::path& dir) {
   const auto meta = io::read_json_if_valid(dir / "meta.json");
-  return fmt::format("{} of run {} (model.safetensors: {})", dir.filename().string(),
-                     meta && meta->is_object() ? meta->value("run_id", "?") : "?", file_state(dir / "model.safetensors"));
+  // A sharded Hugging Face checkpoint is known by its index (rewritten with its shards).
+  auto weights = dir / "model.safetensors";
+  if (!fs::exists(weights) && fs::exists(dir / "model.safetensors.index.json")) weights += ".index.json";
+  return fmt::format("{} of run {} ({}: {})", dir.filename().string(),
+                     meta && meta->is_object() ? meta->value("run_id", "?") : "?", weights.filename().string(),
+                     file_state(weights));
 }
 
 void add_model(MadeFrom& record, const fs::path& model) {

@@ -80,9 +80,12 @@ def forward(model, kind, inp):
     return logits, loss
 
 
-def make(kind, out_dir):
+def make(kind, out_dir, max_shard_size=None):
     model = build(kind)
-    model.save_pretrained(f"{out_dir}/hf")
+    if max_shard_size:  # several model-0000k-of-0000n.safetensors and model.safetensors.index.json
+        model.save_pretrained(f"{out_dir}/hf", max_shard_size=max_shard_size)
+    else:
+        model.save_pretrained(f"{out_dir}/hf")
     inp = inputs(kind)
     logits, loss = forward(model, kind, inp)
     loss.backward()
@@ -140,7 +143,7 @@ def counts(out_file):
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "make":
-        make(sys.argv[2], sys.argv[3])
+        make(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
     elif cmd == "logits":
         logits(*sys.argv[2:5])
     elif cmd == "generate":

@@ -92,7 +92,7 @@ BertForMaskedLM load_hf_bert_mlm(const fs::path& dir) {
   BertForMaskedLM model(options);
   Layout layout = kBertLayout;
   layout.ignore.push_back("bert.pooler.");
-  load_tensors(*model, bert_mlm_table(options), weights_file(dir), layout);
+  load_tensors(*model, bert_mlm_table(options), weights_files(dir), layout);
   return model;
 }
 
@@ -103,7 +103,7 @@ BertForSequenceClassification load_hf_bert_classifier(const fs::path& dir, int64
   BertForSequenceClassification model(options);
   Layout layout = kBertLayout;
   layout.ignore.push_back("cls.");
-  load_tensors(*model, bert_classifier_table(options), weights_file(dir), layout, {"bert.pooler.", "classifier."},
+  load_tensors(*model, bert_classifier_table(options), weights_files(dir), layout, {"bert.pooler.", "classifier."},
                initialized);
   return model;
 }

@@ -97,11 +97,14 @@ class ConfigWriter {
 
 }  // namespace
 
-void load_tensors(torch::nn::Module& model, const Table& table, const fs::path& file, const Layout& layout,
-                  const std::vector<std::string>& optional, std::vector<std::string>* initialized, io::Read read) {
-  auto st = io::load_safetensors(file, read);
+void load_tensors(torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
+                  const Layout& layout, const std::vector<std::string>& optional, std::vector<std::string>* initialized,
+                  io::Read read) {
   std::map<std::string, at::Tensor> theirs;
-  for (auto& [name, t] : st.tensors) theirs[normalize(name, layout)] = t;
+  for (const auto& file : files)
+    for (auto& [name, t] : io::load_safetensors(file, read).tensors)
+      if (!theirs.emplace(normalize(name, layout), t).second)
+        throw Error(file.string() + ": " + name + " is also in another shard of " + file.parent_path().string());
   auto params = model.named_parameters();
 
   std::vector<std::string> missing, wrong, unexpected;
@@ -157,7 +160,9 @@ void load_tensors(torch::nn::Module& model, const Table& table, const fs::path& 
     if (!ignored) unexpected.push_back(name);
   }
   if (!missing.empty() || !wrong.empty() || !unexpected.empty()) {
-    std::string msg = file.string() + " does not match the model that config.json describes:";
+    const auto what = files.size() == 1 ? files.front().string()
+                                        : "the shards of " + files.front().parent_path().string();
+    std::string msg = what + " does not match the model that config.json describes:";
     auto list = [&](const char* what, const std::vector<std::string>& names) {
       if (names.empty()) return;
       msg += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "):";
@@ -192,15 +197,27 @@ void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& 
   io::write_file_atomic(dir / "config.json", config.dump(2) + "\n");
 }
 
-fs::path weights_file(const fs::path& dir) {
+std::vector<fs::path> weights_files(const fs::path& dir) {
   auto path = dir / "model.safetensors";
-  if (!fs::exists(path)) {
-    if (fs::exists(dir / "model.safetensors.index.json"))
-      throw Error(path.string() + ": sharded checkpoints (model.safetensors.index.json) are not read; save the model "
-                                  "unsharded (save_pretrained(max_shard_size=\"100GB\"))");
-    throw Error(path.string() + ": not found (lathe reads safetensors weights; pytorch_model.bin is not read)");
+  if (fs::exists(path)) return {path};
+  const auto index = dir / "model.safetensors.index.json";
+  if (!fs::exists(index))
+    throw Error(path.string() + ": not found (lathe reads safetensors weights, one file or shards listed in "
+                                "model.safetensors.index.json; pytorch_model.bin is not read)");
+  // A sharded checkpoint: weight_map names each tensor's file; the files are read in turn.
+  const auto j = io::read_json(index);
+  if (!j.contains("weight_map") || !j["weight_map"].is_object() || j["weight_map"].empty())
+    throw Error(index.string() + ": no weight_map (the tensor -> file map of a sharded checkpoint)");
+  std::vector<fs::path> files;
+  for (const auto& [tensor, file] : j["weight_map"].items()) {
+    if (!file.is_string()) throw Error(index.string() + ": weight_map's entry for " + tensor + " is not a file name");
+    const auto shard = dir / file.get<std::string>();
+    if (std::find(files.begin(), files.end(), shard) != files.end()) continue;
+    if (!fs::exists(shard))
+      throw Error(index.string() + ": weight_map puts " + tensor + " in " + shard.string() + ", which does not exist");
+    files.push_back(shard);
   }
-  return path;
+  return files;
 }
 
 json read_config(const fs::path& dir) {

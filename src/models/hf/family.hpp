@@ -57,16 +57,18 @@ struct Layout {
   std::vector<std::string> ignore;  // name fragments that are buffers or tied copies
 };
 
-/// Loads `file` into `model` through `table`. Rules whose lathe name starts with one of
-/// `optional` may be absent from the file: those tensors keep their initialisation and are
-/// listed in `initialized`. Missing, unexpected and mis-shaped tensors are reported together.
-void load_tensors(torch::nn::Module& model, const Table& table, const fs::path& file, const Layout& layout,
+/// Loads `files` (one file, or a sharded checkpoint's shards) into `model` through `table`.
+/// Rules whose lathe name starts with one of `optional` may be absent: those tensors keep their
+/// initialisation and are listed in `initialized`. Missing, unexpected and mis-shaped tensors
+/// are reported together.
+void load_tensors(torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files, const Layout& layout,
                   const std::vector<std::string>& optional = {}, std::vector<std::string>* initialized = nullptr,
                   io::Read read = io::Read::Copy);
 /// Writes model.safetensors through `table` and config.json into `dir`.
 void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& dir, const json& config);
-/// <dir>/model.safetensors, or an error saying what the directory holds instead.
-fs::path weights_file(const fs::path& dir);
+/// <dir>/model.safetensors, or the shards model.safetensors.index.json lists (transformers'
+/// save_pretrained(max_shard_size=...)), or an error saying what the directory holds instead.
+std::vector<fs::path> weights_files(const fs::path& dir);
 
 // ---------------------------------------------------------------- config.json
 
