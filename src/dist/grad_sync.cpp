@@ -186,8 +186,6 @@ void GradSync::make_buffers() {
 }
 
 GradSync::~GradSync() {
-  for (auto& b : buckets_)  // memory of the pool under a unit's parameters stays theirs
-    if (b->whole.defined()) b->whole.reset();
   for (auto& [node, key] : hooks_) node->del_post_hook(key);
 }
 

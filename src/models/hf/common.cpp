@@ -160,9 +160,9 @@ void load_tensors(torch::nn::Module& model, const Table& table, const std::vecto
     if (!ignored) unexpected.push_back(name);
   }
   if (!missing.empty() || !wrong.empty() || !unexpected.empty()) {
-    const auto what = files.size() == 1 ? files.front().string()
-                                        : "the shards of " + files.front().parent_path().string();
-    std::string msg = what + " does not match the model that config.json describes:";
+    const auto source = files.size() == 1 ? files.front().string()
+                                          : "the shards of " + files.front().parent_path().string();
+    std::string msg = source + " does not match the model that config.json describes:";
     auto list = [&](const char* what, const std::vector<std::string>& names) {
       if (names.empty()) return;
       msg += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "):";
