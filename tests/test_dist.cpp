@@ -26,7 +26,10 @@
 #include "lathe/dist/grad_sync.hpp"
 #include "lathe/dist/world.hpp"
 #include "lathe/io/ownership.hpp"
+#include "lathe/models/hf.hpp"
+#include "lathe/models/store.hpp"
 #include "lathe/pipeline/stages.hpp"
+#include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "gpu.hpp"
 #include "run_fixture.hpp"
@@ -426,6 +429,52 @@ TEST_CASE("dist: fsdp holds at most two blocks whole at once, with and without c
   }
 }
 
+TEST_CASE("dist: fsdp ranks start from train.init_from (a lathe model, Hugging Face gpt2 and llama) as one process "
+          "does", "[dist][mpi]") {
+  TempDir dir;
+  for (const std::string family : {"gpt2", "llama"}) {
+    // The weights to start from: a model of the recipe's architecture, saved both ways.
+    auto options = lathe::models::ModelOptions{};
+    options.n_layer = 2;
+    options.n_head = 2;
+    options.d_model = 32;
+    options.max_seq_len = 32;
+    options.vocab_size = lathe::tokenizer::load_tokenizer(prepared_data().base / "tokenizer.json")->vocab_size();
+    std::string arch;
+    if (family == "llama") {
+      options.position = lathe::nn::Position::Rope;
+      options.norm = lathe::nn::NormKind::RmsNorm;
+      options.activation = lathe::nn::Activation::SwiGlu;
+      options.bias = false;
+      options.tie_embeddings = false;
+      arch = ", position: rope, norm: rmsnorm, activation: swiglu, bias: false, tie_embeddings: false";
+    }
+    torch::manual_seed(5);
+    const auto start = lathe::models::make_model(lathe::models::ModelKind::Gpt, options);
+    const auto hf = dir.path() / (family + "_hf"), file = dir.path() / (family + ".safetensors");
+    lathe::models::save_hf(start, hf);
+    lathe::models::save_model(start, file);
+    for (const auto& from : {hf, file}) {
+      const auto tag = family + (from == hf ? "_hf" : "_file");
+      auto recipe = [&](const std::string& name, int64_t batch, const std::string& strategy) {
+        auto path = write_recipe(dir, name, batch, "init_from: " + from.string(), strategy, 3);
+        auto text = read_file(path);
+        text.replace(text.find("dropout: 0.0}"), 13, "dropout: 0.0" + arch + "}");
+        std::ofstream(path) << text;
+        return path;
+      };
+      auto one = train(1, recipe("one_" + tag, 12, ""));
+      INFO(tag << "\n" << one.out << one.err);
+      REQUIRE(one.code == 0);
+      auto two = train(2, recipe("fsdp_" + tag, 6, "strategy: fsdp"));
+      INFO(two.out << two.err);
+      REQUIRE(two.code == 0);
+      CHECK(max_difference(final_parameters(dir.path() / ("fsdp_" + tag)), final_parameters(dir.path() / ("one_" + tag))) <=
+            kDdpTol);
+    }
+  }
+}
+
 TEST_CASE("dist: bucket all-reduces start while backward is still running", "[dist][mpi]") {
   TempDir dir;
   // A model whose backward takes long enough for the communication thread to be seen at work.
@@ -463,16 +512,21 @@ TEST_CASE("dist: a sharded run's checkpoint resumes on another number of ranks w
   const auto ref = write_recipe(dir, "ref", 12);
   REQUIRE(train(1, ref).code == 0);
   const auto want = final_parameters(dir.path() / "ref");
-  // 3 ranks x 4 under fsdp for 3 steps, then 2 ranks x 6 under zero2 for the last 2, same out_dir.
+  // 3 ranks x 4 under fsdp for 3 steps, then 2 ranks x 6 under zero2 for one, then 2 ranks x 6
+  // under fsdp (each reading its shards of the checkpoint) for the last, same out_dir.
   const auto first = write_recipe(dir, "run", 4, "", "strategy: fsdp", 3);
   auto a = train(3, first);
   INFO(a.out << a.err);
   REQUIRE(a.code == 0);
-  const auto second = write_recipe(dir, "run", 6, "", "strategy: zero2");
+  const auto second = write_recipe(dir, "run", 6, "", "strategy: zero2", 4);
   auto b = train(2, second);
   INFO(b.out << b.err);
   REQUIRE(b.code == 0);
   CHECK(contains(b.out, "resumed from"));
+  auto c = train(2, write_recipe(dir, "run", 6, "", "strategy: fsdp"));
+  INFO(c.out << c.err);
+  REQUIRE(c.code == 0);
+  CHECK(contains(c.out, "resumed from"));
   CHECK(max_difference(final_parameters(dir.path() / "run"), want) <= kDdpTol);
   // The checkpoint holds whole tensors: one process resumes it too.
   auto one = train(1, write_recipe(dir, "run", 12, "", "", 6));

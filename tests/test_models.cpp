@@ -13,6 +13,7 @@
 #include "lathe/core/error.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/bert.hpp"
+#include "lathe/models/deferred.hpp"
 #include "lathe/models/generate.hpp"
 #include "lathe/models/gpt.hpp"
 #include "lathe/models/hf.hpp"
@@ -191,6 +192,17 @@ TEST_CASE("models: a sharded Hugging Face checkpoint (model.safetensors.index.js
     const auto ref = lathe::io::load_safetensors(dir.path() / "ref.safetensors");
     for (const auto read : {lathe::io::Read::Copy, lathe::io::Read::Map}) {
       auto model = load_hf_gpt(hf, read);
+      model->eval();
+      torch::NoGradGuard no_grad;
+      CHECK(max_diff(model(ref.at("input_ids")), ref.at("logits")) <= kLogitTol);
+    }
+    {
+      // Opened without materialising (what an fsdp rank starts from): nothing allocated, the
+      // values a tensor at a time, each of a parameter's shape (GPT-2's stored transposed,
+      // Llama's q/k/v and gate/up stacked).
+      auto opened = lathe::models::open_model(hf, lathe::models::ModelKind::Gpt, 0);
+      for (const auto& p : opened.model.module()->parameters()) CHECK(p.is_meta());
+      auto model = lathe::models::materialise(opened).as<Gpt>();
       model->eval();
       torch::NoGradGuard no_grad;
       CHECK(max_diff(model(ref.at("input_ids")), ref.at("logits")) <= kLogitTol);
@@ -738,4 +750,41 @@ TEST_CASE("models: a file is refused as another kind, except a masked LM startin
         cls_file + ": the classifier has 4 labels, 2 were asked for (model.num_labels)");
   CHECK(lathe::test::error_of([&] { load_model(cls_file, ModelKind::BertMaskedLm); }) ==
         cls_file + ": holds a bert_classifier model, not the model this task needs");
+}
+
+TEST_CASE("models: a model built on the meta device draws, a tensor at a time, the values make_model draws",
+          "[models]") {
+  using lathe::models::ModelKind;
+  for (const auto kind : {ModelKind::Gpt, ModelKind::BertMaskedLm, ModelKind::BertClassifier}) {
+    for (const std::string family : {"gpt", "llama"}) {
+      if (kind != ModelKind::Gpt && family == "llama") continue;
+      auto o = lathe::test::tiny(kind == ModelKind::Gpt ? family : "bert");
+      if (kind != ModelKind::Gpt) {
+        o.pad_token_id = 3;
+        o.num_labels = 3;
+      }
+      INFO(lathe::enum_name(kind) << " " << family);
+      torch::manual_seed(21);
+      const auto whole = lathe::models::make_model(kind, o);
+      torch::manual_seed(21);
+      auto deferred = lathe::models::deferred_model(kind, o);
+      for (const auto& p : deferred.model.module()->parameters()) CHECK(p.is_meta());
+      // The source hands over each parameter once, in the model's order.
+      std::vector<std::string> order;
+      deferred.values([&](const std::string& name, const at::Tensor&) { order.push_back(name); });
+      std::vector<std::string> names;
+      for (const auto& item : whole.module()->named_parameters()) names.push_back(item.key());
+      CHECK(order == names);
+      torch::manual_seed(21);
+      const auto built = lathe::models::materialise(deferred);
+      auto want = whole.module()->named_parameters();
+      for (const auto& item : built.module()->named_parameters()) {
+        INFO(item.key());
+        CHECK(item.value().equal(want[item.key()]));
+      }
+      // A BERT's [PAD] row is zero in both.
+      if (kind != ModelKind::Gpt)
+        CHECK(want["bert.word_embeddings.weight"][3].abs().sum().item<double>() == 0);
+    }
+  }
 }

@@ -10,7 +10,8 @@
 #      memory plan's refusal of ddp for the same job.
 #
 #   scripts/bench/memory.sh [OUT_DIR]   (default /tmp/lathe-memory-bench; STEPS=4, SEQ=128,
-#                                        BATCH=2 per rank, SHAPES="gpt2-124m gpt2-355m", LARGE=1)
+#                                        BATCH=2 per rank, SHAPES="gpt2-124m gpt2-355m",
+#                                        STRATEGIES="ddp zero1 zero2 fsdp", PEER=1, LARGE=1)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -65,7 +66,7 @@ echo "GiB per rank: plan = the memory plan (no activations); step = rank 0's pea
 echo "rank0/rank1 = each process's peak (start-up and the final checkpoint included)"
 printf "%-26s %8s %10s %8s %8s %9s\n" run plan step rank0 rank1 tokens/s
 for shape in $shapes; do
-  for strategy in ddp zero1 zero2 fsdp; do
+  for strategy in ${STRATEGIES:-ddp zero1 zero2 fsdp}; do
     for ac in none blocks; do
       name="$shape-$strategy-$ac"
       if run "$name" "$shape" "$strategy" "$ac"; then row "$name"; else echo "$name failed: $out/$name.log"; fi
@@ -73,6 +74,7 @@ for shape in $shapes; do
   done
 done
 
+if [ "${PEER:-1}" = 1 ]; then
 echo
 echo "PyTorch FSDP2 (fully_shard, gloo) on the gpt2-124m shape, same batch and steps"
 peer() {  # name checkpointing
@@ -90,6 +92,7 @@ for ac in ("none", "blocks"):
     theirs = float(re.search(r"tokens/s ([0-9.]+)", open(f"{out}/torch-fsdp2-{ac}.log").read()).group(1))
     print(f"fsdp, checkpointing {ac}: lathe {ours:.0f} tokens/s, PyTorch FSDP2 {theirs:.0f}: {ours / theirs:.2f}x")
 PY
+fi
 
 if [ "${LARGE:-1}" = 1 ]; then
   echo

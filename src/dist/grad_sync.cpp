@@ -114,8 +114,9 @@ GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm
   };
   for (std::size_t k = params_.size(); k-- > 0;) {
     const auto& t = params_[k].tensor;
-    if (!t.is_contiguous() || t.scalar_type() != at::kFloat || t.device() != device)
-      throw std::invalid_argument(fmt::format("GradSync: {} must be a contiguous float32 tensor on {}",
+    deferred_ = deferred_ || t.is_meta();
+    if (!t.is_contiguous() || t.scalar_type() != at::kFloat || (t.device() != device && !t.is_meta()))
+      throw std::invalid_argument(fmt::format("GradSync: {} must be a contiguous float32 tensor on {} (or meta)",
                                               params_[k].name, device.str()));
     const int unit = fsdp ? params_[k].unit : -1;
     if (cur && (cur->unit != unit || (unit < 0 && cur->numel > 0 && (cur->numel + t.numel()) * 4 > limit))) close();
@@ -139,7 +140,12 @@ GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm
   close();
   for (std::size_t u = 0; u < unit_bucket_.size(); ++u)
     if (unit_bucket_[u] == SIZE_MAX) throw std::invalid_argument(fmt::format("GradSync: unit {} has no parameters", u));
+  if (deferred_) return;  // load_parameters() places them
   make_buffers();
+  attach_hooks();
+}
+
+void GradSync::attach_hooks() {
   for (std::size_t k = 0; k < params_.size(); ++k) {
     auto acc = torch::autograd::impl::grad_accumulator(params_[k].tensor);
     if (!acc) throw std::invalid_argument("GradSync: " + params_[k].name + " is not a leaf that requires grad");
@@ -225,6 +231,68 @@ void GradSync::shard_parameters() {
     b.gathered = true;
     reshard(static_cast<int>(u));
   }
+}
+
+namespace {
+
+/// `param` (a leaf, its autograd identity kept) takes `data`'s storage, shape and device. A
+/// parameter on the meta device takes it as to_empty() would: set_data() refuses the change of
+/// tensor type, and the LibTorch modules hold their parameters as members that a replaced
+/// tensor would leave behind.
+void place(at::Tensor& param, const at::Tensor& data) {
+  if (!param.is_meta()) return param.set_data(data);
+  param.unsafeGetTensorImpl()->shallow_copy_from(data.getIntrusivePtr());
+}
+
+}  // namespace
+
+void GradSync::load_parameters(const ValueSource& values) {
+  if (!deferred_) throw std::logic_error("GradSync::load_parameters: the parameters are in place already");
+  torch::NoGradGuard no_grad;
+  const auto device = comm_->device();
+  const auto options = at::TensorOptions(device).dtype(at::kFloat);
+  // The parameters' memory: a unit's whole buffer (released at once: its parameters are views of
+  // it, readable while gathered), every other parameter whole on the device.
+  for (const auto& b : buckets_) {
+    if (b->unit >= 0) b->whole = at::empty({b->padded}, options);
+    for (std::size_t j = 0; j < b->params.size(); ++j) {
+      auto& t = params_[b->params[j]].tensor;
+      place(t, b->unit >= 0 ? b->whole.narrow(0, b->offsets[j], t.numel()).view(t.sizes())
+                            : at::empty(t.sizes(), options));
+    }
+    if (b->unit >= 0) pool_->release_storage(b->whole);
+  }
+  make_buffers();
+  std::map<std::string, std::size_t> index;
+  for (std::size_t k = 0; k < params_.size(); ++k) index[params_[k].name] = k;
+  std::vector<bool> given(params_.size(), false);
+  const int64_t r = comm_->rank();
+  values([&](const std::string& name, const at::Tensor& value) {
+    const auto it = index.find(name);
+    if (it == index.end()) return;  // not trained here
+    const auto k = it->second;
+    auto& t = params_[k].tensor;
+    if (given[k] || value.sizes() != t.sizes())
+      throw std::logic_error(fmt::format("GradSync::load_parameters: {} given twice or of another shape", name));
+    given[k] = true;
+    const auto& b = *buckets_[bucket_of_[k]];
+    if (b.unit < 0) {
+      t.detach().copy_(value);
+      return;
+    }
+    // This rank's part of the unit: [r*s, (r+1)*s) of its flat buffer, of which this parameter
+    // holds [offset, offset + numel).
+    const int64_t s = b.padded / comm_->size(), off = b.offsets[std::find(b.params.begin(), b.params.end(), k) -
+                                                                 b.params.begin()];
+    const int64_t from = std::max(r * s, off), to = std::min((r + 1) * s, off + t.numel());
+    if (from >= to) return;
+    const auto flat = value.is_contiguous() ? value.view({-1}) : value.reshape({-1});
+    b.master.narrow(0, from - r * s, to - from).copy_(flat.narrow(0, from - off, to - from));
+  });
+  for (std::size_t k = 0; k < params_.size(); ++k)
+    if (!given[k]) throw std::logic_error("GradSync::load_parameters: no value for " + params_[k].name);
+  deferred_ = false;
+  attach_hooks();
 }
 
 void GradSync::unshard(int unit) {
@@ -456,12 +524,17 @@ void GradSync::gather_parameters() {
   while (!flats.empty()) land();
 }
 
-std::map<std::string, at::Tensor> GradSync::gather_segments(const std::map<std::string, at::Tensor>& parts,
-                                                             bool keep) {
+std::vector<std::string> GradSync::bucket_order() const {
+  std::vector<std::string> out;
+  for (const auto& b : buckets_)
+    for (const auto k : b->params) out.push_back(params_[k].name);
+  return out;
+}
+
+void GradSync::gather_segments(const std::map<std::string, at::Tensor>& parts, const ValueSink& sink) {
   if (!sharded_) throw std::logic_error("GradSync::gather_segments needs the sharded optimizer");
   torch::NoGradGuard no_grad;
   const int64_t world = comm_->size(), r = comm_->rank();
-  std::map<std::string, at::Tensor> out;
   for (auto& b : buckets_) {
     const int64_t s = b->padded / world;
     auto mine = at::zeros({s}, at::TensorOptions(comm_->device()).dtype(at::kFloat));
@@ -474,14 +547,14 @@ std::map<std::string, at::Tensor> GradSync::gather_segments(const std::map<std::
           mine.narrow(0, b->offsets[j] + seg.offset - r * s, seg.length).copy_(it->second.reshape({-1}));
         }
     }
-    auto all = at::empty({b->padded}, mine.options());
+    auto all = pool_->empty(b->padded, mine.options());
     comm_->all_gather(all, mine, fmt::format("the optimizer-state all-gather of bucket {}", b->index + 1))->wait();
-    for (std::size_t j = 0; j < b->params.size() && keep; ++j) {
-      const auto& t = params_[b->params[j]].tensor;
-      out[params_[b->params[j]].name] = all.narrow(0, b->offsets[j], t.numel()).view(t.sizes()).clone();
+    for (std::size_t j = 0; j < b->params.size() && sink; ++j) {
+      const auto& p = params_[b->params[j]];
+      sink(p.name, all.narrow(0, b->offsets[j], p.tensor.numel()).view(p.tensor.sizes()));
     }
+    pool_->recycle(all);
   }
-  return out;
 }
 
 }  // namespace lathe::dist

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 #include "lathe/core/error.hpp"
@@ -36,50 +37,62 @@ void write_file_atomic(const fs::path& path, std::string_view contents) {
 }
 
 void write_file_atomic(const fs::path& path, std::span<const std::string_view> pieces) {
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  AtomicFileWriter out(path);
+  for (const auto piece : pieces) out.write(piece);
+  out.commit();
+}
+
+AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)) {
+  const fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("cannot create directory '" + dir.string() + "': " + ec.message());
+  std::string tmpl = (dir / ("." + path_.filename().string() + ".tmp-XXXXXX")).string();
+  fd_ = ::mkstemp(tmpl.data());
+  if (fd_ < 0) fail("cannot create a temporary file in", dir);
+  tmp_ = tmpl;
+}
 
-  std::string tmpl = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
-  int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) fail("cannot create a temporary file in", dir);
-  const fs::path tmp = tmpl;
-  for (const auto piece : pieces) {
-    const char* data = piece.data();
-    std::size_t left = piece.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd, data, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        int saved = errno;
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        errno = saved;
-        fail("cannot write", tmp);
-      }
-      data += n;
-      left -= static_cast<std::size_t>(n);
-    }
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicFileWriter::write(std::string_view piece) {
+  if (fd_ < 0) throw std::logic_error("AtomicFileWriter: write after commit");
+  const char* data = piece.data();
+  std::size_t left = piece.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd_, data, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("cannot write", tmp_);
+    data += n;
+    left -= static_cast<std::size_t>(n);
   }
-  bool ok = ::fchmod(fd, 0644) == 0 && ::fsync(fd) == 0;
+}
+
+void AtomicFileWriter::commit() {
+  if (fd_ < 0) throw std::logic_error("AtomicFileWriter: committed twice");
+  bool ok = ::fchmod(fd_, 0644) == 0 && ::fsync(fd_) == 0;
   int saved = errno;
-  if (::close(fd) != 0 && ok) {
+  if (::close(fd_) != 0 && ok) {
     ok = false;
     saved = errno;
   }
+  fd_ = -1;
   if (!ok) {
-    ::unlink(tmp.c_str());
+    ::unlink(tmp_.c_str());
     errno = saved;
-    fail("cannot finish writing", tmp);
+    fail("cannot finish writing", tmp_);
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int saved = errno;
-    ::unlink(tmp.c_str());
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    saved = errno;
+    ::unlink(tmp_.c_str());
     errno = saved;
-    fail("cannot rename into place", path);
+    fail("cannot rename into place", path_);
   }
-  fsync_path(dir);
+  fsync_path(path_.has_parent_path() ? path_.parent_path() : fs::path("."));
 }
 
 }  // namespace lathe::io

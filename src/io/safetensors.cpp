@@ -69,18 +69,20 @@ const at::Tensor& Safetensors::at(const std::string& name) const {
 
 void save_safetensors(const fs::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
+  save_safetensors(path, TensorStream::of(tensors), metadata);
+}
+
+void save_safetensors(const fs::path& path, const TensorStream& stream, const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<at::Tensor> cpu;
   std::set<std::string> names;
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    if (!names.insert(name).second) throw Error(path.string() + ": tensor name '" + name + "' is used twice");
-    cpu.push_back(t.detach().to(at::kCPU).contiguous());
-    const uint64_t bytes = static_cast<uint64_t>(cpu.back().nbytes());
-    header[name] = {{"dtype", dtype_name(t.scalar_type())},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + bytes}}};
+  for (const auto& spec : stream.specs) {
+    if (!names.insert(spec.name).second) throw Error(path.string() + ": tensor name '" + spec.name + "' is used twice");
+    int64_t numel = 1;
+    for (const auto d : spec.shape) numel *= d;
+    const uint64_t bytes = static_cast<uint64_t>(numel) * c10::elementSize(spec.dtype);
+    header[spec.name] = {{"dtype", dtype_name(spec.dtype)}, {"shape", spec.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string json = header.dump();
@@ -91,10 +93,37 @@ void save_safetensors(const fs::path& path, const std::vector<std::pair<std::str
   const uint64_t n = json.size();
   for (int i = 0; i < 8; ++i) head[i] = static_cast<char>((n >> (8 * i)) & 0xff);
   head += json;
-  // Written from the tensors' own memory: no second copy of a checkpoint in memory.
-  std::vector<std::string_view> pieces{head};
-  for (const auto& t : cpu) pieces.emplace_back(static_cast<const char*>(t.data_ptr()), t.nbytes());
-  write_file_atomic(path, pieces);
+
+  AtomicFileWriter out(path);
+  // A failed write (a full disk) stops the writing, not the stream: its source may be a
+  // collective every rank takes part in, which must run to its end. The error comes after.
+  std::exception_ptr failed;
+  auto write = [&](std::string_view piece) {
+    if (failed) return;
+    try {
+      out.write(piece);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  };
+  write(head);
+  std::size_t next = 0;
+  if (stream.values)
+    stream.values([&](const std::string& name, const at::Tensor& t) {
+      if (next >= stream.specs.size() || stream.specs[next].name != name ||
+          stream.specs[next].dtype != t.scalar_type() || stream.specs[next].shape != t.sizes().vec())
+        throw std::logic_error(path.string() + ": the tensor stream gave '" + name + "' out of its declared order or "
+                               "shape");
+      ++next;
+      // Written from the tensor's own memory (a CPU copy only for a tensor elsewhere or strided).
+      const auto cpu = t.detach().to(at::kCPU).contiguous();
+      write(std::string_view(static_cast<const char*>(cpu.data_ptr()), cpu.nbytes()));
+    });
+  if (failed) std::rethrow_exception(failed);
+  if (next != stream.specs.size())
+    throw std::logic_error(path.string() + ": the tensor stream gave " + std::to_string(next) + " of its " +
+                           std::to_string(stream.specs.size()) + " tensors");
+  out.commit();
 }
 
 namespace {

@@ -19,15 +19,18 @@ nn::NormOptions norm_options(const ModelOptions& o) {
 }
 
 /// BERT's init: every matrix and table N(0, std), biases 0, norms 1, the [PAD] row 0.
-void init_bert_parameters(torch::nn::Module& m, const BertModelImpl& bert) {
-  if (nn::init_skipped()) return;
-  torch::NoGradGuard no_grad;
-  for (auto& p : nn::roles_of(m)) {
-    if (p.role == nn::Role::Bias) p.tensor.zero_();
-    else if (p.role == nn::Role::Norm) p.tensor.fill_(1.0);
-    else p.tensor.normal_(0.0, bert.options.init_std);
-  }
-  if (bert.options.pad_token_id >= 0) bert.word_embeddings->weight[bert.options.pad_token_id].zero_();
+void init_bert_parameters(torch::nn::Module& m, const BertModelImpl& bert, const nn::ValueSink& sink) {
+  const auto* words = bert.word_embeddings->weight.unsafeGetTensorImpl();
+  nn::initialise(
+      m,
+      [&](const nn::RoledParameter& p, at::Tensor& t) {
+        if (p.role == nn::Role::Bias) t.zero_();
+        else if (p.role == nn::Role::Norm) t.fill_(1.0);
+        else t.normal_(0.0, bert.options.init_std);
+        if (p.tensor.unsafeGetTensorImpl() == words && bert.options.pad_token_id >= 0)
+          t[bert.options.pad_token_id].zero_();
+      },
+      sink);
 }
 
 }  // namespace
@@ -35,27 +38,30 @@ void init_bert_parameters(torch::nn::Module& m, const BertModelImpl& bert) {
 BertModelImpl::BertModelImpl(ModelOptions o, bool with_pooler) : options(std::move(o)) {
   options.validate(Arch::Bert);
   const auto& op = options;
-  word_embeddings = register_module(
-      "word_embeddings", nn::Embedding(nn::EmbeddingOptions{op.vocab_size, op.d_model, op.pad_token_id, op.device}));
-  position_embeddings = register_module(
-      "position_embeddings", nn::Embedding(nn::EmbeddingOptions{op.max_seq_len, op.d_model, -1, op.device}));
-  token_type_embeddings = register_module(
-      "token_type_embeddings", nn::Embedding(nn::EmbeddingOptions{op.type_vocab_size, op.d_model, -1, op.device}));
-  embeddings_norm = register_module("embeddings_norm", nn::Norm(norm_options(op)));
-  layers = register_module("layers", torch::nn::ModuleList());
-  nn::BlockOptions b;
-  b.attention = {.d_model = op.d_model, .n_head = op.n_head, .n_kv_head = 0, .d_head = op.d_head, .causal = false, .bias = true,
-                 .attn_dropout = op.attn_dropout, .dropout = op.dropout, .device = op.device};
-  b.mlp = {.d_model = op.d_model, .d_ff = op.ff_width(), .activation = op.activation, .bias = true, .dropout = op.dropout,
-           .device = op.device};
-  b.norm = norm_options(op);
-  b.pre_norm = false;
-  for (int64_t i = 0; i < op.n_layer; ++i) layers->push_back(nn::Block(b));
-  if (with_pooler) pooler = register_module("pooler", nn::Linear(nn::LinearOptions{op.d_model, op.d_model, true, op.device}));
+  {
+    nn::SkipInitGuard layers_draw_nothing;  // reset_parameters() below draws every parameter once
+    word_embeddings = register_module(
+        "word_embeddings", nn::Embedding(nn::EmbeddingOptions{op.vocab_size, op.d_model, op.pad_token_id, op.device}));
+    position_embeddings = register_module(
+        "position_embeddings", nn::Embedding(nn::EmbeddingOptions{op.max_seq_len, op.d_model, -1, op.device}));
+    token_type_embeddings = register_module(
+        "token_type_embeddings", nn::Embedding(nn::EmbeddingOptions{op.type_vocab_size, op.d_model, -1, op.device}));
+    embeddings_norm = register_module("embeddings_norm", nn::Norm(norm_options(op)));
+    layers = register_module("layers", torch::nn::ModuleList());
+    nn::BlockOptions b;
+    b.attention = {.d_model = op.d_model, .n_head = op.n_head, .n_kv_head = 0, .d_head = op.d_head, .causal = false, .bias = true,
+                   .attn_dropout = op.attn_dropout, .dropout = op.dropout, .device = op.device};
+    b.mlp = {.d_model = op.d_model, .d_ff = op.ff_width(), .activation = op.activation, .bias = true, .dropout = op.dropout,
+             .device = op.device};
+    b.norm = norm_options(op);
+    b.pre_norm = false;
+    for (int64_t i = 0; i < op.n_layer; ++i) layers->push_back(nn::Block(b));
+    if (with_pooler) pooler = register_module("pooler", nn::Linear(nn::LinearOptions{op.d_model, op.d_model, true, op.device}));
+  }
   reset_parameters();
 }
 
-void BertModelImpl::reset_parameters() { init_bert_parameters(*this, *this); }
+void BertModelImpl::reset_parameters(const nn::ValueSink& sink) { init_bert_parameters(*this, *this, sink); }
 
 torch::Tensor BertModelImpl::forward(const torch::Tensor& ids, const torch::Tensor& token_types,
                                      const torch::Tensor& attention_mask) {
@@ -81,15 +87,18 @@ torch::Tensor BertModelImpl::pool(const torch::Tensor& hidden) {
 }
 
 BertForMaskedLMImpl::BertForMaskedLMImpl(ModelOptions o) {
-  bert = register_module("bert", BertModel(o, /*with_pooler=*/false));
-  const auto& op = bert->options;
-  mlm_dense = register_module("mlm_dense", nn::Linear(nn::LinearOptions{op.d_model, op.d_model, true, op.device}));
-  mlm_norm = register_module("mlm_norm", nn::Norm(norm_options(op)));
-  mlm_bias = add(*this, "mlm_bias", torch::zeros({op.vocab_size}, op.device), nn::Role::Bias);
+  {
+    nn::SkipInitGuard layers_draw_nothing;  // reset_parameters() below draws every parameter once
+    bert = register_module("bert", BertModel(o, /*with_pooler=*/false));
+    const auto& op = bert->options;
+    mlm_dense = register_module("mlm_dense", nn::Linear(nn::LinearOptions{op.d_model, op.d_model, true, op.device}));
+    mlm_norm = register_module("mlm_norm", nn::Norm(norm_options(op)));
+    mlm_bias = add(*this, "mlm_bias", torch::empty({op.vocab_size}, op.device), nn::Role::Bias);
+  }
   reset_parameters();
 }
 
-void BertForMaskedLMImpl::reset_parameters() { init_bert_parameters(*this, *bert); }
+void BertForMaskedLMImpl::reset_parameters(const nn::ValueSink& sink) { init_bert_parameters(*this, *bert, sink); }
 
 torch::Tensor BertForMaskedLMImpl::head(const torch::Tensor& hidden) {
   auto h = mlm_dense(hidden);
@@ -103,13 +112,19 @@ torch::Tensor BertForMaskedLMImpl::forward(const torch::Tensor& ids, const torch
 }
 
 BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(ModelOptions o) {
-  bert = register_module("bert", BertModel(o, /*with_pooler=*/true));
-  const auto& op = bert->options;
-  classifier = register_module("classifier", nn::Linear(nn::LinearOptions{op.d_model, op.num_labels, true, op.device, nn::Role::OutputHead}));
+  {
+    nn::SkipInitGuard layers_draw_nothing;  // reset_parameters() below draws every parameter once
+    bert = register_module("bert", BertModel(o, /*with_pooler=*/true));
+    const auto& op = bert->options;
+    classifier = register_module(
+        "classifier", nn::Linear(nn::LinearOptions{op.d_model, op.num_labels, true, op.device, nn::Role::OutputHead}));
+  }
   reset_parameters();
 }
 
-void BertForSequenceClassificationImpl::reset_parameters() { init_bert_parameters(*this, *bert); }
+void BertForSequenceClassificationImpl::reset_parameters(const nn::ValueSink& sink) {
+  init_bert_parameters(*this, *bert, sink);
+}
 
 torch::Tensor BertForSequenceClassificationImpl::forward(const torch::Tensor& ids, const torch::Tensor& token_types,
                                                          const torch::Tensor& attention_mask) {

@@ -32,30 +32,34 @@ nn::BlockOptions block_options(const ModelOptions& o) {
 GptImpl::GptImpl(ModelOptions o) : options(std::move(o)) {
   options.validate(Arch::Gpt);
   const auto& op = options;
-  wte = register_module("wte", nn::Embedding(nn::EmbeddingOptions{op.vocab_size, op.d_model, -1, op.device}));
-  if (op.position == nn::Position::Learned)
-    wpe = register_module("wpe", nn::Embedding(nn::EmbeddingOptions{op.max_seq_len, op.d_model, -1, op.device}));
-  blocks = register_module("blocks", torch::nn::ModuleList());
-  for (int64_t i = 0; i < op.n_layer; ++i) blocks->push_back(nn::Block(block_options(op)));
-  ln_f = register_module("ln_f", nn::Norm(block_options(op).norm));
-  if (!op.tie_embeddings)
-    lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions{op.d_model, op.vocab_size, false, op.device, nn::Role::OutputHead}));
+  {
+    nn::SkipInitGuard layers_draw_nothing;  // reset_parameters() below draws every parameter once
+    wte = register_module("wte", nn::Embedding(nn::EmbeddingOptions{op.vocab_size, op.d_model, -1, op.device}));
+    if (op.position == nn::Position::Learned)
+      wpe = register_module("wpe", nn::Embedding(nn::EmbeddingOptions{op.max_seq_len, op.d_model, -1, op.device}));
+    blocks = register_module("blocks", torch::nn::ModuleList());
+    for (int64_t i = 0; i < op.n_layer; ++i) blocks->push_back(nn::Block(block_options(op)));
+    ln_f = register_module("ln_f", nn::Norm(block_options(op).norm));
+    if (!op.tie_embeddings)
+      lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions{op.d_model, op.vocab_size, false, op.device, nn::Role::OutputHead}));
+  }
   reset_parameters();
 }
 
-void GptImpl::reset_parameters() {
-  if (nn::init_skipped()) return;
-  torch::NoGradGuard no_grad;
+void GptImpl::reset_parameters(const nn::ValueSink& sink) {
   const double std = options.init_std;
   const double proj_std = std / std::sqrt(2.0 * static_cast<double>(options.n_layer));
-  for (auto& p : nn::roles_of(*this)) {
-    switch (p.role) {
-      case nn::Role::Bias: p.tensor.zero_(); break;
-      case nn::Role::Norm: p.tensor.fill_(1.0); break;
-      case nn::Role::ResidualProjection: p.tensor.normal_(0.0, proj_std); break;
-      default: p.tensor.normal_(0.0, std);
-    }
-  }
+  nn::initialise(
+      *this,
+      [&](const nn::RoledParameter& p, at::Tensor& t) {
+        switch (p.role) {
+          case nn::Role::Bias: t.zero_(); break;
+          case nn::Role::Norm: t.fill_(1.0); break;
+          case nn::Role::ResidualProjection: t.normal_(0.0, proj_std); break;
+          default: t.normal_(0.0, std);
+        }
+      },
+      sink);
 }
 
 torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {

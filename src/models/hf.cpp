@@ -101,6 +101,21 @@ Gpt load_hf_gpt(const fs::path& dir, io::Read read) {
   return model;
 }
 
+std::pair<Gpt, nn::ValueSource> open_hf_gpt(const fs::path& dir) {
+  const json c = hf::read_config(dir);
+  const auto& family = family_of(c, dir);
+  auto options = family.read(c, dir);
+  hf::validate_read(options, Arch::Gpt, dir);
+  options.device = at::kMeta;
+  Gpt model = [&] {
+    nn::SkipInitGuard skip_init;
+    return Gpt(options);
+  }();
+  auto values = hf::tensor_values(*model, family.tensors(options), hf::weights_files(dir), family.layout, {}, nullptr,
+                                  io::Read::Map);
+  return {model, std::move(values)};
+}
+
 void save_hf(Gpt& model, const fs::path& dir) {
   auto o = model->options;
   // A head separated from a tied embedding (to be quantized) holds other values than the

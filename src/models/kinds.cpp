@@ -35,6 +35,11 @@ bool holds(const Module& m) {
 // ------------------------------------------------------------------ gpt
 
 std::shared_ptr<Module> gpt_make(const ModelOptions& o) { return Gpt(o).ptr(); }
+void gpt_init(Module& m, const nn::ValueSink& sink) { as<GptImpl>(m).reset_parameters(sink); }
+std::pair<std::shared_ptr<Module>, nn::ValueSource> gpt_open_hf(const fs::path& dir, int64_t) {
+  auto [gpt, values] = open_hf_gpt(dir);
+  return {gpt.ptr(), std::move(values)};
+}
 const ModelOptions& gpt_options(const Module& m) { return as<GptImpl>(m).options; }
 std::shared_ptr<Module> gpt_load_hf(const fs::path& dir, int64_t, io::Read read) {
   return load_hf_gpt(dir, read).ptr();
@@ -77,6 +82,7 @@ at::Tensor gpt_blockwise_loss(Module& m, const TaskInputs& in, at::ScalarType* l
 // ------------------------------------------------------------------ bert_masked_lm
 
 std::shared_ptr<Module> mlm_make(const ModelOptions& o) { return BertForMaskedLM(o).ptr(); }
+void mlm_init(Module& m, const nn::ValueSink& sink) { as<BertForMaskedLMImpl>(m).reset_parameters(sink); }
 const ModelOptions& mlm_options(const Module& m) { return as<BertForMaskedLMImpl>(m).bert->options; }
 std::shared_ptr<Module> mlm_load_hf(const fs::path& dir, int64_t, io::Read) { return load_hf_bert_mlm(dir).ptr(); }
 void mlm_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>&) {
@@ -96,6 +102,9 @@ TaskLogits mlm_scored(Module& m, const TaskInputs& in) {
 // ------------------------------------------------------------------ bert_classifier
 
 std::shared_ptr<Module> classifier_make(const ModelOptions& o) { return BertForSequenceClassification(o).ptr(); }
+void classifier_init(Module& m, const nn::ValueSink& sink) {
+  as<BertForSequenceClassificationImpl>(m).reset_parameters(sink);
+}
 const ModelOptions& classifier_options(const Module& m) {
   return as<BertForSequenceClassificationImpl>(m).bert->options;
 }
@@ -118,9 +127,11 @@ constexpr std::array kKinds{
                     .arch = Arch::Gpt,
                     .task = "causal_lm",
                     .make = gpt_make,
+                    .init = gpt_init,
                     .holds = holds<GptImpl>,
                     .options = gpt_options,
                     .load_hf = gpt_load_hf,
+                    .open_hf = gpt_open_hf,
                     .save_hf = gpt_save_hf,
                     .tied_head_path = "lm_head",
                     .tied_head = gpt_tied_head,
@@ -133,6 +144,7 @@ constexpr std::array kKinds{
                     .task = "masked_lm",
                     .weigh_by_targets = true,
                     .make = mlm_make,
+                    .init = mlm_init,
                     .holds = holds<BertForMaskedLMImpl>,
                     .options = mlm_options,
                     .load_hf = mlm_load_hf,
@@ -145,6 +157,7 @@ constexpr std::array kKinds{
                     .weigh_by_targets = true,
                     .starts_from = ModelKind::BertMaskedLm,
                     .make = classifier_make,
+                    .init = classifier_init,
                     .holds = holds<BertForSequenceClassificationImpl>,
                     .options = classifier_options,
                     .load_hf = classifier_load_hf,
@@ -154,7 +167,7 @@ constexpr std::array kKinds{
 
 constexpr bool rows_complete() {
   for (const auto& row : kKinds) {
-    if (row.task.empty() || !row.make || !row.holds || !row.options || !row.load_hf || !row.save_hf || !row.scored)
+    if (row.task.empty() || !row.make || !row.init || !row.holds || !row.options || !row.load_hf || !row.save_hf || !row.scored)
       return false;
     if ((row.tied_head == nullptr) != (row.separate_head == nullptr) ||
         (row.tied_head == nullptr) != row.tied_head_path.empty())
@@ -167,7 +180,7 @@ static_assert(covers_every_kind(kKinds),
               "src/models/kinds.cpp: kKinds needs one row per models::ModelKind, in the order of its spelling table "
               "(include/lathe/models/kind.hpp)");
 static_assert(rows_complete(),
-              "src/models/kinds.cpp: a row names no task, lacks a function every kind needs (make, holds, options, "
+              "src/models/kinds.cpp: a row names no task, lacks a function every kind needs (make, init, holds, options, "
               "load_hf, save_hf, scored), or has only part of a tied head (path, tied_head, separate_head)");
 
 }  // namespace

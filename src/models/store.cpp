@@ -1,17 +1,19 @@
 // lathe model files and the AnyModel handle.
 
-#include "lathe/io/json_file.hpp"
 #include "lathe/models/store.hpp"
 
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 #include "lathe/core/error.hpp"
+#include "lathe/io/json_file.hpp"
 #include "lathe/io/safetensors.hpp"
+#include "lathe/models/deferred.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/nn/init.hpp"
 #include "lathe/nn/linear.hpp"
@@ -120,12 +122,19 @@ AnyModel make_model(ModelKind kind, const ModelOptions& options) {
 
 void save_hf(const AnyModel& model, const fs::path& dir) { model.traits().save_hf(*model.module(), dir, model.labels); }
 
-void save_model(const AnyModel& model, const fs::path& path) {
+void save_model(const AnyModel& model, const fs::path& path, const ValueSource& values) {
   json meta = {{"format_version", kModelFormatVersion}, {"kind", model.kind_name()}};
   meta["options"] = options_to_json(model.arch(), model.options());
   if (!model.labels.empty()) meta["labels"] = model.labels;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& item : model.module()->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
+  if (values) {
+    if (!quantized_layers(model).empty()) throw std::logic_error("save_model: a quantized model's values come whole");
+    auto stream = TensorStream::of(std::move(tensors));
+    stream.values = values;
+    io::save_safetensors(path, stream, {{"format", "pt"}, {"lathe.model", meta.dump()}});
+    return;
+  }
   json quantized = json::object();
   for (const auto& [path, q] : quantized_layers(model)) {
     quantized[path] = {{"scheme", enum_name(q->grid().scheme)},
@@ -146,8 +155,8 @@ void assign_parameter(at::Tensor& param, const at::Tensor& value) {
 
 namespace {
 
-/// A Hugging Face directory as `want`, or as the first kind of its architecture.
-AnyModel load_hf_dir(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels, io::Read read) {
+/// The kind a Hugging Face directory is read as: `want`, or the first kind of its architecture.
+const ModelKindTraits& hf_row(const fs::path& path, std::optional<ModelKind> want) {
   const auto type = io::read_json(path / "config.json").value("model_type", "");
   // Every other model_type is a GPT family's (which refuses the types it does not know).
   const Arch arch = type == "bert" ? Arch::Bert : Arch::Gpt;
@@ -157,7 +166,11 @@ AnyModel load_hf_dir(const fs::path& path, std::optional<ModelKind> want, int64_
   if (row->arch != arch)
     throw Error(path.string() + (arch == Arch::Bert ? std::string(": a BERT model cannot be trained or run as a GPT")
                                                     : ": a " + type + " model cannot be used as a BERT model"));
-  return AnyModel(row->load_hf(path, num_labels, read));
+  return *row;
+}
+
+AnyModel load_hf_dir(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels, io::Read read) {
+  return AnyModel(hf_row(path, want).load_hf(path, num_labels, read));
 }
 
 /// Rethrows what reading the file's metadata threw, naming the file.
@@ -286,6 +299,62 @@ AnyModel load_model(const fs::path& path, std::optional<ModelKind> want, int64_t
   if (meta.contains("quantized")) naming_file(file, [&] { read_quantized(meta.at("quantized"), m, stored); });
   assign_stored(file, m, stored);
   return as_wanted(file, std::move(m), want, num_labels);
+}
+
+}  // namespace lathe::models
+
+namespace lathe::models {
+
+DeferredModel deferred_model(ModelKind kind, ModelOptions options) {
+  options.device = at::kMeta;
+  AnyModel model = [&] {
+    nn::SkipInitGuard skip_init;
+    return make_model(kind, options);
+  }();
+  auto values = [model](const nn::ValueSink& sink) { model.traits().init(*model.module(), sink); };
+  return {model, values};
+}
+
+nn::ValueSource parameter_values(const AnyModel& model) {
+  std::vector<std::pair<std::string, at::Tensor>> values;
+  for (const auto& item : model.module()->named_parameters()) values.emplace_back(item.key(), item.value().detach());
+  return [values = std::move(values)](const nn::ValueSink& sink) {
+    for (const auto& [name, value] : values) sink(name, value);
+  };
+}
+
+DeferredModel open_model(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels) {
+  if (fs::is_directory(path) && is_hf_model_dir(path))
+    if (const auto& row = hf_row(path, want); row.open_hf) {
+      auto [module, values] = row.open_hf(path, num_labels);
+      return {AnyModel(module), std::move(values)};
+    }
+  auto model = load_model(path, want, num_labels, io::Read::Map);
+  return {model, parameter_values(model)};
+}
+
+AnyModel materialise(const DeferredModel& deferred, const at::Device& device) {
+  const auto& from = deferred.model;
+  if (!quantized_layers(from).empty()) throw std::logic_error("materialise: a quantized model is not deferred");
+  auto options = from.options();
+  options.device = device;
+  AnyModel model = [&] {
+    nn::SkipInitGuard skip_init;
+    return make_model(from.kind(), options);
+  }();
+  model.labels = from.labels;
+  auto params = model.module()->named_parameters();
+  std::set<std::string> given;
+  torch::NoGradGuard no_grad;
+  deferred.values([&](const std::string& name, const at::Tensor& value) {
+    auto* param = params.find(name);
+    if (!param || !given.insert(name).second)
+      throw std::logic_error("materialise: a value for '" + name + "', which is no parameter or was given twice");
+    param->copy_(value);
+  });
+  for (const auto& item : params)
+    if (!given.count(item.key())) throw std::logic_error("materialise: no value for '" + item.key() + "'");
+  return model;
 }
 
 }  // namespace lathe::models

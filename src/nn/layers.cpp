@@ -24,6 +24,20 @@ SkipInitGuard::SkipInitGuard() : previous_(skip_init) { skip_init = true; }
 SkipInitGuard::~SkipInitGuard() { skip_init = previous_; }
 bool init_skipped() { return skip_init; }
 
+void initialise(const torch::nn::Module& model, const InitRule& rule, const ValueSink& sink) {
+  if (!sink && init_skipped()) return;
+  torch::NoGradGuard no_grad;
+  for (auto& p : roles_of(model)) {
+    if (!sink) {
+      rule(p, p.tensor);
+      continue;
+    }
+    auto values = at::empty(p.tensor.sizes(), at::TensorOptions(at::kCPU).dtype(p.tensor.scalar_type()));
+    rule(p, values);
+    sink(p.name, values);
+  }
+}
+
 NormImpl::NormImpl(const NormOptions& o) : options(o) {
   if (o.dim <= 0) throw std::invalid_argument("Norm: dim must be positive, got " + std::to_string(o.dim));
   weight = add(*this, "weight", torch::empty({o.dim}, o.device), Role::Norm);

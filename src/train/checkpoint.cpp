@@ -76,9 +76,13 @@ bool exchange(const fs::path& a, const fs::path& b) {
 #endif
 }
 
-uint64_t tensor_bytes(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+uint64_t tensor_bytes(const std::vector<TensorSpec>& specs) {
   uint64_t n = 0;
-  for (const auto& [name, t] : tensors) n += static_cast<uint64_t>(t.numel()) * t.element_size();
+  for (const auto& spec : specs) {
+    uint64_t numel = 1;
+    for (const auto d : spec.shape) numel *= static_cast<uint64_t>(d);
+    n += numel * c10::elementSize(spec.dtype);
+  }
   return n;
 }
 
@@ -93,6 +97,11 @@ int64_t checkpoint_step(const fs::path& dir) { return step_of(dir); }
 fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model,
                          const std::vector<std::pair<std::string, at::Tensor>>& trainer_tensors,
                          const TrainerState& s) {
+  return save_checkpoint(root, model, {}, TensorStream::of(trainer_tensors), s);
+}
+
+fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model, const ValueSource& model_values,
+                         const TensorStream& trainer, const TrainerState& s) {
   fs::create_directories(root);
   const auto name = fmt::format("step_{:08d}", s.step);
   const auto final_dir = root / name;
@@ -102,9 +111,9 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model,
   io::claim(tmp);
   try {
     fs::create_directories(tmp);
-    models::save_model(model, tmp / "model.safetensors");
+    models::save_model(model, tmp / "model.safetensors", model_values);
     fault_point("model");
-    io::save_safetensors(tmp / "trainer.safetensors", trainer_tensors);
+    io::save_safetensors(tmp / "trainer.safetensors", trainer);
     fault_point("trainer");
     json meta = {{"format", kCheckpointFormat},
                  {"version", kCheckpointVersion},
@@ -135,7 +144,7 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model,
       fs::remove_all(tmp, ec);  // the manifest could not be updated (a full disk): the name stays listed
     }
     const auto space = fs::space(root, ec);
-    const uint64_t need = tensor_bytes(trainer_tensors) + static_cast<uint64_t>(models::parameter_count(*model.module())) * 4;
+    const uint64_t need = tensor_bytes(trainer.specs) + static_cast<uint64_t>(models::parameter_count(*model.module())) * 4;
     throw Error(fmt::format("cannot write checkpoint {}: {}; it needs about {:.1f} MB and {} has {:.1f} MB free. The "
                             "earlier checkpoints are intact",
                             final_dir.string(), e.what(), static_cast<double>(need) / 1e6, root.string(),
@@ -222,8 +231,9 @@ CheckpointData load_checkpoint(const fs::path& dir) {
   } catch (const json::exception& e) {
     throw Error(meta_path.string() + ": " + e.what());
   }
-  c.model = models::load_model(dir / "model.safetensors");
-  for (auto& [name, t] : io::load_safetensors(dir / "trainer.safetensors").tensors) c.tensors[name] = t;
+  // Mapped: a rank reads the pages of the parts it keeps (a shard of each tensor) and nothing else.
+  c.model = models::load_model(dir / "model.safetensors", std::nullopt, 0, io::Read::Map);
+  for (auto& [name, t] : io::load_safetensors(dir / "trainer.safetensors", io::Read::Map).tensors) c.tensors[name] = t;
   return c;
 }
 

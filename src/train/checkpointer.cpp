@@ -77,19 +77,46 @@ bool Checkpointer::due(int64_t step, bool last, bool new_best) const {
   return (train_.save_every > 0 && step % train_.save_every == 0) || last || (new_best && train_.keep_best);
 }
 
-fs::path Checkpointer::save(const models::AnyModel& model, std::vector<std::pair<std::string, at::Tensor>> tensors,
+fs::path Checkpointer::save(const models::AnyModel& model, const ValueSource& model_values, TensorStream optimizer,
                             const Sparsity* sparsity, TrainerState state, bool validated_now) {
+  // The streams may be collectives (fsdp's blocks, the sharded optimizer state gathered from
+  // every rank): every rank runs each one exactly once, in this order, whatever happens here.
+  bool model_ran = false, optimizer_ran = false;
+  auto drain = [&] {
+    const ValueSink discard = [](const std::string&, const at::Tensor&) {};
+    if (!model_ran && model_values) model_values(discard);
+    if (!optimizer_ran && optimizer.values) optimizer.values(discard);
+  };
   if (!o_.writes) {
+    drain();
     last_ = state.step;
     return o_.root / fmt::format("step_{:08d}", state.step);  // rank 0's
   }
   const auto t0 = Clock::now();
-  for (auto& [n, t] : tensors) n = "optim." + n;
-  for (auto& kv : rng_state(o_.device)) tensors.push_back(kv);
+  ValueSource model_stream;
+  if (model_values)
+    model_stream = [&](const ValueSink& sink) {
+      model_ran = true;
+      model_values(sink);
+    };
+  TensorStream trainer;
+  for (const auto& spec : optimizer.specs) trainer.specs.push_back({"optim." + spec.name, spec.dtype, spec.shape});
+  trainer.values = [&](const ValueSink& sink) {
+    optimizer_ran = true;
+    if (optimizer.values) optimizer.values([&](const std::string& name, const at::Tensor& t) { sink("optim." + name, t); });
+  };
+  auto rest = rng_state(o_.device);
   if (sparsity)
-    for (const auto& [name, mask] : sparsity->masks) tensors.emplace_back("mask." + name, mask);
+    for (const auto& [name, mask] : sparsity->masks) rest.emplace_back("mask." + name, mask);
+  trainer = trainer.then(TensorStream::of(std::move(rest)));
   if (!validated_now) state.val_loss = std::nan("");  // meta.json's val_loss is this step's
-  auto dir = save_checkpoint(o_.root, model, tensors, state);
+  fs::path dir;
+  try {
+    dir = save_checkpoint(o_.root, model, model_stream, trainer, state);
+  } catch (...) {
+    drain();
+    throw;
+  }
   prune_checkpoints(o_.root, state.run_id, train_.keep_last, train_.keep_best);
   last_ = state.step;
   seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
@@ -126,18 +153,20 @@ std::optional<CheckpointData> choose_resume(const fs::path& root, const std::str
   return resume;
 }
 
-models::AnyModel resumed_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok, const CheckpointData& c) {
+models::DeferredModel resumed_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok,
+                                    const CheckpointData& c) {
   if (c.model.kind() != model_kind(r.train.task))
     throw Error(c.dir.string() + ": holds a " + c.model.kind_name() + " model, but train.task is " +
                 std::string(recipe::enum_name(r.train.task)));
-  return adopt(r, tok, c.model, "the checkpoint " + c.dir.string(), kResumeWayOut);
+  return adopt(r, tok, {c.model, models::parameter_values(c.model)}, "the checkpoint " + c.dir.string(),
+               kResumeWayOut);
 }
 
 void check_checkpoint_model(const recipe::Recipe& r, const fs::path& dir) {
   const auto tok = load_run_tokenizer(r, /*required=*/false);
   const auto kind = model_kind(r.train.task);
-  auto loaded = models::load_model(dir, kind, r.model.num_labels);
-  adopt(r, tok.get(), loaded, "the checkpoint " + dir.string(), kResumeWayOut);
+  adopt(r, tok.get(), models::open_model(dir, kind, r.model.num_labels), "the checkpoint " + dir.string(),
+        kResumeWayOut);
 }
 
 std::string changed_settings(const std::string& checkpoint_recipe, const recipe::Recipe& now) {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
@@ -149,51 +150,72 @@ class FsdpRunner : public nn::BlockRunner {
 }  // namespace
 
 DataParallel::DataParallel(std::shared_ptr<dist::Communicator> comm, const torch::nn::Module& model,
-                           const dist::DistOptions& options)
+                           const dist::DistOptions& options, const ValueSource* values)
     : comm_(std::move(comm)) {
   const bool fsdp = options.resolved_strategy() == dist::Strategy::Fsdp;
   // fsdp's units: the transformer blocks, in the order the model runs them.
-  std::vector<std::string> unit_prefix;
   std::map<const nn::BlockImpl*, int> unit_of;
   if (fsdp)
     for (const auto& item : model.named_modules("", /*include_self=*/false))
       if (const auto* block = dynamic_cast<const nn::BlockImpl*>(item.value().get())) {
-        unit_of[block] = static_cast<int>(unit_prefix.size());
-        unit_prefix.push_back(item.key() + ".");
+        unit_of[block] = static_cast<int>(unit_prefix_.size());
+        unit_prefix_.push_back(item.key() + ".");
       }
   std::vector<dist::GradSync::Param> params;
   for (const auto& item : model.named_parameters()) {
+    model_shapes_.emplace_back(item.key(), item.value().sizes().vec());
     if (!item.value().requires_grad()) continue;
     int unit = -1;
-    for (std::size_t u = 0; u < unit_prefix.size() && unit < 0; ++u)
-      if (item.key().starts_with(unit_prefix[u])) unit = static_cast<int>(u);
+    for (std::size_t u = 0; u < unit_prefix_.size() && unit < 0; ++u)
+      if (item.key().starts_with(unit_prefix_[u])) unit = static_cast<int>(u);
     params.push_back({item.key(), item.value(), unit});
   }
   sync_ = std::make_unique<dist::GradSync>(std::move(params), comm_, options);
-  sync_->broadcast_parameters();  // rank 0's weights everywhere, whatever each rank built
-  if (fsdp) {
-    sync_->shard_parameters();
-    runner_ = std::make_shared<FsdpRunner>(*sync_, std::move(unit_of), options.reshard_after_forward);
+  if (values) {
+    sync_->load_parameters(*values);
+    for (const auto& item : model.named_parameters())
+      if (item.value().is_meta())
+        throw std::logic_error("DataParallel: " + item.key() + " is not trained and was given no value");
+  } else {
+    sync_->broadcast_parameters();  // rank 0's weights everywhere, whatever each rank built
   }
-}
-
-void DataParallel::gather_model(bool everywhere) const {
-  // Rank 0 alone keeps what the others help it gather (one block at a time beside their shards).
-  const bool keep = everywhere || comm_->rank() == 0;
-  for (int u = 0; u < sync_->units(); ++u) {
-    sync_->wait_unshard(u);
-    if (!keep) sync_->reshard(u);
+  if (fsdp) {
+    if (!values) sync_->shard_parameters();
+    runner_ = std::make_shared<FsdpRunner>(*sync_, std::move(unit_of), options.reshard_after_forward);
   }
 }
 
 void DataParallel::gather_model(torch::nn::Module& model) const {
   if (!runner_) return;
-  gather_model(/*everywhere=*/true);
+  for (int u = 0; u < sync_->units(); ++u) sync_->wait_unshard(u);
   nn::set_block_runner(model, nullptr);
 }
 
-void DataParallel::release_model() const {
-  for (int u = 0; u < sync_->units(); ++u) sync_->reshard(u);
+ValueSource DataParallel::model_values(const torch::nn::Module& model) const {
+  if (!runner_) return {};
+  std::vector<std::tuple<std::string, at::Tensor, int>> params;
+  for (const auto& item : model.named_parameters()) {
+    int unit = -1;
+    for (std::size_t u = 0; u < unit_prefix_.size() && unit < 0; ++u)
+      if (item.key().starts_with(unit_prefix_[u])) unit = static_cast<int>(u);
+    params.emplace_back(item.key(), item.value(), unit);
+  }
+  // A unit at a time: gathered (the next one's gather under way meanwhile), handed on, freed.
+  return [this, params = std::move(params)](const ValueSink& sink) {
+    int current = -1;
+    for (const auto& [name, t, unit] : params) {
+      if (unit != current) {
+        if (current >= 0) sync_->reshard(current);
+        if (unit >= 0) {
+          sync_->wait_unshard(unit);
+          if (unit + 1 < sync_->units()) sync_->unshard(unit + 1);
+        }
+        current = unit;
+      }
+      if (sink) sink(name, t.detach());
+    }
+    if (current >= 0) sync_->reshard(current);
+  };
 }
 
 std::unique_ptr<Optimizer> DataParallel::optimizer(const torch::nn::Module& model,
@@ -219,9 +241,8 @@ std::map<std::string, at::Tensor> DataParallel::rank_state(std::map<std::string,
   return out;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> DataParallel::checkpoint_state(
-    const Optimizer& opt, const recipe::OptimConfig& config) const {
-  if (!sharded()) return opt.state();
+TensorStream DataParallel::checkpoint_state(const Optimizer& opt, const recipe::OptimConfig& config) const {
+  if (!sharded()) return TensorStream::of(opt.state());
   std::map<std::string, std::map<std::string, at::Tensor>> parts;
   double step = 0;
   for (const auto& [name, t] : opt.state()) {
@@ -235,13 +256,27 @@ std::vector<std::pair<std::string, at::Tensor>> DataParallel::checkpoint_state(
   std::vector<std::string> kinds;
   if (config.name == recipe::Optimizer::AdamW) kinds = {"exp_avg", "exp_avg_sq"};
   else if (config.momentum > 0) kinds = {"momentum"};
-  std::vector<std::pair<std::string, at::Tensor>> out;
+  const bool with_step = step > 0 || config.name == recipe::Optimizer::AdamW;
+  // What the stream gives, in the order the buckets are gathered.
+  const std::map<std::string, std::vector<int64_t>> shapes(model_shapes_.begin(), model_shapes_.end());
+  TensorStream out;
   for (const auto& kind : kinds)
-    for (auto& [param, t] : sync_->gather_segments(parts[kind], /*keep=*/comm_->rank() == 0)) {
-      out.emplace_back(kind + "." + param, t);
-      if (kind == kinds.front() && (step > 0 || config.name == recipe::Optimizer::AdamW))
-        out.emplace_back("step." + param, at::full({1}, step, t.options().dtype(at::kFloat)));
+    for (const auto& param : sync_->bucket_order()) {
+      out.specs.push_back({kind + "." + param, at::kFloat, shapes.at(param)});
+      if (kind == kinds.front() && with_step) out.specs.push_back({"step." + param, at::kFloat, {1}});
     }
+  out.values = [this, parts = std::move(parts), kinds, with_step, step](const ValueSink& sink) {
+    for (const auto& kind : kinds) {
+      ValueSink named;
+      if (sink)
+        named = [&](const std::string& param, const at::Tensor& t) {
+          sink(kind + "." + param, t);
+          if (kind == kinds.front() && with_step) sink("step." + param, at::full({1}, step, t.options()));
+        };
+      const auto it = parts.find(kind);
+      sync_->gather_segments(it == parts.end() ? std::map<std::string, at::Tensor>{} : it->second, named);
+    }
+  };
   return out;
 }
 

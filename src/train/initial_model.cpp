@@ -17,8 +17,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// The model the recipe describes, freshly initialised.
-models::AnyModel recipe_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok, int64_t min_vocab = 0) {
+/// The model the recipe describes, freshly initialised (deferred).
+models::DeferredModel recipe_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok, int64_t min_vocab = 0) {
   const auto kind = model_kind(r.train.task);
   int64_t vocab = std::max<int64_t>(r.model.vocab_size, min_vocab);
   if (tok) vocab = std::max<int64_t>(vocab, tok->vocab_size());
@@ -27,42 +27,38 @@ models::AnyModel recipe_model(const recipe::Recipe& r, const tokenizer::Tokenize
                 " to size the vocabulary; run the tokenizer stage first (lathe tokenizer train RECIPE) or set "
                 "model.vocab_size");
   const int64_t pad = tok ? tok->token_to_id("[PAD]") : -1;
-  return models::make_model(kind, r.model.options(vocab, pad));
+  return models::deferred_model(kind, r.model.options(vocab, pad));
 }
 
 }  // namespace
 
-models::AnyModel adopt(const recipe::Recipe& r, const tokenizer::Tokenizer* tok, const models::AnyModel& loaded,
-                       const std::string& what, const std::string& way_out) {
+models::DeferredModel adopt(const recipe::Recipe& r, const tokenizer::Tokenizer* tok,
+                            const models::DeferredModel& loaded, const std::string& what, const std::string& way_out) {
   // A vocabulary left to the tokenizer (model.vocab_size 0) takes the loaded model's size when
   // that is larger: a padded embedding stays padded.
-  auto want = recipe_model(r, tok, r.model.vocab_size > 0 ? 0 : loaded.vocab_size());
-  auto diffs = models::architecture_differences(loaded.arch(), loaded.options(), want.options());
-  const auto have_labels = loaded.options().num_labels, want_labels = want.options().num_labels;
-  if (loaded.traits().labelled && have_labels != want_labels)
+  const auto& from = loaded.model;
+  auto want = recipe_model(r, tok, r.model.vocab_size > 0 ? 0 : from.vocab_size());
+  auto diffs = models::architecture_differences(from.arch(), from.options(), want.model.options());
+  const auto have_labels = from.options().num_labels, want_labels = want.model.options().num_labels;
+  if (from.traits().labelled && have_labels != want_labels)
     diffs.push_back(fmt::format("model.num_labels: {} in the checkpoint, {} in the recipe", have_labels, want_labels));
   if (!diffs.empty()) {
     std::string list;
     for (const auto& d : diffs) list += "\n  " + d;
     throw Error(fmt::format("{} is another model than the recipe's:{}\n{}", what, list, way_out));
   }
-  torch::NoGradGuard no_grad;
-  auto src = loaded.module()->named_parameters(), dst = want.module()->named_parameters();
-  for (auto& item : dst) item.value().copy_(src[item.key()]);
-  auto src_buffers = loaded.module()->named_buffers();
-  for (auto& item : want.module()->named_buffers())
-    if (src_buffers.contains(item.key())) item.value().copy_(src_buffers[item.key()]);
-  want.labels = loaded.labels;
+  want.model.labels = from.labels;
+  want.values = loaded.values;
   return want;
 }
 
-models::AnyModel initial_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok) {
+models::DeferredModel initial_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok) {
   const auto kind = model_kind(r.train.task);
   if (r.train.init_from.empty()) return recipe_model(r, tok);
   const fs::path from = r.train.init_from;
   if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
-  auto loaded = models::load_model(from, kind, r.model.num_labels);
-  if (!models::quantized_layers(loaded).empty())
+  auto loaded = models::open_model(from, kind, r.model.num_labels);
+  if (!models::quantized_layers(loaded.model).empty())
     throw Error("train.init_from: " + from.string() + " is a quantized model, which cannot be trained; start from "
                 "the float checkpoint it was quantized from");
   return adopt(r, tok, loaded, "train.init_from " + from.string(),

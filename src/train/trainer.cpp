@@ -109,23 +109,24 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
 }
 
 void Trainer::start(std::optional<CheckpointData> resume) {
+  // fsdp: the model stays on the meta device; each rank keeps its shard of the values alone.
+  const bool fsdp = impl_->distributed() && recipe_.distributed.resolved_strategy() == dist::Strategy::Fsdp;
+  auto start_from = resume ? resumed_model(recipe_, impl_->tok.get(), *resume) : initial_model(recipe_, impl_->tok.get());
+  model_ = fsdp ? start_from.model : models::materialise(start_from);
   if (resume) {
-    model_ = resumed_model(recipe_, impl_->tok.get(), *resume);
     state_ = resume->state;
     impl_->resumed_from = resume->dir.string();
     impl_->resume_note = changed_settings(resume->state.recipe_yaml, recipe_);
-    if (state_.run_id.empty()) state_.run_id = new_run_id();  // a checkpoint from before run ids
-  } else {
-    model_ = initial_model(recipe_, impl_->tok.get());
-    state_.run_id = new_run_id();
   }
+  if (state_.run_id.empty()) state_.run_id = new_run_id();  // a fresh run, or a checkpoint from before run ids
   if (impl_->tok) check_vocab(model_, *impl_->tok, "");
   state_.recipe_yaml = recipe::to_yaml(recipe_);
-  model_.module()->to(device_);
+  if (!fsdp) model_.module()->to(device_);
   impl_->plan = check_memory_plan(*model_.module(), recipe_, impl_->distributed() ? impl_->comm.get() : nullptr,
                                   device_);
   if (impl_->distributed())
-    impl_->dp = std::make_unique<DataParallel>(impl_->comm, *model_.module(), recipe_.distributed);
+    impl_->dp = std::make_unique<DataParallel>(impl_->comm, *model_.module(), recipe_.distributed,
+                                               fsdp ? &start_from.values : nullptr);
   const auto* dp = impl_->dp.get();
   // How the blocks run: checkpointed (outermost: its re-run gathers again), then gathered (fsdp).
   auto runner = dp ? dp->block_runner() : nullptr;
@@ -330,13 +331,12 @@ TrainReport Trainer::run() {
 
   Checkpointer checkpointer({recipe::checkpoint_dir(recipe_), device_, /*writes=*/lead}, tr);
   Validator validator(tr.eval_every, can_eval);
-  auto save = [&] {  // sharded: the optimizer state is gathered from every rank (all take part)
+  auto save = [&] {  // sharded: the optimizer state (fsdp: the blocks too) streamed from every rank
     const auto& opt = *impl_->optimizer;
-    auto optim = impl_->dp ? impl_->dp->checkpoint_state(opt, recipe_.optim) : opt.state();
-    if (impl_->dp) impl_->dp->gather_model();  // fsdp: the blocks' parameters, while they are written
-    report.checkpoint =
-        checkpointer.save(model_, std::move(optim), options_.sparsity.get(), state_, validator.done_at(state_.step));
-    if (impl_->dp) impl_->dp->release_model();
+    const auto* dp = impl_->dp.get();
+    report.checkpoint = checkpointer.save(model_, dp ? dp->model_values(*model_.module()) : ValueSource{},
+                                          dp ? dp->checkpoint_state(opt, recipe_.optim) : TensorStream::of(opt.state()),
+                                          options_.sparsity.get(), state_, validator.done_at(state_.step));
   };
   auto validate = [&] {
     auto [m, best] = validator.run(state_.step, state_, metrics, [&] { return evaluate(tr.eval_batches); });

@@ -45,6 +45,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "lathe/dist/communicator.hpp"
+#include "lathe/core/tensor_values.hpp"
 
 namespace torch::autograd {
 struct Node;
@@ -88,6 +89,12 @@ class GradSync {
 
   /// Every rank's parameters become rank 0's.
   void broadcast_parameters();
+  /// For parameters given on the meta device (nothing allocated): places them and takes their
+  /// values from `values` (the same on every rank: e.g. a deferred model's initialisation or its
+  /// mapped file). fsdp units keep only this rank's part of each value, in their masters, and
+  /// are resharded (never whole); the other parameters are allocated whole. Instead of
+  /// broadcast_parameters() and shard_parameters().
+  void load_parameters(const ValueSource& values);
   /// fsdp: each unit keeps its 1/world master shard and frees its whole parameters (call after
   /// broadcast_parameters()). The units' parameters are then readable only while gathered.
   void shard_parameters();
@@ -117,9 +124,12 @@ class GradSync {
   void gather_parameters();
   /// Sharded: per-segment tensors (keyed by Segment::key, `length` elements each, as many
   /// segments as the caller has values for: all or none of a bucket's) gathered from every
-  /// rank into whole tensors shaped like their parameters, keyed by parameter name.
-  /// `keep` false: this rank takes part and keeps nothing (one bucket at a time in memory).
-  std::map<std::string, at::Tensor> gather_segments(const std::map<std::string, at::Tensor>& parts, bool keep = true);
+  /// rank, a bucket at a time, into whole tensors shaped like their parameters, handed to `sink`
+  /// (when given) by parameter name in bucket_order(); a view valid during the call only. A
+  /// collective: every rank calls it, with or without a sink.
+  void gather_segments(const std::map<std::string, at::Tensor>& parts, const ValueSink& sink);
+  /// The parameters' names in bucket order (gather_segments' order).
+  std::vector<std::string> bucket_order() const;
 
   const OverlapStats& last_overlap() const { return overlap_; }
   int buckets() const { return static_cast<int>(buckets_.size()); }
@@ -131,6 +141,8 @@ class GradSync {
   std::unique_ptr<Pool> pool_;
   /// The buckets' flat buffers, shards (sharded), masters (fsdp units) and this rank's segments.
   void make_buffers();
+  /// The autograd hooks on the parameters' gradient accumulators (once they are in place).
+  void attach_hooks();
   void on_grad_ready(std::size_t param);
   void launch(Bucket& b, bool from_hook);
   /// Waits for `b`'s transfer and puts its mean gradients in place.
@@ -141,7 +153,8 @@ class GradSync {
   DistOptions options_;
   bool sharded_;
   std::vector<std::size_t> unit_bucket_;  // fsdp: unit -> bucket
-  bool free_grads_;  // zero2: a parameter's .grad is dropped once its bucket holds it
+  bool free_grads_;
+  bool deferred_ = false;  // parameters on the meta device until load_parameters()  // zero2: a parameter's .grad is dropped once its bucket holds it
   std::vector<Param> params_;
   std::vector<std::size_t> bucket_of_;  // param index -> bucket
   std::vector<std::unique_ptr<Bucket>> buckets_;

@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "lathe/core/tensor_values.hpp"
+
 namespace lathe::io {
 
 /// Largest header a reader accepts (the reference implementation's limit, 100 MB).
@@ -31,6 +33,14 @@ struct Safetensors {
 /// Writes CPU copies of `tensors` (contiguous, any supported dtype: F64 F32 F16 BF16 I64 I32 I16
 /// I8 U8 BOOL) atomically. Names must be unique.
 void save_safetensors(const std::filesystem::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+/// The same for tensors that come one at a time (their header is written first, from the
+/// specs): no more than one tensor of the file is needed in memory at once. A failed write
+/// still lets the stream run to its end (its source may be a collective of every rank), then
+/// throws; a stream that breaks its specs throws std::logic_error. Either way `path` is left
+/// as it was.
+void save_safetensors(const std::filesystem::path& path, const TensorStream& stream,
                       const std::map<std::string, std::string>& metadata = {});
 
 /// How load_safetensors reads the tensor data.

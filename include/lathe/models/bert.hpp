@@ -7,6 +7,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "lathe/nn/block.hpp"
+#include "lathe/nn/init.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/nn/norm.hpp"
 #include "lathe/models/options.hpp"
@@ -26,7 +27,8 @@ class BertModelImpl : public torch::nn::Module, public nn::BlockStack {
   /// tanh(pooler(hidden[:, 0])) -> (B, d_model); needs the pooler.
   torch::Tensor pool(const torch::Tensor& hidden);
 
-  void reset_parameters();
+  /// BERT's initialisation, each parameter drawn once (see GptImpl::reset_parameters).
+  void reset_parameters(const nn::ValueSink& sink = {});
 
   ModelOptions options;
   nn::Embedding word_embeddings{nullptr};
@@ -49,7 +51,8 @@ class BertForMaskedLMImpl : public torch::nn::Module, public nn::ParameterRoles 
   /// The MLM head alone: (..., d_model) -> (..., vocab_size); apply it to the selected positions
   /// only to save the full-vocabulary projection of unselected ones.
   torch::Tensor head(const torch::Tensor& hidden);
-  void reset_parameters();
+  /// BERT's initialisation, each parameter drawn once (see GptImpl::reset_parameters).
+  void reset_parameters(const nn::ValueSink& sink = {});
 
   BertModel bert{nullptr};
   nn::Linear mlm_dense{nullptr};
@@ -65,7 +68,8 @@ class BertForSequenceClassificationImpl : public torch::nn::Module {
   /// -> logits (B, num_labels)
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& token_types = {},
                         const torch::Tensor& attention_mask = {});
-  void reset_parameters();
+  /// BERT's initialisation, each parameter drawn once (see GptImpl::reset_parameters).
+  void reset_parameters(const nn::ValueSink& sink = {});
 
   BertModel bert{nullptr};
   nn::Linear classifier{nullptr};

@@ -9,6 +9,7 @@
 
 #include "lathe/nn/attention.hpp"
 #include "lathe/nn/block.hpp"
+#include "lathe/nn/init.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/nn/norm.hpp"
 #include "lathe/models/options.hpp"
@@ -43,7 +44,9 @@ class GptImpl : public torch::nn::Module, public nn::BlockStack {
   void separate_head();
 
   /// GPT-2 initialisation (see ModelOptions::init_std); deterministic under torch::manual_seed.
-  void reset_parameters();
+  /// Each parameter is drawn once, in place, or (with `sink`) into tensors handed to it one at
+  /// a time (nn::initialise): the constructor draws nothing else.
+  void reset_parameters(const nn::ValueSink& sink = {});
 
   ModelOptions options;
   nn::Embedding wte{nullptr};

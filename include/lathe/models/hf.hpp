@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lathe/io/safetensors.hpp"
@@ -30,6 +31,10 @@ ModelOptions read_hf_bert_config(const std::filesystem::path& dir);
 /// Builds the model described by config.json and loads model.safetensors into it (`read`: see
 /// load_model).
 Gpt load_hf_gpt(const std::filesystem::path& dir, io::Read read = io::Read::Copy);
+/// The same model not materialised: its parameters on the meta device, and the source of their
+/// values (views of the mapped files, one tensor built at a time where the family stacks them).
+/// Everything load_hf_gpt checks is checked here.
+std::pair<Gpt, nn::ValueSource> open_hf_gpt(const std::filesystem::path& dir);
 BertForMaskedLM load_hf_bert_mlm(const std::filesystem::path& dir);
 /// Fine-tuning start: from a classifier directory, or from a BERT pre-training / masked-LM /
 /// base-model directory, in which case the pooler (when absent) and the classifier keep their

@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -21,6 +22,7 @@
 #include "lathe/core/enum_table.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/options.hpp"
+#include "lathe/nn/init.hpp"
 
 namespace torch::nn {
 class Module;
@@ -61,6 +63,9 @@ struct ModelKindTraits {
 
   /// A new model of the options, initialised.
   std::shared_ptr<torch::nn::Module> (*make)(const ModelOptions& options) = nullptr;
+  /// The kind's initialisation of `module` (what `make` draws), each parameter drawn into a
+  /// tensor handed to `sink` (nn::initialise): for a model on the meta device.
+  void (*init)(torch::nn::Module& module, const nn::ValueSink& sink) = nullptr;
   /// Whether `module` is this kind's class.
   bool (*holds)(const torch::nn::Module& module) = nullptr;
   /// The options the model was built with (a BERT's are its encoder's).
@@ -69,6 +74,11 @@ struct ModelKindTraits {
   /// classifier's classes; `read`: see load_model).
   std::shared_ptr<torch::nn::Module> (*load_hf)(const std::filesystem::path& dir, int64_t num_labels,
                                                 io::Read read) = nullptr;
+  /// The same directory not materialised: the model on the meta device and the source of its
+  /// values, read from the mapped files a tensor at a time. Null: open_model reads such a
+  /// directory whole (load_hf) and hands its parameters on.
+  std::pair<std::shared_ptr<torch::nn::Module>, nn::ValueSource> (*open_hf)(const std::filesystem::path& dir,
+                                                                           int64_t num_labels) = nullptr;
   /// Writes the model in Hugging Face layout (`labels`: class names, where the kind has them).
   void (*save_hf)(torch::nn::Module& module, const std::filesystem::path& dir,
                   const std::vector<std::string>& labels) = nullptr;

@@ -84,7 +84,10 @@ std::map<std::string, const nn::QuantizedWeight*> quantized_layers(const AnyMode
 /// A quantized layer is stored as <path>.qweight (int8, or int4 two per byte, the even input
 /// in the low nibble), <path>.scales and (int4) <path>.zeros, its scheme under "quantized" in
 /// the metadata; load_model rebuilds it.
-void save_model(const AnyModel& model, const std::filesystem::path& path);
+/// `values`: the parameters' values come from it, in named_parameters() order, one at a time
+/// (a float model whose parameters are not all in memory at once, e.g. fsdp's shards gathered a
+/// block at a time); their shapes and dtypes are the parameters'.
+void save_model(const AnyModel& model, const std::filesystem::path& path, const ValueSource& values = {});
 
 /// Makes `value` the parameter's values: `param` takes `value` as its data when it is stored as
 /// the parameter keeps it (dtype, device, contiguous) and copies (converts) it in otherwise.

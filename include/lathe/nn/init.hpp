@@ -1,5 +1,14 @@
-// Skipping the initial values of parameters that are about to be loaded.
+// Initial values: skipping them for parameters about to be loaded, and drawing them one
+// parameter at a time for a model that is not materialised (parameters on the meta device).
 #pragma once
+
+#include <functional>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include "lathe/core/tensor_values.hpp"
+#include "lathe/nn/roles.hpp"
 
 namespace lathe::nn {
 
@@ -20,5 +29,19 @@ class SkipInitGuard {
 
 /// Whether a SkipInitGuard is alive on this thread.
 bool init_skipped();
+
+using lathe::ValueSink;
+using lathe::ValueSource;
+
+/// How a model draws one parameter's initial values into `values` (a tensor of the parameter's
+/// shape, dtype and device, or the parameter itself).
+using InitRule = std::function<void(const RoledParameter& p, at::Tensor& values)>;
+
+/// A model's initialisation: every parameter drawn once by `rule`, in roles_of order. Without
+/// `sink` the parameters are drawn in place (nothing when a SkipInitGuard lives). With one, each
+/// parameter is drawn into a new CPU tensor of its shape and dtype that is then handed to `sink`
+/// (one such tensor alive at a time; the model itself, e.g. on the meta device, is not touched):
+/// the same generator draws give the same values either way.
+void initialise(const torch::nn::Module& model, const InitRule& rule, const ValueSink& sink = {});
 
 }  // namespace lathe::nn

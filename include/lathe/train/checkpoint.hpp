@@ -57,6 +57,12 @@ struct CheckpointData {
 std::filesystem::path save_checkpoint(const std::filesystem::path& checkpoints_dir, const models::AnyModel& model,
                                       const std::vector<std::pair<std::string, at::Tensor>>& trainer_tensors,
                                       const TrainerState& state);
+/// The same with the tensors streamed (no more than one of them needed in memory at once): the
+/// model's parameter values from `model_values` (in named_parameters() order; empty: the
+/// model's own), trainer.safetensors from `trainer`.
+std::filesystem::path save_checkpoint(const std::filesystem::path& checkpoints_dir, const models::AnyModel& model,
+                                      const ValueSource& model_values, const TensorStream& trainer,
+                                      const TrainerState& state);
 
 /// Reads a checkpoint directory completely (model on the CPU); throws lathe::Error naming the
 /// file for anything missing, truncated or malformed.

@@ -16,7 +16,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
-#include "lathe/models/store.hpp"
+#include "lathe/models/deferred.hpp"
 #include "lathe/recipe/recipe.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/checkpoint.hpp"
@@ -45,8 +45,10 @@ class Checkpointer {
 
   /// Writes the checkpoint of `state` (its val_loss only when validated at this very step) with
   /// the optimizer state, the RNG states and `sparsity`'s masks (null: none), then prunes old
-  /// ones; returns its directory.
-  std::filesystem::path save(const models::AnyModel& model, std::vector<std::pair<std::string, at::Tensor>> optimizer,
+  /// ones; returns its directory. The parameters' values come from `model_values` where given
+  /// (DataParallel::model_values), the model's own otherwise. Every rank calls it: both streams
+  /// run exactly once on every rank (they may be collectives), on the writer into the files.
+  std::filesystem::path save(const models::AnyModel& model, const ValueSource& model_values, TensorStream optimizer,
                              const Sparsity* sparsity, TrainerState state, bool validated_now);
 
  private:
@@ -64,9 +66,10 @@ class Checkpointer {
 std::optional<CheckpointData> choose_resume(const std::filesystem::path& root, const std::string& how,
                                             const std::function<void(const std::string&)>& warn);
 
-/// The resumed checkpoint's model in the recipe's model: refused when the checkpoint holds
-/// another kind of model than train.task trains, or another architecture (naming every key).
-models::AnyModel resumed_model(const recipe::Recipe& recipe, const tokenizer::Tokenizer* tok,
+/// The resumed checkpoint's model as the recipe's model (deferred: see initial_model): refused
+/// when the checkpoint holds another kind of model than train.task trains, or another
+/// architecture (naming every key).
+models::DeferredModel resumed_model(const recipe::Recipe& recipe, const tokenizer::Tokenizer* tok,
                                const CheckpointData& checkpoint);
 
 /// Throws lathe::Error naming every model key on which the checkpoint in `dir` and the recipe

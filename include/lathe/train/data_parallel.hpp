@@ -56,9 +56,11 @@ struct StepAgreement {
 class DataParallel {
  public:
   /// Reduces the gradients of `model`'s trainable parameters (already on the device) over the
-  /// ranks of `comm`; every rank's parameters become rank 0's here.
+  /// ranks of `comm`; every rank's parameters become rank 0's here. With `values` the
+  /// parameters are on the meta device instead and take their values from it (every rank's
+  /// source gives the same): fsdp keeps this rank's shard of each unit's values alone.
   DataParallel(std::shared_ptr<dist::Communicator> comm, const torch::nn::Module& model,
-               const dist::DistOptions& options);
+               const dist::DistOptions& options, const ValueSource* values = nullptr);
 
   dist::Communicator& comm() const { return *comm_; }
   dist::GradSync& sync() const { return *sync_; }
@@ -68,11 +70,11 @@ class DataParallel {
   /// fsdp: what runs the model's blocks with their parameters gathered (null otherwise); the
   /// trainer gives it to the model (nn::set_block_runner), behind activation checkpointing.
   std::shared_ptr<nn::BlockRunner> block_runner() const { return runner_; }
-  /// fsdp: every block's parameters gathered on rank 0 (on every rank when `everywhere`; the
-  /// others take part a block at a time), e.g. while rank 0 writes a checkpoint; release_model()
-  /// frees them again. Nothing under the other strategies.
-  void gather_model(bool everywhere = false) const;
-  void release_model() const;
+  /// fsdp: the values of `model`'s parameters for a checkpoint, in named_parameters() order,
+  /// each block's gathered from every rank in turn (the next block's gather under way meanwhile)
+  /// and freed after: no rank holds more than two blocks whole. A collective: every rank runs
+  /// it, rank 0 writes what it gives. Empty under the other strategies (the parameters are whole).
+  ValueSource model_values(const torch::nn::Module& model) const;
   /// fsdp, at the end of training: `model`'s blocks gathered for good and run plainly again.
   void gather_model(torch::nn::Module& model) const;
 
@@ -81,11 +83,10 @@ class DataParallel {
   /// A checkpoint's whole-parameter optimizer state as this rank's optimizer loads it: (sharded)
   /// each segment's part of every tensor ("exp_avg.<param>" -> "exp_avg.<param>@<offset>").
   std::map<std::string, at::Tensor> rank_state(std::map<std::string, at::Tensor> full) const;
-  /// The optimizer state a checkpoint holds: (sharded) whole-parameter tensors gathered from
-  /// every rank, the names and shapes of a one-process checkpoint. A collective: every rank
-  /// calls it, rank 0 writes it.
-  std::vector<std::pair<std::string, at::Tensor>> checkpoint_state(const Optimizer& opt,
-                                                                   const recipe::OptimConfig& config) const;
+  /// The optimizer state a checkpoint holds, the names and shapes of a one-process checkpoint:
+  /// (sharded) whole-parameter tensors gathered from every rank a bucket at a time as the stream
+  /// runs. A collective: every rank runs the stream, rank 0 writes what it gives.
+  TensorStream checkpoint_state(const Optimizer& opt, const recipe::OptimConfig& config) const;
 
   /// The sum of `value` over the ranks (`what` names the collective in a timeout).
   double sum(double value, const std::string& what) const;
@@ -98,6 +99,8 @@ class DataParallel {
   std::shared_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::GradSync> sync_;
   std::shared_ptr<nn::BlockRunner> runner_;
+  std::vector<std::string> unit_prefix_;  // fsdp: each unit's parameter name prefix
+  std::vector<std::pair<std::string, std::vector<int64_t>>> model_shapes_;  // every parameter's
 };
 
 /// What each micro-batch's mean loss is divided by in a step of `micro` (this rank's part of

@@ -97,9 +97,44 @@ class ConfigWriter {
 
 }  // namespace
 
-void load_tensors(torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
-                  const Layout& layout, const std::vector<std::string>& optional, std::vector<std::string>* initialized,
-                  io::Read read) {
+namespace {
+
+/// Whether `pieces` (floating, of the parameter's rank) make a tensor of `shape` under `xf`.
+bool fits(Xf xf, const std::vector<at::Tensor>& pieces, at::IntArrayRef shape) {
+  if (xf == Xf::Transpose && pieces[0].dim() != 2) return false;
+  for (const auto& p : pieces)
+    if (!p.is_floating_point() || p.dim() != static_cast<int64_t>(shape.size())) return false;
+  auto made = pieces[0].sizes().vec();
+  if (xf == Xf::Transpose) std::reverse(made.begin(), made.end());
+  if (xf == Xf::Stack)
+    for (std::size_t i = 1; i < pieces.size(); ++i) {
+      if (pieces[i].sizes().slice(1) != pieces[0].sizes().slice(1)) return false;
+      made[0] += pieces[i].size(0);
+    }
+  return at::IntArrayRef(made) == shape;
+}
+
+[[noreturn]] void refuse(const std::vector<fs::path>& files, const std::vector<std::string>& missing,
+                         const std::vector<std::string>& unexpected, const std::vector<std::string>& wrong) {
+  const auto source = files.size() == 1 ? files.front().string()
+                                        : "the shards of " + files.front().parent_path().string();
+  std::string msg = source + " does not match the model that config.json describes:";
+  auto list = [&](const char* what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    msg += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "):";
+    for (const auto& n : names) msg += "\n    " + n;
+  };
+  list("missing tensors", missing);
+  list("unexpected tensors", unexpected);
+  list("wrong shape", wrong);
+  throw Error(msg);
+}
+
+}  // namespace
+
+nn::ValueSource tensor_values(const torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
+                              const Layout& layout, const std::vector<std::string>& optional,
+                              std::vector<std::string>* initialized, io::Read read) {
   std::map<std::string, at::Tensor> theirs;
   for (const auto& file : files)
     for (auto& [name, t] : io::load_safetensors(file, read).tensors)
@@ -109,7 +144,12 @@ void load_tensors(torch::nn::Module& model, const Table& table, const std::vecto
 
   std::vector<std::string> missing, wrong, unexpected;
   std::set<std::string> used;
-  std::vector<std::pair<at::Tensor, at::Tensor>> assign;  // (parameter, value)
+  struct Value {
+    std::string name;  // ours
+    Xf xf;
+    std::vector<at::Tensor> pieces;
+  };
+  std::vector<Value> values;
   for (const auto& rule : table) {
     auto* param = params.find(rule.ours);
     if (!param) throw std::logic_error("hf table names '" + rule.ours + "', which the model does not have");
@@ -134,15 +174,7 @@ void load_tensors(torch::nn::Module& model, const Table& table, const std::vecto
       }
       continue;
     }
-    bool ok = true;
-    if (rule.xf == Xf::Transpose && pieces[0].dim() != 2) ok = false;
-    for (const auto& p : pieces) ok = ok && p.is_floating_point() && p.dim() == param->dim();
-    at::Tensor value;
-    if (ok) {
-      value = rule.xf == Xf::Transpose ? pieces[0].t() : rule.xf == Xf::Stack ? at::cat(pieces, 0) : pieces[0];
-      ok = value.sizes() == param->sizes();
-    }
-    if (!ok) {
+    if (!fits(rule.xf, pieces, param->sizes())) {
       std::string got;
       for (std::size_t i = 0; i < pieces.size(); ++i)
         got += (i ? " + " : "") + rule.theirs[i] + " " + shape_str(pieces[i].sizes());
@@ -150,7 +182,7 @@ void load_tensors(torch::nn::Module& model, const Table& table, const std::vecto
                       " " + shape_str(param->sizes()));
       continue;
     }
-    assign.emplace_back(*param, value);
+    values.push_back({rule.ours, rule.xf, std::move(pieces)});
   }
   for (const auto& [name, t] : theirs) {
     if (used.count(name)) continue;
@@ -159,22 +191,22 @@ void load_tensors(torch::nn::Module& model, const Table& table, const std::vecto
     });
     if (!ignored) unexpected.push_back(name);
   }
-  if (!missing.empty() || !wrong.empty() || !unexpected.empty()) {
-    const auto source = files.size() == 1 ? files.front().string()
-                                          : "the shards of " + files.front().parent_path().string();
-    std::string msg = source + " does not match the model that config.json describes:";
-    auto list = [&](const char* what, const std::vector<std::string>& names) {
-      if (names.empty()) return;
-      msg += std::string("\n  ") + what + " (" + std::to_string(names.size()) + "):";
-      for (const auto& n : names) msg += "\n    " + n;
-    };
-    list("missing tensors", missing);
-    list("unexpected tensors", unexpected);
-    list("wrong shape", wrong);
-    throw Error(msg);
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [param, value] : assign) assign_parameter(param, value);
+  if (!missing.empty() || !wrong.empty() || !unexpected.empty()) refuse(files, missing, unexpected, wrong);
+  // Each value made when its turn comes: a stacked one is the only tensor built whole, one at a
+  // time; the others are views of the files.
+  return [values = std::move(values)](const nn::ValueSink& sink) {
+    torch::NoGradGuard no_grad;
+    for (const auto& v : values)
+      sink(v.name, v.xf == Xf::Transpose ? v.pieces[0].t() : v.xf == Xf::Stack ? at::cat(v.pieces, 0) : v.pieces[0]);
+  };
+}
+
+void load_tensors(torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
+                  const Layout& layout, const std::vector<std::string>& optional, std::vector<std::string>* initialized,
+                  io::Read read) {
+  auto source = tensor_values(model, table, files, layout, optional, initialized, read);
+  auto params = model.named_parameters();
+  source([&](const std::string& name, const at::Tensor& value) { assign_parameter(params[name], value); });
 }
 
 void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& dir, const json& config) {

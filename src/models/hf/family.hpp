@@ -14,6 +14,7 @@
 #include "lathe/core/error.hpp"
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/options.hpp"
+#include "lathe/nn/init.hpp"
 
 namespace torch::nn {
 class Module;
@@ -57,6 +58,14 @@ struct Layout {
   std::vector<std::string> ignore;  // name fragments that are buffers or tied copies
 };
 
+/// The values of `model`'s parameters that `files` (one file, or a sharded checkpoint's shards)
+/// hold through `table`, each made when the source reaches it (views of the files where `read`
+/// maps them; a stacked tensor built then). Everything is checked before this returns, as
+/// load_tensors says; `model` only gives the names and shapes (its parameters may be on the meta
+/// device).
+nn::ValueSource tensor_values(const torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
+                              const Layout& layout, const std::vector<std::string>& optional = {},
+                              std::vector<std::string>* initialized = nullptr, io::Read read = io::Read::Copy);
 /// Loads `files` (one file, or a sharded checkpoint's shards) into `model` through `table`.
 /// Rules whose lathe name starts with one of `optional` may be absent: those tensors keep their
 /// initialisation and are listed in `initialized`. Missing, unexpected and mis-shaped tensors
