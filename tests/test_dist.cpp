@@ -159,10 +159,15 @@ int64_t parameter_count(const fs::path& out) {
 double max_difference(const std::map<std::string, at::Tensor>& a, const std::map<std::string, at::Tensor>& b) {
   REQUIRE(a.size() == b.size());
   double worst = 0;
+  std::string where;
   for (const auto& [name, t] : a) {
     REQUIRE(b.count(name));
-    worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+    if (const double d = (t - b.at(name)).abs().max().item<double>(); d > worst) {
+      worst = d;
+      where = name;
+    }
   }
+  UNSCOPED_INFO("largest difference in " << where);
   return worst;
 }
 
@@ -681,8 +686,10 @@ TEST_CASE("dist: bf16 autocast on 2 ranks trains alike under every strategy, and
   const std::string bf16 = "precision: bf16, grad_accum: 2, activation_checkpointing: blocks";
   REQUIRE(train(1, write_recipe(dir, "one", 12, bf16)).code == 0);
   const auto one_losses = records(dir.path() / "one" / "metrics.jsonl", "train");
-  for (const std::string strategy : {"ddp", "zero1", "zero2", "fsdp"}) {
-    const auto distributed = fmt::format("strategy: {}", strategy);
+  // fsdp_bf16: blocks gathered and computed in bf16 (param_dtype), as autocast casts them.
+  for (const std::string strategy : {"ddp", "zero1", "zero2", "fsdp", "fsdp_bf16"}) {
+    const auto distributed =
+        strategy == "fsdp_bf16" ? std::string("strategy: fsdp, param_dtype: bf16") : fmt::format("strategy: {}", strategy);
     auto first = train(2, write_recipe(dir, "first_" + strategy, 6, bf16, distributed, 1));
     auto five = train(2, write_recipe(dir, "five_" + strategy, 6, bf16, distributed));
     INFO(strategy << "\n" << first.out << first.err << five.out << five.err);
@@ -701,7 +708,20 @@ TEST_CASE("dist: bf16 autocast on 2 ranks trains alike under every strategy, and
     const double diff =
         max_difference(final_parameters(dir.path() / ("first_" + strategy)), final_parameters(dir.path() / "first_ddp"));
     INFO(strategy << " against ddp after one step: max parameter / moment difference " << diff);
-    CHECK(diff <= kDdpTol);
+    if (strategy != "fsdp_bf16") {
+      CHECK(diff <= kDdpTol);
+      continue;
+    }
+    // The forward is autocast's (the same bf16 roundings of the same weights); a norm's gradient
+    // is rounded to bf16 on its way to its bf16 parameter, which changes AdamW's first update
+    // (about lr x sign) only where a gradient is near zero.
+    CHECK(diff <= 1e-3);
+    CHECK(contains(five.out, "memory plan: fsdp over 2 ranks"));
+    // The checkpoint holds the float32 masters, not the bf16 copies the blocks computed with.
+    int64_t off_grid = 0;
+    for (const auto& [name, t] : final_parameters(dir.path() / "five_fsdp_bf16"))
+      if (name.starts_with("blocks.")) off_grid += t.ne(t.to(at::kBFloat16).to(at::kFloat)).sum().item<int64_t>();
+    CHECK(off_grid > 1000);
   }
 }
 

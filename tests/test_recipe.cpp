@@ -206,6 +206,13 @@ TEST_CASE("recipe: inconsistent values are reported at the key the user wrote", 
   SECTION("model vocabulary smaller than the tokenizer's") {
     CHECK(problem(kCorpus + "model:\n  vocab_size: 1000\n").key == "model.vocab_size");
   }
+  SECTION("parameters gathered in bf16 outside fsdp, or computed in another dtype") {
+    auto d = problem(kCorpus + "train:\n  precision: bf16\ndistributed:\n  param_dtype: bf16\n");
+    CHECK(d.key == "distributed.param_dtype");
+    CHECK(d.message == "only fsdp gathers parameters; param_dtype bf16 needs strategy fsdp (or param_dtype: fp32)");
+    d = problem(kCorpus + "distributed:\n  strategy: fsdp\n  param_dtype: bf16\n");
+    CHECK(d.message == "blocks gathered in bf16 compute in it: set train.precision: bf16, or param_dtype: fp32");
+  }
 }
 
 TEST_CASE("recipe: a check is skipped when one of its keys is already wrong", "[recipe][errors]") {

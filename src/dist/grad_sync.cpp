@@ -34,7 +34,8 @@ struct GradSync::Bucket {
   // fsdp units.
   int unit = -1;
   at::Tensor master;  // (padded / world) float32: this rank's part of the parameters
-  at::Tensor whole;   // (padded) float32: the parameters' storage, empty while resharded
+  at::Tensor whole;   // (padded) in the gather dtype: the parameters' storage, empty while resharded
+  at::Tensor send;    // the master in the gather dtype while its all-gather runs (not float32)
   WorkPtr gather;     // the all-gather into `whole` under way
   bool gathered = false;
 };
@@ -60,13 +61,14 @@ struct GradSync::Pool {
     if (p && blocks.size() < kKeep) blocks.emplace_back(bytes, std::move(p));
   }
 
-  /// Frees (into the pool) or (re)allocates the memory under `t` (the storage its views share)
-  /// without touching the views: the parameters set onto it keep their shapes and autograd
-  /// identity.
-  void release_storage(const at::Tensor& t) {
+  /// Frees (into the pool, unless `keep` is false: to the allocator) or (re)allocates the memory
+  /// under `t` (the storage its views share) without touching the views: the parameters set onto
+  /// it keep their shapes and autograd identity.
+  void release_storage(const at::Tensor& t, bool keep = true) {
     auto* s = t.storage().unsafeGetStorageImpl();
     const auto bytes = s->nbytes();
-    give(bytes, s->set_data_ptr(at::DataPtr(nullptr, t.device())));
+    auto freed = s->set_data_ptr(at::DataPtr(nullptr, t.device()));
+    if (keep) give(bytes, std::move(freed));
     s->set_nbytes(0);
   }
   void allocate_storage(const at::Tensor& t) {
@@ -95,7 +97,11 @@ struct GradSync::Pool {
 
 GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm, const DistOptions& options)
     : comm_(std::move(comm)), options_(options), sharded_(options.sharded()),
-      free_grads_(options.resolved_strategy() >= Strategy::Zero2), params_(std::move(params)) {
+      free_grads_(options.resolved_strategy() >= Strategy::Zero2),
+      gather_dtype_(options.param_dtype == ParamDtype::Bf16   ? at::kBFloat16
+                    : options.param_dtype == ParamDtype::Fp16 ? at::kHalf
+                                                              : at::kFloat),
+      params_(std::move(params)) {
   pool_ = std::make_unique<Pool>();
   if (params_.empty()) throw std::invalid_argument("GradSync: no parameters");
   const int64_t world = comm_->size();
@@ -142,7 +148,9 @@ GradSync::GradSync(std::vector<Param> params, std::shared_ptr<Communicator> comm
     if (unit_bucket_[u] == SIZE_MAX) throw std::invalid_argument(fmt::format("GradSync: unit {} has no parameters", u));
   if (deferred_) return;  // load_parameters() places them
   make_buffers();
-  attach_hooks();
+  // fsdp's units take new storage (and dtype) in shard_parameters(), which attaches the hooks: a
+  // parameter whose data changes device or dtype gets a new gradient accumulator.
+  if (unit_bucket_.empty()) attach_hooks();
 }
 
 void GradSync::attach_hooks() {
@@ -218,19 +226,23 @@ void GradSync::shard_parameters() {
   for (std::size_t u = 0; u < unit_bucket_.size(); ++u) {
     auto& b = *buckets_[unit_bucket_[u]];
     const int64_t s = b.padded / comm_->size();
-    b.whole = at::zeros({b.padded}, b.master.options());
+    auto flat = at::zeros({b.padded}, b.master.options());
+    for (std::size_t j = 0; j < b.params.size(); ++j)
+      flat.narrow(0, b.offsets[j], params_[b.params[j]].tensor.numel()).copy_(params_[b.params[j]].tensor.detach().view({-1}));
+    b.master.copy_(flat.narrow(0, r * s, s));
+    flat.reset();
+    // The parameters (the same leaves: their autograd identity stays) now live in the unit's
+    // buffer, in the gather dtype.
+    b.whole = at::empty({b.padded}, b.master.options().dtype(gather_dtype_));
     for (std::size_t j = 0; j < b.params.size(); ++j) {
       auto& t = params_[b.params[j]].tensor;
-      auto into = b.whole.narrow(0, b.offsets[j], t.numel());
-      into.copy_(t.detach().view({-1}));
-      // The parameter (the same leaf: its autograd identity and hooks stay) now lives in the
-      // unit's buffer.
-      t.set_data(into.view(t.sizes()));
+      t.set_data(b.whole.narrow(0, b.offsets[j], t.numel()).view(t.sizes()));
     }
-    b.master.copy_(b.whole.narrow(0, r * s, s));
-    b.gathered = true;
-    reshard(static_cast<int>(u));
+    // Made only to shape the views: back to the allocator (the pool keeps what a step reuses).
+    pool_->release_storage(b.whole, /*keep=*/false);
+    b.gathered = false;
   }
+  attach_hooks();
 }
 
 namespace {
@@ -254,13 +266,13 @@ void GradSync::load_parameters(const ValueSource& values) {
   // The parameters' memory: a unit's whole buffer (released at once: its parameters are views of
   // it, readable while gathered), every other parameter whole on the device.
   for (const auto& b : buckets_) {
-    if (b->unit >= 0) b->whole = at::empty({b->padded}, options);
+    if (b->unit >= 0) b->whole = at::empty({b->padded}, options.dtype(gather_dtype_));
     for (std::size_t j = 0; j < b->params.size(); ++j) {
       auto& t = params_[b->params[j]].tensor;
       place(t, b->unit >= 0 ? b->whole.narrow(0, b->offsets[j], t.numel()).view(t.sizes())
                             : at::empty(t.sizes(), options));
     }
-    if (b->unit >= 0) pool_->release_storage(b->whole);
+    if (b->unit >= 0) pool_->release_storage(b->whole, /*keep=*/false);  // made only to shape the views
   }
   make_buffers();
   std::map<std::string, std::size_t> index;
@@ -286,8 +298,11 @@ void GradSync::load_parameters(const ValueSource& values) {
                                                                  b.params.begin()];
     const int64_t from = std::max(r * s, off), to = std::min((r + 1) * s, off + t.numel());
     if (from >= to) return;
-    const auto flat = value.is_contiguous() ? value.view({-1}) : value.reshape({-1});
-    b.master.narrow(0, from - r * s, to - from).copy_(flat.narrow(0, from - off, to - from));
+    // Only the rows that hold this part are read (a value stored transposed is copied as far as
+    // those rows, not whole).
+    const int64_t row = value.numel() / value.size(0), r0 = (from - off) / row, r1 = (to - off - 1) / row + 1;
+    const auto rows = value.narrow(0, r0, r1 - r0).reshape({-1});
+    b.master.narrow(0, from - r * s, to - from).copy_(rows.narrow(0, from - off - r0 * row, to - from));
   });
   for (std::size_t k = 0; k < params_.size(); ++k)
     if (!given[k]) throw std::logic_error("GradSync::load_parameters: no value for " + params_[k].name);
@@ -301,7 +316,22 @@ void GradSync::unshard(int unit) {
   torch::NoGradGuard no_grad;
   pool_->allocate_storage(b.whole);
   gathered_max_ = std::max(gathered_max_, gathered_units());
-  b.gather = comm_->all_gather(b.whole, b.master, fmt::format("the parameter all-gather of unit {}", unit));
+  if (gather_dtype_ != at::kFloat) b.send = b.master.to(gather_dtype_);
+  b.gather = comm_->all_gather(b.whole, gather_dtype_ == at::kFloat ? b.master : b.send,
+                               fmt::format("the parameter all-gather of unit {}", unit));
+}
+
+std::vector<std::pair<std::string, at::Tensor>> GradSync::gathered_values(int unit) {
+  const auto& b = *buckets_.at(unit_bucket_.at(unit));
+  torch::NoGradGuard no_grad;
+  auto all = at::empty({b.padded}, b.master.options());
+  comm_->all_gather(all, b.master, fmt::format("the float32 all-gather of unit {}", unit))->wait();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (std::size_t j = 0; j < b.params.size(); ++j) {
+    const auto& p = params_[b.params[j]];
+    out.emplace_back(p.name, all.narrow(0, b.offsets[j], p.tensor.numel()).view(p.tensor.sizes()));
+  }
+  return out;
 }
 
 int GradSync::gathered_units() const {
@@ -316,6 +346,7 @@ void GradSync::wait_unshard(int unit) {
   if (b.gather) {
     b.gather->wait();
     b.gather.reset();
+    b.send.reset();
   }
   b.gathered = true;
 }
@@ -325,6 +356,7 @@ void GradSync::reshard(int unit) {
   if (b.gather) {
     b.gather->wait();
     b.gather.reset();
+    b.send.reset();
   }
   pool_->release_storage(b.whole);
   b.gathered = false;

@@ -95,8 +95,9 @@ void save_safetensors(const fs::path& path, const TensorStream& stream, const st
   head += json;
 
   AtomicFileWriter out(path);
-  // A failed write (a full disk) stops the writing, not the stream: its source may be a
-  // collective every rank takes part in, which must run to its end. The error comes after.
+  // A failure (a full disk, a tensor that breaks the specs) stops the writing, not the stream: its
+  // source may be a collective every rank takes part in, which must run to its end. The error
+  // comes after.
   std::exception_ptr failed;
   auto write = [&](std::string_view piece) {
     if (failed) return;
@@ -110,14 +111,19 @@ void save_safetensors(const fs::path& path, const TensorStream& stream, const st
   std::size_t next = 0;
   if (stream.values)
     stream.values([&](const std::string& name, const at::Tensor& t) {
-      if (next >= stream.specs.size() || stream.specs[next].name != name ||
-          stream.specs[next].dtype != t.scalar_type() || stream.specs[next].shape != t.sizes().vec())
-        throw std::logic_error(path.string() + ": the tensor stream gave '" + name + "' out of its declared order or "
-                               "shape");
-      ++next;
-      // Written from the tensor's own memory (a CPU copy only for a tensor elsewhere or strided).
-      const auto cpu = t.detach().to(at::kCPU).contiguous();
-      write(std::string_view(static_cast<const char*>(cpu.data_ptr()), cpu.nbytes()));
+      if (failed) return;
+      try {
+        if (next >= stream.specs.size() || stream.specs[next].name != name ||
+            stream.specs[next].dtype != t.scalar_type() || stream.specs[next].shape != t.sizes().vec())
+          throw std::logic_error(path.string() + ": the tensor stream gave '" + name +
+                                 "' out of its declared order, dtype or shape");
+        ++next;
+        // Written from the tensor's own memory (a CPU copy only for a tensor elsewhere or strided).
+        const auto cpu = t.detach().to(at::kCPU).contiguous();
+        write(std::string_view(static_cast<const char*>(cpu.data_ptr()), cpu.nbytes()));
+      } catch (...) {
+        failed = std::current_exception();
+      }
     });
   if (failed) std::rethrow_exception(failed);
   if (next != stream.specs.size())

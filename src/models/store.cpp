@@ -131,6 +131,8 @@ void save_model(const AnyModel& model, const fs::path& path, const ValueSource& 
   if (values) {
     if (!quantized_layers(model).empty()) throw std::logic_error("save_model: a quantized model's values come whole");
     auto stream = TensorStream::of(std::move(tensors));
+    for (auto& spec : stream.specs)  // float32 values, whatever dtype the parameters compute in
+      if (at::isFloatingType(spec.dtype)) spec.dtype = at::kFloat;
     stream.values = values;
     io::save_safetensors(path, stream, {{"format", "pt"}, {"lathe.model", meta.dump()}});
     return;

@@ -32,7 +32,10 @@ void initialise(const torch::nn::Module& model, const InitRule& rule, const Valu
       rule(p, p.tensor);
       continue;
     }
-    auto values = at::empty(p.tensor.sizes(), at::TensorOptions(at::kCPU).dtype(p.tensor.scalar_type()));
+    // Drawn in float32, as the models are built, whatever dtype the parameter has been given since
+    // (fsdp's blocks are placed in their gather dtype before the values come).
+    const auto dtype = p.tensor.is_floating_point() ? at::kFloat : p.tensor.scalar_type();
+    auto values = at::empty(p.tensor.sizes(), at::TensorOptions(at::kCPU).dtype(dtype));
     rule(p, values);
     sink(p.name, values);
   }
@@ -53,8 +56,13 @@ void NormImpl::reset_parameters() {
 }
 
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
-  if (options.kind == NormKind::RmsNorm) return at::rms_norm(x, {options.dim}, weight, options.eps);
-  return at::layer_norm(x, {options.dim}, weight, bias, options.eps);
+  // Parameters held in another dtype than the stream (fsdp's blocks gathered in bf16) compute in
+  // the stream's, as CUDA autocast's float32 norms do; the cast is differentiable.
+  const auto cast = [&](const torch::Tensor& p) {
+    return p.defined() && p.scalar_type() != x.scalar_type() ? p.to(x.scalar_type()) : p;
+  };
+  if (options.kind == NormKind::RmsNorm) return at::rms_norm(x, {options.dim}, cast(weight), options.eps);
+  return at::layer_norm(x, {options.dim}, cast(weight), cast(bias), options.eps);
 }
 
 LinearImpl::LinearImpl(const LinearOptions& o) : options(o) {

@@ -324,6 +324,17 @@ class ConsistencyCheck {
     if (r_.distributed.strategy == dist::Strategy::Fsdp && r_.train.cuda_graphs)
       fail({"distributed.strategy", "train.cuda_graphs"},
            "fsdp gathers and frees parameters around each block, outside any graph; set train.cuda_graphs: false");
+    if (const auto& d = r_.distributed; d.param_dtype != dist::ParamDtype::Fp32) {
+      const auto want = d.param_dtype == dist::ParamDtype::Bf16 ? Precision::Bf16 : Precision::Fp16;
+      if (d.resolved_strategy() != dist::Strategy::Fsdp)
+        fail({"distributed.param_dtype", "distributed.strategy"},
+             "only fsdp gathers parameters; param_dtype " + std::string(enum_name(d.param_dtype)) +
+                 " needs strategy fsdp (or param_dtype: fp32)");
+      else if (r_.train.precision != want)
+        fail({"distributed.param_dtype", "train.precision"},
+             "blocks gathered in " + std::string(enum_name(d.param_dtype)) + " compute in it: set train.precision: " +
+                 std::string(enum_name(want)) + ", or param_dtype: fp32");
+    }
     if (const auto& d = r_.distributed; d.shard_optimizer && d.strategy != dist::Strategy::Ddp &&
                                         d.strategy != dist::Strategy::Zero1)
       fail({"distributed.shard_optimizer", "distributed.strategy"},

@@ -187,7 +187,14 @@ DataParallel::DataParallel(std::shared_ptr<dist::Communicator> comm, const torch
 
 void DataParallel::gather_model(torch::nn::Module& model) const {
   if (!runner_) return;
-  for (int u = 0; u < sync_->units(); ++u) sync_->wait_unshard(u);
+  // The float32 values of the masters, whatever dtype the blocks computed in; the parameters
+  // leave the units' buffers for good.
+  auto params = model.named_parameters();
+  torch::NoGradGuard no_grad;
+  for (int u = 0; u < sync_->units(); ++u) {
+    for (const auto& [name, value] : sync_->gathered_values(u)) params[name].set_data(value);
+    sync_->reshard(u);
+  }
   nn::set_block_runner(model, nullptr);
 }
 
@@ -200,21 +207,19 @@ ValueSource DataParallel::model_values(const torch::nn::Module& model) const {
       if (item.key().starts_with(unit_prefix_[u])) unit = static_cast<int>(u);
     params.emplace_back(item.key(), item.value(), unit);
   }
-  // A unit at a time: gathered (the next one's gather under way meanwhile), handed on, freed.
+  // A unit at a time: its float32 values gathered from the masters, handed on, freed.
   return [this, params = std::move(params)](const ValueSink& sink) {
     int current = -1;
+    std::map<std::string, at::Tensor> unit_values;
     for (const auto& [name, t, unit] : params) {
       if (unit != current) {
-        if (current >= 0) sync_->reshard(current);
-        if (unit >= 0) {
-          sync_->wait_unshard(unit);
-          if (unit + 1 < sync_->units()) sync_->unshard(unit + 1);
-        }
+        unit_values.clear();
+        if (unit >= 0)
+          for (auto& [n, v] : sync_->gathered_values(unit)) unit_values[n] = v;
         current = unit;
       }
-      if (sink) sink(name, t.detach());
+      sink(name, unit >= 0 ? unit_values.at(name) : t.detach());
     }
-    if (current >= 0) sync_->reshard(current);
   };
 }
 

@@ -111,7 +111,9 @@ MemoryPlan plan_memory(const ModelSize& size, const recipe::OptimConfig& optim, 
       // the prefetched one); the rest (embeddings, final norm, head) stay whole.
       const double B = static_cast<double>(size.block_parameters), unit = size.blocks > 0 ? B / size.blocks : 0;
       // Without resharding after the forward every block stays whole until its backward.
-      p.params = 4 * (P - B) + 4 * B / W + 4 * (dist.reshard_after_forward ? std::min(B, 2 * unit) : B);
+      // Gathered in distributed.param_dtype (2 bytes under bf16 / fp16).
+      const double gathered = dist.param_dtype == dist::ParamDtype::Fp32 ? 4 : 2;
+      p.params = 4 * (P - B) + 4 * B / W + gathered * (dist.reshard_after_forward ? std::min(B, 2 * unit) : B);
       p.grads = 4 * P / W + (grad_accum > 1 ? 4 * (P - B) : 0);
       p.optimizer /= W;
       // Two buckets or units in flight (with their reduced parts).

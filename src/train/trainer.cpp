@@ -333,10 +333,12 @@ TrainReport Trainer::run() {
   Validator validator(tr.eval_every, can_eval);
   auto save = [&] {  // sharded: the optimizer state (fsdp: the blocks too) streamed from every rank
     const auto& opt = *impl_->optimizer;
-    const auto* dp = impl_->dp.get();
-    report.checkpoint = checkpointer.save(model_, dp ? dp->model_values(*model_.module()) : ValueSource{},
-                                          dp ? dp->checkpoint_state(opt, recipe_.optim) : TensorStream::of(opt.state()),
-                                          options_.sparsity.get(), state_, validator.done_at(state_.step));
+    const auto* dp = impl_->dp.get();  // rank 0 failing to write ends every rank with its message
+    dist::together(dp ? &dp->comm() : nullptr, fmt::format("the checkpoint of step {}", state_.step), [&] {
+      report.checkpoint = checkpointer.save(model_, dp ? dp->model_values(*model_.module()) : ValueSource{},
+                                            dp ? dp->checkpoint_state(opt, recipe_.optim) : TensorStream::of(opt.state()),
+                                            options_.sparsity.get(), state_, validator.done_at(state_.step));
+    });
   };
   auto validate = [&] {
     auto [m, best] = validator.run(state_.step, state_, metrics, [&] { return evaluate(tr.eval_batches); });
@@ -377,8 +379,7 @@ TrainReport Trainer::run() {
     if (validator.due(state_.step, /*last=*/true) && !validator.done_at(state_.step)) validate();
     save();
   }
-  // Throughput of training alone: validation and checkpoints excluded.
-  finish_report(report, window, validator.seconds() + checkpointer.seconds());
+  finish_report(report, window, validator.seconds() + checkpointer.seconds());  // training alone
   if (impl_->dp) impl_->dp->gather_model(*model_.module());  // fsdp: the trained model whole again
   return report;
 }

@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -96,7 +97,8 @@ class GradSync {
   /// broadcast_parameters() and shard_parameters().
   void load_parameters(const ValueSource& values);
   /// fsdp: each unit keeps its 1/world master shard and frees its whole parameters (call after
-  /// broadcast_parameters()). The units' parameters are then readable only while gathered.
+  /// broadcast_parameters()). The units' parameters are then readable only while gathered, in
+  /// DistOptions::param_dtype.
   void shard_parameters();
   /// fsdp: launches the all-gather of `unit`'s parameters (nothing if gathered or under way).
   void unshard(int unit);
@@ -104,6 +106,10 @@ class GradSync {
   void wait_unshard(int unit);
   /// fsdp: frees the unit's whole parameters.
   void reshard(int unit);
+  /// fsdp: the unit's parameters' float32 values gathered from every rank's master (whatever
+  /// dtype the unit is gathered in for computing), by name: views of one buffer of their own. A
+  /// collective.
+  std::vector<std::pair<std::string, at::Tensor>> gathered_values(int unit);
   /// fsdp: how many units are whole (gathered or being gathered) now.
   int gathered_units() const;
   /// fsdp: the number of units (0 otherwise).
@@ -153,8 +159,9 @@ class GradSync {
   DistOptions options_;
   bool sharded_;
   std::vector<std::size_t> unit_bucket_;  // fsdp: unit -> bucket
-  bool free_grads_;
-  bool deferred_ = false;  // parameters on the meta device until load_parameters()  // zero2: a parameter's .grad is dropped once its bucket holds it
+  bool free_grads_;  // zero2: a parameter's .grad is dropped once its bucket holds it
+  at::ScalarType gather_dtype_;  // fsdp units: what their parameters are gathered in
+  bool deferred_ = false;  // parameters on the meta device until load_parameters()
   std::vector<Param> params_;
   std::vector<std::size_t> bucket_of_;  // param index -> bucket
   std::vector<std::unique_ptr<Bucket>> buckets_;
@@ -162,8 +169,8 @@ class GradSync {
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
   std::mutex mu_;
   bool sync_ = false;
-  bool units_active_ = false;
-  int gathered_max_ = 0;  // fsdp: the most units whole at once since the last finish()  // fsdp: a backward is under way (units reduce on every micro-step)
+  bool units_active_ = false;  // fsdp: a backward is under way (units reduce on every micro-step)
+  int gathered_max_ = 0;       // fsdp: the most units whole at once since the last finish()
   std::size_t next_launch_ = 0;
   std::chrono::steady_clock::time_point backward_start_{};
   OverlapStats overlap_;

@@ -23,6 +23,11 @@ enum class Backend { Auto, Nccl, Mpi, None };
 /// block's parameters sharded too, gathered just before the block runs and freed after.
 enum class Strategy { Ddp, Zero1, Zero2, Fsdp };
 
+/// fsdp: the dtype a block's parameters are gathered and computed in (FSDP2's
+/// MixedPrecisionPolicy.param_dtype): fp32, or the autocast dtype of train.precision. The masters
+/// the optimizer updates, the checkpoints and the model after training stay float32.
+enum class ParamDtype { Fp32, Bf16, Fp16 };
+
 struct DistOptions {
   Backend backend = Backend::Auto;
   /// Seconds a collective may wait for the slowest rank before the job ends with an error
@@ -39,6 +44,9 @@ struct DistOptions {
   /// fsdp: free a block's gathered parameters after its forward (gather them again for its
   /// backward); false keeps them from the forward to the block's backward.
   bool reshard_after_forward = true;
+  /// fsdp: gather the blocks' parameters in this dtype (half the bytes of every gather and of the
+  /// blocks held whole under bf16 / fp16); must be fp32 or train.precision.
+  ParamDtype param_dtype = ParamDtype::Fp32;
 
   /// The strategy this run uses: `strategy`, or zero1 where only shard_optimizer says so.
   Strategy resolved_strategy() const {
@@ -75,6 +83,11 @@ void visit(V& v, DistOptions& c) {
   v.field("reshard_after_forward", c.reshard_after_forward,
           "fsdp: free a block's gathered parameters after its forward and gather them again for its backward; "
           "false keeps them from the forward to the block's backward (less communication, more memory).");
+  v.field("param_dtype", c.param_dtype,
+          "fsdp: the dtype blocks' parameters are gathered and computed in (FSDP2's param_dtype): fp32, or "
+          "train.precision's bf16 / fp16 (half the bytes of each gather and of the blocks held whole; their "
+          "gradients come in that dtype and are reduced as bf16_grads says). The float32 masters, the "
+          "checkpoints and the trained model are unchanged.");
 }
 
 }  // namespace lathe::dist
@@ -83,3 +96,5 @@ LATHE_ENUM_TABLE(lathe::dist::Backend, {lathe::dist::Backend::Auto, "auto"}, {la
                  {lathe::dist::Backend::Mpi, "mpi"}, {lathe::dist::Backend::None, "none"});
 LATHE_ENUM_TABLE(lathe::dist::Strategy, {lathe::dist::Strategy::Ddp, "ddp"}, {lathe::dist::Strategy::Zero1, "zero1"},
                  {lathe::dist::Strategy::Zero2, "zero2"}, {lathe::dist::Strategy::Fsdp, "fsdp"});
+LATHE_ENUM_TABLE(lathe::dist::ParamDtype, {lathe::dist::ParamDtype::Fp32, "fp32"},
+                 {lathe::dist::ParamDtype::Bf16, "bf16"}, {lathe::dist::ParamDtype::Fp16, "fp16"});

@@ -36,10 +36,9 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<std::
                       const std::map<std::string, std::string>& metadata = {});
 
 /// The same for tensors that come one at a time (their header is written first, from the
-/// specs): no more than one tensor of the file is needed in memory at once. A failed write
-/// still lets the stream run to its end (its source may be a collective of every rank), then
-/// throws; a stream that breaks its specs throws std::logic_error. Either way `path` is left
-/// as it was.
+/// specs): no more than one tensor of the file is needed in memory at once. A failed write, or
+/// a tensor that breaks the specs (std::logic_error), still lets the stream run to its end (its
+/// source may be a collective of every rank), then throws; `path` is left as it was.
 void save_safetensors(const std::filesystem::path& path, const TensorStream& stream,
                       const std::map<std::string, std::string>& metadata = {});
 

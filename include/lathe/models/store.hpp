@@ -86,7 +86,7 @@ std::map<std::string, const nn::QuantizedWeight*> quantized_layers(const AnyMode
 /// the metadata; load_model rebuilds it.
 /// `values`: the parameters' values come from it, in named_parameters() order, one at a time
 /// (a float model whose parameters are not all in memory at once, e.g. fsdp's shards gathered a
-/// block at a time); their shapes and dtypes are the parameters'.
+/// block at a time): float32 tensors of the parameters' shapes.
 void save_model(const AnyModel& model, const std::filesystem::path& path, const ValueSource& values = {});
 
 /// Makes `value` the parameter's values: `param` takes `value` as its data when it is stored as

@@ -39,7 +39,8 @@ using InitRule = std::function<void(const RoledParameter& p, at::Tensor& values)
 
 /// A model's initialisation: every parameter drawn once by `rule`, in roles_of order. Without
 /// `sink` the parameters are drawn in place (nothing when a SkipInitGuard lives). With one, each
-/// parameter is drawn into a new CPU tensor of its shape and dtype that is then handed to `sink`
+/// parameter is drawn into a new CPU tensor of its shape (float32, as models are built) that is
+/// then handed to `sink`
 /// (one such tensor alive at a time; the model itself, e.g. on the meta device, is not touched):
 /// the same generator draws give the same values either way.
 void initialise(const torch::nn::Module& model, const InitRule& rule, const ValueSink& sink = {});

@@ -71,11 +71,13 @@ class DataParallel {
   /// trainer gives it to the model (nn::set_block_runner), behind activation checkpointing.
   std::shared_ptr<nn::BlockRunner> block_runner() const { return runner_; }
   /// fsdp: the values of `model`'s parameters for a checkpoint, in named_parameters() order,
-  /// each block's gathered from every rank in turn (the next block's gather under way meanwhile)
-  /// and freed after: no rank holds more than two blocks whole. A collective: every rank runs
-  /// it, rank 0 writes what it gives. Empty under the other strategies (the parameters are whole).
+  /// each block's float32 masters gathered from every rank in turn and freed after: no rank
+  /// holds more than one block whole beside its shards. A collective: every rank runs it (with
+  /// a sink that may discard), rank 0 writes what it gives. Empty under the other strategies
+  /// (the parameters are whole).
   ValueSource model_values(const torch::nn::Module& model) const;
-  /// fsdp, at the end of training: `model`'s blocks gathered for good and run plainly again.
+  /// fsdp, at the end of training: `model`'s blocks gathered for good in float32 (whatever
+  /// distributed.param_dtype) and run plainly again.
   void gather_model(torch::nn::Module& model) const;
 
   /// The optimizer of this rank: over the whole model, or (sharded) over the segments it owns.
