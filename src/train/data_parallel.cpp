@@ -165,10 +165,7 @@ DataParallel::DataParallel(std::shared_ptr<dist::Communicator> comm, const torch
   for (const auto& item : model.named_parameters()) {
     model_shapes_.emplace_back(item.key(), item.value().sizes().vec());
     if (!item.value().requires_grad()) continue;
-    int unit = -1;
-    for (std::size_t u = 0; u < unit_prefix_.size() && unit < 0; ++u)
-      if (item.key().starts_with(unit_prefix_[u])) unit = static_cast<int>(u);
-    params.push_back({item.key(), item.value(), unit});
+    params.push_back({item.key(), item.value(), unit_of_param(item.key())});
   }
   sync_ = std::make_unique<dist::GradSync>(std::move(params), comm_, options);
   if (values) {
@@ -198,14 +195,17 @@ void DataParallel::gather_model(torch::nn::Module& model) const {
   nn::set_block_runner(model, nullptr);
 }
 
+int DataParallel::unit_of_param(const std::string& name) const {
+  for (std::size_t u = 0; u < unit_prefix_.size(); ++u)
+    if (name.starts_with(unit_prefix_[u])) return static_cast<int>(u);
+  return -1;
+}
+
 ValueSource DataParallel::model_values(const torch::nn::Module& model) const {
   if (!runner_) return {};
   std::vector<std::tuple<std::string, at::Tensor, int>> params;
   for (const auto& item : model.named_parameters()) {
-    int unit = -1;
-    for (std::size_t u = 0; u < unit_prefix_.size() && unit < 0; ++u)
-      if (item.key().starts_with(unit_prefix_[u])) unit = static_cast<int>(u);
-    params.emplace_back(item.key(), item.value(), unit);
+    params.emplace_back(item.key(), item.value(), unit_of_param(item.key()));
   }
   // A unit at a time: its float32 values gathered from the masters, handed on, freed.
   return [this, params = std::move(params)](const ValueSink& sink) {

@@ -102,6 +102,8 @@ class DataParallel {
   std::unique_ptr<dist::GradSync> sync_;
   std::shared_ptr<nn::BlockRunner> runner_;
   std::vector<std::string> unit_prefix_;  // fsdp: each unit's parameter name prefix
+  /// fsdp: the unit that holds parameter `name`, or -1.
+  int unit_of_param(const std::string& name) const;
   std::vector<std::pair<std::string, std::vector<int64_t>>> model_shapes_;  // every parameter's
 };
 
