@@ -85,6 +85,10 @@ std::shared_ptr<Module> mlm_make(const ModelOptions& o) { return BertForMaskedLM
 void mlm_init(Module& m, const nn::ValueSink& sink) { as<BertForMaskedLMImpl>(m).reset_parameters(sink); }
 const ModelOptions& mlm_options(const Module& m) { return as<BertForMaskedLMImpl>(m).bert->options; }
 std::shared_ptr<Module> mlm_load_hf(const fs::path& dir, int64_t, io::Read) { return load_hf_bert_mlm(dir).ptr(); }
+std::pair<std::shared_ptr<Module>, nn::ValueSource> mlm_open_hf(const fs::path& dir, int64_t) {
+  auto [mlm, values] = open_hf_bert_mlm(dir);
+  return {mlm.ptr(), std::move(values)};
+}
 void mlm_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>&) {
   BertForMaskedLM mlm(std::static_pointer_cast<BertForMaskedLMImpl>(m.shared_from_this()));
   save_hf(mlm, dir);
@@ -110,6 +114,10 @@ const ModelOptions& classifier_options(const Module& m) {
 }
 std::shared_ptr<Module> classifier_load_hf(const fs::path& dir, int64_t num_labels, io::Read) {
   return load_hf_bert_classifier(dir, num_labels).ptr();
+}
+std::pair<std::shared_ptr<Module>, nn::ValueSource> classifier_open_hf(const fs::path& dir, int64_t num_labels) {
+  auto [classifier, values] = open_hf_bert_classifier(dir, num_labels);
+  return {classifier.ptr(), std::move(values)};
 }
 void classifier_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>& labels) {
   BertForSequenceClassification classifier(
@@ -148,6 +156,7 @@ constexpr std::array kKinds{
                     .holds = holds<BertForMaskedLMImpl>,
                     .options = mlm_options,
                     .load_hf = mlm_load_hf,
+                    .open_hf = mlm_open_hf,
                     .save_hf = mlm_save_hf,
                     .scored = mlm_scored},
     ModelKindTraits{.kind = ModelKind::BertClassifier,
@@ -161,13 +170,15 @@ constexpr std::array kKinds{
                     .holds = holds<BertForSequenceClassificationImpl>,
                     .options = classifier_options,
                     .load_hf = classifier_load_hf,
+                    .open_hf = classifier_open_hf,
                     .save_hf = classifier_save_hf,
                     .scored = classifier_scored},
 };
 
 constexpr bool rows_complete() {
   for (const auto& row : kKinds) {
-    if (row.task.empty() || !row.make || !row.init || !row.holds || !row.options || !row.load_hf || !row.save_hf || !row.scored)
+    if (row.task.empty() || !row.make || !row.init || !row.holds || !row.options || !row.load_hf || !row.open_hf ||
+        !row.save_hf || !row.scored)
       return false;
     if ((row.tied_head == nullptr) != (row.separate_head == nullptr) ||
         (row.tied_head == nullptr) != row.tied_head_path.empty())
@@ -181,7 +192,7 @@ static_assert(covers_every_kind(kKinds),
               "(include/lathe/models/kind.hpp)");
 static_assert(rows_complete(),
               "src/models/kinds.cpp: a row names no task, lacks a function every kind needs (make, init, holds, options, "
-              "load_hf, save_hf, scored), or has only part of a tied head (path, tied_head, separate_head)");
+              "load_hf, open_hf, save_hf, scored), or has only part of a tied head (path, tied_head, separate_head)");
 
 }  // namespace
 

@@ -326,11 +326,10 @@ nn::ValueSource parameter_values(const AnyModel& model) {
 }
 
 DeferredModel open_model(const fs::path& path, std::optional<ModelKind> want, int64_t num_labels) {
-  if (fs::is_directory(path) && is_hf_model_dir(path))
-    if (const auto& row = hf_row(path, want); row.open_hf) {
-      auto [module, values] = row.open_hf(path, num_labels);
-      return {AnyModel(module), std::move(values)};
-    }
+  if (fs::is_directory(path) && is_hf_model_dir(path)) {
+    auto [module, values] = hf_row(path, want).open_hf(path, num_labels);
+    return {AnyModel(module), std::move(values)};
+  }
   auto model = load_model(path, want, num_labels, io::Read::Map);
   return {model, parameter_values(model)};
 }

@@ -182,6 +182,12 @@ DataParallel::DataParallel(std::shared_ptr<dist::Communicator> comm, const torch
   }
 }
 
+StepAgreement local_agreement(const at::Tensor& loss, const at::Tensor& found_inf, Optimizer& opt, double grad_clip) {
+  auto norm = opt.clip_grad_norm(grad_clip);
+  if (!norm.defined()) norm = at::zeros({}, found_inf.options());
+  return {loss, found_inf, at::zeros({}, loss.options()), norm};
+}
+
 void DataParallel::gather_model(torch::nn::Module& model) const {
   if (!runner_) return;
   // The float32 values of the masters, whatever dtype the blocks computed in; the parameters

@@ -52,19 +52,12 @@ struct Trainer::Impl {
   std::string resume_note;  // the settings that differ from the resumed checkpoint's recipe
   std::unique_ptr<MicroStepGraph> graph;  // train.cuda_graphs
   at::ScalarType logits_dtype = at::kFloat;
+  void gather_model(torch::nn::Module& m) {  // fsdp: the whole model on each rank, optimizer freed first
+    if (!dp || !dp->block_runner()) return;
+    optimizer.reset();
+    dp->gather_model(m);
+  }
 };
-
-namespace {
-
-/// One process's values of the step, as DataParallel::agree gives them for ranks; the
-/// gradients clipped to `grad_clip`.
-StepAgreement local_agreement(const at::Tensor& loss, const at::Tensor& found_inf, Optimizer& opt, double grad_clip) {
-  auto norm = opt.clip_grad_norm(grad_clip);
-  if (!norm.defined()) norm = at::zeros({}, found_inf.options());
-  return {loss, found_inf, at::zeros({}, loss.options()), norm};
-}
-
-}  // namespace
 
 Trainer::Trainer(recipe::Recipe r, TrainOptions options)
     : impl_(std::make_unique<Impl>()), recipe_(std::move(r)), options_(options),
@@ -150,7 +143,14 @@ void Trainer::start(std::optional<CheckpointData> resume) {
 
 Trainer::~Trainer() = default;
 
+models::AnyModel& Trainer::model() {
+  if (impl_->dp && impl_->dp->block_runner() && impl_->optimizer)
+    throw std::logic_error("Trainer::model: under fsdp a rank holds shards; TrainOptions::whole_model gathers it");
+  return model_;
+}
+
 StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
+  if (!impl_->optimizer) throw std::logic_error("Trainer::step: run() has ended and gathered the fsdp model");
   auto& opt = *impl_->optimizer;
   auto& precision = *impl_->precision;
   const auto* dp = impl_->dp.get();
@@ -380,7 +380,7 @@ TrainReport Trainer::run() {
     save();
   }
   finish_report(report, window, validator.seconds() + checkpointer.seconds());  // training alone
-  if (impl_->dp) impl_->dp->gather_model(*model_.module());  // fsdp: the trained model whole again
+  if (options_.whole_model) impl_->gather_model(*model_.module());
   return report;
 }
 

@@ -75,8 +75,7 @@ struct ModelKindTraits {
   std::shared_ptr<torch::nn::Module> (*load_hf)(const std::filesystem::path& dir, int64_t num_labels,
                                                 io::Read read) = nullptr;
   /// The same directory not materialised: the model on the meta device and the source of its
-  /// values, read from the mapped files a tensor at a time. Null: open_model reads such a
-  /// directory whole (load_hf) and hands its parameters on.
+  /// values, read from the mapped files a tensor at a time.
   std::pair<std::shared_ptr<torch::nn::Module>, nn::ValueSource> (*open_hf)(const std::filesystem::path& dir,
                                                                            int64_t num_labels) = nullptr;
   /// Writes the model in Hugging Face layout (`labels`: class names, where the kind has them).

@@ -53,6 +53,10 @@ struct StepAgreement {
   at::Tensor grad_norm;  // the global gradient norm, before clipping
 };
 
+/// One process's values of the step, as DataParallel::agree gives them for ranks; the
+/// gradients clipped to `grad_clip`.
+StepAgreement local_agreement(const at::Tensor& loss, const at::Tensor& found_inf, Optimizer& opt, double grad_clip);
+
 class DataParallel {
  public:
   /// Reduces the gradients of `model`'s trainable parameters (already on the device) over the

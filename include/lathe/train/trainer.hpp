@@ -38,6 +38,10 @@ struct TrainOptions {
   /// one process. Rank 0 alone writes checkpoints, metrics and the console; every rank must
   /// construct its Trainer and run() it with the same recipe.
   std::shared_ptr<dist::Communicator> comm = nullptr;
+  /// fsdp: run() ends by gathering the trained model whole on every rank (model() then gives
+  /// it), its optimizer state freed first; that needs the float32 model's size on each rank.
+  /// Without it the model stays sharded and the checkpoint holds the trained model.
+  bool whole_model = false;
 };
 
 struct TrainReport {
@@ -87,7 +91,9 @@ class Trainer {
   /// Validation metrics over up to `batches` validation batches.
   std::map<std::string, double> evaluate(int64_t batches);
 
-  models::AnyModel& model() { return model_; }
+  /// The model; under fsdp only after a run() with TrainOptions::whole_model (std::logic_error
+  /// otherwise: a rank holds shards of it).
+  models::AnyModel& model();
   const TrainerState& state() const { return state_; }
   at::Device device() const { return device_; }
 

@@ -3,6 +3,9 @@
 
 #include "family.hpp"
 
+#include <algorithm>
+
+#include "lathe/models/deferred.hpp"
 #include "lathe/models/hf.hpp"
 
 namespace lathe::models {
@@ -87,25 +90,66 @@ ModelOptions read_hf_bert_config(const fs::path& dir) {
   return o;
 }
 
-BertForMaskedLM load_hf_bert_mlm(const fs::path& dir) {
+namespace {
+
+/// A BERT of `options` on the meta device.
+template <class Model>
+Model on_meta(ModelOptions options) {
+  options.device = at::kMeta;
+  nn::SkipInitGuard skip_init;
+  return Model(options);
+}
+
+/// The model materialised from its source (what the loaders return).
+template <class Model>
+Model materialised(const Model& model, const nn::ValueSource& values) {
+  return Model(std::dynamic_pointer_cast<typename Model::ContainedType>(
+      materialise(DeferredModel{AnyModel(model.ptr()), values}).module()));
+}
+
+}  // namespace
+
+std::pair<BertForMaskedLM, nn::ValueSource> open_hf_bert_mlm(const fs::path& dir) {
   auto options = read_hf_bert_config(dir);
-  BertForMaskedLM model(options);
+  auto model = on_meta<BertForMaskedLM>(options);
   Layout layout = kBertLayout;
   layout.ignore.push_back("bert.pooler.");
-  load_tensors(*model, bert_mlm_table(options), weights_files(dir), layout);
-  return model;
+  auto values = tensor_values(*model, bert_mlm_table(options), weights_files(dir), layout, {}, nullptr, io::Read::Map);
+  return {model, std::move(values)};
+}
+
+std::pair<BertForSequenceClassification, nn::ValueSource> open_hf_bert_classifier(
+    const fs::path& dir, int64_t num_labels, std::vector<std::string>* initialized) {
+  auto options = read_hf_bert_config(dir);
+  if (num_labels > 0) options.num_labels = num_labels;
+  auto model = on_meta<BertForSequenceClassification>(options);
+  Layout layout = kBertLayout;
+  layout.ignore.push_back("cls.");
+  std::vector<std::string> fresh;
+  auto stored = tensor_values(*model, bert_classifier_table(options), weights_files(dir), layout,
+                              {"bert.pooler.", "classifier."}, &fresh, io::Read::Map);
+  if (initialized) initialized->insert(initialized->end(), fresh.begin(), fresh.end());
+  if (fresh.empty()) return {model, std::move(stored)};
+  // The parameters the directory lacks get what a new classifier draws: the whole model's
+  // initialisation runs (one parameter at a time), keeping only theirs.
+  auto values = [model, stored = std::move(stored), fresh = std::move(fresh)](const nn::ValueSink& sink) mutable {
+    stored(sink);
+    model->reset_parameters([&](const std::string& name, const at::Tensor& value) {
+      if (std::find(fresh.begin(), fresh.end(), name) != fresh.end()) sink(name, value);
+    });
+  };
+  return {model, std::move(values)};
+}
+
+BertForMaskedLM load_hf_bert_mlm(const fs::path& dir) {
+  auto [model, values] = open_hf_bert_mlm(dir);
+  return materialised(model, values);
 }
 
 BertForSequenceClassification load_hf_bert_classifier(const fs::path& dir, int64_t num_labels,
                                                        std::vector<std::string>* initialized) {
-  auto options = read_hf_bert_config(dir);
-  if (num_labels > 0) options.num_labels = num_labels;
-  BertForSequenceClassification model(options);
-  Layout layout = kBertLayout;
-  layout.ignore.push_back("cls.");
-  load_tensors(*model, bert_classifier_table(options), weights_files(dir), layout, {"bert.pooler.", "classifier."},
-               initialized);
-  return model;
+  auto [model, values] = open_hf_bert_classifier(dir, num_labels, initialized);
+  return materialised(model, values);
 }
 
 void save_hf(BertForMaskedLM& model, const fs::path& dir) {
