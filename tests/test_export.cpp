@@ -170,10 +170,16 @@ TEST_CASE("export: GPT-2-style and Llama-style decoders in ONNX Runtime give Lib
 
 TEST_CASE("export: greedy generation with the decoder-with-past model gives lathe generate's tokens",
           "[export][onnx]") {
-  for (bool llama : {false, true}) {
-    INFO((llama ? "llama-style" : "gpt2-style"));
+  // Tiny GPT-2- and Llama-style models, and the families' transformers models (Mistral's window
+  // of 5 positions and Phi-3's of 6 passed in the decoding).
+  for (const std::string kind : {"gpt2-style", "llama-style", "llama3", "qwen2", "mistral", "gemma", "phi3"}) {
+    INFO(kind);
     TempDir dir;
-    auto m = gpt(llama);
+    auto m = [&] {
+      if (kind.ends_with("-style")) return gpt(kind == "llama-style");
+      lathe::test::run_reference("hf_models.py", {"make", kind, dir.path().string()});
+      return lathe::models::load_model(dir.path() / "hf");
+    }();
     const auto onnx = export_to(m, dir);
     const std::vector<int64_t> prompt{5, 17, 42, 8, 64};
     lathe::models::SamplingOptions s;
@@ -235,7 +241,8 @@ TEST_CASE("export: BERT masked-LM and classifier logits and the encoder's hidden
 
 TEST_CASE("export: a model imported from a Hugging Face directory gives transformers' logits in ONNX Runtime",
           "[export][onnx]") {
-  for (const std::string kind : {"gpt2", "llama", "bert_mlm", "bert_cls"}) {
+  for (const std::string kind : {"gpt2", "llama", "llama3", "qwen2", "mistral", "gemma", "phi3", "bert_mlm",
+                                  "bert_cls"}) {
     INFO(kind);
     TempDir dir;
     lathe::test::run_reference("hf_models.py", {"make", kind, dir.path().string()});
@@ -251,7 +258,7 @@ TEST_CASE("export: a model imported from a Hugging Face directory gives transfor
     const auto mask = masked ? ref.at("attention_mask") : at::ones_like(ids);
     cases.add("hf", "input_ids", ids);
     cases.add("hf", "attention_mask", mask);
-    if (kind == "gpt2" || kind == "llama") cases.add("hf", "position_ids", position_ids(mask));
+    if (!kind.starts_with("bert")) cases.add("hf", "position_ids", position_ids(mask));
     else cases.add("hf", "token_type_ids", ref.at("token_type_ids"));
     const auto got = cases.run(onnx, dir);
     CHECK(max_diff(got.at("hf.logits"), ref.at("logits")) <= kOnnxTol);

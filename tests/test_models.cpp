@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
 
 #include <ATen/ATen.h>
 
@@ -142,6 +145,38 @@ TEST_CASE("models: Llama-style GPT (rope rmsnorm swiglu GQA) matches transformer
   check_decoder("llama");
 }
 
+TEST_CASE("models: Llama 3 (rope scaling, head_dim, tied head), Qwen2 (q/k/v biases), Mistral (sliding "
+          "window), Gemma (scaled embeddings, offset norms, GeGLU) and Phi-3 (fused tensors, window) match "
+          "transformers: logits, gradients, saved files, greedy generation",
+          "[models][reference]") {
+  for (const std::string kind : {"llama3", "qwen2", "mistral", "gemma", "phi3"}) {
+    INFO(kind);
+    check_decoder(kind);
+    Reference ref(kind);
+    Gpt model = load_hf_gpt(ref.hf());
+    // Written back, the directory is the one transformers wrote: config (as transformers reads
+    // it) and tensors.
+    TempDir out;
+    save_hf(model, out.path());
+    python({"same", ref.hf().string(), out.path().string()});
+
+    // Greedy 24 tokens: cached, recomputed and transformers' generate agree (Mistral's window of
+    // 5 positions is passed many times over).
+    const std::vector<int64_t> prompt{5, 17, 42, 3};
+    SamplingOptions greedy;
+    greedy.temperature = 0;
+    greedy.max_new_tokens = 24;
+    auto cached = generate(model, prompt, greedy);
+    greedy.use_cache = false;
+    CHECK(generate(model, prompt, greedy).tokens == cached.tokens);
+    lathe::io::save_safetensors(out.path() / "prompt.safetensors", {{"prompt", at::tensor(prompt, at::kLong)}});
+    python({"generate", ref.hf().string(), (out.path() / "prompt.safetensors").string(),
+            (out.path() / "tokens.safetensors").string(), "24"});
+    auto hf = lathe::io::load_safetensors(out.path() / "tokens.safetensors").at("tokens");
+    CHECK(std::vector<int64_t>(hf.data_ptr<int64_t>(), hf.data_ptr<int64_t>() + hf.numel()) == cached.tokens);
+  }
+}
+
 TEST_CASE("models: BERT masked LM on a padded batch matches transformers", "[models][reference]") {
   Reference ref("bert_mlm");
   BertForMaskedLM model = load_hf_bert_mlm(ref.hf());
@@ -170,11 +205,30 @@ TEST_CASE("models: BERT sequence classification matches transformers", "[models]
   BertForMaskedLM mlm(model->bert->options);
   save_hf(mlm, mlm_dir.path());
   initialized.clear();
+  torch::manual_seed(11);
   auto fresh = load_hf_bert_classifier(mlm_dir.path(), 5, &initialized);
   CHECK(fresh->bert->options.num_labels == 5);
   CHECK(initialized == std::vector<std::string>{"bert.pooler.weight", "bert.pooler.bias", "classifier.weight",
                                                 "classifier.bias"});
   CHECK(max_diff(fresh->bert->word_embeddings->weight, mlm->bert->word_embeddings->weight) == 0.0);
+  // The new parameters are what a new classifier of the same seed draws.
+  auto options = model->bert->options;
+  options.num_labels = 5;
+  torch::manual_seed(11);
+  BertForSequenceClassification drawn(options);
+  CHECK(at::equal(fresh->classifier->weight, drawn->classifier->weight));
+  CHECK(at::equal(fresh->bert->pooler->weight, drawn->bert->pooler->weight));
+
+  // Opened without materialising (an fsdp rank's start): parameters on the meta device, the same
+  // values when they flow, for both kinds.
+  for (const auto kind : {lathe::models::ModelKind::BertMaskedLm, lathe::models::ModelKind::BertClassifier}) {
+    const auto dir = kind == lathe::models::ModelKind::BertMaskedLm ? mlm_dir.path() : ref.hf();
+    auto opened = lathe::models::open_model(dir, kind, 0);
+    for (const auto& p : opened.model.module()->parameters()) CHECK(p.is_meta());
+    auto loaded = lathe::models::load_model(dir, kind, 0);
+    auto made = lathe::models::materialise(opened).module()->named_parameters();
+    for (const auto& item : loaded.module()->named_parameters()) CHECK(at::equal(made[item.key()], item.value()));
+  }
 }
 
 TEST_CASE("models: a sharded Hugging Face checkpoint (model.safetensors.index.json) gives transformers' logits",
@@ -575,6 +629,61 @@ TEST_CASE("models: invalid configs fail with messages naming the values", "[mode
             .find("model.n_head: n_head (3) must divide d_model (64)") != std::string::npos);
 }
 
+TEST_CASE("models: config.json keys a family does not implement are refused by name", "[models][reference]") {
+  // Each case: the family's directory, the change to its config.json, the words the error holds.
+  struct Case {
+    std::string kind;
+    std::function<void(nlohmann::json&)> change;
+    std::string says;
+  };
+  const std::vector<Case> cases{
+      {"llama3", [](auto& c) { c["rope_parameters"]["rope_type"] = "yarn"; },
+       "rope_parameters.rope_type = \"yarn\" is not supported"},
+      {"llama3", [](auto& c) { c["rope_parameters"]["mscale"] = 1.2; },
+       "rope_parameters.mscale = 1.2 is not supported"},
+      {"llama3", [](auto& c) { c["rope_parameters"].erase("low_freq_factor"); },
+       "rope_parameters: missing key 'low_freq_factor'"},
+      {"llama3", [](auto& c) { c["rope_parameters"]["partial_rotary_factor"] = 0.5; },
+       "rope_parameters.partial_rotary_factor = 0.5 is not supported"},
+      {"llama3", [](auto& c) {
+         c.erase("rope_parameters");
+         c["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
+       },
+       "rope_scaling.rope_type = \"dynamic\" is not supported"},
+      {"llama3", [](auto& c) { c["pretraining_tp"] = 2; }, "pretraining_tp = 2 is not supported"},
+      {"llama3", [](auto& c) { c["hidden_act"] = "gelu"; }, "hidden_act = \"gelu\" is not supported"},
+      {"qwen2", [](auto& c) { c["use_sliding_window"] = true; }, "use_sliding_window = true is not supported"},
+      {"qwen2", [](auto& c) { c["layer_types"][1] = "sliding_attention"; },
+       "layer_types = \"sliding_attention\" is not supported"},
+      {"mistral", [](auto& c) { c["sliding_window"] = -3; }, "sliding_window = -3 is not supported"},
+      {"gemma", [](auto& c) { c["use_bidirectional_attention"] = true; },
+       "use_bidirectional_attention = true is not supported"},
+      {"gemma", [](auto& c) { c["hidden_act"] = "relu"; }, "hidden_act = \"relu\" is not supported"},
+      {"gemma", [](auto& c) { c["attention_bias"] = true; }, "attention_bias = true is not supported"},
+      {"phi3", [](auto& c) {
+         c["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 10000.0},
+                                 {"short_factor", std::vector<double>(4, 1.0)},
+                                 {"long_factor", std::vector<double>(4, 2.0)}};
+       },
+       "rope_parameters.rope_type = \"longrope\" is not supported"},
+      {"phi3", [](auto& c) { c["partial_rotary_factor"] = 0.75; }, "partial_rotary_factor = 0.75 is not supported"},
+  };
+  std::map<std::string, std::unique_ptr<Reference>> refs;
+  for (const auto& c : cases) {
+    INFO(c.kind << ": " << c.says);
+    auto& ref = refs[c.kind];
+    if (!ref) ref = std::make_unique<Reference>(c.kind);
+    TempDir dir;
+    fs::copy(ref->hf(), dir.path(), fs::copy_options::recursive);
+    auto config = nlohmann::json::parse(file_bytes(dir.path() / "config.json"));
+    c.change(config);
+    std::ofstream(dir.path() / "config.json") << config.dump(2);
+    const auto error = lathe::test::error_of([&] { load_hf_gpt(dir.path()); });
+    CHECK_THAT(error, Catch::Matchers::Contains(c.says));
+    CHECK_THAT(error, Catch::Matchers::Contains((dir.path() / "config.json").string()));
+  }
+}
+
 TEST_CASE("models: loading reports every missing unexpected and mis-shaped tensor at once", "[models]") {
   Reference ref("gpt2");
   TempDir dir;
@@ -600,7 +709,8 @@ TEST_CASE("models: loading reports every missing unexpected and mis-shaped tenso
         std::string::npos);
   std::ofstream(dir.path() / "config.json") << R"({"model_type": "t5"})";
   CHECK(lathe::test::error_of([&] { load_hf_gpt(dir.path()); }) ==
-        (dir.path() / "config.json").string() + ": model_type 't5' is not a GPT lathe reads (gpt2, llama)");
+        (dir.path() / "config.json").string() +
+            ": model_type 't5' is not a GPT lathe reads (gpt2, llama, qwen2, mistral, gemma, phi3)");
 }
 
 TEST_CASE("models: batched generation of left-padded prompts gives each prompt's tokens alone", "[models]") {

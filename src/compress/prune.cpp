@@ -73,7 +73,7 @@ at::Tensor head_columns(const nn::AttentionOptions& o, const std::vector<int64_t
 }
 at::Tensor neuron_rows(const nn::MlpOptions& o, const std::vector<int64_t>& kept) {
   std::vector<int64_t> rows(kept);
-  if (o.activation == nn::Activation::SwiGlu)
+  if (nn::gated(o.activation))
     for (auto j : kept) rows.push_back(o.d_ff + j);  // the up row of each kept gate row
   return at::tensor(rows, at::kLong);
 }
@@ -350,9 +350,9 @@ StructuredPlan plan_structured(models::AnyModel& model, const PruneOptions& o, c
     const auto& mo = site.module->options;
     const int64_t F = mo.d_ff;
     const int64_t removed = removed_units(o.neurons, F, "neurons", "neurons");
-    const auto rows = contribution(site.module->fc->weight).sum(1);  // (F), SwiGLU (2 F): gate, then up
+    const auto rows = contribution(site.module->fc->weight).sum(1);  // (F), gated (2 F): gate, then up
     auto per = rows.narrow(0, 0, F) + contribution(site.module->proj->weight).sum(0);
-    if (mo.activation == nn::Activation::SwiGlu) per = per + rows.narrow(0, F, F);
+    if (nn::gated(mo.activation)) per = per + rows.narrow(0, F, F);
     plan.neurons.push_back(best(finish(per), F - removed));
   }
   if (score == PruneScore::Taylor) model.module()->zero_grad(/*set_to_none=*/true);

@@ -181,14 +181,15 @@ std::string emit(Graph& g, nn::NormImpl& norm, const std::string& x) {
     if (norm.bias.defined()) in.push_back(g.weight("bias", norm.bias));
     return g.op("LayerNormalization", in, {{"axis", int64_t{-1}}, {"epsilon", o.eps}});
   }
-  // x / sqrt(mean(x^2) + eps) * weight
+  // x / sqrt(mean(x^2) + eps) * weight, or * (1 + weight) for rmsnorm_offset
   const auto sq = g.op("Pow", {x, g.scalar(2.0)});
   // ReduceMean takes its axes as an attribute up to opset 17 and as an input from 18.
   const auto mean = g.opset() < 18
                         ? g.op("ReduceMean", {sq}, {{"axes", std::vector<int64_t>{-1}}, {"keepdims", int64_t{1}}})
                         : g.op("ReduceMean", {sq, g.ints({-1})}, {{"keepdims", int64_t{1}}});
   const auto root = g.op("Sqrt", {g.op("Add", {mean, g.scalar(o.eps)})});
-  return g.op("Mul", {g.op("Div", {x, root}), w});
+  const auto scale = o.kind == nn::NormKind::RmsNormOffset ? g.op("Add", {w, g.scalar(1.0)}) : w;
+  return g.op("Mul", {g.op("Div", {x, root}), scale});
 }
 
 std::string emit_gelu(Graph& g, nn::Activation activation, const std::string& h) {
@@ -213,11 +214,15 @@ std::string emit(Graph& g, nn::MlpImpl& mlp, const std::string& x) {
     Graph::Scope s(g, "fc");
     h = emit(g, *mlp.fc, x);
   }
-  if (mlp.options.activation == nn::Activation::SwiGlu) {
+  if (nn::gated(mlp.options.activation)) {
     const int64_t d_ff = mlp.options.d_ff;
     const auto gate_up = split_last(g, h, {d_ff, d_ff});
-    const auto silu = g.op("Mul", {gate_up[0], g.op("Sigmoid", {gate_up[0]})});
-    h = g.op("Mul", {silu, gate_up[1]});
+    const auto act = mlp.options.activation == nn::Activation::SwiGlu
+                         ? g.op("Mul", {gate_up[0], g.op("Sigmoid", {gate_up[0]})})
+                         : emit_gelu(g, mlp.options.activation == nn::Activation::GeGlu ? nn::Activation::Gelu
+                                                                                        : nn::Activation::GeluTanh,
+                                     gate_up[0]);
+    h = g.op("Mul", {act, gate_up[1]});
   } else {
     h = emit_gelu(g, mlp.options.activation, h);
   }

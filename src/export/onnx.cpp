@@ -3,6 +3,7 @@
 #include "lathe/export/onnx.hpp"
 
 #include <array>
+#include <cmath>
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -34,15 +35,18 @@ std::string shape_dim(Graph& g, const std::string& x, int64_t axis) {
 }
 
 /// The additive causal + padding mask (B, 1, T, P + T): query i (absolute position P + i) sees
-/// key j when j <= P + i and key j is real, and always itself (as lathe's attention does).
-std::string causal_mask(Graph& g, const std::string& ids, const std::string& attention_mask) {
+/// key j when j <= P + i, j > P + i - `window` (window > 0) and key j is real, and always itself
+/// (as lathe's attention does).
+std::string causal_mask(Graph& g, const std::string& ids, const std::string& attention_mask, int64_t window) {
   Graph::Scope s(g, "mask");
   const auto t = shape_dim(g, ids, 1);
   const auto total = shape_dim(g, attention_mask, 1);
   const auto past = g.op("Sub", {total, t});
   const auto keys = g.op("Unsqueeze", {g.op("Range", {g.int_scalar(0), total, g.int_scalar(1)}), g.ints({0})});
   const auto queries = g.op("Unsqueeze", {g.op("Range", {past, total, g.int_scalar(1)}), g.ints({1})});
-  const auto causal = g.op("LessOrEqual", {keys, queries});  // (T, P + T)
+  auto causal = g.op("LessOrEqual", {keys, queries});  // (T, P + T)
+  if (window > 0)
+    causal = g.op("And", {causal, g.op("Greater", {keys, g.op("Sub", {queries, g.int_scalar(window)})})});
   const auto self = g.op("Equal", {keys, queries});
   const auto real = g.op("Unsqueeze", {g.op("Cast", {attention_mask}, {{"to", int64_t{9}}}), g.ints({1, 2})});
   const auto keep = g.op("Or", {g.op("And", {real, causal}), self});  // (B, 1, T, P + T)
@@ -88,18 +92,19 @@ OnnxGraph gpt_graph(models::GptImpl& gpt, const OnnxOptions& o, bool with_past,
     }
 
   AttentionValues ctx;
-  ctx.mask = causal_mask(g, ids, attention_mask);
+  ctx.mask = causal_mask(g, ids, attention_mask, opt.sliding_window);
   std::string x;
   {
     Graph::Scope s(g, "wte");
     x = emit(g, *gpt.wte, ids);
+    if (opt.scale_embeddings) x = g.op("Mul", {x, g.scalar(std::sqrt(static_cast<double>(opt.d_model)))});
   }
   if (gpt.wpe) {
     Graph::Scope s(g, "wpe");
     x = g.op("Add", {x, emit(g, *gpt.wpe, position_ids)});
   } else {
     Graph::Scope s(g, "rotary");
-    const auto inv_freq = g.initializer("inv_freq", nn::rotary_inv_freq(d, opt.rope_theta));
+    const auto inv_freq = g.initializer("inv_freq", nn::rotary_inv_freq(d, opt.rotary()));
     const auto pos = g.op("Unsqueeze", {g.op("Cast", {position_ids}, {{"to", int64_t{1}}}), g.ints({-1})});
     const auto freqs = g.op("Mul", {pos, inv_freq});  // (B, T, d / 2)
     const auto emb = g.op("Unsqueeze", {g.op("Concat", {freqs, freqs}, {{"axis", int64_t{-1}}}), g.ints({1})});
@@ -275,12 +280,20 @@ constexpr std::array kOnnxOptions{
     OnnxOption{"dropout", every_value},       // inference graphs: dropout is the identity
     OnnxOption{"attn_dropout", every_value},  // likewise
     OnnxOption{"bias", every_value},
-    OnnxOption{"norm", every_value},  // LayerNormalization; RMSNorm as its operators
+    OnnxOption{"qkv_bias", every_value},  // the projection's bias, as any bias
+    OnnxOption{"norm", every_value},  // LayerNormalization; RMSNorm as its operators (offset: Add 1)
     OnnxOption{"norm_eps", every_value},
-    OnnxOption{"activation", every_value},  // emit_gelu, SwiGLU as Sigmoid * Mul
+    OnnxOption{"activation", every_value},  // emit_gelu; gated: SiLU as Sigmoid * Mul, or emit_gelu
     OnnxOption{"position", every_value},    // learned: a Gather; rope: rotated halves from inv_freq
     OnnxOption{"rope_theta", every_value},
+    OnnxOption{"rope_scaling", every_value},  // all in the inv_freq initializer
+    OnnxOption{"rope_factor", every_value},
+    OnnxOption{"rope_low_freq_factor", every_value},
+    OnnxOption{"rope_high_freq_factor", every_value},
+    OnnxOption{"rope_original_max_seq_len", every_value},
+    OnnxOption{"sliding_window", every_value},  // in the causal mask
     OnnxOption{"tie_embeddings", every_value},
+    OnnxOption{"scale_embeddings", every_value},  // a Mul after the Gather
     OnnxOption{"init_std", every_value},  // training only
     OnnxOption{"type_vocab_size", every_value},
     OnnxOption{"num_labels", every_value},

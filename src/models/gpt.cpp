@@ -18,8 +18,17 @@ std::string s(int64_t v) { return std::to_string(v); }
 
 nn::BlockOptions block_options(const ModelOptions& o) {
   nn::BlockOptions b;
-  b.attention = {.d_model = o.d_model, .n_head = o.n_head, .n_kv_head = o.n_kv_head, .d_head = o.d_head, .causal = true, .bias = o.bias,
-                 .attn_dropout = o.attn_dropout, .dropout = o.dropout, .device = o.device};
+  b.attention = {.d_model = o.d_model,
+                 .n_head = o.n_head,
+                 .n_kv_head = o.n_kv_head,
+                 .d_head = o.d_head,
+                 .causal = true,
+                 .bias = o.bias,
+                 .qkv_bias = o.qkv_bias,
+                 .sliding_window = o.sliding_window,
+                 .attn_dropout = o.attn_dropout,
+                 .dropout = o.dropout,
+                 .device = o.device};
   b.mlp = {.d_model = o.d_model, .d_ff = o.ff_width(), .activation = o.activation, .bias = o.bias, .dropout = o.dropout,
            .device = o.device};
   b.norm = {.dim = o.d_model, .kind = o.norm, .eps = o.norm_eps, .bias = o.bias, .device = o.device};
@@ -54,7 +63,7 @@ void GptImpl::reset_parameters(const nn::ValueSink& sink) {
       [&](const nn::RoledParameter& p, at::Tensor& t) {
         switch (p.role) {
           case nn::Role::Bias: t.zero_(); break;
-          case nn::Role::Norm: t.fill_(1.0); break;
+          case nn::Role::Norm: t.fill_(nn::NormImpl::initial_weight(options.norm)); break;
           case nn::Role::ResidualProjection: t.normal_(0.0, proj_std); break;
           default: t.normal_(0.0, std);
         }
@@ -78,6 +87,9 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
                                 " needed");
   auto positions = at::arange(start, start + T, ids.options().dtype(at::kLong));
   auto x = wte(ids);
+  // Gemma: sqrt(d_model) rounded to the table's dtype, as transformers multiplies it.
+  if (options.scale_embeddings)
+    x = x * at::scalar_tensor(std::sqrt(static_cast<double>(options.d_model)), x.options());
   nn::RotaryTables rotary;
   if (wpe && key_mask.defined()) {
     // Left padding: a row's first real token is position 0 (transformers' position_ids for
@@ -89,7 +101,7 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
     x = x + wpe(positions);
   } else {
     // Rotary attention depends on relative positions only: a row's padding offset leaves it exact.
-    rotary = nn::rotary_tables(positions, options.head_dim(), options.rope_theta);
+    rotary = nn::rotary_tables(positions, options.head_dim(), options.rotary());
   }
   if (options.dropout > 0 && is_training()) x = at::dropout(x, options.dropout, /*train=*/true);
 

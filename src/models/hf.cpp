@@ -17,6 +17,10 @@ namespace lathe::models {
 namespace hf {
 const GptFamily& gpt2_family();
 const GptFamily& llama_family();
+const GptFamily& qwen2_family();
+const GptFamily& mistral_family();
+const GptFamily& gemma_family();
+const GptFamily& phi3_family();
 }  // namespace hf
 
 namespace {
@@ -25,8 +29,9 @@ using nlohmann::json;
 using hf::GptFamily;
 
 /// The GPT families, in the order save_hf tries them.
-const std::array<const GptFamily*, 2>& gpt_families() {
-  static const std::array<const GptFamily*, 2> families{&hf::gpt2_family(), &hf::llama_family()};
+const auto& gpt_families() {
+  static const std::array families{&hf::gpt2_family(),    &hf::llama_family(), &hf::qwen2_family(),
+                                   &hf::mistral_family(), &hf::gemma_family(), &hf::phi3_family()};
   return families;
 }
 
@@ -48,13 +53,22 @@ constexpr std::array kHfOptions{
     HfOption{"vocab_size", "key tables"},
     HfOption{"dropout", "key tables (gpt2 also embd_pdrop); llama has none"},
     HfOption{"attn_dropout", "key tables"},
-    HfOption{"bias", "llama: attention_bias and mlp_bias; gpt2 always, bert always"},
-    HfOption{"norm", "the family: gpt2 and bert layernorm, llama rmsnorm"},
+    HfOption{"bias", "llama: attention_bias and mlp_bias; gpt2 always, bert always; qwen2 and mistral never"},
+    HfOption{"qkv_bias", "qwen2: always (q, k, v biases); llama and mistral: never alone; gpt2 and bert: bias"},
+    HfOption{"norm", "the family: gpt2 and bert layernorm, llama and kin rmsnorm, gemma rmsnorm_offset"},
     HfOption{"norm_eps", "key tables"},
-    HfOption{"activation", "gpt2: activation_function; bert: hidden_act; llama: silu (swiglu)"},
+    HfOption{"activation", "gpt2: activation_function; bert: hidden_act; llama and kin: silu (swiglu); gemma: "
+                           "hidden_act (geglu, geglu_tanh)"},
     HfOption{"position", "the family: gpt2 and bert learned, llama rope"},
-    HfOption{"rope_theta", "llama: rope_theta / rope_parameters"},
+    HfOption{"rope_theta", "llama, qwen2, mistral: rope_theta / rope_parameters"},
+    HfOption{"rope_scaling", "llama, qwen2, mistral: rope_parameters.rope_type (default, linear, llama3)"},
+    HfOption{"rope_factor", "rope_parameters.factor"},
+    HfOption{"rope_low_freq_factor", "rope_parameters.low_freq_factor"},
+    HfOption{"rope_high_freq_factor", "rope_parameters.high_freq_factor"},
+    HfOption{"rope_original_max_seq_len", "rope_parameters.original_max_position_embeddings"},
+    HfOption{"sliding_window", "mistral: sliding_window; qwen2 refuses use_sliding_window; others have none"},
     HfOption{"tie_embeddings", "key tables (tie_word_embeddings)"},
+    HfOption{"scale_embeddings", "the family: gemma always, the others never"},
     HfOption{"init_std", "key tables (initializer_range)"},
     HfOption{"type_vocab_size", "bert: type_vocab_size"},
     HfOption{"num_labels", "bert: num_labels, id2label"},
@@ -98,6 +112,7 @@ Gpt load_hf_gpt(const fs::path& dir, io::Read read) {
     return Gpt(options);
   }();
   hf::load_tensors(*model, family.tensors(options), hf::weights_files(dir), family.layout, {}, nullptr, read);
+  model->hf_family = family.model_type;
   return model;
 }
 
@@ -113,6 +128,7 @@ std::pair<Gpt, nn::ValueSource> open_hf_gpt(const fs::path& dir) {
   }();
   auto values = hf::tensor_values(*model, family.tensors(options), hf::weights_files(dir), family.layout, {}, nullptr,
                                   io::Read::Map);
+  model->hf_family = family.model_type;
   return {model, std::move(values)};
 }
 
@@ -121,6 +137,9 @@ void save_hf(Gpt& model, const fs::path& dir) {
   // A head separated from a tied embedding (to be quantized) holds other values than the
   // table: it is written as an untied lm_head.
   if (model->lm_head) o.tie_embeddings = false;
+  for (const auto* f : gpt_families())
+    if (f->model_type == model->hf_family && f->holds(o))
+      return hf::save_tensors(*model, f->tensors(o), dir, f->write(o));
   std::string needs;
   for (const auto* f : gpt_families()) {
     if (f->holds(o)) return hf::save_tensors(*model, f->tensors(o), dir, f->write(o));

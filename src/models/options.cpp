@@ -104,7 +104,19 @@ ModelOptions ModelOptions::canonical(Arch arch) const {
   o.d_ff = ff_width();
   if (o.n_head > 0) o.d_head = head_dim();
   if (arch == Arch::Gpt) o.n_kv_head = kv_heads();
-  if (o.position != nn::Position::Rope) o.rope_theta = ModelOptions{}.rope_theta;
+  const ModelOptions dflt;
+  if (o.position != nn::Position::Rope) {
+    o.rope_theta = dflt.rope_theta;
+    o.rope_scaling = dflt.rope_scaling;
+  }
+  if (o.rope_scaling == nn::RopeScaling::None) o.rope_factor = dflt.rope_factor;
+  if (o.rope_scaling != nn::RopeScaling::Llama3) {
+    o.rope_low_freq_factor = dflt.rope_low_freq_factor;
+    o.rope_high_freq_factor = dflt.rope_high_freq_factor;
+    o.rope_original_max_seq_len = dflt.rope_original_max_seq_len;
+  }
+  if (o.bias) o.qkv_bias = false;  // the projection has its bias anyway
+  if (o.sliding_window >= o.max_seq_len) o.sliding_window = 0;  // no position is ever out of it
   return o;
 }
 
@@ -124,12 +136,21 @@ std::vector<OptionProblem> ModelOptions::problems(Arch arch, bool complete) cons
                      d_head ? "rope needs an even head dimension, but head_dim = " + s(d_head)
                             : "rope needs an even head dimension, but d_model / n_head = " + s(head_dim())});
   }
+  if (arch == Arch::Gpt && rope_scaling != nn::RopeScaling::None && position != nn::Position::Rope)
+    out.push_back({{"rope_scaling", "position"}, "rope_scaling " + std::string(enum_name(rope_scaling)) +
+                                                     " scales rotary positions; position is " +
+                                                     std::string(enum_name(position))});
+  if (arch == Arch::Gpt && rope_scaling == nn::RopeScaling::Llama3 && rope_high_freq_factor <= rope_low_freq_factor)
+    out.push_back({{"rope_high_freq_factor", "rope_low_freq_factor"},
+                   fmt::format("rope_high_freq_factor ({}) must exceed rope_low_freq_factor ({})", rope_high_freq_factor,
+                               rope_low_freq_factor)});
   if (arch == Arch::Gpt && n_kv_head > 0 && n_head % n_kv_head != 0)
     out.push_back({{"n_kv_head", "n_head"}, "n_kv_head (" + s(n_kv_head) + ") must divide n_head (" + s(n_head) + ")"});
   if (arch == Arch::Bert) {
     if (n_kv_head > 0) out.push_back({{"n_kv_head"}, "grouped key/value heads are for gpt; bert uses n_kv_head: 0"});
-    if (activation == nn::Activation::SwiGlu)
-      out.push_back({{"activation"}, "swiglu is not a BERT activation; use gelu or gelu_tanh"});
+    if (nn::gated(activation))
+      out.push_back({{"activation"}, std::string(enum_name(activation)) +
+                                         " is not a BERT activation; use gelu or gelu_tanh"});
     if (complete && pad_token_id >= vocab_size)
       out.push_back({{"pad_token_id", "vocab_size"},
                      "pad_token_id (" + s(pad_token_id) + ") is outside the vocabulary (" + s(vocab_size) + ")"});

@@ -8,7 +8,7 @@ namespace lathe::nn {
 
 AttentionImpl::AttentionImpl(const AttentionOptions& o) : options(o) {
   const int64_t out = (o.n_head + 2 * o.kv_heads()) * o.head_dim();
-  qkv = register_module("qkv", Linear(LinearOptions{o.d_model, out, o.bias, o.device, Role::HeadBlock}));
+  qkv = register_module("qkv", Linear(LinearOptions{o.d_model, out, o.bias || o.qkv_bias, o.device, Role::HeadBlock}));
   proj = register_module("proj", Linear(LinearOptions{o.n_head * o.head_dim(), o.d_model, o.bias, o.device, Role::ResidualProjection}));
 }
 
@@ -33,19 +33,25 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
   }
   const int64_t Tk = past + T;
 
-  // Query i (absolute position past + i) may see key j when j <= past + i (causal) and key j is
-  // real. A query always sees itself, so a padded query never has an empty row (which would
-  // give NaN); its output is meaningless and ignored by the losses.
+  // Query i (absolute position past + i) may see key j when j <= past + i (causal), when
+  // j > past + i - sliding_window (a windowed model), and when key j is real. A query always
+  // sees itself, so a padded query never has an empty row (which would give NaN); its output is
+  // meaningless and ignored by the losses.
+  const int64_t W = options.sliding_window;
+  const bool windowed = options.causal && W > 0 && Tk > W;
+  auto seen = [&] {
+    auto m = at::ones({T, Tk}, x.options().dtype(at::kBool)).tril(/*diagonal=*/past);
+    return windowed ? m.triu(/*diagonal=*/past - W + 1) : m;
+  };
   std::optional<at::Tensor> mask;
   bool is_causal = false;
   if (!ctx.key_mask.defined()) {
-    if (options.causal && past == 0) is_causal = true;
-    else if (options.causal && T > 1)
-      mask = at::ones({T, Tk}, x.options().dtype(at::kBool)).tril(/*diagonal=*/past);
+    if (options.causal && past == 0 && !windowed) is_causal = true;
+    else if (options.causal && (T > 1 || windowed)) mask = seen();
   } else {
     auto m = ctx.key_mask.to(at::kBool).view({B, 1, 1, Tk});
     if (options.causal) {
-      auto causal = at::ones({T, Tk}, x.options().dtype(at::kBool)).tril(past);
+      auto causal = seen();
       auto self = at::ones({T, Tk}, x.options().dtype(at::kBool)).tril(past).triu(past);
       m = (m & causal) | self;
     }

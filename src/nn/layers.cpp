@@ -1,5 +1,6 @@
 // Norms, rotary tables, the MLP and the transformer block.
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -51,7 +52,7 @@ NormImpl::NormImpl(const NormOptions& o) : options(o) {
 void NormImpl::reset_parameters() {
   if (init_skipped()) return;
   torch::NoGradGuard no_grad;
-  weight.fill_(1.0);
+  weight.fill_(initial_weight(options.kind));
   if (bias.defined()) bias.zero_();
 }
 
@@ -62,6 +63,8 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
     return p.defined() && p.scalar_type() != x.scalar_type() ? p.to(x.scalar_type()) : p;
   };
   if (options.kind == NormKind::RmsNorm) return at::rms_norm(x, {options.dim}, cast(weight), options.eps);
+  if (options.kind == NormKind::RmsNormOffset)  // the scale 1 + w formed in float32, as transformers' Gemma does
+    return at::rms_norm(x, {options.dim}, cast(weight.to(at::kFloat) + 1.0), options.eps);
   return at::layer_norm(x, {options.dim}, cast(weight), cast(bias), options.eps);
 }
 
@@ -124,15 +127,31 @@ torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
   return at::embedding(weight, ids, options.padding_idx);
 }
 
-at::Tensor rotary_inv_freq(int64_t head_dim, double theta) {
+at::Tensor rotary_inv_freq(int64_t head_dim, const RotaryOptions& o) {
   if (head_dim % 2 != 0) throw std::invalid_argument("rotary embeddings need an even head dimension, got " +
                                                      std::to_string(head_dim));
   // Same arithmetic as the reference implementations: integer exponents over head_dim in float32.
-  return 1.0 / at::pow(theta, at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / head_dim);
+  auto inv_freq = 1.0 / at::pow(o.theta, at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / head_dim);
+  switch (o.scaling) {
+    case RopeScaling::None: return inv_freq;
+    case RopeScaling::Linear: return inv_freq / o.factor;
+    case RopeScaling::Llama3: {
+      // Llama 3.1's rule (transformers' _compute_llama3_parameters), in float32 as there.
+      const double old = static_cast<double>(o.original_max_seq_len);
+      const double low_wavelen = old / o.low_freq_factor, high_wavelen = old / o.high_freq_factor;
+      auto wavelen = 2 * M_PI / inv_freq;
+      auto scaled = at::where(wavelen > low_wavelen, inv_freq / o.factor, inv_freq);
+      auto smooth = (old / wavelen - o.low_freq_factor) / (o.high_freq_factor - o.low_freq_factor);
+      auto smoothed = (1 - smooth) * scaled / o.factor + smooth * scaled;
+      auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+      return at::where(medium, smoothed, scaled);
+    }
+  }
+  throw std::logic_error("rotary_inv_freq: unknown scaling");
 }
 
-RotaryTables rotary_tables(const at::Tensor& positions, int64_t head_dim, double theta) {
-  auto inv_freq = rotary_inv_freq(head_dim, theta);
+RotaryTables rotary_tables(const at::Tensor& positions, int64_t head_dim, const RotaryOptions& options) {
+  auto inv_freq = rotary_inv_freq(head_dim, options);
   auto freqs = at::outer(positions.to(at::kFloat), inv_freq.to(positions.device()));  // (T, D/2)
   auto emb = at::cat({freqs, freqs}, -1);                                              // (T, D)
   return {emb.cos(), emb.sin()};
@@ -152,7 +171,7 @@ MlpImpl::MlpImpl(const MlpOptions& o) : options(o) {
   if (o.d_model <= 0 || o.d_ff <= 0)
     throw std::invalid_argument("Mlp: d_model and d_ff must be positive, got " + std::to_string(o.d_model) + " and " +
                                 std::to_string(o.d_ff));
-  const int64_t fc_out = o.activation == Activation::SwiGlu ? 2 * o.d_ff : o.d_ff;
+  const int64_t fc_out = gated(o.activation) ? 2 * o.d_ff : o.d_ff;
   fc = register_module("fc", Linear(LinearOptions{o.d_model, fc_out, o.bias, o.device, Role::NeuronBlock}));
   proj = register_module("proj", Linear(LinearOptions{o.d_ff, o.d_model, o.bias, o.device, Role::ResidualProjection}));
 }
@@ -162,9 +181,15 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   switch (options.activation) {
     case Activation::GeluTanh: h = at::gelu(h, "tanh"); break;
     case Activation::Gelu: h = at::gelu(h); break;
-    case Activation::SwiGlu: {
+    case Activation::SwiGlu:
+    case Activation::GeGlu:
+    case Activation::GeGluTanh: {
       auto gate_up = h.chunk(2, -1);
-      h = at::silu(gate_up[0]) * gate_up[1];
+      const auto& gate = gate_up[0];
+      auto act = options.activation == Activation::SwiGlu ? at::silu(gate)
+                 : options.activation == Activation::GeGlu ? at::gelu(gate)
+                                                           : at::gelu(gate, "tanh");
+      h = act * gate_up[1];
       break;
     }
   }

@@ -1,10 +1,13 @@
 """Reference states from Hugging Face transformers for the model tests (tests/test_models.cpp).
 
-  make KIND DIR          tiny random model of KIND (gpt2, llama, bert_mlm, bert_cls), saved to
+  make KIND DIR          tiny random model of KIND (gpt2, llama, llama3, qwen2, mistral, gemma, phi3,
+                         bert_mlm, bert_cls), saved to
                          DIR/hf, and DIR/ref.safetensors with inputs, logits, the loss and the
                          gradient of every parameter ("grad.<name>")
   logits DIR REF OUT     runs the model in DIR on REF's inputs, writes OUT with "logits"
   generate DIR REF OUT N greedy continuation of REF's "prompt" by N tokens (HF generate), OUT "tokens"
+  same DIR_A DIR_B       the two directories hold the same config (as transformers reads it) and the same
+                         tensors; prints each difference and exits 1 when there is one
   counts OUT             parameter counts of the presets' Hugging Face configs (meta device)
 """
 import json
@@ -15,7 +18,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 import transformers
 from transformers import (AutoModelForCausalLM, BertConfig, BertForMaskedLM, BertForSequenceClassification,
-                          BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM)
+                          BertModel, GemmaConfig, GemmaForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
+
+DECODERS = ("gpt2", "llama", "llama3", "qwen2", "mistral", "gemma", "phi3")
 
 transformers.logging.set_verbosity_error()
 
@@ -31,6 +38,43 @@ def build(kind):
                           intermediate_size=48, vocab_size=97, max_position_embeddings=64, rms_norm_eps=1e-5,
                           tie_word_embeddings=False, bos_token_id=None, eos_token_id=None)
         model = LlamaForCausalLM(cfg)
+    elif kind == "llama3":
+        # Llama 3.1's rope scaling with an original context of 32 positions (so that the
+        # frequencies kept, divided and smoothed all occur at head width 12), a head width that is
+        # not hidden / heads, and a tied head as the 1B / 3B models have.
+        cfg = LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                          head_dim=12, intermediate_size=48, vocab_size=97, max_position_embeddings=64,
+                          rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
+                          rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                           "original_max_position_embeddings": 32})
+        model = LlamaForCausalLM(cfg)
+    elif kind == "qwen2":
+        cfg = Qwen2Config(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=40, vocab_size=97, max_position_embeddings=64, rms_norm_eps=1e-6,
+                          tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
+                          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+        model = Qwen2ForCausalLM(cfg)
+    elif kind == "mistral":
+        # A window of 5 positions, shorter than the 16-token inputs and the generated sequences.
+        cfg = MistralConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                            intermediate_size=40, vocab_size=97, max_position_embeddings=64, rms_norm_eps=1e-5,
+                            sliding_window=5, bos_token_id=None, eos_token_id=None)
+        model = MistralForCausalLM(cfg)
+    elif kind == "gemma":
+        # Embeddings scaled by sqrt(32), norms stored as scale - 1 (made non-zero below), a GeGLU
+        # MLP with the tanh GELU, a head width that is not hidden / heads, a tied head.
+        cfg = GemmaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                          head_dim=12, intermediate_size=40, vocab_size=97, max_position_embeddings=64,
+                          hidden_act="gelu_pytorch_tanh", bos_token_id=None, eos_token_id=None, pad_token_id=None)
+        model = GemmaForCausalLM(cfg)
+    elif kind == "phi3":
+        # Fused qkv_proj and gate_up_proj, a window of 6 positions, an untied head.
+        cfg = Phi3Config(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=40, vocab_size=97, max_position_embeddings=64,
+                         original_max_position_embeddings=64, rms_norm_eps=1e-5, sliding_window=6,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None)
+        model = Phi3ForCausalLM(cfg)
     else:
         cfg = BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
                          vocab_size=101, max_position_embeddings=64, num_labels=3)
@@ -45,7 +89,7 @@ def build(kind):
 
 def inputs(kind):
     g = torch.Generator().manual_seed(99)
-    if kind in ("gpt2", "llama"):
+    if kind in DECODERS:
         ids = torch.randint(0, 97, (3, 16), generator=g)
         return {"input_ids": ids}
     ids = torch.randint(5, 101, (3, 12), generator=g)
@@ -71,7 +115,7 @@ def inputs(kind):
 def forward(model, kind, inp):
     kwargs = {k: v for k, v in inp.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     logits = model(**kwargs).logits
-    if kind in ("gpt2", "llama"):
+    if kind in DECODERS:
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), inp["input_ids"][:, 1:].reshape(-1))
     elif kind == "bert_mlm":
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), inp["labels"].reshape(-1), ignore_index=-100)
@@ -100,6 +144,8 @@ def make(kind, out_dir, max_shard_size=None):
 def load_any(model_dir):
     arch = json.load(open(f"{model_dir}/config.json"))["architectures"][0]
     cls = {"GPT2LMHeadModel": GPT2LMHeadModel, "LlamaForCausalLM": LlamaForCausalLM,
+           "Qwen2ForCausalLM": Qwen2ForCausalLM, "MistralForCausalLM": MistralForCausalLM,
+           "GemmaForCausalLM": GemmaForCausalLM, "Phi3ForCausalLM": Phi3ForCausalLM,
            "BertForMaskedLM": BertForMaskedLM, "BertForSequenceClassification": BertForSequenceClassification}[arch]
     return cls.from_pretrained(model_dir).eval()
 
@@ -119,6 +165,32 @@ def generate(model_dir, ref_file, out_file, n):
     out = model.generate(prompt, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0,
                          attention_mask=torch.ones_like(prompt))
     save_file({"tokens": out[0, prompt.size(1):].contiguous()}, out_file)
+
+
+def same(dir_a, dir_b):
+    from transformers import AutoConfig
+    from safetensors import safe_open
+    # What only says how and when the file was written.
+    incidental = {"transformers_version", "dtype", "torch_dtype", "_name_or_path"}
+    a = {k: v for k, v in AutoConfig.from_pretrained(dir_a).to_dict().items() if k not in incidental}
+    b = {k: v for k, v in AutoConfig.from_pretrained(dir_b).to_dict().items() if k not in incidental}
+    diffs = [f"config {k}: {a.get(k, '<absent>')!r} vs {b.get(k, '<absent>')!r}"
+             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+    def tensors(d):
+        import glob
+        out = {}
+        for f in sorted(glob.glob(f"{d}/*.safetensors")):
+            with safe_open(f, "pt") as st:
+                out.update({k: st.get_tensor(k) for k in st.keys()})
+        return out
+    ta, tb = tensors(dir_a), tensors(dir_b)
+    diffs += [f"tensor {k}: only in one" for k in sorted(set(ta) ^ set(tb))]
+    diffs += [f"tensor {k}: values differ" for k in sorted(set(ta) & set(tb))
+              if ta[k].shape != tb[k].shape or not torch.equal(ta[k].float(), tb[k].float())]
+    for d in diffs:
+        print(d, file=sys.stderr)
+    sys.exit(1 if diffs else 0)
 
 
 def counts(out_file):
@@ -148,6 +220,8 @@ if __name__ == "__main__":
         logits(*sys.argv[2:5])
     elif cmd == "generate":
         generate(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif cmd == "same":
+        same(sys.argv[2], sys.argv[3])
     elif cmd == "counts":
         counts(sys.argv[2])
     else:

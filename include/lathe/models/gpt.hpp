@@ -3,6 +3,8 @@
 // n_kv_head give a Llama-style decoder from the same parts.
 #pragma once
 
+#include <string>
+
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
@@ -49,6 +51,9 @@ class GptImpl : public torch::nn::Module, public nn::BlockStack {
   void reset_parameters(const nn::ValueSink& sink = {});
 
   ModelOptions options;
+  /// The Hugging Face model_type the model was read as ("phi3"), empty otherwise: save_hf writes
+  /// that family again where it holds the options, the first family that does otherwise.
+  std::string hf_family;
   nn::Embedding wte{nullptr};
   nn::Embedding wpe{nullptr};
   torch::nn::ModuleList blocks{nullptr};

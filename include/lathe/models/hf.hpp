@@ -1,7 +1,9 @@
 // Hugging Face layout: a directory with config.json and model.safetensors that `transformers`
 // loads with from_pretrained, for GPT2LMHeadModel, LlamaForCausalLM (a GPT with rope, rmsnorm
-// and swiglu; biases when attention_bias = mlp_bias), BertForMaskedLM and
-// BertForSequenceClassification.
+// and swiglu; biases when attention_bias = mlp_bias; Llama 3's rope scaling),
+// Qwen2ForCausalLM (biases on q, k and v alone), MistralForCausalLM (a sliding window),
+// GemmaForCausalLM (scaled embeddings, rmsnorm_offset, GeGLU), Phi3ForCausalLM (fused q / k / v
+// and gate / up tensors), BertForMaskedLM and BertForSequenceClassification.
 //
 // Tensor names are translated by one table per family (src/models/hf/<family>.cpp; the families
 // are listed in src/models/hf.cpp). Loading checks
@@ -23,7 +25,8 @@ namespace lathe::models {
 /// True when `dir` holds a config.json with a model_type (a Hugging Face model directory).
 bool is_hf_model_dir(const std::filesystem::path& dir);
 
-/// Reads config.json of a gpt2 or llama model. Throws lathe::Error naming the file and key.
+/// Reads config.json of a gpt2, llama, qwen2, mistral, gemma or phi3 model. Throws lathe::Error
+/// naming the file and key.
 ModelOptions read_hf_gpt_config(const std::filesystem::path& dir);
 /// Reads config.json of a bert model (num_labels from id2label / num_labels when present).
 ModelOptions read_hf_bert_config(const std::filesystem::path& dir);
@@ -36,17 +39,26 @@ Gpt load_hf_gpt(const std::filesystem::path& dir, io::Read read = io::Read::Copy
 /// Everything load_hf_gpt checks is checked here.
 std::pair<Gpt, nn::ValueSource> open_hf_gpt(const std::filesystem::path& dir);
 BertForMaskedLM load_hf_bert_mlm(const std::filesystem::path& dir);
+/// The same model not materialised (as open_hf_gpt).
+std::pair<BertForMaskedLM, nn::ValueSource> open_hf_bert_mlm(const std::filesystem::path& dir);
 /// Fine-tuning start: from a classifier directory, or from a BERT pre-training / masked-LM /
 /// base-model directory, in which case the pooler (when absent) and the classifier keep their
 /// fresh initialisation and their names are added to `initialized`. `num_labels` > 0 overrides
 /// the config's.
 BertForSequenceClassification load_hf_bert_classifier(const std::filesystem::path& dir, int64_t num_labels = 0,
                                                       std::vector<std::string>* initialized = nullptr);
+/// The same model not materialised: the values of the parameters the directory lacks are what a
+/// new classifier draws (its whole initialisation runs when the source runs, keeping theirs).
+std::pair<BertForSequenceClassification, nn::ValueSource> open_hf_bert_classifier(
+    const std::filesystem::path& dir, int64_t num_labels = 0, std::vector<std::string>* initialized = nullptr);
 
 /// Writes config.json and model.safetensors (float32, tied weights stored once) into `dir`. A
 /// GPT whose head was separated from its tied embedding (separate_head) is written untied.
-/// A GPT is written as gpt2 when it has learned positions, layernorm, tanh GELU and biases, as
-/// llama when it has rope, rmsnorm and swiglu (with or without biases); any other mix throws.
+/// A GPT read from a Hugging Face directory is written as the family it was read as
+/// (Gpt::hf_family). Otherwise as gpt2 when it has learned positions, layernorm, tanh GELU and
+/// biases; with rope, rmsnorm and swiglu as qwen2 when it has biases on q, k and v alone, as
+/// mistral when it has a sliding window, as llama otherwise; with rmsnorm_offset, geglu and scaled
+/// embeddings as gemma; any other mix throws.
 void save_hf(Gpt& model, const std::filesystem::path& dir);
 void save_hf(BertForMaskedLM& model, const std::filesystem::path& dir);
 /// `labels`: the name of each class (id2label / label2id); empty: LABEL_0, LABEL_1, ...

@@ -22,6 +22,7 @@
 #include "lathe/core/enum_table.hpp"
 #include "lathe/core/schema.hpp"
 #include "lathe/nn/enums.hpp"
+#include "lathe/nn/rotary.hpp"
 
 namespace lathe::models {
 
@@ -50,12 +51,20 @@ struct ModelOptions {
   double dropout = 0.0;
   double attn_dropout = 0.0;
   bool bias = true;
+  bool qkv_bias = false;
   nn::NormKind norm = nn::NormKind::LayerNorm;
   double norm_eps = 1e-5;
   nn::Activation activation = nn::Activation::GeluTanh;
   nn::Position position = nn::Position::Learned;
   double rope_theta = 10000.0;
+  nn::RopeScaling rope_scaling = nn::RopeScaling::None;
+  double rope_factor = 1.0;
+  double rope_low_freq_factor = 1.0;
+  double rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_seq_len = 8192;
+  int64_t sliding_window = 0;
   bool tie_embeddings = true;
+  bool scale_embeddings = false;
   double init_std = 0.02;
   int64_t type_vocab_size = 2;
   int64_t num_labels = 2;
@@ -70,6 +79,11 @@ struct ModelOptions {
   int64_t ff_width() const { return d_ff > 0 ? d_ff : 4 * d_model; }
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_dim() const { return d_head > 0 ? d_head : d_model / n_head; }
+  /// The rotary frequencies' options (position rope).
+  nn::RotaryOptions rotary() const {
+    return {rope_theta, rope_scaling, rope_factor, rope_low_freq_factor, rope_high_freq_factor,
+            rope_original_max_seq_len};
+  }
 
   /// The same model with derived values filled in (d_ff, n_kv_head) and the options `arch`
   /// does not use at their defaults: two canonical options with equal shape keys build the
@@ -108,15 +122,40 @@ constexpr void visit(V& v, ModelOptions& c) {
   v.field("attn_dropout", c.attn_dropout, "Dropout on attention probabilities.", in_closed_open(0.0, 1.0),
           setting());
   v.field("bias", c.bias, "Biases in linear layers and norms.", any_value(), shape_key(A::Gpt));
-  v.field("norm", c.norm, "Normalisation layer.", any_value(), shape_key(A::Gpt));
+  v.field("qkv_bias", c.qkv_bias, "Biases in the query/key/value projection even with bias off (Qwen2).",
+          any_value(), shape_key(A::Gpt));
+  v.field("norm", c.norm, "Normalisation layer: layernorm, rmsnorm, or rmsnorm_offset (Gemma's: the weight "
+                          "is the scale minus one).",
+          any_value(), shape_key(A::Gpt));
   v.field("norm_eps", c.norm_eps, "Epsilon of the norms.", greater_than(0.0), shape_key());
-  v.field("activation", c.activation, "MLP activation: gelu_tanh (GPT-2), gelu (exact, BERT) or swiglu.",
+  v.field("activation", c.activation, "MLP activation: gelu_tanh (GPT-2), gelu (exact, BERT), or gated: swiglu "
+                                            "(Llama), geglu / geglu_tanh (Gemma).",
           any_value(), shape_key());
   v.field("position", c.position, "Position encoding: learned table or rotary (rope).", any_value(),
           shape_key(A::Gpt));
   v.field("rope_theta", c.rope_theta, "Base of the rotary frequencies.", greater_than(0.0), shape_key(A::Gpt));
+  v.field("rope_scaling", c.rope_scaling, "Stretching of the rotary frequencies for longer contexts: none, "
+                                          "linear (all divided by rope_factor) or llama3 (Llama 3.1's rule).",
+          any_value(), shape_key(A::Gpt));
+  v.field("rope_factor", c.rope_factor, "rope_scaling linear / llama3: the factor.", greater_than(0.0),
+          shape_key(A::Gpt));
+  v.field("rope_low_freq_factor", c.rope_low_freq_factor, "rope_scaling llama3: wavelengths above "
+                                                          "rope_original_max_seq_len / this are divided by rope_factor.",
+          greater_than(0.0), shape_key(A::Gpt));
+  v.field("rope_high_freq_factor", c.rope_high_freq_factor, "rope_scaling llama3: wavelengths below "
+                                                            "rope_original_max_seq_len / this are kept.",
+          greater_than(0.0), shape_key(A::Gpt));
+  v.field("rope_original_max_seq_len", c.rope_original_max_seq_len, "rope_scaling llama3: the pretraining "
+                                                                    "context length.",
+          at_least(1), shape_key(A::Gpt));
+  v.field("sliding_window", c.sliding_window, "Each position attends to the last sliding_window positions only, "
+                                              "itself included (Mistral). 0: all earlier positions.",
+          at_least(0), shape_key(A::Gpt));
   v.field("tie_embeddings", c.tie_embeddings, "Share the input embedding with the output projection.", any_value(),
           shape_key(A::Gpt));
+  v.field("scale_embeddings", c.scale_embeddings, "Multiply the token embeddings by sqrt(d_model) on the way in "
+                                                  "(Gemma); the output projection uses the table as it is.",
+          any_value(), shape_key(A::Gpt));
   v.field("init_std", c.init_std, "Standard deviation of the normal initialisation (residual projections "
                                   "are scaled by 1/sqrt(2 * n_layer)).",
           greater_than(0.0), setting());

@@ -20,6 +20,9 @@ struct AttentionOptions {
   int64_t d_head = 0;      // width of one head. 0: d_model / n_head (heads may be pruned to fewer)
   bool causal = true;      // each position attends to itself and earlier positions only
   bool bias = true;        // biases in the QKV and output projections
+  bool qkv_bias = false;   // biases in the QKV projection alone (Qwen2), when `bias` is off
+  /// Each query sees the last `sliding_window` positions only, itself included (Mistral); 0: all.
+  int64_t sliding_window = 0;
   double attn_dropout = 0.0;  // dropout on attention probabilities, in training mode
   double dropout = 0.0;       // dropout on the output projection, in training mode
   c10::Device device = c10::kCPU;  // where the parameters are created

@@ -13,7 +13,7 @@ namespace lathe::nn {
 struct MlpOptions {
   int64_t d_model = 0;                                     // input and output width; required
   int64_t d_ff = 0;                                        // hidden width; required
-  Activation activation = Activation::GeluTanh;            // gelu_tanh, gelu (exact) or swiglu
+  Activation activation = Activation::GeluTanh;            // gelu_tanh, gelu (exact), swiglu, geglu, geglu_tanh
   bool bias = true;                                        // biases in both projections
   double dropout = 0.0;                                    // on the output, in training mode
   c10::Device device = c10::kCPU;                          // where the parameters are created

@@ -1,6 +1,7 @@
 // What every Hugging Face model family shares (src/models/hf/): tensor-name tables, the
 // reading and writing of model.safetensors through them, config.json helpers, and what a GPT
-// family declares. Each family lives in a file of its own (gpt2.cpp, llama.cpp, bert.cpp);
+// family declares. Each family lives in a file of its own (gpt2.cpp, llama.cpp, qwen2.cpp,
+// mistral.cpp, gemma.cpp, phi3.cpp, bert.cpp);
 // src/models/hf.cpp lists the GPT families.
 #pragma once
 
@@ -145,5 +146,23 @@ struct GptFamily {
   Table (*tensors)(const ModelOptions&);
   Layout layout;
 };
+
+// ---------------------------------------------------------------- Llama and its kin
+
+/// Llama's tensor names, which Qwen2 and Mistral share (q / k / v biases where the options have
+/// them, the other biases with `bias`).
+Table llama_tensors(const ModelOptions& o);
+const Layout& llama_layout();
+/// What a Llama-style config starts from: rmsnorm (eps 1e-6), rope, swiglu, no biases, untied.
+ModelOptions llama_style_defaults();
+/// Rope, rmsnorm and swiglu, embeddings unscaled.
+bool llama_style(const ModelOptions& o);
+/// rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier) into `o`: default,
+/// linear and llama3; any other type or parameter refused by name.
+void read_rope(const json& config, const fs::path& dir, ModelOptions& o);
+/// `o`'s rope_parameters.
+json rope_json(const ModelOptions& o);
+/// head_dim where it differs from hidden_size / num_attention_heads.
+void read_head_dim(const json& config, const fs::path& dir, ModelOptions& o);
 
 }  // namespace lathe::models::hf

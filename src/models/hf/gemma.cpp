@@ -1,0 +1,77 @@
+// transformers' Gemma (GemmaForCausalLM): Llama's tensor names with token embeddings scaled by
+// sqrt(hidden_size), RMSNorm weights stored as the scale minus one, a GeGLU MLP (hidden_act gelu
+// or gelu_pytorch_tanh on the gate), head_dim 256 unless the config says otherwise and a tied
+// head. Gemma 2's soft-capping, sandwich norms and alternating windows are another model_type
+// (gemma2), not read.
+
+#include "family.hpp"
+
+namespace lathe::models::hf {
+namespace {
+
+const KeyTable kGemmaKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
+                          {"d_model", "hidden_size", true}, {"n_layer", "num_hidden_layers", true},
+                          {"n_head", "num_attention_heads", true}, {"n_kv_head", "num_key_value_heads"},
+                          {"d_ff", "intermediate_size", true}, {"norm_eps", "rms_norm_eps"},
+                          {"rope_theta", "rope_theta"}, {"attn_dropout", "attention_dropout"},
+                          {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
+
+ModelOptions read(const json& c, const fs::path& dir) {
+  ModelOptions gemma = llama_style_defaults();  // GemmaConfig's defaults for the keys it may omit
+  gemma.norm = nn::NormKind::RmsNormOffset;
+  gemma.activation = nn::Activation::GeGluTanh;
+  gemma.scale_embeddings = true;
+  gemma.tie_embeddings = true;
+  gemma.max_seq_len = 8192;
+  ModelOptions o = read_keys(c, dir, kGemmaKeys, gemma);
+  if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+  read_rope(c, dir, o);
+  // transformers 5 applies hidden_act to the gate (the hidden_activation of earlier versions is
+  // not read).
+  const auto act = get<std::string>(c, dir, "hidden_act", "gelu_pytorch_tanh");
+  if (act == "gelu")
+    o.activation = nn::Activation::GeGlu;
+  else if (act == "gelu_pytorch_tanh" || act == "gelu_new" || act == "gelu_fast")
+    o.activation = nn::Activation::GeGluTanh;
+  else
+    unsupported(dir, "hidden_act", act, "Gemma's MLP gates with gelu or gelu_pytorch_tanh");
+  if (get<bool>(c, dir, "attention_bias", false))
+    unsupported(dir, "attention_bias", true, "Gemma without biases (lathe's bias switch covers the MLP too)");
+  if (get<bool>(c, dir, "use_bidirectional_attention", false))
+    unsupported(dir, "use_bidirectional_attention", true, "causal attention");
+  const auto head_dim = get<int64_t>(c, dir, "head_dim", 256);
+  if (head_dim < 1) unsupported(dir, "head_dim", head_dim, "head_dim must be positive");
+  o.d_head = head_dim;
+  return o;
+}
+
+json write(const ModelOptions& o) {
+  json c = {{"architectures", {"GemmaForCausalLM"}},
+            {"model_type", "gemma"},
+            {"head_dim", o.head_dim()},
+            {"hidden_act", o.activation == nn::Activation::GeGlu ? "gelu" : "gelu_pytorch_tanh"},
+            {"rope_parameters", rope_json(o)},
+            {"attention_bias", false},
+            {"bos_token_id", nullptr},
+            {"eos_token_id", nullptr},
+            {"pad_token_id", nullptr}};
+  write_keys(c, kGemmaKeys, Arch::Gpt, o);
+  return c;
+}
+
+bool holds(const ModelOptions& o) {
+  return o.position == nn::Position::Rope && o.norm == nn::NormKind::RmsNormOffset &&
+         (o.activation == nn::Activation::GeGlu || o.activation == nn::Activation::GeGluTanh) && o.scale_embeddings &&
+         !o.bias && !o.qkv_bias && o.sliding_window == 0;
+}
+
+}  // namespace
+
+const GptFamily& gemma_family() {
+  static const GptFamily family{
+      "gemma", "rope, rmsnorm_offset, geglu or geglu_tanh and scaled embeddings without biases or a sliding window",
+      holds, read, write, llama_tensors, llama_layout()};
+  return family;
+}
+
+}  // namespace lathe::models::hf

@@ -1,0 +1,55 @@
+// transformers' Mistral (MistralForCausalLM): Llama's layout without biases, grouped-query
+// attention and a sliding attention window.
+
+#include "family.hpp"
+
+namespace lathe::models::hf {
+namespace {
+
+const KeyTable kMistralKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
+                            {"d_model", "hidden_size", true}, {"n_layer", "num_hidden_layers", true},
+                            {"n_head", "num_attention_heads", true}, {"n_kv_head", "num_key_value_heads"},
+                            {"d_ff", "intermediate_size", true}, {"norm_eps", "rms_norm_eps"},
+                            {"rope_theta", "rope_theta"}, {"attn_dropout", "attention_dropout"},
+                            {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
+
+ModelOptions read(const json& c, const fs::path& dir) {
+  ModelOptions mistral = llama_style_defaults();  // MistralConfig's defaults for the keys it may omit
+  mistral.max_seq_len = 4096 * 32;
+  mistral.n_kv_head = 8;
+  ModelOptions o = read_keys(c, dir, kMistralKeys, mistral);
+  if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+  read_rope(c, dir, o);
+  if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
+    unsupported(dir, "hidden_act", act, "Mistral's MLP is SwiGLU (silu)");
+  // null: no window (Mistral 7B v0.2 and later).
+  o.sliding_window = get<int64_t>(c, dir, "sliding_window", 0);
+  if (o.sliding_window < 0) unsupported(dir, "sliding_window", o.sliding_window, "a window of positions >= 1");
+  read_head_dim(c, dir, o);
+  return o;
+}
+
+json write(const ModelOptions& o) {
+  json c = {{"architectures", {"MistralForCausalLM"}},
+            {"model_type", "mistral"},
+            {"head_dim", o.head_dim()},
+            {"hidden_act", "silu"},
+            {"rope_parameters", rope_json(o)},
+            {"sliding_window", o.sliding_window},
+            {"bos_token_id", nullptr},
+            {"eos_token_id", nullptr}};
+  write_keys(c, kMistralKeys, Arch::Gpt, o);
+  return c;
+}
+
+bool holds(const ModelOptions& o) { return llama_style(o) && !o.bias && !o.qkv_bias && o.sliding_window > 0; }
+
+}  // namespace
+
+const GptFamily& mistral_family() {
+  static const GptFamily family{"mistral", "rope, rmsnorm and swiglu without biases, with a sliding window", holds,
+                                read, write, llama_tensors, llama_layout()};
+  return family;
+}
+
+}  // namespace lathe::models::hf
