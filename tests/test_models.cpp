@@ -177,6 +177,40 @@ TEST_CASE("models: Llama 3 (rope scaling, head_dim, tied head), Qwen2 (q/k/v bia
   }
 }
 
+TEST_CASE("models: written in bfloat16 shards of 2 KB, a model is what transformers' save_pretrained writes",
+          "[models][reference]") {
+  for (const std::string kind : {"phi3", "bert_mlm"}) {
+    INFO(kind);
+    Reference ref(kind);
+    auto model = lathe::models::load_model(ref.hf());
+    TempDir out;
+    lathe::models::HfWriteOptions options;
+    options.dtype = at::kBFloat16;
+    options.max_shard_bytes = 2000;
+    const auto files = lathe::models::save_hf(model, out.path() / "ours", options);
+    CHECK(files.size() > 4);  // config.json, the index and the shards
+    CHECK(std::find(files.begin(), files.end(), "model.safetensors.index.json") != files.end());
+    for (const auto& f : files) {
+      if (!f.starts_with("model-")) continue;
+      const auto st = lathe::io::load_safetensors(out.path() / "ours" / f);
+      int64_t bytes = 0;
+      for (const auto& [name, t] : st.tensors) {
+        CHECK(t.scalar_type() == at::kBFloat16);
+        bytes += static_cast<int64_t>(t.nbytes());
+      }
+      CHECK((bytes <= 2000 || st.tensors.size() == 1));
+    }
+    python({"resave", ref.hf().string(), (out.path() / "theirs").string(), "bfloat16", "2KB"});
+    python({"same", (out.path() / "ours").string(), (out.path() / "theirs").string()});
+    CHECK(lathe::models::hf_storage_dtype(out.path() / "ours") == at::kBFloat16);
+    // Read back (every shard), the values are the bfloat16 ones.
+    auto again = lathe::models::load_model(out.path() / "ours");
+    auto a = again.module()->named_parameters(), b = model.module()->named_parameters();
+    for (const auto& item : a)
+      CHECK(at::equal(item.value(), b[item.key()].to(at::kBFloat16).to(at::kFloat)));
+  }
+}
+
 TEST_CASE("models: BERT masked LM on a padded batch matches transformers", "[models][reference]") {
   Reference ref("bert_mlm");
   BertForMaskedLM model = load_hf_bert_mlm(ref.hf());

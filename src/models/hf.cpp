@@ -58,7 +58,7 @@ constexpr std::array kHfOptions{
     HfOption{"norm", "the family: gpt2 and bert layernorm, llama and kin rmsnorm, gemma rmsnorm_offset"},
     HfOption{"norm_eps", "key tables"},
     HfOption{"activation", "gpt2: activation_function; bert: hidden_act; llama and kin: silu (swiglu); gemma: "
-                           "hidden_act (geglu, geglu_tanh)"},
+                           "geglu_tanh (hidden_act gelu or gelu_pytorch_tanh)"},
     HfOption{"position", "the family: gpt2 and bert learned, llama rope"},
     HfOption{"rope_theta", "llama, qwen2, mistral: rope_theta / rope_parameters"},
     HfOption{"rope_scaling", "llama, qwen2, mistral: rope_parameters.rope_type (default, linear, llama3)"},
@@ -89,6 +89,17 @@ const GptFamily& family_of(const json& c, const fs::path& dir) {
 }
 
 }  // namespace
+
+std::string read_hf_model_type(const fs::path& dir) { return hf::model_type(hf::read_config(dir), dir); }
+
+at::ScalarType hf_storage_dtype(const fs::path& dir) {
+  const json c = hf::read_config(dir);
+  const auto name = hf::get<std::string>(c, dir, "dtype", hf::get<std::string>(c, dir, "torch_dtype", "float32"));
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  hf::unsupported(dir, c.contains("dtype") ? "dtype" : "torch_dtype", name, "float32, bfloat16 or float16 weights");
+}
 
 bool is_hf_model_dir(const fs::path& dir) {
   auto j = io::read_json_if_valid(dir / "config.json");
@@ -132,17 +143,18 @@ std::pair<Gpt, nn::ValueSource> open_hf_gpt(const fs::path& dir) {
   return {model, std::move(values)};
 }
 
-void save_hf(Gpt& model, const fs::path& dir) {
+std::vector<std::string> save_hf(Gpt& model, const fs::path& dir, const HfWriteOptions& options) {
   auto o = model->options;
   // A head separated from a tied embedding (to be quantized) holds other values than the
   // table: it is written as an untied lm_head.
   if (model->lm_head) o.tie_embeddings = false;
+  const auto& wanted = options.family.empty() ? model->hf_family : options.family;
   for (const auto* f : gpt_families())
-    if (f->model_type == model->hf_family && f->holds(o))
-      return hf::save_tensors(*model, f->tensors(o), dir, f->write(o));
+    if (f->model_type == wanted && f->holds(o))
+      return hf::save_tensors(*model, f->tensors(o), dir, f->write(o), options);
   std::string needs;
   for (const auto* f : gpt_families()) {
-    if (f->holds(o)) return hf::save_tensors(*model, f->tensors(o), dir, f->write(o));
+    if (f->holds(o)) return hf::save_tensors(*model, f->tensors(o), dir, f->write(o), options);
     needs += fmt::format("{}{} needs {}", needs.empty() ? "" : "; ", f->model_type, f->needs);
   }
   throw Error(fmt::format("this GPT has no Hugging Face counterpart: {} (got position {}, norm {}, activation {})", needs,

@@ -44,9 +44,10 @@ const ModelOptions& gpt_options(const Module& m) { return as<GptImpl>(m).options
 std::shared_ptr<Module> gpt_load_hf(const fs::path& dir, int64_t, io::Read read) {
   return load_hf_gpt(dir, read).ptr();
 }
-void gpt_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>&) {
+std::vector<std::string> gpt_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>&,
+                                     const HfWriteOptions& options) {
   Gpt gpt(std::static_pointer_cast<GptImpl>(m.shared_from_this()));
-  save_hf(gpt, dir);
+  return save_hf(gpt, dir, options);
 }
 at::Tensor gpt_tied_head(Module& m) {
   auto& gpt = as<GptImpl>(m);
@@ -89,9 +90,10 @@ std::pair<std::shared_ptr<Module>, nn::ValueSource> mlm_open_hf(const fs::path& 
   auto [mlm, values] = open_hf_bert_mlm(dir);
   return {mlm.ptr(), std::move(values)};
 }
-void mlm_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>&) {
+std::vector<std::string> mlm_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>&,
+                                     const HfWriteOptions& options) {
   BertForMaskedLM mlm(std::static_pointer_cast<BertForMaskedLMImpl>(m.shared_from_this()));
-  save_hf(mlm, dir);
+  return save_hf(mlm, dir, options);
 }
 
 TaskLogits mlm_scored(Module& m, const TaskInputs& in) {
@@ -119,10 +121,11 @@ std::pair<std::shared_ptr<Module>, nn::ValueSource> classifier_open_hf(const fs:
   auto [classifier, values] = open_hf_bert_classifier(dir, num_labels);
   return {classifier.ptr(), std::move(values)};
 }
-void classifier_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>& labels) {
+std::vector<std::string> classifier_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>& labels,
+                                            const HfWriteOptions& options) {
   BertForSequenceClassification classifier(
       std::static_pointer_cast<BertForSequenceClassificationImpl>(m.shared_from_this()));
-  save_hf(classifier, dir, labels);
+  return save_hf(classifier, dir, labels, options);
 }
 
 TaskLogits classifier_scored(Module& m, const TaskInputs& in) {

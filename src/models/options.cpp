@@ -116,7 +116,6 @@ ModelOptions ModelOptions::canonical(Arch arch) const {
     o.rope_original_max_seq_len = dflt.rope_original_max_seq_len;
   }
   if (o.bias) o.qkv_bias = false;  // the projection has its bias anyway
-  if (o.sliding_window >= o.max_seq_len) o.sliding_window = 0;  // no position is ever out of it
   return o;
 }
 

@@ -120,7 +120,9 @@ AnyModel make_model(ModelKind kind, const ModelOptions& options) {
   return AnyModel(row, row.make(options));
 }
 
-void save_hf(const AnyModel& model, const fs::path& dir) { model.traits().save_hf(*model.module(), dir, model.labels); }
+std::vector<std::string> save_hf(const AnyModel& model, const fs::path& dir, const HfWriteOptions& options) {
+  return model.traits().save_hf(*model.module(), dir, model.labels, options);
+}
 
 void save_model(const AnyModel& model, const fs::path& path, const ValueSource& values) {
   json meta = {{"format_version", kModelFormatVersion}, {"kind", model.kind_name()}};

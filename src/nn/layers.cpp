@@ -63,8 +63,9 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
     return p.defined() && p.scalar_type() != x.scalar_type() ? p.to(x.scalar_type()) : p;
   };
   if (options.kind == NormKind::RmsNorm) return at::rms_norm(x, {options.dim}, cast(weight), options.eps);
-  if (options.kind == NormKind::RmsNormOffset)  // the scale 1 + w formed in float32, as transformers' Gemma does
-    return at::rms_norm(x, {options.dim}, cast(weight.to(at::kFloat) + 1.0), options.eps);
+  if (options.kind == NormKind::RmsNormOffset)  // in float32 throughout, cast once, as transformers' Gemma does
+    return at::rms_norm(x.to(at::kFloat), {options.dim}, weight.to(at::kFloat) + 1.0, options.eps)
+        .to(x.scalar_type());
   return at::layer_norm(x, {options.dim}, cast(weight), cast(bias), options.eps);
 }
 

@@ -6,6 +6,8 @@
                          gradient of every parameter ("grad.<name>")
   logits DIR REF OUT     runs the model in DIR on REF's inputs, writes OUT with "logits"
   generate DIR REF OUT N greedy continuation of REF's "prompt" by N tokens (HF generate), OUT "tokens"
+  resave DIR OUT DTYPE SIZE  transformers' save_pretrained of DIR's model cast to DTYPE, in shards of
+                         at most SIZE ("2KB")
   same DIR_A DIR_B       the two directories hold the same config (as transformers reads it) and the same
                          tensors; prints each difference and exits 1 when there is one
   counts OUT             parameter counts of the presets' Hugging Face configs (meta device)
@@ -167,6 +169,11 @@ def generate(model_dir, ref_file, out_file, n):
     save_file({"tokens": out[0, prompt.size(1):].contiguous()}, out_file)
 
 
+def resave(model_dir, out_dir, dtype, size):
+    model = load_any(model_dir).to(getattr(torch, dtype))
+    model.save_pretrained(out_dir, max_shard_size=size)
+
+
 def same(dir_a, dir_b):
     from transformers import AutoConfig
     from safetensors import safe_open
@@ -220,6 +227,8 @@ if __name__ == "__main__":
         logits(*sys.argv[2:5])
     elif cmd == "generate":
         generate(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif cmd == "resave":
+        resave(*sys.argv[2:6])
     elif cmd == "same":
         same(sys.argv[2], sys.argv[3])
     elif cmd == "counts":

@@ -19,6 +19,7 @@
 #include "lathe/io/safetensors.hpp"
 #include "lathe/models/bert.hpp"
 #include "lathe/models/gpt.hpp"
+#include "lathe/models/hf_options.hpp"
 
 namespace lathe::models {
 
@@ -59,10 +60,18 @@ std::pair<BertForSequenceClassification, nn::ValueSource> open_hf_bert_classifie
 /// biases; with rope, rmsnorm and swiglu as qwen2 when it has biases on q, k and v alone, as
 /// mistral when it has a sliding window, as llama otherwise; with rmsnorm_offset, geglu and scaled
 /// embeddings as gemma; any other mix throws.
-void save_hf(Gpt& model, const std::filesystem::path& dir);
-void save_hf(BertForMaskedLM& model, const std::filesystem::path& dir);
+/// `options`: the family, storage dtype and shard size (hf_options.hpp). Returns the names of the
+/// files written (config.json, then model.safetensors or the index and its shards).
+std::vector<std::string> save_hf(Gpt& model, const std::filesystem::path& dir, const HfWriteOptions& options = {});
+std::vector<std::string> save_hf(BertForMaskedLM& model, const std::filesystem::path& dir,
+                                 const HfWriteOptions& options = {});
 /// `labels`: the name of each class (id2label / label2id); empty: LABEL_0, LABEL_1, ...
-void save_hf(BertForSequenceClassification& model, const std::filesystem::path& dir,
-             const std::vector<std::string>& labels = {});
+std::vector<std::string> save_hf(BertForSequenceClassification& model, const std::filesystem::path& dir,
+                                 const std::vector<std::string>& labels = {}, const HfWriteOptions& options = {});
+/// config.json's model_type ("llama"), or an error naming the file.
+std::string read_hf_model_type(const std::filesystem::path& dir);
+/// The storage dtype of a Hugging Face directory's weights: config.json's dtype (torch_dtype in
+/// older files), float32 when it names none.
+at::ScalarType hf_storage_dtype(const std::filesystem::path& dir);
 
 }  // namespace lathe::models

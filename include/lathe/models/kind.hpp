@@ -21,6 +21,7 @@
 
 #include "lathe/core/enum_table.hpp"
 #include "lathe/io/safetensors.hpp"
+#include "lathe/models/hf_options.hpp"
 #include "lathe/models/options.hpp"
 #include "lathe/nn/init.hpp"
 
@@ -78,9 +79,10 @@ struct ModelKindTraits {
   /// values, read from the mapped files a tensor at a time.
   std::pair<std::shared_ptr<torch::nn::Module>, nn::ValueSource> (*open_hf)(const std::filesystem::path& dir,
                                                                            int64_t num_labels) = nullptr;
-  /// Writes the model in Hugging Face layout (`labels`: class names, where the kind has them).
-  void (*save_hf)(torch::nn::Module& module, const std::filesystem::path& dir,
-                  const std::vector<std::string>& labels) = nullptr;
+  /// Writes the model in Hugging Face layout (`labels`: class names, where the kind has them);
+  /// returns the names of the files written.
+  std::vector<std::string> (*save_hf)(torch::nn::Module& module, const std::filesystem::path& dir,
+                                      const std::vector<std::string>& labels, const HfWriteOptions& options) = nullptr;
 
   /// An output head that shares the token embedding and can be held apart, under
   /// `tied_head_path` (quantizing keeps the lookup table float and quantizes a copy):

@@ -74,8 +74,10 @@ class AnyModel {
 
 AnyModel make_model(ModelKind kind, const ModelOptions& options);
 
-/// Writes the model in Hugging Face layout (hf.hpp), a classifier with its labels.
-void save_hf(const AnyModel& model, const std::filesystem::path& dir);
+/// Writes the model in Hugging Face layout (hf.hpp), a classifier with its labels; returns the
+/// names of the files written.
+std::vector<std::string> save_hf(const AnyModel& model, const std::filesystem::path& dir,
+                                 const HfWriteOptions& options = {});
 
 /// The quantized Linear layers of `model`, by module path (empty for a float model).
 std::map<std::string, const nn::QuantizedWeight*> quantized_layers(const AnyModel& model);

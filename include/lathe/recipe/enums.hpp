@@ -42,6 +42,9 @@ constexpr at::ScalarType scalar_type(Precision p) {
 enum class NanPolicy { Error, Skip };
 using dist::Backend;
 enum class ExportFormat { Onnx, Hf, Both };
+/// The storage dtype of an exported Hugging Face directory; auto: that of the Hugging Face
+/// directory the model came from (export.checkpoint, else train.init_from), float32 otherwise.
+enum class HfDtype { Auto, Float32, BFloat16, Float16 };
 /// Which model a stage reads. auto: what the nearest earlier model stage of the pipeline makes
 /// (quantize: the quantized model, prune: the pruned one), else the trained checkpoint.
 enum class ModelSource { Auto, Checkpoint, Pruned, Quantized };
@@ -63,6 +66,9 @@ LATHE_ENUM_TABLE(lathe::recipe::Task, {lathe::recipe::Task::CausalLm, "causal_lm
 LATHE_ENUM_TABLE(lathe::recipe::Precision, {lathe::recipe::Precision::Fp32, "fp32"}, {lathe::recipe::Precision::Bf16, "bf16"}, {lathe::recipe::Precision::Fp16, "fp16"});
 LATHE_ENUM_TABLE(lathe::recipe::NanPolicy, {lathe::recipe::NanPolicy::Error, "error"}, {lathe::recipe::NanPolicy::Skip, "skip"});
 LATHE_ENUM_TABLE(lathe::recipe::ExportFormat, {lathe::recipe::ExportFormat::Onnx, "onnx"}, {lathe::recipe::ExportFormat::Hf, "hf"}, {lathe::recipe::ExportFormat::Both, "both"});
+LATHE_ENUM_TABLE(lathe::recipe::HfDtype, {lathe::recipe::HfDtype::Auto, "auto"},
+                 {lathe::recipe::HfDtype::Float32, "float32"}, {lathe::recipe::HfDtype::BFloat16, "bfloat16"},
+                 {lathe::recipe::HfDtype::Float16, "float16"});
 LATHE_ENUM_TABLE(lathe::recipe::ModelSource, {lathe::recipe::ModelSource::Auto, "auto"},
                  {lathe::recipe::ModelSource::Checkpoint, "checkpoint"}, {lathe::recipe::ModelSource::Pruned, "pruned"},
                  {lathe::recipe::ModelSource::Quantized, "quantized"});

@@ -281,7 +281,8 @@ void visit(V& v, QuantizeConfig& c) {
   v.field("source", c.source, "Model to quantize: checkpoint, pruned, or auto (the pruned model when prune "
                               "comes earlier in the pipeline).");
   v.field("checkpoint", c.checkpoint, "source checkpoint: a checkpoint, a lathe model file or a Hugging Face "
-                                      "directory (gpt2, llama, bert). Empty: the newest in <out_dir>/checkpoints.");
+                                      "directory (docs/models.md lists the families). Empty: the newest in "
+                                      "<out_dir>/checkpoints.");
 }
 
 struct ExportConfig {
@@ -291,6 +292,8 @@ struct ExportConfig {
   ModelSource source = ModelSource::Auto;
   std::string checkpoint;
   std::string path;
+  HfDtype hf_dtype = HfDtype::Auto;
+  std::string max_shard_size = "5GB";
 };
 
 template <class V>
@@ -304,8 +307,15 @@ void visit(V& v, ExportConfig& c) {
   v.field("source", c.source, "Model to export: checkpoint, pruned, quantized, or auto (the output of the "
                               "nearest earlier prune or quantize stage of the pipeline, else the checkpoint).");
   v.field("checkpoint", c.checkpoint, "source checkpoint: a checkpoint, a lathe model file or a Hugging Face "
-                                      "directory (gpt2, llama, bert). Empty: the newest in <out_dir>/checkpoints.");
+                                      "directory (docs/models.md lists the families). Empty: the newest in "
+                                      "<out_dir>/checkpoints.");
   v.field("path", c.path, "Output directory. Empty: <out_dir>/export.");
+  v.field("hf_dtype", c.hf_dtype, "hf: storage dtype of the weights: float32, bfloat16, float16, or auto (that of "
+                                  "the Hugging Face directory the model came from, export.checkpoint or "
+                                  "train.init_from; float32 otherwise).");
+  v.field("max_shard_size", c.max_shard_size, "hf: the largest model-0000k-of-0000n.safetensors shard, as "
+                                              "transformers' save_pretrained takes it (\"500MB\", \"2GiB\", bytes); "
+                                              "a smaller model is one model.safetensors. 0: never sharded.");
 }
 
 struct EvalConfig {

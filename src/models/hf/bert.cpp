@@ -66,7 +66,6 @@ json bert_config(const ModelOptions& o, const char* architecture) {
   json c = {{"architectures", {architecture}},
             {"model_type", "bert"},
             {"hidden_act", o.activation == nn::Activation::GeluTanh ? "gelu_new" : "gelu"},
-            {"position_embedding_type", "absolute"},
             {"tie_word_embeddings", true}};
   write_keys(c, kBertKeys, Arch::Bert, o);
   if (o.pad_token_id < 0) c["pad_token_id"] = nullptr;
@@ -152,12 +151,13 @@ BertForSequenceClassification load_hf_bert_classifier(const fs::path& dir, int64
   return materialised(model, values);
 }
 
-void save_hf(BertForMaskedLM& model, const fs::path& dir) {
+std::vector<std::string> save_hf(BertForMaskedLM& model, const fs::path& dir, const HfWriteOptions& options) {
   const auto& o = model->bert->options;
-  save_tensors(*model, bert_mlm_table(o), dir, bert_config(o, "BertForMaskedLM"));
+  return save_tensors(*model, bert_mlm_table(o), dir, bert_config(o, "BertForMaskedLM"), options);
 }
 
-void save_hf(BertForSequenceClassification& model, const fs::path& dir, const std::vector<std::string>& labels) {
+std::vector<std::string> save_hf(BertForSequenceClassification& model, const fs::path& dir,
+                                 const std::vector<std::string>& labels, const HfWriteOptions& options) {
   const auto& o = model->bert->options;
   if (!labels.empty() && static_cast<int64_t>(labels.size()) != o.num_labels)
     throw std::invalid_argument("save_hf: " + std::to_string(labels.size()) + " label names for a classifier of " +
@@ -172,7 +172,7 @@ void save_hf(BertForSequenceClassification& model, const fs::path& dir, const st
   }
   c["id2label"] = id2label;
   c["label2id"] = label2id;
-  save_tensors(*model, bert_classifier_table(o), dir, c);
+  return save_tensors(*model, bert_classifier_table(o), dir, c, options);
 }
 
 }  // namespace lathe::models

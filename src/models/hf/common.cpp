@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <stdexcept>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -209,11 +210,45 @@ void load_tensors(torch::nn::Module& model, const Table& table, const std::vecto
   source([&](const std::string& name, const at::Tensor& value) { assign_parameter(params[name], value); });
 }
 
-void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& dir, const json& config) {
+namespace {
+
+const char* dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: throw std::invalid_argument(fmt::format("save_hf: storage dtype {} (float32, bfloat16 or float16)",
+                                                     c10::toString(t)));
+  }
+}
+
+/// transformers' split: tensors in order, a new shard when the next one would pass the limit; a
+/// tensor larger than the limit has a shard of its own.
+std::vector<std::vector<std::size_t>> shards_of(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                                int64_t max_bytes) {
+  std::vector<std::vector<std::size_t>> shards(1);
+  int64_t size = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const auto bytes = static_cast<int64_t>(tensors[i].second.nbytes());
+    if (max_bytes > 0 && !shards.back().empty() && size + bytes > max_bytes) {
+      shards.emplace_back();
+      size = 0;
+    }
+    shards.back().push_back(i);
+    size += bytes;
+  }
+  return shards;
+}
+
+}  // namespace
+
+std::vector<std::string> save_tensors(torch::nn::Module& model, const Table& table, const fs::path& dir, json config,
+                                      const HfWriteOptions& options) {
+  config["dtype"] = dtype_name(options.dtype);
   auto params = model.named_parameters();
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& rule : table) {
-    auto t = params[rule.ours].detach().to(at::kCPU, at::kFloat).contiguous();
+    auto t = params[rule.ours].detach().to(at::kCPU, options.dtype).contiguous();
     switch (rule.xf) {
       case Xf::Copy: out.emplace_back(rule.theirs[0], t); break;
       case Xf::Transpose: out.emplace_back(rule.theirs[0], t.t().contiguous()); break;
@@ -225,8 +260,31 @@ void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& 
     }
   }
   fs::create_directories(dir);
-  io::save_safetensors(dir / "model.safetensors", out, {{"format", "pt"}});
+  std::vector<std::string> files{"config.json"};
+  const auto shards = shards_of(out, options.max_shard_bytes);
+  if (shards.size() == 1) {
+    io::save_safetensors(dir / "model.safetensors", out, {{"format", "pt"}});
+    files.push_back("model.safetensors");
+  } else {
+    json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
+    int64_t total = 0;
+    for (std::size_t s = 0; s < shards.size(); ++s) {
+      const auto name = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
+      std::vector<std::pair<std::string, at::Tensor>> part;
+      for (auto i : shards[s]) {
+        part.push_back(out[i]);
+        index["weight_map"][out[i].first] = name;
+        total += static_cast<int64_t>(out[i].second.nbytes());
+      }
+      io::save_safetensors(dir / name, part, {{"format", "pt"}});
+      files.push_back(name);
+    }
+    index["metadata"]["total_size"] = total;
+    io::write_file_atomic(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+    files.push_back("model.safetensors.index.json");
+  }
   io::write_file_atomic(dir / "config.json", config.dump(2) + "\n");
+  return files;
 }
 
 std::vector<fs::path> weights_files(const fs::path& dir) {

@@ -14,6 +14,7 @@
 
 #include "lathe/core/error.hpp"
 #include "lathe/io/safetensors.hpp"
+#include "lathe/models/hf_options.hpp"
 #include "lathe/models/options.hpp"
 #include "lathe/nn/init.hpp"
 
@@ -74,8 +75,10 @@ nn::ValueSource tensor_values(const torch::nn::Module& model, const Table& table
 void load_tensors(torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files, const Layout& layout,
                   const std::vector<std::string>& optional = {}, std::vector<std::string>* initialized = nullptr,
                   io::Read read = io::Read::Copy);
-/// Writes model.safetensors through `table` and config.json into `dir`.
-void save_tensors(torch::nn::Module& model, const Table& table, const fs::path& dir, const json& config);
+/// Writes config.json and the tensors through `table` into `dir`, in `options`' dtype, one
+/// model.safetensors or shards and their index; returns the names of the files written.
+std::vector<std::string> save_tensors(torch::nn::Module& model, const Table& table, const fs::path& dir, json config,
+                                      const HfWriteOptions& options);
 /// <dir>/model.safetensors, or the shards model.safetensors.index.json lists (transformers'
 /// save_pretrained(max_shard_size=...)), or an error saying what the directory holds instead.
 std::vector<fs::path> weights_files(const fs::path& dir);

@@ -1,6 +1,6 @@
 // transformers' Gemma (GemmaForCausalLM): Llama's tensor names with token embeddings scaled by
-// sqrt(hidden_size), RMSNorm weights stored as the scale minus one, a GeGLU MLP (hidden_act gelu
-// or gelu_pytorch_tanh on the gate), head_dim 256 unless the config says otherwise and a tied
+// sqrt(hidden_size), RMSNorm weights stored as the scale minus one, a GeGLU MLP (the tanh GELU on
+// the gate, whether hidden_act says gelu or gelu_pytorch_tanh), head_dim 256 unless the config says otherwise and a tied
 // head. Gemma 2's soft-capping, sandwich norms and alternating windows are another model_type
 // (gemma2), not read.
 
@@ -26,15 +26,11 @@ ModelOptions read(const json& c, const fs::path& dir) {
   ModelOptions o = read_keys(c, dir, kGemmaKeys, gemma);
   if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
   read_rope(c, dir, o);
-  // transformers 5 applies hidden_act to the gate (the hidden_activation of earlier versions is
-  // not read).
+  // transformers' GemmaConfig reads hidden_act "gelu" (the published configs') as
+  // gelu_pytorch_tanh: Gemma's gate is the tanh GELU.
   const auto act = get<std::string>(c, dir, "hidden_act", "gelu_pytorch_tanh");
-  if (act == "gelu")
-    o.activation = nn::Activation::GeGlu;
-  else if (act == "gelu_pytorch_tanh" || act == "gelu_new" || act == "gelu_fast")
-    o.activation = nn::Activation::GeGluTanh;
-  else
-    unsupported(dir, "hidden_act", act, "Gemma's MLP gates with gelu or gelu_pytorch_tanh");
+  if (act != "gelu" && act != "gelu_pytorch_tanh" && act != "gelu_new" && act != "gelu_fast")
+    unsupported(dir, "hidden_act", act, "Gemma's MLP gates with the tanh GELU");
   if (get<bool>(c, dir, "attention_bias", false))
     unsupported(dir, "attention_bias", true, "Gemma without biases (lathe's bias switch covers the MLP too)");
   if (get<bool>(c, dir, "use_bidirectional_attention", false))
@@ -49,7 +45,7 @@ json write(const ModelOptions& o) {
   json c = {{"architectures", {"GemmaForCausalLM"}},
             {"model_type", "gemma"},
             {"head_dim", o.head_dim()},
-            {"hidden_act", o.activation == nn::Activation::GeGlu ? "gelu" : "gelu_pytorch_tanh"},
+            {"hidden_act", "gelu_pytorch_tanh"},
             {"rope_parameters", rope_json(o)},
             {"attention_bias", false},
             {"bos_token_id", nullptr},
@@ -61,7 +57,7 @@ json write(const ModelOptions& o) {
 
 bool holds(const ModelOptions& o) {
   return o.position == nn::Position::Rope && o.norm == nn::NormKind::RmsNormOffset &&
-         (o.activation == nn::Activation::GeGlu || o.activation == nn::Activation::GeGluTanh) && o.scale_embeddings &&
+         o.activation == nn::Activation::GeGluTanh && o.scale_embeddings &&
          !o.bias && !o.qkv_bias && o.sliding_window == 0;
 }
 
@@ -69,7 +65,7 @@ bool holds(const ModelOptions& o) {
 
 const GptFamily& gemma_family() {
   static const GptFamily family{
-      "gemma", "rope, rmsnorm_offset, geglu or geglu_tanh and scaled embeddings without biases or a sliding window",
+      "gemma", "rope, rmsnorm_offset, geglu_tanh and scaled embeddings without biases or a sliding window",
       holds, read, write, llama_tensors, llama_layout()};
   return family;
 }

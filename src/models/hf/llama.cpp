@@ -48,14 +48,15 @@ bool llama_style(const ModelOptions& o) {
 
 void read_rope(const json& c, const fs::path& dir, ModelOptions& o) {
   // transformers 5 writes rope_parameters (rope_theta inside); earlier versions and most
-  // published checkpoints a top-level rope_theta and rope_scaling.
+  // published checkpoints a top-level rope_theta and rope_scaling, which wins where both are
+  // (transformers takes rope_scaling or rope_parameters).
   std::string where = "rope_parameters";
   json rp = json::object();
-  if (c.contains("rope_parameters") && !c["rope_parameters"].is_null()) {
-    rp = c["rope_parameters"];
-  } else if (c.contains("rope_scaling") && !c["rope_scaling"].is_null()) {
+  if (c.contains("rope_scaling") && !c["rope_scaling"].is_null() && !c["rope_scaling"].empty()) {
     where = "rope_scaling";
     rp = c["rope_scaling"];
+  } else if (c.contains("rope_parameters") && !c["rope_parameters"].is_null()) {
+    rp = c["rope_parameters"];
   }
   if (!rp.is_object()) unsupported(dir, where, rp, "rope parameters are an object");
   auto number = [&](const char* key, double fallback) {

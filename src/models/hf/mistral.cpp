@@ -22,8 +22,8 @@ ModelOptions read(const json& c, const fs::path& dir) {
   read_rope(c, dir, o);
   if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
     unsupported(dir, "hidden_act", act, "Mistral's MLP is SwiGLU (silu)");
-  // null: no window (Mistral 7B v0.2 and later).
-  o.sliding_window = get<int64_t>(c, dir, "sliding_window", 0);
+  // null: no window (Mistral 7B v0.2 and later); absent: MistralConfig's 4096.
+  o.sliding_window = c.contains("sliding_window") ? get<int64_t>(c, dir, "sliding_window", 0) : 4096;
   if (o.sliding_window < 0) unsupported(dir, "sliding_window", o.sliding_window, "a window of positions >= 1");
   read_head_dim(c, dir, o);
   return o;

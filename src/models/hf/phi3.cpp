@@ -41,6 +41,9 @@ ModelOptions read(const json& c, const fs::path& dir) {
   // Phi-3's rope_scaling "longrope" (the 128k models; "su" and "yarn" in older files) is refused
   // by read_rope, as is a partial rotary factor (Phi-4-mini) in rope_scaling or at the top level.
   read_rope(c, dir, o);
+  if (o.rope_scaling != nn::RopeScaling::None)  // Phi3Config takes default and longrope alone
+    unsupported(dir, "rope_parameters.rope_type", std::string(enum_name(o.rope_scaling)),
+                "Phi-3's default rotary embedding");
   if (auto f = get<double>(c, dir, "partial_rotary_factor", 1.0); f != 1.0)
     unsupported(dir, "partial_rotary_factor", f, "rotary on every head feature");
   if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
@@ -67,7 +70,9 @@ json write(const ModelOptions& o) {
   return c;
 }
 
-bool holds(const ModelOptions& o) { return llama_style(o) && !o.bias && !o.qkv_bias; }
+bool holds(const ModelOptions& o) {
+  return llama_style(o) && !o.bias && !o.qkv_bias && o.rope_scaling == nn::RopeScaling::None;
+}
 
 }  // namespace
 

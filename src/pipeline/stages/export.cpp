@@ -1,6 +1,8 @@
 // The export stage: ONNX graphs and / or a Hugging Face directory.
 
 #include <algorithm>
+#include <array>
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -32,6 +34,53 @@ namespace {
 bool writes_onnx(const recipe::Recipe& r) { return r.export_.format != ExportFormat::Hf; }
 bool writes_hf(const recipe::Recipe& r) { return r.export_.format != ExportFormat::Onnx; }
 
+/// export.max_shard_size in bytes, read as transformers' save_pretrained reads it: an integer,
+/// or one with KB / MB / GB (powers of 1000) or KiB / MiB / GiB (of 1024).
+int64_t max_shard_bytes(const std::string& text) {
+  static const std::vector<std::pair<std::string, int64_t>> units{
+      {"KiB", int64_t{1} << 10}, {"MiB", int64_t{1} << 20}, {"GiB", int64_t{1} << 30},
+      {"KB", 1000},              {"MB", 1000 * 1000},       {"GB", 1000 * 1000 * 1000}, {"", 1}};
+  for (const auto& [unit, scale] : units) {
+    if (!text.ends_with(unit)) continue;
+    const auto digits = text.substr(0, text.size() - unit.size());
+    if (digits.empty() || digits.size() > 12 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) break;
+    return std::stoll(digits) * scale;
+  }
+  throw Error(fmt::format("export.max_shard_size: '{}' is not a size (bytes, or a whole number of KB, MB, GB, "
+                          "KiB, MiB or GiB; 0: one file)",
+                          text));
+}
+
+/// The Hugging Face directory the exported model came from: the source itself, else
+/// train.init_from; empty when neither is one.
+fs::path hf_origin(const recipe::Recipe& r, const fs::path& src) {
+  if (models::is_hf_model_dir(src)) return src;
+  if (!r.train.init_from.empty() && models::is_hf_model_dir(r.train.init_from)) return r.train.init_from;
+  return {};
+}
+
+/// What goes beside the weights of a Hugging Face directory when the model's tokenizer is the
+/// one the origin directory holds.
+constexpr std::array kCarried{"generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
+                              "chat_template.jinja"};
+
+/// Writes the Hugging Face directory into a staging directory, then moves each file into `out`
+/// once every name is known to be lathe's to write: a foreign file stops the export before any
+/// file is replaced. Returns the names written.
+std::vector<std::string> write_hf(const models::AnyModel& model, const fs::path& out,
+                                  const models::HfWriteOptions& options) {
+  const auto staging = out / ".lathe-hf-staging";
+  fs::remove_all(staging);
+  const auto files = models::save_hf(model, staging, options);
+  for (const auto& f : files) io::check_claimable(out / f);
+  for (const auto& f : files) {
+    io::claim(out / f);
+    fs::rename(staging / f, out / f);
+  }
+  fs::remove_all(staging);
+  return files;
+}
+
 export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
   export_::OnnxOptions o;
   o.opset = r.export_.opset;
@@ -42,6 +91,11 @@ export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
 }  // namespace
 
 std::string export_problem(const recipe::Recipe& r) {
+  if (writes_hf(r)) try {
+      max_shard_bytes(r.export_.max_shard_size);
+    } catch (const Error& e) {
+      return e.what();
+    }
   if (!writes_onnx(r)) return {};
   for (const auto& p : onnx_options(r).problems()) return "export." + p.keys.front() + ": " + p.message;
   return {};
@@ -83,20 +137,49 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
       parts.push_back(f.filename().string());
   }
   if (writes_hf(r)) {
-    for (const auto& f : {out / "config.json", out / "model.safetensors"}) io::claim(f);
     // transformers has no reader for lathe's integer layout: the weights go out as the float
     // values the codes stand for.
     if (!models::quantized_layers(model).empty())
-      notes.push_back("quantized weights written to model.safetensors as the float32 values their codes stand for "
-                      "(transformers reads no lathe integer layout)");
+      notes.push_back("quantized weights written as the float values their codes stand for (transformers reads no "
+                      "lathe integer layout)");
     for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
-    models::save_hf(model, out);
-    parts.insert(parts.end(), {"config.json", "model.safetensors"});
+    const auto origin = hf_origin(r, src);
+    models::HfWriteOptions options;
+    options.max_shard_bytes = max_shard_bytes(r.export_.max_shard_size);
+    const auto dtype = r.export_.hf_dtype;
+    options.dtype = dtype == recipe::HfDtype::Auto     ? (origin.empty() ? at::kFloat : models::hf_storage_dtype(origin))
+                    : dtype == recipe::HfDtype::BFloat16 ? at::kBFloat16
+                    : dtype == recipe::HfDtype::Float16  ? at::kHalf
+                                                         : at::kFloat;
+    if (!origin.empty()) options.family = models::read_hf_model_type(origin);
+    for (const auto& f : write_hf(model, out, options)) parts.push_back(f);
+    // The origin's generation and tokenizer settings (chat template, special tokens) hold for
+    // the origin's tokenizer only.
+    const auto where = [](const fs::path& p) { return fs::weakly_canonical(fs::absolute(p)); };
+    if (!origin.empty() && where(tokenizer).parent_path() == where(origin)) {
+      for (const auto* name : kCarried)
+        if (fs::exists(origin / name)) {
+          io::claim(out / name);
+          fs::copy_file(origin / name, out / name, fs::copy_options::overwrite_existing);
+          parts.push_back(name);
+        }
+    } else if (!origin.empty()) {
+      notes.push_back(fmt::format("{}'s generation_config.json, tokenizer_config.json and chat template not carried: "
+                                  "the recipe's tokenizer {} is not the one beside them",
+                                  origin.string(), tokenizer.string()));
+    }
   }
   // Files an earlier export of another format or model kind left here would pass for this
   // model's: they go (only those lathe wrote).
-  for (const auto* name : {"model.onnx", "model.onnx.data", "decoder_with_past_model.onnx",
-                           "decoder_with_past_model.onnx.data", "config.json", "model.safetensors"})
+  std::vector<std::string> earlier{"model.onnx",        "model.onnx.data",
+                                   "decoder_with_past_model.onnx", "decoder_with_past_model.onnx.data",
+                                   "config.json",       "model.safetensors",
+                                   "model.safetensors.index.json"};
+  earlier.insert(earlier.end(), kCarried.begin(), kCarried.end());
+  for (const auto& entry : io::owned_entries(out))
+    if (const auto name = entry.filename().string(); name.starts_with("model-") && name.ends_with(".safetensors"))
+      earlier.push_back(name);
+  for (const auto& name : earlier)
     if (std::find(parts.begin(), parts.end(), name) == parts.end() && io::remove_owned(out / name))
       notes.push_back(fmt::format("removed {} of an earlier export", name));
   io::claim(tokenizer_out);
