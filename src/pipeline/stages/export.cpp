@@ -88,6 +88,42 @@ export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
   return o;
 }
 
+/// The Hugging Face directory: the model's files, and the origin's settings beside them.
+void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer, const models::AnyModel& model,
+               const fs::path& out, std::vector<std::string>& parts, std::vector<std::string>& notes) {
+  // transformers has no reader for lathe's integer layout: the weights go out as the float
+  // values the codes stand for.
+  if (!models::quantized_layers(model).empty())
+    notes.push_back("quantized weights written as the float values their codes stand for (transformers reads no "
+                    "lathe integer layout)");
+  for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
+  const auto origin = hf_origin(r, src);
+  models::HfWriteOptions options;
+  options.max_shard_bytes = max_shard_bytes(r.export_.max_shard_size);
+  const auto dtype = r.export_.hf_dtype;
+  options.dtype = dtype == recipe::HfDtype::Auto     ? (origin.empty() ? at::kFloat : models::hf_storage_dtype(origin))
+                  : dtype == recipe::HfDtype::BFloat16 ? at::kBFloat16
+                  : dtype == recipe::HfDtype::Float16  ? at::kHalf
+                                                       : at::kFloat;
+  if (!origin.empty()) options.family = models::read_hf_model_type(origin);
+  for (const auto& f : write_hf(model, out, options)) parts.push_back(f);
+  // The origin's generation and tokenizer settings (chat template, special tokens) hold for
+  // the origin's tokenizer only.
+  const auto where = [](const fs::path& p) { return fs::weakly_canonical(fs::absolute(p)); };
+  if (!origin.empty() && where(tokenizer).parent_path() == where(origin)) {
+    for (const auto* name : kCarried)
+      if (fs::exists(origin / name)) {
+        io::claim(out / name);
+        fs::copy_file(origin / name, out / name, fs::copy_options::overwrite_existing);
+        parts.push_back(name);
+      }
+  } else if (!origin.empty()) {
+    notes.push_back(fmt::format("{}'s generation_config.json, tokenizer_config.json and chat template not carried: "
+                                "the recipe's tokenizer {} is not the one beside them",
+                                origin.string(), tokenizer.string()));
+  }
+}
+
 }  // namespace
 
 std::string export_problem(const recipe::Recipe& r) {
@@ -136,39 +172,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
     for (const auto& f : export_::write_onnx(onnx, out))
       parts.push_back(f.filename().string());
   }
-  if (writes_hf(r)) {
-    // transformers has no reader for lathe's integer layout: the weights go out as the float
-    // values the codes stand for.
-    if (!models::quantized_layers(model).empty())
-      notes.push_back("quantized weights written as the float values their codes stand for (transformers reads no "
-                      "lathe integer layout)");
-    for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
-    const auto origin = hf_origin(r, src);
-    models::HfWriteOptions options;
-    options.max_shard_bytes = max_shard_bytes(r.export_.max_shard_size);
-    const auto dtype = r.export_.hf_dtype;
-    options.dtype = dtype == recipe::HfDtype::Auto     ? (origin.empty() ? at::kFloat : models::hf_storage_dtype(origin))
-                    : dtype == recipe::HfDtype::BFloat16 ? at::kBFloat16
-                    : dtype == recipe::HfDtype::Float16  ? at::kHalf
-                                                         : at::kFloat;
-    if (!origin.empty()) options.family = models::read_hf_model_type(origin);
-    for (const auto& f : write_hf(model, out, options)) parts.push_back(f);
-    // The origin's generation and tokenizer settings (chat template, special tokens) hold for
-    // the origin's tokenizer only.
-    const auto where = [](const fs::path& p) { return fs::weakly_canonical(fs::absolute(p)); };
-    if (!origin.empty() && where(tokenizer).parent_path() == where(origin)) {
-      for (const auto* name : kCarried)
-        if (fs::exists(origin / name)) {
-          io::claim(out / name);
-          fs::copy_file(origin / name, out / name, fs::copy_options::overwrite_existing);
-          parts.push_back(name);
-        }
-    } else if (!origin.empty()) {
-      notes.push_back(fmt::format("{}'s generation_config.json, tokenizer_config.json and chat template not carried: "
-                                  "the recipe's tokenizer {} is not the one beside them",
-                                  origin.string(), tokenizer.string()));
-    }
-  }
+  if (writes_hf(r)) export_hf(r, src, tokenizer, model, out, parts, notes);
   // Files an earlier export of another format or model kind left here would pass for this
   // model's: they go (only those lathe wrote).
   std::vector<std::string> earlier{"model.onnx",        "model.onnx.data",
