@@ -25,6 +25,7 @@
 #include "lathe/nn/quantized.hpp"
 #include "lathe/recipe/enums.hpp"
 #include "lathe/recipe/load.hpp"
+#include "lathe/train/initial_model.hpp"
 #include "support.hpp"
 #include "tiny_models.hpp"
 
@@ -209,6 +210,49 @@ TEST_CASE("models: written in bfloat16 shards of 2 KB, a model is what transform
     for (const auto& item : a)
       CHECK(at::equal(item.value(), b[item.key()].to(at::kBFloat16).to(at::kFloat)));
   }
+}
+
+TEST_CASE("models: with train.init_from a Hugging Face directory the recipe's model keys come from its config.json",
+          "[models][reference][recipe]") {
+  Reference ref("llama3");
+  const auto from = ref.hf().string();
+  // No model section: every key is the checkpoint's.
+  const std::string data = "data: {train_files: [c.txt], seq_len: 32}\n";
+  auto r = lathe::recipe::parse_recipe(data + "train: {init_from: " + from + "}\n", "r.yaml");
+  const auto want = read_hf_gpt_config(ref.hf());
+  CHECK(r.model.arch == lathe::models::Arch::Gpt);
+  CHECK(r.model.n_layer == 2);
+  CHECK(r.model.d_head == 12);
+  CHECK(r.model.n_kv_head == 2);
+  CHECK(r.model.position == lathe::nn::Position::Rope);
+  CHECK(r.model.rope_scaling == lathe::nn::RopeScaling::Llama3);
+  CHECK(r.model.rope_original_max_seq_len == 32);
+  CHECK(r.model.rope_theta == want.rope_theta);
+  CHECK(r.model.norm_eps == want.norm_eps);
+  CHECK(r.model.tie_embeddings);
+  CHECK(lathe::models::architecture_differences(Arch::Gpt, want, r.model.options(97)).empty());
+  r.model.vocab_size = 97;  // the tokenizer's size in a run
+  CHECK_NOTHROW(lathe::train::initial_model(r, nullptr));
+  // A key the recipe sets keeps the recipe's value, and one that contradicts the checkpoint is
+  // refused by name when training starts from it.
+  r = lathe::recipe::parse_recipe(data + "train: {init_from: " + from + "}\nmodel: {n_layer: 3, dropout: 0.1}\n",
+                                  "r.yaml");
+  r.model.vocab_size = 97;
+  CHECK(r.model.n_layer == 3);
+  CHECK(r.model.dropout == 0.1);
+  CHECK(r.model.d_head == 12);
+  CHECK_THAT(lathe::test::error_of([&] { lathe::train::initial_model(r, nullptr); }),
+             Catch::Matchers::Contains("model.n_layer: 2 in the checkpoint, 3 in the recipe"));
+  // A directory whose config.json lathe refuses is named where the recipe loads.
+  TempDir bad;
+  fs::copy(ref.hf(), bad.path(), fs::copy_options::recursive);
+  auto config = nlohmann::json::parse(lathe::test::read_file(bad.path() / "config.json"));
+  config["rope_parameters"]["rope_type"] = "yarn";
+  std::ofstream(bad.path() / "config.json") << config.dump(2);
+  CHECK_THAT(lathe::test::error_of([&] {
+               lathe::recipe::parse_recipe(data + "train: {init_from: " + bad.path().string() + "}\n", "r.yaml");
+             }),
+             Catch::Matchers::Contains("train.init_from") && Catch::Matchers::Contains("rope_type = \"yarn\""));
 }
 
 TEST_CASE("models: BERT masked LM on a padded batch matches transformers", "[models][reference]") {

@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include "lathe/export/onnx.hpp"
+#include "lathe/core/error.hpp"
+#include "lathe/models/hf.hpp"
 #include "lathe/models/kind.hpp"
 #include "lathe/models/presets.hpp"
 #include "lathe/nn/checkpoint.hpp"
@@ -431,10 +433,66 @@ void apply_preset(Node& root, std::vector<Diagnostic>& diags) {
   put("norm_eps", num(p->norm_eps));
 }
 
+/// The recipe keys of a model of `arch`.
+struct ModelKeys {
+  models::Arch arch;
+  std::vector<std::string_view> keys;
+  template <class T>
+  void field(std::string_view key, T&, std::string_view, Range, Traits traits) {
+    if (traits.recipe_key && models::applies_to(traits, arch)) keys.push_back(key);
+  }
+};
+
+/// train.init_from a Hugging Face directory: its config.json gives every model key the recipe
+/// (or its preset) does not set, model.arch included, marked at init_from's value. A key the
+/// recipe sets to another value than the checkpoint's is refused by name when the model is
+/// adopted (train::adopt).
+void apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
+  Node* train = root.find("train");
+  Node* from = train && train->kind == Node::Kind::Map ? train->find("init_from") : nullptr;
+  if (!from || from->kind != Node::Kind::Scalar || from->scalar.empty() || !models::is_hf_model_dir(from->scalar))
+    return;
+  const Mark at = from->mark;  // root's entries may grow below
+  const std::string dir = from->scalar;
+  models::ModelOptions options;
+  models::Arch arch = models::Arch::Gpt;
+  try {
+    arch = models::read_hf_model_type(dir) == "bert" ? models::Arch::Bert : models::Arch::Gpt;
+    options = arch == models::Arch::Bert ? models::read_hf_bert_config(dir) : models::read_hf_gpt_config(dir);
+  } catch (const Error& e) {
+    diags.push_back({at, "train.init_from", e.what()});
+    return;
+  }
+  Node* model = root.find("model");
+  if (!model) {
+    root.entries.push_back({"model", at, Node{}});
+    model = &root.entries.back().value;
+    model->kind = Node::Kind::Map;
+    model->mark = at;
+  }
+  if (model->kind != Node::Kind::Map) return;  // the binder reports the type
+  auto put = [&](std::string_view key, std::string value) {
+    if (model->find(key)) return;
+    Node n;
+    n.kind = Node::Kind::Scalar;
+    n.scalar = std::move(value);
+    n.mark = at;
+    model->entries.push_back({std::string(key), at, std::move(n)});
+  };
+  put("arch", std::string(enum_name(arch)));
+  ModelKeys keys{arch, {}};
+  visit(keys, options);
+  // vocab_size stays the recipe's: left at 0, the tokenizer's size, or the checkpoint's where
+  // that is larger (a padded embedding stays padded).
+  for (const auto key : keys.keys)
+    if (key != "vocab_size") put(key, models::option_value(options, key));
+}
+
 Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Diagnostic> diags,
             std::vector<std::filesystem::path> sources) {
   for (const auto& o : overrides) detail::apply_override(root, o, diags);
   apply_preset(root, diags);
+  apply_init_from(root, diags);
   // Unreadable files and syntax errors stop here: binding a partial tree would only add noise.
   // A duplicate key, a missing base or a second document leave a whole tree: it is still bound,
   // so every other problem of the file is reported with them.
