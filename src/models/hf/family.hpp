@@ -165,6 +165,9 @@ bool llama_style(const ModelOptions& o);
 void read_rope(const json& config, const fs::path& dir, ModelOptions& o);
 /// `o`'s rope_parameters.
 json rope_json(const ModelOptions& o);
+/// num_key_value_heads null: one per query head (the configs' post-init); equal to the query
+/// heads: plain multi-head attention (n_kv_head 0). Absent keeps the family's default.
+void read_kv_heads(const json& config, ModelOptions& o);
 /// head_dim where it differs from hidden_size / num_attention_heads.
 void read_head_dim(const json& config, const fs::path& dir, ModelOptions& o);
 

@@ -23,8 +23,9 @@ ModelOptions read(const json& c, const fs::path& dir) {
   gemma.scale_embeddings = true;
   gemma.tie_embeddings = true;
   gemma.max_seq_len = 8192;
+  gemma.n_kv_head = 16;
   ModelOptions o = read_keys(c, dir, kGemmaKeys, gemma);
-  if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+  read_kv_heads(c, o);
   read_rope(c, dir, o);
   // transformers' GemmaConfig reads hidden_act "gelu" (the published configs') as
   // gelu_pytorch_tanh: Gemma's gate is the tanh GELU.

@@ -108,6 +108,11 @@ json rope_json(const ModelOptions& o) {
   return rp;
 }
 
+void read_kv_heads(const json& c, ModelOptions& o) {
+  if (c.contains("num_key_value_heads") && c["num_key_value_heads"].is_null()) o.n_kv_head = 0;
+  if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+}
+
 void read_head_dim(const json& c, const fs::path& dir, ModelOptions& o) {
   // head_dim may differ from hidden_size / num_attention_heads (Llama 3.2 3B's is not; a model
   // with pruned heads, Mistral's Nemo).
@@ -131,7 +136,7 @@ ModelOptions read(const json& c, const fs::path& dir) {
   ModelOptions llama = llama_style_defaults();  // LlamaConfig's defaults for the keys it may omit
   llama.max_seq_len = 2048;
   ModelOptions o = read_keys(c, dir, kLlamaKeys, llama);
-  if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+  read_kv_heads(c, o);
   read_rope(c, dir, o);
   const bool attn_bias = get<bool>(c, dir, "attention_bias", false), mlp_bias = get<bool>(c, dir, "mlp_bias", false);
   if (attn_bias != mlp_bias)

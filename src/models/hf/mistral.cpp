@@ -18,7 +18,7 @@ ModelOptions read(const json& c, const fs::path& dir) {
   mistral.max_seq_len = 4096 * 32;
   mistral.n_kv_head = 8;
   ModelOptions o = read_keys(c, dir, kMistralKeys, mistral);
-  if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+  read_kv_heads(c, o);
   read_rope(c, dir, o);
   if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
     unsupported(dir, "hidden_act", act, "Mistral's MLP is SwiGLU (silu)");

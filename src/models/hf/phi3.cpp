@@ -37,7 +37,7 @@ ModelOptions read(const json& c, const fs::path& dir) {
   phi3.max_seq_len = 4096;
   phi3.norm_eps = 1e-5;
   ModelOptions o = read_keys(c, dir, kPhi3Keys, phi3);
-  if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+  read_kv_heads(c, o);
   // Phi-3's rope_scaling "longrope" (the 128k models; "su" and "yarn" in older files) is refused
   // by read_rope, as is a partial rotary factor (Phi-4-mini) in rope_scaling or at the top level.
   read_rope(c, dir, o);

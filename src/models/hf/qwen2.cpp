@@ -17,8 +17,9 @@ ModelOptions read(const json& c, const fs::path& dir) {
   ModelOptions qwen2 = llama_style_defaults();  // Qwen2Config's defaults for the keys it may omit
   qwen2.max_seq_len = 32768;
   qwen2.qkv_bias = true;
+  qwen2.n_kv_head = 32;
   ModelOptions o = read_keys(c, dir, kQwen2Keys, qwen2);
-  if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
+  read_kv_heads(c, o);
   read_rope(c, dir, o);
   if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
     unsupported(dir, "hidden_act", act, "Qwen2's MLP is SwiGLU (silu)");
