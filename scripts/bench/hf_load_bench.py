@@ -48,7 +48,7 @@ ids = torch.tensor([tok.encode(prompt)])
 with torch.no_grad():
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False,
                          pad_token_id=0)
-print(tok.decode(out[0, ids.size(1):]))
+print(tok.decode(out[0]))
 """
 
 
@@ -109,8 +109,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="/tmp/lathe-hf-load-bench")
+    ap.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    path = make_model(a, os.path.join(a.out, a.preset))
+    if a.make_only:
+        make_model(a, os.path.join(a.out, a.preset))
+        return
+    # Made by a child process: a child's peak RSS counts what it shared with this process before
+    # its exec, so this process never holds the model.
+    subprocess.run([sys.executable, __file__, "--make-only", "--preset", a.preset, "--shard", a.shard, "--out", a.out],
+                   check=True)
+    path = os.path.join(a.out, a.preset, "model")
     files = [f for f in os.listdir(path) if f.endswith(".safetensors")]
     disk = sum(os.path.getsize(os.path.join(path, f)) for f in files)
     print(f"checkpoint: {path}: {len(files)} safetensors file(s), {disk / 1e9:.2f} GB bfloat16")
