@@ -425,6 +425,65 @@ export: {{format: hf}}
   CHECK(got[1].get<std::vector<int32_t>>() == ids);
 }
 
+TEST_CASE("export: a Hugging Face checkpoint exports as its family in its dtype and shards, with its tokenizer "
+          "settings; a changed shard size replaces the shards", "[export][reference]") {
+  TempDir dir;
+  lathe::test::run_reference("hf_models.py", {"make", "phi3", dir.path().string()});
+  // The origin: transformers' bfloat16 save in 2 KB shards, with a tokenizer and its settings.
+  const auto origin = dir.path() / "bf16";
+  lathe::test::run_reference("hf_models.py", {"resave", (dir.path() / "hf").string(), origin.string(), "bfloat16",
+                                              "2KB"});
+  const auto made = lathe::test::run_python(
+      "import sys, json\n"
+      "from tokenizers import Tokenizer, models, pre_tokenizers\n"
+      "t = Tokenizer(models.WordLevel({chr(97 + i): i for i in range(26)} | {'<unk>': 26}, unk_token='<unk>'))\n"
+      "t.pre_tokenizer = pre_tokenizers.Whitespace()\n"
+      "t.save(sys.argv[1] + '/tokenizer.json')\n"
+      "json.dump({'chat_template': \"{% for m in messages %}{{ m['content'] }}{% endfor %}\", 'eos_token': '<unk>'},"
+      " open(sys.argv[1] + '/tokenizer_config.json', 'w'))\n"
+      "json.dump({'max_new_tokens': 7}, open(sys.argv[1] + '/generation_config.json', 'w'))\n",
+      {origin.string()});
+  REQUIRE(made.code == 0);
+  const auto run = dir.path() / "run";
+  auto recipe = [&](const std::string& shard) {
+    return lathe::test::recipe_from(fmt::format(R"(pipeline: [export]
+run: {{out_dir: {}, device: cpu}}
+tokenizer: {{path: {}/tokenizer.json}}
+export: {{format: hf, checkpoint: {}, max_shard_size: '{}'}}
+)",
+                                                run.string(), origin.string(), origin.string(), shard));
+  };
+  const auto out = run / "export";
+  auto files = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  std::ostringstream log;
+  lathe::pipeline::run_pipeline(recipe("2KB"), {}, log);
+  INFO(log.str());
+  const auto config = nlohmann::json::parse(lathe::test::read_file(out / "config.json"));
+  CHECK(config["model_type"] == "phi3");
+  CHECK(config["dtype"] == "bfloat16");
+  CHECK(fs::exists(out / "model.safetensors.index.json"));
+  CHECK_FALSE(fs::exists(out / "model.safetensors"));
+  for (const auto* name : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    CHECK(lathe::test::read_file(out / name) == lathe::test::read_file(origin / name));
+  // transformers reads the same config and tensors from both directories.
+  lathe::test::run_reference("hf_models.py", {"same", origin.string(), out.string()});
+  const auto sharded = files();
+  CHECK(std::count_if(sharded.begin(), sharded.end(), [](const std::string& f) { return f.starts_with("model-"); }) > 1);
+
+  // One file now: the shards of the first export go, what transformers reads is unchanged.
+  std::ostringstream again;
+  lathe::pipeline::run_pipeline(recipe("0"), {}, again);
+  INFO(again.str());
+  CHECK(files() == std::vector<std::string>{".lathe-manifest.json", "config.json", "generation_config.json",
+                                            "model.safetensors", "tokenizer.json", "tokenizer_config.json"});
+  lathe::test::run_reference("hf_models.py", {"same", origin.string(), out.string()});
+}
+
 TEST_CASE("export: a structurally pruned model exports as a smaller dense graph", "[export][onnx]") {
   TempDir dir;
   auto m = gpt(/*llama=*/false);
