@@ -183,9 +183,13 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   for (const auto& entry : io::owned_entries(out))
     if (const auto name = entry.filename().string(); name.starts_with("model-") && name.ends_with(".safetensors"))
       earlier.push_back(name);
+  int shards = 0;
   for (const auto& name : earlier)
-    if (std::find(parts.begin(), parts.end(), name) == parts.end() && io::remove_owned(out / name))
-      notes.push_back(fmt::format("removed {} of an earlier export", name));
+    if (std::find(parts.begin(), parts.end(), name) == parts.end() && io::remove_owned(out / name)) {
+      if (name.starts_with("model-")) ++shards;
+      else notes.push_back(fmt::format("removed {} of an earlier export", name));
+    }
+  if (shards > 0) notes.push_back(fmt::format("removed {} safetensors shard(s) of an earlier export", shards));
   io::claim(tokenizer_out);
   if (as_json) {
     tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r))->save(tokenizer_out);
