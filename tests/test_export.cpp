@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -482,6 +483,26 @@ export: {{format: hf, checkpoint: {}, max_shard_size: '{}'}}
   CHECK(files() == std::vector<std::string>{".lathe-manifest.json", "config.json", "generation_config.json",
                                             "model.safetensors", "tokenizer.json", "tokenizer_config.json"});
   lathe::test::run_reference("hf_models.py", {"same", origin.string(), out.string()});
+
+  // A size that is not one is refused where the recipe is read, naming the key.
+  CHECK_THAT(lathe::test::error_of([&] { recipe("5 GB"); }), Catch::Matchers::Contains("export.max_shard_size") &&
+                                                              Catch::Matchers::Contains("'5 GB' is not a size"));
+  // A model.safetensors lathe did not write would shadow the shards: the export stops before
+  // writing, the file is as it was and no staging directory is left.
+  TempDir other;
+  std::ofstream(other.path() / "model.safetensors") << "not lathe's";
+  const auto foreign = lathe::test::recipe_from(fmt::format(R"(pipeline: [export]
+run: {{out_dir: {}, device: cpu}}
+tokenizer: {{path: {}/tokenizer.json}}
+export: {{format: hf, checkpoint: {}, max_shard_size: 2KB, path: {}}}
+)",
+                                                            run.string(), origin.string(), origin.string(),
+                                                            other.path().string()));
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(foreign, {}, log); }),
+             Catch::Matchers::Contains("model.safetensors' exists and was not written by lathe"));
+  CHECK(lathe::test::read_file(other.path() / "model.safetensors") == "not lathe's");
+  CHECK_FALSE(fs::exists(other.path() / ".lathe-hf-staging"));
+  CHECK_FALSE(fs::exists(other.path() / "config.json"));
 }
 
 TEST_CASE("export: a structurally pruned model exports as a smaller dense graph", "[export][onnx]") {

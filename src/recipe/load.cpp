@@ -3,9 +3,11 @@
 #include "lathe/recipe/load.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 
 #include "lathe/export/onnx.hpp"
 #include "lathe/core/error.hpp"
@@ -348,6 +350,11 @@ class ConsistencyCheck {
   void sections() {
     section_problems("prune", r_.prune.problems());
     section_problems("quantize", r_.quantize.problems());
+    if (r_.export_.format != ExportFormat::Onnx) try {
+        r_.export_.max_shard_bytes();
+      } catch (const std::invalid_argument& e) {
+        fail({"export.max_shard_size"}, e.what());
+      }
     if (r_.export_.format != ExportFormat::Hf) {
       export_::OnnxOptions onnx;
       onnx.opset = r_.export_.opset;
@@ -525,6 +532,23 @@ Recipe parse_recipe(std::string_view yaml, const std::string& name, const std::v
   std::vector<std::filesystem::path> read;
   Node root = detail::load_tree_from_text(yaml, name, base_dir, diags, read);
   return bind(std::move(root), overrides, std::move(diags), std::move(read));
+}
+
+int64_t ExportConfig::max_shard_bytes() const {
+  static const std::vector<std::pair<std::string, int64_t>> units{
+      {"KiB", int64_t{1} << 10}, {"MiB", int64_t{1} << 20}, {"GiB", int64_t{1} << 30},
+      {"KB", 1000},              {"MB", 1000 * 1000},       {"GB", 1000 * 1000 * 1000}, {"", 1}};
+  const auto& text = max_shard_size;
+  for (const auto& [unit, scale] : units) {
+    if (!text.ends_with(unit)) continue;
+    const auto digits = text.substr(0, text.size() - unit.size());
+    const bool number = !digits.empty() && digits.size() <= 9 &&
+                        std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); });
+    if (!number) break;
+    return std::stoll(digits) * scale;  // at most 10^9 GiB: no overflow
+  }
+  throw std::invalid_argument("'" + text + "' is not a size (bytes, or a whole number of KB, MB, GB, KiB, MiB or "
+                              "GiB, as \"500MB\"; 0: one file)");
 }
 
 }  // namespace lathe::recipe

@@ -16,9 +16,9 @@ struct HfWriteOptions {
   /// Storage dtype of the tensors: float32, bfloat16 or float16 (config.json's dtype says it).
   at::ScalarType dtype = at::kFloat;
   /// A model whose tensors take more bytes is written as model-0000k-of-0000n.safetensors shards
-  /// of at most this many bytes each (a larger tensor alone in its shard) and
-  /// model.safetensors.index.json, as transformers' save_pretrained(max_shard_size=...) does;
-  /// 0: one model.safetensors whatever its size.
+  /// of at most this many bytes each (tensors in order; a larger tensor alone in its shard) and
+  /// model.safetensors.index.json, the layout of transformers' save_pretrained(max_shard_size=...)
+  /// (which may pack the tensors into fewer shards); 0: one model.safetensors whatever its size.
   int64_t max_shard_bytes = 0;
 };
 

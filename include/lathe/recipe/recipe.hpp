@@ -294,6 +294,10 @@ struct ExportConfig {
   std::string path;
   HfDtype hf_dtype = HfDtype::Auto;
   std::string max_shard_size = "5GB";
+
+  /// max_shard_size in bytes: an integer, or a whole number of KB / MB / GB (powers of 1000) or
+  /// KiB / MiB / GiB (of 1024); std::invalid_argument saying so otherwise.
+  int64_t max_shard_bytes() const;
 };
 
 template <class V>

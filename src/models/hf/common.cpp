@@ -222,8 +222,8 @@ const char* dtype_name(at::ScalarType t) {
   }
 }
 
-/// transformers' split: tensors in order, a new shard when the next one would pass the limit; a
-/// tensor larger than the limit has a shard of its own.
+/// Tensors in order, a new shard when the next one would pass the limit; a tensor larger than the
+/// limit has a shard of its own.
 std::vector<std::vector<std::size_t>> shards_of(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                                                 int64_t max_bytes) {
   std::vector<std::vector<std::size_t>> shards(1);

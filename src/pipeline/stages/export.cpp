@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -34,23 +33,6 @@ namespace {
 bool writes_onnx(const recipe::Recipe& r) { return r.export_.format != ExportFormat::Hf; }
 bool writes_hf(const recipe::Recipe& r) { return r.export_.format != ExportFormat::Onnx; }
 
-/// export.max_shard_size in bytes, read as transformers' save_pretrained reads it: an integer,
-/// or one with KB / MB / GB (powers of 1000) or KiB / MiB / GiB (of 1024).
-int64_t max_shard_bytes(const std::string& text) {
-  static const std::vector<std::pair<std::string, int64_t>> units{
-      {"KiB", int64_t{1} << 10}, {"MiB", int64_t{1} << 20}, {"GiB", int64_t{1} << 30},
-      {"KB", 1000},              {"MB", 1000 * 1000},       {"GB", 1000 * 1000 * 1000}, {"", 1}};
-  for (const auto& [unit, scale] : units) {
-    if (!text.ends_with(unit)) continue;
-    const auto digits = text.substr(0, text.size() - unit.size());
-    if (digits.empty() || digits.size() > 12 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) break;
-    return std::stoll(digits) * scale;
-  }
-  throw Error(fmt::format("export.max_shard_size: '{}' is not a size (bytes, or a whole number of KB, MB, GB, "
-                          "KiB, MiB or GiB; 0: one file)",
-                          text));
-}
-
 /// The Hugging Face directory the exported model came from: the source itself, else
 /// train.init_from; empty when neither is one.
 fs::path hf_origin(const recipe::Recipe& r, const fs::path& src) {
@@ -71,14 +53,21 @@ std::vector<std::string> write_hf(const models::AnyModel& model, const fs::path&
                                   const models::HfWriteOptions& options) {
   const auto staging = out / ".lathe-hf-staging";
   fs::remove_all(staging);
-  const auto files = models::save_hf(model, staging, options);
-  for (const auto& f : files) io::check_claimable(out / f);
-  for (const auto& f : files) {
-    io::claim(out / f);
-    fs::rename(staging / f, out / f);
+  try {
+    const auto files = models::save_hf(model, staging, options);
+    // Either weights layout shadows the other where both are: a foreign one of them stops it too.
+    for (const auto* f : {"model.safetensors", "model.safetensors.index.json"}) io::check_claimable(out / f);
+    for (const auto& f : files) io::check_claimable(out / f);
+    for (const auto& f : files) {
+      io::claim(out / f);
+      fs::rename(staging / f, out / f);
+    }
+    fs::remove_all(staging);
+    return files;
+  } catch (...) {
+    fs::remove_all(staging);
+    throw;
   }
-  fs::remove_all(staging);
-  return files;
 }
 
 export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
@@ -99,39 +88,36 @@ void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tok
   for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
   const auto origin = hf_origin(r, src);
   models::HfWriteOptions options;
-  options.max_shard_bytes = max_shard_bytes(r.export_.max_shard_size);
+  options.max_shard_bytes = r.export_.max_shard_bytes();
   const auto dtype = r.export_.hf_dtype;
   options.dtype = dtype == recipe::HfDtype::Auto     ? (origin.empty() ? at::kFloat : models::hf_storage_dtype(origin))
                   : dtype == recipe::HfDtype::BFloat16 ? at::kBFloat16
                   : dtype == recipe::HfDtype::Float16  ? at::kHalf
                                                        : at::kFloat;
   if (!origin.empty()) options.family = models::read_hf_model_type(origin);
-  for (const auto& f : write_hf(model, out, options)) parts.push_back(f);
   // The origin's generation and tokenizer settings (chat template, special tokens) hold for
   // the origin's tokenizer only.
   const auto where = [](const fs::path& p) { return fs::weakly_canonical(fs::absolute(p)); };
-  if (!origin.empty() && where(tokenizer).parent_path() == where(origin)) {
-    for (const auto* name : kCarried)
-      if (fs::exists(origin / name)) {
-        io::claim(out / name);
-        fs::copy_file(origin / name, out / name, fs::copy_options::overwrite_existing);
-        parts.push_back(name);
-      }
-  } else if (!origin.empty()) {
-    notes.push_back(fmt::format("{}'s generation_config.json, tokenizer_config.json and chat template not carried: "
-                                "the recipe's tokenizer {} is not the one beside them",
-                                origin.string(), tokenizer.string()));
+  std::vector<std::string> carried;
+  for (const auto* name : kCarried)
+    if (!origin.empty() && fs::exists(origin / name)) carried.push_back(name);
+  if (!carried.empty() && where(tokenizer).parent_path() != where(origin)) {
+    notes.push_back(fmt::format("{}'s {} not carried: the recipe's tokenizer {} is not the one beside them",
+                                origin.string(), fmt::join(carried, ", "), tokenizer.string()));
+    carried.clear();
+  }
+  for (const auto& name : carried) io::check_claimable(out / name);  // before any file is replaced
+  for (const auto& f : write_hf(model, out, options)) parts.push_back(f);
+  for (const auto& name : carried) {
+    io::claim(out / name);
+    fs::copy_file(origin / name, out / name, fs::copy_options::overwrite_existing);
+    parts.push_back(name);
   }
 }
 
 }  // namespace
 
 std::string export_problem(const recipe::Recipe& r) {
-  if (writes_hf(r)) try {
-      max_shard_bytes(r.export_.max_shard_size);
-    } catch (const Error& e) {
-      return e.what();
-    }
   if (!writes_onnx(r)) return {};
   for (const auto& p : onnx_options(r).problems()) return "export." + p.keys.front() + ": " + p.message;
   return {};
