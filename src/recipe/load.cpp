@@ -400,6 +400,16 @@ void sort_diagnostics(std::vector<Diagnostic>& diags) {
   });
 }
 
+/// Adds `key: value` to the map `section`, marked at `at`, unless the map sets `key` itself.
+void put_unset(Node& section, std::string_view key, std::string value, const Mark& at) {
+  if (section.find(key)) return;
+  Node n;
+  n.kind = Node::Kind::Scalar;
+  n.scalar = std::move(value);
+  n.mark = at;
+  section.entries.push_back({std::string(key), at, std::move(n)});
+}
+
 /// model.preset: adds the preset's values for every model key the recipe does not set, marked
 /// at the preset's value so that a problem they cause points there.
 void apply_preset(Node& root, std::vector<Diagnostic>& diags) {
@@ -417,14 +427,7 @@ void apply_preset(Node& root, std::vector<Diagnostic>& diags) {
     return;
   }
   const Mark at = preset->mark;
-  auto put = [&](std::string_view key, std::string value) {
-    if (model->find(key)) return;
-    Node n;
-    n.kind = Node::Kind::Scalar;
-    n.scalar = std::move(value);
-    n.mark = at;
-    model->entries.push_back({std::string(key), at, std::move(n)});
-  };
+  auto put = [&](std::string_view key, std::string value) { put_unset(*model, key, std::move(value), at); };
   auto num = [](double v) {
     std::ostringstream os;
     os << v;
@@ -478,14 +481,7 @@ void apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
     model->mark = at;
   }
   if (model->kind != Node::Kind::Map) return;  // the binder reports the type
-  auto put = [&](std::string_view key, std::string value) {
-    if (model->find(key)) return;
-    Node n;
-    n.kind = Node::Kind::Scalar;
-    n.scalar = std::move(value);
-    n.mark = at;
-    model->entries.push_back({std::string(key), at, std::move(n)});
-  };
+  auto put = [&](std::string_view key, std::string value) { put_unset(*model, key, std::move(value), at); };
   put("arch", std::string(enum_name(arch)));
   ModelKeys keys{arch, {}};
   visit(keys, options);

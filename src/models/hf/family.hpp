@@ -156,6 +156,8 @@ struct GptFamily {
 /// them, the other biases with `bias`).
 Table llama_tensors(const ModelOptions& o);
 const Layout& llama_layout();
+/// The config.json keys Llama, Qwen2, Mistral and Gemma share, and how they map to the options.
+const KeyTable& llama_keys();
 /// What a Llama-style config starts from: rmsnorm (eps 1e-6), rope, swiglu, no biases, untied.
 ModelOptions llama_style_defaults();
 /// Rope, rmsnorm and swiglu, embeddings unscaled.

@@ -9,13 +9,6 @@
 namespace lathe::models::hf {
 namespace {
 
-const KeyTable kGemmaKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
-                          {"d_model", "hidden_size", true}, {"n_layer", "num_hidden_layers", true},
-                          {"n_head", "num_attention_heads", true}, {"n_kv_head", "num_key_value_heads"},
-                          {"d_ff", "intermediate_size", true}, {"norm_eps", "rms_norm_eps"},
-                          {"rope_theta", "rope_theta"}, {"attn_dropout", "attention_dropout"},
-                          {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
-
 ModelOptions read(const json& c, const fs::path& dir) {
   ModelOptions gemma = llama_style_defaults();  // GemmaConfig's defaults for the keys it may omit
   gemma.norm = nn::NormKind::RmsNormOffset;
@@ -24,7 +17,7 @@ ModelOptions read(const json& c, const fs::path& dir) {
   gemma.tie_embeddings = true;
   gemma.max_seq_len = 8192;
   gemma.n_kv_head = 16;
-  ModelOptions o = read_keys(c, dir, kGemmaKeys, gemma);
+  ModelOptions o = read_keys(c, dir, llama_keys(), gemma);
   read_kv_heads(c, o);
   read_rope(c, dir, o);
   // transformers' GemmaConfig reads hidden_act "gelu" (the published configs') as
@@ -52,7 +45,7 @@ json write(const ModelOptions& o) {
             {"bos_token_id", nullptr},
             {"eos_token_id", nullptr},
             {"pad_token_id", nullptr}};
-  write_keys(c, kGemmaKeys, Arch::Gpt, o);
+  write_keys(c, llama_keys(), Arch::Gpt, o);
   return c;
 }
 

@@ -108,6 +108,16 @@ json rope_json(const ModelOptions& o) {
   return rp;
 }
 
+const KeyTable& llama_keys() {
+  static const KeyTable keys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
+                             {"d_model", "hidden_size", true}, {"n_layer", "num_hidden_layers", true},
+                             {"n_head", "num_attention_heads", true}, {"n_kv_head", "num_key_value_heads"},
+                             {"d_ff", "intermediate_size", true}, {"norm_eps", "rms_norm_eps"},
+                             {"rope_theta", "rope_theta"}, {"attn_dropout", "attention_dropout"},
+                             {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
+  return keys;
+}
+
 void read_kv_heads(const json& c, ModelOptions& o) {
   if (c.contains("num_key_value_heads") && c["num_key_value_heads"].is_null()) o.n_kv_head = 0;
   if (o.n_kv_head == o.n_head) o.n_kv_head = 0;
@@ -125,17 +135,10 @@ void read_head_dim(const json& c, const fs::path& dir, ModelOptions& o) {
 
 namespace {
 
-const KeyTable kLlamaKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
-                          {"d_model", "hidden_size", true}, {"n_layer", "num_hidden_layers", true},
-                          {"n_head", "num_attention_heads", true}, {"n_kv_head", "num_key_value_heads"},
-                          {"d_ff", "intermediate_size", true}, {"norm_eps", "rms_norm_eps"},
-                          {"rope_theta", "rope_theta"}, {"attn_dropout", "attention_dropout"},
-                          {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
-
 ModelOptions read(const json& c, const fs::path& dir) {
   ModelOptions llama = llama_style_defaults();  // LlamaConfig's defaults for the keys it may omit
   llama.max_seq_len = 2048;
-  ModelOptions o = read_keys(c, dir, kLlamaKeys, llama);
+  ModelOptions o = read_keys(c, dir, llama_keys(), llama);
   read_kv_heads(c, o);
   read_rope(c, dir, o);
   const bool attn_bias = get<bool>(c, dir, "attention_bias", false), mlp_bias = get<bool>(c, dir, "mlp_bias", false);
@@ -160,7 +163,7 @@ json write(const ModelOptions& o) {
             {"mlp_bias", o.bias},
             {"bos_token_id", nullptr},
             {"eos_token_id", nullptr}};
-  write_keys(c, kLlamaKeys, Arch::Gpt, o);
+  write_keys(c, llama_keys(), Arch::Gpt, o);
   return c;
 }
 

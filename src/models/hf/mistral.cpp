@@ -6,18 +6,11 @@
 namespace lathe::models::hf {
 namespace {
 
-const KeyTable kMistralKeys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
-                            {"d_model", "hidden_size", true}, {"n_layer", "num_hidden_layers", true},
-                            {"n_head", "num_attention_heads", true}, {"n_kv_head", "num_key_value_heads"},
-                            {"d_ff", "intermediate_size", true}, {"norm_eps", "rms_norm_eps"},
-                            {"rope_theta", "rope_theta"}, {"attn_dropout", "attention_dropout"},
-                            {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
-
 ModelOptions read(const json& c, const fs::path& dir) {
   ModelOptions mistral = llama_style_defaults();  // MistralConfig's defaults for the keys it may omit
   mistral.max_seq_len = 4096 * 32;
   mistral.n_kv_head = 8;
-  ModelOptions o = read_keys(c, dir, kMistralKeys, mistral);
+  ModelOptions o = read_keys(c, dir, llama_keys(), mistral);
   read_kv_heads(c, o);
   read_rope(c, dir, o);
   if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
@@ -38,7 +31,7 @@ json write(const ModelOptions& o) {
             {"sliding_window", o.sliding_window},
             {"bos_token_id", nullptr},
             {"eos_token_id", nullptr}};
-  write_keys(c, kMistralKeys, Arch::Gpt, o);
+  write_keys(c, llama_keys(), Arch::Gpt, o);
   return c;
 }
 

@@ -6,19 +6,12 @@
 namespace lathe::models::hf {
 namespace {
 
-const KeyTable kQwen2Keys{{"vocab_size", "vocab_size", true}, {"max_seq_len", "max_position_embeddings"},
-                          {"d_model", "hidden_size", true}, {"n_layer", "num_hidden_layers", true},
-                          {"n_head", "num_attention_heads", true}, {"n_kv_head", "num_key_value_heads"},
-                          {"d_ff", "intermediate_size", true}, {"norm_eps", "rms_norm_eps"},
-                          {"rope_theta", "rope_theta"}, {"attn_dropout", "attention_dropout"},
-                          {"init_std", "initializer_range"}, {"tie_embeddings", "tie_word_embeddings"}};
-
 ModelOptions read(const json& c, const fs::path& dir) {
   ModelOptions qwen2 = llama_style_defaults();  // Qwen2Config's defaults for the keys it may omit
   qwen2.max_seq_len = 32768;
   qwen2.qkv_bias = true;
   qwen2.n_kv_head = 32;
-  ModelOptions o = read_keys(c, dir, kQwen2Keys, qwen2);
+  ModelOptions o = read_keys(c, dir, llama_keys(), qwen2);
   read_kv_heads(c, o);
   read_rope(c, dir, o);
   if (auto act = get<std::string>(c, dir, "hidden_act", "silu"); act != "silu")
@@ -43,7 +36,7 @@ json write(const ModelOptions& o) {
             {"bos_token_id", nullptr},
             {"eos_token_id", nullptr}};
   if (o.head_dim() * o.n_head != o.d_model) c["head_dim"] = o.head_dim();
-  write_keys(c, kQwen2Keys, Arch::Gpt, o);
+  write_keys(c, llama_keys(), Arch::Gpt, o);
   return c;
 }
 
