@@ -52,3 +52,23 @@ TEST_CASE("nn: blockwise linear cross-entropy with every row ignored is 0 with z
   CHECK(h.grad().abs().max().item<double>() == 0.0);
   CHECK(w.grad().abs().max().item<double>() == 0.0);
 }
+
+TEST_CASE("nn: blockwise linear cross-entropy of soft-capped logits equals at::cross_entropy of cap * tanh(z / cap)",
+          "[nn][loss]") {
+  torch::manual_seed(5);
+  const int64_t n = 97, c = 24, v = 301;
+  const double cap = 1.5;  // small against the logits (std ~3), so the cap bends most of them
+  auto h = (at::randn({n, c}) * 2).requires_grad_(true);
+  auto w = (at::randn({v, c}) * 0.3).requires_grad_(true);
+  auto b = (at::randn({v}) * 0.5).requires_grad_(true);
+  auto t = at::randint(0, v, {n}, at::kLong);
+  t.index_put_({at::arange(0, n, 5)}, -100);
+  auto ours = lathe::nn::linear_cross_entropy(h, w, b, t, 32, -100, cap);
+  auto g_ours = torch::autograd::grad({ours}, {h, w, b});
+  auto ref = at::cross_entropy_loss(at::tanh(at::linear(h, w, b) / cap) * cap, t);
+  auto g_ref = torch::autograd::grad({ref}, {h, w, b});
+  CHECK(std::abs(ours.item<double>() - ref.item<double>()) <= kCeTol);
+  for (std::size_t i = 0; i < 3; ++i) CHECK(max_diff(g_ours[i], g_ref[i]) <= kCeTol);
+  // The cap changes the loss: the test would pass for an implementation that ignored it otherwise.
+  CHECK(std::abs(ours.item<double>() - at::cross_entropy_loss(at::linear(h, w, b), t).item<double>()) > 0.1);
+}

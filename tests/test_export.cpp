@@ -173,7 +173,8 @@ TEST_CASE("export: greedy generation with the decoder-with-past model gives lath
           "[export][onnx]") {
   // Tiny GPT-2- and Llama-style models, and the families' transformers models (Mistral's window
   // of 5 positions and Phi-3's of 6 passed in the decoding).
-  for (const std::string kind : {"gpt2-style", "llama-style", "llama3", "qwen2", "mistral", "gemma", "phi3"}) {
+  for (const std::string kind : {"gpt2-style", "llama-style", "llama3", "qwen2", "mistral", "gemma", "gemma2",
+                                  "phi3"}) {
     INFO(kind);
     TempDir dir;
     auto m = [&] {
@@ -242,7 +243,7 @@ TEST_CASE("export: BERT masked-LM and classifier logits and the encoder's hidden
 
 TEST_CASE("export: a model imported from a Hugging Face directory gives transformers' logits in ONNX Runtime",
           "[export][onnx]") {
-  for (const std::string kind : {"gpt2", "llama", "llama3", "qwen2", "mistral", "gemma", "phi3", "bert_mlm",
+  for (const std::string kind : {"gpt2", "llama", "llama3", "qwen2", "mistral", "gemma", "gemma2", "phi3", "bert_mlm",
                                   "bert_cls"}) {
     INFO(kind);
     TempDir dir;

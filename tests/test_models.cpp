@@ -43,6 +43,11 @@ constexpr double kLossTol = 1e-5;
 // bfloat16 weights and activations (8 significant bits) against float32 logits of a tiny model.
 constexpr double kBf16LogitTol = 0.05;
 
+std::string file_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 void python(const std::vector<std::string>& args) { lathe::test::run_reference("hf_models.py", args); }
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {
@@ -147,10 +152,11 @@ TEST_CASE("models: Llama-style GPT (rope rmsnorm swiglu GQA) matches transformer
 }
 
 TEST_CASE("models: Llama 3 (rope scaling, head_dim, tied head), Qwen2 (q/k/v biases), Mistral (sliding "
-          "window), Gemma (scaled embeddings, offset norms, GeGLU) and Phi-3 (fused tensors, window) match "
-          "transformers: logits, gradients, saved files, greedy generation",
+          "window), Gemma (scaled embeddings, offset norms, GeGLU), Gemma 2 (soft-capping, sandwich norms, "
+          "alternating windows, score scale) and Phi-3 (fused tensors, window) match transformers: logits, "
+          "gradients, saved files, greedy generation",
           "[models][reference]") {
-  for (const std::string kind : {"llama3", "qwen2", "mistral", "gemma", "phi3"}) {
+  for (const std::string kind : {"llama3", "qwen2", "mistral", "gemma", "gemma2", "phi3"}) {
     INFO(kind);
     check_decoder(kind);
     Reference ref(kind);
@@ -175,6 +181,49 @@ TEST_CASE("models: Llama 3 (rope scaling, head_dim, tied head), Qwen2 (q/k/v bia
             (out.path() / "tokens.safetensors").string(), "24"});
     auto hf = lathe::io::load_safetensors(out.path() / "tokens.safetensors").at("tokens");
     CHECK(std::vector<int64_t>(hf.data_ptr<int64_t>(), hf.data_ptr<int64_t>() + hf.numel()) == cached.tokens);
+  }
+}
+
+TEST_CASE("models: Gemma 2's other layer_types, null soft-caps and no window compute what transformers computes",
+          "[models][reference]") {
+  Reference ref("gemma2");
+  struct Case {
+    std::string what;
+    std::function<void(nlohmann::json&)> change;
+  };
+  const std::vector<Case> cases{
+      {"every third layer full", [](auto& c) {
+         c["layer_types"] = {"sliding_attention", "sliding_attention", "full_attention"};
+       }},
+      {"every layer windowed", [](auto& c) {
+         c["layer_types"] = {"sliding_attention", "sliding_attention", "sliding_attention"};
+       }},
+      {"no caps, every layer full", [](auto& c) {
+         c["attn_logit_softcapping"] = nullptr;
+         c["final_logit_softcapping"] = nullptr;
+         c["layer_types"] = {"full_attention", "full_attention", "full_attention"};
+       }},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    TempDir dir;
+    fs::copy(ref.hf(), dir.path(), fs::copy_options::recursive);
+    auto config = nlohmann::json::parse(file_bytes(dir.path() / "config.json"));
+    c.change(config);
+    std::ofstream(dir.path() / "config.json") << config.dump(2);
+    Gpt model = load_hf_gpt(dir.path());
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const auto ours = model(ref["input_ids"]);
+    const auto theirs = ref.hf_logits(dir.path());
+    CHECK(max_diff(ours, theirs) <= kLogitTol);
+    // The change matters: the model differs from the reference's own.
+    CHECK(max_diff(ours, ref["logits"]) > 1e-3);
+    // Written back, transformers reads the same function (a model without a window still names
+    // one: transformers' Gemma 2 builds its sliding mask whatever the layer types).
+    TempDir out;
+    save_hf(model, out.path());
+    CHECK(max_diff(ref.hf_logits(out.path()), theirs) <= kLogitTol);
   }
 }
 
@@ -434,11 +483,6 @@ TEST_CASE("models: KV-cached generation gives the tokens of full recomputation a
 }
 
 namespace {
-
-std::string file_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 /// Every parameter of `a` equals `b`'s bit for bit, under the same names.
 void check_same_parameters(torch::nn::Module& a, torch::nn::Module& b) {
@@ -748,6 +792,19 @@ TEST_CASE("models: config.json keys a family does not implement are refused by n
        "use_bidirectional_attention = true is not supported"},
       {"gemma", [](auto& c) { c["hidden_act"] = "relu"; }, "hidden_act = \"relu\" is not supported"},
       {"gemma", [](auto& c) { c["attention_bias"] = true; }, "attention_bias = true is not supported"},
+      {"gemma2", [](auto& c) {
+         c["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention"};
+       },
+       "layer_types = [\"full_attention\",\"sliding_attention\",\"sliding_attention\"] is not supported"},
+      {"gemma2", [](auto& c) { c["layer_types"][1] = "chunked_attention"; },
+       "layer_types[1] = \"chunked_attention\" is not supported"},
+      {"gemma2", [](auto& c) { c["layer_types"] = {"sliding_attention"}; }, "layer_types = [\"sliding_attention\"] is "
+                                                                          "not supported"},
+      {"gemma2", [](auto& c) { c["hidden_activation"] = "relu"; }, "hidden_activation = \"relu\" is not supported"},
+      {"gemma2", [](auto& c) { c["query_pre_attn_scalar"] = 12.5; }, "query_pre_attn_scalar = 12.5 is not supported"},
+      {"gemma2", [](auto& c) { c["attn_logit_softcapping"] = -1.0; }, "attn_logit_softcapping = -1.0 is not supported"},
+      {"gemma2", [](auto& c) { c["use_bidirectional_attention"] = true; },
+       "use_bidirectional_attention = true is not supported"},
       {"phi3", [](auto& c) {
          c["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 10000.0},
                                  {"short_factor", std::vector<double>(4, 1.0)},
@@ -798,7 +855,7 @@ TEST_CASE("models: loading reports every missing unexpected and mis-shaped tenso
   std::ofstream(dir.path() / "config.json") << R"({"model_type": "t5"})";
   CHECK(lathe::test::error_of([&] { load_hf_gpt(dir.path()); }) ==
         (dir.path() / "config.json").string() +
-            ": model_type 't5' is not a GPT lathe reads (gpt2, llama, qwen2, mistral, gemma, phi3)");
+            ": model_type 't5' is not a GPT lathe reads (gpt2, llama, qwen2, mistral, gemma, gemma2, phi3)");
 }
 
 TEST_CASE("models: batched generation of left-padded prompts gives each prompt's tokens alone", "[models]") {

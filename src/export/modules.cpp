@@ -256,7 +256,10 @@ AttentionOutputs emit(Graph& g, nn::AttentionImpl& attn, const std::string& x, c
   k = repeat_kv(g, k, Hkv, H / Hkv, D);
   v = repeat_kv(g, v, Hkv, H / Hkv, D);
   const auto kt = g.op("Transpose", {k}, {{"perm", std::vector<int64_t>{0, 1, 3, 2}}});
-  auto scores = g.op("Div", {g.op("MatMul", {q, kt}), g.scalar(std::sqrt(static_cast<double>(D)))});
+  auto scores = o.scale > 0 ? g.op("Mul", {g.op("MatMul", {q, kt}), g.scalar(o.scale)})
+                            : g.op("Div", {g.op("MatMul", {q, kt}), g.scalar(std::sqrt(static_cast<double>(D)))});
+  if (o.softcap > 0)  // softcap * tanh(s / softcap), before the mask
+    scores = g.op("Mul", {g.op("Tanh", {g.op("Div", {scores, g.scalar(o.softcap)})}), g.scalar(o.softcap)});
   if (!ctx.mask.empty()) scores = g.op("Add", {scores, ctx.mask});
   const auto probs = g.op("Softmax", {scores}, {{"axis", int64_t{-1}}});
   const auto y = g.op("Transpose", {g.op("MatMul", {probs, v})}, {{"perm", std::vector<int64_t>{0, 2, 1, 3}}});
@@ -279,6 +282,12 @@ AttentionOutputs emit(Graph& g, nn::BlockImpl& block, const std::string& x, cons
     Graph::Scope s(g, "mlp");
     return emit(g, *block.mlp, in);
   };
+  if (block.options.sandwich_norm) {
+    auto a = attention(norm(block.ln_1, "ln_1", x));
+    const auto h = g.op("Add", {x, norm(block.post_ln_1, "post_ln_1", a.y)});
+    a.y = g.op("Add", {h, norm(block.post_ln_2, "post_ln_2", mlp(norm(block.ln_2, "ln_2", h)))});
+    return a;
+  }
   if (block.options.pre_norm) {
     auto a = attention(norm(block.ln_1, "ln_1", x));
     const auto h = g.op("Add", {x, a.y});

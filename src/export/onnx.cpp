@@ -92,7 +92,11 @@ OnnxGraph gpt_graph(models::GptImpl& gpt, const OnnxOptions& o, bool with_past,
     }
 
   AttentionValues ctx;
-  ctx.mask = causal_mask(g, ids, attention_mask, opt.sliding_window);
+  // The windowed layers' mask, and the others' where some layers have no window (Gemma 2).
+  const auto windowed_mask = causal_mask(g, ids, attention_mask, opt.sliding_window);
+  const auto full_mask = opt.sliding_window > 0 && opt.sliding_window_pattern > 0
+                             ? causal_mask(g, ids, attention_mask, 0)
+                             : windowed_mask;
   std::string x;
   {
     Graph::Scope s(g, "wte");
@@ -115,6 +119,7 @@ OnnxGraph gpt_graph(models::GptImpl& gpt, const OnnxOptions& o, bool with_past,
   for (std::size_t i = 0; i < gpt.blocks->size(); ++i) {
     Graph::Scope s(g, fmt::format("blocks.{}", i));
     if (with_past) std::tie(ctx.past_key, ctx.past_value) = past[i];
+    ctx.mask = opt.layer_window(static_cast<int64_t>(i)) > 0 ? windowed_mask : full_mask;
     auto out = emit(g, *gpt.blocks[i]->as<nn::Block>(), x, ctx);
     x = out.y;
     present.emplace_back(out.present_key, out.present_value);
@@ -128,6 +133,9 @@ OnnxGraph gpt_graph(models::GptImpl& gpt, const OnnxOptions& o, bool with_past,
     Graph::Scope s(g, gpt.lm_head ? "lm_head" : "wte");
     logits = gpt.lm_head ? emit(g, *gpt.lm_head, x) : emit_tied_head(g, gpt.wte->weight, {}, x);
   }
+  if (opt.logit_softcap > 0)
+    logits = g.op("Mul", {g.op("Tanh", {g.op("Div", {logits, g.scalar(opt.logit_softcap)})}),
+                          g.scalar(opt.logit_softcap)});
   g.output(logits, "logits", Elem::Float, {axes.batch, "sequence_length", opt.vocab_size});
   if (with_past)
     for (int64_t i = 0; i < opt.n_layer; ++i) {
@@ -292,6 +300,11 @@ constexpr std::array kOnnxOptions{
     OnnxOption{"rope_high_freq_factor", every_value},
     OnnxOption{"rope_original_max_seq_len", every_value},
     OnnxOption{"sliding_window", every_value},  // in the causal mask
+    OnnxOption{"sliding_window_pattern", every_value},  // a second mask without the window
+    OnnxOption{"attn_scale_dim", every_value},          // the scores' Mul
+    OnnxOption{"attn_softcap", every_value},            // Div, Tanh, Mul before the mask
+    OnnxOption{"logit_softcap", every_value},           // likewise on the logits
+    OnnxOption{"sandwich_norm", every_value},           // the blocks' post_ln_1 and post_ln_2
     OnnxOption{"tie_embeddings", every_value},
     OnnxOption{"scale_embeddings", every_value},  // a Mul after the Gather
     OnnxOption{"init_std", every_value},  // training only

@@ -16,7 +16,7 @@ namespace {
 
 std::string s(int64_t v) { return std::to_string(v); }
 
-nn::BlockOptions block_options(const ModelOptions& o) {
+nn::BlockOptions block_options(const ModelOptions& o, int64_t layer = 0) {
   nn::BlockOptions b;
   b.attention = {.d_model = o.d_model,
                  .n_head = o.n_head,
@@ -25,7 +25,9 @@ nn::BlockOptions block_options(const ModelOptions& o) {
                  .causal = true,
                  .bias = o.bias,
                  .qkv_bias = o.qkv_bias,
-                 .sliding_window = o.sliding_window,
+                 .sliding_window = o.layer_window(layer),
+                 .scale = o.attn_scale_dim > 0 ? 1.0 / std::sqrt(static_cast<double>(o.attn_scale_dim)) : 0.0,
+                 .softcap = o.attn_softcap,
                  .attn_dropout = o.attn_dropout,
                  .dropout = o.dropout,
                  .device = o.device};
@@ -33,6 +35,7 @@ nn::BlockOptions block_options(const ModelOptions& o) {
            .device = o.device};
   b.norm = {.dim = o.d_model, .kind = o.norm, .eps = o.norm_eps, .bias = o.bias, .device = o.device};
   b.pre_norm = true;
+  b.sandwich_norm = o.sandwich_norm;
   return b;
 }
 
@@ -47,7 +50,7 @@ GptImpl::GptImpl(ModelOptions o) : options(std::move(o)) {
     if (op.position == nn::Position::Learned)
       wpe = register_module("wpe", nn::Embedding(nn::EmbeddingOptions{op.max_seq_len, op.d_model, -1, op.device}));
     blocks = register_module("blocks", torch::nn::ModuleList());
-    for (int64_t i = 0; i < op.n_layer; ++i) blocks->push_back(nn::Block(block_options(op)));
+    for (int64_t i = 0; i < op.n_layer; ++i) blocks->push_back(nn::Block(block_options(op, i)));
     ln_f = register_module("ln_f", nn::Norm(block_options(op).norm));
     if (!op.tie_embeddings)
       lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions{op.d_model, op.vocab_size, false, op.device, nn::Role::OutputHead}));
@@ -126,7 +129,9 @@ void GptImpl::separate_head() {
 }
 
 torch::Tensor GptImpl::logits(const torch::Tensor& h) {
-  return lm_head ? lm_head(h) : nn::linear(h, wte->weight);
+  auto z = lm_head ? lm_head(h) : nn::linear(h, wte->weight);
+  if (options.logit_softcap > 0) z = at::tanh(z / options.logit_softcap) * options.logit_softcap;  // Gemma 2
+  return z;
 }
 
 torch::Tensor GptImpl::forward(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {

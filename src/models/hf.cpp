@@ -20,6 +20,7 @@ const GptFamily& llama_family();
 const GptFamily& qwen2_family();
 const GptFamily& mistral_family();
 const GptFamily& gemma_family();
+const GptFamily& gemma2_family();
 const GptFamily& phi3_family();
 }  // namespace hf
 
@@ -30,8 +31,9 @@ using hf::GptFamily;
 
 /// The GPT families, in the order save_hf tries them.
 const auto& gpt_families() {
-  static const std::array families{&hf::gpt2_family(),    &hf::llama_family(), &hf::qwen2_family(),
-                                   &hf::mistral_family(), &hf::gemma_family(), &hf::phi3_family()};
+  static const std::array families{&hf::gpt2_family(),  &hf::llama_family(),  &hf::qwen2_family(),
+                                   &hf::mistral_family(), &hf::gemma_family(), &hf::gemma2_family(),
+                                   &hf::phi3_family()};
   return families;
 }
 
@@ -66,9 +68,15 @@ constexpr std::array kHfOptions{
     HfOption{"rope_low_freq_factor", "rope_parameters.low_freq_factor"},
     HfOption{"rope_high_freq_factor", "rope_parameters.high_freq_factor"},
     HfOption{"rope_original_max_seq_len", "rope_parameters.original_max_position_embeddings"},
-    HfOption{"sliding_window", "mistral: sliding_window; qwen2 refuses use_sliding_window; others have none"},
+    HfOption{"sliding_window", "mistral, gemma2, phi3: sliding_window; qwen2 refuses use_sliding_window; others have "
+                               "none"},
+    HfOption{"sliding_window_pattern", "gemma2: layer_types; the others have one window for every layer (plain_blocks)"},
+    HfOption{"attn_scale_dim", "gemma2: query_pre_attn_scalar; the others scale by the head width (plain_blocks)"},
+    HfOption{"attn_softcap", "gemma2: attn_logit_softcapping; the others have none (plain_blocks)"},
+    HfOption{"logit_softcap", "gemma2: final_logit_softcapping; the others have none (plain_blocks)"},
+    HfOption{"sandwich_norm", "the family: gemma2 always (post_attention / post_feedforward norms), the others never"},
     HfOption{"tie_embeddings", "key tables (tie_word_embeddings)"},
-    HfOption{"scale_embeddings", "the family: gemma always, the others never"},
+    HfOption{"scale_embeddings", "the family: gemma and gemma2 always, the others never"},
     HfOption{"init_std", "key tables (initializer_range)"},
     HfOption{"type_vocab_size", "bert: type_vocab_size"},
     HfOption{"num_labels", "bert: num_labels, id2label"},
@@ -157,8 +165,10 @@ std::vector<std::string> save_hf(Gpt& model, const fs::path& dir, const HfWriteO
     if (f->holds(o)) return hf::save_tensors(*model, f->tensors(o), dir, f->write(o), options);
     needs += fmt::format("{}{} needs {}", needs.empty() ? "" : "; ", f->model_type, f->needs);
   }
-  throw Error(fmt::format("this GPT has no Hugging Face counterpart: {} (got position {}, norm {}, activation {})", needs,
-                          enum_name(o.position), enum_name(o.norm), enum_name(o.activation)));
+  throw Error(fmt::format("this GPT has no Hugging Face counterpart: {}; and only gemma2 has soft-capping, sandwich "
+                          "norms, alternating windows or a score scale other than the head width (got position {}, "
+                          "norm {}, activation {})",
+                          needs, enum_name(o.position), enum_name(o.norm), enum_name(o.activation)));
 }
 
 }  // namespace lathe::models

@@ -77,7 +77,7 @@ at::Tensor gpt_blockwise_loss(Module& m, const TaskInputs& in, at::ScalarType* l
                                                              : at::result_type(h, head);
   // Blocks of about 32M logits (128 MB in float32).
   const int64_t block = std::max<int64_t>(64, (int64_t{1} << 25) / head.size(0));
-  return nn::linear_cross_entropy(h, head, bias, in.targets.reshape({-1}), block);
+  return nn::linear_cross_entropy(h, head, bias, in.targets.reshape({-1}), block, -100, gpt.options.logit_softcap);
 }
 
 // ------------------------------------------------------------------ bert_masked_lm

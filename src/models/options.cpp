@@ -116,6 +116,8 @@ ModelOptions ModelOptions::canonical(Arch arch) const {
     o.rope_original_max_seq_len = dflt.rope_original_max_seq_len;
   }
   if (o.bias) o.qkv_bias = false;  // the projection has its bias anyway
+  if (o.sliding_window == 0) o.sliding_window_pattern = 0;
+  if (arch == Arch::Gpt && o.attn_scale_dim == 0 && o.n_head > 0) o.attn_scale_dim = o.head_dim();
   return o;
 }
 
@@ -143,6 +145,10 @@ std::vector<OptionProblem> ModelOptions::problems(Arch arch, bool complete) cons
     out.push_back({{"rope_high_freq_factor", "rope_low_freq_factor"},
                    fmt::format("rope_high_freq_factor ({}) must exceed rope_low_freq_factor ({})", rope_high_freq_factor,
                                rope_low_freq_factor)});
+  if (arch == Arch::Gpt && sliding_window_pattern > 0 && sliding_window == 0)
+    out.push_back({{"sliding_window_pattern", "sliding_window"},
+                   "sliding_window_pattern (" + s(sliding_window_pattern) +
+                       ") says which layers have the window, but sliding_window is 0 (no window)"});
   if (arch == Arch::Gpt && n_kv_head > 0 && n_head % n_kv_head != 0)
     out.push_back({{"n_kv_head", "n_head"}, "n_kv_head (" + s(n_kv_head) + ") must divide n_head (" + s(n_head) + ")"});
   if (arch == Arch::Bert) {

@@ -2,9 +2,46 @@
 
 #include "lathe/nn/attention.hpp"
 
+#include <cmath>
+#include <limits>
+
 #include <ATen/ATen.h>
 
 namespace lathe::nn {
+namespace {
+
+double lowest_value(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
+    case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
+    case at::kDouble: return std::numeric_limits<double>::lowest();
+    default: return std::numeric_limits<float>::lowest();
+  }
+}
+
+/// Attention with soft-capped scores, as transformers' eager attention computes it: the scores
+/// in the inputs' dtype, capped, masked with the dtype's lowest value, softmax in float32.
+/// `mask` (bool, broadcast to (B, H, T, Tk)) or `causal` from position 0.
+at::Tensor softcapped_attention(const at::Tensor& q, at::Tensor k, at::Tensor v, const std::optional<at::Tensor>& mask,
+                                bool causal, double dropout, double scale, double cap) {
+  const int64_t groups = q.size(1) / k.size(1);
+  if (groups > 1) {
+    k = k.repeat_interleave(groups, 1);
+    v = v.repeat_interleave(groups, 1);
+  }
+  auto scores = at::matmul(q, k.transpose(2, 3)) * scale;
+  scores = at::tanh(scores / cap) * cap;
+  const double lowest = lowest_value(q.scalar_type());
+  if (mask) scores = scores.masked_fill(mask->logical_not(), lowest);
+  else if (causal)
+    scores = scores.masked_fill(at::ones({q.size(2), k.size(2)}, q.options().dtype(at::kBool)).tril().logical_not(),
+                                lowest);
+  auto probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  if (dropout > 0) probs = at::dropout(probs, dropout, /*train=*/true);
+  return at::matmul(probs, v);
+}
+
+}  // namespace
 
 AttentionImpl::AttentionImpl(const AttentionOptions& o) : options(o) {
   const int64_t out = (o.n_head + 2 * o.kv_heads()) * o.head_dim();
@@ -58,8 +95,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
     mask = m;
   }
   const double p = is_training() ? options.attn_dropout : 0.0;
-  auto y = at::scaled_dot_product_attention(q, k, v, mask, p, is_causal, /*scale=*/std::nullopt,
-                                            /*enable_gqa=*/Hkv != H);
+  auto y = options.softcap > 0
+               ? softcapped_attention(q, k, v, mask, is_causal, p,
+                                      options.scale > 0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(D)),
+                                      options.softcap)
+               : at::scaled_dot_product_attention(q, k, v, mask, p, is_causal,
+                                                  options.scale > 0 ? std::optional(options.scale) : std::nullopt,
+                                                  /*enable_gqa=*/Hkv != H);
   y = proj(y.transpose(1, 2).reshape({B, T, H * D}));
   if (options.dropout > 0 && is_training()) y = at::dropout(y, options.dropout, /*train=*/true);
   return y;

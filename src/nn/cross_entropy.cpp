@@ -19,7 +19,7 @@ using torch::autograd::variable_list;
 /// recomputed and no (N, V) tensor ever exists.
 struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
-                            const at::Tensor& bias, const at::Tensor& targets, int64_t block, int64_t ignore) {
+                            const at::Tensor& bias, const at::Tensor& targets, int64_t block, int64_t ignore, double softcap) {
     const int64_t n = hidden.size(0);
     const bool has_bias = bias.numel() > 0;  // an empty tensor stands for none (inputs must be defined)
     const bool grad_h = hidden.requires_grad(), grad_w = weight.requires_grad(), grad_b = has_bias && bias.requires_grad();
@@ -42,6 +42,11 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       const auto compute = logits.scalar_type();
       auto lf = logits.to(at::kFloat);
       logits = at::Tensor();
+      at::Tensor capped;  // tanh(z / softcap): d capped-logit / dz = 1 - tanh^2
+      if (softcap > 0) {
+        capped = at::tanh(lf / softcap);
+        lf = capped * softcap;
+      }
       // log_softmax and softmax are ATen's own vectorised row kernels. at::logsumexp and
       // at::exp go through MKL's vector math instead, whose first call in a process, made by
       // two threads at once, sometimes rounds differently from every later call (measured: 8
@@ -54,6 +59,7 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       lf = at::Tensor();
       d.scatter_add_(1, t, at::full({m, 1}, -1.0, d.options()));
       d.mul_((v * inv_count).unsqueeze(1));
+      if (softcap > 0) d.mul_(1 - capped.square());
       auto dc = d.to(compute);
       // In float32 the products write into the gradients themselves (the weight's accumulates
       // over the blocks inside the GEMM); a reduced-precision product goes through a temporary
@@ -82,20 +88,21 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
     };
     const auto wdtype = static_cast<at::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
     return {saved[0].defined() ? saved[0] * g.to(saved[0].scalar_type()) : at::Tensor(), scaled(saved[1], wdtype),
-            scaled(saved[2], wdtype), at::Tensor(), at::Tensor(), at::Tensor()};
+            scaled(saved[2], wdtype), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 at::Tensor linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& bias,
-                                const at::Tensor& targets, int64_t block_rows, int64_t ignore_index) {
+                                const at::Tensor& targets, int64_t block_rows, int64_t ignore_index, double softcap) {
   if (hidden.dim() != 2 || weight.dim() != 2 || hidden.size(1) != weight.size(1) || targets.dim() != 1 ||
       targets.size(0) != hidden.size(0))
     throw std::invalid_argument("linear_cross_entropy: needs hidden (N, C), weight (V, C) and targets (N)");
   if (block_rows < 1) throw std::invalid_argument("linear_cross_entropy: block_rows must be >= 1");
+  if (softcap < 0) throw std::invalid_argument("linear_cross_entropy: softcap must be >= 0");
   return LinearCrossEntropy::apply(hidden, weight, bias.defined() ? bias : at::empty({0}, weight.options()), targets,
-                                   block_rows, ignore_index);
+                                   block_rows, ignore_index, softcap);
 }
 
 }  // namespace lathe::nn

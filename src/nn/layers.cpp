@@ -207,9 +207,18 @@ BlockImpl::BlockImpl(BlockOptions o) : options(std::move(o)) {
   attn = register_module("attn", Attention(options.attention));
   ln_2 = register_module("ln_2", Norm(options.norm));
   mlp = register_module("mlp", Mlp(options.mlp));
+  if (options.sandwich_norm) {
+    if (!options.pre_norm) throw std::invalid_argument("Block: sandwich norms are for the pre-LN order");
+    post_ln_1 = register_module("post_ln_1", Norm(options.norm));
+    post_ln_2 = register_module("post_ln_2", Norm(options.norm));
+  }
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  if (options.sandwich_norm) {
+    auto h = x + post_ln_1(attn(ln_1(x), ctx));
+    return h + post_ln_2(mlp(ln_2(h)));
+  }
   if (options.pre_norm) {
     auto h = x + attn(ln_1(x), ctx);
     return h + mlp(ln_2(h));

@@ -1,7 +1,7 @@
 """Reference states from Hugging Face transformers for the model tests (tests/test_models.cpp).
 
-  make KIND DIR          tiny random model of KIND (gpt2, llama, llama3, qwen2, mistral, gemma, phi3,
-                         bert_mlm, bert_cls), saved to
+  make KIND DIR          tiny random model of KIND (gpt2, llama, llama3, qwen2, mistral, gemma, gemma2,
+                         phi3, bert_mlm, bert_cls), saved to
                          DIR/hf, and DIR/ref.safetensors with inputs, logits, the loss and the
                          gradient of every parameter ("grad.<name>")
   logits DIR REF OUT     runs the model in DIR on REF's inputs, writes OUT with "logits"
@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 import transformers
 from transformers import (AutoModelForCausalLM, BertConfig, BertForMaskedLM, BertForSequenceClassification,
-                          BertModel, GemmaConfig, GemmaForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          BertModel, Gemma2Config, Gemma2ForCausalLM, GemmaConfig, GemmaForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,
                           LlamaForCausalLM, MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM)
 
-DECODERS = ("gpt2", "llama", "llama3", "qwen2", "mistral", "gemma", "phi3")
+DECODERS = ("gpt2", "llama", "llama3", "qwen2", "mistral", "gemma", "gemma2", "phi3")
 
 transformers.logging.set_verbosity_error()
 
@@ -70,6 +70,15 @@ def build(kind):
                           head_dim=12, intermediate_size=40, vocab_size=97, max_position_embeddings=64,
                           hidden_act="gelu_pytorch_tanh", bos_token_id=None, eos_token_id=None, pad_token_id=None)
         model = GemmaForCausalLM(cfg)
+    elif kind == "gemma2":
+        # Three layers: windowed (5 positions), full, windowed, as Gemma2Config's default
+        # layer_types alternate. Scores scaled by 1 / sqrt(16) where the head width is 12, and caps
+        # low enough to bend the scores and logits of this small model (Gemma 2 ships 50 and 30).
+        cfg = Gemma2Config(num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=12, intermediate_size=40, vocab_size=97, max_position_embeddings=64,
+                           sliding_window=5, query_pre_attn_scalar=16, attn_logit_softcapping=0.8,
+                           final_logit_softcapping=1.5, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+        model = Gemma2ForCausalLM(cfg)
     elif kind == "phi3":
         # Fused qkv_proj and gate_up_proj, a window of 6 positions, an untied head.
         cfg = Phi3Config(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
@@ -147,7 +156,8 @@ def load_any(model_dir):
     arch = json.load(open(f"{model_dir}/config.json"))["architectures"][0]
     cls = {"GPT2LMHeadModel": GPT2LMHeadModel, "LlamaForCausalLM": LlamaForCausalLM,
            "Qwen2ForCausalLM": Qwen2ForCausalLM, "MistralForCausalLM": MistralForCausalLM,
-           "GemmaForCausalLM": GemmaForCausalLM, "Phi3ForCausalLM": Phi3ForCausalLM,
+           "GemmaForCausalLM": GemmaForCausalLM, "Gemma2ForCausalLM": Gemma2ForCausalLM,
+           "Phi3ForCausalLM": Phi3ForCausalLM,
            "BertForMaskedLM": BertForMaskedLM, "BertForSequenceClassification": BertForSequenceClassification}[arch]
     return cls.from_pretrained(model_dir).eval()
 

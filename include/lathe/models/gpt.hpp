@@ -32,7 +32,7 @@ class GptImpl : public torch::nn::Module, public nn::BlockStack {
 
   /// The final hidden states (B, T, d_model), before the output projection.
   torch::Tensor hidden(const torch::Tensor& ids, const torch::Tensor& key_mask = {}, nn::KvCache* cache = nullptr);
-  /// Output projection: (..., d_model) -> (..., vocab_size).
+  /// Output projection: (..., d_model) -> (..., vocab_size), soft-capped when logit_softcap is set.
   torch::Tensor logits(const torch::Tensor& hidden);
 
   /// An empty cache for `batch` sequences of up to `capacity` positions (default max_seq_len),

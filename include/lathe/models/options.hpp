@@ -63,6 +63,11 @@ struct ModelOptions {
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_max_seq_len = 8192;
   int64_t sliding_window = 0;
+  int64_t sliding_window_pattern = 0;
+  int64_t attn_scale_dim = 0;
+  double attn_softcap = 0.0;
+  double logit_softcap = 0.0;
+  bool sandwich_norm = false;
   bool tie_embeddings = true;
   bool scale_embeddings = false;
   double init_std = 0.02;
@@ -79,6 +84,10 @@ struct ModelOptions {
   int64_t ff_width() const { return d_ff > 0 ? d_ff : 4 * d_model; }
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_dim() const { return d_head > 0 ? d_head : d_model / n_head; }
+  /// The window of layer `layer` (0: it attends to every earlier position).
+  int64_t layer_window(int64_t layer) const {
+    return sliding_window_pattern > 0 && (layer + 1) % sliding_window_pattern == 0 ? 0 : sliding_window;
+  }
   /// The rotary frequencies' options (position rope).
   nn::RotaryOptions rotary() const {
     return {rope_theta, rope_scaling, rope_factor, rope_low_freq_factor, rope_high_freq_factor,
@@ -151,6 +160,22 @@ constexpr void visit(V& v, ModelOptions& c) {
   v.field("sliding_window", c.sliding_window, "Each position attends to the last sliding_window positions only, "
                                               "itself included (Mistral). 0: all earlier positions.",
           at_least(0), shape_key(A::Gpt));
+  v.field("sliding_window_pattern", c.sliding_window_pattern,
+          "With sliding_window: every sliding_window_pattern-th layer (the 2nd, 4th, ... for 2) attends to every "
+          "earlier position, the others to the window (Gemma 2: 2). 0: every layer has the window.",
+          at_least(0), shape_key(A::Gpt));
+  v.field("attn_scale_dim", c.attn_scale_dim, "Attention scores are divided by sqrt(attn_scale_dim) (Gemma 2's "
+                                              "query_pre_attn_scalar). 0: head_dim.",
+          at_least(0), shape_key(A::Gpt));
+  v.field("attn_softcap", c.attn_softcap, "Attention scores s become attn_softcap * tanh(s / attn_softcap) before "
+                                          "the mask and softmax (Gemma 2: 50). 0: none.",
+          at_least(0.0), shape_key(A::Gpt));
+  v.field("logit_softcap", c.logit_softcap, "Output logits z become logit_softcap * tanh(z / logit_softcap), in "
+                                            "the loss too (Gemma 2: 30). 0: none.",
+          at_least(0.0), shape_key(A::Gpt));
+  v.field("sandwich_norm", c.sandwich_norm, "Norms on the outputs of attention and the MLP too, before each "
+                                            "residual add (Gemma 2's four norms per block).",
+          any_value(), shape_key(A::Gpt));
   v.field("tie_embeddings", c.tie_embeddings, "Share the input embedding with the output projection.", any_value(),
           shape_key(A::Gpt));
   v.field("scale_embeddings", c.scale_embeddings, "Multiply the token embeddings by sqrt(d_model) on the way in "

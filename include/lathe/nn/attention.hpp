@@ -23,6 +23,11 @@ struct AttentionOptions {
   bool qkv_bias = false;   // biases in the QKV projection alone (Qwen2), when `bias` is off
   /// Each query sees the last `sliding_window` positions only, itself included (Mistral); 0: all.
   int64_t sliding_window = 0;
+  /// Factor of the scores q . k; 0: 1 / sqrt(head_dim).
+  double scale = 0.0;
+  /// Scores s become softcap * tanh(s / softcap) before the mask (Gemma 2); 0: none. The scores
+  /// are then formed explicitly instead of by the fused kernel.
+  double softcap = 0.0;
   double attn_dropout = 0.0;  // dropout on attention probabilities, in training mode
   double dropout = 0.0;       // dropout on the output projection, in training mode
   c10::Device device = c10::kCPU;  // where the parameters are created

@@ -18,10 +18,13 @@ struct BlockOptions {
   MlpOptions mlp;
   NormOptions norm;       // dim and device are taken from attention
   bool pre_norm = true;   // pre-LN: x + f(norm(x)); post-LN: norm(x + f(x))
+  /// Pre-LN with a norm on each branch's output too: x + norm_out(f(norm_in(x))) (Gemma 2).
+  bool sandwich_norm = false;
 };
 
-/// Submodules: `ln_1`, `attn`, `ln_2`, `mlp`. In post-LN order ln_1 follows attention and
-/// ln_2 follows the MLP.
+/// Submodules: `ln_1`, `attn`, `ln_2`, `mlp`, and with sandwich norms `post_ln_1` (on the
+/// attention's output) and `post_ln_2` (on the MLP's). In post-LN order ln_1 follows attention
+/// and ln_2 follows the MLP.
 class BlockImpl : public torch::nn::Module {
  public:
   explicit BlockImpl(BlockOptions options);
@@ -32,6 +35,8 @@ class BlockImpl : public torch::nn::Module {
   Attention attn{nullptr};
   Norm ln_2{nullptr};
   Mlp mlp{nullptr};
+  Norm post_ln_1{nullptr};
+  Norm post_ln_2{nullptr};
 };
 TORCH_MODULE(Block);
 

@@ -13,11 +13,13 @@ namespace lathe::nn {
 
 /// Mean over the rows whose target is not `ignore_index` of
 /// cross_entropy(hidden @ weight^T + bias, targets), in float32, at most `block_rows` rows at a
-/// time (in blocks of equal size).
+/// time (in blocks of equal size). `softcap` > 0: of the logits z soft-capped as
+/// softcap * tanh(z / softcap) (Gemma 2), in float32.
 /// hidden (N, C), weight (V, C), bias (V) or undefined, targets (N) int64. Differentiable in
 /// hidden, weight and bias; under autocast the block products run in autocast's dtype, as
 /// at::linear's would. 0 (with zero gradients) when no row is scored.
 at::Tensor linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& bias,
-                                const at::Tensor& targets, int64_t block_rows = 2048, int64_t ignore_index = -100);
+                                const at::Tensor& targets, int64_t block_rows = 2048, int64_t ignore_index = -100,
+                                double softcap = 0.0);
 
 }  // namespace lathe::nn

@@ -349,6 +349,12 @@ void validate_read(const ModelOptions& o, Arch arch, const fs::path& dir) {
   }
 }
 
+bool plain_blocks(const ModelOptions& o) {
+  return o.attn_softcap == 0 && o.logit_softcap == 0 && !o.sandwich_norm &&
+         (o.attn_scale_dim == 0 || o.attn_scale_dim == o.head_dim()) &&
+         (o.sliding_window == 0 || o.sliding_window_pattern == 0);
+}
+
 /// transformers' GPT-2 and BERT derive the head width as hidden size / heads; a model whose
 /// heads were pruned (n_head * head_dim < d_model) has no config there.
 void check_heads_fill_width(const ModelOptions& o, const char* family) {

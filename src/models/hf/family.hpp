@@ -1,7 +1,7 @@
 // What every Hugging Face model family shares (src/models/hf/): tensor-name tables, the
 // reading and writing of model.safetensors through them, config.json helpers, and what a GPT
 // family declares. Each family lives in a file of its own (gpt2.cpp, llama.cpp, qwen2.cpp,
-// mistral.cpp, gemma.cpp, phi3.cpp, bert.cpp);
+// mistral.cpp, gemma.cpp, gemma2.cpp, phi3.cpp, bert.cpp);
 // src/models/hf.cpp lists the GPT families.
 #pragma once
 
@@ -162,6 +162,9 @@ const KeyTable& llama_keys();
 ModelOptions llama_style_defaults();
 /// Rope, rmsnorm and swiglu, embeddings unscaled.
 bool llama_style(const ModelOptions& o);
+/// Blocks as every family but Gemma 2 has them: scores scaled by 1 / sqrt(head_dim), no
+/// soft-capping, one window for every layer, no sandwich norms.
+bool plain_blocks(const ModelOptions& o);
 /// rope_parameters (transformers 5) or rope_theta + rope_scaling (earlier) into `o`: default,
 /// linear and llama3; any other type or parameter refused by name.
 void read_rope(const json& config, const fs::path& dir, ModelOptions& o);

@@ -52,7 +52,7 @@ json write(const ModelOptions& o) {
 bool holds(const ModelOptions& o) {
   return o.position == nn::Position::Rope && o.norm == nn::NormKind::RmsNormOffset &&
          o.activation == nn::Activation::GeGluTanh && o.scale_embeddings &&
-         !o.bias && !o.qkv_bias && o.sliding_window == 0;
+         !o.bias && !o.qkv_bias && o.sliding_window == 0 && plain_blocks(o);
 }
 
 }  // namespace

@@ -53,7 +53,8 @@ json write(const ModelOptions& o) {
 
 bool holds(const ModelOptions& o) {
   return o.position == nn::Position::Learned && o.norm == nn::NormKind::LayerNorm && o.bias &&
-         o.n_kv_head == 0 && !nn::gated(o.activation) && o.sliding_window == 0 && !o.scale_embeddings;
+         o.n_kv_head == 0 && !nn::gated(o.activation) && o.sliding_window == 0 && !o.scale_embeddings &&
+         plain_blocks(o);
 }
 
 }  // namespace

@@ -168,7 +168,7 @@ json write(const ModelOptions& o) {
 }
 
 bool holds(const ModelOptions& o) {
-  return llama_style(o) && (o.bias || !o.qkv_bias) && o.sliding_window == 0;
+  return llama_style(o) && (o.bias || !o.qkv_bias) && o.sliding_window == 0 && plain_blocks(o);
 }
 
 }  // namespace

@@ -35,7 +35,9 @@ json write(const ModelOptions& o) {
   return c;
 }
 
-bool holds(const ModelOptions& o) { return llama_style(o) && !o.bias && !o.qkv_bias && o.sliding_window > 0; }
+bool holds(const ModelOptions& o) {
+  return llama_style(o) && !o.bias && !o.qkv_bias && o.sliding_window > 0 && plain_blocks(o);
+}
 
 }  // namespace
 

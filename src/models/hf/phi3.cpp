@@ -71,7 +71,7 @@ json write(const ModelOptions& o) {
 }
 
 bool holds(const ModelOptions& o) {
-  return llama_style(o) && !o.bias && !o.qkv_bias && o.rope_scaling == nn::RopeScaling::None;
+  return llama_style(o) && !o.bias && !o.qkv_bias && o.rope_scaling == nn::RopeScaling::None && plain_blocks(o);
 }
 
 }  // namespace
