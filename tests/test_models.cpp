@@ -21,6 +21,7 @@
 #include "lathe/models/gpt.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
+#include "lathe/nn/init.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/nn/quantized.hpp"
 #include "lathe/recipe/enums.hpp"
@@ -225,6 +226,57 @@ TEST_CASE("models: Gemma 2's other layer_types, null soft-caps and no window com
     save_hf(model, out.path());
     CHECK(max_diff(ref.hf_logits(out.path()), theirs) <= kLogitTol);
   }
+}
+
+namespace {
+
+/// A line of /proc/self/status ("VmRSS", "VmHWM") in bytes; -1 where there is none.
+int64_t status_bytes(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with(key + ":")) return std::stoll(line.substr(key.size() + 1)) * 1024;  // "  123 kB"
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("models: a 500 MB bfloat16 checkpoint in shards is read into bfloat16 parameters with at most 1.3 times "
+          "its size resident", "[models][reference]") {
+  TempDir dir;
+  python({"large", dir.path().string()});
+  // The peak is measured from here: writing 5 to clear_refs resets VmHWM to the current RSS.
+  const bool reset = static_cast<bool>(std::ofstream("/proc/self/clear_refs") << "5");
+  const int64_t before = status_bytes("VmRSS");
+  if (!reset || before < 0) {
+    WARN("this kernel does not let a process reset its peak resident memory: not measured");
+    return;
+  }
+  Gpt model = [&] {
+    lathe::nn::BuildDtypeGuard bf16(at::kBFloat16);
+    return load_hf_gpt(dir.path());
+  }();
+  const int64_t peak = status_bytes("VmHWM");
+  int64_t bytes = 0;
+  for (const auto& p : model->parameters()) {
+    CHECK(p.scalar_type() == at::kBFloat16);
+    bytes += static_cast<int64_t>(p.nbytes());
+  }
+  const double ratio = static_cast<double>(peak - before) / static_cast<double>(bytes);
+  INFO("model " << bytes / 1e6 << " MB, resident before " << before / 1e6 << " MB, peak " << peak / 1e6
+                << " MB: " << ratio << "x the model");
+  CHECK(bytes > 480'000'000);
+  CHECK(ratio <= 1.3);
+  // The values are the checkpoint's, from each shard (the stacked q / k / v rows too).
+  auto params = model->named_parameters();
+  const auto index = nlohmann::json::parse(file_bytes(dir.path() / "model.safetensors.index.json"));
+  auto stored = [&](const std::string& name) {
+    return lathe::io::load_safetensors(dir.path() / index["weight_map"][name].get<std::string>()).at(name);
+  };
+  CHECK(at::equal(params["wte.weight"], stored("model.embed_tokens.weight")));
+  CHECK(at::equal(params["blocks.13.mlp.proj.weight"], stored("model.layers.13.mlp.down_proj.weight")));
+  CHECK(at::equal(params["blocks.7.attn.qkv.weight"].narrow(0, 1024, 512), stored("model.layers.7.self_attn.k_proj.weight")));
+  CHECK(at::equal(params["ln_f.weight"], stored("model.norm.weight")));
 }
 
 TEST_CASE("models: written in bfloat16 shards of 2 KB, a model is what transformers' save_pretrained writes",

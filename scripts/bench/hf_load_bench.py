@@ -15,7 +15,10 @@ Each side is its own process, launched by this script, doing what a user does to
 first token: load the directory and greedily generate one token from a short prompt, in
 bfloat16 (lathe `--dtype bf16`; transformers `dtype=torch.bfloat16`). Reported per side: wall
 time from launch to exit, and peak resident memory (the child's ru_maxrss from wait4), also as a
-multiple of the checkpoint's bytes on disk. Rounds alternate the peers; medians.
+multiple of the checkpoint's bytes on disk. The same is measured for a 1-layer model of the same
+kind (width 64, the tokenizer's 8192 tokens): that process's peak is the side's baseline (its
+libraries, tokenizer and runtime), and peak minus baseline, as a multiple of the checkpoint's
+bytes, is what loading the model cost. Rounds alternate the peers; medians.
 """
 import argparse
 import os
@@ -33,6 +36,9 @@ PRESETS = {
                      intermediate_size=8192, vocab_size=128256),
     "llama-250m": dict(num_hidden_layers=8, hidden_size=1024, num_attention_heads=16, num_key_value_heads=4,
                        intermediate_size=4096, vocab_size=128256),
+    # The baseline: the same process with a model of no size.
+    "llama-tiny": dict(num_hidden_layers=1, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                       intermediate_size=128, vocab_size=8192),
 }
 
 HF_CHILD = r"""
@@ -83,6 +89,7 @@ def make_model(a, out):
                 p.fill_(1.0)
             else:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    model.tie_weights()  # to_empty gave the head a tensor of its own: the checkpoint holds one table
     model.save_pretrained(path, max_shard_size=a.shard)
     return path
 
@@ -118,33 +125,48 @@ def main():
     # its exec, so this process never holds the model.
     subprocess.run([sys.executable, __file__, "--make-only", "--preset", a.preset, "--shard", a.shard, "--out", a.out],
                    check=True)
+    subprocess.run([sys.executable, __file__, "--make-only", "--preset", "llama-tiny", "--shard", a.shard, "--out",
+                    a.out], check=True)
     path = os.path.join(a.out, a.preset, "model")
+    tiny = os.path.join(a.out, "llama-tiny", "model")
     files = [f for f in os.listdir(path) if f.endswith(".safetensors")]
     disk = sum(os.path.getsize(os.path.join(path, f)) for f in files)
     print(f"checkpoint: {path}: {len(files)} safetensors file(s), {disk / 1e9:.2f} GB bfloat16")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
-    lathe = [LATHE, "generate", "--model", path, "--tokenizer", os.path.join(path, "tokenizer.json"), "--prompt",
-             PROMPT, "--max-new-tokens", "1", "--greedy", "--dtype", "bf16", "--set", f"run.threads={a.threads}"]
-    hf = [sys.executable, "-c", HF_CHILD, path, str(a.threads), PROMPT]
+
+    def commands(model):
+        lathe = [LATHE, "generate", "--model", model, "--tokenizer", os.path.join(model, "tokenizer.json"), "--prompt",
+                 PROMPT, "--max-new-tokens", "1", "--greedy", "--dtype", "bf16", "--set", f"run.threads={a.threads}"]
+        return {"lathe": lathe, "transformers": [sys.executable, "-c", HF_CHILD, model, str(a.threads), PROMPT]}
+
+    big, small = commands(path), commands(tiny)
     results = {"lathe": [], "transformers": []}
+    baseline = {"lathe": [], "transformers": []}
     for r in range(a.rounds):
-        order = [("lathe", lathe, env), ("transformers", hf, env)]
+        order = ["lathe", "transformers"]
         if r % 2:
             order.reverse()
-        for name, cmd, e in order:
-            wall, rss, text = measured(cmd, e)
+        for name in order:
+            wall, rss, text = measured(big[name], env)
             results[name].append((wall, rss))
-            print(f"  round {r + 1} {name}: {wall:.2f} s, peak RSS {rss / 1e9:.2f} GB, text {text.strip()!r}")
+            base = measured(small[name], env)[1]
+            baseline[name].append(base)
+            print(f"  round {r + 1} {name}: {wall:.2f} s, peak RSS {rss / 1e9:.2f} GB (baseline {base / 1e9:.2f} GB), "
+                  f"text {text.strip()!r}")
     print(f"\n{a.preset}, {a.threads} threads, medians of {a.rounds}:")
-    print(f"{'':14} {'load + 1 token':>15} {'peak RSS':>10} {'x checkpoint':>13}")
+    print(f"{'':14} {'load + 1 token':>15} {'peak RSS':>10} {'x checkpoint':>13} {'baseline':>10} "
+          f"{'(peak - baseline) x checkpoint':>31}")
     med = {}
     for name, rows in results.items():
         wall = statistics.median(w for w, _ in rows)
         rss = statistics.median(m for _, m in rows)
-        med[name] = (wall, rss)
-        print(f"{name:14} {wall:13.2f} s {rss / 1e9:8.2f} GB {rss / disk:12.2f}x")
+        base = statistics.median(baseline[name])
+        med[name] = (wall, rss, rss - base)
+        print(f"{name:14} {wall:13.2f} s {rss / 1e9:8.2f} GB {rss / disk:12.2f}x {base / 1e9:8.2f} GB "
+              f"{(rss - base) / disk:30.2f}x")
     print(f"lathe / transformers: time {med['lathe'][0] / med['transformers'][0]:.2f}x, "
-          f"peak memory {med['lathe'][1] / med['transformers'][1]:.2f}x")
+          f"peak memory {med['lathe'][1] / med['transformers'][1]:.2f}x, "
+          f"peak over baseline {med['lathe'][2] / med['transformers'][2]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -195,44 +196,96 @@ Entry read_entry(const std::string& key, const nlohmann::json& v, uint64_t data_
 
 }  // namespace
 
-Safetensors load_safetensors(const fs::path& path, Read read) {
+struct SafetensorsReader::Impl {
+  fs::path path;
+  int fd = -1;
+  uint64_t data_start = 0;  // 8 + header length
+  std::vector<Entry> entries;  // by offset
+  std::map<std::string, std::size_t> index;
+  std::vector<Info> infos;
+  std::map<std::string, std::string> metadata;
+  std::shared_ptr<Mapping> mapping;
+
+  ~Impl() {
+    if (fd >= 0) ::close(fd);
+  }
+  const Entry& entry(const std::string& name) const {
+    auto it = index.find(name);
+    if (it == index.end()) throw Error(path.string() + ": no tensor named '" + name + "'");
+    return entries[it->second];
+  }
+};
+
+SafetensorsReader::SafetensorsReader(const fs::path& path, Read read) : impl_(std::make_shared<Impl>()) {
+  auto& m = *impl_;
+  m.path = path;
   const std::string name = path.string();
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read safetensors file '" + name + "'");
   const uint64_t size = fs::file_size(path);
   const auto [header, n] = read_header(in, name, size);
-  Safetensors out;
-  std::vector<Entry> entries;
+  m.data_start = 8 + n;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
-      for (auto m = it.value().begin(); m != it.value().end(); ++m)
-        out.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      for (auto v = it.value().begin(); v != it.value().end(); ++v)
+        m.metadata[v.key()] = v.value().is_string() ? v.value().get<std::string>() : v.value().dump();
       continue;
     }
-    entries.push_back(read_entry(it.key(), it.value(), size - 8 - n, name));
+    m.entries.push_back(read_entry(it.key(), it.value(), size - 8 - n, name));
   }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
-  for (std::size_t i = 1; i < entries.size(); ++i)
-    if (entries[i].begin < entries[i - 1].end)
-      throw Error(name + ": tensors '" + entries[i - 1].name + "' and '" + entries[i].name + "' overlap");
-  std::shared_ptr<Mapping> mapping;
-  if (read == Read::Map && !entries.empty()) mapping = std::make_shared<Mapping>(path, size);
-  for (const auto& e : entries) {
-    const uint64_t at_byte = 8 + n + e.begin;
-    // Only data at LibTorch's own allocation alignment becomes a view: some kernels (the int8
-    // weight product among them) assume it, and crash on less.
-    if (mapping && at_byte % kTensorAlignment == 0) {
-      // The tensor holds the mapping: it is unmapped when the last view goes.
-      out.tensors.emplace_back(e.name, at::from_blob(mapping->data() + at_byte, e.shape, [mapping](void*) {},
-                                                     at::TensorOptions().dtype(e.type)));
-      continue;
-    }
-    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
-    in.seekg(static_cast<std::streamoff>(at_byte));
-    if (!in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin)))
-      throw Error(name + ": tensor '" + e.name + "': cannot read its data");
-    out.tensors.emplace_back(e.name, std::move(t));
+  std::sort(m.entries.begin(), m.entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  for (std::size_t i = 1; i < m.entries.size(); ++i)
+    if (m.entries[i].begin < m.entries[i - 1].end)
+      throw Error(name + ": tensors '" + m.entries[i - 1].name + "' and '" + m.entries[i].name + "' overlap");
+  for (std::size_t i = 0; i < m.entries.size(); ++i) {
+    m.index.emplace(m.entries[i].name, i);
+    m.infos.push_back({m.entries[i].name, m.entries[i].type, m.entries[i].shape});
   }
+  if (read == Read::Map && !m.entries.empty()) m.mapping = std::make_shared<Mapping>(path, size);
+  m.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (m.fd < 0) throw Error("cannot open safetensors file '" + name + "': " + std::strerror(errno));
+}
+
+const fs::path& SafetensorsReader::path() const { return impl_->path; }
+const std::vector<SafetensorsReader::Info>& SafetensorsReader::tensors() const { return impl_->infos; }
+const std::map<std::string, std::string>& SafetensorsReader::metadata() const { return impl_->metadata; }
+
+at::Tensor SafetensorsReader::get(const std::string& name) const {
+  const auto& e = impl_->entry(name);
+  const uint64_t at_byte = impl_->data_start + e.begin;
+  // Only data at LibTorch's own allocation alignment becomes a view: some kernels (the int8
+  // weight product among them) assume it, and crash on less.
+  if (impl_->mapping && at_byte % kTensorAlignment == 0) {
+    // The tensor holds the mapping: it is unmapped when the last view goes.
+    auto mapping = impl_->mapping;
+    return at::from_blob(mapping->data() + at_byte, e.shape, [mapping](void*) {}, at::TensorOptions().dtype(e.type));
+  }
+  at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
+  read_into(name, t);
+  return t;
+}
+
+void SafetensorsReader::read_into(const std::string& name, const at::Tensor& out) const {
+  const auto& e = impl_->entry(name);
+  const auto where = impl_->path.string() + ": tensor '" + name + "': ";
+  if (!out.device().is_cpu() || !out.is_contiguous() || out.scalar_type() != e.type ||
+      out.nbytes() != e.end - e.begin)
+    throw std::logic_error(where + "read_into needs a contiguous CPU tensor of its dtype and size");
+  auto* dst = static_cast<char*>(out.data_ptr());
+  uint64_t done = 0, want = e.end - e.begin;
+  while (done < want) {
+    const auto got = ::pread(impl_->fd, dst + done, want - done, static_cast<off_t>(impl_->data_start + e.begin + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) throw Error(where + "cannot read its data" + (got < 0 ? std::string(": ") + std::strerror(errno) : ""));
+    done += static_cast<uint64_t>(got);
+  }
+}
+
+Safetensors load_safetensors(const fs::path& path, Read read) {
+  const SafetensorsReader reader(path, read);
+  Safetensors out;
+  out.metadata = reader.metadata();
+  for (const auto& info : reader.tensors()) out.tensors.emplace_back(info.name, reader.get(info.name));
   return out;
 }
 

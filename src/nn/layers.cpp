@@ -5,6 +5,7 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <c10/core/DefaultDtype.h>
 #include <torch/nn/init.h>
 
 #include "lathe/nn/block.hpp"
@@ -24,6 +25,11 @@ thread_local bool skip_init = false;
 SkipInitGuard::SkipInitGuard() : previous_(skip_init) { skip_init = true; }
 SkipInitGuard::~SkipInitGuard() { skip_init = previous_; }
 bool init_skipped() { return skip_init; }
+
+BuildDtypeGuard::BuildDtypeGuard(at::ScalarType dtype) : previous_(c10::get_default_dtype()) {
+  c10::set_default_dtype(caffe2::TypeMeta::fromScalarType(dtype));
+}
+BuildDtypeGuard::~BuildDtypeGuard() { c10::set_default_dtype(previous_); }
 
 void initialise(const torch::nn::Module& model, const InitRule& rule, const ValueSink& sink) {
   if (!sink && init_skipped()) return;

@@ -11,6 +11,8 @@
   same DIR_A DIR_B       the two directories hold the same config (as transformers reads it) and the same
                          tensors; prints each difference and exits 1 when there is one
   counts OUT             parameter counts of the presets' Hugging Face configs (meta device)
+  large DIR              a Llama of about 500 MB in bfloat16 (252M parameters, random normal weights),
+                         saved by save_pretrained in shards of at most 200 MB
 """
 import json
 import sys
@@ -229,6 +231,21 @@ def counts(out_file):
     json.dump(result, open(out_file, "w"))
 
 
+def large(out_dir):
+    cfg = LlamaConfig(num_hidden_layers=14, hidden_size=1024, num_attention_heads=16, num_key_value_heads=8,
+                      intermediate_size=4096, vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-5,
+                      tie_word_embeddings=True, bos_token_id=None, eos_token_id=None)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    model = model.to_empty(device="cpu").to(torch.bfloat16)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    model.tie_weights()
+    model.save_pretrained(out_dir, max_shard_size="200MB")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "make":
@@ -243,5 +260,7 @@ if __name__ == "__main__":
         same(sys.argv[2], sys.argv[3])
     elif cmd == "counts":
         counts(sys.argv[2])
+    elif cmd == "large":
+        large(sys.argv[2])
     else:
         raise SystemExit(f"unknown command {cmd}")

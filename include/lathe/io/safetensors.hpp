@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,32 @@ enum class Read {
   /// not at a multiple of 64 bytes in the file is copied instead (kernels assume LibTorch's
   /// allocation alignment): lathe's files start their data there; other writers align to 8.
   Map,
+};
+
+/// A safetensors file read a tensor at a time: the header is read and checked when it is opened
+/// (everything load_safetensors checks), each tensor's data when it is asked for.
+class SafetensorsReader {
+ public:
+  struct Info {
+    std::string name;
+    at::ScalarType dtype;
+    std::vector<int64_t> shape;
+  };
+  /// Read::Map: get() gives views of the file mapped copy-on-write where the data is aligned.
+  explicit SafetensorsReader(const std::filesystem::path& path, Read read = Read::Copy);
+  const std::filesystem::path& path() const;
+  /// The tensors, in file order.
+  const std::vector<Info>& tensors() const;
+  const std::map<std::string, std::string>& metadata() const;
+  /// Tensor `name`: a view of the mapped file, or read into new memory.
+  at::Tensor get(const std::string& name) const;
+  /// Reads tensor `name`'s data into `out`, a contiguous CPU tensor of its dtype and size
+  /// (std::logic_error otherwise): no copy of it is held anywhere else.
+  void read_into(const std::string& name, const at::Tensor& out) const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
 };
 
 /// Reads a file into CPU tensors. Throws lathe::Error naming the file (and tensor) for a

@@ -30,6 +30,20 @@ class SkipInitGuard {
 /// Whether a SkipInitGuard is alive on this thread.
 bool init_skipped();
 
+/// Modules built while a BuildDtypeGuard lives create their floating parameters in `dtype`
+/// (LibTorch's default dtype, which is process-wide, restored when the guard goes): a model that
+/// runs in bfloat16 is read into bfloat16 parameters without first being built in float32.
+class BuildDtypeGuard {
+ public:
+  explicit BuildDtypeGuard(at::ScalarType dtype);
+  ~BuildDtypeGuard();
+  BuildDtypeGuard(const BuildDtypeGuard&) = delete;
+  BuildDtypeGuard& operator=(const BuildDtypeGuard&) = delete;
+
+ private:
+  caffe2::TypeMeta previous_;
+};
+
 using lathe::ValueSink;
 using lathe::ValueSource;
 

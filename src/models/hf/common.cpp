@@ -101,19 +101,21 @@ class ConfigWriter {
 namespace {
 
 /// Whether `pieces` (floating, of the parameter's rank) make a tensor of `shape` under `xf`.
-bool fits(Xf xf, const std::vector<at::Tensor>& pieces, at::IntArrayRef shape) {
-  if (xf == Xf::Transpose && pieces[0].dim() != 2) return false;
-  for (const auto& p : pieces)
-    if (!p.is_floating_point() || p.dim() != static_cast<int64_t>(shape.size())) return false;
-  auto made = pieces[0].sizes().vec();
+bool fits(Xf xf, const std::vector<const io::SafetensorsReader::Info*>& pieces, at::IntArrayRef shape) {
+  if (xf == Xf::Transpose && pieces[0]->shape.size() != 2) return false;
+  for (const auto* p : pieces)
+    if (!at::isFloatingType(p->dtype) || p->shape.size() != shape.size()) return false;
+  auto made = pieces[0]->shape;
   if (xf == Xf::Transpose) std::reverse(made.begin(), made.end());
   if (xf == Xf::Stack)
     for (std::size_t i = 1; i < pieces.size(); ++i) {
-      if (pieces[i].sizes().slice(1) != pieces[0].sizes().slice(1)) return false;
-      made[0] += pieces[i].size(0);
+      if (at::IntArrayRef(pieces[i]->shape).slice(1) != at::IntArrayRef(pieces[0]->shape).slice(1)) return false;
+      made[0] += pieces[i]->shape[0];
     }
   return at::IntArrayRef(made) == shape;
 }
+
+std::string shape_of(const std::vector<int64_t>& s) { return shape_str(at::IntArrayRef(s)); }
 
 [[noreturn]] void refuse(const std::vector<fs::path>& files, const std::vector<std::string>& missing,
                          const std::vector<std::string>& unexpected, const std::vector<std::string>& wrong) {
@@ -131,61 +133,73 @@ bool fits(Xf xf, const std::vector<at::Tensor>& pieces, at::IntArrayRef shape) {
   throw Error(msg);
 }
 
-}  // namespace
+/// A stored tensor: its file and its name there.
+struct Piece {
+  std::shared_ptr<const io::SafetensorsReader> file;
+  std::string name;
+  const io::SafetensorsReader::Info* info;
+};
 
-nn::ValueSource tensor_values(const torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
-                              const Layout& layout, const std::vector<std::string>& optional,
-                              std::vector<std::string>* initialized, io::Read read) {
-  std::map<std::string, at::Tensor> theirs;
-  for (const auto& file : files)
-    for (auto& [name, t] : io::load_safetensors(file, read).tensors)
-      if (!theirs.emplace(normalize(name, layout), t).second)
-        throw Error(file.string() + ": " + name + " is also in another shard of " + file.parent_path().string());
+/// One parameter's value: the stored tensors it is made of, and how.
+struct Value {
+  std::string name;  // ours
+  Xf xf;
+  std::vector<Piece> pieces;
+};
+
+/// The values of `model`'s parameters that `files` hold through `table`, every name and shape
+/// checked from the files' headers alone: no tensor data is read here.
+std::vector<Value> plan_values(const torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
+                               const Layout& layout, const std::vector<std::string>& optional,
+                               std::vector<std::string>* initialized, io::Read read) {
+  std::map<std::string, Piece> theirs;
+  for (const auto& file : files) {
+    auto reader = std::make_shared<const io::SafetensorsReader>(file, read);
+    for (const auto& info : reader->tensors())
+      if (!theirs.emplace(normalize(info.name, layout), Piece{reader, info.name, &info}).second)
+        throw Error(file.string() + ": " + info.name + " is also in another shard of " + file.parent_path().string());
+  }
   auto params = model.named_parameters();
-
   std::vector<std::string> missing, wrong, unexpected;
   std::set<std::string> used;
-  struct Value {
-    std::string name;  // ours
-    Xf xf;
-    std::vector<at::Tensor> pieces;
-  };
   std::vector<Value> values;
   for (const auto& rule : table) {
     auto* param = params.find(rule.ours);
     if (!param) throw std::logic_error("hf table names '" + rule.ours + "', which the model does not have");
-    std::vector<at::Tensor> pieces;
+    Value value{rule.ours, rule.xf, {}};
+    std::vector<const io::SafetensorsReader::Info*> infos;
     std::vector<std::string> absent;
     for (const auto& name : rule.theirs) {
       auto it = theirs.find(name);
-      if (it == theirs.end()) absent.push_back(name);
-      else {
-        pieces.push_back(it->second);
-        used.insert(name);
+      if (it == theirs.end()) {
+        absent.push_back(name);
+        continue;
       }
+      value.pieces.push_back(it->second);
+      infos.push_back(it->second.info);
+      used.insert(name);
     }
     if (!absent.empty()) {
       const bool opt = std::any_of(optional.begin(), optional.end(), [&](const std::string& p) {
         return rule.ours.starts_with(p);
       });
-      if (opt && pieces.empty()) {
+      if (opt && value.pieces.empty()) {
         if (initialized) initialized->push_back(rule.ours);
       } else {
         missing.insert(missing.end(), absent.begin(), absent.end());
       }
       continue;
     }
-    if (!fits(rule.xf, pieces, param->sizes())) {
+    if (!fits(rule.xf, infos, param->sizes())) {
       std::string got;
-      for (std::size_t i = 0; i < pieces.size(); ++i)
-        got += (i ? " + " : "") + rule.theirs[i] + " " + shape_str(pieces[i].sizes());
-      wrong.push_back(got + (rule.xf == Xf::Transpose ? " (stored transposed)" : "") + " for " + rule.ours +
-                      " " + shape_str(param->sizes()));
+      for (std::size_t i = 0; i < infos.size(); ++i) got += (i ? " + " : "") + rule.theirs[i] + " " + shape_of(infos[i]->shape);
+      wrong.push_back(got + (rule.xf == Xf::Transpose ? " (stored transposed)" : "") + " for " + rule.ours + " " +
+                      shape_str(param->sizes()));
       continue;
     }
-    values.push_back({rule.ours, rule.xf, std::move(pieces)});
+    values.push_back(std::move(value));
   }
-  for (const auto& [name, t] : theirs) {
+  for (const auto& [name, piece] : theirs) {
     if (used.count(name)) continue;
     const bool ignored = std::any_of(layout.ignore.begin(), layout.ignore.end(), [&](const std::string& frag) {
       return name.find(frag) != std::string::npos;
@@ -193,21 +207,55 @@ nn::ValueSource tensor_values(const torch::nn::Module& model, const Table& table
     if (!ignored) unexpected.push_back(name);
   }
   if (!missing.empty() || !wrong.empty() || !unexpected.empty()) refuse(files, missing, unexpected, wrong);
-  // Each value made when its turn comes: a stacked one is the only tensor built whole, one at a
-  // time; the others are views of the files.
+  return values;
+}
+
+/// The value made whole: a view of a mapped file, or its pieces read (and stacked or transposed).
+at::Tensor make_value(const Value& v) {
+  std::vector<at::Tensor> pieces;
+  for (const auto& p : v.pieces) pieces.push_back(p.file->get(p.name));
+  return v.xf == Xf::Transpose ? pieces[0].t() : v.xf == Xf::Stack ? at::cat(pieces, 0) : pieces[0];
+}
+
+/// Reads `v` straight into `param` where its pieces are stored in the parameter's dtype as rows of
+/// it: no other copy of the data is made. False where it cannot (another dtype, a transpose, a
+/// parameter off the CPU) or where the file is mapped (assign_parameter then takes the view).
+bool read_in_place(const Value& v, at::Tensor& param, io::Read read) {
+  if (read == io::Read::Map || v.xf == Xf::Transpose || !param.device().is_cpu() || !param.is_contiguous()) return false;
+  for (const auto& p : v.pieces)
+    if (p.info->dtype != param.scalar_type()) return false;
+  int64_t row = 0;
+  for (const auto& p : v.pieces) {
+    const int64_t rows = p.info->shape.empty() ? 1 : p.info->shape[0];
+    p.file->read_into(p.name, p.info->shape.empty() ? param : param.narrow(0, row, rows));
+    row += rows;
+  }
+  return true;
+}
+
+}  // namespace
+
+nn::ValueSource tensor_values(const torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
+                              const Layout& layout, const std::vector<std::string>& optional,
+                              std::vector<std::string>* initialized, io::Read read) {
+  auto values = plan_values(model, table, files, layout, optional, initialized, read);
+  // Each value made when its turn comes, one at a time: a view of a mapped file, or read then.
   return [values = std::move(values)](const nn::ValueSink& sink) {
     torch::NoGradGuard no_grad;
-    for (const auto& v : values)
-      sink(v.name, v.xf == Xf::Transpose ? v.pieces[0].t() : v.xf == Xf::Stack ? at::cat(v.pieces, 0) : v.pieces[0]);
+    for (const auto& v : values) sink(v.name, make_value(v));
   };
 }
 
 void load_tensors(torch::nn::Module& model, const Table& table, const std::vector<fs::path>& files,
                   const Layout& layout, const std::vector<std::string>& optional, std::vector<std::string>* initialized,
                   io::Read read) {
-  auto source = tensor_values(model, table, files, layout, optional, initialized, read);
+  const auto values = plan_values(model, table, files, layout, optional, initialized, read);
   auto params = model.named_parameters();
-  source([&](const std::string& name, const at::Tensor& value) { assign_parameter(params[name], value); });
+  torch::NoGradGuard no_grad;
+  for (const auto& v : values) {
+    auto& param = params[v.name];
+    if (!read_in_place(v, param, read)) assign_parameter(param, make_value(v));
+  }
 }
 
 namespace {

@@ -12,7 +12,9 @@
 #include "lathe/dist/world.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/ownership.hpp"
+#include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
+#include "lathe/nn/init.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
@@ -55,8 +57,14 @@ Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State
   auto& s = *state_;
   s.req = req;
   if (req.threads > 0) at::set_num_threads(static_cast<int>(req.threads));
-  // Mapped: the weights are read as the first forward uses them, nothing is copied.
-  s.loaded = models::load_model(req.model, models::ModelKind::Gpt, /*num_labels=*/0, io::Read::Map);
+  {
+    // Built in the dtype it runs in. A Hugging Face directory is read a tensor at a time straight
+    // into the parameters (no float32 model first, no copy of a shard); lathe's own file is
+    // mapped, its weights read as the first forward uses them.
+    nn::BuildDtypeGuard built_in(recipe::scalar_type(req.dtype));
+    const auto read = models::is_hf_model_dir(req.model) ? io::Read::Copy : io::Read::Map;
+    s.loaded = models::load_model(req.model, models::ModelKind::Gpt, /*num_labels=*/0, read);
+  }
   s.tok = tokenizer::load_tokenizer(req.tokenizer);
   if (s.tok->vocab_size() > s.loaded.vocab_size())
     throw Error(fmt::format("vocabulary mismatch: {} has {} tokens, the model {} has {} embedding rows",
