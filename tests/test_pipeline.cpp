@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -13,6 +14,8 @@
 #include "lathe/compress/quantize.hpp"
 #include "lathe/export/graph.hpp"
 #include "lathe/io/ownership.hpp"
+#include "lathe/io/safetensors.hpp"
+#include "lathe/models/gpt.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/provenance.hpp"
 #include "lathe/pipeline/registry.hpp"
@@ -298,4 +301,71 @@ TEST_CASE("pipeline: the stage registry names every stage once; lathe --help and
   const auto table = lathe::pipeline::stage_table_markdown();
   INFO("README.md's stage table differs from the registry's (regenerate it with build/lathe recipe keys --stages)");
   for (const auto& row : lathe::test::lines(table)) CHECK(contains(readme, row + "\n"));
+}
+
+TEST_CASE("pipeline: every Hugging Face family goes through train, structured prune, int8 quantize, eval and "
+          "export; transformers reads the exported family and computes the quantized model's logits",
+          "[pipeline][reference]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  // A WordPiece tokenizer of at most 90 tokens: the families' test models have 97 embedding rows.
+  const auto tokenizer = dir.path() / "tokenizer.json";
+  const auto made = lathe::test::run_python(
+      "import sys\n"
+      "from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers\n"
+      "t = Tokenizer(models.WordPiece(unk_token='[UNK]'))\n"
+      "t.normalizer = normalizers.BertNormalizer(lowercase=True)\n"
+      "t.pre_tokenizer = pre_tokenizers.BertPreTokenizer()\n"
+      "t.decoder = decoders.WordPiece()\n"
+      "t.train([sys.argv[1]], trainers.WordPieceTrainer(vocab_size=90, limit_alphabet=30,\n"
+      "        special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']))\n"
+      "assert t.get_vocab_size() <= 90\n"
+      "t.save(sys.argv[2])\n",
+      {corpus.text.string(), tokenizer.string()});
+  INFO(made.err);
+  REQUIRE(made.code == 0);
+  const std::map<std::string, std::string> family{{"llama3", "llama"}, {"qwen2", "qwen2"}, {"mistral", "mistral"},
+                                                  {"gemma", "gemma"},   {"gemma2", "gemma2"}, {"phi3", "phi3"}};
+  for (const auto& [kind, model_type] : family) {
+    INFO(kind);
+    const auto here = dir.path() / kind;
+    lathe::test::run_reference("hf_models.py", {"make", kind, here.string()});
+    const auto r = lathe::test::recipe_from(fmt::format(R"(pipeline: [data, train, prune, quantize, eval, export]
+run: {{out_dir: {}, seed: 5, device: cpu}}
+tokenizer: {{path: {}}}
+data: {{train_files: [{}], seq_len: 32, val_fraction: 0.1, num_workers: 1}}
+optim: {{lr: 1.0e-3}}
+schedule: {{warmup_steps: 1}}
+train: {{init_from: {}, max_steps: 3, batch_size: 4, save_every: 3}}
+prune: {{method: structured, heads: 0.5, neurons: 0.5, finetune_steps: 2}}
+quantize: {{method: int8_weight_only, source: pruned}}
+eval: {{batches: 2}}
+export: {{format: both, source: quantized}}
+)",
+                                                        (here / "run").string(), tokenizer.string(),
+                                                        corpus.text.string(), (here / "hf").string()));
+    std::ostringstream log;
+    lathe::pipeline::run_pipeline(r, {}, log);
+    INFO(log.str());
+    const auto out = here / "run";
+    const auto eval = json::parse(read_file(out / "eval.json"));
+    CHECK(std::isfinite(eval["metrics"]["loss"].get<double>()));
+    CHECK(fs::exists(out / "export" / "model.onnx"));
+    const auto config = json::parse(read_file(out / "export" / "config.json"));
+    CHECK(config["model_type"] == model_type);
+    // Half the key/value groups and half the MLP neurons are gone, and transformers computes what
+    // lathe's quantized model computes from the exported values.
+    auto quantized = lathe::models::load_model(out / "quantized" / "model.safetensors");
+    CHECK(quantized.options().n_head == 2);
+    CHECK(config["num_attention_heads"] == 2);
+    const auto ids = at::randint(0, 80, {2, 16}, at::kLong);
+    lathe::io::save_safetensors(here / "ids.safetensors", {{"input_ids", ids}});
+    lathe::test::run_reference("hf_models.py", {"logits", (out / "export").string(), (here / "ids.safetensors").string(),
+                                                (here / "logits.safetensors").string()});
+    const auto theirs = lathe::io::load_safetensors(here / "logits.safetensors").at("logits");
+    torch::NoGradGuard no_grad;
+    auto gpt = quantized.as<lathe::models::Gpt>();
+    gpt->eval();
+    CHECK((gpt(ids) - theirs).abs().max().item<double>() <= 1e-4);
+  }
 }
