@@ -344,14 +344,20 @@ TEST_CASE("models: with train.init_from a Hugging Face directory the recipe's mo
   CHECK(lathe::models::architecture_differences(Arch::Gpt, want, r.model.options(97)).empty());
   r.model.vocab_size = 97;  // the tokenizer's size in a run
   CHECK_NOTHROW(lathe::train::initial_model(r, nullptr));
-  // A key the recipe sets keeps the recipe's value, and one that contradicts the checkpoint is
-  // refused by name when training starts from it.
-  r = lathe::recipe::parse_recipe(data + "train: {init_from: " + from + "}\nmodel: {n_layer: 3, dropout: 0.1}\n",
-                                  "r.yaml");
-  r.model.vocab_size = 97;
-  CHECK(r.model.n_layer == 3);
+  // A key the recipe sets keeps the recipe's value (a setting such as dropout), and a shape key
+  // that contradicts the checkpoint is refused by name where the recipe is read, at its line.
+  r = lathe::recipe::parse_recipe(data + "train: {init_from: " + from + "}\nmodel: {dropout: 0.1}\n", "r.yaml");
   CHECK(r.model.dropout == 0.1);
   CHECK(r.model.d_head == 12);
+  CHECK_THAT(lathe::test::error_of([&] {
+               lathe::recipe::parse_recipe(data + "train: {init_from: " + from + "}\nmodel: {dropout: 0.1, n_layer: 3}\n",
+                                           "r.yaml");
+             }),
+             Catch::Matchers::Contains("r.yaml:3:") && Catch::Matchers::Contains("model.n_layer: train.init_from") &&
+                 Catch::Matchers::Contains("2 in the checkpoint, 3 in the recipe"));
+  // And where training starts from it (a recipe edited after it was read, a lathe checkpoint).
+  r.model.n_layer = 3;
+  r.model.vocab_size = 97;
   CHECK_THAT(lathe::test::error_of([&] { lathe::train::initial_model(r, nullptr); }),
              Catch::Matchers::Contains("model.n_layer: 2 in the checkpoint, 3 in the recipe"));
   // A directory whose config.json lathe refuses is named where the recipe loads.
@@ -995,7 +1001,7 @@ TEST_CASE("models: every model kind has its row: spelling, task, class, file and
   REQUIRE(rows.size() == spelled.size());
   // Each training task is served by exactly one kind.
   for (const auto& [task, name] : lathe::EnumTable<lathe::recipe::Task>::values)
-    CHECK(std::count_if(rows.begin(), rows.end(), [&](const auto& row) { return row.task == name; }) == 1);
+    CHECK(std::count_if(rows.begin(), rows.end(), [&](const auto& row) { return row.trains(name); }) == 1);
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const auto& row = rows[i];
     INFO(spelled[i].second);

@@ -36,6 +36,7 @@
 #include "lathe/recipe/paths.hpp"
 #include "lathe/train/device.hpp"
 #include "lathe/train/evaluate.hpp"
+#include "lathe/train/task.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 
@@ -187,6 +188,27 @@ int cmd_eval(const cxxopts::ParseResult& r) {
   return kOk;
 }
 
+/// lathe generate's sampling, stop, dtype and chat flags over what the recipe (if any) set.
+void read_generate_flags(const cxxopts::ParseResult& r, const std::optional<Recipe>& recipe,
+                         lathe::pipeline::GenerateRequest& req) {
+  if (r.count("max-new-tokens")) req.sampling.max_new_tokens = r["max-new-tokens"].as<int64_t>();
+  if (r.count("temperature")) req.sampling.temperature = r["temperature"].as<double>();
+  if (r.count("top-k")) req.sampling.top_k = r["top-k"].as<int64_t>();
+  if (r.count("top-p")) req.sampling.top_p = r["top-p"].as<double>();
+  if (r.count("seed")) req.sampling.seed = r["seed"].as<uint64_t>();
+  if (r.count("greedy")) req.sampling.temperature = 0;
+  if (r.count("chat")) {
+    req.chat = true;
+    if (recipe) req.chat_template = lathe::train::chat_template_source(*recipe);
+  }
+  if (r.count("stop")) req.stop = r["stop"].as<std::vector<std::string>>();
+  if (r.count("dtype")) {
+    auto dtype = lathe::recipe::parse_enum<lathe::recipe::Precision>(r["dtype"].as<std::string>());
+    if (!dtype) throw UsageError("--dtype must be fp32, bf16 or fp16");
+    req.dtype = *dtype;
+  }
+}
+
 int cmd_generate(const cxxopts::ParseResult& r) {
   lathe::pipeline::GenerateRequest req;
   std::optional<Recipe> recipe;
@@ -203,18 +225,7 @@ int cmd_generate(const cxxopts::ParseResult& r) {
   }
   if (r.count("prompt")) req.prompts = r["prompt"].as<std::vector<std::string>>();
   if (req.prompts.empty()) req.prompts = {""};
-  if (r.count("max-new-tokens")) req.sampling.max_new_tokens = r["max-new-tokens"].as<int64_t>();
-  if (r.count("temperature")) req.sampling.temperature = r["temperature"].as<double>();
-  if (r.count("top-k")) req.sampling.top_k = r["top-k"].as<int64_t>();
-  if (r.count("top-p")) req.sampling.top_p = r["top-p"].as<double>();
-  if (r.count("seed")) req.sampling.seed = r["seed"].as<uint64_t>();
-  if (r.count("greedy")) req.sampling.temperature = 0;
-  if (r.count("stop")) req.stop = r["stop"].as<std::vector<std::string>>();
-  if (r.count("dtype")) {
-    auto dtype = lathe::recipe::parse_enum<lathe::recipe::Precision>(r["dtype"].as<std::string>());
-    if (!dtype) throw UsageError("--dtype must be fp32, bf16 or fp16");
-    req.dtype = *dtype;
-  }
+  read_generate_flags(r, recipe, req);
   try {
     req.sampling.validate();
   } catch (const std::invalid_argument& e) {
@@ -434,7 +445,8 @@ void generate_options(cxxopts::Options& o) {
       "seed", "Sampling seed", cxxopts::value<uint64_t>())(
       "stop", "A string that ends generation (repeatable)", cxxopts::value<std::vector<std::string>>())(
       "dtype", "fp32, bf16 or fp16 (CUDA) weights and activations (default: generate.dtype)",
-      cxxopts::value<std::string>());
+      cxxopts::value<std::string>())(
+      "chat", "Each prompt is a user message rendered with the chat template (default: generate.chat)");
 }
 
 void encode_options(cxxopts::Options& o) {

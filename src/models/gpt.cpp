@@ -26,7 +26,11 @@ nn::BlockOptions block_options(const ModelOptions& o, int64_t layer = 0) {
                  .bias = o.bias,
                  .qkv_bias = o.qkv_bias,
                  .sliding_window = o.layer_window(layer),
-                 .scale = o.attn_scale_dim > 0 ? 1.0 / std::sqrt(static_cast<double>(o.attn_scale_dim)) : 0.0,
+                 // Only a scale other than the head width's: canonical options (which spell it out)
+                 // build the model the defaults build, on the same kernel path.
+                 .scale = o.attn_scale_dim > 0 && o.attn_scale_dim != o.head_dim()
+                              ? 1.0 / std::sqrt(static_cast<double>(o.attn_scale_dim))
+                              : 0.0,
                  .softcap = o.attn_softcap,
                  .attn_dropout = o.attn_dropout,
                  .dropout = o.dropout,
@@ -74,7 +78,21 @@ void GptImpl::reset_parameters(const nn::ValueSink& sink) {
       sink);
 }
 
-torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {
+namespace {
+
+/// Each position's index within its segment (B, T): packed examples start again at 0.
+at::Tensor segment_positions(const at::Tensor& segments) {
+  const int64_t T = segments.size(1);
+  auto index = at::arange(T, segments.options().dtype(at::kLong)).expand_as(segments);
+  auto starts = at::ones_like(segments, at::kBool);
+  if (T > 1) starts.narrow(1, 1, T - 1).copy_(segments.narrow(1, 1, T - 1) != segments.narrow(1, 0, T - 1));
+  return index - std::get<0>(at::cummax(index * starts, 1));
+}
+
+}  // namespace
+
+torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache,
+                              const torch::Tensor& segments) {
   const int64_t T = ids.size(1);
   const int64_t start = cache ? cache->length : 0;
   if (start + T > options.max_seq_len && options.position == nn::Position::Learned) {
@@ -94,7 +112,12 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
   if (options.scale_embeddings)
     x = x * at::scalar_tensor(std::sqrt(static_cast<double>(options.d_model)), x.options());
   nn::RotaryTables rotary;
-  if (wpe && key_mask.defined()) {
+  if (segments.defined()) {
+    if (cache) throw std::invalid_argument("gpt: packed rows (segments) with a KV cache");
+    const auto per_row = segment_positions(segments);
+    if (wpe) x = x + wpe(per_row);
+    else rotary = nn::rotary_tables(per_row, options.head_dim(), options.rotary());
+  } else if (wpe && key_mask.defined()) {
     // Left padding: a row's first real token is position 0 (transformers' position_ids for
     // GPT-2: cumsum of the mask - 1, padding at 1), so a padded row equals the unpadded one.
     auto mask = key_mask.to(at::kLong);
@@ -111,6 +134,7 @@ torch::Tensor GptImpl::hidden(const torch::Tensor& ids, const torch::Tensor& key
   nn::AttentionContext ctx;
   if (!wpe) ctx.rotary = &rotary;
   ctx.key_mask = key_mask;
+  ctx.segments = segments;
   ctx.cache_pos = start;
   for (std::size_t i = 0; i < blocks->size(); ++i) {
     ctx.cache = cache ? &cache->layers[i] : nullptr;
@@ -134,8 +158,9 @@ torch::Tensor GptImpl::logits(const torch::Tensor& h) {
   return z;
 }
 
-torch::Tensor GptImpl::forward(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache) {
-  return logits(hidden(ids, key_mask, cache));
+torch::Tensor GptImpl::forward(const torch::Tensor& ids, const torch::Tensor& key_mask, nn::KvCache* cache,
+                               const torch::Tensor& segments) {
+  return logits(hidden(ids, key_mask, cache, segments));
 }
 
 nn::KvCache GptImpl::make_cache(int64_t batch, int64_t capacity) const {

@@ -56,7 +56,7 @@ at::Tensor gpt_tied_head(Module& m) {
 void gpt_separate_head(Module& m) { as<GptImpl>(m).separate_head(); }
 
 TaskLogits gpt_scored(Module& m, const TaskInputs& in) {
-  auto logits = as<GptImpl>(m).forward(in.input_ids);
+  auto logits = as<GptImpl>(m).forward(in.input_ids, {}, nullptr, in.segments);
   return {logits.reshape({-1, logits.size(-1)}), in.targets.reshape({-1})};
 }
 
@@ -65,7 +65,7 @@ at::Tensor gpt_blockwise_loss(Module& m, const TaskInputs& in, at::ScalarType* l
   if (gpt.lm_head && gpt.lm_head->quantized()) return {};
   // The vocabulary projection and the loss blockwise (nn::linear_cross_entropy): the
   // (B*T, V) logits are never held whole.
-  auto h = gpt.hidden(in.input_ids);
+  auto h = gpt.hidden(in.input_ids, {}, nullptr, in.segments);
   h = h.reshape({-1, h.size(-1)});
   const auto& head = gpt.lm_head ? gpt.lm_head->weight : gpt.wte->weight;
   const auto& bias = gpt.lm_head ? gpt.lm_head->bias : at::Tensor();
@@ -137,6 +137,7 @@ constexpr std::array kKinds{
     ModelKindTraits{.kind = ModelKind::Gpt,
                     .arch = Arch::Gpt,
                     .task = "causal_lm",
+                    .also_trains = "sft",
                     .make = gpt_make,
                     .init = gpt_init,
                     .holds = holds<GptImpl>,

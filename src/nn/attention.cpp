@@ -82,7 +82,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
   };
   std::optional<at::Tensor> mask;
   bool is_causal = false;
-  if (!ctx.key_mask.defined()) {
+  if (ctx.segments.defined()) {
+    if (ctx.cache) throw std::invalid_argument("attention: packed rows (segments) with a KV cache");
+    auto m = (ctx.segments.unsqueeze(2) == ctx.segments.unsqueeze(1)).unsqueeze(1);  // (B, 1, T, T)
+    if (options.causal) m = m & seen();
+    if (ctx.key_mask.defined()) m = m & ctx.key_mask.to(at::kBool).view({B, 1, 1, Tk});
+    mask = m | at::eye(T, x.options().dtype(at::kBool));  // a query always sees itself
+  } else if (!ctx.key_mask.defined()) {
     if (options.causal && past == 0 && !windowed) is_causal = true;
     else if (options.causal && (T > 1 || windowed)) mask = seen();
   } else {

@@ -159,8 +159,10 @@ at::Tensor rotary_inv_freq(int64_t head_dim, const RotaryOptions& o) {
 
 RotaryTables rotary_tables(const at::Tensor& positions, int64_t head_dim, const RotaryOptions& options) {
   auto inv_freq = rotary_inv_freq(head_dim, options);
-  auto freqs = at::outer(positions.to(at::kFloat), inv_freq.to(positions.device()));  // (T, D/2)
-  auto emb = at::cat({freqs, freqs}, -1);                                              // (T, D)
+  // (..., T, D/2): each position times each frequency, as an outer product
+  auto freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq.to(positions.device());
+  auto emb = at::cat({freqs, freqs}, -1);  // (..., T, D)
+  if (positions.dim() == 2) emb = emb.unsqueeze(1);  // per-row positions: (B, 1, T, D)
   return {emb.cos(), emb.sin()};
 }
 

@@ -68,7 +68,14 @@ const StageReads& stage_reads(recipe::Stage stage) {
 
 MadeFrom task_data_record(const recipe::Recipe& r) {
   MadeFrom record = recipe_part(r, {"data.", "train.task", "train.batch_size", "model.num_labels", "run.seed"});
-  if (r.train.task == recipe::Task::Classification) {
+  if (r.train.task == recipe::Task::Sft) {
+    // What decides which tokens are scored, and the template beside the tokenizer.
+    record.merge(recipe_part(r, {"train.loss_on", "tokenizer.chat_template"}));
+    const auto dir = recipe::tokenizer_path(r).parent_path();
+    for (const auto* name : {"chat_template.jinja", "tokenizer_config.json"})
+      if (fs::exists(dir / name)) add_files(record, {dir / name});
+  }
+  if (recipe::reads_example_files(r.train.task)) {
     // Examples are read from the files themselves, not from shards.
     for (const auto* list : {&r.data.train_files, &r.data.val_files}) {
       try {

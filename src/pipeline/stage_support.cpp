@@ -89,6 +89,7 @@ train::Batch with_rows(const train::Batch& batch, int64_t rows) {
   out.targets = fit(batch.targets);
   out.attention_mask = fit(batch.attention_mask);
   out.token_type_ids = fit(batch.token_type_ids);
+  out.segments = fit(batch.segments);
   out.tokens = out.input_ids.numel();
   return out;
 }

@@ -3,6 +3,7 @@
 #include "lathe/recipe/load.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <cctype>
 #include <cmath>
 #include <map>
@@ -278,7 +279,7 @@ class ConsistencyCheck {
     // The architecture of the kind that trains the task (src/models/kinds.cpp).
     Arch needed = m.arch;
     for (const auto& kind : models::model_kinds())
-      if (kind.task == enum_name(r_.train.task)) needed = kind.arch;
+      if (kind.trains(enum_name(r_.train.task))) needed = kind.arch;
     if (m.arch != needed)
       fail({"train.task", "model.arch"}, "task " + std::string(enum_name(r_.train.task)) + " needs model.arch: " +
                                              std::string(enum_name(needed)) + " (got " +
@@ -323,6 +324,10 @@ class ConsistencyCheck {
       fail({"train.cuda_graphs", "train.task"},
            "CUDA graphs capture causal_lm's micro-step only (the masked_lm and classification losses select their "
            "scored rows on the host); set train.cuda_graphs: false");
+    if (r_.data.packing && r_.train.task != Task::Sft)
+      fail({"data.packing", "train.task"}, "data.packing packs sft examples; train.task is " +
+                                               std::string(enum_name(r_.train.task)) +
+                                               " (causal_lm reads windows of the token stream, already full)");
     if (r_.distributed.backend == Backend::Nccl && r_.run.device == Device::Cpu)
       fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
     if (r_.distributed.strategy == dist::Strategy::Fsdp && r_.train.cuda_graphs)
@@ -457,11 +462,18 @@ struct ModelKeys {
 /// (or its preset) does not set, model.arch included, marked at init_from's value. A key the
 /// recipe sets to another value than the checkpoint's is refused by name when the model is
 /// adopted (train::adopt).
-void apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
+/// The model a Hugging Face train.init_from holds.
+struct InitFrom {
+  std::string dir;
+  models::Arch arch;
+  models::ModelOptions options;
+};
+
+std::optional<InitFrom> apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
   Node* train = root.find("train");
   Node* from = train && train->kind == Node::Kind::Map ? train->find("init_from") : nullptr;
   if (!from || from->kind != Node::Kind::Scalar || from->scalar.empty() || !models::is_hf_model_dir(from->scalar))
-    return;
+    return std::nullopt;
   const Mark at = from->mark;  // root's entries may grow below
   const std::string dir = from->scalar;
   models::ModelOptions options;
@@ -471,7 +483,7 @@ void apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
     options = arch == models::Arch::Bert ? models::read_hf_bert_config(dir) : models::read_hf_gpt_config(dir);
   } catch (const Error& e) {
     diags.push_back({at, "train.init_from", e.what()});
-    return;
+    return std::nullopt;
   }
   Node* model = root.find("model");
   if (!model) {
@@ -480,7 +492,7 @@ void apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
     model->kind = Node::Kind::Map;
     model->mark = at;
   }
-  if (model->kind != Node::Kind::Map) return;  // the binder reports the type
+  if (model->kind != Node::Kind::Map) return std::nullopt;  // the binder reports the type
   auto put = [&](std::string_view key, std::string value) { put_unset(*model, key, std::move(value), at); };
   put("arch", std::string(enum_name(arch)));
   ModelKeys keys{arch, {}};
@@ -489,13 +501,30 @@ void apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
   // that is larger (a padded embedding stays padded).
   for (const auto key : keys.keys)
     if (key != "vocab_size") put(key, models::option_value(options, key));
+  return InitFrom{dir, arch, options};
+}
+
+/// A model key the recipe (or its preset) sets to another value than the train.init_from
+/// checkpoint has, reported where the recipe is read (lathe recipe check too), at the key.
+void check_init_from(const Recipe& recipe, const InitFrom& from, const Node& root, std::vector<Diagnostic>& diags) {
+  if (recipe.model.arch != from.arch) return;  // the arch itself was the checkpoint's or is reported
+  const Node* model = root.find("model");
+  for (const auto& diff :
+       models::architecture_differences(from.arch, from.options, recipe.model.options(from.options.vocab_size))) {
+    const auto key = diff.substr(0, diff.find(':'));  // "model.n_layer"
+    const auto leaf = key.substr(key.find('.') + 1);
+    diags.push_back({model ? model->key_mark(leaf) : Mark{}, key,
+                     fmt::format("train.init_from {} has another model:{}; set the key to the checkpoint's value or "
+                                 "leave it out",
+                                 from.dir, diff.substr(diff.find(':')))});
+  }
 }
 
 Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Diagnostic> diags,
             std::vector<std::filesystem::path> sources) {
   for (const auto& o : overrides) detail::apply_override(root, o, diags);
   apply_preset(root, diags);
-  apply_init_from(root, diags);
+  const auto init_from = apply_init_from(root, diags);
   // Unreadable files and syntax errors stop here: binding a partial tree would only add noise.
   // A duplicate key, a missing base or a second document leave a whole tree: it is still bound,
   // so every other problem of the file is reported with them.
@@ -506,6 +535,7 @@ Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Di
     visit(binder, recipe);
     binder.report_unknown();
     ConsistencyCheck(recipe, root, diags).run();
+    if (init_from && diags.empty()) check_init_from(recipe, *init_from, root, diags);
     recipe.sources = std::move(sources);
     if (diags.empty()) return recipe;
   }

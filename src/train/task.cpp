@@ -21,6 +21,7 @@
 #include "lathe/io/inputs.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
+#include "sft_data.hpp"
 
 namespace lathe::train {
 namespace fs = std::filesystem;
@@ -44,7 +45,7 @@ Batch to_device(const Batch& b, const at::Device& device) {
 
 models::ModelKind model_kind(Task task) {
   for (const auto& row : models::model_kinds())
-    if (row.task == recipe::enum_name(task)) return row.kind;
+    if (row.trains(recipe::enum_name(task))) return row.kind;
   throw std::logic_error("train.task " + std::string(recipe::enum_name(task)) + " trains no model kind");
 }
 
@@ -307,6 +308,7 @@ std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& r, const tokenize
     case Task::CausalLm: return std::make_unique<CausalLmData>(r, tok, eval_split, rank);
     case Task::MaskedLm: return std::make_unique<MaskedLmData>(r, tok, eval_split, rank);
     case Task::Classification: return std::make_unique<ClassificationData>(r, tok, eval_split, rank);
+    case Task::Sft: return make_sft_data(r, tok, eval_split, rank);
   }
   return nullptr;
 }
@@ -342,7 +344,9 @@ double unigram_loss(const recipe::Recipe& r, const tokenizer::Tokenizer& tok) {
 namespace {
 
 /// What the model reads of the batch.
-models::TaskInputs inputs(const Batch& b) { return {b.input_ids, b.attention_mask, b.token_type_ids, b.targets}; }
+models::TaskInputs inputs(const Batch& b) {
+  return {b.input_ids, b.attention_mask, b.token_type_ids, b.targets, b.segments};
+}
 
 }  // namespace
 
@@ -358,8 +362,9 @@ at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarTy
 void EvalAccumulator::add(const models::AnyModel& m, const Batch& b) {
   auto [logits, targets] = m.scored(inputs(b));
   if (targets.numel() == 0) return;
+  // Targets of -100 (an sft prompt, padding) are not scored.
   loss_sum += at::cross_entropy_loss(logits.to(at::kFloat), targets, {}, at::Reduction::Sum).item<double>();
-  count += targets.numel();
+  count += targets.ne(-100).sum().item<int64_t>();
   if (m.traits().labelled) {
     auto pred = logits.argmax(-1).to(at::kCPU).contiguous();
     auto lab = targets.to(at::kCPU).contiguous();

@@ -245,6 +245,7 @@ bool Trainer::announce(Metrics& metrics) const {
   const auto& tr = recipe_.train;
   auto say = [&](const std::string& s) { metrics.message(s); };
   if (!impl_->resumed_from.empty()) say(fmt::format("resumed from {} (step {})", impl_->resumed_from, state_.step));
+  else if (!tr.init_from.empty()) say("starting from the weights of " + tr.init_from);
   if (!impl_->resume_note.empty()) say(impl_->resume_note);
   const int64_t params = models::parameter_count(*model_.module());
   say(fmt::format("training {} ({:.2f}M parameters) on {} for {} steps: batch {} x {} tokens x {} accumulation{}",

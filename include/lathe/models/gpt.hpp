@@ -28,10 +28,15 @@ class GptImpl : public torch::nn::Module, public nn::BlockStack {
   /// ids (B, T) int64 -> logits (B, T, vocab_size). `key_mask` (B, T_keys) bool marks real tokens
   /// (left padding); with a cache, T_keys counts cached and new positions and the new tokens are
   /// at positions cache->length ...; the cache advances by T.
-  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& key_mask = {}, nn::KvCache* cache = nullptr);
+  /// `segments` (B, T) int64: packed rows, several examples per row (nn::AttentionContext): each
+  /// example attends within itself and its positions restart at 0, so a packed row computes
+  /// what its examples compute alone.
+  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& key_mask = {}, nn::KvCache* cache = nullptr,
+                        const torch::Tensor& segments = {});
 
   /// The final hidden states (B, T, d_model), before the output projection.
-  torch::Tensor hidden(const torch::Tensor& ids, const torch::Tensor& key_mask = {}, nn::KvCache* cache = nullptr);
+  torch::Tensor hidden(const torch::Tensor& ids, const torch::Tensor& key_mask = {}, nn::KvCache* cache = nullptr,
+                       const torch::Tensor& segments = {});
   /// Output projection: (..., d_model) -> (..., vocab_size), soft-capped when logit_softcap is set.
   torch::Tensor logits(const torch::Tensor& hidden);
 

@@ -40,6 +40,7 @@ struct TaskInputs {
   at::Tensor attention_mask;
   at::Tensor token_type_ids;
   at::Tensor targets;
+  at::Tensor segments;  // packed rows (GPT): the example of each position
 };
 
 /// The logits of the positions a batch scores, (N, classes), and their targets, (N).
@@ -53,6 +54,10 @@ struct ModelKindTraits {
   Arch arch;
   /// The spelling of train.task that trains this kind (recipe::Task's table).
   std::string_view task;
+  /// Another train.task this kind trains (the GPT: sft), or empty.
+  std::string_view also_trains;
+  /// Whether train.task `task` (its spelling) trains this kind.
+  constexpr bool trains(std::string_view t) const { return t == task || (!also_trains.empty() && t == also_trains); }
   /// Named classes: model.num_labels sets their number, the model file and exports their names.
   bool labelled = false;
   /// The batches score varying numbers of targets: micro-batches weigh by their share of the

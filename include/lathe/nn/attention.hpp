@@ -58,6 +58,10 @@ struct AttentionContext {
   at::Tensor key_mask;
   LayerKv* cache = nullptr;  // this layer's slot; new keys/values are written at cache_pos
   int64_t cache_pos = 0;
+  /// Packed rows: (B, T) int64, the example each position belongs to; a query sees keys of its
+  /// own example only (a block-diagonal causal mask). Undefined: one sequence per row. Not with
+  /// a cache.
+  at::Tensor segments;
 };
 
 /// Parameters: `qkv` (Linear d_model -> (n_head + 2 * kv_heads) * head_dim, Role::HeadBlock;

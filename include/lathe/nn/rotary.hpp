@@ -23,7 +23,8 @@ struct RotaryOptions {
   int64_t original_max_seq_len = 8192;
 };
 
-/// cos and sin tables for `positions` (T) as (T, head_dim), in float32.
+/// cos and sin tables for `positions` (T) as (T, head_dim), or for per-row positions (B, T) as
+/// (B, 1, T, head_dim), in float32.
 /// Frequencies are theta^(-2i / head_dim) for i < head_dim / 2 (then scaled); head_dim must be even.
 struct RotaryTables {
   at::Tensor cos;
@@ -34,7 +35,7 @@ struct RotaryTables {
 at::Tensor rotary_inv_freq(int64_t head_dim, const RotaryOptions& options);
 RotaryTables rotary_tables(const at::Tensor& positions, int64_t head_dim, const RotaryOptions& options);
 
-/// Rotates x (B, H, T, head_dim) by the tables (T, head_dim); returns x's dtype.
+/// Rotates x (B, H, T, head_dim) by the tables (T or B, 1, T, head_dim); returns x's dtype.
 at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& tables);
 
 }  // namespace lathe::nn

@@ -137,6 +137,10 @@ struct GenerateRequest {
   recipe::Device device = recipe::Device::Auto;
   recipe::Precision dtype = recipe::Precision::Fp32;  // of the weights and activations
   int64_t threads = 0;                                 // intra-op threads; 0: LibTorch's default
+  /// Each prompt is a user message rendered with `chat_template` (empty: the one beside the
+  /// tokenizer) and the generation prompt.
+  bool chat = false;
+  std::string chat_template;
 };
 
 /// The request a recipe's generate section makes (prompts, sampling, stop strings, device,

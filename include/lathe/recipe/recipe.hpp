@@ -56,6 +56,7 @@ struct TokenizerConfig {
   std::string pre_tokenizer = "gpt2";
   std::string pattern;
   std::string eos_token;
+  std::string chat_template;
 };
 
 template <class V>
@@ -81,6 +82,9 @@ void visit(V& v, TokenizerConfig& c) {
   v.field("eos_token", c.eos_token, "The end-of-text token put between documents (e.g. <|end_of_text|>, </s>, "
                                     "<|eot_id|>); it must be a token of the tokenizer. Empty: the eos_token of a "
                                     "tokenizer_config.json beside tokenizer.path, else <|endoftext|>, else [SEP].");
+  v.field("chat_template", c.chat_template, "A Jinja chat template, or a file holding one (.jinja), that renders "
+                                            "conversations (sft, lathe generate --chat). Empty: the tokenizer's "
+                                            "(chat_template.jinja or tokenizer_config.json beside tokenizer.path).");
 }
 
 struct DataConfig {
@@ -100,6 +104,7 @@ struct DataConfig {
   std::string text_field = "text";
   std::string text_pair_field;
   std::string label_field = "label";
+  bool packing = false;
 };
 
 template <class V>
@@ -127,6 +132,9 @@ void visit(V& v, DataConfig& c) {
   v.field("text_pair_field", c.text_pair_field, "classification: field with the second text of a pair "
                                                 "(empty: single texts).");
   v.field("label_field", c.label_field, "classification: field with the label.");
+  v.field("packing", c.packing, "sft: several examples in one row of seq_len tokens, each attending only within "
+                                "itself with its positions restarting at 0 (the loss and gradients of the examples "
+                                "unpacked); the share of real tokens is reported.");
 }
 
 /// The model section: a preset and an architecture, then the model's own options, declared
@@ -218,11 +226,14 @@ struct TrainConfig {
   std::string resume = "auto";
   std::string init_from;
   NanPolicy nan_policy = NanPolicy::Error;
+  LossOn loss_on = LossOn::Assistant;
 };
 
 template <class V>
 void visit(V& v, TrainConfig& c) {
-  v.field("task", c.task, "causal_lm needs model.arch gpt; masked_lm and classification need bert.");
+  v.field("task", c.task, "causal_lm needs model.arch gpt; masked_lm and classification need bert; sft (supervised "
+                          "fine-tuning on JSONL conversations {\"messages\": [...]} rendered with the tokenizer's "
+                          "chat template, or {\"prompt\", \"completion\"} pairs) needs gpt.");
   v.field("max_steps", c.max_steps, "Optimizer steps to train.", at_least(1));
   v.field("batch_size", c.batch_size, "Sequences per micro-batch on each rank.", at_least(1));
   v.field("grad_accum", c.grad_accum, "Micro-batches accumulated per optimizer step (global batch = "
@@ -250,6 +261,9 @@ void visit(V& v, TrainConfig& c) {
   v.field("init_from", c.init_from, "Start from these weights: a lathe checkpoint or a Hugging Face model "
                                     "directory. Empty: random initialisation.");
   v.field("nan_policy", c.nan_policy, "On a NaN or infinite loss: stop with an error, or skip the step.");
+  v.field("loss_on", c.loss_on, "sft: the tokens the loss is taken on: assistant (the assistant turns of "
+                                "conversations, the completions of prompt / completion pairs), completion (the "
+                                "last assistant turn, or the completion) or all.");
 }
 
 /// The distributed section: the data-parallel options, declared with the communicator
@@ -348,6 +362,7 @@ struct GenerateConfig {
   std::vector<std::string> stop;
   ModelSource source = ModelSource::Auto;
   Precision dtype = Precision::Fp32;
+  bool chat = false;
 };
 
 template <class V>
@@ -364,6 +379,10 @@ void visit(V& v, GenerateConfig& c) {
                               "checkpoint).");
   v.field("dtype", c.dtype, "Weights and activations while generating: fp32, bf16 (half the bytes read per token, "
                             "about twice the decode speed on a CPU) or fp16 (CUDA only).");
+  v.field("chat", c.chat, "Each prompt is a user message, rendered with the chat template (tokenizer.chat_template, "
+                          "else the tokenizer's) and its generation prompt, as transformers' "
+                          "apply_chat_template(add_generation_prompt=True) renders it; the tokenizer's eos_token ends "
+                          "the reply.");
 }
 
 /// A whole recipe: what `lathe run` executes and every stage command reads.

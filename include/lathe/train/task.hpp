@@ -15,20 +15,25 @@
 
 namespace lathe::train {
 
-/// One micro-batch. targets: causal LM (B, T) next tokens; masked LM (B, T) labels with -100 where
-/// nothing is predicted; classification (B) class ids. attention_mask / token_type_ids: BERT
-/// tasks only (undefined for GPT).
+/// One micro-batch. targets: causal LM and sft (B, T) next tokens, -100 where nothing is
+/// predicted (sft: prompts, padding, the end of each packed example); masked LM (B, T) labels
+/// with -100 where nothing is predicted; classification (B) class ids. attention_mask /
+/// token_type_ids: BERT tasks only (undefined for GPT). segments: packed sft rows (B, T), the
+/// example of each position (models::GptImpl::forward), else undefined.
 struct Batch {
   at::Tensor input_ids;
   at::Tensor targets;
   at::Tensor attention_mask;
   at::Tensor token_type_ids;
   int64_t tokens = 0;  // real input tokens, for throughput
+  at::Tensor segments;
 
   /// The tensor fields (some may be undefined), for code that treats them alike: pinning,
   /// moving to a device, a CUDA graph's static inputs.
-  std::array<at::Tensor*, 4> tensors() { return {&input_ids, &targets, &attention_mask, &token_type_ids}; }
-  std::array<const at::Tensor*, 4> tensors() const { return {&input_ids, &targets, &attention_mask, &token_type_ids}; }
+  std::array<at::Tensor*, 5> tensors() { return {&input_ids, &targets, &attention_mask, &token_type_ids, &segments}; }
+  std::array<const at::Tensor*, 5> tensors() const {
+    return {&input_ids, &targets, &attention_mask, &token_type_ids, &segments};
+  }
 };
 
 /// The batch in page-locked host memory, so that a copy to a GPU can run asynchronously; the
@@ -74,6 +79,10 @@ std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& recipe, const tok
 /// distribution (add-one smoothed): the loss a model that ignores context would reach, the
 /// baseline a language model must beat.
 double unigram_loss(const recipe::Recipe& recipe, const tokenizer::Tokenizer& tok);
+
+/// The chat template sft and the generate stage (generate.chat) render with: tokenizer.chat_template
+/// (the template, or a file holding one), else the one beside the tokenizer; empty when none.
+std::string chat_template_source(const recipe::Recipe& r);
 
 /// The kind of model a task trains.
 models::ModelKind model_kind(recipe::Task task);

@@ -14,6 +14,8 @@
 #include "lathe/io/ownership.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
+#include "lathe/data/sft.hpp"
+#include "lathe/tokenizer/chat_template.hpp"
 #include "lathe/nn/init.hpp"
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/paths.hpp"
@@ -42,6 +44,8 @@ GenerateRequest generate_request(const recipe::Recipe& r) {
   req.device = r.run.device;
   req.dtype = r.generate.dtype;
   req.threads = r.run.threads;
+  req.chat = r.generate.chat;
+  if (req.chat) req.chat_template = train::chat_template_source(r);
   return req;
 }
 
@@ -51,6 +55,8 @@ struct Generator::State {
   std::unique_ptr<tokenizer::Tokenizer> tok;
   models::SamplingOptions sampling;
   int32_t eos = -1;
+  std::optional<tokenizer::ChatTemplate> chat;
+  nlohmann::ordered_json chat_context;
 };
 
 Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State>()) {
@@ -73,8 +79,15 @@ Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State
   if (req.dtype == recipe::Precision::Fp16 && !device.is_cuda())
     throw Error("generate.dtype: fp16 runs on CUDA only (this run is on the " + device.str() + "); use bf16 or fp32");
   s.loaded.as<models::Gpt>()->to(device, recipe::scalar_type(req.dtype));
-  s.eos = s.tok->token_to_id("<|endoftext|>");
-  if (s.eos < 0) s.eos = s.tok->token_to_id("[SEP]");
+  s.eos = s.tok->eos_id();  // tokenizer_config.json's eos_token, else <|endoftext|>, else [SEP]
+  if (req.chat) {
+    auto source = req.chat_template.empty() ? tokenizer::find_chat_template(req.tokenizer).value_or("") : req.chat_template;
+    if (source.empty())
+      throw Error("chat: no chat template beside " + req.tokenizer.string() +
+                  " (chat_template.jinja, or tokenizer_config.json's chat_template); give one with tokenizer.chat_template");
+    s.chat.emplace(std::move(source), req.chat_template.empty() ? "the tokenizer's chat template" : "tokenizer.chat_template");
+    s.chat_context = data::chat_template_context(req.tokenizer, *s.tok);
+  }
   s.sampling = req.sampling;
   if (s.eos >= 0) s.sampling.stop_tokens.push_back(s.eos);
   s.sampling.vocab_limit = s.tok->vocab_size();
@@ -124,7 +137,14 @@ struct RowText {
 
 std::vector<int64_t> Generator::prompt_ids(std::size_t index) const {
   const auto& st = *state_;
-  auto ids32 = st.tok->encode(st.req.prompts.at(index));
+  auto text = st.req.prompts.at(index);
+  if (st.chat) {
+    auto context = st.chat_context;
+    context["messages"] = nlohmann::ordered_json::array({{{"role", "user"}, {"content", text}}});
+    context["add_generation_prompt"] = true;
+    text = st.chat->render(context).text;
+  }
+  auto ids32 = st.tok->encode(text);
   std::vector<int64_t> ids(ids32.begin(), ids32.end());
   if (ids.empty()) {
     if (st.eos < 0) throw Error("an empty prompt needs an end-of-text token (<|endoftext|> or [SEP]) in the tokenizer");

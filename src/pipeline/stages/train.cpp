@@ -71,7 +71,7 @@ StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOp
   dist::together(comm.get(), "the start of training (rank 0 prepares out_dir)", [&] {
     if (lead) lock.emplace(r);
     // Before anything else, so that a run trained before the shards kept this list is noted too.
-    if (lead && r.train.task != recipe::Task::Classification) record_shard_user(r);
+    if (lead && !recipe::reads_example_files(r.train.task)) record_shard_user(r);
     if (force && !lead) {
       // rank 0 removes; the ranks meet at the end of this block, before any of them reads out_dir
     } else if (force) {
