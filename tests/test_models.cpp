@@ -354,7 +354,14 @@ TEST_CASE("models: with train.init_from a Hugging Face directory the recipe's mo
                                            "r.yaml");
              }),
              Catch::Matchers::Contains("r.yaml:3:") && Catch::Matchers::Contains("model.n_layer: train.init_from") &&
-                 Catch::Matchers::Contains("2 in the checkpoint, 3 in the recipe"));
+                 Catch::Matchers::Contains("has another model: 2 in the checkpoint, 3 in the recipe; set the key"));
+  // A preset's key is the preset's to drop.
+  CHECK_THAT(lathe::test::error_of([&] {
+               lathe::recipe::parse_recipe(data + "train: {init_from: " + from + "}\nmodel: {preset: gpt2-124m}\n",
+                                           "r.yaml");
+             }),
+             Catch::Matchers::Contains("model.n_layer: train.init_from") &&
+                 Catch::Matchers::Contains("model.preset gpt2-124m sets it; leave the preset out"));
   // And where training starts from it (a recipe edited after it was read, a lathe checkpoint).
   r.model.n_layer = 3;
   r.model.vocab_size = 97;
@@ -861,6 +868,9 @@ TEST_CASE("models: config.json keys a family does not implement are refused by n
       {"gemma2", [](auto& c) { c["hidden_activation"] = "relu"; }, "hidden_activation = \"relu\" is not supported"},
       {"gemma2", [](auto& c) { c["query_pre_attn_scalar"] = 12.5; }, "query_pre_attn_scalar = 12.5 is not supported"},
       {"gemma2", [](auto& c) { c["attn_logit_softcapping"] = -1.0; }, "attn_logit_softcapping = -1.0 is not supported"},
+      {"gemma2", [](auto& c) { c["final_logit_softcapping"] = 0.0; }, "final_logit_softcapping = 0.0 is not supported"},
+      {"gemma2", [](auto& c) { c["sliding_window"] = nullptr; }, "sliding_window = null is not supported"},
+      {"gemma2", [](auto& c) { c["sliding_window"] = 0; }, "sliding_window = 0 is not supported"},
       {"gemma2", [](auto& c) { c["use_bidirectional_attention"] = true; },
        "use_bidirectional_attention = true is not supported"},
       {"phi3", [](auto& c) {

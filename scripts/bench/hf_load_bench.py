@@ -17,8 +17,11 @@ bfloat16 (lathe `--dtype bf16`; transformers `dtype=torch.bfloat16`). Reported p
 time from launch to exit, and peak resident memory (the child's ru_maxrss from wait4), also as a
 multiple of the checkpoint's bytes on disk. The same is measured for a 1-layer model of the same
 kind (width 64, the tokenizer's 8192 tokens): that process's peak is the side's baseline (its
-libraries, tokenizer and runtime), and peak minus baseline, as a multiple of the checkpoint's
-bytes, is what loading the model cost. Rounds alternate the peers; medians.
+libraries, tokenizer and runtime). Peak minus baseline, as a multiple of the checkpoint's bytes,
+compares the two sides only roughly: a peak is the most a process held at any moment, and the
+baseline's may come at another moment than the model's. tests/test_models.cpp measures lathe's
+own cost of loading in-process ("a 500 MB bfloat16 checkpoint ..."). Rounds alternate the peers;
+medians.
 """
 import argparse
 import os

@@ -275,8 +275,10 @@ void SafetensorsReader::read_into(const std::string& name, const at::Tensor& out
   uint64_t done = 0, want = e.end - e.begin;
   while (done < want) {
     const auto got = ::pread(impl_->fd, dst + done, want - done, static_cast<off_t>(impl_->data_start + e.begin + done));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) throw Error(where + "cannot read its data" + (got < 0 ? std::string(": ") + std::strerror(errno) : ""));
+    const int err = errno;
+    if (got < 0 && err == EINTR) continue;
+    if (got < 0) throw Error(where + "cannot read its data: " + std::strerror(err));
+    if (got == 0) throw Error(where + "the file ends before its data does (it was truncated after it was opened)");
     done += static_cast<uint64_t>(got);
   }
 }

@@ -145,6 +145,9 @@ std::vector<OptionProblem> ModelOptions::problems(Arch arch, bool complete) cons
     out.push_back({{"rope_high_freq_factor", "rope_low_freq_factor"},
                    fmt::format("rope_high_freq_factor ({}) must exceed rope_low_freq_factor ({})", rope_high_freq_factor,
                                rope_low_freq_factor)});
+  if (arch == Arch::Gpt && sliding_window_pattern == 1)
+    out.push_back({{"sliding_window_pattern"}, "sliding_window_pattern 1 makes every layer attend to all positions; "
+                                               "use sliding_window: 0 for that"});
   if (arch == Arch::Gpt && sliding_window_pattern > 0 && sliding_window == 0)
     out.push_back({{"sliding_window_pattern", "sliding_window"},
                    "sliding_window_pattern (" + s(sliding_window_pattern) +

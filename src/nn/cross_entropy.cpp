@@ -59,7 +59,7 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       lf = at::Tensor();
       d.scatter_add_(1, t, at::full({m, 1}, -1.0, d.options()));
       d.mul_((v * inv_count).unsqueeze(1));
-      if (softcap > 0) d.mul_(1 - capped.square());
+      if (softcap > 0) d.mul_(capped.square_().neg_().add_(1.0));  // in place: no more (m, V) temporaries
       auto dc = d.to(compute);
       // In float32 the products write into the gradients themselves (the weight's accumulates
       // over the blocks inside the GEMM); a reduced-precision product goes through a temporary

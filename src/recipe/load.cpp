@@ -458,10 +458,6 @@ struct ModelKeys {
   }
 };
 
-/// train.init_from a Hugging Face directory: its config.json gives every model key the recipe
-/// (or its preset) does not set, model.arch included, marked at init_from's value. A key the
-/// recipe sets to another value than the checkpoint's is refused by name when the model is
-/// adopted (train::adopt).
 /// The model a Hugging Face train.init_from holds.
 struct InitFrom {
   std::string dir;
@@ -469,6 +465,10 @@ struct InitFrom {
   models::ModelOptions options;
 };
 
+/// train.init_from a Hugging Face directory: its config.json gives every model key the recipe
+/// (or its preset) does not set, model.arch included, marked at init_from's value. A key the
+/// recipe or its preset sets to another value than the checkpoint's is refused by name below
+/// (check_init_from), and again when the model is adopted (train::adopt).
 std::optional<InitFrom> apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
   Node* train = root.find("train");
   Node* from = train && train->kind == Node::Kind::Map ? train->find("init_from") : nullptr;
@@ -509,14 +509,22 @@ std::optional<InitFrom> apply_init_from(Node& root, std::vector<Diagnostic>& dia
 void check_init_from(const Recipe& recipe, const InitFrom& from, const Node& root, std::vector<Diagnostic>& diags) {
   if (recipe.model.arch != from.arch) return;  // the arch itself was the checkpoint's or is reported
   const Node* model = root.find("model");
+  const Node* preset = model ? model->find("preset") : nullptr;
+  std::vector<std::string> reported;  // keys already refused for another reason
+  for (const auto& d : diags) reported.push_back(d.key);
   for (const auto& diff :
        models::architecture_differences(from.arch, from.options, recipe.model.options(from.options.vocab_size))) {
-    const auto key = diff.substr(0, diff.find(':'));  // "model.n_layer"
+    const auto colon = diff.find(':');
+    const auto key = diff.substr(0, colon);  // "model.n_layer"
+    if (std::find(reported.begin(), reported.end(), key) != reported.end()) continue;
     const auto leaf = key.substr(key.find('.') + 1);
+    // A key the recipe does not write came from its preset.
+    const bool from_preset = preset && preset->kind == Node::Kind::Scalar && model->key_mark(leaf).line == preset->mark.line &&
+                             model->key_mark(leaf).col == preset->mark.col;
+    const auto fix = from_preset ? fmt::format("model.preset {} sets it; leave the preset out", preset->scalar)
+                                 : std::string("set the key to the checkpoint's value or leave it out");
     diags.push_back({model ? model->key_mark(leaf) : Mark{}, key,
-                     fmt::format("train.init_from {} has another model:{}; set the key to the checkpoint's value or "
-                                 "leave it out",
-                                 from.dir, diff.substr(diff.find(':')))});
+                     fmt::format("train.init_from {} has another model: {}; {}", from.dir, diff.substr(colon + 2), fix)});
   }
 }
 
@@ -535,7 +543,7 @@ Recipe bind(Node root, const std::vector<std::string>& overrides, std::vector<Di
     visit(binder, recipe);
     binder.report_unknown();
     ConsistencyCheck(recipe, root, diags).run();
-    if (init_from && diags.empty()) check_init_from(recipe, *init_from, root, diags);
+    if (init_from) check_init_from(recipe, *init_from, root, diags);
     recipe.sources = std::move(sources);
     if (diags.empty()) return recipe;
   }

@@ -31,8 +31,10 @@ class SkipInitGuard {
 bool init_skipped();
 
 /// Modules built while a BuildDtypeGuard lives create their floating parameters in `dtype`
-/// (LibTorch's default dtype, which is process-wide, restored when the guard goes): a model that
-/// runs in bfloat16 is read into bfloat16 parameters without first being built in float32.
+/// (LibTorch's default dtype, restored when the guard goes): a model that runs in bfloat16 is
+/// read into bfloat16 parameters without first being built in float32. The default dtype is
+/// process-wide, not per thread: hold the guard only where no other thread creates tensors of
+/// the default dtype meanwhile, and never two guards at once.
 class BuildDtypeGuard {
  public:
   explicit BuildDtypeGuard(at::ScalarType dtype);

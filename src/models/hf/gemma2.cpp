@@ -30,10 +30,13 @@ Table tensors(const ModelOptions& o) {
   return t;
 }
 
-/// A soft-capping key: absent, Gemma2Config's default; null, none.
+/// A soft-capping key: absent, Gemma2Config's default; null, none. 0 (transformers divides by
+/// it: NaN logits) and negative caps are refused.
 double read_cap(const json& c, const fs::path& dir, const std::string& key, double fallback) {
-  const double cap = c.contains(key) ? get<double>(c, dir, key, 0.0) : fallback;
-  if (cap < 0) unsupported(dir, key, cap, "a cap > 0, or null for none");
+  if (!c.contains(key)) return fallback;
+  if (c[key].is_null()) return 0.0;
+  const double cap = get<double>(c, dir, key, 0.0);
+  if (cap <= 0) unsupported(dir, key, c[key], "a cap > 0, or null for none");
   return cap;
 }
 
@@ -56,10 +59,14 @@ void read_layer_types(const json& c, const fs::path& dir, ModelOptions& o) {
     }
   }
   const auto fulls = std::count(full.begin(), full.end(), true);
-  if (o.sliding_window == 0 || fulls == n) {
+  if (fulls == n) {
     o.sliding_window = 0;
     return;
   }
+  // transformers' Gemma 2 fails on a sliding layer without a window of at least one position.
+  if (o.sliding_window < 1)
+    unsupported(dir, "sliding_window", c.contains("sliding_window") ? c["sliding_window"] : json(o.sliding_window),
+                "a window of positions >= 1 where layer_types has sliding_attention");
   if (fulls == 0) return;  // every layer windowed
   for (int64_t k = 2; k <= n; ++k) {
     bool fits = true;
@@ -81,7 +88,6 @@ ModelOptions read(const json& c, const fs::path& dir) {
   gemma2.sandwich_norm = true;
   gemma2.tie_embeddings = true;
   gemma2.max_seq_len = 8192;
-  gemma2.vocab_size = 256000;
   gemma2.n_kv_head = 4;
   ModelOptions o = read_keys(c, dir, llama_keys(), gemma2);
   read_kv_heads(c, o);
@@ -104,9 +110,8 @@ ModelOptions read(const json& c, const fs::path& dir) {
   o.attn_scale_dim = static_cast<int64_t>(scalar);
   o.attn_softcap = read_cap(c, dir, "attn_logit_softcapping", 50.0);
   o.logit_softcap = read_cap(c, dir, "final_logit_softcapping", 30.0);
-  // null: no window; absent: Gemma2Config's 4096.
+  // Absent: Gemma2Config's 4096; null or below 1 is refused where a layer slides (read_layer_types).
   o.sliding_window = c.contains("sliding_window") ? get<int64_t>(c, dir, "sliding_window", 0) : 4096;
-  if (o.sliding_window < 0) unsupported(dir, "sliding_window", o.sliding_window, "a window of positions >= 1");
   read_layer_types(c, dir, o);
   return o;
 }

@@ -63,10 +63,16 @@ Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State
   auto& s = *state_;
   s.req = req;
   if (req.threads > 0) at::set_num_threads(static_cast<int>(req.threads));
+  // Refused before anything is read (a quantized model, which runs on the CPU, is refused below).
+  if (req.dtype == recipe::Precision::Fp16 && !train::resolve_device(req.device).is_cuda())
+    throw Error("generate.dtype: fp16 runs on CUDA only (this run is on the " +
+                train::resolve_device(req.device).str() + "); use bf16 or fp32");
   {
     // Built in the dtype it runs in. A Hugging Face directory is read a tensor at a time straight
     // into the parameters (no float32 model first, no copy of a shard); lathe's own file is
-    // mapped, its weights read as the first forward uses them.
+    // mapped, its weights views of the file where they are stored in that dtype (copied into it
+    // otherwise). The guard sets LibTorch's process-wide default dtype while the model is built:
+    // nothing else builds tensors meanwhile in this single-threaded start.
     nn::BuildDtypeGuard built_in(recipe::scalar_type(req.dtype));
     const auto read = models::is_hf_model_dir(req.model) ? io::Read::Copy : io::Read::Map;
     s.loaded = models::load_model(req.model, models::ModelKind::Gpt, /*num_labels=*/0, read);
