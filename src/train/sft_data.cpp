@@ -2,6 +2,8 @@
 
 #include "sft_data.hpp"
 
+#include "epoch_order.hpp"
+
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -81,6 +83,7 @@ class SftData final : public TaskData {
     if (eval_split == recipe::Split::Train) val_ = train_;
     train_rows_ = rows_of(train_);
     val_rows_ = rows_of(val_);
+    order_ = EpochOrder(train_rows_.size(), seed_);
   }
 
   Batch train_batch(uint64_t index) const override {
@@ -91,7 +94,7 @@ class SftData final : public TaskData {
       const uint64_t global = (index * static_cast<uint64_t>(rank_.world) + static_cast<uint64_t>(rank_.rank)) *
                                   static_cast<uint64_t>(batch_) +
                               static_cast<uint64_t>(k);
-      rows.push_back(row(train_, train_rows_[order(global / n)[global % n]]));
+      rows.push_back(row(train_, train_rows_[order_(global / n)[global % n]]));
     }
     return make(rows);
   }
@@ -154,24 +157,6 @@ class SftData final : public TaskData {
     return out;
   }
 
-  /// The row order of an epoch (a seeded shuffle); the latest epochs are cached.
-  const std::vector<uint64_t>& order(uint64_t epoch) const {
-    thread_local std::shared_ptr<const std::vector<uint64_t>> held;
-    std::lock_guard lock(mu_);
-    if (auto it = orders_.find(epoch); it != orders_.end()) {
-      held = it->second;
-      return *held;
-    }
-    auto v = std::make_shared<std::vector<uint64_t>>(train_rows_.size());
-    std::iota(v->begin(), v->end(), 0);
-    std::mt19937_64 rng(data::splitmix64(seed_ + epoch));
-    std::shuffle(v->begin(), v->end(), rng);
-    if (orders_.size() > 4) orders_.erase(orders_.begin());
-    orders_[epoch] = v;
-    held = v;
-    return *held;
-  }
-
   DataRank rank_;
   int64_t seq_, batch_;
   uint64_t seed_;
@@ -181,8 +166,7 @@ class SftData final : public TaskData {
   std::vector<data::SftExample> train_, val_;
   Rows train_rows_, val_rows_;
   std::string note_;
-  mutable std::mutex mu_;
-  mutable std::map<uint64_t, std::shared_ptr<const std::vector<uint64_t>>> orders_;
+  EpochOrder order_{0, 0};
 };
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "lathe/io/inputs.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
+#include "epoch_order.hpp"
 #include "sft_data.hpp"
 
 namespace lathe::train {
@@ -223,6 +224,7 @@ class ClassificationData final : public TaskData {
                   std::to_string(labels_.names().size()) + " labels");
     // Every validation label is known before the first step, not at the first validation.
     for (const auto& it : val_) labels_.id(it.example, files_[it.file]);
+    order_ = EpochOrder(train_.size(), seed_);
   }
   Batch train_batch(uint64_t index) const override {
     std::vector<const Item*> items;
@@ -232,7 +234,7 @@ class ClassificationData final : public TaskData {
       const uint64_t global = (index * static_cast<uint64_t>(rank_.world) + static_cast<uint64_t>(rank_.rank)) *
                                   static_cast<uint64_t>(batch_) +
                               static_cast<uint64_t>(k);
-      items.push_back(&train_[order(global / n)[global % n]]);
+      items.push_back(&train_[order_(global / n)[global % n]]);
     }
     return make(items);
   }
@@ -260,23 +262,6 @@ class ClassificationData final : public TaskData {
         out.push_back({std::move(e), files_.size() - 1});
     }
   }
-  /// The example order of an epoch (a seeded shuffle); the latest epochs are cached.
-  std::shared_ptr<const std::vector<uint64_t>> order_ptr(uint64_t epoch) const {
-    std::lock_guard lock(mu_);
-    if (auto it = orders_.find(epoch); it != orders_.end()) return it->second;
-    auto v = std::make_shared<std::vector<uint64_t>>(train_.size());
-    std::iota(v->begin(), v->end(), 0);
-    std::mt19937_64 rng(data::splitmix64(seed_ + epoch));
-    std::shuffle(v->begin(), v->end(), rng);
-    if (orders_.size() > 4) orders_.erase(orders_.begin());
-    orders_[epoch] = v;
-    return v;
-  }
-  const std::vector<uint64_t>& order(uint64_t epoch) const {
-    thread_local std::shared_ptr<const std::vector<uint64_t>> held;
-    held = order_ptr(epoch);
-    return *held;
-  }
   Batch make(const std::vector<const Item*>& items) const {
     std::vector<data::Example> examples;
     for (const auto* it : items) examples.push_back(it->example);
@@ -293,8 +278,7 @@ class ClassificationData final : public TaskData {
   std::vector<fs::path> files_;
   std::vector<Item> train_, val_;
   data::LabelMap labels_;
-  mutable std::mutex mu_;
-  mutable std::map<uint64_t, std::shared_ptr<const std::vector<uint64_t>>> orders_;
+  EpochOrder order_{0, 0};
 };
 
 }  // namespace

@@ -175,5 +175,10 @@ json rope_json(const ModelOptions& o);
 void read_kv_heads(const json& config, ModelOptions& o);
 /// head_dim where it differs from hidden_size / num_attention_heads.
 void read_head_dim(const json& config, const fs::path& dir, ModelOptions& o);
+/// What Gemma and Gemma 2 read alike (gemma.cpp): Llama's keys over Gemma's defaults (offset
+/// norms, the tanh GeGLU, scaled embeddings, a tied head, head_dim 256, `kv_heads` key/value
+/// heads, sandwich norms for Gemma 2), rope, and the refusals of attention_bias and
+/// use_bidirectional_attention. The activation's key differs between them.
+ModelOptions read_gemma_keys(const json& config, const fs::path& dir, int64_t kv_heads, bool sandwich);
 
 }  // namespace lathe::models::hf

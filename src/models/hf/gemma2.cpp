@@ -81,29 +81,12 @@ void read_layer_types(const json& c, const fs::path& dir, ModelOptions& o) {
 }
 
 ModelOptions read(const json& c, const fs::path& dir) {
-  ModelOptions gemma2 = llama_style_defaults();  // Gemma2Config's defaults for the keys it may omit
-  gemma2.norm = nn::NormKind::RmsNormOffset;
-  gemma2.activation = nn::Activation::GeGluTanh;
-  gemma2.scale_embeddings = true;
-  gemma2.sandwich_norm = true;
-  gemma2.tie_embeddings = true;
-  gemma2.max_seq_len = 8192;
-  gemma2.n_kv_head = 4;
-  ModelOptions o = read_keys(c, dir, llama_keys(), gemma2);
-  read_kv_heads(c, o);
-  read_rope(c, dir, o);
+  ModelOptions o = read_gemma_keys(c, dir, 4, /*sandwich=*/true);
   // Gemma2Config takes hidden_activation at its word: "gelu" is the exact GELU here.
   const auto act = get<std::string>(c, dir, "hidden_activation", "gelu_pytorch_tanh");
   if (act == "gelu") o.activation = nn::Activation::GeGlu;
   else if (act != "gelu_pytorch_tanh" && act != "gelu_new" && act != "gelu_fast")
     unsupported(dir, "hidden_activation", act, "Gemma 2's MLP gates with a GELU (gelu or gelu_pytorch_tanh)");
-  if (get<bool>(c, dir, "attention_bias", false))
-    unsupported(dir, "attention_bias", true, "Gemma 2 without biases (lathe's bias switch covers the MLP too)");
-  if (get<bool>(c, dir, "use_bidirectional_attention", false))
-    unsupported(dir, "use_bidirectional_attention", true, "causal attention");
-  const auto head_dim = get<int64_t>(c, dir, "head_dim", 256);
-  if (head_dim < 1) unsupported(dir, "head_dim", head_dim, "head_dim must be positive");
-  o.d_head = head_dim;
   const auto scalar = get<double>(c, dir, "query_pre_attn_scalar", 256.0);
   if (scalar < 1 || scalar != static_cast<double>(static_cast<int64_t>(scalar)))
     unsupported(dir, "query_pre_attn_scalar", c["query_pre_attn_scalar"], "a whole number >= 1");
