@@ -297,7 +297,7 @@ export: {{format: hf}}
     std::ostringstream log;
     lathe::pipeline::run_pipeline(r, {}, log);
     INFO(log.str());
-    CHECK_THAT(log.str(), Catch::Contains("sft: ") && Catch::Contains("scored"));
+    CHECK_THAT(log.str(), Catch::Contains("sft data.train_files: ") && Catch::Contains("of them scored"));
     if (packing) CHECK_THAT(log.str(), Catch::Contains("% real tokens"));
     const auto eval = nlohmann::json::parse(lathe::test::read_file(out / "eval.json"));
     CHECK(eval["metrics"]["loss"].get<double>() < std::log(600.0));
@@ -327,5 +327,39 @@ export: {{format: hf}}
     INFO(theirs.err);
     REQUIRE(theirs.code == 0);
     CHECK(ours.text == theirs.out);
+    if (packing) continue;
+
+    // The finished run is not taken for one trained on other examples: a changed key is refused,
+    // naming it; --force with a malformed file is refused before the checkpoints are removed.
+    auto other = r;
+    other.data.packing = true;
+    std::ostringstream refused;
+    CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(other, {}, refused); }),
+               Catch::Contains("finished training on other examples (data.packing: false -> true)") &&
+                   Catch::Contains("--force"));
+    auto broken = r;
+    broken.data.train_files = {f.dir.write("broken.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\nnot json\n").string()};
+    lathe::pipeline::RunOptions force;
+    force.force = true;
+    CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(broken, force, refused); }),
+               Catch::Contains("broken.jsonl:2: not a JSON object"));
+    CHECK(fs::exists(out / "checkpoints" / "step_00000030" / "model.safetensors"));
   }
+}
+
+TEST_CASE("sft: its keys are refused for other tasks, naming the key", "[sft][recipe][errors]") {
+  const std::string base = "data: {train_files: [c.txt], seq_len: 32}\nmodel: {n_layer: 1, n_head: 2, d_model: 16, "
+                           "max_seq_len: 32}\n";
+  CHECK_THAT(lathe::test::error_of([&] {
+               lathe::recipe::parse_recipe(base + "train: {task: causal_lm, loss_on: completion}\n", "r.yaml");
+             }),
+             Catch::Contains("train.loss_on: train.loss_on chooses the targets of sft examples; train.task is causal_lm"));
+  CHECK_THAT(lathe::test::error_of([&] {
+               lathe::recipe::parse_recipe(
+                   "data: {train_files: [c.txt], seq_len: 32, packing: true}\nmodel: {n_layer: 1, n_head: 2, d_model: "
+                   "16, max_seq_len: 32}\n",
+                   "r.yaml");
+             }),
+             Catch::Contains("data.packing: data.packing packs sft examples; train.task is causal_lm"));
+  CHECK_NOTHROW(lathe::recipe::parse_recipe(base + "train: {task: sft, loss_on: all}\n", "r.yaml"));
 }

@@ -241,7 +241,8 @@ int cmd_generate(const cxxopts::ParseResult& r) {
     const double took = seconds(start, Clock::now());
     int64_t total = 0;
     for (std::size_t i = 0; i < samples.size(); ++i) {
-      std::cout << samples[i].prompt << samples[i].text << "\n" << (i + 1 < samples.size() ? "---\n" : "")
+      std::cout << samples[i].prompt << (req.chat ? "\n" : "") << samples[i].text << "\n"
+                << (i + 1 < samples.size() ? "---\n" : "")
                 << std::flush;
       std::cerr << fmt::format("[{} tokens, {}]\n", samples[i].tokens, samples[i].finish_reason);
       total += samples[i].tokens;
@@ -255,7 +256,8 @@ int cmd_generate(const cxxopts::ParseResult& r) {
     // refuses (longer than its context) leaves no text behind on stdout.
     bool echoed = false;
     auto echo = [&] {
-      if (!echoed) std::cout << req.prompts[i];
+      // A chat reply is an answer on its own line, not a continuation of the prompt's text.
+      if (!echoed) std::cout << req.prompts[i] << (req.chat ? "\n" : "");
       echoed = true;
     };
     const auto start = Clock::now();

@@ -141,7 +141,15 @@ std::vector<SftExample> read_sft_examples(const fs::path& path, const tokenizer:
     }
     if (!row.is_object() || (!row.contains("messages") && !row.contains("prompt")))
       throw Error(origin + ": expected {\"messages\": [...]} or {\"prompt\": ..., \"completion\": ...}");
-    SftExample ex = row.contains("messages") ? conversation(row, tok, o, origin) : pair(row, tok, o, origin);
+    SftExample ex;
+    try {
+      ex = row.contains("messages") ? conversation(row, tok, o, origin) : pair(row, tok, o, origin);
+    } catch (const Error& e) {
+      // The template's own errors (a type error, raise_exception) name its line, not the example.
+      const std::string what = e.what();
+      if (what.starts_with(origin)) throw;
+      throw Error(origin + ": " + what);
+    }
     ex.origin = origin;
     if (ex.scored.size() > 0) ex.scored[0] = 0;  // the first token is never predicted
     if (o.max_tokens > 0 && static_cast<int64_t>(ex.ids.size()) > o.max_tokens) {

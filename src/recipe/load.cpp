@@ -324,6 +324,9 @@ class ConsistencyCheck {
       fail({"train.cuda_graphs", "train.task"},
            "CUDA graphs capture causal_lm's micro-step only (the masked_lm and classification losses select their "
            "scored rows on the host); set train.cuda_graphs: false");
+    if (r_.train.loss_on != LossOn::Assistant && r_.train.task != Task::Sft)
+      fail({"train.loss_on", "train.task"}, "train.loss_on chooses the targets of sft examples; train.task is " +
+                                                std::string(enum_name(r_.train.task)));
     if (r_.data.packing && r_.train.task != Task::Sft)
       fail({"data.packing", "train.task"}, "data.packing packs sft examples; train.task is " +
                                                std::string(enum_name(r_.train.task)) +

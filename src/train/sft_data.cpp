@@ -67,11 +67,13 @@ class SftData final : public TaskData {
     o.template_context = data::chat_template_context(recipe::tokenizer_path(r), tok);
     o.eos_id = tok.eos_id();
     pad_ = std::max(0, tok.eos_id());
-    auto all = read(r.data.train_files, tok, o);
-    if (all.empty()) throw Error("data.train_files: no sft example with a token to score");
+    auto all = read(r.data.train_files, tok, o, "data.train_files");
+    if (all.empty())
+      throw Error("data.train_files: no sft example with a token to score (" + note_ +
+                  "): a longer data.seq_len, or train.loss_on: all, keeps more");
     if (!r.data.val_files.empty()) {
       train_ = std::move(all);
-      val_ = read(r.data.val_files, tok, o);
+      val_ = read(r.data.val_files, tok, o, "data.val_files");
     } else {
       // A fixed share of the examples, chosen by hash, so the split survives reordering.
       for (std::size_t i = 0; i < all.size(); ++i) {
@@ -81,8 +83,8 @@ class SftData final : public TaskData {
     }
     if (train_.empty()) throw Error("data: every sft example went to validation; lower data.val_fraction");
     if (eval_split == recipe::Split::Train) val_ = train_;
-    train_rows_ = rows_of(train_);
-    val_rows_ = rows_of(val_);
+    train_rows_ = rows_of(train_, "training");
+    val_rows_ = rows_of(val_, "validation");
     order_ = EpochOrder(train_rows_.size(), seed_);
   }
 
@@ -111,22 +113,23 @@ class SftData final : public TaskData {
   using Rows = std::vector<std::vector<std::size_t>>;
 
   std::vector<data::SftExample> read(const std::vector<std::string>& patterns, const tokenizer::Tokenizer& tok,
-                                     const data::SftOptions& o) {
+                                     const data::SftOptions& o, const char* key) {
     std::vector<data::SftExample> out;
     data::SftStats stats;
     for (const auto& path : io::expand_inputs(patterns)) {
       auto part = data::read_sft_examples(path, tok, o, stats);
       out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
     }
-    note_ += fmt::format("{}sft: {} examples, {} tokens, {} of them scored", note_.empty() ? "" : "; ", stats.examples,
-                         stats.tokens, stats.scored);
-    if (stats.truncated) note_ += fmt::format(", {} cut to their first {} tokens (data.seq_len)", stats.truncated, seq_);
-    if (stats.unscored) note_ += fmt::format(", {} left out with no token to score in the first {}", stats.unscored, seq_);
+    note_ += fmt::format("{}sft {}: {} examples kept, {} tokens, {} of them scored", note_.empty() ? "" : "; ", key,
+                         stats.examples, stats.tokens, stats.scored);
+    if (stats.truncated) note_ += fmt::format(", {} of them cut to their first {} tokens (data.seq_len)", stats.truncated, seq_);
+    if (stats.unscored)
+      note_ += fmt::format("; {} more left out, with no token to score in their first {}", stats.unscored, seq_);
     return out;
   }
 
   /// One example per row, or the examples packed into rows of seq_len tokens.
-  Rows rows_of(const std::vector<data::SftExample>& examples) {
+  Rows rows_of(const std::vector<data::SftExample>& examples, const char* split) {
     Rows rows;
     if (!packed_) {
       for (std::size_t i = 0; i < examples.size(); ++i) rows.push_back({i});
@@ -137,8 +140,8 @@ class SftData final : public TaskData {
     rows = data::pack_examples(lengths, seq_);
     const auto tokens = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
     if (!rows.empty())
-      note_ += fmt::format("; packed {} examples into {} rows of {} tokens: {:.1f}% real tokens", examples.size(),
-                           rows.size(), seq_, 100.0 * static_cast<double>(tokens) /
+      note_ += fmt::format("; packed {} {} examples into {} rows of {} tokens: {:.1f}% real tokens", examples.size(),
+                           split, rows.size(), seq_, 100.0 * static_cast<double>(tokens) /
                                                   static_cast<double>(static_cast<int64_t>(rows.size()) * seq_));
     return rows;
   }

@@ -11,9 +11,11 @@
 #include "lathe/core/error.hpp"
 #include "lathe/dist/world.hpp"
 #include "lathe/io/atomic_file.hpp"
+#include "lathe/io/json_file.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/stages.hpp"
+#include "lathe/recipe/load.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/checkpoint.hpp"
@@ -21,6 +23,8 @@
 #include "lathe/train/checkpointer.hpp"
 #include "lathe/train/device.hpp"
 #include "lathe/train/evaluate.hpp"
+#include "lathe/train/run_dir.hpp"
+#include "lathe/train/task.hpp"
 #include "lathe/pipeline/provenance.hpp"
 #include "../stage_support.hpp"
 
@@ -55,6 +59,32 @@ std::vector<fs::path> remove_earlier_training(const recipe::Recipe& r) {
   return removed;
 }
 
+/// A finished run that read its examples from files (sft, classification) is not skipped as
+/// finished when what decides its examples has changed since: it would stand for a model those
+/// settings never trained. (Pretraining's corpus is guarded by the data stage.)
+void refuse_changed_examples(const recipe::Recipe& r, const fs::path& checkpoint) {
+  if (!recipe::reads_example_files(r.train.task)) return;
+  const auto meta = io::read_json_if_valid(checkpoint / "meta.json");
+  if (!meta || !meta->is_object() || !meta->contains("recipe")) return;
+  recipe::Recipe then;
+  try {
+    then = recipe::parse_recipe((*meta)["recipe"].get<std::string>(), "the checkpoint's recipe");
+  } catch (const std::exception&) {
+    return;  // a recipe of another lathe version: nothing to compare
+  }
+  const auto keys = recipe_part(r, {"data.", "train.task", "train.loss_on", "tokenizer.chat_template"});
+  const auto before = recipe_part(then, {"data.", "train.task", "train.loss_on", "tokenizer.chat_template"});
+  std::vector<std::string> changed;
+  for (const auto& [key, value] : keys)
+    if (auto it = before.find(key); it != before.end() && it->second != value && !key.starts_with("data.num_workers") &&
+                                    !key.starts_with("data.prefetch"))
+      changed.push_back(fmt::format("{}: {} -> {}", key, it->second, value));
+  if (!changed.empty())
+    throw Error(fmt::format("{} finished training on other examples ({}); train again from the start with --force, "
+                            "or set another run.out_dir",
+                            checkpoint.string(), fmt::join(changed, ", ")));
+}
+
 }  // namespace
 
 StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOptions& console) {
@@ -75,6 +105,11 @@ StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOp
     if (force && !lead) {
       // rank 0 removes; the ranks meet at the end of this block, before any of them reads out_dir
     } else if (force) {
+      // Examples read from files are read (and refused) before anything is removed.
+      if (recipe::reads_example_files(r.train.task)) {
+        const auto tok = tokenizer::load_tokenizer(recipe::tokenizer_path(r), train::tokenizer_load_options(r));
+        (void)train::make_task_data(r, *tok);
+      }
       const auto removed = remove_earlier_training(r);
       if (!removed.empty()) {
         std::vector<std::string> names;
@@ -88,6 +123,7 @@ StageResult run_train_stage(const recipe::Recipe& r, bool force, const ConsoleOp
         const int64_t step = train::checkpoint_step(existing.back());
         if (step >= r.train.max_steps) {
           train::check_checkpoint_model(r, existing.back());  // a changed model is refused, not skipped
+          refuse_changed_examples(r, existing.back());
           finished = StageResult{true, fmt::format("{} reached step {} of {}", existing.back().string(), step,
                                                    r.train.max_steps)};
         }
