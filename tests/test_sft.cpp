@@ -362,4 +362,24 @@ TEST_CASE("sft: its keys are refused for other tasks, naming the key", "[sft][re
              }),
              Catch::Contains("data.packing: data.packing packs sft examples; train.task is causal_lm"));
   CHECK_NOTHROW(lathe::recipe::parse_recipe(base + "train: {task: sft, loss_on: all}\n", "r.yaml"));
+
+  // The chat template is checked before any stage runs (and by lathe recipe check).
+  TempDir dir;
+  const auto run = fmt::format("run: {{out_dir: {}}}\n", (dir.path() / "run").string());
+  auto bad = lathe::recipe::parse_recipe(
+      run + base + "train: {task: sft}\ntokenizer: {chat_template: \"{% for m in messages %}{{ m.content }}\"}\n",
+      "r.yaml");
+  CHECK_THAT(lathe::pipeline::chat_template_problem(bad), Catch::Contains("tokenizer.chat_template:1"));
+  std::ostringstream log;
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(bad, {}, log); }),
+             Catch::Contains("tokenizer.chat_template:1") && Catch::Contains("(nothing was run)"));
+  CHECK_FALSE(fs::exists(dir.path() / "run" / "checkpoints"));
+  auto missing = lathe::recipe::parse_recipe(run + base + "train: {task: sft}\ntokenizer: {chat_template: none.jinja}\n",
+                                             "r.yaml");
+  CHECK_THAT(lathe::pipeline::chat_template_problem(missing), Catch::Contains("cannot read 'none.jinja'"));
+  auto chat = lathe::recipe::parse_recipe(run + base + "pipeline: [generate]\ngenerate: {chat: true}\n", "r.yaml");
+  CHECK_THAT(lathe::pipeline::chat_template_problem(chat), Catch::Contains("generate.chat: no chat template"));
+  // sft on prompt / completion pairs needs none.
+  CHECK(lathe::pipeline::chat_template_problem(
+            lathe::recipe::parse_recipe(run + base + "train: {task: sft}\n", "r.yaml")) == "");
 }

@@ -102,7 +102,13 @@ int cmd_recipe_check(const cxxopts::ParseResult& r) {
   int status = kOk;
   for (const auto& file : r["files"].as<std::vector<std::string>>()) {
     try {
-      lathe::recipe::load_recipe(file, overrides(r));
+      const auto recipe = lathe::recipe::load_recipe(file, overrides(r));
+      // What the recipe names besides its keys: the chat template it renders with.
+      if (const auto problem = lathe::pipeline::chat_template_problem(recipe); !problem.empty()) {
+        std::cerr << file << ": " << problem << "\n";
+        status = kFailed;
+        continue;
+      }
       std::cout << file << ": ok\n";
     } catch (const lathe::recipe::RecipeError& e) {
       std::cerr << e.what() << "\n"

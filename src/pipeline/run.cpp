@@ -36,7 +36,8 @@ RunReport run_pipeline(const recipe::Recipe& recipe, const RunOptions& options, 
     }
   const bool exports = std::find(recipe.pipeline.begin(), recipe.pipeline.end(), recipe::Stage::Export) !=
                        recipe.pipeline.end();
-  if (const auto problem = exports ? export_problem(recipe) : ""; !problem.empty()) {
+  for (const auto& problem : {exports ? export_problem(recipe) : "", chat_template_problem(recipe)}) {
+    if (problem.empty()) continue;
     const auto msg = problem + " (nothing was run)";
     if (!options.dry_run) throw Error(msg);
     log << msg << "\n";

@@ -121,6 +121,12 @@ StageResult run_export_stage(const recipe::Recipe& recipe, bool force);
 /// key; empty when it can.
 std::string export_problem(const recipe::Recipe& recipe);
 
+/// Why the chat template an sft task or generate.chat renders with cannot be used (a template
+/// that does not parse, a .jinja file that cannot be read, generate.chat without any template),
+/// naming the key; empty when it can (or nothing renders one). A template beside a tokenizer
+/// the pipeline has yet to train is checked when it exists.
+std::string chat_template_problem(const recipe::Recipe& recipe);
+
 struct Sample {
   std::string prompt;
   std::string text;           // the continuation (cut at a stop string)

@@ -1,5 +1,6 @@
 // The generate stage and the Generator behind it (and behind `lathe generate`).
 
+#include <algorithm>
 #include <fstream>
 #include <optional>
 
@@ -30,6 +31,24 @@
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+std::string chat_template_problem(const recipe::Recipe& r) {
+  const bool generates = std::find(r.pipeline.begin(), r.pipeline.end(), recipe::Stage::Generate) != r.pipeline.end();
+  const bool chat = generates && r.generate.chat;
+  if (r.train.task != recipe::Task::Sft && !chat) return {};
+  try {
+    const auto source = train::chat_template_source(r);
+    if (source.empty())
+      return chat ? "generate.chat: no chat template: the tokenizer has none beside it (chat_template.jinja or "
+                    "tokenizer_config.json); set tokenizer.chat_template"
+                  : "";  // sft on prompt / completion pairs needs none; a conversation says so
+    tokenizer::ChatTemplate parsed(source, r.tokenizer.chat_template.empty() ? "the tokenizer's chat template"
+                                                                             : "tokenizer.chat_template");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return {};
+}
 
 GenerateRequest generate_request(const recipe::Recipe& r) {
   GenerateRequest req;
