@@ -22,10 +22,12 @@
 #include "lathe/pipeline/stages.hpp"
 #include "lathe/recipe/load.hpp"
 #include "lathe/train/task.hpp"
+#include "chat_fixture.hpp"
 #include "support.hpp"
 #include "tiny_models.hpp"
 
 using lathe::data::SftExample;
+using lathe::test::ChatFixture;
 using lathe::test::TempDir;
 namespace fs = std::filesystem;
 
@@ -147,23 +149,6 @@ TEST_CASE("sft: best-fit decreasing packing fills rows and never splits an examp
 }
 
 namespace {
-
-/// The sft reference's tokenizer (ChatML specials, a template with {% generation %} blocks) and
-/// its conversations, made once per test.
-struct ChatFixture {
-  TempDir dir;
-  fs::path corpus, conversations;
-  ChatFixture() {
-    std::ifstream in(lathe::test::source_dir() / "data/kjv/kjv.txt");
-    std::string s, line;
-    for (int i = 0; i < 3000 && std::getline(in, line); ++i) s += line + "\n";
-    corpus = dir.write("corpus.txt", s);
-    conversations = dir.path() / "conversations.jsonl";
-    lathe::test::run_reference("sft_reference.py", {"tokenizer", dir.path().string(), corpus.string()});
-    lathe::test::run_reference("sft_reference.py", {"conversations", conversations.string(), "50", "3"});
-  }
-  fs::path tokenizer() const { return dir.path() / "tokenizer.json"; }
-};
 
 std::vector<std::vector<int64_t>> json_rows(const nlohmann::json& rows, const char* key) {
   std::vector<std::vector<int64_t>> out;

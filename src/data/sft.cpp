@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <utility>
@@ -124,11 +125,12 @@ json chat_template_context(const fs::path& tokenizer_file, const tokenizer::Toke
   return context;
 }
 
-std::vector<SftExample> read_sft_examples(const fs::path& path, const tokenizer::Tokenizer& tok,
-                                          const SftOptions& o, SftStats& stats) {
+namespace {
+
+/// Calls `fn(row, origin)` for each non-blank line of a JSONL file; errors name the line.
+void for_each_row(const fs::path& path, const std::function<void(const json&, const std::string&)>& fn) {
   std::ifstream in(path);
   if (!in) throw Error("cannot read " + path.string());
-  std::vector<SftExample> out;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -139,35 +141,86 @@ std::vector<SftExample> read_sft_examples(const fs::path& path, const tokenizer:
     } catch (const json::exception& e) {
       throw Error(origin + ": not a JSON object: " + e.what());
     }
-    if (!row.is_object() || (!row.contains("messages") && !row.contains("prompt")))
-      throw Error(origin + ": expected {\"messages\": [...]} or {\"prompt\": ..., \"completion\": ...}");
-    SftExample ex;
     try {
-      ex = row.contains("messages") ? conversation(row, tok, o, origin) : pair(row, tok, o, origin);
+      fn(row, origin);
     } catch (const Error& e) {
       // The template's own errors (a type error, raise_exception) name its line, not the example.
       const std::string what = e.what();
       if (what.starts_with(origin)) throw;
       throw Error(origin + ": " + what);
     }
-    ex.origin = origin;
-    if (ex.scored.size() > 0) ex.scored[0] = 0;  // the first token is never predicted
-    if (o.max_tokens > 0 && static_cast<int64_t>(ex.ids.size()) > o.max_tokens) {
-      ex.ids.resize(static_cast<std::size_t>(o.max_tokens));
-      ex.scored.resize(static_cast<std::size_t>(o.max_tokens));
-      ex.truncated = true;
-    }
-    const auto scored = std::count(ex.scored.begin(), ex.scored.end(), 1);
+  }
+}
+
+/// Cuts `ex` to max_tokens (the first token is never predicted); its number of targets.
+int64_t finish(SftExample& ex, const SftOptions& o, const std::string& origin) {
+  ex.origin = origin;
+  if (ex.scored.size() > 0) ex.scored[0] = 0;
+  if (o.max_tokens > 0 && static_cast<int64_t>(ex.ids.size()) > o.max_tokens) {
+    ex.ids.resize(static_cast<std::size_t>(o.max_tokens));
+    ex.scored.resize(static_cast<std::size_t>(o.max_tokens));
+    ex.truncated = true;
+  }
+  return std::count(ex.scored.begin(), ex.scored.end(), 1);
+}
+
+/// One completion of a preference pair after its prompt.
+SftExample completion(const json& row, const char* key, const tokenizer::Tokenizer& tok, const SftOptions& o,
+                      const std::string& origin) {
+  const auto& prompt = row["prompt"];
+  const auto& c = row[key];
+  if (prompt.is_string() && c.is_string()) return pair({{"prompt", prompt}, {"completion", c}}, tok, o, origin);
+  if (prompt.is_array() && c.is_array()) {
+    json messages = prompt;
+    for (const auto& m : c) messages.push_back(m);
+    auto options = o;
+    options.loss_on = SftLoss::Completion;
+    return conversation({{"messages", messages}}, tok, options, origin);
+  }
+  throw Error(fmt::format("\"prompt\" and \"{}\" must both be strings or both lists of chat messages", key));
+}
+
+}  // namespace
+
+std::vector<SftExample> read_sft_examples(const fs::path& path, const tokenizer::Tokenizer& tok,
+                                          const SftOptions& o, SftStats& stats) {
+  std::vector<SftExample> out;
+  for_each_row(path, [&](const json& row, const std::string& origin) {
+    if (!row.is_object() || (!row.contains("messages") && !row.contains("prompt")))
+      throw Error("expected {\"messages\": [...]} or {\"prompt\": ..., \"completion\": ...}");
+    auto ex = row.contains("messages") ? conversation(row, tok, o, origin) : pair(row, tok, o, origin);
+    const auto scored = finish(ex, o, origin);
     if (scored == 0) {
       ++stats.unscored;
-      continue;
+      return;
     }
     ++stats.examples;
     stats.truncated += ex.truncated ? 1 : 0;
     stats.tokens += static_cast<int64_t>(ex.ids.size());
     stats.scored += scored;
     out.push_back(std::move(ex));
-  }
+  });
+  return out;
+}
+
+std::vector<PreferencePair> read_preference_pairs(const fs::path& path, const tokenizer::Tokenizer& tok,
+                                                  const SftOptions& o, SftStats& stats) {
+  std::vector<PreferencePair> out;
+  for_each_row(path, [&](const json& row, const std::string& origin) {
+    if (!row.is_object() || !row.contains("prompt") || !row.contains("chosen") || !row.contains("rejected"))
+      throw Error("expected {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}");
+    PreferencePair p{completion(row, "chosen", tok, o, origin), completion(row, "rejected", tok, o, origin)};
+    const auto scored_c = finish(p.chosen, o, origin), scored_r = finish(p.rejected, o, origin);
+    if (scored_c == 0 || scored_r == 0) {
+      ++stats.unscored;
+      return;
+    }
+    ++stats.examples;
+    stats.truncated += p.chosen.truncated || p.rejected.truncated ? 1 : 0;
+    stats.tokens += static_cast<int64_t>(p.chosen.ids.size() + p.rejected.ids.size());
+    stats.scored += scored_c + scored_r;
+    out.push_back(std::move(p));
+  });
   return out;
 }
 

@@ -151,24 +151,49 @@ std::pair<Gpt, nn::ValueSource> open_hf_gpt(const fs::path& dir) {
   return {model, std::move(values)};
 }
 
-std::vector<std::string> save_hf(Gpt& model, const fs::path& dir, const HfWriteOptions& options) {
-  auto o = model->options;
-  // A head separated from a tied embedding (to be quantized) holds other values than the
-  // table: it is written as an untied lm_head.
-  if (model->lm_head) o.tie_embeddings = false;
-  const auto& wanted = options.family.empty() ? model->hf_family : options.family;
+namespace {
+
+/// The family save_hf writes a GPT of options `o` as: `wanted` when it holds them, else the
+/// first that does.
+const GptFamily& write_family(const ModelOptions& o, const std::string& wanted) {
   for (const auto* f : gpt_families())
-    if (f->model_type == wanted && f->holds(o))
-      return hf::save_tensors(*model, f->tensors(o), dir, f->write(o), options);
+    if (f->model_type == wanted && f->holds(o)) return *f;
   std::string needs;
   for (const auto* f : gpt_families()) {
-    if (f->holds(o)) return hf::save_tensors(*model, f->tensors(o), dir, f->write(o), options);
+    if (f->holds(o)) return *f;
     needs += fmt::format("{}{} needs {}", needs.empty() ? "" : "; ", f->model_type, f->needs);
   }
   throw Error(fmt::format("this GPT has no Hugging Face counterpart: {}; and only gemma2 has soft-capping, sandwich "
                           "norms, alternating windows or a score scale other than the head width (got position {}, "
                           "norm {}, activation {})",
                           needs, enum_name(o.position), enum_name(o.norm), enum_name(o.activation)));
+}
+
+/// The options a GPT is written with: a head separated from a tied embedding (to be quantized)
+/// holds other values than the table and is written as an untied lm_head.
+ModelOptions written_options(const GptImpl& model) {
+  auto o = model.options;
+  if (model.lm_head) o.tie_embeddings = false;
+  return o;
+}
+
+}  // namespace
+
+std::vector<std::string> save_hf(Gpt& model, const fs::path& dir, const HfWriteOptions& options) {
+  const auto o = written_options(*model);
+  const auto& f = write_family(o, options.family.empty() ? model->hf_family : options.family);
+  return hf::save_tensors(*model, f.tensors(o), dir, f.write(o), options);
+}
+
+HfNaming hf_naming(const Gpt& model) {
+  const auto o = written_options(*model);
+  const auto& f = write_family(o, model->hf_family);
+  HfNaming naming{std::string(f.model_type), false, {}};
+  for (const auto& rule : f.tensors(o)) {
+    naming.transposed_linears = naming.transposed_linears || rule.xf == hf::Xf::Transpose;
+    naming.tensors.push_back({rule.ours, rule.theirs, rule.sizes});
+  }
+  return naming;
 }
 
 }  // namespace lathe::models

@@ -49,6 +49,9 @@ std::vector<std::string> gpt_save_hf(Module& m, const fs::path& dir, const std::
   Gpt gpt(std::static_pointer_cast<GptImpl>(m.shared_from_this()));
   return save_hf(gpt, dir, options);
 }
+HfNaming gpt_hf_naming(const Module& m) {
+  return hf_naming(Gpt(std::const_pointer_cast<GptImpl>(std::static_pointer_cast<const GptImpl>(m.shared_from_this()))));
+}
 at::Tensor gpt_tied_head(Module& m) {
   auto& gpt = as<GptImpl>(m);
   return gpt.lm_head ? at::Tensor() : gpt.wte->weight;
@@ -137,7 +140,7 @@ constexpr std::array kKinds{
     ModelKindTraits{.kind = ModelKind::Gpt,
                     .arch = Arch::Gpt,
                     .task = "causal_lm",
-                    .also_trains = "sft",
+                    .also_trains = {"sft", "dpo"},
                     .make = gpt_make,
                     .init = gpt_init,
                     .holds = holds<GptImpl>,
@@ -145,6 +148,7 @@ constexpr std::array kKinds{
                     .load_hf = gpt_load_hf,
                     .open_hf = gpt_open_hf,
                     .save_hf = gpt_save_hf,
+                    .hf_naming = gpt_hf_naming,
                     .tied_head_path = "lm_head",
                     .tied_head = gpt_tied_head,
                     .separate_head = gpt_separate_head,

@@ -87,8 +87,9 @@ LinearImpl::LinearImpl(const LinearOptions& o) : options(o) {
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   if (input_observer) input_observer(x);
-  if (quantized_) return quantized_->linear(x, bias);
-  return nn::linear(x, weight, bias);
+  auto y = quantized_ ? quantized_product(quantized_, x, bias) : nn::linear(x, weight, bias);
+  if (lora && !adapters_disabled()) y = y + lora->forward(x);
+  return y;
 }
 
 void LinearImpl::quantize(QuantizedWeight q) {

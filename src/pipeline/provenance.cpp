@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/io/atomic_file.hpp"
 #include "lathe/io/inputs.hpp"
@@ -49,9 +50,20 @@ std::string checkpoint_identity(const fs::path& dir) {
   // A sharded Hugging Face checkpoint is known by its index (rewritten with its shards).
   auto weights = dir / "model.safetensors";
   if (!fs::exists(weights) && fs::exists(dir / "model.safetensors.index.json")) weights += ".index.json";
-  return fmt::format("{} of run {} ({}: {})", dir.filename().string(),
+  // Adapters are known by their weights and by the base they adapt.
+  std::string base;
+  if (adapters::is_adapter_dir(dir)) {
+    weights = dir / "adapter_model.safetensors";
+    try {
+      const fs::path b = adapters::read_peft_config(dir).base_model;
+      base = ", on the base " + b.string() + ": " + (fs::is_directory(b) ? checkpoint_identity(b) : file_state(b));
+    } catch (const Error& e) {
+      base = std::string(", ") + e.what();
+    }
+  }
+  return fmt::format("{} of run {} ({}: {}{})", dir.filename().string(),
                      meta && meta->is_object() ? meta->value("run_id", "?") : "?", weights.filename().string(),
-                     file_state(weights));
+                     file_state(weights), base);
 }
 
 void add_model(MadeFrom& record, const fs::path& model) {
@@ -68,7 +80,7 @@ const StageReads& stage_reads(recipe::Stage stage) {
 
 MadeFrom task_data_record(const recipe::Recipe& r) {
   MadeFrom record = recipe_part(r, {"data.", "train.task", "train.batch_size", "model.num_labels", "run.seed"});
-  if (r.train.task == recipe::Task::Sft) {
+  if (recipe::renders_chats(r.train.task)) {
     // What decides which tokens are scored, and the template beside the tokenizer.
     record.merge(recipe_part(r, {"train.loss_on", "tokenizer.chat_template"}));
     const auto dir = recipe::tokenizer_path(r).parent_path();

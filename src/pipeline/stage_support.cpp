@@ -10,12 +10,14 @@
 #include <fmt/format.h>
 #include <torch/utils.h>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/dist/world.hpp"
 #include "lathe/pipeline/provenance.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/device.hpp"
+#include "lathe/train/evaluate.hpp"
 #include "lathe/train/run_dir.hpp"
 
 namespace lathe::pipeline {
@@ -44,7 +46,7 @@ void refuse_if_trained(const recipe::Recipe& r, const char* stage, const std::ve
 }
 
 models::AnyModel load_task_model(const recipe::Recipe& r, const fs::path& path) {
-  return models::load_model(path, train::model_kind(r.train.task), r.model.num_labels);
+  return adapters::load_model(path, train::model_kind(r.train.task), r.model.num_labels);
 }
 
 std::pair<double, double> forward_ms(const models::AnyModel& a, const models::AnyModel& b, const train::Batch& batch) {
@@ -70,6 +72,8 @@ TaskInputs measured_task(const recipe::Recipe& r, const models::AnyModel& model,
     throw Error(fmt::format("vocabulary mismatch: the tokenizer has {} tokens but the model in {} has {} embedding rows",
                             in.tok->vocab_size(), path.string(), model.vocab_size()));
   in.data = train::make_task_data(r, *in.tok);
+  if (in.data->wants_reference())
+    train::score_reference(*in.data, train::reference_model(r, in.tok.get(), at::kCPU), r.train.precision, at::kCPU);
   if (in.data->val_batches() == 0)
     throw Error(fmt::format("the {} stage reports validation metrics before and after, and the validation split "
                             "holds no batch: set data.val_files or a larger data.val_fraction",
@@ -90,6 +94,7 @@ train::Batch with_rows(const train::Batch& batch, int64_t rows) {
   out.attention_mask = fit(batch.attention_mask);
   out.token_type_ids = fit(batch.token_type_ids);
   out.segments = fit(batch.segments);
+  out.reference = at::Tensor();  // rows repeated are no pairs: timed as plain sequences
   out.tokens = out.input_ids.numel();
   return out;
 }

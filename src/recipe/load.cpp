@@ -327,10 +327,14 @@ class ConsistencyCheck {
     if (r_.train.loss_on != LossOn::Assistant && r_.train.task != Task::Sft)
       fail({"train.loss_on", "train.task"}, "train.loss_on chooses the targets of sft examples; train.task is " +
                                                 std::string(enum_name(r_.train.task)));
+    if (r_.train.task == Task::Dpo && r_.distributed.sharded())
+      fail({"train.task", "distributed.strategy"},
+           "dpo scores its reference with a whole copy of the starting model on each rank: use strategy ddp");
     if (r_.data.packing && r_.train.task != Task::Sft)
       fail({"data.packing", "train.task"}, "data.packing packs sft examples; train.task is " +
                                                std::string(enum_name(r_.train.task)) +
                                                " (causal_lm reads windows of the token stream, already full)");
+    adapters();
     if (r_.distributed.backend == Backend::Nccl && r_.run.device == Device::Cpu)
       fail({"distributed.backend", "run.device"}, "nccl needs CUDA devices; use mpi with run.device: cpu");
     if (r_.distributed.strategy == dist::Strategy::Fsdp && r_.train.cuda_graphs)
@@ -352,6 +356,34 @@ class ConsistencyCheck {
       fail({"distributed.shard_optimizer", "distributed.strategy"},
            "shard_optimizer: true means strategy zero1, and strategy says " + std::string(enum_name(d.strategy)) +
                "; remove shard_optimizer (strategy alone chooses)");
+  }
+
+  void adapters() {
+    const auto& a = r_.adapters;
+    if (!a.on()) return;
+    const std::string kind(enum_name(a.kind));
+    if (r_.train.init_from.empty())
+      fail({"adapters.kind", "train.init_from"}, kind + " adapters train on a frozen model: set train.init_from to "
+                                                 "it (a Hugging Face directory, a lathe checkpoint or model file)");
+    if (r_.model.arch != models::Arch::Gpt)
+      fail({"adapters.kind", "model.arch"}, kind + " adapters train GPT models here (causal_lm, sft, dpo)");
+    if (r_.distributed.sharded())
+      fail({"adapters.kind", "distributed.strategy"},
+           "the adapters are all that trains, and they are small: run them with strategy ddp (nothing to shard)");
+    if (a.kind == adapters::AdapterKind::Qlora) {
+      if (nn::quant_scheme(a.base_method).quantizes_activations)
+        fail({"adapters.base_method"}, std::string(enum_name(a.base_method)) +
+                                           " quantizes the activations too; QLoRA's base is weight-only: "
+                                           "int4_weight_only or int8_weight_only");
+      if (r_.run.device == Device::Cuda)
+        fail({"adapters.kind", "run.device"}, "qlora's quantized base runs on lathe's CPU kernels; use lora on CUDA");
+      compress::QuantizeOptions q;
+      q.method = a.base_method;
+      q.group_size = a.base_group_size;
+      for (const auto& p : q.problems())
+        if (std::find(p.keys.begin(), p.keys.end(), "group_size") != p.keys.end())
+          fail({"adapters.base_group_size"}, p.message);
+    }
   }
 
   // Pruning, quantization and export.

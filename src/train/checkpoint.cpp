@@ -101,7 +101,7 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model,
 }
 
 fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model, const ValueSource& model_values,
-                         const TensorStream& trainer, const TrainerState& s) {
+                         const TensorStream& trainer, const TrainerState& s, const AdapterFiles* adapter) {
   fs::create_directories(root);
   const auto name = fmt::format("step_{:08d}", s.step);
   const auto final_dir = root / name;
@@ -111,7 +111,9 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model, co
   io::claim(tmp);
   try {
     fs::create_directories(tmp);
-    models::save_model(model, tmp / "model.safetensors", model_values);
+    const char* model_file = adapter ? "adapter_model.safetensors" : "model.safetensors";
+    if (adapter) adapters::save_peft(model, tmp, adapter->options, adapter->base);
+    else models::save_model(model, tmp / model_file, model_values);
     fault_point("model");
     io::save_safetensors(tmp / "trainer.safetensors", trainer);
     fault_point("trainer");
@@ -129,7 +131,7 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model, co
                  {"elapsed_s", s.elapsed_s},
                  {"model_kind", model.kind_name()},
                  {"files",
-                  {{"model.safetensors", fs::file_size(tmp / "model.safetensors")},
+                  {{model_file, fs::file_size(tmp / model_file)},
                    {"trainer.safetensors", fs::file_size(tmp / "trainer.safetensors")}}},
                  {"recipe", s.recipe_yaml}};
     io::write_file_atomic(tmp / "meta.json", meta.dump(2) + "\n");
@@ -144,7 +146,8 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model, co
       fs::remove_all(tmp, ec);  // the manifest could not be updated (a full disk): the name stays listed
     }
     const auto space = fs::space(root, ec);
-    const uint64_t need = tensor_bytes(trainer.specs) + static_cast<uint64_t>(models::parameter_count(*model.module())) * 4;
+    const uint64_t need =
+        tensor_bytes(trainer.specs) + (adapter ? 0 : static_cast<uint64_t>(models::parameter_count(*model.module())) * 4);
     throw Error(fmt::format("cannot write checkpoint {}: {}; it needs about {:.1f} MB and {} has {:.1f} MB free. The "
                             "earlier checkpoints are intact",
                             final_dir.string(), e.what(), static_cast<double>(need) / 1e6, root.string(),
@@ -199,7 +202,9 @@ std::string checkpoint_problem(const fs::path& dir) {
   if (meta.value("version", 0) > kCheckpointVersion)
     return meta_path.string() + ": version " + meta["version"].dump() + " is newer than this lathe reads (" +
            std::to_string(kCheckpointVersion) + ")";
-  for (const char* file : {"model.safetensors", "trainer.safetensors"}) {
+  const bool adapter = meta.contains("files") && meta["files"].is_object() &&
+                       meta["files"].contains("adapter_model.safetensors");
+  for (const char* file : {adapter ? "adapter_model.safetensors" : "model.safetensors", "trainer.safetensors"}) {
     const auto path = dir / file;
     if (!fs::exists(path)) return path.string() + ": missing";
     const auto want = meta.contains("files") && meta["files"].is_object() ? meta["files"].value(file, uint64_t{0}) : 0;
@@ -232,7 +237,10 @@ CheckpointData load_checkpoint(const fs::path& dir) {
     throw Error(meta_path.string() + ": " + e.what());
   }
   // Mapped: a rank reads the pages of the parts it keeps (a shard of each tensor) and nothing else.
-  c.model = models::load_model(dir / "model.safetensors", std::nullopt, 0, io::Read::Map);
+  // Adapters are read by the trainer onto the base it builds.
+  c.adapters = adapters::is_adapter_dir(dir);
+  if (c.adapters) adapters::read_peft_config(dir);  // refused here, naming the file, when unreadable
+  else c.model = models::load_model(dir / "model.safetensors", std::nullopt, 0, io::Read::Map);
   for (auto& [name, t] : io::load_safetensors(dir / "trainer.safetensors", io::Read::Map).tensors) c.tensors[name] = t;
   return c;
 }

@@ -112,7 +112,7 @@ fs::path Checkpointer::save(const models::AnyModel& model, const ValueSource& mo
   if (!validated_now) state.val_loss = std::nan("");  // meta.json's val_loss is this step's
   fs::path dir;
   try {
-    dir = save_checkpoint(o_.root, model, model_stream, trainer, state);
+    dir = save_checkpoint(o_.root, model, model_stream, trainer, state, o_.adapter ? &*o_.adapter : nullptr);
   } catch (...) {
     drain();
     throw;
@@ -163,6 +163,7 @@ models::DeferredModel resumed_model(const recipe::Recipe& r, const tokenizer::To
 }
 
 void check_checkpoint_model(const recipe::Recipe& r, const fs::path& dir) {
+  if (adapters::is_adapter_dir(dir)) return;  // adapters are checked against the base when they load
   const auto tok = load_run_tokenizer(r, /*required=*/false);
   const auto kind = model_kind(r.train.task);
   adopt(r, tok.get(), models::open_model(dir, kind, r.model.num_labels), "the checkpoint " + dir.string(),

@@ -9,8 +9,10 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/train/device.hpp"
+#include "lathe/train/initial_model.hpp"
 #include "lathe/train/precision.hpp"
 #include "lathe/train/run_dir.hpp"
 
@@ -41,6 +43,33 @@ EvalAccumulator evaluate_batches(const models::AnyModel& model, const TaskData& 
   return acc;
 }
 
+std::string score_reference(TaskData& data, const models::AnyModel& reference, recipe::Precision precision,
+                            const at::Device& device) {
+  if (!data.wants_reference()) return {};
+  const auto t0 = Clock::now();
+  const bool was_training = reference.module()->is_training();
+  reference.module()->eval();
+  int64_t rows = 0;
+  data.set_reference([&](const Batch& b) {
+    torch::NoGradGuard no_grad;
+    AutocastScope autocast(precision, device);
+    rows += b.input_ids.size(0);
+    return row_logps(reference, to_device(b, device));
+  });
+  reference.module()->train(was_training);
+  return fmt::format("dpo: the reference log-probabilities of {} pairs computed in {:.1f} s", rows / 2,
+                     std::chrono::duration<double>(Clock::now() - t0).count());
+}
+
+models::AnyModel reference_model(const recipe::Recipe& r, const tokenizer::Tokenizer* tok, const at::Device& device) {
+  if (r.train.init_from.empty())
+    throw Error("train.task dpo: the reference model is train.init_from, and it is empty: set it to the model the "
+                "preference training starts from");
+  auto model = models::materialise(initial_model(r, tok));
+  model.module()->to(device);
+  return model;
+}
+
 EvalResult evaluate_model(const recipe::Recipe& r, const models::AnyModel& model, const TaskData& data,
                           const at::Device& device) {
   const int64_t n = std::min(r.eval.batches, data.val_batches());
@@ -52,13 +81,14 @@ EvalResult evaluate_model(const recipe::Recipe& r, const models::AnyModel& model
 EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {
   const auto path = checkpoint.empty() ? newest_checkpoint(r) : checkpoint;
   const auto kind = model_kind(r.train.task);
-  auto model = models::load_model(path, kind, r.model.num_labels);
+  auto model = adapters::load_model(path, kind, r.model.num_labels);
   auto tok = load_run_tokenizer(r, /*required=*/true);
   check_vocab(model, *tok, " in " + path.string());
   const auto device = model_device(model, r.run.device);
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
   model.module()->to(device);
   auto data = make_task_data(r, *tok, r.eval.split);
+  if (data->wants_reference()) score_reference(*data, reference_model(r, tok.get(), device), r.train.precision, device);
   auto result = evaluate_model(r, model, *data, device);
   if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
     result.metrics["unigram_loss"] = unigram_loss(r, *tok);

@@ -2,6 +2,8 @@
 
 #include "lathe/train/initial_model.hpp"
 
+#include "lathe/adapters/lora.hpp"
+
 #include <algorithm>
 #include <filesystem>
 
@@ -57,10 +59,19 @@ models::DeferredModel initial_model(const recipe::Recipe& r, const tokenizer::To
   if (r.train.init_from.empty()) return recipe_model(r, tok);
   const fs::path from = r.train.init_from;
   if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
-  auto loaded = models::open_model(from, kind, r.model.num_labels);
+  // An adapter directory (a LoRA run's checkpoint, a PEFT adapter) starts from its base with the
+  // adapter merged.
+  auto loaded = [&]() -> models::DeferredModel {
+    if (!adapters::is_adapter_dir(from)) return models::open_model(from, kind, r.model.num_labels);
+    auto merged = adapters::load_adapted(from, /*merged=*/true);
+    return {merged, models::parameter_values(merged)};
+  }();
   if (!models::quantized_layers(loaded.model).empty())
     throw Error("train.init_from: " + from.string() + " is a quantized model, which cannot be trained; start from "
-                "the float checkpoint it was quantized from");
+                "the float checkpoint it was quantized from" +
+                std::string(r.adapters.kind == adapters::AdapterKind::Qlora
+                                ? " (qlora quantizes it at the start as adapters.base_method says)"
+                                : ""));
   return adopt(r, tok, loaded, "train.init_from " + from.string(),
                "set these model keys to the values of the weights you start from");
 }

@@ -22,6 +22,7 @@
 #include "lathe/recipe/paths.hpp"
 #include "lathe/tokenizer/wordpiece.hpp"
 #include "epoch_order.hpp"
+#include "dpo_data.hpp"
 #include "sft_data.hpp"
 
 namespace lathe::train {
@@ -293,6 +294,7 @@ std::unique_ptr<TaskData> make_task_data(const recipe::Recipe& r, const tokenize
     case Task::MaskedLm: return std::make_unique<MaskedLmData>(r, tok, eval_split, rank);
     case Task::Classification: return std::make_unique<ClassificationData>(r, tok, eval_split, rank);
     case Task::Sft: return make_sft_data(r, tok, eval_split, rank);
+    case Task::Dpo: return make_dpo_data(r, tok, eval_split, rank);
   }
   return nullptr;
 }
@@ -334,7 +336,33 @@ models::TaskInputs inputs(const Batch& b) {
 
 }  // namespace
 
+at::Tensor row_logps(const models::AnyModel& model, const Batch& b) {
+  auto [logits, targets] = model.scored(inputs(b));
+  // -100 targets (prompt, padding) give 0.
+  const auto nll = at::cross_entropy_loss(logits.to(at::kFloat), targets, {}, at::Reduction::None);
+  return -nll.view({b.targets.size(0), -1}).sum(1);
+}
+
+PreferenceTerms preference_terms(const at::Tensor& logps, const at::Tensor& reference, double beta,
+                                 double label_smoothing) {
+  const auto n = reference.size(0);
+  const auto policy = logps.to(at::kDouble).view({2, n});  // chosen, rejected
+  const auto ref = reference.to(logps.device(), at::kDouble).t();
+  PreferenceTerms t;
+  t.chosen_logps = policy[0];
+  t.rejected_logps = policy[1];
+  t.chosen_rewards = beta * (policy[0] - ref[0]);
+  t.rejected_rewards = beta * (policy[1] - ref[1]);
+  const auto margin = t.chosen_rewards - t.rejected_rewards;  // beta d
+  t.loss = -(1.0 - label_smoothing) * at::log_sigmoid(margin) - label_smoothing * at::log_sigmoid(-margin);
+  return t;
+}
+
 at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarType* logits_dtype) {
+  if (b.reference.defined()) {
+    if (logits_dtype) *logits_dtype = at::kFloat;
+    return preference_terms(row_logps(model, b), b.reference, b.beta, b.label_smoothing).loss.mean().to(at::kFloat);
+  }
   const auto in = inputs(b);
   if (auto loss = model.blockwise_loss(in, logits_dtype); loss.defined()) return loss;
   auto [logits, targets] = model.scored(in);
@@ -344,6 +372,19 @@ at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarTy
 }
 
 void EvalAccumulator::add(const models::AnyModel& m, const Batch& b) {
+  if (b.reference.defined()) {
+    const auto t = preference_terms(row_logps(m, b), b.reference, b.beta, b.label_smoothing);
+    const auto n = b.reference.size(0);
+    pairs += n;
+    count += n;
+    loss_sum += t.loss.sum().item<double>();
+    preferred += (t.chosen_rewards > t.rejected_rewards).sum().item<int64_t>();
+    chosen_reward_sum += t.chosen_rewards.sum().item<double>();
+    rejected_reward_sum += t.rejected_rewards.sum().item<double>();
+    chosen_logp_sum += t.chosen_logps.sum().item<double>();
+    rejected_logp_sum += t.rejected_logps.sum().item<double>();
+    return;
+  }
   auto [logits, targets] = m.scored(inputs(b));
   if (targets.numel() == 0) return;
   // Targets of -100 (an sft prompt, padding) are not scored.
@@ -361,6 +402,16 @@ std::map<std::string, double> EvalAccumulator::metrics(int64_t num_labels) const
   std::map<std::string, double> out;
   if (count == 0) return out;
   out["loss"] = loss_sum / static_cast<double>(count);
+  if (pairs > 0) {  // dpo, with TRL's names (rewards/accuracies, ...) in lathe's spelling
+    const auto n = static_cast<double>(pairs);
+    out["rewards_accuracy"] = static_cast<double>(preferred) / n;
+    out["rewards_chosen"] = chosen_reward_sum / n;
+    out["rewards_rejected"] = rejected_reward_sum / n;
+    out["rewards_margin"] = (chosen_reward_sum - rejected_reward_sum) / n;
+    out["logps_chosen"] = chosen_logp_sum / n;
+    out["logps_rejected"] = rejected_logp_sum / n;
+    return out;
+  }
   if (labels.empty()) {
     out["perplexity"] = std::exp(out["loss"]);
     return out;

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/data/loader.hpp"
 #include "lathe/dist/world.hpp"
@@ -36,6 +37,16 @@
 namespace lathe::train {
 namespace fs = std::filesystem;
 
+namespace {
+
+/// With adapters on, what the checkpoints hold: the adapters, on the base train.init_from.
+std::optional<AdapterFiles> adapter_files(const recipe::Recipe& r) {
+  if (!r.adapters.on()) return std::nullopt;
+  return AdapterFiles{r.adapters, fs::absolute(r.train.init_from).lexically_normal().string()};
+}
+
+}  // namespace
+
 struct Trainer::Impl {
   std::shared_ptr<dist::Communicator> comm;  // data-parallel ranks; null: one process
   std::unique_ptr<DataParallel> dp;          // set when distributed()
@@ -51,6 +62,8 @@ struct Trainer::Impl {
   std::string resumed_from;
   std::string resume_note;  // the settings that differ from the resumed checkpoint's recipe
   std::unique_ptr<MicroStepGraph> graph;  // train.cuda_graphs
+  std::optional<adapters::AdapterSummary> adapters;  // what trains, with adapters on
+  std::string reference_note;  // dpo: how the reference log-probabilities were computed
   at::ScalarType logits_dtype = at::kFloat;
   void gather_model(torch::nn::Module& m) {  // fsdp: the whole model on each rank, optimizer freed first
     if (!dp || !dp->block_runner()) return;
@@ -104,8 +117,11 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
 void Trainer::start(std::optional<CheckpointData> resume) {
   // fsdp: the model stays on the meta device; each rank keeps its shard of the values alone.
   const bool fsdp = impl_->distributed() && recipe_.distributed.resolved_strategy() == dist::Strategy::Fsdp;
-  auto start_from = resume ? resumed_model(recipe_, impl_->tok.get(), *resume) : initial_model(recipe_, impl_->tok.get());
+  // With adapters the model is the base (train.init_from) again, and a checkpoint holds the adapters.
+  auto start_from = resume && !resume->adapters ? resumed_model(recipe_, impl_->tok.get(), *resume)
+                                                : initial_model(recipe_, impl_->tok.get());
   model_ = fsdp ? start_from.model : models::materialise(start_from);
+  if (recipe_.adapters.on()) start_adapters(resume ? &*resume : nullptr);
   if (resume) {
     state_ = resume->state;
     impl_->resumed_from = resume->dir.string();
@@ -138,6 +154,23 @@ void Trainer::start(std::optional<CheckpointData> resume) {
     if (resume) sp->masks = checkpoint_part(*resume, "mask.");
     for (auto& [name, mask] : sp->masks) mask = mask.to(device_, at::kBool);
     hold_masks(*sp, model_, *impl_->optimizer);
+  }
+}
+
+void Trainer::start_adapters(const CheckpointData* resume) {
+  const auto& a = recipe_.adapters;
+  if (a.kind == adapters::AdapterKind::Qlora && !device_.is_cpu())
+    throw Error("adapters.kind qlora: the quantized base runs on lathe's CPU kernels, and this run is on " +
+                device_.str() + "; use lora, or run.device: cpu");
+  if (resume && !resume->adapters)
+    throw Error(resume->dir.string() + " holds a whole model, but adapters.kind is " + std::string(enum_name(a.kind)) +
+                ": resume it without adapters, or start over with --force");
+  if (resume) {
+    if (a.kind == adapters::AdapterKind::Qlora) adapters::quantize_base(model_, a);
+    adapters::load_peft(model_, resume->dir);
+    impl_->adapters = adapters::summarise(model_, std::string(enum_name(a.kind)));
+  } else {
+    impl_->adapters = adapters::attach(model_, a);
   }
 }
 
@@ -239,6 +272,19 @@ void Trainer::load_data() {
   impl_->data = make_task_data(recipe_, *impl_->tok, recipe::Split::Val,
                                {impl_->distributed() ? impl_->comm->rank() : 0, impl_->world()});
   model_.labels = impl_->data->labels();
+  if (impl_->data->wants_reference()) {
+    // With adapters the reference is the base the policy holds (its adapters off); otherwise the
+    // model the run started from, built again (a resumed run's model has moved).
+    if (recipe_.adapters.on()) {
+      nn::AdaptersDisabledGuard base_only;
+      impl_->reference_note = score_reference(*impl_->data, model_, recipe_.train.precision, device_) +
+                              " (the base: the adapters off)";
+    } else {
+      impl_->reference_note = score_reference(*impl_->data, reference_model(recipe_, impl_->tok.get(), device_),
+                                              recipe_.train.precision, device_) +
+                              " (train.init_from)";
+    }
+  }
 }
 
 bool Trainer::announce(Metrics& metrics) const {
@@ -259,8 +305,10 @@ bool Trainer::announce(Metrics& metrics) const {
                                   : "",
                     recipe_.distributed.bf16_grads ? ", bf16 gradients" : "",
                     device_.is_cuda() ? "" : fmt::format(", {} threads per rank", at::get_num_threads())));
+  if (impl_->adapters) say(impl_->adapters->describe());
   say("memory plan: " + impl_->plan.describe());
   if (const auto note = impl_->data->notes(); !note.empty()) say(note);
+  if (!impl_->reference_note.empty()) say(impl_->reference_note);
   if (impl_->data->val_batches() > 0) return true;
   const auto& p = recipe_.pipeline;
   if (std::find(p.begin(), p.end(), recipe::Stage::Eval) != p.end() && recipe_.eval.split == recipe::Split::Val)
@@ -330,7 +378,7 @@ TrainReport Trainer::run() {
   data::PrefetchLoader<Batch> loader(batch, static_cast<int>(recipe_.data.num_workers),
                                      static_cast<int>(recipe_.data.prefetch), static_cast<uint64_t>(state_.step) * accum);
 
-  Checkpointer checkpointer({recipe::checkpoint_dir(recipe_), device_, /*writes=*/lead}, tr);
+  Checkpointer checkpointer({recipe::checkpoint_dir(recipe_), device_, /*writes=*/lead, adapter_files(recipe_)}, tr);
   Validator validator(tr.eval_every, can_eval);
   auto save = [&] {  // sharded: the optimizer state (fsdp: the blocks too) streamed from every rank
     const auto& opt = *impl_->optimizer;

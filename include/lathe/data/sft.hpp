@@ -74,6 +74,22 @@ std::vector<SftExample> read_sft_examples(const std::filesystem::path& path, con
 /// most `capacity`. Deterministic.
 std::vector<std::vector<std::size_t>> pack_examples(const std::vector<int64_t>& lengths, int64_t capacity);
 
+/// A preference pair: the prompt followed by the chosen completion, and by the rejected one, each
+/// with its completion's tokens scored.
+struct PreferencePair {
+  SftExample chosen, rejected;
+};
+
+/// Reads JSONL preference pairs: {"prompt": "...", "chosen": "...", "rejected": "..."} (each
+/// completion followed by eos_id, as prompt / completion pairs are) or {"prompt": [messages],
+/// "chosen": [messages], "rejected": [messages]} (the prompt's messages followed by each
+/// completion's, rendered with the chat template, the last assistant turn scored). Rows are cut
+/// to max_tokens as read_sft_examples cuts them; a pair either of whose rows then has nothing
+/// to score is left out. `stats` counts pairs (examples, truncated: a row of the pair cut,
+/// unscored) and the tokens of both rows. Errors name the file and line.
+std::vector<PreferencePair> read_preference_pairs(const std::filesystem::path& path, const tokenizer::Tokenizer& tok,
+                                                  const SftOptions& options, SftStats& stats);
+
 struct SftBatch {
   at::Tensor input_ids;  // (B, T) int64, pad_id after each row's examples
   at::Tensor targets;    // (B, T) int64: the next token of the same example where it is scored, else -100

@@ -68,6 +68,9 @@ std::vector<std::string> save_hf(BertForMaskedLM& model, const std::filesystem::
 /// `labels`: the name of each class (id2label / label2id); empty: LABEL_0, LABEL_1, ...
 std::vector<std::string> save_hf(BertForSequenceClassification& model, const std::filesystem::path& dir,
                                  const std::vector<std::string>& labels = {}, const HfWriteOptions& options = {});
+/// How save_hf names the model's tensors (hf_options.hpp).
+HfNaming hf_naming(const Gpt& model);
+
 /// config.json's model_type ("llama"), or an error naming the file.
 std::string read_hf_model_type(const std::filesystem::path& dir);
 /// The storage dtype of a Hugging Face directory's weights: config.json's dtype (torch_dtype in

@@ -1,8 +1,9 @@
-// How a model is written in Hugging Face layout (models::save_hf).
+// How a model is written in Hugging Face layout (models::save_hf), and how its tensors are named there.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <c10/core/ScalarType.h>
 
@@ -22,4 +23,15 @@ struct HfWriteOptions {
   int64_t max_shard_bytes = 0;
 };
 
+/// How the Hugging Face family that save_hf writes a model as names its tensors.
+struct HfTensorName {
+  std::string ours;                 // lathe's name ("blocks.0.attn.qkv.weight")
+  std::vector<std::string> theirs;  // the family's tensors it is made of, in row order
+  std::vector<int64_t> rows;        // the rows of each (one tensor: all of ours)
+};
+struct HfNaming {
+  std::string model_type;             // config.json's model_type ("llama")
+  bool transposed_linears = false;    // the family stores Linear weights (in, out) (GPT-2's Conv1D)
+  std::vector<HfTensorName> tensors;  // in the family's table order
+};
 }  // namespace lathe::models

@@ -54,10 +54,15 @@ struct ModelKindTraits {
   Arch arch;
   /// The spelling of train.task that trains this kind (recipe::Task's table).
   std::string_view task;
-  /// Another train.task this kind trains (the GPT: sft), or empty.
-  std::string_view also_trains;
+  /// Other train.task spellings that train this kind (the GPT: sft, dpo); empty entries: none.
+  std::array<std::string_view, 2> also_trains = {};
   /// Whether train.task `task` (its spelling) trains this kind.
-  constexpr bool trains(std::string_view t) const { return t == task || (!also_trains.empty() && t == also_trains); }
+  constexpr bool trains(std::string_view t) const {
+    if (t == task) return true;
+    for (const auto a : also_trains)
+      if (!a.empty() && a == t) return true;
+    return false;
+  }
   /// Named classes: model.num_labels sets their number, the model file and exports their names.
   bool labelled = false;
   /// The batches score varying numbers of targets: micro-batches weigh by their share of the
@@ -88,6 +93,9 @@ struct ModelKindTraits {
   /// returns the names of the files written.
   std::vector<std::string> (*save_hf)(torch::nn::Module& module, const std::filesystem::path& dir,
                                       const std::vector<std::string>& labels, const HfWriteOptions& options) = nullptr;
+  /// How the Hugging Face family save_hf writes the model as names its tensors (adapters are
+  /// saved under those names); null where the kind offers no adapters.
+  HfNaming (*hf_naming)(const torch::nn::Module& module) = nullptr;
 
   /// An output head that shares the token embedding and can be held apart, under
   /// `tied_head_path` (quantizing keeps the lookup table float and quantizes a copy):

@@ -107,6 +107,32 @@ struct ModelOptions {
   void validate(Arch arch) const;
 };
 
+/// The options of how attention is windowed, scaled and capped (Mistral's window, Gemma 2's
+/// blocks), declared in visit's order: visit calls this in their place.
+template <class V>
+constexpr void visit_attention_shape(V& v, ModelOptions& c) {
+  using A = Applies;
+  v.field("sliding_window", c.sliding_window, "Each position attends to the last sliding_window positions only, "
+                                              "itself included (Mistral). 0: all earlier positions.",
+          at_least(0), shape_key(A::Gpt));
+  v.field("sliding_window_pattern", c.sliding_window_pattern,
+          "With sliding_window: every sliding_window_pattern-th layer (the 2nd, 4th, ... for 2) attends to every "
+          "earlier position, the others to the window (Gemma 2: 2). 0: every layer has the window.",
+          at_least(0), shape_key(A::Gpt));
+  v.field("attn_scale_dim", c.attn_scale_dim, "Attention scores are divided by sqrt(attn_scale_dim) (Gemma 2's "
+                                              "query_pre_attn_scalar). 0: head_dim.",
+          at_least(0), shape_key(A::Gpt));
+  v.field("attn_softcap", c.attn_softcap, "Attention scores s become attn_softcap * tanh(s / attn_softcap) before "
+                                          "the mask and softmax (Gemma 2: 50). 0: none.",
+          at_least(0.0), shape_key(A::Gpt));
+  v.field("logit_softcap", c.logit_softcap, "Output logits z become logit_softcap * tanh(z / logit_softcap), in "
+                                            "the loss too (Gemma 2: 30). 0: none.",
+          at_least(0.0), shape_key(A::Gpt));
+  v.field("sandwich_norm", c.sandwich_norm, "Norms on the outputs of attention and the MLP too, before each "
+                                            "residual add (Gemma 2's four norms per block).",
+          any_value(), shape_key(A::Gpt));
+}
+
 template <class V>
 constexpr void visit(V& v, ModelOptions& c) {
   using A = Applies;
@@ -157,25 +183,7 @@ constexpr void visit(V& v, ModelOptions& c) {
   v.field("rope_original_max_seq_len", c.rope_original_max_seq_len, "rope_scaling llama3: the pretraining "
                                                                     "context length.",
           at_least(1), shape_key(A::Gpt));
-  v.field("sliding_window", c.sliding_window, "Each position attends to the last sliding_window positions only, "
-                                              "itself included (Mistral). 0: all earlier positions.",
-          at_least(0), shape_key(A::Gpt));
-  v.field("sliding_window_pattern", c.sliding_window_pattern,
-          "With sliding_window: every sliding_window_pattern-th layer (the 2nd, 4th, ... for 2) attends to every "
-          "earlier position, the others to the window (Gemma 2: 2). 0: every layer has the window.",
-          at_least(0), shape_key(A::Gpt));
-  v.field("attn_scale_dim", c.attn_scale_dim, "Attention scores are divided by sqrt(attn_scale_dim) (Gemma 2's "
-                                              "query_pre_attn_scalar). 0: head_dim.",
-          at_least(0), shape_key(A::Gpt));
-  v.field("attn_softcap", c.attn_softcap, "Attention scores s become attn_softcap * tanh(s / attn_softcap) before "
-                                          "the mask and softmax (Gemma 2: 50). 0: none.",
-          at_least(0.0), shape_key(A::Gpt));
-  v.field("logit_softcap", c.logit_softcap, "Output logits z become logit_softcap * tanh(z / logit_softcap), in "
-                                            "the loss too (Gemma 2: 30). 0: none.",
-          at_least(0.0), shape_key(A::Gpt));
-  v.field("sandwich_norm", c.sandwich_norm, "Norms on the outputs of attention and the MLP too, before each "
-                                            "residual add (Gemma 2's four norms per block).",
-          any_value(), shape_key(A::Gpt));
+  visit_attention_shape(v, c);
   v.field("tie_embeddings", c.tie_embeddings, "Share the input embedding with the output projection.", any_value(),
           shape_key(A::Gpt));
   v.field("scale_embeddings", c.scale_embeddings, "Multiply the token embeddings by sqrt(d_model) on the way in "

@@ -12,6 +12,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "lathe/nn/lora.hpp"
 #include "lathe/nn/quantized.hpp"
 #include "lathe/nn/roles.hpp"
 
@@ -27,7 +28,10 @@ struct LinearOptions {
 
 /// y = x W^T + b with `weight` (out, in) ~ N(0, 0.02) and `bias` (out) = 0 (models re-initialise).
 /// A quantized Linear holds its weight as a QuantizedWeight instead: `weight` is then undefined
-/// (no longer a parameter) and the product runs on the scheme's integer kernel.
+/// (no longer a parameter) and the product runs on the scheme's integer kernel (its gradient
+/// with respect to the input goes through the dequantized weight, for QLoRA).
+/// A Linear may carry a low-rank adapter (child module `lora`), whose update it adds to its
+/// product unless adapters are disabled (nn::AdaptersDisabledGuard).
 class LinearImpl : public torch::nn::Module, public ParameterRoles {
  public:
   explicit LinearImpl(const LinearOptions& options);
@@ -41,9 +45,19 @@ class LinearImpl : public torch::nn::Module, public ParameterRoles {
   /// for (a no-op for a float layer).
   void dequantize();
 
+  /// Gives the layer an adapter of `options` (in and out are the layer's); throws
+  /// std::logic_error when it has one.
+  void add_adapter(LoraOptions options);
+  /// Adds the adapter's update into the weight (a quantized weight is dequantized first: the
+  /// merged layer is float) and removes the adapter; a no-op without one.
+  void merge_adapter();
+  /// Removes the adapter, leaving the weight as it is.
+  void remove_adapter();
+
   LinearOptions options;
   torch::Tensor weight;
   torch::Tensor bias;  // undefined without a bias
+  Lora lora{nullptr};  // the adapter, or none
   /// Called with every input before the product (calibration statistics for pruning and
   /// quantization, e.g. per-feature input norms); unset: nothing.
   std::function<void(const torch::Tensor&)> input_observer;

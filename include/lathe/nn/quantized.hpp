@@ -92,6 +92,11 @@ class QuantizedWeight {
   QuantKernelForms kernel_;            // what the scheme's kernel prepared
 };
 
+/// w->linear(x, bias), differentiable in x and the bias (QLoRA trains adapters through frozen
+/// quantized layers): the backward multiplies by the dequantized weight.
+at::Tensor quantized_product(const std::shared_ptr<const QuantizedWeight>& w, const at::Tensor& x,
+                             const at::Tensor& bias);
+
 /// Round-to-nearest quantization of a float weight (out, in).
 QuantizedWeight quantize_rtn(const at::Tensor& weight, QuantGrid grid, QuantActivations activations);
 

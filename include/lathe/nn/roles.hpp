@@ -28,6 +28,7 @@ enum class Role {
   Norm,                // a norm's scale
   Bias,                // an additive bias, of any layer
   OutputHead,          // the final projection to the vocabulary or the classes
+  Adapter,             // a low-rank adapter's A or B (nn/lora.hpp): trained while the layer it adapts is frozen
 };
 
 /// True for the roles that are matrices multiplied in the forward pass (not tables, scales or
@@ -77,4 +78,5 @@ bool selected(const RoledParameter& p, const std::vector<std::string>& patterns)
 LATHE_ENUM_TABLE(lathe::nn::Role, {lathe::nn::Role::Embedding, "embedding"}, {lathe::nn::Role::Matrix, "matrix"},
                  {lathe::nn::Role::HeadBlock, "head_block"}, {lathe::nn::Role::NeuronBlock, "neuron_block"},
                  {lathe::nn::Role::ResidualProjection, "residual_projection"}, {lathe::nn::Role::Norm, "norm"},
-                 {lathe::nn::Role::Bias, "bias"}, {lathe::nn::Role::OutputHead, "output_head"});
+                 {lathe::nn::Role::Bias, "bias"}, {lathe::nn::Role::OutputHead, "output_head"},
+                 {lathe::nn::Role::Adapter, "adapter"});

@@ -33,9 +33,11 @@ using DataFormat = io::InputFormat;
 enum class Sampler { Random, Sequential };
 enum class Optimizer { AdamW, Sgd };
 enum class Schedule { Constant, Cosine, Linear, Wsd };
-enum class Task { CausalLm, MaskedLm, Classification, Sft };
+enum class Task { CausalLm, MaskedLm, Classification, Sft, Dpo };
 /// Tasks that read their examples from data.train_files themselves (no token shards).
-constexpr bool reads_example_files(Task t) { return t == Task::Classification || t == Task::Sft; }
+constexpr bool reads_example_files(Task t) { return t == Task::Classification || t == Task::Sft || t == Task::Dpo; }
+/// The tasks whose examples are rendered with a chat template where they are conversations.
+constexpr bool renders_chats(Task t) { return t == Task::Sft || t == Task::Dpo; }
 /// sft: which tokens the loss is taken on (the others are context only).
 enum class LossOn { Assistant, All, Completion };
 enum class Precision { Fp32, Bf16, Fp16 };
@@ -66,7 +68,8 @@ LATHE_ENUM_TABLE(lathe::recipe::Optimizer, {lathe::recipe::Optimizer::AdamW, "ad
 LATHE_ENUM_TABLE(lathe::recipe::Schedule, {lathe::recipe::Schedule::Constant, "constant"}, {lathe::recipe::Schedule::Cosine, "cosine"},
                  {lathe::recipe::Schedule::Linear, "linear"}, {lathe::recipe::Schedule::Wsd, "wsd"});
 LATHE_ENUM_TABLE(lathe::recipe::Task, {lathe::recipe::Task::CausalLm, "causal_lm"}, {lathe::recipe::Task::MaskedLm, "masked_lm"},
-                 {lathe::recipe::Task::Classification, "classification"}, {lathe::recipe::Task::Sft, "sft"});
+                 {lathe::recipe::Task::Classification, "classification"}, {lathe::recipe::Task::Sft, "sft"},
+                 {lathe::recipe::Task::Dpo, "dpo"});
 LATHE_ENUM_TABLE(lathe::recipe::LossOn, {lathe::recipe::LossOn::Assistant, "assistant"}, {lathe::recipe::LossOn::All, "all"},
                  {lathe::recipe::LossOn::Completion, "completion"});
 LATHE_ENUM_TABLE(lathe::recipe::Precision, {lathe::recipe::Precision::Fp32, "fp32"}, {lathe::recipe::Precision::Bf16, "bf16"}, {lathe::recipe::Precision::Fp16, "fp16"});

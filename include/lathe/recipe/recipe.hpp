@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/compress/prune.hpp"
 #include "lathe/compress/quantize.hpp"
 #include "lathe/core/schema.hpp"
@@ -227,13 +228,17 @@ struct TrainConfig {
   std::string init_from;
   NanPolicy nan_policy = NanPolicy::Error;
   LossOn loss_on = LossOn::Assistant;
+  double dpo_beta = 0.1;
+  double dpo_label_smoothing = 0;
 };
 
 template <class V>
 void visit(V& v, TrainConfig& c) {
   v.field("task", c.task, "causal_lm needs model.arch gpt; masked_lm and classification need bert; sft (supervised "
                           "fine-tuning on JSONL conversations {\"messages\": [...]} rendered with the tokenizer's "
-                          "chat template, or {\"prompt\", \"completion\"} pairs) needs gpt.");
+                          "chat template, or {\"prompt\", \"completion\"} pairs) needs gpt; dpo (direct preference "
+                          "optimisation on JSONL {\"prompt\", \"chosen\", \"rejected\"}, strings or chat messages, "
+                          "against the train.init_from model as reference) needs gpt.");
   v.field("max_steps", c.max_steps, "Optimizer steps to train.", at_least(1));
   v.field("batch_size", c.batch_size, "Sequences per micro-batch on each rank.", at_least(1));
   v.field("grad_accum", c.grad_accum, "Micro-batches accumulated per optimizer step (global batch = "
@@ -264,7 +269,17 @@ void visit(V& v, TrainConfig& c) {
   v.field("loss_on", c.loss_on, "sft: the tokens the loss is taken on: assistant (the assistant turns of "
                                 "conversations, the completions of prompt / completion pairs), completion (the "
                                 "last assistant turn, or the completion) or all.");
+  v.field("dpo_beta", c.dpo_beta, "dpo: beta, the strength of the pull towards the reference model (the rewards "
+                                  "are beta * (log pi - log pi_ref) of each completion).",
+          greater_than(0.0));
+  v.field("dpo_label_smoothing", c.dpo_label_smoothing, "dpo: the share of pairs assumed mislabelled (conservative "
+                                                        "DPO): the loss is -(1 - s) log sigmoid(beta d) - s log "
+                                                        "sigmoid(-beta d).",
+          in_closed_open(0.0, 0.5));
 }
+
+/// The adapters section: LoRA / QLoRA, declared with the adapters (lathe/adapters/lora.hpp).
+using AdaptersConfig = adapters::AdapterOptions;
 
 /// The distributed section: the data-parallel options, declared with the communicator
 /// (lathe/dist/options.hpp).
@@ -395,6 +410,7 @@ struct Recipe {
   OptimConfig optim;
   ScheduleConfig schedule;
   TrainConfig train;
+  AdaptersConfig adapters;
   DistributedConfig distributed;
   PruneConfig prune;
   QuantizeConfig quantize;
@@ -416,6 +432,7 @@ void visit(V& v, Recipe& r) {
   v.section("optim", r.optim, "Optimizer.");
   v.section("schedule", r.schedule, "Learning-rate schedule.");
   v.section("train", r.train, "Training loop, evaluation cadence and checkpoints.");
+  v.section("adapters", r.adapters, "Low-rank adapters (LoRA, QLoRA) trained on a frozen train.init_from model.");
   v.section("distributed", r.distributed, "Multi-process training.");
   v.section("prune", r.prune, "Pruning stage.");
   v.section("quantize", r.quantize, "Post-training quantization stage.");

@@ -1,5 +1,7 @@
 // Checkpoint directories: <out_dir>/checkpoints/step_<NNNNNNNN>/ with
-//   model.safetensors    the model (lathe names; kind and options in the metadata)
+//   model.safetensors    the model (lathe names; kind and options in the metadata), or for a run
+//                        with adapters adapter_config.json + adapter_model.safetensors: the
+//                        adapters alone in PEFT's format (the frozen base is train.init_from)
 //   trainer.safetensors  optimizer state and RNG states
 //   meta.json            format + version, step, trainer counters, the resolved recipe, and the
 //                        byte size of both tensor files
@@ -24,6 +26,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/models/store.hpp"
 
 namespace lathe::train {
@@ -49,8 +52,16 @@ struct TrainerState {
 struct CheckpointData {
   std::filesystem::path dir;
   TrainerState state;
-  models::AnyModel model;
+  models::AnyModel model;  // unset when the checkpoint holds adapters (`dir` is a PEFT adapter directory)
+  bool adapters = false;
   std::map<std::string, at::Tensor> tensors;  // trainer.safetensors: "optim.*" and "rng.*"
+};
+
+/// A run with adapters writes them instead of the model: their options and the base they adapt
+/// (adapter_config.json's base_model_name_or_path).
+struct AdapterFiles {
+  adapters::AdapterOptions options;
+  std::string base;
 };
 
 /// Writes a checkpoint for `state.step` under `checkpoints_dir` and returns its directory.
@@ -60,9 +71,10 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& checkpoints_d
 /// The same with the tensors streamed (no more than one of them needed in memory at once): the
 /// model's parameter values from `model_values` (in named_parameters() order; empty: the
 /// model's own), trainer.safetensors from `trainer`.
+/// `adapter`: the model's adapters are written alone (AdapterFiles).
 std::filesystem::path save_checkpoint(const std::filesystem::path& checkpoints_dir, const models::AnyModel& model,
                                       const ValueSource& model_values, const TensorStream& trainer,
-                                      const TrainerState& state);
+                                      const TrainerState& state, const AdapterFiles* adapter = nullptr);
 
 /// Reads a checkpoint directory completely (model on the CPU); throws lathe::Error naming the
 /// file for anything missing, truncated or malformed.

@@ -30,6 +30,8 @@ struct CheckpointerOptions {
   /// This process writes the checkpoints (rank 0); the other ranks take part in what is
   /// collective and return the directory rank 0 writes.
   bool writes = true;
+  /// A run with adapters: what its checkpoints hold instead of the model (checkpoint.hpp).
+  std::optional<AdapterFiles> adapter;
 };
 
 class Checkpointer {

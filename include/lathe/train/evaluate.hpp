@@ -36,6 +36,15 @@ struct EvalResult {
 EvalAccumulator evaluate_batches(const models::AnyModel& model, const TaskData& data, int64_t n,
                                  recipe::Precision precision, const at::Device& device);
 
+/// dpo: gives `data` the reference log-probabilities of every pair, scored by `reference` on
+/// `device` in eval mode without gradients under `precision`'s autocast; returns a line saying
+/// so for the run's notes. A no-op (returning "") for data without pairs.
+std::string score_reference(TaskData& data, const models::AnyModel& reference, recipe::Precision precision,
+                            const at::Device& device);
+/// The reference model of a dpo run, on `device`: train.init_from as the recipe adopts it.
+models::AnyModel reference_model(const recipe::Recipe& recipe, const tokenizer::Tokenizer* tok,
+                                 const at::Device& device);
+
 /// Evaluates `model` (already on `device`) on eval.batches of `data`'s evaluation batches, as
 /// evaluate_checkpoint does after loading (without the unigram baseline).
 EvalResult evaluate_model(const recipe::Recipe& recipe, const models::AnyModel& model, const TaskData& data,

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 
@@ -20,6 +21,10 @@ namespace lathe::train {
 /// with -100 where nothing is predicted; classification (B) class ids. attention_mask /
 /// token_type_ids: BERT tasks only (undefined for GPT). segments: packed sft rows (B, T), the
 /// example of each position (models::GptImpl::forward), else undefined.
+/// dpo: 2B rows, the B pairs' chosen completions then their rejected ones (targets -100 but on
+/// the completion); `reference` (B, 2) float64 the reference model's log-probabilities of each
+/// pair's chosen and rejected row (undefined while they are being computed); `beta` and
+/// `label_smoothing` the loss's (train.dpo_beta, train.dpo_label_smoothing).
 struct Batch {
   at::Tensor input_ids;
   at::Tensor targets;
@@ -27,12 +32,17 @@ struct Batch {
   at::Tensor token_type_ids;
   int64_t tokens = 0;  // real input tokens, for throughput
   at::Tensor segments;
+  at::Tensor reference;
+  double beta = 0;
+  double label_smoothing = 0;
 
   /// The tensor fields (some may be undefined), for code that treats them alike: pinning,
   /// moving to a device, a CUDA graph's static inputs.
-  std::array<at::Tensor*, 5> tensors() { return {&input_ids, &targets, &attention_mask, &token_type_ids, &segments}; }
-  std::array<const at::Tensor*, 5> tensors() const {
-    return {&input_ids, &targets, &attention_mask, &token_type_ids, &segments};
+  std::array<at::Tensor*, 6> tensors() {
+    return {&input_ids, &targets, &attention_mask, &token_type_ids, &segments, &reference};
+  }
+  std::array<const at::Tensor*, 6> tensors() const {
+    return {&input_ids, &targets, &attention_mask, &token_type_ids, &segments, &reference};
   }
 };
 
@@ -56,6 +66,10 @@ class TaskData {
   virtual Batch val_batch(int64_t index) const = 0;
   /// Class names by id (classification), else empty.
   virtual std::vector<std::string> labels() const { return {}; }
+  /// Preference data (dpo) scores every pair with the reference model once, before training:
+  /// `score` gives the summed log-probability of each row's targets of a batch (row_logps).
+  virtual bool wants_reference() const { return false; }
+  virtual void set_reference(const std::function<at::Tensor(const Batch&)>& /*score*/) {}
   /// Something the user should know about the data (a validation split read as one smaller
   /// batch, say); empty when there is nothing to say.
   virtual std::string notes() const { return {}; }
@@ -92,12 +106,33 @@ models::ModelKind model_kind(recipe::Task task);
 /// (optional) receives the dtype the model produced its logits in: what autocast really ran.
 at::Tensor task_loss(const models::AnyModel& model, const Batch& batch, at::ScalarType* logits_dtype = nullptr);
 
+/// The summed log-probability of each row's targets (B) float32: a sequence's log-likelihood
+/// where its targets are its completion.
+at::Tensor row_logps(const models::AnyModel& model, const Batch& batch);
+
+/// DPO (Rafailov et al. 2023, the sigmoid loss; with label smoothing, conservative DPO) of pairs
+/// whose policy log-probabilities are `logps` (2B: the chosen rows, then the rejected) and the
+/// reference's `reference` (B, 2): per pair, with d = (pi_c - ref_c) - (pi_r - ref_r),
+/// loss = -(1 - s) log sigmoid(beta d) - s log sigmoid(-beta d), and the implicit rewards
+/// beta (pi - ref) of each completion.
+struct PreferenceTerms {
+  at::Tensor loss;              // (B)
+  at::Tensor chosen_rewards;    // (B)
+  at::Tensor rejected_rewards;  // (B)
+  at::Tensor chosen_logps, rejected_logps;  // (B) the policy's
+};
+PreferenceTerms preference_terms(const at::Tensor& logps, const at::Tensor& reference, double beta,
+                                 double label_smoothing);
+
 /// Sums over evaluated batches; metrics() gives loss and perplexity (LM) or loss, accuracy and
 /// macro-F1 (classification).
 struct EvalAccumulator {
   double loss_sum = 0;  // sum of per-target losses
   int64_t count = 0;    // targets scored
   std::vector<int64_t> predictions, labels;
+  // dpo: sums over the pairs
+  int64_t pairs = 0, preferred = 0;  // pairs whose chosen reward is the larger
+  double chosen_reward_sum = 0, rejected_reward_sum = 0, chosen_logp_sum = 0, rejected_logp_sum = 0;
   void add(const models::AnyModel& model, const Batch& batch);
   std::map<std::string, double> metrics(int64_t num_labels) const;
 };

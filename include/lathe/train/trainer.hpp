@@ -100,6 +100,8 @@ class Trainer {
  private:
   /// The model, the data-parallel state and the optimizer, from `resume` or afresh.
   void start(std::optional<CheckpointData> resume);
+  /// adapters on: the adapters on the base (attached afresh, or read from `resume`), the base frozen.
+  void start_adapters(const CheckpointData* resume);
   /// The tokenizer (required now), the task's data and the class names.
   void load_data();
   /// The run's opening lines; refuses a pipeline whose eval stage has no validation data.

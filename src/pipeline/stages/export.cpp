@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/core/build_info.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/export/graph.hpp"
@@ -141,7 +142,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   if (r.export_.path.empty()) io::claim(out);
   fs::create_directories(out);
 
-  auto model = models::load_model(src, train::model_kind(r.train.task));
+  auto model = adapters::load_model(src, train::model_kind(r.train.task));
   std::vector<std::string> parts, notes;
   // Every graph is built and checked before the first file is written: an unsupported part
   // leaves the directory as it was.

@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/dist/world.hpp"
 #include "lathe/io/atomic_file.hpp"
@@ -35,7 +36,7 @@ using nlohmann::json;
 std::string chat_template_problem(const recipe::Recipe& r) {
   const bool generates = std::find(r.pipeline.begin(), r.pipeline.end(), recipe::Stage::Generate) != r.pipeline.end();
   const bool chat = generates && r.generate.chat;
-  if (r.train.task != recipe::Task::Sft && !chat) return {};
+  if (!recipe::renders_chats(r.train.task) && !chat) return {};
   try {
     const auto source = train::chat_template_source(r);
     if (source.empty())
@@ -94,7 +95,7 @@ Generator::Generator(const GenerateRequest& req) : state_(std::make_unique<State
     // nothing else builds tensors meanwhile in this single-threaded start.
     nn::BuildDtypeGuard built_in(recipe::scalar_type(req.dtype));
     const auto read = models::is_hf_model_dir(req.model) ? io::Read::Copy : io::Read::Map;
-    s.loaded = models::load_model(req.model, models::ModelKind::Gpt, /*num_labels=*/0, read);
+    s.loaded = adapters::load_model(req.model, models::ModelKind::Gpt, /*num_labels=*/0, read);
   }
   s.tok = tokenizer::load_tokenizer(req.tokenizer);
   if (s.tok->vocab_size() > s.loaded.vocab_size())
