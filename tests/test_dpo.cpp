@@ -134,9 +134,15 @@ TEST_CASE("dpo: a short run raises the reward accuracy on held-out pairs, with a
   TempDir dir;
   lathe::test::run_reference("lora_reference.py", {"make", dir.path().string(), "llama", "600"});
   const auto pairs = write_pairs(dir, 90);
+  // The LoRA run starts from a PEFT adapter on the base (what an sft run with LoRA leaves): its
+  // model, and its reference, is that base with the adapter merged.
+  auto config = nlohmann::json::parse(lathe::test::read_file(dir.path() / "adapter" / "adapter_config.json"));
+  config["base_model_name_or_path"] = (dir.path() / "base").string();
+  dir.write("adapter/adapter_config.json", config.dump());
   for (const bool lora : {true, false}) {
     INFO("lora " << lora);
     const auto out = dir.path() / (lora ? "lora" : "full");
+    const auto init = dir.path() / (lora ? "adapter" : "base");
     const auto r = lathe::recipe::parse_recipe(
         fmt::format(R"(pipeline: [train, eval]
 run: {{out_dir: {}, seed: 3, device: cpu}}
@@ -150,7 +156,7 @@ adapters: {{kind: {}, rank: 8, alpha: 16}}
 eval: {{batches: 10}}
 )",
                     out.string(), f.tokenizer().string(), pairs.string(), lora ? "5.0e-3" : "1.0e-3",
-                    (dir.path() / "base").string(), lora ? "lora" : "none"),
+                    init.string(), lora ? "lora" : "none"),
         "dpo.yaml");
     std::ostringstream log;
     lathe::pipeline::run_pipeline(r, {}, log);
@@ -158,17 +164,20 @@ eval: {{batches: 10}}
     CHECK_THAT(log.str(), Catch::Contains("dpo data.train_files: ") &&
                               Catch::Contains("dpo: the reference log-probabilities of"));
     // Before training the policy is the reference: every reward is 0 and none is the larger.
-    const auto before = lathe::train::evaluate_checkpoint(r, dir.path() / "base").metrics;
+    const auto before = lathe::train::evaluate_checkpoint(r, init).metrics;
     CHECK(before.at("rewards_accuracy") == 0.0);
     CHECK(before.at("loss") == Approx(std::log(2.0)).epsilon(1e-6));
     const auto eval = nlohmann::json::parse(lathe::test::read_file(out / "eval.json"))["metrics"];
     CHECK(eval["rewards_accuracy"].get<double>() >= 0.9);
     CHECK(eval["rewards_margin"].get<double>() > 0);
     CHECK(eval["loss"].get<double>() < std::log(2.0));
-    double val_accuracy = -1;
-    for (const auto& j : read_jsonl(out / "metrics.jsonl"))
+    double val_accuracy = -1, train_margin = -1;
+    for (const auto& j : read_jsonl(out / "metrics.jsonl")) {
       if (j.value("split", "") == "val") val_accuracy = j["rewards_accuracy"].get<double>();
+      if (j.value("split", "") == "train") train_margin = j["rewards_margin"].get<double>();
+    }
     CHECK(val_accuracy == Approx(eval["rewards_accuracy"].get<double>()));
+    CHECK(train_margin > 0);  // the training records carry the rewards of their steps too
   }
 }
 
@@ -183,5 +192,11 @@ TEST_CASE("dpo: recipes are checked for what dpo cannot do, naming the keys", "[
                lathe::recipe::parse_recipe(base + "train: {task: dpo, dpo_label_smoothing: 0.5}\n", "r.yaml");
              }),
              Catch::Contains("train.dpo_label_smoothing"));
+  CHECK_THAT(lathe::test::error_of([&] {
+               lathe::recipe::parse_recipe("data: {train_files: [c.txt], seq_len: 32}\nmodel: {n_layer: 1, n_head: 2, "
+                                           "d_model: 16, max_seq_len: 32, dropout: 0.1}\ntrain: {task: dpo}\n",
+                                           "r.yaml");
+             }),
+             Catch::Contains("model.dropout: dpo trains without dropout"));
   CHECK_NOTHROW(lathe::recipe::parse_recipe(base + "train: {task: dpo, dpo_beta: 0.5}\n", "r.yaml"));
 }

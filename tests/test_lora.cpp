@@ -22,6 +22,7 @@
 #include "lathe/pipeline/run.hpp"
 #include "lathe/recipe/load.hpp"
 #include "lathe/train/checkpoint.hpp"
+#include "lathe/train/task.hpp"
 #include "lathe/train/trainer.hpp"
 #include "support.hpp"
 #include "tiny_models.hpp"
@@ -143,6 +144,7 @@ TEST_CASE("lora: adapters PEFT saves that lathe computes otherwise are refused, 
   CHECK_THAT(with("rank_pattern", "{\"q_proj\": 2}"), Catch::Contains("rank_pattern"));
   CHECK_THAT(with("modules_to_save", "[\"lm_head\"]"), Catch::Contains("modules_to_save"));
   CHECK_THAT(with("peft_type", "\"IA3\""), Catch::Contains("peft_type"));
+  CHECK_THAT(with("init_lora_weights", "\"pissa\""), Catch::Contains("init_lora_weights: \"pissa\""));
   dir.write("adapter/adapter_config.json", original);
 
   // An adapter of another shape: every mis-shaped tensor named, the model left without adapters.
@@ -255,6 +257,16 @@ export: {{format: hf}}
   REQUIRE(wa.size() == wb.size());
   for (const auto& [name, t] : wa) CHECK(at::equal(t, wb.at(name)));
 
+  // The adapters continue only as they were trained: another scale, base or kind is refused by key.
+  auto changed = recipe(a, "train, export");
+  changed.adapters.alpha = 32;
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(changed, {}, log); }),
+             Catch::Contains("adapters.alpha: 8 in the checkpoint, 32 in the recipe"));
+  changed = recipe(a, "train, export");
+  changed.adapters.kind = adapters::AdapterKind::None;
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(changed, {}, log); }),
+             Catch::Contains("holds adapters alone"));
+
   // peft reads the checkpoint as an adapter of the base; merged, it is what lathe exported.
   const auto copy = dir.path() / "adapter_copy";
   fs::create_directories(copy);
@@ -272,6 +284,22 @@ export: {{format: hf}}
   CHECK(at::equal(base_w.at("model.embed_tokens.weight"), ours.at("model.embed_tokens.weight")));
   CHECK(at::equal(base_w.at("model.layers.0.self_attn.k_proj.weight").to(at::kFloat),
                   ours.at("model.layers.0.self_attn.k_proj.weight")) == false);
+}
+
+TEST_CASE("lora: an adapter on the output head trains through the blockwise loss", "[lora]") {
+  torch::manual_seed(2);
+  auto model = lathe::models::make_model(lathe::models::ModelKind::Gpt, lathe::test::tiny("llama"));
+  adapters::AdapterOptions o;
+  o.kind = adapters::AdapterKind::Lora;
+  o.targets = {"output_head"};
+  CHECK(adapters::attach(model, o).layers == std::vector<std::string>{"lm_head"});
+  lathe::train::Batch b;
+  b.input_ids = at::randint(0, 64, {2, 8}, at::kLong);
+  b.targets = at::randint(0, 64, {2, 8}, at::kLong);
+  lathe::train::task_loss(model, b).backward();
+  const auto& B = model.as<lathe::models::Gpt>()->lm_head->lora->B;
+  REQUIRE(B.grad().defined());
+  CHECK(B.grad().abs().max().item<double>() > 0);
 }
 
 TEST_CASE("lora: recipes that cannot train adapters are refused, naming the keys", "[lora][recipe][errors]") {

@@ -120,6 +120,13 @@ void freeze_base(models::AnyModel& model) {
   }
 }
 
+std::vector<std::string> target_layers(const models::AnyModel& model, const std::vector<std::string>& targets) {
+  std::vector<std::string> out;
+  for (auto& [path, lin] : nn::linear_layers(*model.module()))
+    if (nn::selected(weight_of(path, *lin), targets)) out.push_back(path);
+  return out;
+}
+
 std::vector<std::string> adapted_layers(const models::AnyModel& model) {
   std::vector<std::string> out;
   for (const auto& [path, lin] : nn::linear_layers(*model.module()))

@@ -56,8 +56,6 @@ std::map<std::string, Module> hf_modules(const models::AnyModel& model) {
   return out;
 }
 
-std::string last_component(const std::string& name) { return name.substr(name.rfind('.') + 1); }
-
 [[noreturn]] void refuse(const fs::path& file, const std::string& key, const json& value, const std::string& why) {
   throw Error(fmt::format("{}: {}: {} is not read by lathe: {}", file.string(), key, value.dump(), why));
 }
@@ -76,10 +74,14 @@ std::vector<std::string> save_peft(const models::AnyModel& model, const fs::path
   for (auto& [path, lin] : nn::linear_layers(*model.module())) linears[path] = lin;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   std::set<std::string> targets;
+  const nn::LoraOptions* first = nullptr;  // the adapters' own rank, alpha, dropout: every adapter has them
   for (const auto& [name, m] : modules) {
     const auto* lin = linears.at(m.lathe_path);
     if (!lin->lora) continue;
     const auto& lo = lin->lora->options;
+    if (!first) first = &lo;
+    if (lo.rank != first->rank || lo.alpha != first->alpha || lo.rslora != first->rslora)
+      throw std::logic_error("save_peft: adapters of different ranks or scales in one model");
     int64_t brow = 0;
     for (std::size_t p = 0; p < lo.parts.size(); ++p) {
       if (lo.parts[p].begin == m.rows.begin) {
@@ -88,7 +90,7 @@ std::vector<std::string> save_peft(const models::AnyModel& model, const fs::path
         auto b = lin->lora->B.detach().narrow(0, brow, lo.parts[p].rows).to(at::kCPU, at::kFloat).contiguous();
         tensors.emplace_back(kPrefix + name + ".lora_A.weight", a);
         tensors.emplace_back(kPrefix + name + ".lora_B.weight", b);
-        targets.insert(last_component(name));
+        targets.insert(name);  // full names: PEFT adapts exactly these modules
       }
       brow += lo.parts[p].rows;
     }
@@ -98,10 +100,10 @@ std::vector<std::string> save_peft(const models::AnyModel& model, const fs::path
   json config = {{"peft_type", "LORA"},
                  {"task_type", "CAUSAL_LM"},
                  {"base_model_name_or_path", base_model},
-                 {"r", options.rank},
-                 {"lora_alpha", options.alpha},
-                 {"lora_dropout", options.dropout},
-                 {"use_rslora", options.rslora},
+                 {"r", first->rank},
+                 {"lora_alpha", first->alpha},
+                 {"lora_dropout", first->dropout},
+                 {"use_rslora", first->rslora},
                  {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
                  {"fan_in_fan_out", naming.transposed_linears},
                  {"bias", "none"},
@@ -138,6 +140,12 @@ PeftConfig read_peft_config(const fs::path& dir) {
     refuse(file, "peft_type", c.value("peft_type", json()), "lathe reads LoRA adapters (peft_type LORA)");
   for (const char* key : {"use_dora", "lora_bias", "use_qalora"})
     if (get(key, false)) refuse(file, key, true, "lathe's adapters are plain LoRA");
+  // Initialisations that rewrite the base weights when PEFT loads the adapter (PiSSA, OLoRA,
+  // CorDA, LoftQ, ...) give W_res + s B A there; lathe's base is the model's own W.
+  if (c.contains("init_lora_weights") && c["init_lora_weights"].is_string() && c["init_lora_weights"] != "gaussian")
+    refuse(file, "init_lora_weights", c["init_lora_weights"],
+           "this initialisation changes the base weights when PEFT loads the adapter; convert it to a plain LoRA "
+           "adapter first (PEFT's path_initial_model_for_weight_conversion)");
   if (const auto bias = get("bias", std::string("none")); bias != "none")
     refuse(file, "bias", bias, "lathe trains no biases beside the adapters");
   for (const char* key : {"rank_pattern", "alpha_pattern"})
@@ -230,6 +238,27 @@ void load_peft(models::AnyModel& model, const fs::path& dir) {
   freeze_base(model);
 }
 
+std::string resume_problem(const fs::path& dir, const AdapterOptions& o, const std::string& base) {
+  const auto saved = read_peft_config(dir);
+  const auto& s = saved.options;
+  std::vector<std::string> diffs;
+  auto differ = [&](const char* key, const auto& then, const auto& now) {
+    if (then != now) diffs.push_back(fmt::format("{}: {} in the checkpoint, {} in the recipe", key, then, now));
+  };
+  differ("adapters.kind", enum_name(s.kind), enum_name(o.kind));
+  differ("adapters.rank", s.rank, o.rank);
+  differ("adapters.alpha", s.alpha, o.alpha);
+  differ("adapters.rslora", s.rslora, o.rslora);
+  if (s.kind == AdapterKind::Qlora && o.kind == AdapterKind::Qlora) {
+    differ("adapters.base_method", enum_name(s.base_method), enum_name(o.base_method));
+    differ("adapters.base_group_size", s.base_group_size, o.base_group_size);
+  }
+  if (!saved.base_model.empty() && fs::path(saved.base_model).lexically_normal() != fs::path(base).lexically_normal())
+    diffs.push_back(fmt::format("train.init_from: {} in the checkpoint, {} in the recipe", saved.base_model, base));
+  if (diffs.empty()) return {};
+  return fmt::format("{} holds adapters trained with other settings: {}", dir.string(), fmt::join(diffs, "; "));
+}
+
 models::AnyModel load_adapted(const fs::path& dir, bool merged, const fs::path& base) {
   const auto config = read_peft_config(dir);
   fs::path from = base;
@@ -239,10 +268,15 @@ models::AnyModel load_adapted(const fs::path& dir, bool merged, const fs::path& 
     from = config.base_model;
     if (from.is_relative() && !fs::exists(from)) from = dir / from;
   }
+  std::error_code ec;
+  if (fs::equivalent(from, dir, ec))
+    throw Error((dir / kConfig).string() + ": base_model_name_or_path names the adapter's own directory");
   if (!fs::exists(from))
     throw Error(fmt::format("{}: the base model {} is not here (lathe reads local model directories and files only)",
                             (dir / kConfig).string(), from.string()));
-  auto model = models::load_model(from, models::ModelKind::Gpt);
+  // The base may itself be an adapter directory (DPO with LoRA after an SFT with LoRA): its base
+  // with its adapter merged.
+  auto model = adapters::load_model(from, models::ModelKind::Gpt);
   if (config.options.kind == AdapterKind::Qlora) quantize_base(model, config.options);
   load_peft(model, dir);
   if (merged) merge(model);

@@ -99,7 +99,16 @@ SftExample pair(const json& row, const tokenizer::Tokenizer& tok, const SftOptio
   ex.ids = tok.encode(text, &offsets);
   ex.scored.assign(ex.ids.size(), o.loss_on == SftLoss::All ? 1 : 0);
   mark(offsets, {{prompt.size(), text.size()}}, ex.scored);
-  if (o.eos_id >= 0) {
+  // The special tokens the tokenizer puts before a text (Llama's <|begin_of_text|>), as
+  // transformers' tokenizer(text) adds them; never targets.
+  const auto with = tok.encode_with_specials(text).ids;
+  if (with.size() > ex.ids.size() && std::equal(ex.ids.rbegin(), ex.ids.rend(), with.rbegin())) {
+    const auto n = static_cast<std::ptrdiff_t>(with.size() - ex.ids.size());
+    ex.ids.insert(ex.ids.begin(), with.begin(), with.begin() + n);
+    ex.scored.insert(ex.scored.begin(), static_cast<std::size_t>(n), 0);
+  }
+  // A completion that already ends with the end-of-text token gets no second one.
+  if (o.eos_id >= 0 && (ex.ids.empty() || ex.ids.back() != o.eos_id)) {
     ex.ids.push_back(o.eos_id);
     ex.scored.push_back(1);
   }

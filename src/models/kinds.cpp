@@ -65,7 +65,8 @@ TaskLogits gpt_scored(Module& m, const TaskInputs& in) {
 
 at::Tensor gpt_blockwise_loss(Module& m, const TaskInputs& in, at::ScalarType* logits_dtype) {
   auto& gpt = as<GptImpl>(m);
-  if (gpt.lm_head && gpt.lm_head->quantized()) return {};
+  // A quantized head, or one with an adapter, runs its own forward (scored).
+  if (gpt.lm_head && (gpt.lm_head->quantized() || gpt.lm_head->lora)) return {};
   // The vocabulary projection and the loss blockwise (nn::linear_cross_entropy): the
   // (B*T, V) logits are never held whole.
   auto h = gpt.hidden(in.input_ids, {}, nullptr, in.segments);

@@ -87,6 +87,11 @@ MadeFrom task_data_record(const recipe::Recipe& r) {
     for (const auto* name : {"chat_template.jinja", "tokenizer_config.json"})
       if (fs::exists(dir / name)) add_files(record, {dir / name});
   }
+  if (r.train.task == recipe::Task::Dpo) {
+    // The rewards and the loss are measured against the reference, train.init_from.
+    record.merge(recipe_part(r, {"train.dpo_", "train.init_from", "adapters."}));
+    if (!r.train.init_from.empty()) add_model(record, r.train.init_from);
+  }
   if (recipe::reads_example_files(r.train.task)) {
     // Examples are read from the files themselves, not from shards.
     for (const auto* list : {&r.data.train_files, &r.data.val_files}) {

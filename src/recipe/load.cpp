@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/export/onnx.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/models/hf.hpp"
@@ -327,6 +328,14 @@ class ConsistencyCheck {
     if (r_.train.loss_on != LossOn::Assistant && r_.train.task != Task::Sft)
       fail({"train.loss_on", "train.task"}, "train.loss_on chooses the targets of sft examples; train.task is " +
                                                 std::string(enum_name(r_.train.task)));
+    if (r_.train.task == Task::Dpo)
+      for (const auto& [key, value] : {std::pair{"model.dropout", r_.model.dropout},
+                                       std::pair{"model.attn_dropout", r_.model.attn_dropout},
+                                       std::pair{"adapters.dropout", r_.adapters.dropout}})
+        if (value > 0)
+          fail({key}, fmt::format("dpo trains without dropout (the reference is scored without it, and trl's "
+                                  "disable_dropout does the same): set {}: 0 (it is {})",
+                                  key, value));
     if (r_.train.task == Task::Dpo && r_.distributed.sharded())
       fail({"train.task", "distributed.strategy"},
            "dpo scores its reference with a whole copy of the starting model on each rank: use strategy ddp");
@@ -507,10 +516,21 @@ struct InitFrom {
 std::optional<InitFrom> apply_init_from(Node& root, std::vector<Diagnostic>& diags) {
   Node* train = root.find("train");
   Node* from = train && train->kind == Node::Kind::Map ? train->find("init_from") : nullptr;
-  if (!from || from->kind != Node::Kind::Scalar || from->scalar.empty() || !models::is_hf_model_dir(from->scalar))
-    return std::nullopt;
+  if (!from || from->kind != Node::Kind::Scalar || from->scalar.empty()) return std::nullopt;
   const Mark at = from->mark;  // root's entries may grow below
-  const std::string dir = from->scalar;
+  std::string dir = from->scalar;
+  // An adapter directory (a LoRA run's checkpoint, a PEFT adapter) starts from its base.
+  try {
+    for (int hops = 0; hops < 8 && adapters::is_adapter_dir(dir); ++hops) {
+      std::filesystem::path base = adapters::read_peft_config(dir).base_model;
+      if (base.is_relative() && !std::filesystem::exists(base)) base = std::filesystem::path(dir) / base;
+      dir = base.string();
+    }
+  } catch (const Error& e) {
+    diags.push_back({at, "train.init_from", e.what()});
+    return std::nullopt;
+  }
+  if (!models::is_hf_model_dir(dir)) return std::nullopt;
   models::ModelOptions options;
   models::Arch arch = models::Arch::Gpt;
   try {

@@ -134,6 +134,8 @@ fs::path save_checkpoint(const fs::path& root, const models::AnyModel& model, co
                   {{model_file, fs::file_size(tmp / model_file)},
                    {"trainer.safetensors", fs::file_size(tmp / "trainer.safetensors")}}},
                  {"recipe", s.recipe_yaml}};
+    // Recorded too: without its config an adapter directory is none.
+    if (adapter) meta["files"]["adapter_config.json"] = fs::file_size(tmp / "adapter_config.json");
     io::write_file_atomic(tmp / "meta.json", meta.dump(2) + "\n");
     io::fsync_path(tmp);
     fault_point("complete");
@@ -204,7 +206,9 @@ std::string checkpoint_problem(const fs::path& dir) {
            std::to_string(kCheckpointVersion) + ")";
   const bool adapter = meta.contains("files") && meta["files"].is_object() &&
                        meta["files"].contains("adapter_model.safetensors");
-  for (const char* file : {adapter ? "adapter_model.safetensors" : "model.safetensors", "trainer.safetensors"}) {
+  std::vector<const char*> files{"model.safetensors", "trainer.safetensors"};
+  if (adapter) files = {"adapter_model.safetensors", "adapter_config.json", "trainer.safetensors"};
+  for (const char* file : files) {
     const auto path = dir / file;
     if (!fs::exists(path)) return path.string() + ": missing";
     const auto want = meta.contains("files") && meta["files"].is_object() ? meta["files"].value(file, uint64_t{0}) : 0;
@@ -238,7 +242,7 @@ CheckpointData load_checkpoint(const fs::path& dir) {
   }
   // Mapped: a rank reads the pages of the parts it keeps (a shard of each tensor) and nothing else.
   // Adapters are read by the trainer onto the base it builds.
-  c.adapters = adapters::is_adapter_dir(dir);
+  c.adapters = meta.contains("files") && meta["files"].is_object() && meta["files"].contains("adapter_model.safetensors");
   if (c.adapters) adapters::read_peft_config(dir);  // refused here, naming the file, when unreadable
   else c.model = models::load_model(dir / "model.safetensors", std::nullopt, 0, io::Read::Map);
   for (auto& [name, t] : io::load_safetensors(dir / "trainer.safetensors", io::Read::Map).tensors) c.tensors[name] = t;

@@ -163,7 +163,15 @@ models::DeferredModel resumed_model(const recipe::Recipe& r, const tokenizer::To
 }
 
 void check_checkpoint_model(const recipe::Recipe& r, const fs::path& dir) {
-  if (adapters::is_adapter_dir(dir)) return;  // adapters are checked against the base when they load
+  if (adapters::is_adapter_dir(dir)) {  // the adapters' settings and base; their shapes when they load
+    std::string problem = r.adapters.on() ? adapters::resume_problem(
+                                                dir, r.adapters, fs::absolute(r.train.init_from).lexically_normal().string())
+                                          : dir.string() + " holds adapters alone, and adapters.kind is none";
+    if (!problem.empty())
+      throw Error(problem + ": resume with the settings that trained them, or start a new run (--force, or another "
+                            "run.out_dir)");
+    return;
+  }
   const auto tok = load_run_tokenizer(r, /*required=*/false);
   const auto kind = model_kind(r.train.task);
   adopt(r, tok.get(), models::open_model(dir, kind, r.model.num_labels), "the checkpoint " + dir.string(),

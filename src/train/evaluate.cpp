@@ -66,6 +66,8 @@ models::AnyModel reference_model(const recipe::Recipe& r, const tokenizer::Token
     throw Error("train.task dpo: the reference model is train.init_from, and it is empty: set it to the model the "
                 "preference training starts from");
   auto model = models::materialise(initial_model(r, tok));
+  // QLoRA's reference is the quantized base its training scored (the adapters off).
+  if (r.adapters.kind == adapters::AdapterKind::Qlora) adapters::quantize_base(model, r.adapters);
   model.module()->to(device);
   return model;
 }

@@ -11,7 +11,8 @@
 namespace lathe::train {
 
 bool decays(nn::Role role, bool decay_embeddings) {
-  return nn::is_matrix(role) || (decay_embeddings && role == nn::Role::Embedding);
+  // Adapters are decayed as the Hugging Face Trainer that PEFT and TRL train with decays them.
+  return nn::is_matrix(role) || role == nn::Role::Adapter || (decay_embeddings && role == nn::Role::Embedding);
 }
 
 std::vector<OptimizerSlot> Optimizer::slots_of(const torch::nn::Module& model, const recipe::OptimConfig& config) {

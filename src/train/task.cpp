@@ -358,10 +358,28 @@ PreferenceTerms preference_terms(const at::Tensor& logps, const at::Tensor& refe
   return t;
 }
 
-at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarType* logits_dtype) {
+at::Tensor preference_sums(const PreferenceTerms& t) {
+  return at::stack({at::full({}, static_cast<double>(t.loss.size(0)), t.loss.options()),
+                    (t.chosen_rewards > t.rejected_rewards).sum().to(at::kDouble), t.chosen_rewards.sum(),
+                    t.rejected_rewards.sum(), t.chosen_logps.sum(), t.rejected_logps.sum()})
+      .detach();
+}
+
+std::map<std::string, double> preference_metrics(const at::Tensor& sums) {
+  const auto s = sums.to(at::kCPU, at::kDouble).contiguous();
+  const auto* v = s.data_ptr<double>();
+  if (v[0] <= 0) return {};
+  return {{"rewards_accuracy", v[1] / v[0]}, {"rewards_chosen", v[2] / v[0]}, {"rewards_rejected", v[3] / v[0]},
+          {"rewards_margin", (v[2] - v[3]) / v[0]}, {"logps_chosen", v[4] / v[0]}, {"logps_rejected", v[5] / v[0]}};
+}
+
+at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarType* logits_dtype,
+                     at::Tensor* preference) {
   if (b.reference.defined()) {
     if (logits_dtype) *logits_dtype = at::kFloat;
-    return preference_terms(row_logps(model, b), b.reference, b.beta, b.label_smoothing).loss.mean().to(at::kFloat);
+    const auto t = preference_terms(row_logps(model, b), b.reference, b.beta, b.label_smoothing);
+    if (preference) *preference = preference->defined() ? *preference + preference_sums(t) : preference_sums(t);
+    return t.loss.mean().to(at::kFloat);
   }
   const auto in = inputs(b);
   if (auto loss = model.blockwise_loss(in, logits_dtype); loss.defined()) return loss;
@@ -374,15 +392,10 @@ at::Tensor task_loss(const models::AnyModel& model, const Batch& b, at::ScalarTy
 void EvalAccumulator::add(const models::AnyModel& m, const Batch& b) {
   if (b.reference.defined()) {
     const auto t = preference_terms(row_logps(m, b), b.reference, b.beta, b.label_smoothing);
-    const auto n = b.reference.size(0);
-    pairs += n;
-    count += n;
+    count += b.reference.size(0);
     loss_sum += t.loss.sum().item<double>();
-    preferred += (t.chosen_rewards > t.rejected_rewards).sum().item<int64_t>();
-    chosen_reward_sum += t.chosen_rewards.sum().item<double>();
-    rejected_reward_sum += t.rejected_rewards.sum().item<double>();
-    chosen_logp_sum += t.chosen_logps.sum().item<double>();
-    rejected_logp_sum += t.rejected_logps.sum().item<double>();
+    const auto sums = preference_sums(t).to(at::kCPU);
+    preference = preference.defined() ? preference + sums : sums;
     return;
   }
   auto [logits, targets] = m.scored(inputs(b));
@@ -402,14 +415,8 @@ std::map<std::string, double> EvalAccumulator::metrics(int64_t num_labels) const
   std::map<std::string, double> out;
   if (count == 0) return out;
   out["loss"] = loss_sum / static_cast<double>(count);
-  if (pairs > 0) {  // dpo, with TRL's names (rewards/accuracies, ...) in lathe's spelling
-    const auto n = static_cast<double>(pairs);
-    out["rewards_accuracy"] = static_cast<double>(preferred) / n;
-    out["rewards_chosen"] = chosen_reward_sum / n;
-    out["rewards_rejected"] = rejected_reward_sum / n;
-    out["rewards_margin"] = (chosen_reward_sum - rejected_reward_sum) / n;
-    out["logps_chosen"] = chosen_logp_sum / n;
-    out["logps_rejected"] = rejected_logp_sum / n;
+  if (preference.defined()) {
+    out.merge(preference_metrics(preference));
     return out;
   }
   if (labels.empty()) {

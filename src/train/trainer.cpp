@@ -64,6 +64,7 @@ struct Trainer::Impl {
   std::unique_ptr<MicroStepGraph> graph;  // train.cuda_graphs
   std::optional<adapters::AdapterSummary> adapters;  // what trains, with adapters on
   std::string reference_note;  // dpo: how the reference log-probabilities were computed
+  at::Tensor preference_window;  // dpo: reward sums of the steps since the last train record (host)
   at::ScalarType logits_dtype = at::kFloat;
   void gather_model(torch::nn::Module& m) {  // fsdp: the whole model on each rank, optimizer freed first
     if (!dp || !dp->block_runner()) return;
@@ -117,6 +118,9 @@ Trainer::Trainer(recipe::Recipe r, TrainOptions options)
 void Trainer::start(std::optional<CheckpointData> resume) {
   // fsdp: the model stays on the meta device; each rank keeps its shard of the values alone.
   const bool fsdp = impl_->distributed() && recipe_.distributed.resolved_strategy() == dist::Strategy::Fsdp;
+  if (resume && resume->adapters && !recipe_.adapters.on())
+    throw Error(resume->dir.string() + " holds adapters alone (a run with adapters), and adapters.kind is none: "
+                "resume it with the adapters section that trained them, or start over with --force");
   // With adapters the model is the base (train.init_from) again, and a checkpoint holds the adapters.
   auto start_from = resume && !resume->adapters ? resumed_model(recipe_, impl_->tok.get(), *resume)
                                                 : initial_model(recipe_, impl_->tok.get());
@@ -166,8 +170,15 @@ void Trainer::start_adapters(const CheckpointData* resume) {
     throw Error(resume->dir.string() + " holds a whole model, but adapters.kind is " + std::string(enum_name(a.kind)) +
                 ": resume it without adapters, or start over with --force");
   if (resume) {
+    // The adapters continue as they were trained: the same scale, base and layers.
+    if (auto problem = adapters::resume_problem(resume->dir, a, adapter_files(recipe_)->base); !problem.empty())
+      throw Error(problem + ": resume with the settings that trained them, or start over with --force");
     if (a.kind == adapters::AdapterKind::Qlora) adapters::quantize_base(model_, a);
     adapters::load_peft(model_, resume->dir);
+    if (adapters::adapted_layers(model_) != adapters::target_layers(model_, a.targets))
+      throw Error(fmt::format("{} holds adapters on other layers than adapters.targets [{}] selects: resume with the "
+                              "targets that trained them, or start over with --force",
+                              resume->dir.string(), fmt::join(a.targets, ", ")));
     impl_->adapters = adapters::summarise(model_, std::string(enum_name(a.kind)));
   } else {
     impl_->adapters = adapters::attach(model_, a);
@@ -206,12 +217,13 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
   // steps only, whose divisor is always the number of micro-batches.
   double micro_divisor = 0;
   bool last_micro = false;
+  at::Tensor preference;  // dpo: the step's reward sums, on the device
   // One micro-batch's forward and backward (what train.cuda_graphs captures); the detached loss.
   auto micro_step = [&](const Batch& batch) {
     at::Tensor loss;
     {
       AutocastScope autocast(precision.precision(), device_);
-      loss = task_loss(model_, batch, &impl_->logits_dtype);
+      loss = task_loss(model_, batch, &impl_->logits_dtype, &preference);
     }
     auto scaled = precision.scale(loss / micro_divisor);
     // Data-parallel: the gradients are reduced during the last micro-batch's backward only.
@@ -239,9 +251,11 @@ StepResult Trainer::step(const std::vector<Batch>& micro, bool stop) {
   const auto loss_mean = weighted ? loss_sum.reshape({}) : loss_sum.reshape({}) / static_cast<double>(micro.size());
   const auto agreed = dp ? dp->agree(loss_mean, found_inf, stop, opt, recipe_.optim.grad_clip, state_.step + 1)
                          : local_agreement(loss_mean, found_inf, opt, recipe_.optim.grad_clip);
-  const auto host = at::stack({agreed.loss, agreed.grad_norm.to(at::kDouble).reshape({}),
-                               agreed.found_inf.to(at::kDouble).reshape({}), agreed.stop.to(at::kDouble).reshape({})})
-                        .to(at::kCPU);  // the step's one synchronisation
+  auto together = at::stack({agreed.loss, agreed.grad_norm.to(at::kDouble).reshape({}),
+                             agreed.found_inf.to(at::kDouble).reshape({}), agreed.stop.to(at::kDouble).reshape({})});
+  if (preference.defined()) together = at::cat({together, preference});
+  const auto host = together.to(at::kCPU);  // the step's one synchronisation
+  if (preference.defined()) res.preference = host.narrow(0, 4, preference.numel()).clone();
   const auto* v = host.data_ptr<double>();
   res.loss = v[0];
   res.grad_norm = v[1];
@@ -327,17 +341,21 @@ void Trainer::log_step(Metrics& metrics, StepWindow& window, const StepResult& r
   metrics.progress({state_.step, tr.max_steps, r.loss, r.lr, tps, tps * mfu_per_tps,
                     window.eta_s(state_.step, tr.max_steps)},
                    logged);
+  auto& rewards = impl_->preference_window;  // dpo: the rewards of the steps since the last record
+  if (r.preference.defined()) rewards = rewards.defined() ? rewards + r.preference : r.preference;
   if (!logged) return;
   report.train_loss = window.mean_loss(r.loss);
-  metrics.record({state_.step, "train",
-                  {{"loss", report.train_loss},
-                   {"lr", r.lr},
-                   {"grad_norm", r.grad_norm},
-                   {"tokens_per_s", tps},
-                   {"mfu", tps * mfu_per_tps},
-                   {"tokens", static_cast<double>(state_.tokens)},
-                   {"skipped_steps", static_cast<double>(state_.skipped_steps)},
-                   {"peak_rss_gb", peak_rss_bytes() / 1e9}}});
+  std::map<std::string, double> values{{"loss", report.train_loss},
+                                       {"lr", r.lr},
+                                       {"grad_norm", r.grad_norm},
+                                       {"tokens_per_s", tps},
+                                       {"mfu", tps * mfu_per_tps},
+                                       {"tokens", static_cast<double>(state_.tokens)},
+                                       {"skipped_steps", static_cast<double>(state_.skipped_steps)},
+                                       {"peak_rss_gb", peak_rss_bytes() / 1e9}};
+  if (rewards.defined()) values.merge(preference_metrics(rewards));
+  rewards = at::Tensor();
+  metrics.record({state_.step, "train", std::move(values)});
   if (const auto* dp = impl_->dp.get()) {
     const auto& o = dp->sync().last_overlap();
     metrics.record({state_.step, "comm",

@@ -102,6 +102,9 @@ void quantize_base(models::AnyModel& model, const AdapterOptions& options);
 /// Makes the adapters the only trainable parameters.
 void freeze_base(models::AnyModel& model);
 
+/// The Linear layers `targets` select in `model` (what attach() adapts), by module path.
+std::vector<std::string> target_layers(const models::AnyModel& model, const std::vector<std::string>& targets);
+
 /// The layers of `model` that carry adapters, by module path.
 std::vector<std::string> adapted_layers(const models::AnyModel& model);
 
@@ -135,6 +138,12 @@ PeftConfig read_peft_config(const std::filesystem::path& dir);
 /// freezes the base. Throws lathe::Error naming the file for missing, unexpected or mis-shaped
 /// tensors, or a module the model does not have.
 void load_peft(models::AnyModel& model, const std::filesystem::path& dir);
+
+/// Why the adapter saved in `dir` (a checkpoint of a run with adapters) cannot be continued with
+/// `options` on the base `base` (an absolute path): every setting that differs, named by its
+/// recipe key with both values (rank, alpha, rslora, kind and qlora's base quantization,
+/// train.init_from); empty when it can.
+std::string resume_problem(const std::filesystem::path& dir, const AdapterOptions& options, const std::string& base);
 
 /// The base a saved adapter names (`base`: its directory or model file, read by
 /// models::load_model; empty: adapter_config.json's base_model_name_or_path, relative to `dir`)

@@ -104,7 +104,10 @@ models::ModelKind model_kind(recipe::Task task);
 /// Mean cross-entropy of the batch (computed in float32; a GPT's vocabulary projection and loss
 /// blockwise, nn::linear_cross_entropy, never holding the whole logits). `logits_dtype`
 /// (optional) receives the dtype the model produced its logits in: what autocast really ran.
-at::Tensor task_loss(const models::AnyModel& model, const Batch& batch, at::ScalarType* logits_dtype = nullptr);
+/// `preference` (optional, dpo batches): receives the batch's preference_sums, added to what it
+/// holds.
+at::Tensor task_loss(const models::AnyModel& model, const Batch& batch, at::ScalarType* logits_dtype = nullptr,
+                     at::Tensor* preference = nullptr);
 
 /// The summed log-probability of each row's targets (B) float32: a sequence's log-likelihood
 /// where its targets are its completion.
@@ -124,15 +127,22 @@ struct PreferenceTerms {
 PreferenceTerms preference_terms(const at::Tensor& logps, const at::Tensor& reference, double beta,
                                  double label_smoothing);
 
+/// What a batch of pairs adds to the reward metrics: (6) float64 on the batch's device, the sums
+/// of pairs, pairs whose chosen reward is the larger, chosen rewards, rejected rewards, chosen
+/// and rejected log-probabilities.
+at::Tensor preference_sums(const PreferenceTerms& terms);
+/// The metrics of such sums (on the host), TRL's rewards/* and logps/* in lathe's spelling:
+/// rewards_accuracy, rewards_chosen, rewards_rejected, rewards_margin, logps_chosen,
+/// logps_rejected (means over the pairs). Empty for no pairs.
+std::map<std::string, double> preference_metrics(const at::Tensor& sums);
+
 /// Sums over evaluated batches; metrics() gives loss and perplexity (LM) or loss, accuracy and
 /// macro-F1 (classification).
 struct EvalAccumulator {
   double loss_sum = 0;  // sum of per-target losses
   int64_t count = 0;    // targets scored
   std::vector<int64_t> predictions, labels;
-  // dpo: sums over the pairs
-  int64_t pairs = 0, preferred = 0;  // pairs whose chosen reward is the larger
-  double chosen_reward_sum = 0, rejected_reward_sum = 0, chosen_logp_sum = 0, rejected_logp_sum = 0;
+  at::Tensor preference;  // dpo: preference_sums over the pairs (host)
   void add(const models::AnyModel& model, const Batch& batch);
   std::map<std::string, double> metrics(int64_t num_labels) const;
 };

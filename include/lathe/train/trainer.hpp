@@ -70,6 +70,7 @@ struct StepResult {
   std::string why;        // why it was skipped
   bool stop = false;      // data-parallel: some rank asked to stop (SIGTERM / SIGINT) before this step
   int64_t tokens = 0;     // input tokens of the step, all ranks
+  at::Tensor preference;  // dpo: the step's preference_sums (task.hpp) on the host, this rank's pairs
 };
 
 class Trainer {

@@ -97,6 +97,8 @@ recipe::Recipe finetune_recipe(const recipe::Recipe& r, const models::ModelOptio
   ft.train.init_from = (recipe::pruned_dir(r) / "oneshot.safetensors").string();
   ft.train.max_steps = po.finetune_steps;
   ft.train.resume = "auto";
+  // The pruned model is merged and whole: its fine-tune trains it (masked), not new adapters.
+  ft.adapters.kind = adapters::AdapterKind::None;
   ft.schedule.warmup_steps = std::min(r.schedule.warmup_steps, po.finetune_steps / 10);
   return ft;
 }
