@@ -14,6 +14,7 @@ out=${1:-$here/kjv/pairs.jsonl}
 tmp="$out.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 awk '
+  BEGIN { n = 0; chapter = 0 }
   function esc(s) { gsub(/\\/, "\\\\", s); gsub(/"/, "\\\"", s); return s }
   function msg(role, text) { return "[{\"role\": \"" role "\", \"content\": \"" esc(text) "\"}]" }
   /^$/ { chapter++; next }

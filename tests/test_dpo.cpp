@@ -95,11 +95,12 @@ TEST_CASE("dpo: preference pairs score their completions alone, as strings or ch
   o.eos_id = tok->eos_id();
   const auto file = dir.write("p.jsonl", R"({"prompt": "In the beginning", "chosen": " God", "rejected": " light"}
 {"prompt": [{"role": "user", "content": "Who?"}], "chosen": [{"role": "assistant", "content": "Moses"}], "rejected": [{"role": "assistant", "content": "Aaron and Hur"}]}
+{"prompt": [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "Aaron"}, {"role": "user", "content": "And?"}], "chosen": [{"role": "assistant", "content": "Hur"}, {"role": "user", "content": "More?"}, {"role": "assistant", "content": "Joshua"}], "rejected": [{"role": "assistant", "content": "Pharaoh"}]}
 )");
   lathe::data::SftStats stats;
   const auto pairs = lathe::data::read_preference_pairs(file, *tok, o, stats);
-  REQUIRE(pairs.size() == 2);
-  CHECK(stats.examples == 2);
+  REQUIRE(pairs.size() == 3);
+  CHECK(stats.examples == 3);
   // The string pair: the prompt's tokens, then the completion's and the eos token, scored.
   const auto prompt = tok->encode("In the beginning");
   const auto& c = pairs[0].chosen;
@@ -116,6 +117,15 @@ TEST_CASE("dpo: preference pairs score their completions alone, as strings or ch
   CHECK(first_c == first_r);
   CHECK(std::equal(cc.ids.begin(), cc.ids.begin() + first_c, rr.ids.begin()));
   CHECK(tok->decode(std::vector<int32_t>(cc.ids.begin() + first_c, cc.ids.end())) == "Moses<|im_end|>\n");
+  // An assistant turn in the prompt is context; every assistant turn of the completion is scored.
+  auto scored_text = [&](const lathe::data::SftExample& e) {
+    std::vector<int32_t> ids;
+    for (std::size_t t = 0; t < e.ids.size(); ++t)
+      if (e.scored[t]) ids.push_back(e.ids[t]);
+    return tok->decode(ids);
+  };
+  CHECK(scored_text(pairs[2].chosen) == "Hur<|im_end|>Joshua<|im_end|>");
+  CHECK(scored_text(pairs[2].rejected) == "Pharaoh<|im_end|>");
 
   // Malformed rows name the line.
   const auto bad = dir.write("bad.jsonl", R"({"prompt": "a", "chosen": "b", "rejected": "c"}

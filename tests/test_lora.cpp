@@ -266,6 +266,10 @@ export: {{format: hf}}
   changed.adapters.kind = adapters::AdapterKind::None;
   CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(changed, {}, log); }),
              Catch::Contains("holds adapters alone"));
+  changed = recipe(a, "train, export");
+  changed.adapters.targets = {"head_block"};
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(changed, {}, log); }),
+             Catch::Contains("was trained with other adapters (adapters.targets: "));
 
   // peft reads the checkpoint as an adapter of the base; merged, it is what lathe exported.
   const auto copy = dir.path() / "adapter_copy";

@@ -66,8 +66,10 @@ void mark(const std::vector<tokenizer::Offset>& offsets, const std::vector<Span>
       if (offsets[t].first < e && offsets[t].second > b) scored[t] = 1;
 }
 
+/// `skip_turns`: assistant turns (from the first) that are context, not targets (a preference
+/// pair's prompt may hold earlier ones).
 SftExample conversation(const json& row, const tokenizer::Tokenizer& tok, const SftOptions& o,
-                        const std::string& origin) {
+                        const std::string& origin, std::size_t skip_turns = 0) {
   if (!o.chat_template)
     throw Error(origin + ": a conversation needs a chat template: the tokenizer has none; set tokenizer.chat_template");
   const auto& messages = row["messages"];
@@ -84,6 +86,7 @@ SftExample conversation(const json& row, const tokenizer::Tokenizer& tok, const 
   if (o.loss_on != SftLoss::All) {
     auto spans = assistant_spans(o, messages, text, marked, origin);
     if (o.loss_on == SftLoss::Completion && spans.size() > 1) spans.erase(spans.begin(), spans.end() - 1);
+    spans.erase(spans.begin(), spans.begin() + static_cast<std::ptrdiff_t>(std::min(skip_turns, spans.size())));
     mark(offsets, spans, ex.scored);
   }
   return ex;
@@ -180,11 +183,15 @@ SftExample completion(const json& row, const char* key, const tokenizer::Tokeniz
   const auto& c = row[key];
   if (prompt.is_string() && c.is_string()) return pair({{"prompt", prompt}, {"completion", c}}, tok, o, origin);
   if (prompt.is_array() && c.is_array()) {
+    // Every assistant turn of the completion is scored (a completion may hold several, as trl
+    // scores all that follows the prompt); those of the prompt are context.
     json messages = prompt;
+    std::size_t prompt_turns = 0;
+    for (const auto& m : prompt) prompt_turns += m.is_object() && m.value("role", "") == "assistant" ? 1 : 0;
     for (const auto& m : c) messages.push_back(m);
     auto options = o;
-    options.loss_on = SftLoss::Completion;
-    return conversation({{"messages", messages}}, tok, options, origin);
+    options.loss_on = SftLoss::Assistant;
+    return conversation({{"messages", messages}}, tok, options, origin, prompt_turns);
   }
   throw Error(fmt::format("\"prompt\" and \"{}\" must both be strings or both lists of chat messages", key));
 }

@@ -73,7 +73,8 @@ TaskInputs measured_task(const recipe::Recipe& r, const models::AnyModel& model,
                             in.tok->vocab_size(), path.string(), model.vocab_size()));
   in.data = train::make_task_data(r, *in.tok);
   if (in.data->wants_reference())
-    train::score_reference(*in.data, train::reference_model(r, in.tok.get(), at::kCPU), r.train.precision, at::kCPU);
+    train::score_reference(*in.data, train::reference_model(r, in.tok.get(), at::kCPU), r.train.precision, at::kCPU, 0,
+                           0, r.eval.batches);
   if (in.data->val_batches() == 0)
     throw Error(fmt::format("the {} stage reports validation metrics before and after, and the validation split "
                             "holds no batch: set data.val_files or a larger data.val_fraction",

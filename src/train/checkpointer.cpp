@@ -12,6 +12,7 @@
 #include <fmt/ranges.h>
 
 #include "lathe/core/error.hpp"
+#include "lathe/io/json_file.hpp"
 #include "lathe/recipe/load.hpp"
 #include "lathe/train/initial_model.hpp"
 #include "lathe/train/run_dir.hpp"
@@ -162,16 +163,47 @@ models::DeferredModel resumed_model(const recipe::Recipe& r, const tokenizer::To
                kResumeWayOut);
 }
 
+namespace {
+
+/// The keys under `prefix` (but `except`) whose values differ between a checkpoint's recipe and
+/// `now`, as "key: then -> now".
+std::vector<std::string> changed_keys(const fs::path& dir, const recipe::Recipe& now, std::string_view prefix,
+                                      std::string_view except) {
+  std::vector<std::string> changed;
+  const auto meta = io::read_json_if_valid(dir / "meta.json");
+  if (!meta || !meta->is_object() || !meta->contains("recipe") || !(*meta)["recipe"].is_string()) return changed;
+  std::vector<recipe::KeyDoc> before;
+  try {
+    before = recipe::recipe_keys(recipe::parse_recipe((*meta)["recipe"].get<std::string>(), "the checkpoint's recipe"));
+  } catch (const std::exception&) {
+    return changed;  // a recipe of another lathe version
+  }
+  const auto after = recipe::recipe_keys(now);
+  for (std::size_t i = 0; i < before.size() && i < after.size(); ++i)
+    if (before[i].key == after[i].key && before[i].key.starts_with(prefix) && before[i].key != except &&
+        before[i].value != after[i].value)
+      changed.push_back(fmt::format("{}: {} -> {}", after[i].key, before[i].value, after[i].value));
+  return changed;
+}
+
+}  // namespace
+
 void check_checkpoint_model(const recipe::Recipe& r, const fs::path& dir) {
   if (adapters::is_adapter_dir(dir)) {  // the adapters' settings and base; their shapes when they load
     std::string problem = r.adapters.on() ? adapters::resume_problem(
                                                 dir, r.adapters, fs::absolute(r.train.init_from).lexically_normal().string())
                                           : dir.string() + " holds adapters alone, and adapters.kind is none";
+    if (const auto changed = changed_keys(dir, r, "adapters.", "adapters.dropout"); problem.empty() && !changed.empty())
+      problem = fmt::format("{} was trained with other adapters ({})", dir.string(), fmt::join(changed, ", "));
     if (!problem.empty())
       throw Error(problem + ": resume with the settings that trained them, or start a new run (--force, or another "
                             "run.out_dir)");
     return;
   }
+  if (r.adapters.on())
+    throw Error(fmt::format("{} holds a whole model, but adapters.kind is {}: resume it without adapters, or start a "
+                            "new run (--force, or another run.out_dir)",
+                            dir.string(), enum_name(r.adapters.kind)));
   const auto tok = load_run_tokenizer(r, /*required=*/false);
   const auto kind = model_kind(r.train.task);
   adopt(r, tok.get(), models::open_model(dir, kind, r.model.num_labels), "the checkpoint " + dir.string(),

@@ -5,6 +5,7 @@
 
 #include "epoch_order.hpp"
 
+#include <cmath>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -54,30 +55,26 @@ class DpoData final : public TaskData {
     order_ = EpochOrder(train_.size(), seed_);
   }
 
-  Batch train_batch(uint64_t index) const override {
-    std::vector<std::size_t> pairs;
-    const uint64_t n = train_.size();
-    for (int64_t k = 0; k < batch_; ++k) {
-      const uint64_t global = (index * static_cast<uint64_t>(rank_.world) + static_cast<uint64_t>(rank_.rank)) *
-                                  static_cast<uint64_t>(batch_) +
-                              static_cast<uint64_t>(k);
-      pairs.push_back(order_(global / n)[global % n]);
-    }
-    return make(train_, pairs, train_reference_);
-  }
+  Batch train_batch(uint64_t index) const override { return make(train_, train_pairs(index), train_reference_); }
   int64_t val_batches() const override { return (static_cast<int64_t>(val_.size()) + batch_ - 1) / batch_; }
-  Batch val_batch(int64_t index) const override {
-    std::vector<std::size_t> pairs;
-    for (int64_t k = index * batch_; k < std::min<int64_t>((index + 1) * batch_, val_.size()); ++k)
-      pairs.push_back(static_cast<std::size_t>(k));
-    return make(val_, pairs, val_reference_);
-  }
+  Batch val_batch(int64_t index) const override { return make(val_, val_pairs(index), val_reference_); }
   std::string notes() const override { return note_; }
 
   bool wants_reference() const override { return true; }
-  void set_reference(const std::function<at::Tensor(const Batch&)>& score) override {
-    train_reference_ = reference_of(train_, score);
-    val_reference_ = reference_of(val_, score);
+  void set_reference(const std::function<at::Tensor(const Batch&)>& score, uint64_t train_begin, uint64_t train_end,
+                     int64_t val_batches) override {
+    std::vector<std::size_t> train, val;
+    std::vector<bool> seen(train_.size());
+    for (uint64_t i = train_begin; i < train_end && train.size() < train_.size(); ++i)
+      for (const auto p : train_pairs(i))
+        if (!seen[p]) {
+          seen[p] = true;
+          train.push_back(p);
+        }
+    for (int64_t i = 0; i < std::min(val_batches, this->val_batches()); ++i)
+      for (const auto p : val_pairs(i)) val.push_back(p);
+    train_reference_ = reference_of(train_, train, score);
+    val_reference_ = reference_of(val_, val, score);
   }
 
  private:
@@ -99,17 +96,38 @@ class DpoData final : public TaskData {
     return out;
   }
 
-  /// The reference's log-probabilities of every pair (n, 2), float64, in batches of batch_size.
-  at::Tensor reference_of(const std::vector<data::PreferencePair>& pairs,
+  /// The pairs of rank_'s share of global training batch `index`.
+  std::vector<std::size_t> train_pairs(uint64_t index) const {
+    std::vector<std::size_t> pairs;
+    const uint64_t n = train_.size();
+    for (int64_t k = 0; k < batch_; ++k) {
+      const uint64_t global = (index * static_cast<uint64_t>(rank_.world) + static_cast<uint64_t>(rank_.rank)) *
+                                  static_cast<uint64_t>(batch_) +
+                              static_cast<uint64_t>(k);
+      pairs.push_back(order_(global / n)[global % n]);
+    }
+    return pairs;
+  }
+  std::vector<std::size_t> val_pairs(int64_t index) const {
+    std::vector<std::size_t> pairs;
+    for (int64_t k = index * batch_; k < std::min<int64_t>((index + 1) * batch_, val_.size()); ++k)
+      pairs.push_back(static_cast<std::size_t>(k));
+    return pairs;
+  }
+
+  /// The reference's log-probabilities of `which` pairs, as (pairs, 2) float64 (NaN for the
+  /// pairs not scored), in batches of batch_size.
+  at::Tensor reference_of(const std::vector<data::PreferencePair>& pairs, const std::vector<std::size_t>& which,
                           const std::function<at::Tensor(const Batch&)>& score) const {
-    auto out = at::empty({static_cast<int64_t>(pairs.size()), 2}, at::kDouble);
-    for (std::size_t begin = 0; begin < pairs.size(); begin += static_cast<std::size_t>(batch_)) {
-      std::vector<std::size_t> chunk;
-      for (std::size_t i = begin; i < std::min(pairs.size(), begin + static_cast<std::size_t>(batch_)); ++i)
-        chunk.push_back(i);
+    auto out = at::full({static_cast<int64_t>(pairs.size()), 2}, std::nan(""), at::kDouble);
+    for (std::size_t begin = 0; begin < which.size(); begin += static_cast<std::size_t>(batch_)) {
+      const std::vector<std::size_t> chunk(
+          which.begin() + static_cast<std::ptrdiff_t>(begin),
+          which.begin() + static_cast<std::ptrdiff_t>(std::min(which.size(), begin + static_cast<std::size_t>(batch_))));
       const auto logps = score(make(pairs, chunk, {})).to(at::kCPU, at::kDouble);  // (2n): chosen, then rejected
       const auto n = static_cast<int64_t>(chunk.size());
-      out.narrow(0, static_cast<int64_t>(begin), n).copy_(logps.view({2, n}).t());
+      std::vector<int64_t> rows(chunk.begin(), chunk.end());
+      out.index_copy_(0, at::tensor(rows, at::kLong), logps.view({2, n}).t().contiguous());
     }
     return out;
   }
@@ -124,6 +142,8 @@ class DpoData final : public TaskData {
     if (reference.defined()) {
       std::vector<int64_t> index(which.begin(), which.end());
       out.reference = reference.index_select(0, at::tensor(index, at::kLong));
+      if (out.reference.isnan().any().item<bool>())
+        throw std::logic_error("dpo: a batch of pairs whose reference log-probabilities were not computed");
     }
     out.beta = beta_;
     out.label_smoothing = label_smoothing_;

@@ -44,7 +44,7 @@ EvalAccumulator evaluate_batches(const models::AnyModel& model, const TaskData& 
 }
 
 std::string score_reference(TaskData& data, const models::AnyModel& reference, recipe::Precision precision,
-                            const at::Device& device) {
+                            const at::Device& device, uint64_t train_begin, uint64_t train_end, int64_t val_batches) {
   if (!data.wants_reference()) return {};
   const auto t0 = Clock::now();
   const bool was_training = reference.module()->is_training();
@@ -55,7 +55,7 @@ std::string score_reference(TaskData& data, const models::AnyModel& reference, r
     AutocastScope autocast(precision, device);
     rows += b.input_ids.size(0);
     return row_logps(reference, to_device(b, device));
-  });
+  }, train_begin, train_end, val_batches);
   reference.module()->train(was_training);
   return fmt::format("dpo: the reference log-probabilities of {} pairs computed in {:.1f} s", rows / 2,
                      std::chrono::duration<double>(Clock::now() - t0).count());
@@ -90,7 +90,8 @@ EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoi
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
   model.module()->to(device);
   auto data = make_task_data(r, *tok, r.eval.split);
-  if (data->wants_reference()) score_reference(*data, reference_model(r, tok.get(), device), r.train.precision, device);
+  if (data->wants_reference())
+    score_reference(*data, reference_model(r, tok.get(), device), r.train.precision, device, 0, 0, r.eval.batches);
   auto result = evaluate_model(r, model, *data, device);
   if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
     result.metrics["unigram_loss"] = unigram_loss(r, *tok);

@@ -358,6 +358,12 @@ PreferenceTerms preference_terms(const at::Tensor& logps, const at::Tensor& refe
   return t;
 }
 
+const char* headline_metric(const std::map<std::string, double>& m) {
+  if (m.count("perplexity")) return "perplexity";
+  if (m.count("rewards_accuracy")) return "rewards_accuracy";
+  return "accuracy";
+}
+
 at::Tensor preference_sums(const PreferenceTerms& t) {
   return at::stack({at::full({}, static_cast<double>(t.loss.size(0)), t.loss.options()),
                     (t.chosen_rewards > t.rejected_rewards).sum().to(at::kDouble), t.chosen_rewards.sum(),

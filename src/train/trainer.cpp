@@ -287,16 +287,20 @@ void Trainer::load_data() {
                                {impl_->distributed() ? impl_->comm->rank() : 0, impl_->world()});
   model_.labels = impl_->data->labels();
   if (impl_->data->wants_reference()) {
+    // The pairs of the steps this run will take, and of the validations.
+    const auto accum = static_cast<uint64_t>(recipe_.train.grad_accum);
+    const auto begin = static_cast<uint64_t>(state_.step) * accum, end = static_cast<uint64_t>(recipe_.train.max_steps) * accum;
+    auto score = [&](const models::AnyModel& reference) {
+      return score_reference(*impl_->data, reference, recipe_.train.precision, device_, begin, end,
+                             recipe_.train.eval_batches);
+    };
     // With adapters the reference is the base the policy holds (its adapters off); otherwise the
     // model the run started from, built again (a resumed run's model has moved).
     if (recipe_.adapters.on()) {
       nn::AdaptersDisabledGuard base_only;
-      impl_->reference_note = score_reference(*impl_->data, model_, recipe_.train.precision, device_) +
-                              " (the base: the adapters off)";
+      impl_->reference_note = score(model_) + " (the base: the adapters off)";
     } else {
-      impl_->reference_note = score_reference(*impl_->data, reference_model(recipe_, impl_->tok.get(), device_),
-                                              recipe_.train.precision, device_) +
-                              " (train.init_from)";
+      impl_->reference_note = score(reference_model(recipe_, impl_->tok.get(), device_)) + " (train.init_from)";
     }
   }
 }
@@ -307,7 +311,9 @@ bool Trainer::announce(Metrics& metrics) const {
   if (!impl_->resumed_from.empty()) say(fmt::format("resumed from {} (step {})", impl_->resumed_from, state_.step));
   else if (!tr.init_from.empty()) say("starting from the weights of " + tr.init_from);
   if (!impl_->resume_note.empty()) say(impl_->resume_note);
-  const int64_t params = models::parameter_count(*model_.module());
+  // With adapters: every parameter of the base (quantized weights too) and the adapters.
+  const auto* a = impl_->adapters ? &*impl_->adapters : nullptr;
+  const int64_t params = a ? a->base_parameters + a->adapter_parameters : models::parameter_count(*model_.module());
   say(fmt::format("training {} ({:.2f}M parameters) on {} for {} steps: batch {} x {} tokens x {} accumulation{}",
                   model_.kind_name(), static_cast<double>(params) / 1e6, device_.str(), tr.max_steps, tr.batch_size,
                   recipe_.data.seq_len, tr.grad_accum, impl_->optimizer->fused() ? ", fused AdamW" : ""));

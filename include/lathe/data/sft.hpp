@@ -83,8 +83,8 @@ struct PreferencePair {
 /// Reads JSONL preference pairs: {"prompt": "...", "chosen": "...", "rejected": "..."} (each
 /// completion followed by eos_id, as prompt / completion pairs are) or {"prompt": [messages],
 /// "chosen": [messages], "rejected": [messages]} (the prompt's messages followed by each
-/// completion's, rendered with the chat template, the last assistant turn scored). Rows are cut
-/// to max_tokens as read_sft_examples cuts them; a pair either of whose rows then has nothing
+/// completion's, rendered with the chat template, the completion's assistant turns scored).
+/// Rows are cut to max_tokens as read_sft_examples cuts them; a pair either of whose rows then has nothing
 /// to score is left out. `stats` counts pairs (examples, truncated: a row of the pair cut,
 /// unscored) and the tokens of both rows. Errors name the file and line.
 std::vector<PreferencePair> read_preference_pairs(const std::filesystem::path& path, const tokenizer::Tokenizer& tok,

@@ -36,11 +36,12 @@ struct EvalResult {
 EvalAccumulator evaluate_batches(const models::AnyModel& model, const TaskData& data, int64_t n,
                                  recipe::Precision precision, const at::Device& device);
 
-/// dpo: gives `data` the reference log-probabilities of every pair, scored by `reference` on
-/// `device` in eval mode without gradients under `precision`'s autocast; returns a line saying
-/// so for the run's notes. A no-op (returning "") for data without pairs.
+/// dpo: gives `data` the reference log-probabilities of the pairs of training batches
+/// [train_begin, train_end) and of the first `val_batches` validation batches, scored by
+/// `reference` on `device` in eval mode without gradients under `precision`'s autocast; returns
+/// a line saying so for the run's notes. A no-op (returning "") for data without pairs.
 std::string score_reference(TaskData& data, const models::AnyModel& reference, recipe::Precision precision,
-                            const at::Device& device);
+                            const at::Device& device, uint64_t train_begin, uint64_t train_end, int64_t val_batches);
 /// The reference model of a dpo run, on `device`: train.init_from as the recipe adopts it.
 models::AnyModel reference_model(const recipe::Recipe& recipe, const tokenizer::Tokenizer* tok,
                                  const at::Device& device);

@@ -66,10 +66,13 @@ class TaskData {
   virtual Batch val_batch(int64_t index) const = 0;
   /// Class names by id (classification), else empty.
   virtual std::vector<std::string> labels() const { return {}; }
-  /// Preference data (dpo) scores every pair with the reference model once, before training:
-  /// `score` gives the summed log-probability of each row's targets of a batch (row_logps).
+  /// Preference data (dpo) scores its pairs with the reference model once, before they are
+  /// used: those of training batches [train_begin, train_end) and of the first `val_batches`
+  /// validation batches. `score` gives the summed log-probability of each row's targets of a
+  /// batch (row_logps). A batch of a pair not scored so is refused (std::logic_error).
   virtual bool wants_reference() const { return false; }
-  virtual void set_reference(const std::function<at::Tensor(const Batch&)>& /*score*/) {}
+  virtual void set_reference(const std::function<at::Tensor(const Batch&)>& /*score*/, uint64_t /*train_begin*/,
+                             uint64_t /*train_end*/, int64_t /*val_batches*/) {}
   /// Something the user should know about the data (a validation split read as one smaller
   /// batch, say); empty when there is nothing to say.
   virtual std::string notes() const { return {}; }
@@ -100,6 +103,10 @@ std::string chat_template_source(const recipe::Recipe& r);
 
 /// The kind of model a task trains.
 models::ModelKind model_kind(recipe::Task task);
+
+/// The metric a stage's one-line summary shows: perplexity (language models), rewards_accuracy
+/// (dpo) or accuracy (classifiers).
+const char* headline_metric(const std::map<std::string, double>& metrics);
 
 /// Mean cross-entropy of the batch (computed in float32; a GPT's vocabulary projection and loss
 /// blockwise, nn::linear_cross_entropy, never holding the whole logits). `logits_dtype`

@@ -142,7 +142,7 @@ json measured_json(const Measured& m, bool latency) {
 
 std::string row(const std::string& name, const Measured& m, bool latency) {
   std::string s = fmt::format("  {:<12} {:>12} {:>12}", name, m.parameters, m.nonzero);
-  for (const auto& key : {"loss", "perplexity", "accuracy"})
+  for (const auto& key : {"loss", "perplexity", "accuracy", "rewards_accuracy"})
     if (auto it = m.metrics.find(key); it != m.metrics.end()) s += fmt::format(" {:>11.4f}", it->second);
   if (latency) s += fmt::format(" {:>11.2f}", m.latency_ms);
   return s;
@@ -296,7 +296,7 @@ json prune_report(const recipe::Recipe& r, const PrunePaths& paths, const std::s
 void print_prune_table(std::ostream* out, bool structured, double overall_sparsity, const PruneMeasures& m) {
   if (!out) return;
   std::string header = fmt::format("  {:<12} {:>12} {:>12}", "model", "parameters", "nonzero*");
-  for (const auto& key : {"loss", "perplexity", "accuracy"})
+  for (const auto& key : {"loss", "perplexity", "accuracy", "rewards_accuracy"})
     if (m.before.metrics.count(key)) header += fmt::format(" {:>11}", key);
   if (structured) header += fmt::format(" {:>11}", "forward ms");
   *out << header << "\n" << row("before", m.before, structured) << "\n"
@@ -308,8 +308,8 @@ void print_prune_table(std::ostream* out, bool structured, double overall_sparsi
 }
 
 std::string metric_text(const Measured& m) {
-  if (m.metrics.count("perplexity")) return fmt::format("perplexity {:.3f}", m.metrics.at("perplexity"));
-  return fmt::format("accuracy {:.4f}", m.metrics.count("accuracy") ? m.metrics.at("accuracy") : 0.0);
+  const char* metric = train::headline_metric(m.metrics);
+  return fmt::format("{} {:.4f}", metric, m.metrics.count(metric) ? m.metrics.at(metric) : 0.0);
 }
 
 /// The prune stage's end: the latency of structured pruning, the report, the table and the

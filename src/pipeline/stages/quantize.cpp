@@ -100,12 +100,12 @@ void print_quantize_table(std::ostream* out, const std::string& scheme, std::siz
   *out << "quantize: " << scheme << ", " << n_layers << " Linear layers"
        << (kept.empty() ? "" : ", float: " + fmt::format("{}", fmt::join(kept, ", "))) << "\n";
   std::string header = fmt::format("  {:<18} {:>10}", "model", "weights MB");
-  for (const auto& key : {"loss", "perplexity", "accuracy"})
+  for (const auto& key : {"loss", "perplexity", "accuracy", "rewards_accuracy"})
     if (sides[0].metrics.count(key)) header += fmt::format(" {:>11}", key);
   *out << header << fmt::format(" {:>11} {:>11}", "batch 1 ms", "batch 8 ms") << "\n";
   for (const auto& side : sides) {
     std::string text = fmt::format("  {:<18} {:>10.2f}", side.name, static_cast<double>(side.bytes) / 1e6);
-    for (const auto& key : {"loss", "perplexity", "accuracy"})
+    for (const auto& key : {"loss", "perplexity", "accuracy", "rewards_accuracy"})
       if (auto it = side.metrics.find(key); it != side.metrics.end()) text += fmt::format(" {:>11.4f}", it->second);
     for (const auto& [rows, ms] : side.ms) text += fmt::format(" {:>11.2f}", ms);
     *out << text << "\n";
@@ -171,7 +171,7 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
   write_stage_record(r.run.out_dir, "quantize", made_from);
   print_quantize_table(console.out, scheme, layers.size(), kept, sides, totals);
 
-  const char* metric = before.count("perplexity") ? "perplexity" : "accuracy";
+  const char* metric = train::headline_metric(before);
   return {false, fmt::format("{}{}: {} {:.3f} -> {:.3f}, Linear weights {:.3f}x, batch 8 forward {} -> {}",
                              fresh.why(), scheme, metric, before.count(metric) ? before.at(metric) : 0.0,
                              after.count(metric) ? after.at(metric) : 0.0, totals.ratio(),
