@@ -56,7 +56,7 @@ model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 if mode == "peft":
     import peft
     model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                       target_modules=%s, task_type="CAUSAL_LM"))
+                                                       target_modules=TARGETS, task_type="CAUSAL_LM"))
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
 tokens, t0 = 0, None
@@ -74,7 +74,7 @@ for step in range(steps):
     opt.zero_grad(set_to_none=True)
     tokens += int(mask.sum())
 print(json.dumps({"tokens_per_s": tokens / (time.perf_counter() - t0)}))
-""" % repr(TARGETS)
+""".replace("TARGETS", repr(TARGETS))
 
 
 def prepare(out):
@@ -141,7 +141,7 @@ def measure(argv, env):
 def lathe_side(out, model_dir, pairs, name, adapters, packing, a, env):
     recipe, run = lathe_recipe(out, model_dir, pairs, name, adapters, packing, a.steps, a.threads)
     stdout, rss, _ = measure([LATHE, "train", recipe, "--force"], env)
-    records = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl")) if '"split": "train"' in l]
+    records = [j for j in map(json.loads, open(os.path.join(run, "metrics.jsonl"))) if j.get("split") == "train"]
     eff = ""
     for line in stdout.splitlines():
         if "% real tokens" in line:
