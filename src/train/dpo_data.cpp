@@ -3,6 +3,8 @@
 
 #include "dpo_data.hpp"
 
+#include "sft_data.hpp"
+
 #include "epoch_order.hpp"
 
 #include <cmath>
@@ -27,15 +29,8 @@ class DpoData final : public TaskData {
   DpoData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split, DataRank rank)
       : rank_(rank), seq_(r.data.seq_len), batch_(r.train.batch_size), seed_(static_cast<uint64_t>(r.run.seed)),
         beta_(r.train.dpo_beta), label_smoothing_(r.train.dpo_label_smoothing) {
-    const auto source = chat_template_source(r);
-    if (!source.empty()) template_.emplace(source, r.tokenizer.chat_template.empty() ? "the tokenizer's chat template"
-                                                                                     : "tokenizer.chat_template");
-    data::SftOptions o;
-    o.loss_on = data::SftLoss::Completion;
-    o.max_tokens = seq_;
-    o.chat_template = template_ ? &*template_ : nullptr;
-    o.template_context = data::chat_template_context(recipe::tokenizer_path(r), tok);
-    o.eos_id = tok.eos_id();
+    auto o = example_options(r, tok, template_);
+    o.loss_on = data::SftLoss::Completion;  // the completion of a string pair; chats: their own rule
     pad_ = std::max(0, tok.eos_id());
     auto all = read(r.data.train_files, tok, o, "data.train_files");
     if (all.empty())
@@ -45,10 +40,7 @@ class DpoData final : public TaskData {
       train_ = std::move(all);
       val_ = read(r.data.val_files, tok, o, "data.val_files");
     } else {
-      for (std::size_t i = 0; i < all.size(); ++i) {  // by hash, as sft splits
-        const double u = static_cast<double>(data::splitmix64(seed_ ^ (i * 0x9E3779B97F4A7C15ull)) >> 11) * 0x1.0p-53;
-        (u < r.data.val_fraction ? val_ : train_).push_back(std::move(all[i]));
-      }
+      split_by_hash(std::move(all), r.data.val_fraction, seed_, train_, val_);
     }
     if (train_.empty()) throw Error("data: every preference pair went to validation; lower data.val_fraction");
     if (eval_split == recipe::Split::Train) val_ = train_;

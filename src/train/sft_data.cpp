@@ -52,20 +52,30 @@ data::SftLoss loss_on(recipe::LossOn l) {
   return data::SftLoss::Assistant;
 }
 
+}  // namespace
+
+data::SftOptions example_options(const recipe::Recipe& r, const tokenizer::Tokenizer& tok,
+                                 std::optional<tokenizer::ChatTemplate>& holder) {
+  const auto source = chat_template_source(r);
+  if (!source.empty())
+    holder.emplace(source, r.tokenizer.chat_template.empty() ? "the tokenizer's chat template" : "tokenizer.chat_template");
+  data::SftOptions o;
+  o.loss_on = loss_on(r.train.loss_on);
+  o.max_tokens = r.data.seq_len;
+  o.chat_template = holder ? &*holder : nullptr;
+  o.template_context = data::chat_template_context(recipe::tokenizer_path(r), tok);
+  o.eos_id = tok.eos_id();
+  return o;
+}
+
+namespace {
+
 class SftData final : public TaskData {
  public:
   SftData(const recipe::Recipe& r, const tokenizer::Tokenizer& tok, recipe::Split eval_split, DataRank rank)
       : rank_(rank), seq_(r.data.seq_len), batch_(r.train.batch_size), seed_(static_cast<uint64_t>(r.run.seed)),
         packed_(r.data.packing) {
-    const auto source = chat_template_source(r);
-    if (!source.empty()) template_.emplace(source, r.tokenizer.chat_template.empty() ? "the tokenizer's chat template"
-                                                                                     : "tokenizer.chat_template");
-    data::SftOptions o;
-    o.loss_on = loss_on(r.train.loss_on);
-    o.max_tokens = seq_;
-    o.chat_template = template_ ? &*template_ : nullptr;
-    o.template_context = data::chat_template_context(recipe::tokenizer_path(r), tok);
-    o.eos_id = tok.eos_id();
+    const auto o = example_options(r, tok, template_);
     pad_ = std::max(0, tok.eos_id());
     auto all = read(r.data.train_files, tok, o, "data.train_files");
     if (all.empty())
@@ -75,11 +85,7 @@ class SftData final : public TaskData {
       train_ = std::move(all);
       val_ = read(r.data.val_files, tok, o, "data.val_files");
     } else {
-      // A fixed share of the examples, chosen by hash, so the split survives reordering.
-      for (std::size_t i = 0; i < all.size(); ++i) {
-        const double u = static_cast<double>(data::splitmix64(seed_ ^ (i * 0x9E3779B97F4A7C15ull)) >> 11) * 0x1.0p-53;
-        (u < r.data.val_fraction ? val_ : train_).push_back(std::move(all[i]));
-      }
+      split_by_hash(std::move(all), r.data.val_fraction, seed_, train_, val_);
     }
     if (train_.empty()) throw Error("data: every sft example went to validation; lower data.val_fraction");
     if (eval_split == recipe::Split::Train) val_ = train_;
