@@ -238,6 +238,7 @@ export: {{format: hf}}
   lathe::pipeline::run_pipeline(recipe(a, "train, export"), {}, log);
   INFO(log.str());
   CHECK_THAT(log.str(), Catch::Contains("lora adapters on 8 layers"));
+  CHECK_THAT(log.str(), Catch::Contains(" frozen weights = "));  // the memory plan counts the base
   const auto step6 = a / "checkpoints" / "step_00000006";
   CHECK(fs::exists(step6 / "adapter_config.json"));
   CHECK_FALSE(fs::exists(step6 / "model.safetensors"));

@@ -15,6 +15,7 @@
 
 #include "lathe/core/error.hpp"
 #include "lathe/nn/block.hpp"
+#include "lathe/nn/linear.hpp"
 
 namespace lathe::train {
 
@@ -56,9 +57,10 @@ std::optional<double> machine_bytes() {
 std::string MemoryPlan::describe() const {
   auto gib = [](double b) { return fmt::format("{:.2f} GiB", b / kGiB); };
   const auto who = world == 1 ? std::string("one process") : fmt::format("{} over {} ranks", enum_name(strategy), world);
-  return fmt::format("{}: per rank {} parameters + {} gradients + {} optimizer state + {} communication buffers = {} "
+  return fmt::format("{}: per rank {} parameters + {} gradients + {} optimizer state + {} communication buffers{} = {} "
                      "(activations not counted)",
-                     who, gib(params), gib(grads), gib(optimizer), gib(buffers), gib(total()));
+                     who, gib(params), gib(grads), gib(optimizer), gib(buffers),
+                     frozen > 0 ? " + " + gib(frozen) + " frozen weights" : "", gib(total()));
 }
 
 ModelSize model_size(const torch::nn::Module& model) {
@@ -68,11 +70,16 @@ ModelSize model_size(const torch::nn::Module& model) {
     if (dynamic_cast<const nn::BlockImpl*>(item.value().get())) blocks.push_back(item.key() + ".");
   size.blocks = static_cast<int64_t>(blocks.size());
   for (const auto& item : model.named_parameters()) {
-    if (!item.value().requires_grad()) continue;
+    if (!item.value().requires_grad()) {
+      size.frozen_bytes += static_cast<double>(item.value().numel() * static_cast<int64_t>(item.value().element_size()));
+      continue;
+    }
     size.parameters += item.value().numel();
     for (const auto& prefix : blocks)
       if (item.key().starts_with(prefix)) size.block_parameters += item.value().numel();
   }
+  for (const auto& [path, lin] : nn::linear_layers(model))
+    if (const auto* q = lin->quantized()) size.frozen_bytes += static_cast<double>(q->bytes());
   return size;
 }
 
@@ -84,6 +91,7 @@ MemoryPlan plan_memory(const ModelSize& size, const recipe::OptimConfig& optim, 
   p.world = std::max(1, world);
   p.strategy = world > 1 ? dist.resolved_strategy() : dist::Strategy::Ddp;
   p.params = 4 * P;
+  p.frozen = size.frozen_bytes;
   p.optimizer = optimizer_bytes(optim) * P;
   if (world <= 1) {
     p.grads = 4 * P;

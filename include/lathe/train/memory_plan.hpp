@@ -24,18 +24,21 @@ struct MemoryPlan {
   double grads = 0;      // bytes per rank kept after backward
   double optimizer = 0;  // bytes per rank
   double buffers = 0;    // communication buffers per rank (flat buckets, shards)
-  double total() const { return params + grads + optimizer + buffers; }
+  double frozen = 0;     // weights that do not train (a base under adapters, quantized or not), whole per rank
+  double total() const { return params + grads + optimizer + buffers + frozen; }
   /// "zero2 over 2 ranks: per rank 0.47 GiB parameters + 0.12 GiB gradients + ... = 1.30 GiB
   /// (activations not counted)"
   std::string describe() const;
 };
 
 /// What the plan counts of a model: its float32 trainable parameters, and how many of them are
-/// in its `blocks` transformer blocks (fsdp shards those).
+/// in its `blocks` transformer blocks (fsdp shards those); and the bytes of what does not train
+/// (frozen parameters, quantized weights).
 struct ModelSize {
   int64_t parameters = 0;
   int64_t block_parameters = 0;
   int64_t blocks = 0;
+  double frozen_bytes = 0;
 };
 ModelSize model_size(const torch::nn::Module& model);
 

@@ -43,7 +43,8 @@ StageResult run_eval_stage(const recipe::Recipe& r, bool force) {
   write_stage_record(r.run.out_dir, "eval", made_from);
   std::string text;
   for (const auto& [k, v] : result.metrics) text += fmt::format("{}{} {:.4f}", text.empty() ? "" : ", ", k, v);
-  text += fmt::format(" ({} batches, {} targets)", result.batches, result.targets);
+  text += fmt::format(" ({} batches, {} {})", result.batches, result.targets,
+                      result.metrics.count("rewards_accuracy") ? "pairs" : "targets");
   return {false, fmt::format("{}{} on {}: {} -> {}", fresh.why(), ckpt.filename().string(), recipe::enum_name(r.eval.split),
                              text, out.string())};
 }
