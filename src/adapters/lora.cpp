@@ -28,7 +28,14 @@ std::map<std::string, std::vector<nn::LoraPart>> hf_parts(const models::AnyModel
     throw Error("adapters: a " + model.kind_name() + " model takes no adapters here (LoRA trains GPT models: "
                 "train.task causal_lm, sft or dpo)");
   std::map<std::string, std::vector<nn::LoraPart>> parts;
-  for (const auto& t : naming_of(*model.module()).tensors) {
+  models::HfNaming naming;
+  try {
+    naming = naming_of(*model.module());
+  } catch (const Error& e) {
+    throw Error(std::string("adapters are saved in PEFT's format, under the names of the model's Hugging Face family, "
+                            "and this model has none: ") + e.what());
+  }
+  for (const auto& t : naming.tensors) {
     if (!t.ours.ends_with(".weight")) continue;
     auto& p = parts[t.ours.substr(0, t.ours.size() - 7)];
     if (t.theirs.size() <= 1) continue;  // one module: the whole layer
