@@ -267,6 +267,10 @@ export: {{format: hf}}
   changed.adapters.kind = adapters::AdapterKind::None;
   CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(changed, {}, log); }),
              Catch::Contains("holds adapters alone"));
+  auto parent = recipe(dir.path() / "c", "train");
+  parent.train.init_from = (a / "checkpoints").string();
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(parent, {}, log); }),
+             Catch::Contains("holds the checkpoints of a run, not a model: name one of them"));
   changed = recipe(a, "train, export");
   changed.adapters.targets = {"head_block"};
   CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_pipeline(changed, {}, log); }),

@@ -2,16 +2,16 @@
 
 #include "lathe/train/initial_model.hpp"
 
-#include "lathe/adapters/lora.hpp"
-
 #include <algorithm>
 #include <filesystem>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/recipe/paths.hpp"
+#include "lathe/train/checkpoint.hpp"
 #include "lathe/train/task.hpp"
 
 namespace lathe::train {
@@ -59,6 +59,10 @@ models::DeferredModel initial_model(const recipe::Recipe& r, const tokenizer::To
   if (r.train.init_from.empty()) return recipe_model(r, tok);
   const fs::path from = r.train.init_from;
   if (!fs::exists(from)) throw Error("train.init_from: '" + from.string() + "' does not exist");
+  if (const auto steps = list_checkpoints(from); !steps.empty())
+    throw Error(fmt::format("train.init_from: {} holds the checkpoints of a run, not a model: name one of them (the "
+                            "newest is {})",
+                            from.string(), steps.back().string()));
   // An adapter directory (a LoRA run's checkpoint, a PEFT adapter) starts from its base with the
   // adapter merged.
   auto loaded = [&]() -> models::DeferredModel {

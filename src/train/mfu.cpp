@@ -46,11 +46,15 @@ double measure_peak_flops(const at::Device& device, Precision p) {
 }
 
 double flops_per_token(const models::AnyModel& m, int64_t seq_len) {
-  int64_t n = 0;
+  // 6 per trainable weight (the product, and the gradients of its input and of itself); 4 per
+  // frozen one (a base under adapters, quantized weights: no gradient of its own).
+  int64_t trained = 0, frozen = 0;
   for (const auto& p : nn::roles_of(*m.module()))
-    if (p.role != nn::Role::Embedding) n += p.tensor.numel();
+    if (p.role != nn::Role::Embedding) (p.tensor.requires_grad() ? trained : frozen) += p.tensor.numel();
+  for (const auto& [path, q] : models::quantized_layers(m)) frozen += q->out() * q->in();
   const auto& o = m.options();
-  return 6.0 * static_cast<double>(n) + 12.0 * static_cast<double>(o.n_layer * seq_len * o.d_model);
+  return 6.0 * static_cast<double>(trained) + 4.0 * static_cast<double>(frozen) +
+         12.0 * static_cast<double>(o.n_layer * seq_len * o.d_model);
 }
 
 }  // namespace lathe::train

@@ -19,7 +19,8 @@ namespace lathe::train {
 double measure_peak_flops(const at::Device& device, recipe::Precision precision);
 
 /// Non-embedding parameters and the attention term: 6 N + 12 L T d FLOPs per token
-/// (forward + backward), the usual estimate.
+/// (forward + backward), the usual estimate; a frozen weight (a base under adapters, a
+/// quantized one) counts 4 (no gradient of its own).
 double flops_per_token(const models::AnyModel& model, int64_t seq_len);
 
 }  // namespace lathe::train
