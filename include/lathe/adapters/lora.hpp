@@ -124,9 +124,10 @@ struct PeftConfig {
 /// True when `dir` holds adapter_config.json.
 bool is_adapter_dir(const std::filesystem::path& dir);
 
-/// Writes `model`'s adapters in PEFT's format into `dir` (created; files replaced atomically).
-/// `base_model`: what adapter_config.json names as the base (the directory the base came from).
-/// Returns the names of the files written.
+/// Writes `model`'s adapters in PEFT's format into `dir` (created; files replaced atomically):
+/// their rank, alpha, dropout and rsLoRA as the layers hold them; from `options` only what the
+/// layers do not know (a qlora base's quantization). `base_model`: what adapter_config.json
+/// names as the base (the directory the base came from). Returns the names of the files written.
 std::vector<std::string> save_peft(const models::AnyModel& model, const std::filesystem::path& dir,
                                    const AdapterOptions& options, const std::string& base_model);
 
