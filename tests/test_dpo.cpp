@@ -188,6 +188,19 @@ eval: {{batches: 10}}
     }
     CHECK(val_accuracy == Approx(eval["rewards_accuracy"].get<double>()));
     CHECK(train_margin > 0);  // the training records carry the rewards of their steps too
+
+    // The rewards are measured with train.dpo_beta: another beta makes the eval stage run again
+    // (training, finished, is not repeated), every reward scaled by the ratio.
+    auto doubled = r;
+    doubled.train.dpo_beta = 0.2;
+    std::ostringstream again;
+    lathe::pipeline::run_pipeline(doubled, {}, again);
+    INFO(again.str());
+    CHECK_THAT(again.str(), Catch::Contains("stage train: skipped"));
+    CHECK_THAT(again.str(), !Catch::Contains("stage eval: skipped"));
+    const auto rescored = nlohmann::json::parse(lathe::test::read_file(out / "eval.json"))["metrics"];
+    CHECK(rescored["rewards_margin"].get<double>() ==
+          Approx(2 * eval["rewards_margin"].get<double>()).epsilon(1e-6));
   }
 }
 
