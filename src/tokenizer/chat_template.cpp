@@ -99,6 +99,28 @@ ChatRender ChatTemplate::render(const nlohmann::ordered_json& context) const {
 
 const std::string& ChatTemplate::source() const { return program_->source; }
 
+TextTemplate::TextTemplate(std::string source, std::string origin) : origin_(std::move(origin)) {
+  try {
+    program_ = jinja::parse(source, /*plain=*/true);
+  } catch (const jinja::RunError& e) {
+    rethrow(origin_, e);
+  }
+}
+
+std::string TextTemplate::render(const nlohmann::ordered_json& variables) const {
+  if (!variables.is_object()) throw Error(origin_ + ": the variables of a template must be a JSON object");
+  try {
+    const jinja::Value context = jinja::from_json(variables);
+    jinja::Interp interp(*program_, *context.dict);
+    std::vector<std::pair<std::size_t, std::size_t>> unused;
+    return interp.run(unused);
+  } catch (const jinja::RunError& e) {
+    rethrow(origin_, e);
+  }
+}
+
+const std::string& TextTemplate::source() const { return program_->source; }
+
 std::optional<std::string> find_chat_template(const std::filesystem::path& path) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::is_directory(path) ? path : path.parent_path();

@@ -55,6 +55,23 @@ class ChatTemplate {
   std::shared_ptr<const jinja::Program> program_;
 };
 
+/// A Jinja template rendered as jinja2's own Environment renders it with StrictUndefined and
+/// keep_trailing_newline=True: how lm-evaluation-harness renders a task's doc_to_text,
+/// doc_to_target and doc_to_choice over a document. Values follow Python's rules as in
+/// ChatTemplate; printing an undefined variable is an error.
+class TextTemplate {
+ public:
+  /// Parses `source`; errors as ChatTemplate's, naming `origin`.
+  explicit TextTemplate(std::string source, std::string origin = "template");
+  /// Renders with the keys of `variables` (a JSON object) as the template's variables.
+  std::string render(const nlohmann::ordered_json& variables) const;
+  const std::string& source() const;
+
+ private:
+  std::string origin_;
+  std::shared_ptr<const jinja::Program> program_;
+};
+
 /// The chat template that belongs with a tokenizer: `path` is a tokenizer.json or its directory;
 /// looked up as transformers does: chat_template.jinja beside it, else tokenizer_config.json's
 /// "chat_template" (a string, or a list of {name, template} where "default" is taken). nullopt when none.

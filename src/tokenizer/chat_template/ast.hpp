@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "lexer.hpp"
 #include "value.hpp"
 
 namespace lathe::tokenizer::jinja {
@@ -90,10 +91,15 @@ struct Stmt {
 struct Program {
   std::string source;
   Body body;
+  /// jinja2's StrictUndefined: printing an undefined value is an error, not "".
+  bool strict_undefined = false;
 };
 
 /// Parses a template; a syntax error or an unsupported construct throws RunError with its line.
-std::shared_ptr<Program> parse(const std::string& source);
+/// `plain`: jinja2's own Environment with keep_trailing_newline and StrictUndefined (no
+/// trim_blocks / lstrip_blocks), as lm-evaluation-harness renders task templates; otherwise
+/// transformers' chat template environment.
+std::shared_ptr<Program> parse(const std::string& source, bool plain = false);
 
 /// Whether jinja2 (with transformers' additions) has a filter / test of this name.
 bool known_filter(const std::string& name);

@@ -72,7 +72,12 @@ Flow Interp::exec(const Body& body, Frame* frame) {
 Flow Interp::exec(const Stmt& s, Frame* frame) try {
   switch (s.kind) {
     case StmtKind::Text: *out_ += s.text; break;
-    case StmtKind::Print: *out_ += py_str(eval(*s.expr, frame)); break;
+    case StmtKind::Print: {
+      const Value v = eval(*s.expr, frame);
+      if (program_.strict_undefined && v.is_undefined()) throw RunError(v.s.empty() ? "undefined value" : v.s, s.line);
+      *out_ += py_str(v);
+      break;
+    }
     case StmtKind::If:
       for (std::size_t k = 0; k < s.conditions.size(); ++k)
         if (truthy(eval(*s.conditions[k], frame))) return exec(s.bodies[k], frame);

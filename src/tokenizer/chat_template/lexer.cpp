@@ -17,9 +17,9 @@ bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 
-/// The newlines of a template become "\n" and one trailing newline is dropped
-/// (keep_trailing_newline=False), before anything else.
-std::string normalize(std::string_view source) {
+/// The newlines of a template become "\n" and, unless `keep_trailing_newline`, one trailing
+/// newline is dropped, before anything else.
+std::string normalize(std::string_view source, bool keep_trailing_newline) {
   std::string out;
   out.reserve(source.size());
   for (std::size_t k = 0; k < source.size(); ++k) {
@@ -30,13 +30,14 @@ std::string normalize(std::string_view source) {
       out.push_back(source[k]);
     }
   }
-  if (!out.empty() && out.back() == '\n') out.pop_back();
+  if (!keep_trailing_newline && !out.empty() && out.back() == '\n') out.pop_back();
   return out;
 }
 
 class Lexer {
  public:
-  explicit Lexer(std::string_view source) : src_(normalize(source)) {
+  Lexer(std::string_view source, const LexOptions& options)
+      : options_(options), src_(normalize(source, options.keep_trailing_newline)) {
     for (std::size_t k = 0; k < src_.size(); ++k)
       if (src_[k] == '\n') newlines_.push_back(k);
   }
@@ -50,6 +51,7 @@ class Lexer {
   }
 
  private:
+  LexOptions options_;
   std::string src_;
   std::size_t pos_ = 0;
   bool line_starting_ = true;  // the last match ended a line (lstrip_blocks looks at it)
@@ -88,7 +90,7 @@ class Lexer {
   /// before it; otherwise lstrip_blocks removes the spaces and tabs that start its line (not for {{).
   std::string strip_text(std::string text, char sign, bool lstrip) const {
     if (sign == '-') return py_strip(text, std::nullopt, false, true);
-    if (sign == '+' || !lstrip) return text;
+    if (sign == '+' || !lstrip || !options_.lstrip_blocks) return text;
     const std::size_t l_pos = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
     if (l_pos > 0 || line_starting_) {
       const std::string_view tail = std::string_view(text).substr(l_pos);
@@ -171,7 +173,7 @@ void Lexer::raw_block(std::size_t begin_end) {
     std::size_t end;
     if (at(p, "+%}")) end = p + 3;
     else if (at(p, "-%}")) end = p + 3 + spaces_at(p + 3);
-    else if (at(p, "%}")) end = p + 2 + (at(p + 2, "\n") ? 1 : 0);
+    else if (at(p, "%}")) end = p + 2 + (options_.trim_blocks && at(p + 2, "\n") ? 1 : 0);
     else continue;
     std::string text = strip_text(src_.substr(begin_end, k - begin_end), sign, true);
     if (!text.empty()) emit(Tok::Data, begin_end, std::move(text));
@@ -209,7 +211,7 @@ bool Lexer::tag_end(Tok begin) {
   if (begin == Tok::BlockBegin) {
     if (at(pos_, "+%}")) pos_ += 3;
     else if (at(pos_, "-%}")) pos_ += 3, pos_ += spaces_at(pos_);
-    else if (at(pos_, "%}")) pos_ += 2, pos_ += at(pos_, "\n") ? 1 : 0;
+    else if (at(pos_, "%}")) pos_ += 2, pos_ += options_.trim_blocks && at(pos_, "\n") ? 1 : 0;
     else return false;
   } else {
     if (at(pos_, "-}}")) pos_ += 3, pos_ += spaces_at(pos_);
@@ -411,6 +413,6 @@ void Lexer::op_token(std::vector<char>& balance) {
 
 }  // namespace
 
-std::vector<Token> lex(std::string_view source) { return Lexer(source).run(); }
+std::vector<Token> lex(std::string_view source, const LexOptions& options) { return Lexer(source, options).run(); }
 
 }  // namespace lathe::tokenizer::jinja

@@ -20,7 +20,16 @@ struct Token {
   int line = 1;
 };
 
+/// How the template text around tags is treated. The defaults are transformers' chat template
+/// environment; all false is jinja2's own Environment with keep_trailing_newline=True (how
+/// lm-evaluation-harness renders a task's templates).
+struct LexOptions {
+  bool trim_blocks = true;             // a newline right after a block tag is dropped
+  bool lstrip_blocks = true;           // spaces and tabs before a block tag on its line are dropped
+  bool keep_trailing_newline = false;  // false: one newline at the end of the template is dropped
+};
+
 /// The tokens of a template; a syntax error throws RunError with its line.
-std::vector<Token> lex(std::string_view source);
+std::vector<Token> lex(std::string_view source, const LexOptions& options = {});
 
 }  // namespace lathe::tokenizer::jinja

@@ -758,10 +758,12 @@ ExprPtr Parser::parse_test(ExprPtr node) {
 
 }  // namespace
 
-std::shared_ptr<Program> parse(const std::string& source) {
+std::shared_ptr<Program> parse(const std::string& source, bool plain) {
   auto program = std::make_shared<Program>();
   program->source = source;
-  program->body = Parser(lex(source)).parse_template();
+  program->strict_undefined = plain;
+  const LexOptions options = plain ? LexOptions{false, false, true} : LexOptions{};
+  program->body = Parser(lex(source, options)).parse_template();
   return program;
 }
 
