@@ -35,6 +35,7 @@
 #include "lathe/recipe/load.hpp"
 #include "lathe/recipe/paths.hpp"
 #include "lathe/train/device.hpp"
+#include "lathe/eval/harness.hpp"
 #include "lathe/train/evaluate.hpp"
 #include "lathe/train/task.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
@@ -186,11 +187,29 @@ int cmd_eval(const cxxopts::ParseResult& r) {
     if (!split) throw UsageError("--split must be val or train");
     recipe.eval.split = *split;
   }
+  // --task: a task of eval.tasks by name, or a task file (added when the recipe does not list it).
+  std::vector<std::string> only;
+  if (r.count("task"))
+    for (const auto& t : r["task"].as<std::vector<std::string>>()) {
+      only.push_back(t);
+      const bool listed = std::find(recipe.eval.tasks.begin(), recipe.eval.tasks.end(), t) != recipe.eval.tasks.end();
+      if (!listed && std::filesystem::is_regular_file(t)) recipe.eval.tasks.push_back(t);
+    }
+  const std::string format = r.count("format") ? r["format"].as<std::string>() : (stdout_is_tty() ? "table" : "json");
+  if (format != "json" && format != "table") throw UsageError("--format must be json or table");
   const auto model = r.count("checkpoint")
                          ? std::filesystem::path(r["checkpoint"].as<std::string>())
                          : lathe::pipeline::source_model(recipe, recipe.eval.source, lathe::recipe::Stage::Eval,
                                                          recipe.eval.checkpoint);
-  std::cout << lathe::train::evaluate_checkpoint(recipe, model).to_json().dump(2) << "\n";
+  const auto result = lathe::train::evaluate_checkpoint(recipe, model, only);
+  if (format == "json") {
+    std::cout << result.to_json().dump(2) << "\n";
+    return kOk;
+  }
+  for (const auto& [k, v] : result.metrics) std::cout << fmt::format("{:<14} {:.4f}\n", k, v);
+  std::cout << fmt::format("({} batches of {}, {} targets)\n", result.batches,
+                           lathe::recipe::enum_name(recipe.eval.split), result.targets);
+  if (!result.tasks.empty()) std::cout << "\n" << lathe::eval::results_table(result.tasks);
   return kOk;
 }
 
@@ -437,7 +456,10 @@ void train_options(cxxopts::Options& o) {
 
 void eval_options(cxxopts::Options& o) {
   o.add_options()("checkpoint", "Checkpoint directory or model (default: eval.source)", cxxopts::value<std::string>())(
-      "split", "val or train (default: eval.split)", cxxopts::value<std::string>());
+      "split", "val or train (default: eval.split)", cxxopts::value<std::string>())(
+      "task", "Run only this task: a task of eval.tasks (its name or file) or another task file; repeatable",
+      cxxopts::value<std::vector<std::string>>())(
+      "format", "json or table (default: table on a terminal, json otherwise)", cxxopts::value<std::string>());
 }
 
 void generate_options(cxxopts::Options& o) {

@@ -19,6 +19,7 @@
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/run_dir.hpp"
 #include "lathe/pipeline/provenance.hpp"
+#include "gate.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
@@ -144,6 +145,7 @@ fs::path source_model(const recipe::Recipe& r, ModelSource source, Stage reader,
       if (!fs::exists(path))
         throw Error(fmt::format("no {} model at {}; run the {} stage first (lathe {} RECIPE)", enum_name(source),
                                 path.string(), stage, stage));
+      refuse_failed_output(path.parent_path(), fmt::format("the {} model {}", enum_name(source), path.string()));
       return path;
     }
     default: return checkpoint.empty() ? train::newest_checkpoint(r) : fs::path(checkpoint);

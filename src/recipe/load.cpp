@@ -399,6 +399,20 @@ class ConsistencyCheck {
   void sections() {
     section_problems("prune", r_.prune.problems());
     section_problems("quantize", r_.quantize.problems());
+    section_problems("prune", r_.prune.gate.problems());
+    section_problems("quantize", r_.quantize.gate.problems());
+    section_problems("export", r_.export_.gate.problems());
+    if (r_.export_.gate.enabled() && r_.export_.format == ExportFormat::Onnx)
+      fail({"export.gate.metric", "export.format"},
+           "export.gate measures the exported Hugging Face directory read back: set export.format to hf or both");
+    if (r_.eval.every > 0 && r_.eval.tasks.empty())
+      fail({"eval.every"}, "runs eval.tasks during training, and eval.tasks is empty");
+    if (r_.eval.every > 0 && r_.distributed.strategy == dist::Strategy::Fsdp)
+      fail({"eval.every", "distributed.strategy"},
+           "eval.tasks run on rank 0's model, and fsdp shards it; evaluate the checkpoints with lathe eval instead");
+    for (const auto* g : {&r_.prune.gate, &r_.quantize.gate, &r_.export_.gate})
+      if (g->enabled() && !g->task.empty() && r_.eval.tasks.empty())
+        fail({"eval.tasks"}, "a gate on task '" + g->task + "' needs the task's file in eval.tasks");
     if (r_.export_.format != ExportFormat::Onnx) try {
         r_.export_.max_shard_bytes();
       } catch (const std::invalid_argument& e) {
@@ -638,6 +652,65 @@ int64_t ExportConfig::max_shard_bytes() const {
   }
   throw std::invalid_argument("'" + text + "' is not a size (bytes, or a whole number of KB, MB, GB, KiB, MiB or "
                               "GiB, as \"500MB\"; 0: one file)");
+}
+
+GateConfig::Limit GateConfig::limit() const {
+  const bool increase = !max_increase.empty();
+  std::string text = increase ? max_increase : max_drop;
+  const char* key = increase ? "max_increase" : "max_drop";
+  Limit out;
+  out.increase = increase;
+  double scale = 1;
+  if (text.ends_with("%")) {
+    out.relative = true;
+    scale = 0.01;
+    text.pop_back();
+  } else if (text.ends_with("pt")) {
+    scale = 0.01;
+    text.resize(text.size() - 2);
+  }
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (text.empty() || used != text.size() || !(v >= 0) || !std::isfinite(v))
+    throw std::invalid_argument(std::string(key) + ": '" + (increase ? max_increase : max_drop) +
+                                "' is not a limit (a number >= 0 in the metric's units, \"2%\" of the source's figure, "
+                                "or \"1pt\" for 0.01)");
+  out.amount = v * scale;
+  return out;
+}
+
+std::vector<models::OptionProblem> GateConfig::problems() const {
+  std::vector<models::OptionProblem> out;
+  if (!enabled()) {
+    for (const auto& [key, value] : {std::pair<const char*, const std::string&>{"task", task},
+                                     {"filter", filter},
+                                     {"max_increase", max_increase},
+                                     {"max_drop", max_drop}})
+      if (!value.empty()) out.push_back({{std::string("gate.") + key}, "has no effect without gate.metric"});
+    return out;
+  }
+  if (max_increase.empty() == max_drop.empty()) {
+    out.push_back({{"gate.max_increase", "gate.max_drop"}, "a gate needs one limit: max_increase or max_drop"});
+    return out;
+  }
+  try {
+    limit();
+  } catch (const std::invalid_argument& e) {
+    out.push_back({{std::string("gate.") + (max_increase.empty() ? "max_drop" : "max_increase")}, e.what()});
+  }
+  if (task.empty() && !metric.starts_with("val_"))
+    out.push_back({{"gate.metric"}, "'" + metric + "': a validation metric is named val_<metric> (val_loss, "
+                                    "val_perplexity, val_accuracy); a task metric needs gate.task"});
+  if (!task.empty() && metric.starts_with("val_"))
+    out.push_back({{"gate.metric"}, "'" + metric + "' is a validation metric; leave gate.task empty or name a metric "
+                                    "of the task (acc, acc_norm, perplexity, ...)"});
+  if (task.empty() && !filter.empty()) out.push_back({{"gate.filter"}, "a filter belongs to a task metric (gate.task)"});
+  return out;
 }
 
 }  // namespace lathe::recipe

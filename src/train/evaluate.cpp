@@ -12,6 +12,7 @@
 #include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/train/device.hpp"
+#include "lathe/train/eval_tasks.hpp"
 #include "lathe/train/initial_model.hpp"
 #include "lathe/train/precision.hpp"
 #include "lathe/train/run_dir.hpp"
@@ -24,6 +25,7 @@ nlohmann::json EvalResult::to_json() const {
   nlohmann::json j = metrics;
   j["batches"] = batches;
   j["targets"] = targets;
+  for (const auto& t : tasks) j["tasks"][t.task] = nlohmann::json::parse(t.to_json().dump());
   return j;
 }
 
@@ -80,8 +82,10 @@ EvalResult evaluate_model(const recipe::Recipe& r, const models::AnyModel& model
   return {acc.metrics(r.model.num_labels), n, acc.count};
 }
 
-EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint) {
+EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint,
+                               const std::vector<std::string>& only_tasks) {
   const auto path = checkpoint.empty() ? newest_checkpoint(r) : checkpoint;
+  const auto tasks = load_eval_tasks(r, only_tasks);  // a bad task file is named before the model loads
   const auto kind = model_kind(r.train.task);
   auto model = adapters::load_model(path, kind, r.model.num_labels);
   auto tok = load_run_tokenizer(r, /*required=*/true);
@@ -95,6 +99,7 @@ EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoi
   auto result = evaluate_model(r, model, *data, device);
   if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
     result.metrics["unigram_loss"] = unigram_loss(r, *tok);
+  if (!tasks.empty()) result.tasks = run_eval_tasks(tasks, model, *tokenizer_for_model(r, path), task_run_options(r));
   return result;
 }
 

@@ -23,6 +23,7 @@
 #include "lathe/train/checkpointer.hpp"
 #include "lathe/train/data_parallel.hpp"
 #include "lathe/train/device.hpp"
+#include "lathe/train/eval_tasks.hpp"
 #include "lathe/train/evaluate.hpp"
 #include "lathe/train/initial_model.hpp"
 #include "lathe/train/memory_plan.hpp"
@@ -418,6 +419,7 @@ TrainReport Trainer::run() {
     report.val = std::move(m);
     return best;
   };
+  TaskSchedule tasks(recipe_, lead);
 
   StepWindow window(state_.step);
   const double elapsed_before = state_.elapsed_s;
@@ -439,6 +441,7 @@ TrainReport Trainer::run() {
     // the last log, not of an earlier window (or none).
     log_step(metrics, window, r, state_.step % tr.log_every == 0 || last || stop_signal != 0, mfu_per_tps, report);
     const bool new_best = validator.due(state_.step, last) && validate();
+    if (tasks.due(state_.step, last)) tasks.run(state_.step, model_, *impl_->tok, metrics);
     if (checkpointer.due(state_.step, last, new_best)) save();
     if (const int sig = stop_signal) {
       if (!checkpointer.done_at(state_.step)) save();
@@ -450,9 +453,10 @@ TrainReport Trainer::run() {
   }
   if (!report.interrupted && !checkpointer.done_at(state_.step)) {
     if (validator.due(state_.step, /*last=*/true) && !validator.done_at(state_.step)) validate();
+    if (tasks.due(state_.step, /*last=*/true)) tasks.run(state_.step, model_, *impl_->tok, metrics);
     save();
   }
-  finish_report(report, window, validator.seconds() + checkpointer.seconds());  // training alone
+  finish_report(report, window, validator.seconds() + checkpointer.seconds() + tasks.seconds());  // training alone
   if (options_.whole_model) impl_->gather_model(*model_.module());
   return report;
 }

@@ -285,16 +285,56 @@ using AdaptersConfig = adapters::AdapterOptions;
 /// (lathe/dist/options.hpp).
 using DistributedConfig = dist::DistOptions;
 
+/// A quality gate of a stage that changes a model (prune.gate, quantize.gate, export.gate): a
+/// metric of the stage's output, measured after the stage on the same data as the same metric
+/// of the stage's source model, may move the wrong way by at most a limit. A failed gate ends
+/// the run with exit 1 and marks the output failed: no later stage or run uses it.
+struct GateConfig {
+  std::string metric;        // val_<metric> (val_loss, val_perplexity, ...) or a task metric (acc, acc_norm, ...)
+  std::string task;          // the eval.tasks task the metric is of; empty: a validation metric
+  std::string filter;        // the task metric's filter ("none", "strict-match"); empty: its first
+  std::string max_increase;  // "2%" (of the source's figure), "0.5" (in the metric's units), "1pt" (0.01)
+  std::string max_drop;      // as max_increase, for a metric that must not fall
+
+  /// How far the metric may move: `amount` in the metric's units, or a fraction of the source's
+  /// figure; `increase` for max_increase.
+  struct Limit {
+    double amount = 0;
+    bool relative = false;
+    bool increase = true;
+  };
+  bool enabled() const { return !metric.empty(); }
+  /// The limit; throws std::invalid_argument naming the key when it is not a number, "N%" or "Npt".
+  Limit limit() const;
+  /// The problems of the section, keys relative to it.
+  std::vector<models::OptionProblem> problems() const;
+};
+
+template <class V>
+void visit(V& v, GateConfig& c) {
+  v.field("metric", c.metric, "The gated metric: val_<name> for a validation metric of eval.batches batches "
+                              "(val_loss, val_perplexity, val_accuracy, ...), or a metric of `task` (acc, "
+                              "acc_norm, perplexity, word_perplexity, exact_match, ...). Empty: no gate.");
+  v.field("task", c.task, "The task (its `task:` name in eval.tasks) whose metric is gated; empty: a validation "
+                          "metric.");
+  v.field("filter", c.filter, "The task metric's filter (none, strict-match, ...); empty: the first it has.");
+  v.field("max_increase", c.max_increase, "The most the metric may rise over the source model's: \"2%\" of the "
+                                          "source's figure, a number in the metric's units, or \"1pt\" (0.01).");
+  v.field("max_drop", c.max_drop, "The most the metric may fall below the source model's, spelled as max_increase.");
+}
+
 /// The prune section: the pruning options, declared with the pruner
-/// (lathe/compress/prune.hpp), and the checkpoint to prune.
+/// (lathe/compress/prune.hpp), the checkpoint to prune and the gate on the result.
 struct PruneConfig : compress::PruneOptions {
   std::string checkpoint;
+  GateConfig gate;
 };
 
 template <class V>
 void visit(V& v, PruneConfig& c) {
   visit(v, static_cast<compress::PruneOptions&>(c));
   v.field("checkpoint", c.checkpoint, "Checkpoint to prune. Empty: the newest in <out_dir>/checkpoints.");
+  v.section("gate", c.gate, "Quality gate on the pruned (and fine-tuned) model against the checkpoint.");
 }
 
 /// The quantize section: the quantization options, declared with the quantizer
@@ -302,6 +342,7 @@ void visit(V& v, PruneConfig& c) {
 struct QuantizeConfig : compress::QuantizeOptions {
   ModelSource source = ModelSource::Auto;
   std::string checkpoint;
+  GateConfig gate;
 };
 
 template <class V>
@@ -312,6 +353,7 @@ void visit(V& v, QuantizeConfig& c) {
   v.field("checkpoint", c.checkpoint, "source checkpoint: a checkpoint, a lathe model file or a Hugging Face "
                                       "directory (docs/models.md lists the families). Empty: the newest in "
                                       "<out_dir>/checkpoints.");
+  v.section("gate", c.gate, "Quality gate on the quantized model against its float source.");
 }
 
 struct ExportConfig {
@@ -323,6 +365,7 @@ struct ExportConfig {
   std::string path;
   HfDtype hf_dtype = HfDtype::Auto;
   std::string max_shard_size = "5GB";
+  GateConfig gate;
 
   /// max_shard_size in bytes: an integer, or a whole number of KB / MB / GB (powers of 1000) or
   /// KiB / MiB / GiB (of 1024); std::invalid_argument saying so otherwise.
@@ -349,6 +392,8 @@ void visit(V& v, ExportConfig& c) {
   v.field("max_shard_size", c.max_shard_size, "hf: the largest model-0000k-of-0000n.safetensors shard, as "
                                               "transformers' save_pretrained takes it (\"500MB\", \"2GiB\", bytes); "
                                               "a smaller model is one model.safetensors. 0: never sharded.");
+  v.section("gate", c.gate, "Quality gate on the exported Hugging Face directory, read back, against the model "
+                            "export read (needs format hf or both).");
 }
 
 struct EvalConfig {
@@ -356,6 +401,12 @@ struct EvalConfig {
   std::string checkpoint;
   int64_t batches = 50;
   Split split = Split::Val;
+  std::vector<std::string> tasks;
+  int64_t num_fewshot = -1;
+  int64_t limit = 0;
+  int64_t bootstrap_iters = 100000;
+  int64_t every = 0;
+  bool log_samples = false;
 };
 
 template <class V>
@@ -366,6 +417,17 @@ void visit(V& v, EvalConfig& c) {
                                       "<out_dir>/checkpoints.");
   v.field("batches", c.batches, "Batches to evaluate.", at_least(1));
   v.field("split", c.split, "Which shards to evaluate on.");
+  v.field("tasks", c.tasks, "Task files (lm-evaluation-harness task YAML over local documents; docs/evaluation.md) "
+                            "scored by the eval stage, as the harness scores them.");
+  v.field("num_fewshot", c.num_fewshot, "Few-shot examples per prompt for every task; -1: each task's num_fewshot.",
+          at_least(-1));
+  v.field("limit", c.limit, "Documents scored per task (the first ones); 0: all.", at_least(0));
+  v.field("bootstrap_iters", c.bootstrap_iters, "Resamples of the bootstrapped standard errors (perplexity), as the "
+                                                "harness draws them; 0: no standard errors.", at_least(0));
+  v.field("every", c.every, "Training steps between runs of eval.tasks during training (logged to metrics.jsonl "
+                            "and TensorBoard as task/<task>/<metric>); 0: never.", at_least(0));
+  v.field("log_samples", c.log_samples, "Write each document's prompt, responses and scores to "
+                                        "<out_dir>/eval_samples/<task>.jsonl.");
 }
 
 struct GenerateConfig {

@@ -13,6 +13,7 @@
 #include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
+#include "lathe/eval/harness.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/recipe/recipe.hpp"
 #include "lathe/train/checkpoint.hpp"
@@ -27,7 +28,8 @@ struct EvalResult {
   std::map<std::string, double> metrics;
   int64_t batches = 0;  // batches evaluated
   int64_t targets = 0;  // tokens or examples scored
-  /// The metrics with the counts, as eval.json holds them (counts as integers).
+  std::vector<eval::TaskResult> tasks;  // eval.tasks, scored as lm-evaluation-harness scores them
+  /// The metrics with the counts (as integers) and, when tasks ran, "tasks": {name: result}.
   nlohmann::json to_json() const;
 };
 
@@ -52,8 +54,10 @@ EvalResult evaluate_model(const recipe::Recipe& recipe, const models::AnyModel& 
                           const at::Device& device);
 
 /// `lathe eval`: loads a checkpoint (empty: the newest under <out_dir>/checkpoints) or a model
-/// directory and evaluates eval.batches batches of eval.split.
-EvalResult evaluate_checkpoint(const recipe::Recipe& recipe, const std::filesystem::path& checkpoint);
+/// directory and evaluates eval.batches batches of eval.split, then runs eval.tasks (those named
+/// in `only_tasks`, by name or file, when it is not empty).
+EvalResult evaluate_checkpoint(const recipe::Recipe& recipe, const std::filesystem::path& checkpoint,
+                               const std::vector<std::string>& only_tasks = {});
 
 /// The trainer's validation: owns its schedule (every train.eval_every steps and at the last
 /// step, when there is validation data) and the time it takes.

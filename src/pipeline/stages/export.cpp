@@ -23,6 +23,10 @@
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/train/task.hpp"
 #include "lathe/pipeline/provenance.hpp"
+#include "lathe/train/eval_tasks.hpp"
+#include "lathe/train/evaluate.hpp"
+#include "../gate.hpp"
+#include "../stage_support.hpp"
 
 namespace lathe::pipeline {
 namespace fs = std::filesystem;
@@ -118,6 +122,26 @@ void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tok
 
 }  // namespace
 
+namespace {
+
+/// export.gate: the Hugging Face directory just written, read back, against the model export read.
+std::optional<GateVerdict> measure_export_gate(const recipe::Recipe& r, const fs::path& src,
+                                               const models::AnyModel& model, const fs::path& out) {
+  if (!r.export_.gate.enabled()) return std::nullopt;
+  const at::Device device(at::kCPU);
+  const auto inputs = measured_task(r, model, src, "export");
+  recipe::Recipe on_val = r;
+  on_val.eval.split = recipe::Split::Val;
+  const auto exported = load_task_model(r, out);
+  model.module()->eval();
+  exported.module()->eval();
+  const auto before = train::evaluate_model(on_val, model, *inputs.data, device).metrics;
+  const auto after = train::evaluate_model(on_val, exported, *inputs.data, device).metrics;
+  return measure_gate(r, r.export_.gate, "export", before, after, model, exported, *train::tokenizer_for_model(r, out));
+}
+
+}  // namespace
+
 std::string export_problem(const recipe::Recipe& r) {
   if (!writes_onnx(r)) return {};
   for (const auto& p : onnx_options(r).problems()) return "export." + p.keys.front() + ": " + p.message;
@@ -133,7 +157,10 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   const auto marker = out / (writes_onnx(r) ? "model.onnx" : "config.json");
   const MadeFrom made_from = stage_record(r, Stage::Export, src);
   const auto fresh = freshness(force, marker, read_stage_record(r.run.out_dir, "export"), made_from);
-  if (fresh.up_to_date) return {true, fmt::format("{} holds {}", out.string(), src.string())};
+  if (fresh.up_to_date) {
+    refuse_failed_output(out, "the export in " + out.string());
+    return {true, fmt::format("{} holds {}", out.string(), src.string())};
+  }
   // A tiktoken file holds no added tokens and vocab.json needs merges.txt beside it: the
   // tokenizer as the model used it goes out as tokenizer.json. Other forms are copied as read.
   const bool as_json = tokenizer.extension() == ".tiktoken" || tokenizer.filename() == "vocab.json";
@@ -188,7 +215,9 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
     io::write_file_atomic(tokenizer_out, text.str());
   }
   parts.push_back(tokenizer_out.filename().string());
+  const auto gate = measure_export_gate(r, src, model, out);
   write_stage_record(r.run.out_dir, "export", made_from);
+  settle_gate(out, gate ? &*gate : nullptr);
   return {false, fmt::format("{}{} -> {} ({}){}", fresh.why(), src.string(), out.string(), fmt::join(parts, ", "),
                              notes.empty() ? "" : "; " + fmt::format("{}", fmt::join(notes, "; ")))};
 }

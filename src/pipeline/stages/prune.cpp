@@ -26,6 +26,8 @@
 #include "lathe/train/run_dir.hpp"
 #include "lathe/train/task.hpp"
 #include "lathe/train/trainer.hpp"
+#include "lathe/train/eval_tasks.hpp"
+#include "../gate.hpp"
 #include "../stage_support.hpp"
 
 namespace lathe::pipeline {
@@ -328,10 +330,17 @@ StageResult finish_prune_stage(const recipe::Recipe& r, const PrunePaths& paths,
         forward_ms(model, final_model, train::to_device(data.val_batch(0), device));
   }
   const auto layers = compress::measure_sparsity(final_model, po.skip_modules);
-  io::write_file_atomic(paths.report_file, prune_report(r, paths, what, structured, layers, m).dump(2) + "\n");
+  const auto& after = m.after();
+  std::optional<GateVerdict> gate;
+  if (po.gate.enabled())
+    gate = measure_gate(r, po.gate, "prune", m.before.metrics, after.metrics, model, final_model,
+                        *train::tokenizer_for_model(r, paths.ckpt));
+  auto report = prune_report(r, paths, what, structured, layers, m);
+  if (gate) report["gate"] = gate->to_json();
+  io::write_file_atomic(paths.report_file, report.dump(2) + "\n");
   write_stage_record(r.run.out_dir, "prune", made_from);
   print_prune_table(console.out, structured, layers.back().sparsity(), m);
-  const auto& after = m.after();
+  settle_gate(paths.dir, gate ? &*gate : nullptr);
   return {false,
           fmt::format("{}{}: {} -> {}, {}{} -> {}", fresh.why(), what, metric_text(m.before), metric_text(after),
                       structured ? fmt::format("parameters {} -> {}, forward {}", m.before.parameters, after.parameters,
@@ -358,6 +367,7 @@ StageResult lead_prune_stage(const recipe::Recipe& r, bool force, const ConsoleO
   const auto fresh = freshness(force, paths.model_file, read_stage_record(r.run.out_dir, "prune"), made_from);
   if (fresh.up_to_date) {
     if (po.finetune_steps > 0) tell(LeadOutcome::Skipped);
+    refuse_failed_output(paths.dir, "the pruned model " + paths.model_file.string());
     return {true, fmt::format("{} is {} pruned", paths.model_file.string(), paths.ckpt.string())};
   }
   auto model = load_for_pruning(r, paths);

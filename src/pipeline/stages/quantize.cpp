@@ -19,6 +19,8 @@
 #include "lathe/recipe/paths.hpp"
 #include "lathe/train/evaluate.hpp"
 #include "lathe/train/task.hpp"
+#include "lathe/train/eval_tasks.hpp"
+#include "../gate.hpp"
 #include "../stage_support.hpp"
 
 namespace lathe::pipeline {
@@ -126,7 +128,10 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
   const auto report_file = fs::path(r.run.out_dir) / "quantize.json";
   const MadeFrom made_from = stage_record(r, Stage::Quantize, src);
   const auto fresh = freshness(force, model_file, read_stage_record(r.run.out_dir, "quantize"), made_from);
-  if (fresh.up_to_date) return {true, fmt::format("{} is {} quantized", model_file.string(), src.string())};
+  if (fresh.up_to_date) {
+    refuse_failed_output(dir, "the quantized model " + model_file.string());
+    return {true, fmt::format("{} is {} quantized", model_file.string(), src.string())};
+  }
   auto model = load_for_quantizing(r, src, dir, model_file, report_file);
 
   const at::Device device(at::kCPU);  // quantized layers run on CPU kernels
@@ -146,6 +151,9 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
   const auto layers = compress::quantize_model(model, qo, &calibration);
   models::save_model(model, model_file);  // reading it back gives the same model (tests/test_quantize.cpp)
   const auto after = train::evaluate_model(on_val, model, data, device).metrics;
+  std::optional<GateVerdict> gate;
+  if (qo.gate.enabled())
+    gate = measure_gate(r, qo.gate, "quantize", before, after, reference, model, *train::tokenizer_for_model(r, src));
 
   Side sides[2] = {{"float", before, weight_bytes(reference), {}},
                    {std::string(enum_name(qo.method)), after, weight_bytes(model), {}}};
@@ -167,9 +175,11 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
                  {"layers", totals.per_layer},
                  {"before", side_json(sides[0])},
                  {"after", side_json(sides[1])}};
+  if (gate) report["gate"] = gate->to_json();
   io::write_file_atomic(report_file, report.dump(2) + "\n");
   write_stage_record(r.run.out_dir, "quantize", made_from);
   print_quantize_table(console.out, scheme, layers.size(), kept, sides, totals);
+  settle_gate(dir, gate ? &*gate : nullptr);
 
   const char* metric = train::headline_metric(before);
   return {false, fmt::format("{}{}: {} {:.3f} -> {:.3f}, Linear weights {:.3f}x, batch 8 forward {} -> {}",

@@ -1,0 +1,115 @@
+#include "lathe/train/eval_tasks.hpp"
+
+#include <chrono>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "lathe/core/error.hpp"
+#include "lathe/models/gpt.hpp"
+#include "lathe/train/run_dir.hpp"
+
+namespace lathe::train {
+
+namespace fs = std::filesystem;
+
+eval::RunOptions task_run_options(const recipe::Recipe& r) {
+  eval::RunOptions o;
+  o.num_fewshot = r.eval.num_fewshot;
+  o.limit = r.eval.limit;
+  o.bootstrap_iters = r.eval.bootstrap_iters;
+  o.keep_samples = r.eval.log_samples;
+  return o;
+}
+
+std::vector<eval::Task> load_eval_tasks(const recipe::Recipe& r, const std::vector<std::string>& only) {
+  std::vector<eval::Task> out;
+  std::vector<std::string> found;
+  for (std::size_t i = 0; i < r.eval.tasks.size(); ++i) {
+    eval::TaskConfig c;
+    try {
+      c = eval::load_task(r.eval.tasks[i]);
+    } catch (const Error& e) {
+      throw Error(fmt::format("eval.tasks[{}]: {}", i, e.what()));
+    }
+    const bool wanted = only.empty() || std::find(only.begin(), only.end(), c.name) != only.end() ||
+                        std::find(only.begin(), only.end(), r.eval.tasks[i]) != only.end();
+    if (!wanted) continue;
+    for (const auto& t : out)
+      if (t.name() == c.name)
+        throw Error(fmt::format("eval.tasks[{}]: a second task named '{}' ({} and {})", i, c.name,
+                                t.config().file.string(), c.file.string()));
+    found.push_back(c.name);
+    out.emplace_back(std::move(c));
+  }
+  for (const auto& name : only)
+    if (std::find(found.begin(), found.end(), name) == found.end() &&
+        std::find(r.eval.tasks.begin(), r.eval.tasks.end(), name) == r.eval.tasks.end())
+      throw Error(fmt::format("no task '{}' in eval.tasks ({})", name,
+                              r.eval.tasks.empty() ? "empty" : fmt::format("{}", fmt::join(r.eval.tasks, ", "))));
+  return out;
+}
+
+std::vector<fs::path> eval_task_inputs(const recipe::Recipe& r) {
+  std::vector<fs::path> files;
+  for (const auto& t : r.eval.tasks) {
+    files.emplace_back(t);
+    if (!fs::exists(t)) continue;  // the stage names it when it runs
+    try {
+      for (const auto& [split, f] : eval::load_task(t).data_files) files.push_back(f);
+    } catch (const Error&) {
+      // A malformed task file is reported by the stage that reads it.
+    }
+  }
+  return files;
+}
+
+std::vector<eval::TaskResult> run_eval_tasks(const std::vector<eval::Task>& tasks, const models::AnyModel& model,
+                                             const tokenizer::Tokenizer& tok, const eval::RunOptions& options) {
+  if (tasks.empty()) return {};
+  if (model.arch() != models::Arch::Gpt)
+    throw Error("eval.tasks score causal language models; this model is a " + model.kind_name());
+  eval::GptScorer lm(model.as<models::Gpt>(), tok);
+  std::vector<eval::TaskResult> out;
+  for (const auto& t : tasks) out.push_back(eval::run_task(t, lm, options));
+  return out;
+}
+
+std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const recipe::Recipe& r, const fs::path& path) {
+  const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
+  if (fs::is_regular_file(dir / "tokenizer.json") && !fs::exists(dir / "meta.json"))
+    return tokenizer::load_tokenizer(dir / "tokenizer.json", tokenizer_load_options(r));
+  return load_run_tokenizer(r, /*required=*/true);
+}
+
+std::map<std::string, double> task_record_values(const std::vector<eval::TaskResult>& results) {
+  std::map<std::string, double> out;
+  for (const auto& r : results)
+    for (const auto& m : r.metrics)
+      out[r.task + "/" + m.metric + (m.filter == "none" ? "" : "," + m.filter)] = m.value;
+  return out;
+}
+
+TaskSchedule::TaskSchedule(const recipe::Recipe& r, bool lead) : every_(r.eval.every) {
+  if (!lead || every_ <= 0) return;
+  tasks_ = load_eval_tasks(r);
+  options_ = task_run_options(r);
+  options_.keep_samples = false;
+}
+
+bool TaskSchedule::due(int64_t step, bool last) const {
+  return !tasks_.empty() && done_at_ != step && (step % every_ == 0 || last);
+}
+
+void TaskSchedule::run(int64_t step, const models::AnyModel& model, const tokenizer::Tokenizer& tok, Metrics& metrics) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto values = task_record_values(run_eval_tasks(tasks_, model, tok, options_));
+  metrics.record({step, "task", values});
+  std::string line = fmt::format("step {}: tasks", step);
+  for (const auto& [k, v] : values) line += fmt::format(" {} {:.4f}", k, v);
+  metrics.message(line);
+  done_at_ = step;
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace lathe::train
