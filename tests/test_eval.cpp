@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include "lathe/io/json_file.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
+#include "run_fixture.hpp"
 #include "support.hpp"
 
 using namespace lathe;
@@ -24,6 +26,8 @@ using nlohmann::json;
 using nlohmann::ordered_json;
 
 namespace {
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 /// A harness metric value against ours: equal for the rates (the same 0 / 1 per document), and
 /// within `rel` for what is computed from log-likelihoods.
@@ -180,4 +184,123 @@ TEST_CASE("task files: documents, templates and the errors that name the key", "
   dir.write("u.yaml", "task: u\noutput_type: multiple_choice\ndata: {test: d.jsonl}\ndoc_to_text: \"{{ question }}\"\n"
                       "doc_to_choice: opts\ndoc_to_target: gold\n");
   REQUIRE_THROWS_WITH(eval::Task(eval::load_task(dir.path() / "u.yaml")), Catch::Contains("'question' is undefined"));
+}
+
+namespace {
+
+/// A multiple-choice task over the corpus: a line, then the line after it among three others.
+std::filesystem::path write_corpus_task(test::TempDir& dir, const std::filesystem::path& corpus) {
+  std::ifstream in(corpus);
+  std::vector<std::string> lines;  // the first six words of each line (the context is 32 tokens)
+  for (std::string l; std::getline(in, l);) {
+    std::istringstream words(l);
+    std::string w, six;
+    for (int k = 0; k < 6 && words >> w; ++k) six += (k ? " " : "") + w;
+    if (six.size() > 20) lines.push_back(six);
+  }
+  std::string docs;
+  for (std::size_t i = 0; i + 1 < lines.size() && i < 400; i += 7) {
+    json choices = json::array();
+    const std::size_t gold = (i / 7) % 4;
+    for (std::size_t c = 0, k = 1; c < 4; ++c) choices.push_back(c == gold ? lines[i + 1] : lines[(i + 97 * k++) % lines.size()]);
+    docs += json{{"text", lines[i]}, {"choices", choices}, {"label", gold}}.dump() + "\n";
+  }
+  dir.write("mc.jsonl", docs);
+  return dir.write("mc.yaml", "task: mc\noutput_type: multiple_choice\ndata: {test: mc.jsonl}\n"
+                              "doc_to_text: \"{{text}}\"\ndoc_to_choice: choices\ndoc_to_target: label\n"
+                              "target_delimiter: \"\\n\"\n");
+}
+
+}  // namespace
+
+TEST_CASE("quality gates: a harsh scheme fails quantize, exit 1, export does not run; int8 passes", "[eval][gate]") {
+  test::Corpus corpus;
+  test::TempDir dir;
+  const auto task = write_corpus_task(dir, corpus.text);
+  const auto out = dir.path() / "run";
+  const auto exported = dir.path() / "exported";
+  const auto recipe = dir.write(
+      "r.yaml", corpus.recipe(out, "max_steps: 300, batch_size: 8, eval_every: 0",
+                              fmt::format("eval: {{batches: 4, tasks: [{}]}}\n"
+                                          "quantize: {{method: int4_weight_only, group_size: 32, algorithm: rtn,\n"
+                                          "  gate: {{metric: val_perplexity, max_increase: 0.1%}}}}\n"
+                                          "export: {{format: hf, path: {},\n"
+                                          "  gate: {{task: mc, metric: acc_norm, max_drop: 5pt}}}}\n",
+                                          task.string(), exported.string())));
+  // The harsh scheme: int4 with one scale per 256 inputs, the output head included.
+  const std::vector<std::string> run = {"run",   recipe.string(), "--set", "pipeline=[tokenizer, data, train, quantize, eval, export]",
+                                        "--set", "model.d_model=256", "--set", "quantize.group_size=256",
+                                        "--set", "quantize.skip_modules=[]"};
+  const auto failed = test::run_lathe(run);
+  INFO(failed.err);
+  CHECK(failed.code == 1);
+  CHECK(contains(failed.err, "quantize gate failed: val_perplexity "));
+  CHECK(contains(failed.err, "quantize.gate max_increase 0.1% allows at most"));
+  CHECK(!fs::exists(exported));
+  const json gate = io::read_json(out / "quantized" / "gate.json");
+  CHECK(gate["passed"] == false);
+  CHECK(gate["output"].get<double>() > gate["bound"].get<double>());
+  CHECK(io::read_json(out / "quantize.json")["gate"]["passed"] == false);
+
+  // The same recipe again: the failed output is refused, not used; so is export on its own.
+  const auto again = test::run_lathe(run);
+  CHECK(again.code == 1);
+  CHECK(contains(again.err, "failed its quantize gate"));
+  auto export_alone = run;
+  export_alone[0] = "export";
+  const auto alone = test::run_lathe(export_alone);
+  CHECK(alone.code == 1);
+  CHECK(contains(alone.err, "failed its quantize gate"));
+  CHECK(!fs::exists(exported));
+
+  // int8 keeps the same gate: quantize, eval and export (with its task gate) all run.
+  auto int8 = run;
+  int8.insert(int8.end(), {"--set", "quantize.method=int8_weight_only"});
+  const auto passed = test::run_lathe(int8);
+  INFO(passed.out);
+  INFO(passed.err);
+  REQUIRE(passed.code == 0);
+  CHECK(io::read_json(out / "quantized" / "gate.json")["passed"] == true);
+  const json export_gate = io::read_json(exported / "gate.json");
+  CHECK(export_gate["passed"] == true);
+  CHECK(export_gate["metric"] == "mc acc_norm,none");
+  CHECK(fs::exists(exported / "model.safetensors"));
+  const json ev = io::read_json(out / "eval.json");
+  CHECK(ev["tasks"]["mc"]["documents"] == 58);
+  CHECK(ev["tasks"]["mc"]["metrics"].contains("acc_norm_stderr,none"));
+}
+
+TEST_CASE("eval.every logs the tasks during training; lathe eval --task runs one", "[eval][train]") {
+  test::Corpus corpus;
+  test::TempDir dir;
+  const auto task = write_corpus_task(dir, corpus.text);
+  const auto out = dir.path() / "run";
+  const auto recipe = dir.write("r.yaml", corpus.recipe(out, "max_steps: 25, batch_size: 4, eval_every: 0",
+                                                        fmt::format("eval: {{batches: 2, every: 10, limit: 12, "
+                                                                    "tasks: [{}]}}\n",
+                                                                    task.string())));
+  const auto trained = test::run_lathe({"run", recipe.string()});
+  INFO(trained.err);
+  REQUIRE(trained.code == 0);
+  std::vector<int64_t> steps;
+  std::ifstream in(out / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = json::parse(line);
+    if (j["split"] != "task") continue;
+    steps.push_back(j["step"].get<int64_t>());
+    CHECK(j.contains("mc/acc"));
+    CHECK(j.contains("mc/acc_norm"));
+  }
+  CHECK(steps == std::vector<int64_t>{10, 20, 25});
+
+  const auto one = test::run_lathe({"eval", recipe.string(), "--task", "mc", "--format", "json"});
+  INFO(one.err);
+  REQUIRE(one.code == 0);
+  const auto j = json::parse(one.out);
+  CHECK(j["tasks"]["mc"]["documents"] == 12);
+  const auto table = test::run_lathe({"eval", recipe.string(), "--task", task.string(), "--format", "table"});
+  CHECK(contains(table.out, "| mc   | none   | 0      | acc ↑"));
+  const auto missing = test::run_lathe({"eval", recipe.string(), "--task", "nope"});
+  CHECK(missing.code == 1);
+  CHECK(contains(missing.err, "no task 'nope' in eval.tasks"));
 }
