@@ -100,6 +100,7 @@ fi
 
 # ----------------------------------------------------------------------------- default corpus
 "$root/data/prepare_kjv.sh" >/dev/null
+"$root/data/prepare_kjv_tasks.sh" >/dev/null  # the documents of recipes/tasks (awk, a second)
 
 # ----------------------------------------------------------------------------- build
 if [ ! -f "$build_dir/build.ninja" ]; then

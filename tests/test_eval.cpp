@@ -304,3 +304,20 @@ TEST_CASE("eval.every logs the tasks during training; lathe eval --task runs one
   CHECK(missing.code == 1);
   CHECK(contains(missing.err, "no task 'nope' in eval.tasks"));
 }
+
+TEST_CASE("every task file in recipes/tasks loads with its documents", "[eval][recipes]") {
+  const auto prepared = test::run_process({(test::source_dir() / "data/prepare_kjv_tasks.sh").string()});
+  INFO(prepared.err);
+  REQUIRE(prepared.code == 0);
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(test::source_dir() / "recipes" / "tasks")) {
+    if (entry.path().extension() != ".yaml") continue;
+    INFO(entry.path().string());
+    ++count;
+    const eval::Task t(eval::load_task(entry.path()));
+    CHECK(t.eval_docs().size() >= 40);
+    CHECK(t.name() == entry.path().stem().string());
+    CHECK(contains(test::read_file(entry.path()), "#   "));  // says how to run it
+  }
+  CHECK(count == 4);
+}

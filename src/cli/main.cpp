@@ -36,6 +36,7 @@
 #include "lathe/recipe/paths.hpp"
 #include "lathe/train/device.hpp"
 #include "lathe/eval/harness.hpp"
+#include "lathe/train/eval_tasks.hpp"
 #include "lathe/train/evaluate.hpp"
 #include "lathe/train/task.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
@@ -180,7 +181,32 @@ int cmd_train(const cxxopts::ParseResult& r) {
 }
 
 
+/// The table or JSON `lathe eval` prints for tasks run without a recipe.
+int print_task_results(const std::vector<lathe::eval::TaskResult>& results, const std::string& format) {
+  if (format == "table") {
+    std::cout << lathe::eval::results_table(results);
+    return kOk;
+  }
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& t : results) j["tasks"][t.task] = nlohmann::json::parse(t.to_json().dump());
+  std::cout << j.dump(2) << "\n";
+  return kOk;
+}
+
 int cmd_eval(const cxxopts::ParseResult& r) {
+  const std::string format = r.count("format") ? r["format"].as<std::string>() : (stdout_is_tty() ? "table" : "json");
+  if (format != "json" && format != "table") throw UsageError("--format must be json or table");
+  if (!r.count("recipe")) {  // tasks on a model, as lm_eval --model hf --tasks does
+    if (!r.count("checkpoint") || !r.count("task"))
+      throw UsageError("give a RECIPE, or --checkpoint MODEL with --task FILE");
+    lathe::eval::RunOptions options;
+    if (r.count("num-fewshot")) options.num_fewshot = r["num-fewshot"].as<int64_t>();
+    if (r.count("limit")) options.limit = r["limit"].as<int64_t>();
+    return print_task_results(
+        lathe::train::evaluate_task_files(r["checkpoint"].as<std::string>(), r["task"].as<std::vector<std::string>>(),
+                                          r.count("tokenizer") ? r["tokenizer"].as<std::string>() : "", options),
+        format);
+  }
   Recipe recipe = load(r);
   if (r.count("split")) {
     auto split = lathe::recipe::parse_enum<lathe::recipe::Split>(r["split"].as<std::string>());
@@ -195,8 +221,6 @@ int cmd_eval(const cxxopts::ParseResult& r) {
       const bool listed = std::find(recipe.eval.tasks.begin(), recipe.eval.tasks.end(), t) != recipe.eval.tasks.end();
       if (!listed && std::filesystem::is_regular_file(t)) recipe.eval.tasks.push_back(t);
     }
-  const std::string format = r.count("format") ? r["format"].as<std::string>() : (stdout_is_tty() ? "table" : "json");
-  if (format != "json" && format != "table") throw UsageError("--format must be json or table");
   const auto model = r.count("checkpoint")
                          ? std::filesystem::path(r["checkpoint"].as<std::string>())
                          : lathe::pipeline::source_model(recipe, recipe.eval.source, lathe::recipe::Stage::Eval,
@@ -459,7 +483,11 @@ void eval_options(cxxopts::Options& o) {
       "split", "val or train (default: eval.split)", cxxopts::value<std::string>())(
       "task", "Run only this task: a task of eval.tasks (its name or file) or another task file; repeatable",
       cxxopts::value<std::vector<std::string>>())(
-      "format", "json or table (default: table on a terminal, json otherwise)", cxxopts::value<std::string>());
+      "format", "json or table (default: table on a terminal, json otherwise)", cxxopts::value<std::string>())(
+      "tokenizer", "Without a recipe: the tokenizer (default: tokenizer.json beside the model)",
+      cxxopts::value<std::string>())(
+      "num-fewshot", "Without a recipe: few-shot examples per prompt (default: each task's)", cxxopts::value<int64_t>())(
+      "limit", "Without a recipe: documents per task (default: all)", cxxopts::value<int64_t>());
 }
 
 void generate_options(cxxopts::Options& o) {
@@ -530,7 +558,7 @@ std::vector<Command> commands() {
   std::vector<Command> out = {
       {"run", "RECIPE", "Run the recipe's pipeline of stages in order", with_recipe(run_options), cmd_run},
       {"train", "RECIPE", summary(Stage::Train), with_recipe(train_options), cmd_train},
-      {"eval", "RECIPE", summary(Stage::Eval), with_recipe(eval_options), cmd_eval},
+      {"eval", "[RECIPE]", summary(Stage::Eval), with_recipe(eval_options), cmd_eval},
       {"generate", "[RECIPE]", summary(Stage::Generate), with_recipe(generate_options), cmd_generate},
   };
   // Every other stage of the registry: its command takes the recipe and --force.

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/models/gpt.hpp"
 #include "lathe/train/run_dir.hpp"
@@ -73,6 +74,19 @@ std::vector<eval::TaskResult> run_eval_tasks(const std::vector<eval::Task>& task
   std::vector<eval::TaskResult> out;
   for (const auto& t : tasks) out.push_back(eval::run_task(t, lm, options));
   return out;
+}
+
+std::vector<eval::TaskResult> evaluate_task_files(const fs::path& model_path, const std::vector<std::string>& task_files,
+                                                  const fs::path& tokenizer, const eval::RunOptions& options) {
+  std::vector<eval::Task> tasks;
+  for (const auto& f : task_files) tasks.emplace_back(eval::load_task(f));
+  const fs::path dir = fs::is_directory(model_path) ? model_path : model_path.parent_path();
+  const fs::path tok_path = tokenizer.empty() ? dir / "tokenizer.json" : tokenizer;
+  if (!fs::exists(tok_path))
+    throw Error("no tokenizer at " + tok_path.string() + "; name one with --tokenizer");
+  const auto tok = tokenizer::load_tokenizer(tok_path);
+  const auto model = adapters::load_model(model_path, models::ModelKind::Gpt);
+  return run_eval_tasks(tasks, model, *tok, options);
 }
 
 std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const recipe::Recipe& r, const fs::path& path) {

@@ -29,6 +29,14 @@ std::vector<std::filesystem::path> eval_task_inputs(const recipe::Recipe& recipe
 std::vector<eval::TaskResult> run_eval_tasks(const std::vector<eval::Task>& tasks, const models::AnyModel& model,
                                              const tokenizer::Tokenizer& tok, const eval::RunOptions& options);
 
+/// `lathe eval --checkpoint MODEL --task FILE` without a recipe: the task files run on the
+/// model (a lathe checkpoint or model file, or a Hugging Face directory, on the CPU) with the
+/// tokenizer at `tokenizer` (empty: the tokenizer.json beside the model).
+std::vector<eval::TaskResult> evaluate_task_files(const std::filesystem::path& model,
+                                                  const std::vector<std::string>& task_files,
+                                                  const std::filesystem::path& tokenizer,
+                                                  const eval::RunOptions& options);
+
 /// The tokenizer that goes with the model at `path`: the tokenizer.json of its directory (a
 /// Hugging Face directory brings its own), else the run's.
 std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const recipe::Recipe& recipe,
