@@ -38,6 +38,18 @@ double task_figure(const eval::TaskResult& r, const recipe::GateConfig& g, const
 
 }  // namespace
 
+void add_gate_inputs(MadeFrom& record, const recipe::Recipe& r, const recipe::GateConfig& g, bool val_data) {
+  if (!g.enabled()) return;
+  if (!g.task.empty()) {
+    record.merge(recipe_part(r, {"eval.tasks", "eval.num_fewshot", "eval.limit", "eval.bootstrap_iters"}));
+    add_files(record, train::eval_task_inputs(r));
+  }
+  if (val_data) {
+    record.merge(task_data_record(r));
+    record.merge(recipe_part(r, {"eval.batches", "train.precision"}));
+  }
+}
+
 std::string GateVerdict::text() const {
   const double change = output - source;
   const std::string relative = source != 0 ? fmt::format(" ({:+.2f}%)", 100.0 * change / std::abs(source)) : "";

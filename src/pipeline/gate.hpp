@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/models/store.hpp"
+#include "lathe/pipeline/provenance.hpp"
 #include "lathe/recipe/recipe.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 
@@ -29,6 +30,11 @@ struct GateVerdict {
   std::string text() const;
   nlohmann::json to_json() const;
 };
+
+/// Adds to a stage's record what its gate reads beyond the stage's own inputs: for a task
+/// metric eval.tasks, num_fewshot, limit and the task and document files; with `val_data` (a
+/// stage that reads no validation data otherwise) the task data and eval.batches.
+void add_gate_inputs(MadeFrom& record, const recipe::Recipe& recipe, const recipe::GateConfig& gate, bool val_data);
 
 /// Measures `gate` of `stage`: a validation metric (val_<name>) from the figures the stage
 /// measured (`before` of the source, `after` of the output), or a task metric of eval.tasks run

@@ -384,7 +384,6 @@ TrainReport Trainer::run() {
   // Rank 0 alone writes metrics.jsonl, TensorBoard and the console.
   Metrics metrics({lead ? fs::path(recipe_.run.out_dir) : fs::path(), lead, options_.console,
                    options_.console_is_tty, state_.run_id, impl_->resumed_from.empty() ? -1 : state_.step});
-  auto say = [&](const std::string& s) { metrics.message(s); };
   TrainReport report;
   report.start_step = state_.step;
   // From the first line on: a signal during the setup below stops the run after its first step
@@ -393,7 +392,6 @@ TrainReport Trainer::run() {
   const bool can_eval = announce(metrics);
   const double peak = measure_peak_flops(device_, tr.precision) * impl_->world();  // every rank's device
   const double mfu_per_tps = flops_per_token(model_, recipe_.data.seq_len) / peak;
-
   const auto accum = static_cast<uint64_t>(tr.grad_accum);
   // On CUDA the workers also pin each batch, so the step's copy to the GPU is asynchronous.
   auto batch = [&, pinned = device_.is_cuda()](uint64_t i) {
@@ -420,7 +418,6 @@ TrainReport Trainer::run() {
     return best;
   };
   TaskSchedule tasks(recipe_, lead);
-
   StepWindow window(state_.step);
   const double elapsed_before = state_.elapsed_s;
   while (state_.step < tr.max_steps) {
@@ -429,7 +426,7 @@ TrainReport Trainer::run() {
     // Data-parallel ranks stop together: a signal is this rank's wish, agreed in the step.
     const auto r = step(micro, /*stop=*/signals.signal() != 0);
     if (impl_->graph)
-      for (const auto& news : impl_->graph->news(state_.step)) say(news);
+      for (const auto& news : impl_->graph->news(state_.step)) metrics.message(news);
     const int own = signals.signal();
     const int stop_signal = impl_->distributed() ? (r.stop ? (own ? own : SIGTERM) : 0) : own;
     report.logits_dtype = r.logits_dtype;
@@ -445,7 +442,7 @@ TrainReport Trainer::run() {
     if (checkpointer.due(state_.step, last, new_best)) save();
     if (const int sig = stop_signal) {
       if (!checkpointer.done_at(state_.step)) save();
-      say(fmt::format("received {}: saved {} at step {}; resume with train.resume: auto",
+      metrics.message(fmt::format("received {}: saved {} at step {}; resume with train.resume: auto",
                       sig == SIGTERM ? "SIGTERM" : "SIGINT", report.checkpoint.string(), state_.step));
       report.interrupted = true;
       break;

@@ -155,7 +155,8 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
   const auto tokenizer = recipe::tokenizer_path(r);
   const auto marker = out / (writes_onnx(r) ? "model.onnx" : "config.json");
-  const MadeFrom made_from = stage_record(r, Stage::Export, src);
+  MadeFrom made_from = stage_record(r, Stage::Export, src);
+  add_gate_inputs(made_from, r, r.export_.gate, true);
   const auto fresh = freshness(force, marker, read_stage_record(r.run.out_dir, "export"), made_from);
   if (fresh.up_to_date) {
     refuse_failed_output(out, "the export in " + out.string());

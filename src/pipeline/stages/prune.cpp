@@ -363,7 +363,8 @@ StageResult lead_prune_stage(const recipe::Recipe& r, bool force, const ConsoleO
   RunLock lock(r);
   const auto& po = r.prune;
   const PrunePaths paths(r);
-  const MadeFrom made_from = stage_record(r, Stage::Prune, paths.ckpt);
+  MadeFrom made_from = stage_record(r, Stage::Prune, paths.ckpt);
+  add_gate_inputs(made_from, r, po.gate, false);
   const auto fresh = freshness(force, paths.model_file, read_stage_record(r.run.out_dir, "prune"), made_from);
   if (fresh.up_to_date) {
     if (po.finetune_steps > 0) tell(LeadOutcome::Skipped);

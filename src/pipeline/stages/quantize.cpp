@@ -126,7 +126,8 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
   const auto dir = recipe::quantized_dir(r);
   const auto model_file = dir / "model.safetensors";
   const auto report_file = fs::path(r.run.out_dir) / "quantize.json";
-  const MadeFrom made_from = stage_record(r, Stage::Quantize, src);
+  MadeFrom made_from = stage_record(r, Stage::Quantize, src);
+  add_gate_inputs(made_from, r, qo.gate, false);
   const auto fresh = freshness(force, model_file, read_stage_record(r.run.out_dir, "quantize"), made_from);
   if (fresh.up_to_date) {
     refuse_failed_output(dir, "the quantized model " + model_file.string());
