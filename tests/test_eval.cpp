@@ -321,3 +321,63 @@ TEST_CASE("every task file in recipes/tasks loads with its documents", "[eval][r
   }
   CHECK(count == 4);
 }
+
+TEST_CASE("recipes/tasks/harness express the harness's own tasks, their Python rules included", "[eval][reference]") {
+  // The harness runs its own arc_easy, arc_challenge, piqa, hellaswag (process_docs), lambada_openai,
+  // winogrande (Python doc_to_*) and wikitext (a Python detokenizer and process_results) on
+  // documents in each dataset's fields; lathe runs its template-only files on the same documents.
+  test::TempDir dir;
+  test::run_reference("lm_eval_reference.py", {"make", dir.path().string(), "gpt2"});
+  test::run_reference("lm_eval_reference.py", {"suite", dir.path().string(), (dir.path() / "suite.json").string()});
+  const json ref = io::read_json(dir.path() / "suite.json");
+  auto model = models::load_hf_gpt(dir.path() / "model");
+  const auto tok = tokenizer::load_tokenizer(dir.path() / "model" / "tokenizer.json");
+  eval::GptScorer lm(model, *tok);
+  int ran = 0;
+  for (const auto& [local, results] : ref["results"].items()) {
+    const std::string task = local.substr(6);  // local_
+    std::string data = "data:\n";
+    for (const auto& split : {"train", "validation", "test"})
+      if (fs::exists(dir.path() / "suite_data" / task / (std::string(split) + ".jsonl")))
+        data += fmt::format("  {}: {}\n", split, (dir.path() / "suite_data" / task / (std::string(split) + ".jsonl")).string());
+    const auto file = dir.write(task + ".yaml", fmt::format("include: {}\n{}",
+        (test::source_dir() / "recipes" / "tasks" / "harness" / (task + ".yaml")).string(), data));
+    const eval::Task t(eval::load_task(file));
+    CHECK(t.name() == task);
+    eval::RunOptions options;
+    options.keep_samples = true;
+    options.bootstrap_iters = ref["bootstrap_iters"].get<int64_t>();
+    options.num_fewshot = task == "wikitext" ? 0 : 2;
+    const auto r = eval::run_task(t, lm, options);
+    for (const auto& [key, value] : results.items())
+      if (key.find(',') != std::string::npos) check_metric(task, key, value, r);
+    check_samples(task, ref["samples"][local], r, t.config().output_type);
+    ++ran;
+  }
+  CHECK(ran == 7);
+}
+
+TEST_CASE("gate settings are checked where the recipe is read, naming the key", "[eval][gate][recipe]") {
+  auto problem = [](const std::string& yaml) {
+    try {
+      test::recipe_from("data: {train_files: [x.txt]}\n" + yaml);
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(contains(problem("quantize: {gate: {metric: val_loss, max_drop: 1%}}\n"),
+                 "quantize.gate.max_drop: 'val_loss' is better lower: bound its rise with max_increase"));
+  CHECK(contains(problem("prune: {gate: {metric: val_accuracy, max_increase: 1pt}}\n"),
+                 "prune.gate.max_increase: 'val_accuracy' is better higher"));
+  CHECK(contains(problem("quantize: {gate: {metric: val_loss}}\n"), "a gate needs one limit"));
+  CHECK(contains(problem("quantize: {gate: {metric: val_loss, max_increase: two}}\n"),
+                 "quantize.gate.max_increase: max_increase: 'two' is not a limit"));
+  CHECK(contains(problem("quantize: {gate: {metric: acc, max_drop: 1pt}}\n"), "a task metric needs gate.task"));
+  CHECK(contains(problem("export: {gate: {metric: acc, task: t, max_drop: 1pt}}\n"),
+                 "export.gate measures the exported Hugging Face directory"));
+  CHECK(contains(problem("quantize: {gate: {metric: acc, task: t, max_drop: 1pt}}\n"),
+                 "eval.tasks: a gate on task 't' needs the task's file in eval.tasks"));
+  CHECK(contains(problem("eval: {every: 5}\n"), "eval.every: runs eval.tasks during training, and eval.tasks is empty"));
+  CHECK(problem("quantize: {gate: {metric: val_perplexity, max_increase: 2%}}\n") == "no error");
+}

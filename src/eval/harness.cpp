@@ -10,7 +10,8 @@
 #include "lathe/core/error.hpp"
 #include "lathe/eval/py_random.hpp"
 #include "lathe/tokenizer/unicode.hpp"
-#include "py_regex.hpp"
+#include "lathe/tokenizer/py_regex.hpp"
+#include "py_text.hpp"
 
 namespace lathe::eval {
 
@@ -147,27 +148,9 @@ double bootstrap_perplexity_stderr(const std::vector<double>& lls, int64_t iters
 
 namespace {
 
-/// Python's str.isspace for one code point.
-bool py_space(char32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
-std::u32string code_points(const std::string& s) {
-  std::u32string out;
-  for (std::size_t p = 0; p < s.size();) {
-    std::size_t len = 1;
-    out.push_back(tokenizer::decode_utf8(s, p, len));
-    p += len;
-  }
-  return out;
-}
-
-std::string utf8(const std::u32string& s) {
-  std::string out;
-  for (char32_t c : s) tokenizer::append_utf8(out, c);
-  return out;
-}
+using detail::code_points;
+using detail::py_space;
+using detail::utf8;
 
 /// len(re.split(r"\s+", text)): one more than the runs of white space.
 double count_words(const std::string& text) {
@@ -190,7 +173,7 @@ std::string py_lower(const std::string& s) {
 /// The harness's exact_match (HF evaluate's): both strings normalised the same way, then compared.
 double exact_match(std::string pred, std::string ref, const MetricSpec& m) {
   for (const auto& r : m.regexes_to_ignore) {
-    const detail::PyRegex re(r);
+    const tokenizer::PyRegex re(r);
     pred = re.remove(pred);
     ref = re.remove(ref);
   }
@@ -201,14 +184,6 @@ double exact_match(std::string pred, std::string ref, const MetricSpec& m) {
   if (m.ignore_punctuation) drop(pred, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"), drop(ref, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~");
   if (m.ignore_numbers) drop(pred, "0123456789"), drop(ref, "0123456789");
   return pred == ref ? 1.0 : 0.0;
-}
-
-std::string strip(const std::string& s) {
-  const auto cps = code_points(s);
-  std::size_t b = 0, e = cps.size();
-  while (b < e && py_space(cps[b])) ++b;
-  while (e > b && py_space(cps[e - 1])) --e;
-  return utf8(cps.substr(b, e - b));
 }
 
 /// A filter pipeline over one document's responses.
@@ -225,9 +200,9 @@ std::vector<std::string> apply_filters(const FilterPipeline& p, std::vector<std:
         r = utf8(out);
       }
     } else if (step.function == "remove_whitespace") {
-      for (auto& r : resps) r = strip(r);
+      for (auto& r : resps) r = detail::py_strip(r);
     } else if (step.function == "regex") {
-      const detail::PyRegex re(step.regex_pattern);
+      const tokenizer::PyRegex re(step.regex_pattern);
       for (auto& r : resps) {
         const auto matches = re.findall(r);
         if (matches.empty()) {
@@ -248,7 +223,7 @@ std::vector<std::string> apply_filters(const FilterPipeline& p, std::vector<std:
               break;
             }
         }
-        r = strip(picked);
+        r = detail::py_strip(picked);
       }
     }
   }
@@ -337,8 +312,12 @@ DocScores score_choices(const Task& task, const Doc& doc, const std::vector<Logl
   s.values["acc_norm"] = hit(argmax(norm));
   s.values["acc_bytes"] = hit(argmax(bytes));
   double em = 0;
-  for (int64_t g : gold)
-    if (g != -100 && lls[static_cast<std::size_t>(g)].greedy) em = 1;
+  const auto n = static_cast<int64_t>(lls.size());
+  for (int64_t g : gold) {
+    if (g == -100) continue;
+    if (g < -n) throw Error(fmt::format("task {}: gold index {} with {} choices", task.name(), g, n));
+    if (lls[static_cast<std::size_t>(g < 0 ? g + n : g)].greedy) em = 1;  // Python's negative index
+  }
   s.values["exact_match"] = em;
   s.filtered = s.resps;
   return s;
@@ -410,9 +389,10 @@ std::vector<DocScores> score_docs(const Task& task, LanguageModel& lm, const Pre
         texts.push_back(as_text(task, i, task.doc_to_target(*p.docs[i]), "doc_to_target"));
       const auto scored = lm.loglikelihood_rolling(texts);
       for (std::size_t i = 0; i < p.docs.size(); ++i) {
-        const double bytes = static_cast<double>(texts[i].size());
+        const auto counted = task.count_text(*p.docs[i]);
+        const double bytes = static_cast<double>(counted.size());
         out[i].values = {{"word_perplexity", scored[i]}, {"byte_perplexity", scored[i]}, {"bits_per_byte", scored[i]}};
-        out[i].weights = {{"word_perplexity", count_words(texts[i])}, {"byte_perplexity", bytes}, {"bits_per_byte", bytes}};
+        out[i].weights = {{"word_perplexity", count_words(counted)}, {"byte_perplexity", bytes}, {"bits_per_byte", bytes}};
         out[i].arguments.push_back({texts[i]});
         out[i].resps = ordered_json::array({scored[i]});
         out[i].filtered = out[i].resps;
@@ -476,8 +456,8 @@ TaskResult run_task(const Task& task, LanguageModel& lm, const RunOptions& o) {
   r.task = task.name();
   r.output_type = c.output_type;
   r.num_fewshot = o.num_fewshot >= 0 ? o.num_fewshot : c.num_fewshot;
-  if (r.num_fewshot > 0 && c.output_type == OutputType::LoglikelihoodRolling)
-    throw Error("task " + task.name() + ": loglikelihood_rolling tasks take no few-shot examples");
+  // A rolling task scores whole documents: the harness builds no context for them.
+  if (c.output_type == OutputType::LoglikelihoodRolling) r.num_fewshot = 0;
   const Prepared p = prepare(task, r.num_fewshot, o);
   auto scores = score_docs(task, lm, p);
   if (c.output_type == OutputType::GenerateUntil)

@@ -4,29 +4,13 @@
 #include <cstdlib>
 #include <string>
 
+#include "lathe/tokenizer/unicode.hpp"
+
 namespace lathe::eval::detail {
 
 namespace {
 
 using nlohmann::ordered_json;
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
 
 class Reader {
  public:
@@ -105,7 +89,7 @@ class Reader {
           char* end = nullptr;
           const unsigned long cp = std::strtoul(hex.c_str(), &end, 16);
           if (end != hex.c_str() + digits) return std::nullopt;
-          append_utf8(out, static_cast<uint32_t>(cp));
+          tokenizer::append_utf8(out, static_cast<char32_t>(cp));
           p_ += digits;
           break;
         }

@@ -8,8 +8,10 @@
 #include <torch/types.h>
 
 #include "lathe/core/error.hpp"
+#include "lathe/io/json_file.hpp"
 #include "lathe/models/generate.hpp"
 #include "lathe/tokenizer/bpe.hpp"
+#include "py_text.hpp"
 
 namespace lathe::eval {
 
@@ -106,12 +108,29 @@ std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> rolling_windo
 
 }  // namespace
 
+std::optional<std::string> configured_bos_token(const std::filesystem::path& tokenizer_file) {
+  const auto config = tokenizer_file.parent_path() / "tokenizer_config.json";
+  if (!std::filesystem::is_regular_file(config)) return std::nullopt;
+  const auto j = io::read_json(config);
+  if (!j.is_object() || !j.contains("bos_token") || j["bos_token"].is_null()) return std::string();
+  const auto& b = j["bos_token"];
+  if (b.is_string()) return b.get<std::string>();
+  if (b.is_object() && b.contains("content") && b["content"].is_string()) return b["content"].get<std::string>();
+  return std::string();
+}
+
 GptScorer::GptScorer(models::Gpt model, const tokenizer::Tokenizer& tok, ScorerOptions options)
     : model_(std::move(model)), tok_(tok), options_(options) {
   max_length_ = options_.max_length > 0 ? options_.max_length : model_->options.max_seq_len;
-  // The prefix token: the BOS the tokenizer's post-processor puts first, else end-of-text.
-  const auto empty = tok_.encode_with_specials("").ids;
-  prefix_token_ = !empty.empty() ? empty.front() : tok_.eos_id();
+  // The prefix token: transformers' bos_token_id (the configured BOS), else end-of-text; without
+  // a tokenizer_config.json, the BOS the post-processor puts first.
+  if (options_.bos_token) {
+    prefix_token_ = options_.bos_token->empty() ? -1 : tok_.token_to_id(*options_.bos_token);
+  } else {
+    const auto empty = tok_.encode_with_specials("").ids;
+    if (!empty.empty()) prefix_token_ = empty.front();
+  }
+  if (prefix_token_ < 0) prefix_token_ = tok_.eos_id();
   if (prefix_token_ < 0)
     throw Error("evaluation needs a BOS or end-of-text token in the tokenizer (the harness's prefix token)");
   const int32_t p = static_cast<int32_t>(prefix_token_);
@@ -134,12 +153,8 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> GptScorer::encode_pair(con
       return {std::vector<int64_t>(cont.begin(), cont.begin() + 1), std::vector<int64_t>(cont.begin() + 1, cont.end())};
     return {{prefix_token_}, cont};
   }
-  // Python's rstrip(): trailing whitespace (ASCII here; the harness's str.rstrip also strips
-  // Unicode spaces, which task prompts do not end with).
-  std::size_t keep = context.size();
-  while (keep > 0 && std::string_view(" \t\n\r\f\v").find(context[keep - 1]) != std::string_view::npos) --keep;
-  const std::string ctx = context.substr(0, keep);
-  const std::string cont = context.substr(keep) + continuation;
+  const std::string ctx = detail::py_strip(context, /*left=*/false);  // Python's rstrip()
+  const std::string cont = context.substr(ctx.size()) + continuation;
   auto whole = encode(ctx + cont);
   auto ctx_enc = encode(ctx);
   const std::size_t n = std::min(ctx_enc.size(), whole.size());
@@ -313,7 +328,9 @@ std::vector<std::string> GptScorer::generate_until(const std::vector<GenerationR
     const auto keep = static_cast<std::size_t>(max_length_ - r.max_gen_toks);
     if (prompt.size() > keep) prompt.erase(prompt.begin(), prompt.end() - static_cast<std::ptrdiff_t>(keep));
     models::SamplingOptions o;
-    o.max_new_tokens = r.max_gen_toks;
+    // An empty stop string is in every text: the harness stops after the first token.
+    const bool empty_stop = std::any_of(r.until.begin(), r.until.end(), [](const auto& u) { return u.empty(); });
+    o.max_new_tokens = empty_stop ? 1 : r.max_gen_toks;
     o.temperature = 0;
     o.top_k = 0;
     if (tok_.eos_id() >= 0) o.stop_tokens = {tok_.eos_id()};

@@ -68,7 +68,7 @@ const std::set<std::string>& known_keys() {
       "training_split", "validation_split", "test_split", "fewshot_split", "description", "doc_to_text",
       "doc_to_target", "doc_to_choice", "target_delimiter", "fewshot_delimiter", "fewshot_config", "num_fewshot",
       "metric_list", "generation_kwargs", "filter_list", "metadata", "should_decontaminate",
-      "doc_to_decontamination_query", "repeats", "unsafe_code", "include"};
+      "doc_to_decontamination_query", "repeats", "unsafe_code", "include", "count_text"};
   return keys;
 }
 
@@ -108,10 +108,13 @@ YAML::Node read_with_includes(const fs::path& file, int depth) {
 }
 
 void read_data_files(TaskConfig& c, const YAML::Node& root, const fs::path& dir) {
+  // data: is relative to the task file; dataset_kwargs.data_files to the working directory, as
+  // the datasets library reads it.
   auto add = [&](const std::string& split, const YAML::Node& path, const std::string& key) {
     if (!path.IsScalar()) fail(c.file, path, key, "expected a file path");
     fs::path p = path.as<std::string>();
-    if (p.is_relative()) p = dir / p;
+    const bool lathe_form = key == "data" || key.starts_with("data.");
+    if (p.is_relative() && lathe_form) p = dir / p;
     if (!fs::is_regular_file(p)) fail(c.file, path, key, "no such file: " + p.string());
     c.data_files[split] = fs::absolute(p).lexically_normal();
   };
@@ -241,12 +244,16 @@ void read_generation(TaskConfig& c, const YAML::Node& root) {
       c.until = kv.second.IsSequence() ? kv.second.as<std::vector<std::string>>()
                                        : std::vector<std::string>{kv.second.as<std::string>()};
     } else if (k == "max_gen_toks" || k == "max_new_tokens") {
+      if (k == "max_new_tokens" && g["max_gen_toks"]) continue;  // the harness prefers max_gen_toks
       c.max_gen_toks = kv.second.as<int64_t>();
       if (c.max_gen_toks < 1) fail(c.file, kv.second, key, "must be >= 1");
     } else if (k == "do_sample") {
       if (kv.second.as<bool>()) fail(c.file, kv.second, key, "only greedy decoding is scored (do_sample: false)");
     } else if (k == "temperature") {
-      if (kv.second.as<double>() != 0.0) fail(c.file, kv.second, key, "only greedy decoding is scored (temperature: 0)");
+      // The harness samples when temperature > 0 unless do_sample is false.
+      const bool greedy = g["do_sample"] && !g["do_sample"].as<bool>();
+      if (kv.second.as<double>() != 0.0 && !greedy)
+        fail(c.file, kv.second, key, "only greedy decoding is scored (temperature: 0, or do_sample: false)");
     } else {
       fail(c.file, kv.first, key, "unknown generation option (until, max_gen_toks, do_sample, temperature)");
     }
@@ -318,7 +325,12 @@ std::string scalar_or(const YAML::Node& root, const char* key, std::string fallb
 TaskConfig load_task(const fs::path& path) {
   TaskConfig c;
   c.file = fs::absolute(path).lexically_normal();
-  const YAML::Node root = read_with_includes(c.file, 0);
+  YAML::Node root = read_with_includes(c.file, 0);
+  // A key set to null (the harness writes `test_split: null`) is a key left unset.
+  std::vector<std::string> nulls;
+  for (const auto& kv : root)
+    if (kv.second.IsNull()) nulls.push_back(kv.first.as<std::string>());
+  for (const auto& k : nulls) root.remove(k);
   for (const auto& kv : root) {
     const auto k = kv.first.as<std::string>();
     if (auto r = refused_keys().find(k); r != refused_keys().end()) fail(c.file, kv.first, k, r->second);
@@ -339,7 +351,8 @@ TaskConfig load_task(const fs::path& path) {
     for (auto [key, field] : {std::pair<const char*, ordered_json*>{"description", &c.description},
                               {"doc_to_text", &c.doc_to_text},
                               {"doc_to_target", &c.doc_to_target},
-                              {"doc_to_choice", &c.doc_to_choice}})
+                              {"doc_to_choice", &c.doc_to_choice},
+                              {"count_text", &c.count_text}})
       if (root[key]) *field = to_json(c.file, root[key], key);
     if (c.doc_to_text.is_null() && c.output_type != OutputType::LoglikelihoodRolling)
       fail(c.file, root, "doc_to_text", "missing");
@@ -393,6 +406,14 @@ std::vector<std::string> csv_row(const std::string& text, std::size_t& pos, cons
   return row;
 }
 
+/// The cells pandas (the datasets library's CSV reader) reads as missing.
+bool csv_missing(const std::string& v) {
+  static const std::set<std::string> na = {"",     "#N/A", "#N/A N/A", "#NA",  "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                                           "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",      "NULL",     "NaN",  "None",
+                                           "n/a",  "nan",  "null"};
+  return na.count(v) > 0;
+}
+
 std::vector<Doc> read_csv(const std::string& text, const fs::path& file) {
   std::size_t pos = 0;
   int line = 1;
@@ -406,22 +427,33 @@ std::vector<Doc> read_csv(const std::string& text, const fs::path& file) {
       throw Error(fmt::format("{}:{}: {} fields where the header has {}", file.string(), at, row.size(), header.size()));
     rows.push_back(std::move(row));
   }
-  // A column of integers reads as integers, of numbers as numbers; empty cells as null.
-  std::vector<char> kind(header.size(), 'i');
-  for (const auto& row : rows)
-    for (std::size_t k = 0; k < row.size(); ++k) {
-      if (row[k].empty() || kind[k] == 's') continue;
+  // A column's type as pandas infers it: bool (True / False), int, float (an int column with a
+  // missing cell too), else string; missing cells are null.
+  std::vector<char> kind(header.size(), '?');
+  for (std::size_t k = 0; k < header.size(); ++k) {
+    bool any = false, missing = false, ints = true, nums = true, bools = true;
+    for (const auto& row : rows) {
+      const auto& v = row[k];
+      if (csv_missing(v)) {
+        missing = true;
+        continue;
+      }
+      any = true;
       char* end = nullptr;
-      (void)std::strtoll(row[k].c_str(), &end, 10);
-      if (end == row[k].c_str() + row[k].size()) continue;
-      (void)std::strtod(row[k].c_str(), &end);
-      kind[k] = end == row[k].c_str() + row[k].size() ? 'f' : 's';
+      (void)std::strtoll(v.c_str(), &end, 10);
+      ints = ints && end == v.c_str() + v.size();
+      (void)std::strtod(v.c_str(), &end);
+      nums = nums && end == v.c_str() + v.size();
+      bools = bools && (v == "True" || v == "False");
     }
+    kind[k] = !any ? 's' : bools ? 'b' : ints && !missing ? 'i' : nums ? 'f' : 's';
+  }
   std::vector<Doc> docs;
   for (const auto& row : rows) {
     Doc d = Doc::object();
     for (std::size_t k = 0; k < row.size(); ++k) {
-      if (row[k].empty() && kind[k] != 's') d[header[k]] = nullptr;
+      if (csv_missing(row[k])) d[header[k]] = nullptr;
+      else if (kind[k] == 'b') d[header[k]] = row[k] == "True";
       else if (kind[k] == 'i') d[header[k]] = static_cast<int64_t>(std::strtoll(row[k].c_str(), nullptr, 10));
       else if (kind[k] == 'f') d[header[k]] = std::strtod(row[k].c_str(), nullptr);
       else d[header[k]] = row[k];
@@ -429,6 +461,28 @@ std::vector<Doc> read_csv(const std::string& text, const fs::path& file) {
     docs.push_back(std::move(d));
   }
   return docs;
+}
+
+/// JSON documents as the datasets library gives them: every column in every document (null
+/// where one lacks it) and a column of integers and numbers read as numbers.
+void unify_columns(std::vector<Doc>& docs) {
+  std::vector<std::string> columns;
+  std::set<std::string> seen, floats;
+  for (const auto& d : docs)
+    for (const auto& [k, v] : d.items()) {
+      if (seen.insert(k).second) columns.push_back(k);
+      if (v.is_number_float()) floats.insert(k);
+    }
+  for (auto& d : docs) {
+    Doc out = Doc::object();
+    for (const auto& c : columns) {
+      const auto it = d.find(c);
+      if (it == d.end()) out[c] = nullptr;
+      else if (floats.count(c) && it->is_number_integer()) out[c] = it->get<double>();
+      else out[c] = *it;
+    }
+    d = std::move(out);
+  }
 }
 
 }  // namespace
@@ -465,6 +519,7 @@ std::vector<Doc> read_documents(const fs::path& file) {
     if (!docs[i].is_object())
       throw Error(fmt::format("{}: document {} is not a JSON object", file.string(), i + 1));
   if (docs.empty()) throw Error(file.string() + ": no documents");
+  unify_columns(docs);
   return docs;
 }
 
@@ -498,9 +553,9 @@ const std::vector<Doc>& Task::fewshot_docs() const {
 }
 
 bool Task::fewshot_from_eval_split() const {
-  // The harness removes the scored document from its examples only when fewshot_split names
-  // the test split.
-  return !config_.fewshot_split.empty() && config_.fewshot_split == config_.test_split;
+  // The harness passes the scored document to its sampler (which then never shows it as an
+  // example) when fewshot_split equals test_split, two unset ones included.
+  return config_.fewshot_split == config_.test_split;
 }
 
 std::string Task::render(const std::string& key, const std::string& source, const Doc& doc) const {
@@ -568,6 +623,18 @@ std::vector<std::string> Task::doc_to_choice(const Doc& doc) const {
     out.push_back(c.get<std::string>());
   }
   return out;
+}
+
+std::string Task::count_text(const Doc& doc) const {
+  const auto& spec = config_.count_text;
+  if (spec.is_null()) {
+    const auto t = doc_to_target(doc);
+    return t.is_string() ? t.get<std::string>() : t.dump();
+  }
+  if (!spec.is_string()) throw Error(config_.file.string() + ": count_text: expected a field or a template");
+  const auto s = spec.get<std::string>();
+  if (doc.contains(s)) return doc[s].is_string() ? doc[s].get<std::string>() : doc[s].dump();
+  return render("count_text", s, doc);
 }
 
 std::string Task::description(const Doc& doc) const {

@@ -1,5 +1,6 @@
 #include "gate.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -62,26 +63,25 @@ json GateVerdict::to_json() const {
           {"limit", limit}, {"passed", passed}, {"text", text()}};
 }
 
-GateVerdict measure_gate(const recipe::Recipe& r, const recipe::GateConfig& g, const std::string& stage,
-                         const std::map<std::string, double>& before, const std::map<std::string, double>& after,
-                         const models::AnyModel& source, const models::AnyModel& output,
-                         const tokenizer::Tokenizer& tok) {
+GateFigure gate_figure(const recipe::Recipe& r, const recipe::GateConfig& g, const std::string& stage,
+                       const std::map<std::string, double>& val, const models::AnyModel& model,
+                       const train::TaskTokenizer& tok) {
+  if (g.task.empty()) return {val_figure(val, g.metric, stage), g.metric};
+  const auto tasks = train::load_eval_tasks(r, {g.task});
+  auto options = train::task_run_options(r);
+  options.keep_samples = false;
+  const auto result = train::run_eval_tasks(tasks, model, tok, options).at(0);
+  const double value = task_figure(result, g, stage);
+  return {value, fmt::format("{} {}", result.task, result.find(g.metric, g.filter)->key())};
+}
+
+GateVerdict judge_gate(const recipe::GateConfig& g, const std::string& stage, const GateFigure& source,
+                       const GateFigure& output) {
   GateVerdict v;
   v.stage = stage;
-  if (g.task.empty()) {
-    v.metric = g.metric;
-    v.source = val_figure(before, g.metric, stage);
-    v.output = val_figure(after, g.metric, stage);
-  } else {
-    const auto tasks = train::load_eval_tasks(r, {g.task});
-    auto options = train::task_run_options(r);
-    options.keep_samples = false;
-    const auto a = train::run_eval_tasks(tasks, source, tok, options).at(0);
-    const auto b = train::run_eval_tasks(tasks, output, tok, options).at(0);
-    v.source = task_figure(a, g, stage);
-    v.output = task_figure(b, g, stage);
-    v.metric = fmt::format("{} {}", a.task, a.find(g.metric, g.filter)->key());
-  }
+  v.metric = source.label;
+  v.source = source.value;
+  v.output = output.value;
   const auto limit = g.limit();
   v.increase = limit.increase;
   v.limit = limit.increase ? "max_increase " + g.max_increase : "max_drop " + g.max_drop;
@@ -91,18 +91,47 @@ GateVerdict measure_gate(const recipe::Recipe& r, const recipe::GateConfig& g, c
   return v;
 }
 
-void settle_gate(const fs::path& dir, const GateVerdict* v) {
+GateVerdict measure_gate(const recipe::Recipe& r, const recipe::GateConfig& g, const std::string& stage,
+                         const std::map<std::string, double>& before, const std::map<std::string, double>& after,
+                         const models::AnyModel& source, const models::AnyModel& output,
+                         const train::TaskTokenizer& tok) {
+  return judge_gate(g, stage, gate_figure(r, g, stage, before, source, tok), gate_figure(r, g, stage, after, output, tok));
+}
+
+void open_gate(const fs::path& dir, const recipe::Recipe& r, const recipe::GateConfig& g, const std::string& stage) {
   const auto file = dir / "gate.json";
-  if (!v) {
+  if (!g.enabled()) {
     if (fs::exists(file)) io::remove_owned(file);
     return;
   }
+  if (!g.task.empty()) {  // named before the stage's work, not after it
+    const auto tasks = train::load_eval_tasks(r, {g.task});
+    const auto& metrics = tasks.at(0).config().metrics;
+    if (std::none_of(metrics.begin(), metrics.end(), [&](const auto& m) { return m.name == g.metric; })) {
+      std::vector<std::string> names;
+      for (const auto& m : metrics) names.push_back(m.name);
+      throw Error(fmt::format("{}.gate.metric: task {} has no metric '{}' (its metric_list: {})", stage, g.task,
+                              g.metric, fmt::join(names, ", ")));
+    }
+  }
+  fs::create_directories(dir);
   io::claim(file);
-  io::write_file_atomic(file, v->to_json().dump(2) + "\n");
-  if (!v->passed)
-    throw Error(fmt::format("{} gate failed: {}. The output in {} is marked failed (gate.json) and no later stage "
-                            "uses it; change the stage's settings or the gate and run again",
-                            v->stage, v->text(), dir.string()));
+  const json pending = {{"stage", stage}, {"passed", false}, {"pending", true},
+                        {"text", "the stage was cut off before its gate was measured"}};
+  io::write_file_atomic(file, pending.dump(2) + "\n");
+}
+
+void record_gate(const fs::path& dir, const GateVerdict& v) {
+  const auto file = dir / "gate.json";
+  io::claim(file);
+  io::write_file_atomic(file, v.to_json().dump(2) + "\n");
+}
+
+void enforce_gate(const GateVerdict& v) {
+  if (!v.passed)
+    throw Error(fmt::format("{} gate failed: {}. The output is marked failed (gate.json beside it) and no later "
+                            "stage uses it; change the stage's settings or the gate and run again",
+                            v.stage, v.text()));
 }
 
 void refuse_failed_output(const fs::path& dir, const std::string& what) {
@@ -110,9 +139,13 @@ void refuse_failed_output(const fs::path& dir, const std::string& what) {
   if (!fs::exists(file)) return;
   const json j = io::read_json(file);
   if (j.value("passed", true)) return;
+  const auto stage = j.value("stage", std::string("stage"));
+  if (j.value("pending", false))
+    throw Error(fmt::format("{} has no {} gate verdict: the {} stage was cut off before measuring it; run it again",
+                            what, stage, stage));
   throw Error(fmt::format("{} failed its {} gate ({}); it is not used. Change the stage's settings or the gate and "
                           "run again",
-                          what, j.value("stage", std::string("stage")), j.value("text", std::string("see ") + file.string())));
+                          what, stage, j.value("text", std::string("see ") + file.string())));
 }
 
 }  // namespace lathe::pipeline

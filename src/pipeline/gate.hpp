@@ -1,6 +1,6 @@
 // Quality gates (prune.gate, quantize.gate, export.gate; recipe::GateConfig): the stage's
 // output measured against its source on the same data, the verdict kept beside the output in
-// gate.json, and the refusal to use an output whose gate failed.
+// gate.json, and the refusal to use an output whose gate failed or was never measured.
 #pragma once
 
 #include <filesystem>
@@ -12,7 +12,7 @@
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/provenance.hpp"
 #include "lathe/recipe/recipe.hpp"
-#include "lathe/tokenizer/tokenizer.hpp"
+#include "lathe/train/eval_tasks.hpp"
 
 namespace lathe::pipeline {
 
@@ -23,7 +23,7 @@ struct GateVerdict {
   double source = 0;   // the source model's figure
   double output = 0;   // the stage's output's figure
   double bound = 0;    // the worst figure the limit allows
-  std::string limit;   // "max_increase: 2%"
+  std::string limit;   // "max_increase 2%"
   bool increase = true;
   bool passed = true;
   /// "val_perplexity 31.2000 -> 40.1000 (+28.53%); quantize.gate max_increase 2% allows at most 31.8240".
@@ -36,21 +36,44 @@ struct GateVerdict {
 /// stage that reads no validation data otherwise) the task data and eval.batches.
 void add_gate_inputs(MadeFrom& record, const recipe::Recipe& recipe, const recipe::GateConfig& gate, bool val_data);
 
-/// Measures `gate` of `stage`: a validation metric (val_<name>) from the figures the stage
-/// measured (`before` of the source, `after` of the output), or a task metric of eval.tasks run
-/// on `source` and `output` with `tok`. Throws lathe::Error naming <stage>.gate.metric when the
-/// metric is not among those measured.
+/// The gate's figure for one model: a validation metric (val_<name>) from `val`, the metrics the
+/// stage measured on it, or a task metric of eval.tasks run on `model` with `tok`. `label` names
+/// it ("val_perplexity", "arc_easy acc_norm,none"). Throws lathe::Error naming <stage>.gate.metric
+/// when there is no such metric.
+struct GateFigure {
+  double value = 0;
+  std::string label;
+};
+GateFigure gate_figure(const recipe::Recipe& recipe, const recipe::GateConfig& gate, const std::string& stage,
+                       const std::map<std::string, double>& val, const models::AnyModel& model,
+                       const train::TaskTokenizer& tok);
+
+/// The verdict on the source's and the output's figures.
+GateVerdict judge_gate(const recipe::GateConfig& gate, const std::string& stage, const GateFigure& source,
+                       const GateFigure& output);
+
+/// Both figures measured and judged (for a stage that leaves its source model as it was).
 GateVerdict measure_gate(const recipe::Recipe& recipe, const recipe::GateConfig& gate, const std::string& stage,
                          const std::map<std::string, double>& before, const std::map<std::string, double>& after,
                          const models::AnyModel& source, const models::AnyModel& output,
-                         const tokenizer::Tokenizer& tok);
+                         const train::TaskTokenizer& tok);
 
-/// Keeps the verdict in <dir>/gate.json (removing an earlier one when `verdict` is null: the
-/// stage has no gate now) and throws lathe::Error with both figures when the gate failed.
-void settle_gate(const std::filesystem::path& dir, const GateVerdict* verdict);
+/// At the start of a stage that will write its output: with a gate, checks that its task is in
+/// eval.tasks with that metric, and marks the output pending in <dir>/gate.json (refused like a
+/// failed one until the verdict replaces it, so an output cut off before its verdict is never
+/// used); without one, removes an earlier gate.json.
+void open_gate(const std::filesystem::path& dir, const recipe::Recipe& recipe, const recipe::GateConfig& gate,
+               const std::string& stage);
 
-/// Throws lathe::Error naming the gate and its figures when <dir>/gate.json records a failed
-/// gate: `what` ("the quantized model at ...") is not to be used.
+/// Writes the verdict to <dir>/gate.json (before the stage's record: a stage cut off between
+/// the two runs again).
+void record_gate(const std::filesystem::path& dir, const GateVerdict& verdict);
+
+/// Throws lathe::Error with both figures when the gate failed.
+void enforce_gate(const GateVerdict& verdict);
+
+/// Throws lathe::Error naming the gate and its figures when <dir>/gate.json records a failed or
+/// unfinished gate: `what` ("the quantized model ...") is not to be used.
 void refuse_failed_output(const std::filesystem::path& dir, const std::string& what);
 
 }  // namespace lathe::pipeline

@@ -710,6 +710,13 @@ std::vector<models::OptionProblem> GateConfig::problems() const {
     out.push_back({{"gate.metric"}, "'" + metric + "' is a validation metric; leave gate.task empty or name a metric "
                                     "of the task (acc, acc_norm, perplexity, ...)"});
   if (task.empty() && !filter.empty()) out.push_back({{"gate.filter"}, "a filter belongs to a task metric (gate.task)"});
+  // A loss or perplexity worsens by rising, the rest by falling: the other limit would pass anything.
+  const bool lower_better = metric.find("loss") != std::string::npos ||
+                            metric.find("perplexity") != std::string::npos || metric.ends_with("bits_per_byte");
+  if (lower_better && !max_drop.empty())
+    out.push_back({{"gate.max_drop"}, "'" + metric + "' is better lower: bound its rise with max_increase"});
+  if (!lower_better && !max_increase.empty())
+    out.push_back({{"gate.max_increase"}, "'" + metric + "' is better higher: bound its fall with max_drop"});
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include "lathe/adapters/lora.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/models/gpt.hpp"
+#include "lathe/recipe/paths.hpp"
 #include "lathe/train/run_dir.hpp"
 
 namespace lathe::train {
@@ -66,11 +67,11 @@ std::vector<fs::path> eval_task_inputs(const recipe::Recipe& r) {
 }
 
 std::vector<eval::TaskResult> run_eval_tasks(const std::vector<eval::Task>& tasks, const models::AnyModel& model,
-                                             const tokenizer::Tokenizer& tok, const eval::RunOptions& options) {
+                                             const TaskTokenizer& tok, const eval::RunOptions& options) {
   if (tasks.empty()) return {};
   if (model.arch() != models::Arch::Gpt)
     throw Error("eval.tasks score causal language models; this model is a " + model.kind_name());
-  eval::GptScorer lm(model.as<models::Gpt>(), tok);
+  eval::GptScorer lm(model.as<models::Gpt>(), *tok.tok, tok.scorer);
   std::vector<eval::TaskResult> out;
   for (const auto& t : tasks) out.push_back(eval::run_task(t, lm, options));
   return out;
@@ -84,16 +85,24 @@ std::vector<eval::TaskResult> evaluate_task_files(const fs::path& model_path, co
   const fs::path tok_path = tokenizer.empty() ? dir / "tokenizer.json" : tokenizer;
   if (!fs::exists(tok_path))
     throw Error("no tokenizer at " + tok_path.string() + "; name one with --tokenizer");
-  const auto tok = tokenizer::load_tokenizer(tok_path);
   const auto model = adapters::load_model(model_path, models::ModelKind::Gpt);
-  return run_eval_tasks(tasks, model, *tok, options);
+  return run_eval_tasks(tasks, model, task_tokenizer(tok_path), options);
 }
 
-std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const recipe::Recipe& r, const fs::path& path) {
+TaskTokenizer task_tokenizer(const fs::path& file, const recipe::Recipe* r) {
+  TaskTokenizer t;
+  t.tok = r ? tokenizer::load_tokenizer(file, tokenizer_load_options(*r)) : tokenizer::load_tokenizer(file);
+  t.scorer.bos_token = eval::configured_bos_token(file);
+  return t;
+}
+
+TaskTokenizer tokenizer_for_model(const recipe::Recipe& r, const fs::path& path) {
   const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
   if (fs::is_regular_file(dir / "tokenizer.json") && !fs::exists(dir / "meta.json"))
-    return tokenizer::load_tokenizer(dir / "tokenizer.json", tokenizer_load_options(r));
-  return load_run_tokenizer(r, /*required=*/true);
+    return task_tokenizer(dir / "tokenizer.json", &r);
+  const auto run = recipe::tokenizer_path(r);
+  if (!fs::exists(run)) throw Error("no tokenizer at " + run.string() + " for eval.tasks; run the tokenizer stage first");
+  return task_tokenizer(run, &r);
 }
 
 std::map<std::string, double> task_record_values(const std::vector<eval::TaskResult>& results) {
@@ -107,6 +116,7 @@ std::map<std::string, double> task_record_values(const std::vector<eval::TaskRes
 TaskSchedule::TaskSchedule(const recipe::Recipe& r, bool lead) : every_(r.eval.every) {
   if (!lead || every_ <= 0) return;
   tasks_ = load_eval_tasks(r);
+  tok_ = task_tokenizer(recipe::tokenizer_path(r), &r);
   options_ = task_run_options(r);
   options_.keep_samples = false;
 }
@@ -115,9 +125,9 @@ bool TaskSchedule::due(int64_t step, bool last) const {
   return !tasks_.empty() && done_at_ != step && (step % every_ == 0 || last);
 }
 
-void TaskSchedule::run(int64_t step, const models::AnyModel& model, const tokenizer::Tokenizer& tok, Metrics& metrics) {
+void TaskSchedule::run(int64_t step, const models::AnyModel& model, Metrics& metrics) {
   const auto t0 = std::chrono::steady_clock::now();
-  const auto values = task_record_values(run_eval_tasks(tasks_, model, tok, options_));
+  const auto values = task_record_values(run_eval_tasks(tasks_, model, tok_, options_));
   metrics.record({step, "task", values});
   std::string line = fmt::format("step {}: tasks", step);
   for (const auto& [k, v] : values) line += fmt::format(" {} {:.4f}", k, v);

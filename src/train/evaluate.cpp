@@ -79,7 +79,7 @@ EvalResult evaluate_model(const recipe::Recipe& r, const models::AnyModel& model
   const int64_t n = std::min(r.eval.batches, data.val_batches());
   if (n == 0) throw Error("no " + std::string(recipe::enum_name(r.eval.split)) + " data to evaluate on");
   const auto acc = evaluate_batches(model, data, n, r.train.precision, device);
-  return {acc.metrics(r.model.num_labels), n, acc.count};
+  return {acc.metrics(r.model.num_labels), n, acc.count, {}};
 }
 
 EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoint,
@@ -99,7 +99,7 @@ EvalResult evaluate_checkpoint(const recipe::Recipe& r, const fs::path& checkpoi
   auto result = evaluate_model(r, model, *data, device);
   if (r.train.task == recipe::Task::CausalLm && r.eval.split == recipe::Split::Val)
     result.metrics["unigram_loss"] = unigram_loss(r, *tok);
-  if (!tasks.empty()) result.tasks = run_eval_tasks(tasks, model, *tokenizer_for_model(r, path), task_run_options(r));
+  if (!tasks.empty()) result.tasks = run_eval_tasks(tasks, model, tokenizer_for_model(r, path), task_run_options(r));
   return result;
 }
 

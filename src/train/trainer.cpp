@@ -438,7 +438,7 @@ TrainReport Trainer::run() {
     // the last log, not of an earlier window (or none).
     log_step(metrics, window, r, state_.step % tr.log_every == 0 || last || stop_signal != 0, mfu_per_tps, report);
     const bool new_best = validator.due(state_.step, last) && validate();
-    if (tasks.due(state_.step, last)) tasks.run(state_.step, model_, *impl_->tok, metrics);
+    if (tasks.due(state_.step, last)) tasks.run(state_.step, model_, metrics);
     if (checkpointer.due(state_.step, last, new_best)) save();
     if (const int sig = stop_signal) {
       if (!checkpointer.done_at(state_.step)) save();
@@ -450,7 +450,7 @@ TrainReport Trainer::run() {
   }
   if (!report.interrupted && !checkpointer.done_at(state_.step)) {
     if (validator.due(state_.step, /*last=*/true) && !validator.done_at(state_.step)) validate();
-    if (tasks.due(state_.step, /*last=*/true)) tasks.run(state_.step, model_, *impl_->tok, metrics);
+    if (tasks.due(state_.step, /*last=*/true)) tasks.run(state_.step, model_, metrics);
     save();
   }
   finish_report(report, window, validator.seconds() + checkpointer.seconds() + tasks.seconds());  // training alone

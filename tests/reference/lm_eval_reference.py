@@ -9,6 +9,10 @@
                     (Winogrande's, 2-shot from the scored split)
   run DIR OUT       lm_eval.simple_evaluate with its "hf" model on DIR/model and every task of DIR/tasks:
                     results and per-document samples (arguments, responses, filtered responses) in OUT
+  suite DIR OUT     the harness's own arc_easy, arc_challenge, piqa, hellaswag, lambada_openai, winogrande
+                    (2-shot) and wikitext task files (with their Python rules), pointed at documents in each
+                    dataset's fields written from KJV verses in DIR/suite_data/<task>/<split>.jsonl, run on
+                    DIR/model as in `run`; their names prefixed "local_"
 """
 import json
 import os
@@ -207,5 +211,97 @@ def run(out, result_file):
                   ensure_ascii=False, default=str)
 
 
+SUITE = {  # task: (harness directory, file, splits)
+    "arc_easy": ("arc", "arc_easy.yaml", ("train", "validation", "test")),
+    "arc_challenge": ("arc", "arc_challenge.yaml", ("train", "validation", "test")),
+    "piqa": ("piqa", "piqa.yaml", ("train", "validation")),
+    "hellaswag": ("hellaswag", "hellaswag.yaml", ("train", "validation")),
+    "lambada_openai": ("lambada", "lambada_openai.yaml", ("test",)),
+    "winogrande": ("winogrande", "default.yaml", ("train", "validation")),
+    "wikitext": ("wikitext", "wikitext.yaml", ("train", "validation", "test")),
+}
+
+
+def suite_docs(task, rng, vs):
+    def phrase():
+        v = rng.choice(vs).split(" ")
+        k = rng.randrange(0, max(1, len(v) - 6))
+        return " ".join(v[k:k + rng.randrange(2, 6)])
+    if task in ("arc_easy", "arc_challenge"):
+        labels = ["A", "B", "C", "D"] if rng.random() < 0.7 else ["1", "2", "3", "4"]
+        return {"id": str(rng.random()), "question": rng.choice(vs),
+                "choices": {"text": [phrase() for _ in labels], "label": labels}, "answerKey": rng.choice(labels)}
+    if task == "piqa":
+        return {"goal": rng.choice(vs), "sol1": phrase(), "sol2": phrase(), "label": rng.randrange(2)}
+    if task == "hellaswag":
+        tag = lambda: rng.choice(["", " [title]", " [header]", "  ", " [step]"])
+        ctx_a, ctx_b = rng.choice(vs) + tag(), phrase().lower()
+        return {"ind": rng.randrange(9999), "activity_label": phrase().split(" ")[0], "ctx_a": ctx_a, "ctx_b": ctx_b,
+                "ctx": ctx_a + " " + ctx_b, "endings": [" " + phrase() + tag() + " " + phrase() for _ in range(4)],
+                "source_id": "x", "split": "val", "split_type": "indomain", "label": str(rng.randrange(4))}
+    if task == "lambada_openai":
+        return {"text": rng.choice(vs)}
+    if task == "winogrande":
+        w = rng.choice(vs).split(" ")
+        k = rng.randrange(1, len(w) - 2)
+        opts = [w[k], phrase().split(" ")[0]]
+        rng.shuffle(opts)
+        return {"sentence": " ".join(w[:k] + ["_"] + w[k + 1:]), "option1": opts[0], "option2": opts[1],
+                "answer": "1" if opts[0] == w[k] else "2"}
+    # wikitext: the tokenized form its detokenizer undoes
+    bits = [" = = " + phrase() + " = = \n", phrase() + " @-@ " + phrase(), " 12 @,@ 000 ", " 3 @.@ 5 ",
+            " ( " + phrase() + " ) ", ' " ' + phrase() + ' " ', " the king 's ", " N ", " , ", " . ", " ; ", " \n "]
+    return {"page": "".join(rng.choice(vs) + rng.choice(bits) for _ in range(rng.randrange(6, 14)))}
+
+
+def suite(out, result_file):
+    import lm_eval
+    import shutil
+    rng = random.Random(23)
+    vs = verses(2000)
+    harness = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
+    tasks_dir = os.path.join(out, "suite_harness")
+    for task, (sub, name, splits) in SUITE.items():
+        d = os.path.join(out, "suite_data", task)
+        os.makedirs(d, exist_ok=True)
+        files = {}
+        for split in splits:
+            files[split] = os.path.join(d, split + ".jsonl")
+            write_jsonl(files[split], [suite_docs(task, rng, vs) for _ in range(10 if split == "train" else 16)])
+        tdir = os.path.join(tasks_dir, task)
+        os.makedirs(tdir, exist_ok=True)
+        for f in os.listdir(os.path.join(harness, sub)):
+            if f.endswith(".py"):
+                shutil.copy(os.path.join(harness, sub, f), tdir)
+        for f in {name, "arc_easy.yaml"} if sub == "arc" else {name}:
+            text = open(os.path.join(harness, sub, f)).read()
+            lines = [l for l in text.splitlines() if not l.startswith(("dataset_path:", "dataset_name:"))]
+            # The copy arc_challenge includes is a task of its own for the harness: another name.
+            prefix = "local_" if f == name else f"local_{task}_base_"
+            lines = [l.replace("task: ", "task: " + prefix, 1) if l.startswith("task: ") else l for l in lines]
+            lines += ["dataset_path: json", "dataset_kwargs:", "  data_files:"]
+            lines += [f"    {s}: {p}" for s, p in files.items()]
+            with open(os.path.join(tdir, f if f == name else "arc_easy.yaml"), "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_CACHE"] = os.path.join(out, "datasets_cache")
+    from lm_eval.tasks import TaskManager
+    manager = TaskManager(include_path=tasks_dir)
+    results, samples = {}, {}
+    for names, shots in (([f"local_{t}" for t in SUITE if t != "wikitext"], 2), (["local_wikitext"], 0)):
+        res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={out}/model,dtype=float32", tasks=names,
+                                      task_manager=manager, device="cpu", batch_size=1, log_samples=True,
+                                      bootstrap_iters=BOOTSTRAP_ITERS, num_fewshot=shots)
+        results.update(res["results"])
+        for task, items in res["samples"].items():
+            samples[task] = [{"doc_id": s["doc_id"], "arguments": [list(a)[:2] for a in s["arguments"]],
+                              "resps": s["resps"], "filtered_resps": s["filtered_resps"], "filter": s["filter"]}
+                             for s in items]
+    with open(result_file, "w", encoding="utf-8") as f:
+        json.dump({"results": results, "samples": samples, "bootstrap_iters": BOOTSTRAP_ITERS}, f,
+                  ensure_ascii=False, default=str)
+
+
 if __name__ == "__main__":
-    {"make": make, "run": run}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "run": run, "suite": suite}[sys.argv[1]](*sys.argv[2:])

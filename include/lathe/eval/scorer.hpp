@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,14 +55,22 @@ class LanguageModel {
 struct ScorerOptions {
   int64_t max_length = 0;   // context length the harness would use; 0: the model's max_seq_len
   int64_t batch_size = 16;  // rows per forward where requests are batched (rolling windows)
+  /// The bos_token the tokenizer's tokenizer_config.json names ("" where it names none: the
+  /// prefix token is then end-of-text, as transformers' bos_token_id is None); nullopt where
+  /// there is no such file: the BOS the tokenizer's post-processor adds, else end-of-text.
+  std::optional<std::string> bos_token;
 };
+
+/// ScorerOptions::bos_token read from the tokenizer_config.json beside `tokenizer_file`.
+std::optional<std::string> configured_bos_token(const std::filesystem::path& tokenizer_file);
 
 /// A lathe GPT as the harness's `hf` model (a causal LM with its tokenizer):
 /// - text is encoded with the tokenizer's own special tokens (a BOS where its post-processor adds
 ///   one), except text that already starts with the prefix token's text;
 /// - a context's trailing whitespace moves to the continuation; the continuation's tokens are
 ///   those of encode(context + continuation) after the first len(encode(context));
-/// - an empty context becomes the prefix token: the BOS the tokenizer adds, else end-of-text;
+/// - an empty context becomes the prefix token: the BOS (ScorerOptions::bos_token), else
+///   end-of-text;
 /// - the input is (context + continuation)[-(max_length + 1):][:-1].
 /// Log-probabilities are computed in float32 whatever the model's dtype. Evaluation runs in
 /// eval mode without gradients; the model's training flag is restored.

@@ -74,6 +74,10 @@ struct TaskConfig {
   bool first_n_sampler = false;  // fewshot_config.sampler first_n: the first examples, in order
   /// A doc_to_* entry: a string (a field name, or a Jinja template), an integer, or a list.
   nlohmann::ordered_json description = "", doc_to_text, doc_to_target, doc_to_choice;
+  /// lathe's: for loglikelihood_rolling, the text whose words and UTF-8 bytes the perplexities
+  /// are per (a field or template); null: the scored text. WikiText's harness task counts its
+  /// page before detokenizing it (its process_results).
+  nlohmann::ordered_json count_text;
   std::string target_delimiter = " ";
   std::string fewshot_delimiter = "\n\n";
   int64_t num_fewshot = 0;
@@ -123,6 +127,8 @@ class Task {
   nlohmann::ordered_json doc_to_target(const Doc& doc) const;
   std::vector<std::string> doc_to_choice(const Doc& doc) const;
   std::string description(const Doc& doc) const;
+  /// The text a rolling task's perplexities are per: count_text, else the target.
+  std::string count_text(const Doc& doc) const;
 
  private:
   TaskConfig config_;

@@ -137,7 +137,7 @@ std::optional<GateVerdict> measure_export_gate(const recipe::Recipe& r, const fs
   exported.module()->eval();
   const auto before = train::evaluate_model(on_val, model, *inputs.data, device).metrics;
   const auto after = train::evaluate_model(on_val, exported, *inputs.data, device).metrics;
-  return measure_gate(r, r.export_.gate, "export", before, after, model, exported, *train::tokenizer_for_model(r, out));
+  return measure_gate(r, r.export_.gate, "export", before, after, model, exported, train::tokenizer_for_model(r, out));
 }
 
 }  // namespace
@@ -169,6 +169,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   check_not_input(r, {out, marker, tokenizer_out});
   if (r.export_.path.empty()) io::claim(out);
   fs::create_directories(out);
+  open_gate(out, r, r.export_.gate, "export");
 
   auto model = adapters::load_model(src, train::model_kind(r.train.task));
   std::vector<std::string> parts, notes;
@@ -217,8 +218,9 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   }
   parts.push_back(tokenizer_out.filename().string());
   const auto gate = measure_export_gate(r, src, model, out);
+  if (gate) record_gate(out, *gate);
   write_stage_record(r.run.out_dir, "export", made_from);
-  settle_gate(out, gate ? &*gate : nullptr);
+  if (gate) enforce_gate(*gate);
   return {false, fmt::format("{}{} -> {} ({}){}", fresh.why(), src.string(), out.string(), fmt::join(parts, ", "),
                              notes.empty() ? "" : "; " + fmt::format("{}", fmt::join(notes, "; ")))};
 }

@@ -274,6 +274,7 @@ train::TrainReport fine_tune(const recipe::Recipe& r, bool force, const ConsoleO
 struct PruneMeasures {
   Measured before, oneshot;
   std::optional<Measured> tuned;
+  std::optional<GateFigure> gate_source;  // prune.gate's figure of the checkpoint, before pruning
   const Measured& after() const { return tuned ? *tuned : oneshot; }
 };
 
@@ -332,15 +333,16 @@ StageResult finish_prune_stage(const recipe::Recipe& r, const PrunePaths& paths,
   const auto layers = compress::measure_sparsity(final_model, po.skip_modules);
   const auto& after = m.after();
   std::optional<GateVerdict> gate;
-  if (po.gate.enabled())
-    gate = measure_gate(r, po.gate, "prune", m.before.metrics, after.metrics, model, final_model,
-                        *train::tokenizer_for_model(r, paths.ckpt));
+  if (m.gate_source)
+    gate = judge_gate(po.gate, "prune", *m.gate_source,
+                      gate_figure(r, po.gate, "prune", after.metrics, final_model, train::tokenizer_for_model(r, paths.ckpt)));
   auto report = prune_report(r, paths, what, structured, layers, m);
   if (gate) report["gate"] = gate->to_json();
   io::write_file_atomic(paths.report_file, report.dump(2) + "\n");
+  if (gate) record_gate(paths.dir, *gate);
   write_stage_record(r.run.out_dir, "prune", made_from);
   print_prune_table(console.out, structured, layers.back().sparsity(), m);
-  settle_gate(paths.dir, gate ? &*gate : nullptr);
+  if (gate) enforce_gate(*gate);
   return {false,
           fmt::format("{}{}: {} -> {}, {}{} -> {}", fresh.why(), what, metric_text(m.before), metric_text(after),
                       structured ? fmt::format("parameters {} -> {}, forward {}", m.before.parameters, after.parameters,
@@ -372,6 +374,7 @@ StageResult lead_prune_stage(const recipe::Recipe& r, bool force, const ConsoleO
     return {true, fmt::format("{} is {} pruned", paths.model_file.string(), paths.ckpt.string())};
   }
   auto model = load_for_pruning(r, paths);
+  open_gate(paths.dir, r, po.gate, "prune");
   const auto device = train::resolve_device(r.run.device);
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
   model.module()->to(device);
@@ -380,6 +383,9 @@ StageResult lead_prune_stage(const recipe::Recipe& r, bool force, const ConsoleO
   const Measure measure(r, data, device);
   PruneMeasures m;
   m.before = measure(model);
+  // Pruning changes `model` in place: the gate's figure of the checkpoint is taken now.
+  if (po.gate.enabled())
+    m.gate_source = gate_figure(r, po.gate, "prune", m.before.metrics, model, train::tokenizer_for_model(r, paths.ckpt));
 
   compress::Calibration calibration{po.calibration_batches, [&](int64_t i, bool backward) {
                                       const auto batch = train::to_device(data.train_batch(static_cast<uint64_t>(i)), device);

@@ -134,6 +134,7 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
     return {true, fmt::format("{} is {} quantized", model_file.string(), src.string())};
   }
   auto model = load_for_quantizing(r, src, dir, model_file, report_file);
+  open_gate(dir, r, qo.gate, "quantize");
 
   const at::Device device(at::kCPU);  // quantized layers run on CPU kernels
   if (r.run.threads > 0) at::set_num_threads(static_cast<int>(r.run.threads));
@@ -154,7 +155,7 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
   const auto after = train::evaluate_model(on_val, model, data, device).metrics;
   std::optional<GateVerdict> gate;
   if (qo.gate.enabled())
-    gate = measure_gate(r, qo.gate, "quantize", before, after, reference, model, *train::tokenizer_for_model(r, src));
+    gate = measure_gate(r, qo.gate, "quantize", before, after, reference, model, train::tokenizer_for_model(r, src));
 
   Side sides[2] = {{"float", before, weight_bytes(reference), {}},
                    {std::string(enum_name(qo.method)), after, weight_bytes(model), {}}};
@@ -178,9 +179,10 @@ StageResult run_quantize_stage(const recipe::Recipe& r, bool force, const Consol
                  {"after", side_json(sides[1])}};
   if (gate) report["gate"] = gate->to_json();
   io::write_file_atomic(report_file, report.dump(2) + "\n");
+  if (gate) record_gate(dir, *gate);
   write_stage_record(r.run.out_dir, "quantize", made_from);
   print_quantize_table(console.out, scheme, layers.size(), kept, sides, totals);
-  settle_gate(dir, gate ? &*gate : nullptr);
+  if (gate) enforce_gate(*gate);
 
   const char* metric = train::headline_metric(before);
   return {false, fmt::format("{}{}: {} {:.3f} -> {:.3f}, Linear weights {:.3f}x, batch 8 forward {} -> {}",

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <unordered_map>
 
+#include "lathe/core/error.hpp"
+#include "lathe/tokenizer/py_regex.hpp"
 #include "builtins.hpp"
 #include "pystr.hpp"
 
@@ -60,6 +62,18 @@ Value f_replace(Interp&, const Value& v, CallArgs& a) {
   const auto b = bind_args("replace", a, {"old", "new", "count"}, 2);
   const int64_t count = b[2] && b[2]->kind != Kind::None ? int_arg(b[2], "replace", -1) : -1;
   return Value::str(py_replace(py_str(v), py_str(*b[0]), py_str(*b[1]), count));
+}
+
+/// lm-evaluation-harness's regex_replace(string, pattern, repl, count=0): Python's re.sub (only
+/// in the plain dialect its task templates use).
+Value f_regex_replace(Interp&, const Value& v, CallArgs& a) {
+  const auto b = bind_args("regex_replace", a, {"pattern", "repl", "count"}, 2);
+  const int64_t count = b[2] ? int_arg(b[2], "regex_replace", 0) : 0;
+  try {
+    return Value::str(PyRegex(py_str(*b[0])).sub(py_str(v), py_str(*b[1]), count));
+  } catch (const Error& e) {
+    throw RunError(e.what());
+  }
 }
 
 Value f_indent(Interp&, const Value& v, CallArgs& a) {
@@ -239,6 +253,7 @@ Value Interp::apply_filter(const std::string& name, const Value& value, CallArgs
                                                                  {"title", f_title},
                                                                  {"trim", f_trim},
                                                                  {"replace", f_replace},
+                                                                 {"regex_replace", f_regex_replace},
                                                                  {"indent", f_indent},
                                                                  {"center", f_center},
                                                                  {"wordcount", f_wordcount},

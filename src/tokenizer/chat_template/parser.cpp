@@ -17,7 +17,7 @@ using Names = std::initializer_list<const char*>;
 
 class Parser {
  public:
-  explicit Parser(std::vector<Token> tokens) : toks_(std::move(tokens)) {}
+  Parser(std::vector<Token> tokens, bool plain) : toks_(std::move(tokens)), plain_(plain) {}
 
   Body parse_template() {
     Body body = subparse({});
@@ -27,6 +27,7 @@ class Parser {
 
  private:
   std::vector<Token> toks_;
+  bool plain_;  // lm-evaluation-harness's environment: regex_replace is a filter there
   std::size_t k_ = 0;
   int nesting_ = 0;  // open brackets, operands and blocks: bounds the recursion
 
@@ -723,7 +724,8 @@ ExprPtr Parser::parse_filter(ExprPtr node, bool start_inline) {
     const int line = cur().line;
     std::string name = expect_name();
     while (skip_op(".")) name += "." + expect_name();
-    if (!known_filter(name)) throw RunError("No filter named '" + name + "'", line);
+    if (!known_filter(name) || (name == "regex_replace" && !plain_))
+      throw RunError("No filter named '" + name + "'", line);
     auto e = make(ExprKind::Filter, line);
     e->name = name;
     e->node = std::move(node);
@@ -763,7 +765,7 @@ std::shared_ptr<Program> parse(const std::string& source, bool plain) {
   program->source = source;
   program->strict_undefined = plain;
   const LexOptions options = plain ? LexOptions{false, false, true} : LexOptions{};
-  program->body = Parser(lex(source, options)).parse_template();
+  program->body = Parser(lex(source, options), plain).parse_template();
   return program;
 }
 
@@ -773,7 +775,7 @@ bool known_filter(const std::string& name) {
                                    "first",     "float",      "forceescape", "format",     "groupby", "indent",
                                    "int",       "join",       "last",        "length",     "list",    "lower",
                                    "items",     "map",        "min",         "max",        "pprint",  "random",
-                                   "reject",    "rejectattr", "replace",     "reverse",    "round",   "safe",
+                                   "reject",    "rejectattr", "replace",     "regex_replace", "reverse", "round",   "safe",
                                    "select",    "selectattr", "slice",       "sort",       "string",  "striptags",
                                    "sum",       "title",      "trim",        "truncate",   "unique",  "upper",
                                    "urlencode", "urlize",     "wordcount",   "wordwrap",   "xmlattr", "tojson"};

@@ -1,11 +1,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "py_regex.hpp"
+#include "lathe/tokenizer/py_regex.hpp"
 
 #include <pcre2.h>
 
 #include "lathe/core/error.hpp"
 
-namespace lathe::eval::detail {
+namespace lathe::tokenizer {
 
 struct PyRegex::Code {
   pcre2_code* code = nullptr;
@@ -67,15 +67,76 @@ std::vector<std::vector<std::string>> PyRegex::findall(std::string_view text) co
   return out;
 }
 
-std::string PyRegex::remove(std::string_view text) const {
+namespace {
+
+/// One piece of a replacement template: literal text, or a group's number.
+struct ReplPiece {
+  std::string text;
+  int group = -1;
+};
+
+std::vector<ReplPiece> parse_repl(std::string_view repl, int groups, const std::string& pattern) {
+  std::vector<ReplPiece> out(1);
+  auto bad = [&](const std::string& what) {
+    throw Error("regex '" + pattern + "': replacement '" + std::string(repl) + "': " + what);
+  };
+  auto group = [&](int g) {
+    if (g > groups) bad("invalid group reference " + std::to_string(g));
+    out.push_back({"", g});
+    out.push_back({});
+  };
+  for (std::size_t i = 0; i < repl.size(); ++i) {
+    const char c = repl[i];
+    if (c != '\\') {
+      out.back().text.push_back(c);
+      continue;
+    }
+    if (++i >= repl.size()) bad("bad escape (end of pattern)");
+    const char e = repl[i];
+    if (e == '0') {
+      out.back().text.push_back('\0');  // an octal escape, as Python reads \0
+    } else if (e >= '1' && e <= '9') {
+      int g = e - '0';
+      if (i + 1 < repl.size() && repl[i + 1] >= '0' && repl[i + 1] <= '9') g = g * 10 + (repl[++i] - '0');
+      group(g);
+    } else if (e == 'g') {
+      const auto close = repl.find('>', i);
+      if (i + 1 >= repl.size() || repl[i + 1] != '<' || close == std::string_view::npos) bad("missing group name");
+      const std::string name(repl.substr(i + 2, close - i - 2));
+      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
+        bad("named groups are not supported (\\g<" + name + ">)");
+      group(std::stoi(name));
+      i = close;
+    } else {
+      static const std::string_view from = "ntrfvab\\", to = "\n\t\r\f\v\a\b\\";
+      const auto k = from.find(e);
+      if (k == std::string_view::npos) bad(std::string("bad escape \\") + e);
+      out.back().text.push_back(to[k]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string PyRegex::sub(std::string_view text, std::string_view repl, int64_t count) const {
+  const auto pieces = parse_repl(repl, groups_, pattern_);
   std::string out;
   std::size_t prev = 0;
-  each(text, [&](const PCRE2_SIZE* ov, int) {
+  int64_t done = 0;
+  each(text, [&](const PCRE2_SIZE* ov, int rc) {
+    if (count > 0 && done >= count) return;
     out.append(text.substr(prev, ov[0] - prev));
+    for (const auto& p : pieces) {
+      if (p.group < 0) out += p.text;
+      else if (p.group < rc && ov[2 * p.group] != PCRE2_UNSET)
+        out.append(text.substr(ov[2 * p.group], ov[2 * p.group + 1] - ov[2 * p.group]));
+    }
     prev = ov[1];
+    ++done;
   });
   out.append(text.substr(prev));
   return out;
 }
 
-}  // namespace lathe::eval::detail
+}  // namespace lathe::tokenizer

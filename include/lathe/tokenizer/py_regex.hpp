@@ -1,13 +1,15 @@
-// The two uses the harness makes of Python's re on answers: findall (its regex filter) and sub
-// with an empty replacement (exact_match's regexes_to_ignore), on PCRE2 with Unicode classes.
+// Python's re.findall and re.sub on PCRE2 with Unicode classes, for what lm-evaluation-harness
+// does with Python's re: its regex filter (findall), exact_match's regexes_to_ignore and its
+// templates' regex_replace filter (sub).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace lathe::eval::detail {
+namespace lathe::tokenizer {
 
 class PyRegex {
  public:
@@ -20,7 +22,11 @@ class PyRegex {
   /// unmatched group as ""), matches in order, empty matches included as Python does.
   std::vector<std::vector<std::string>> findall(std::string_view text) const;
   /// re.sub(pattern, "", text).
-  std::string remove(std::string_view text) const;
+  std::string remove(std::string_view text) const { return sub(text, "", 0); }
+  /// re.sub(pattern, repl, text, count): `repl` with Python's escapes (\n, \t, \\, ...) and
+  /// group references (\1, \g<1>, \g<name>); count 0: every match. Throws lathe::Error on a
+  /// bad escape or group.
+  std::string sub(std::string_view text, std::string_view repl, int64_t count = 0) const;
   int groups() const { return groups_; }
 
  private:
@@ -33,4 +39,4 @@ class PyRegex {
   void each(std::string_view text, F&& f) const;
 };
 
-}  // namespace lathe::eval::detail
+}  // namespace lathe::tokenizer
