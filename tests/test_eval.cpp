@@ -213,7 +213,7 @@ std::filesystem::path write_corpus_task(test::TempDir& dir, const std::filesyste
 
 }  // namespace
 
-TEST_CASE("quality gates: a harsh scheme fails quantize, exit 1, export does not run; int8 passes", "[eval][gate]") {
+TEST_CASE("quality gates: a harsh scheme fails quantize, exit 1, export does not run, int8 passes", "[eval][gate]") {
   test::Corpus corpus;
   test::TempDir dir;
   const auto task = write_corpus_task(dir, corpus.text);
@@ -270,7 +270,7 @@ TEST_CASE("quality gates: a harsh scheme fails quantize, exit 1, export does not
   CHECK(ev["tasks"]["mc"]["metrics"].contains("acc_norm_stderr,none"));
 }
 
-TEST_CASE("eval.every logs the tasks during training; lathe eval --task runs one", "[eval][train]") {
+TEST_CASE("eval.every logs the tasks during training, and lathe eval --task runs one", "[eval][train]") {
   test::Corpus corpus;
   test::TempDir dir;
   const auto task = write_corpus_task(dir, corpus.text);

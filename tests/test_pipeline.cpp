@@ -282,7 +282,7 @@ distributed: {{timeout_s: 60}}
   CHECK(fs::exists(dir.path() / "none/pruned/model.safetensors"));
 }
 
-TEST_CASE("pipeline: the stage registry names every stage once; lathe --help and the README list them as it does",
+TEST_CASE("pipeline: the stage registry names every stage once, and lathe --help and the README list them as it does",
           "[pipeline][docs]") {
   std::set<std::string_view> commands;
   for (const auto& [stage, name] : lathe::EnumTable<Stage>::values) {
