@@ -14,6 +14,7 @@
 #include "lathe/eval/py_random.hpp"
 #include "lathe/eval/scorer.hpp"
 #include "lathe/eval/task.hpp"
+#include "lathe/io/atomic_file.hpp"
 #include "lathe/io/json_file.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
@@ -252,6 +253,10 @@ TEST_CASE("quality gates: a harsh scheme fails quantize, exit 1, export does not
   CHECK(alone.code == 1);
   CHECK(contains(alone.err, "failed its quantize gate"));
   CHECK(!fs::exists(exported));
+  // Named by its path, the failed model is refused too.
+  const auto by_path = test::run_lathe({"eval", recipe.string(), "--checkpoint", (out / "quantized").string()});
+  CHECK(by_path.code == 1);
+  CHECK(contains(by_path.err, "failed its quantize gate"));
 
   // int8 keeps the same gate: quantize, eval and export (with its task gate) all run.
   auto int8 = run;
@@ -268,6 +273,15 @@ TEST_CASE("quality gates: a harsh scheme fails quantize, exit 1, export does not
   const json ev = io::read_json(out / "eval.json");
   CHECK(ev["tasks"]["mc"]["documents"] == 58);
   CHECK(ev["tasks"]["mc"]["metrics"].contains("acc_norm_stderr,none"));
+
+  // An attempt cut off before its verdict leaves gate.json pending: the same recipe then runs the
+  // stage again rather than using the model or refusing for good.
+  io::write_file_atomic(out / "quantized" / "gate.json", R"({"stage": "quantize", "passed": false, "pending": true})");
+  const auto pending = test::run_lathe(int8);
+  INFO(pending.err);
+  CHECK(pending.code == 0);
+  CHECK(contains(pending.out, "stage quantize: int8_weight_only"));  // ran, not skipped
+  CHECK(io::read_json(out / "quantized" / "gate.json")["passed"] == true);
 }
 
 TEST_CASE("eval.every logs the tasks during training, and lathe eval --task runs one", "[eval][train]") {
@@ -303,6 +317,16 @@ TEST_CASE("eval.every logs the tasks during training, and lathe eval --task runs
   const auto missing = test::run_lathe({"eval", recipe.string(), "--task", "nope"});
   CHECK(missing.code == 1);
   CHECK(contains(missing.err, "no task 'nope' in eval.tasks"));
+  // The eval stage's record holds the files a task includes: a changed base file runs it again.
+  const auto base = dir.write("base.yaml", test::read_file(task));
+  const auto child = dir.write("child.yaml", "include: base.yaml\ntask: child\n");
+  const std::vector<std::string> eval_only = {"run", recipe.string(), "--set", "pipeline=[eval]", "--set",
+                                              "eval.tasks=[" + child.string() + "]", "--set", "eval.every=0"};
+  REQUIRE(test::run_lathe(eval_only).code == 0);
+  CHECK(contains(test::run_lathe(eval_only).out, "stage eval: skipped"));
+  dir.write("base.yaml", test::read_file(base) + "num_fewshot: 1\n");
+  const auto changed = test::run_lathe(eval_only);
+  CHECK(contains(changed.out, "stage eval: inputs changed (file " + base.string() + ": changed"));
 }
 
 TEST_CASE("every task file in recipes/tasks loads with its documents", "[eval][recipes]") {

@@ -202,12 +202,17 @@ int cmd_eval(const cxxopts::ParseResult& r) {
     lathe::eval::RunOptions options;
     if (r.count("num-fewshot")) options.num_fewshot = r["num-fewshot"].as<int64_t>();
     if (r.count("limit")) options.limit = r["limit"].as<int64_t>();
+    const std::filesystem::path model = r["checkpoint"].as<std::string>();
+    if (!std::filesystem::exists(model)) throw UsageError("--checkpoint: no model at " + model.string());
+    lathe::pipeline::refuse_model_of_failed_gate(model);
     return print_task_results(
         lathe::train::evaluate_task_files(r["checkpoint"].as<std::string>(), r["task"].as<std::vector<std::string>>(),
                                           r.count("tokenizer") ? r["tokenizer"].as<std::string>() : "", options),
         format);
   }
   Recipe recipe = load(r);
+  if (r.count("num-fewshot")) recipe.eval.num_fewshot = r["num-fewshot"].as<int64_t>();
+  if (r.count("limit")) recipe.eval.limit = r["limit"].as<int64_t>();
   if (r.count("split")) {
     auto split = lathe::recipe::parse_enum<lathe::recipe::Split>(r["split"].as<std::string>());
     if (!split) throw UsageError("--split must be val or train");
@@ -225,6 +230,7 @@ int cmd_eval(const cxxopts::ParseResult& r) {
                          ? std::filesystem::path(r["checkpoint"].as<std::string>())
                          : lathe::pipeline::source_model(recipe, recipe.eval.source, lathe::recipe::Stage::Eval,
                                                          recipe.eval.checkpoint);
+  lathe::pipeline::refuse_model_of_failed_gate(model);
   const auto result = lathe::train::evaluate_checkpoint(recipe, model, only);
   if (format == "json") {
     std::cout << result.to_json().dump(2) << "\n";
@@ -486,8 +492,9 @@ void eval_options(cxxopts::Options& o) {
       "format", "json or table (default: table on a terminal, json otherwise)", cxxopts::value<std::string>())(
       "tokenizer", "Without a recipe: the tokenizer (default: tokenizer.json beside the model)",
       cxxopts::value<std::string>())(
-      "num-fewshot", "Without a recipe: few-shot examples per prompt (default: each task's)", cxxopts::value<int64_t>())(
-      "limit", "Without a recipe: documents per task (default: all)", cxxopts::value<int64_t>());
+      "num-fewshot", "Few-shot examples per prompt for every task (default: eval.num_fewshot, else each task's)",
+      cxxopts::value<int64_t>())(
+      "limit", "Documents per task (default: eval.limit, else all)", cxxopts::value<int64_t>());
 }
 
 void generate_options(cxxopts::Options& o) {

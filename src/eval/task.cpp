@@ -87,7 +87,7 @@ const std::map<std::string, std::string>& refused_keys() {
 }
 
 /// The task file's map with `include:` resolved: the included file's keys, then this file's.
-YAML::Node read_with_includes(const fs::path& file, int depth) {
+YAML::Node read_with_includes(const fs::path& file, int depth, std::vector<fs::path>& includes) {
   if (depth > 8) throw Error(file.string() + ": include: nested more than 8 files deep");
   YAML::Node root;
   try {
@@ -101,7 +101,8 @@ YAML::Node read_with_includes(const fs::path& file, int depth) {
   if (!root["include"]) return root;
   const fs::path base = file.parent_path() / root["include"].as<std::string>();
   if (!fs::exists(base)) fail(file, root["include"], "include", "no such file: " + base.string());
-  YAML::Node merged = read_with_includes(base, depth + 1);
+  includes.push_back(fs::absolute(base).lexically_normal());
+  YAML::Node merged = read_with_includes(base, depth + 1, includes);
   for (const auto& kv : root)
     if (kv.first.as<std::string>() != "include") merged[kv.first.as<std::string>()] = kv.second;
   return merged;
@@ -325,7 +326,7 @@ std::string scalar_or(const YAML::Node& root, const char* key, std::string fallb
 TaskConfig load_task(const fs::path& path) {
   TaskConfig c;
   c.file = fs::absolute(path).lexically_normal();
-  YAML::Node root = read_with_includes(c.file, 0);
+  YAML::Node root = read_with_includes(c.file, 0, c.includes);
   // A key set to null (the harness writes `test_split: null`) is a key left unset.
   std::vector<std::string> nulls;
   for (const auto& kv : root)

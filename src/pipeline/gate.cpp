@@ -105,7 +105,12 @@ void open_gate(const fs::path& dir, const recipe::Recipe& r, const recipe::GateC
     return;
   }
   if (!g.task.empty()) {  // named before the stage's work, not after it
-    const auto tasks = train::load_eval_tasks(r, {g.task});
+    std::vector<eval::Task> tasks;
+    try {
+      tasks = train::load_eval_tasks(r, {g.task});
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}.gate.task: {}", stage, e.what()));
+    }
     const auto& metrics = tasks.at(0).config().metrics;
     if (std::none_of(metrics.begin(), metrics.end(), [&](const auto& m) { return m.name == g.metric; })) {
       std::vector<std::string> names;
@@ -117,7 +122,7 @@ void open_gate(const fs::path& dir, const recipe::Recipe& r, const recipe::GateC
   fs::create_directories(dir);
   io::claim(file);
   const json pending = {{"stage", stage}, {"passed", false}, {"pending", true},
-                        {"text", "the stage was cut off before its gate was measured"}};
+                        {"text", "the stage did not finish measuring its gate (it was cut off, or failed first)"}};
   io::write_file_atomic(file, pending.dump(2) + "\n");
 }
 
@@ -134,6 +139,17 @@ void enforce_gate(const GateVerdict& v) {
                             v.stage, v.text()));
 }
 
+bool gate_unsettled(const fs::path& dir, const recipe::GateConfig& g) {
+  if (!g.enabled()) return false;
+  const auto file = dir / "gate.json";
+  return !fs::exists(file) || io::read_json(file).value("pending", false);
+}
+
+void refuse_model_of_failed_gate(const fs::path& model) {
+  const fs::path dir = fs::is_directory(model) ? model : model.parent_path();
+  refuse_failed_output(dir, "the model " + model.string());
+}
+
 void refuse_failed_output(const fs::path& dir, const std::string& what) {
   const auto file = dir / "gate.json";
   if (!fs::exists(file)) return;
@@ -141,7 +157,8 @@ void refuse_failed_output(const fs::path& dir, const std::string& what) {
   if (j.value("passed", true)) return;
   const auto stage = j.value("stage", std::string("stage"));
   if (j.value("pending", false))
-    throw Error(fmt::format("{} has no {} gate verdict: the {} stage was cut off before measuring it; run it again",
+    throw Error(fmt::format("{} has no {} gate verdict: the {} stage did not finish measuring it; run the stage "
+                            "again",
                             what, stage, stage));
   throw Error(fmt::format("{} failed its {} gate ({}); it is not used. Change the stage's settings or the gate and "
                           "run again",

@@ -72,6 +72,11 @@ void record_gate(const std::filesystem::path& dir, const GateVerdict& verdict);
 /// Throws lathe::Error with both figures when the gate failed.
 void enforce_gate(const GateVerdict& verdict);
 
+/// Whether a stage whose record is up to date must run again for its gate: the gate is on and
+/// <dir>/gate.json is missing or still pending (an attempt was cut off, or failed before its
+/// verdict).
+bool gate_unsettled(const std::filesystem::path& dir, const recipe::GateConfig& gate);
+
 /// Throws lathe::Error naming the gate and its figures when <dir>/gate.json records a failed or
 /// unfinished gate: `what` ("the quantized model ...") is not to be used.
 void refuse_failed_output(const std::filesystem::path& dir, const std::string& what);

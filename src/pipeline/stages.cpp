@@ -148,7 +148,11 @@ fs::path source_model(const recipe::Recipe& r, ModelSource source, Stage reader,
       refuse_failed_output(path.parent_path(), fmt::format("the {} model {}", enum_name(source), path.string()));
       return path;
     }
-    default: return checkpoint.empty() ? train::newest_checkpoint(r) : fs::path(checkpoint);
+    default: {
+      if (checkpoint.empty()) return train::newest_checkpoint(r);
+      refuse_model_of_failed_gate(checkpoint);  // a stage's output named by its path
+      return checkpoint;
+    }
   }
 }
 

@@ -58,7 +58,9 @@ std::vector<fs::path> eval_task_inputs(const recipe::Recipe& r) {
     files.emplace_back(t);
     if (!fs::exists(t)) continue;  // the stage names it when it runs
     try {
-      for (const auto& [split, f] : eval::load_task(t).data_files) files.push_back(f);
+      const auto c = eval::load_task(t);
+      files.insert(files.end(), c.includes.begin(), c.includes.end());
+      for (const auto& [split, f] : c.data_files) files.push_back(f);
     } catch (const Error&) {
       // A malformed task file is reported by the stage that reads it.
     }

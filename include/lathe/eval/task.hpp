@@ -67,6 +67,7 @@ struct MetricSpec {
 struct TaskConfig {
   std::string name;                                          // task:
   std::filesystem::path file;                                // the YAML file it came from
+  std::vector<std::filesystem::path> includes;               // the files its include: chain read
   OutputType output_type = OutputType::GenerateUntil;        // the harness's default
   std::map<std::string, std::filesystem::path> data_files;   // split -> file (absolute)
   std::string training_split, validation_split, test_split;  // split names ("" when absent)

@@ -59,6 +59,11 @@ void check_not_input(const recipe::Recipe& recipe, const std::vector<std::filesy
 /// Tokenizer stage: with tokenizer.path set, checks that it loads; otherwise trains a byte-level
 /// BPE or WordPiece tokenizer (tokenizer.type) on tokenizer.train_files (or data.train_files)
 /// into <out_dir>/tokenizer.json.
+/// Throws lathe::Error when the model at `model` (a file, or a directory) is a stage's output whose
+/// quality gate failed or never finished (gate.json beside it): a model named by path is refused
+/// as one found by eval.source / export.source is.
+void refuse_model_of_failed_gate(const std::filesystem::path& model);
+
 StageResult run_tokenizer_stage(const recipe::Recipe& recipe, bool force, const Progress& progress = {});
 
 /// Data stage: tokenizes data.train_files (and data.val_files) with the run's tokenizer into

@@ -22,7 +22,7 @@ eval::RunOptions task_run_options(const recipe::Recipe& recipe);
 /// file, when it is not empty). Throws lathe::Error naming eval.tasks[i] and the file.
 std::vector<eval::Task> load_eval_tasks(const recipe::Recipe& recipe, const std::vector<std::string>& only = {});
 
-/// The task files and the document files they read, for a stage's record.
+/// The task files, the files they include and the document files they read, for a stage's record.
 std::vector<std::filesystem::path> eval_task_inputs(const recipe::Recipe& recipe);
 
 /// A model's tokenizer and what the scorer reads beside it (its configured BOS).

@@ -158,7 +158,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   MadeFrom made_from = stage_record(r, Stage::Export, src);
   add_gate_inputs(made_from, r, r.export_.gate, true);
   const auto fresh = freshness(force, marker, read_stage_record(r.run.out_dir, "export"), made_from);
-  if (fresh.up_to_date) {
+  if (fresh.up_to_date && !gate_unsettled(out, r.export_.gate)) {
     refuse_failed_output(out, "the export in " + out.string());
     return {true, fmt::format("{} holds {}", out.string(), src.string())};
   }
@@ -221,6 +221,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   if (gate) record_gate(out, *gate);
   write_stage_record(r.run.out_dir, "export", made_from);
   if (gate) enforce_gate(*gate);
+  if (gate) notes.push_back("gate passed: " + gate->text());
   return {false, fmt::format("{}{} -> {} ({}){}", fresh.why(), src.string(), out.string(), fmt::join(parts, ", "),
                              notes.empty() ? "" : "; " + fmt::format("{}", fmt::join(notes, "; ")))};
 }

@@ -349,7 +349,8 @@ StageResult finish_prune_stage(const recipe::Recipe& r, const PrunePaths& paths,
                                                speed_change(m.before.latency_ms, after.latency_ms))
                                  : fmt::format("sparsity {:.4f}", layers.back().sparsity()),
                       m.tuned ? fmt::format(" after {} fine-tune steps", po.finetune_steps) : "",
-                      paths.model_file.string())};
+                      paths.model_file.string()) +
+              (gate ? "; gate passed: " + gate->text() : "")};
 }
 
 /// The prune stage in one process, or on rank 0 of a data-parallel job (`comm`), which prunes,
@@ -368,7 +369,7 @@ StageResult lead_prune_stage(const recipe::Recipe& r, bool force, const ConsoleO
   MadeFrom made_from = stage_record(r, Stage::Prune, paths.ckpt);
   add_gate_inputs(made_from, r, po.gate, false);
   const auto fresh = freshness(force, paths.model_file, read_stage_record(r.run.out_dir, "prune"), made_from);
-  if (fresh.up_to_date) {
+  if (fresh.up_to_date && !gate_unsettled(paths.dir, po.gate)) {
     if (po.finetune_steps > 0) tell(LeadOutcome::Skipped);
     refuse_failed_output(paths.dir, "the pruned model " + paths.model_file.string());
     return {true, fmt::format("{} is {} pruned", paths.model_file.string(), paths.ckpt.string())};
