@@ -240,11 +240,8 @@ std::vector<Loglikelihood> GptScorer::score_group(const std::vector<TokenRequest
   }
   if (shared < 2) return score_rows(group);
   const int64_t P = static_cast<int64_t>(shared), n = static_cast<int64_t>(group.size());
-  int64_t suffix = 0, lowest_first = P;
-  for (const auto& [inp, first] : inputs) {
-    suffix = std::max<int64_t>(suffix, static_cast<int64_t>(inp.size()) - P);
-    lowest_first = std::min(lowest_first, first);
-  }
+  int64_t suffix = 0;
+  for (const auto& [inp, first] : inputs) suffix = std::max<int64_t>(suffix, static_cast<int64_t>(inp.size()) - P);
   const auto device = model_->wte->weight.device();
   // The shared prefix once, into a cache.
   auto cache = model_->make_cache(1, P + suffix);
@@ -277,7 +274,6 @@ std::vector<Loglikelihood> GptScorer::score_group(const std::vector<TokenRequest
     parts.push_back(suffix_hidden[i].narrow(0, from - P, len - from));
     out.push_back(score_positions(model_, at::cat(parts, 0), group[static_cast<std::size_t>(i)].continuation));
   }
-  (void)lowest_first;
   return out;
 }
 

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lathe/eval/py_random.hpp"
 #include "lathe/eval/scorer.hpp"
 #include "lathe/eval/task.hpp"
 
@@ -61,7 +62,7 @@ struct TaskResult {
 /// The few-shot context of `doc` (the harness's fewshot_context without a chat template):
 /// one string, or one per choice for a multiple-input task. Draws from `rnd` as the harness's
 /// sampler does.
-std::vector<std::string> fewshot_context(const Task& task, const Doc& doc, int64_t num_fewshot, class PyRandom& rnd);
+std::vector<std::string> fewshot_context(const Task& task, const Doc& doc, int64_t num_fewshot, PyRandom& rnd);
 
 /// Runs `task` with `lm`. Throws lathe::Error naming the task and document on bad data (a gold
 /// answer that is not among the choices is scored wrong, with a warning on stderr, as the
