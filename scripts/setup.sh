@@ -97,6 +97,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     -r "$root/requirements.txt"
   echo "$want" > "$stamp"
 fi
+# llama.cpp (llama-cpp-python, the runtime the GGUF tests and benchmark run) is built from its
+# source for this CPU (GGML_NATIVE): its wheel is kept per CPU feature set, so a cached build
+# never runs on a machine without the instructions it was compiled for.
+llama_pin=0.3.36
+cpu_key=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | sha256sum | cut -c1-16)
+llama_stamp=$venv/.lathe-llama-cpp
+if [ "$(cat "$llama_stamp" 2>/dev/null)" != "$llama_pin-$cpu_key" ]; then
+  wheels=${XDG_CACHE_HOME:-$HOME/.cache}/lathe/wheels/llama-cpp-python-$llama_pin-$cpu_key
+  if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    need_space 2 "$wheels" "building llama-cpp-python"
+    say "building llama-cpp-python $llama_pin (llama.cpp) for this CPU; a few minutes, once per machine"
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+      retry "$venv/bin/python" -m pip wheel -q "${pip_net[@]}" --no-deps -w "$wheels" "llama-cpp-python==$llama_pin"
+  fi
+  retry "$venv/bin/python" -m pip install -q "${pip_net[@]}" --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl
+  echo "$llama_pin-$cpu_key" > "$llama_stamp"
+fi
 
 # ----------------------------------------------------------------------------- default corpus
 "$root/data/prepare_kjv.sh" >/dev/null

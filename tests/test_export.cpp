@@ -586,7 +586,7 @@ TEST_CASE("export stage: onnx + hf files with metadata, skipped when unchanged, 
       {(out / "model.onnx").string()});
   CHECK(dims.out == "[1, 'sequence_length']\n");
 
-  r.export_.format = lathe::recipe::ExportFormat::Onnx;
+  r.export_.format = {lathe::recipe::ExportFormat::Onnx};
   const auto third = lathe::pipeline::run_export_stage(r, false);
   CHECK_THAT(third.summary, Catch::Contains("removed config.json of an earlier export"));
   CHECK_FALSE(fs::exists(out / "config.json"));
@@ -598,4 +598,64 @@ TEST_CASE("export stage: onnx + hf files with metadata, skipped when unchanged, 
   CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_export_stage(r, true); }),
              Catch::Contains("export.opset: 18 is outside 17"));
   CHECK(lathe::test::read_file(out / "model.onnx") == before);
+}
+
+TEST_CASE("export: all-MiniLM-L6-v2 exports as a feature extractor whose ONNX graph gives transformers' hidden "
+          "states and sentence-transformers' embeddings",
+          "[export][onnx][slow]") {
+  TempDir dir;
+  const auto origin = dir.path() / "all-MiniLM-L6-v2";
+  lathe::test::run_reference("encoder_reference.py", {"unpack", origin.string()});
+  const auto run = dir.path() / "run";
+  const auto recipe = lathe::test::recipe_from(fmt::format(R"(pipeline: [export]
+run: {{out_dir: {}, device: cpu}}
+tokenizer: {{type: wordpiece, path: {}/tokenizer.json}}
+export: {{format: both, checkpoint: {}}}
+)",
+                                                          run.string(), origin.string(), origin.string()));
+  std::ostringstream log;
+  lathe::pipeline::run_pipeline(recipe, {}, log);
+  INFO(log.str());
+  const auto out = run / "export";
+  for (const auto* f : {"model.onnx", "config.json", "model.safetensors", "tokenizer.json", "modules.json",
+                        "1_Pooling/config.json", "sentence_bert_config.json"})
+    CHECK(fs::exists(out / f));
+  CHECK_THAT(log.str(), Catch::Contains("run with sentence-transformers"));
+  CHECK_THAT(log.str(), Catch::Contains("from transformers import AutoModel, AutoTokenizer"));
+  // The pooling (mean) and the normalisation come from the directory's sentence-transformers modules.
+  const auto modules = nlohmann::json::parse(lathe::test::read_file(out / "modules.json"));
+  REQUIRE(modules.size() == 3);
+  CHECK(modules[2]["type"] == "sentence_transformers.models.Normalize");
+  CHECK(nlohmann::json::parse(lathe::test::read_file(out / "config.json"))["architectures"][0] == "BertModel");
+  const auto check = lathe::test::run_python(
+      "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+      {(lathe::test::source_dir() / "tests/reference/encoder_reference.py").string(), "check", origin.string(),
+       out.string()});
+  INFO(check.err);
+  REQUIRE(check.code == 0);
+  const auto report = nlohmann::json::parse(lathe::test::lines(check.out).back());
+  WARN(report.dump());
+  CHECK(report["outputs"] == nlohmann::json::array({"last_hidden_state", "pooler_output", "sentence_embedding"}));
+
+  // A second export of the same recipe is up to date; pooling none drops the embedding and the
+  // sentence-transformers files.
+  CHECK(lathe::pipeline::run_export_stage(recipe, false).skipped);
+  auto plain = recipe;
+  plain.export_.pooling = lathe::recipe::Pooling::None;
+  const auto again = lathe::pipeline::run_export_stage(plain, false);
+  CHECK_FALSE(again.skipped);
+  CHECK_FALSE(fs::exists(out / "modules.json"));
+  CHECK_FALSE(fs::exists(out / "1_Pooling/config.json"));
+  const auto outputs = lathe::test::run_python(
+      "import onnxruntime as ort, sys\nprint([o.name for o in ort.InferenceSession(sys.argv[1]).get_outputs()])",
+      {(out / "model.onnx").string()});
+  CHECK(outputs.out == "['last_hidden_state', 'pooler_output']\n");
+  // Pooling asks for an encoder: a GPT is refused naming the key.
+  auto gpt_dir = dir.path() / "gpt";
+  lathe::models::save_hf(gpt(false), gpt_dir);
+  auto wrong = recipe;
+  wrong.export_.checkpoint = gpt_dir.string();
+  wrong.export_.pooling = lathe::recipe::Pooling::Mean;
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_export_stage(wrong, false); }),
+             Catch::Contains("export.pooling: mean pools a BERT encoder's hidden states"));
 }

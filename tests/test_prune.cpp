@@ -355,7 +355,7 @@ TEST_CASE("prune: the prune stage prunes, fine-tunes, reports, and eval and expo
   r.prune.calibration_batches = 2;
   r.prune.finetune_steps = 3;
   r.eval.batches = 2;
-  r.export_.format = lathe::recipe::ExportFormat::Hf;
+  r.export_.format = {lathe::recipe::ExportFormat::Hf};
   std::ostringstream log;
   lathe::pipeline::run_pipeline(r, {}, log);
   INFO(log.str());
@@ -433,7 +433,7 @@ TEST_CASE("prune: a Hugging Face directory is pruned and exported like a checkpo
   r.prune.score = PruneScore::Taylor;
   r.prune.calibration_batches = 2;
   r.eval.batches = 1;
-  r.export_.format = lathe::recipe::ExportFormat::Hf;
+  r.export_.format = {lathe::recipe::ExportFormat::Hf};
   std::ostringstream log;
   lathe::pipeline::run_pipeline(r, {}, log);
   INFO(log.str());

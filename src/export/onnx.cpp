@@ -230,6 +230,47 @@ OnnxGraph bert_graph(const models::AnyModel& model, models::BertModel bert, cons
   return {"model.onnx", std::shared_ptr<onnx::ModelProto>(g.finish(metadata(model, o)))};
 }
 
+/// The sentence embedding of options.pooling (and .normalize) over the real tokens, (B, C).
+std::string sentence_embedding(Graph& g, const std::string& hidden, const std::string& mask, const OnnxOptions& o) {
+  Graph::Scope s(g, "pooling");
+  std::string e;
+  if (o.pooling == Pooling::Cls) {
+    e = g.op("Gather", {hidden, g.int_scalar(0)}, {{"axis", int64_t{1}}});
+  } else {  // sentence-transformers' mean: sum(h * mask) / max(sum(mask), 1e-9)
+    const auto m = g.op("Unsqueeze", {g.op("Cast", {mask}, {{"to", int64_t{1}}}), g.ints({-1})});  // (B, T, 1)
+    const auto sum = g.op("ReduceSum", {g.op("Mul", {hidden, m}), g.ints({1})}, {{"keepdims", int64_t{0}}});
+    const auto count = g.op("ReduceSum", {m, g.ints({1})}, {{"keepdims", int64_t{0}}});  // (B, 1)
+    e = g.op("Div", {sum, g.op("Max", {count, g.scalar(1e-9)})});
+  }
+  if (!o.normalize) return e;
+  // torch.nn.functional.normalize: x / max(||x||_2, 1e-12)
+  const auto norm = g.op("Sqrt", {g.op("ReduceSum", {g.op("Mul", {e, e}), g.ints({1})}, {{"keepdims", int64_t{1}}})});
+  return g.op("Div", {e, g.op("Max", {norm, g.scalar(1e-12)})});
+}
+
+/// A BERT without a head: last_hidden_state, pooler_output where it has a pooler, and
+/// sentence_embedding when options.pooling asks for one.
+std::vector<OnnxGraph> encoder_graphs(const models::AnyModel& model, const OnnxOptions& o) {
+  auto bert = model.as<models::BertModel>();
+  const Axes axes(o);
+  Graph g(model.kind_name(), o.opset);
+  const std::vector<Dim> dims{axes.batch, "sequence_length"};
+  const auto ids = g.input("input_ids", Elem::Int64, dims);
+  const auto mask = g.input("attention_mask", Elem::Int64, dims);
+  const auto types = g.input("token_type_ids", Elem::Int64, dims);
+  const auto hidden = bert_encoder(g, *bert, ids, mask, types);
+  const auto d = bert->options.d_model;
+  g.output(hidden, "last_hidden_state", Elem::Float, {axes.batch, "sequence_length", d});
+  if (bert->pooler) {
+    Graph::Scope s(g, "bert/pooler");
+    const auto first = g.op("Gather", {hidden, g.int_scalar(0)}, {{"axis", int64_t{1}}});
+    g.output(g.op("Tanh", {emit(g, *bert->pooler, first)}), "pooler_output", Elem::Float, {axes.batch, d});
+  }
+  if (o.pooling != Pooling::None)
+    g.output(sentence_embedding(g, hidden, mask, o), "sentence_embedding", Elem::Float, {axes.batch, d});
+  return {{"model.onnx", std::shared_ptr<onnx::ModelProto>(g.finish(metadata(model, o)))}};
+}
+
 std::vector<OnnxGraph> gpt_graphs(const models::AnyModel& model, const OnnxOptions& o) {
   auto gpt = model.as<models::Gpt>();
   return {gpt_graph(*gpt, o, /*with_past=*/false, metadata(model, o)),
@@ -252,6 +293,7 @@ constexpr std::array kOnnxKinds{
     OnnxKind{models::ModelKind::Gpt, gpt_graphs},
     OnnxKind{models::ModelKind::BertMaskedLm, mlm_graphs},
     OnnxKind{models::ModelKind::BertClassifier, classifier_graphs},
+    OnnxKind{models::ModelKind::BertEncoder, encoder_graphs},
 };
 static_assert(models::covers_every_kind(kOnnxKinds),
               "src/export/onnx.cpp: kOnnxKinds needs one row per models::ModelKind, in the order of its spelling "
@@ -311,6 +353,7 @@ constexpr std::array kOnnxOptions{
     OnnxOption{"type_vocab_size", every_value},
     OnnxOption{"num_labels", every_value},
     OnnxOption{"pad_token_id", every_value},  // training only (the row that gets no gradient)
+    OnnxOption{"pooler", every_value},        // bert_encoder: pooler_output when it has one
 };
 static_assert(models::covers_every_option(kOnnxOptions),
               "src/export/onnx.cpp: kOnnxOptions needs a row for every model option, in models::visit's order: a "

@@ -81,6 +81,7 @@ constexpr std::array kHfOptions{
     HfOption{"type_vocab_size", "bert: type_vocab_size"},
     HfOption{"num_labels", "bert: num_labels, id2label"},
     HfOption{"pad_token_id", "bert: pad_token_id"},
+    HfOption{"pooler", "bert: whether pooler.dense is among the tensors (BertModel); gpt families have none"},
 };
 static_assert(covers_every_option(kHfOptions),
               "src/models/hf.cpp: kHfOptions needs a row for every model option, in models::visit's order: a model "

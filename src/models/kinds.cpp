@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 
+#include "lathe/core/error.hpp"
 #include "lathe/models/bert.hpp"
 #include "lathe/models/gpt.hpp"
 #include "lathe/models/hf.hpp"
@@ -137,6 +138,29 @@ TaskLogits classifier_scored(Module& m, const TaskInputs& in) {
           in.targets};
 }
 
+// ------------------------------------------------------------------ bert_encoder
+
+std::shared_ptr<Module> encoder_make(const ModelOptions& o) { return BertModel(o, o.pooler).ptr(); }
+void encoder_init(Module& m, const nn::ValueSink& sink) { as<BertModelImpl>(m).reset_parameters(sink); }
+const ModelOptions& encoder_options(const Module& m) { return as<BertModelImpl>(m).options; }
+std::shared_ptr<Module> encoder_load_hf(const fs::path& dir, int64_t, io::Read) {
+  return load_hf_bert_encoder(dir).ptr();
+}
+std::pair<std::shared_ptr<Module>, nn::ValueSource> encoder_open_hf(const fs::path& dir, int64_t) {
+  auto [encoder, values] = open_hf_bert_encoder(dir);
+  return {encoder.ptr(), std::move(values)};
+}
+std::vector<std::string> encoder_save_hf(Module& m, const fs::path& dir, const std::vector<std::string>&,
+                                         const HfWriteOptions& options) {
+  BertModel encoder(std::static_pointer_cast<BertModelImpl>(m.shared_from_this()));
+  return save_hf(encoder, dir, options);
+}
+/// An encoder has no task: what would score it is refused by name.
+TaskLogits encoder_scored(Module&, const TaskInputs&) {
+  throw Error("a bert_encoder (a BERT without a head) has no task to score; it is imported and exported for its "
+              "hidden states");
+}
+
 constexpr std::array kKinds{
     ModelKindTraits{.kind = ModelKind::Gpt,
                     .arch = Arch::Gpt,
@@ -182,11 +206,22 @@ constexpr std::array kKinds{
                     .open_hf = classifier_open_hf,
                     .save_hf = classifier_save_hf,
                     .scored = classifier_scored},
+    ModelKindTraits{.kind = ModelKind::BertEncoder,
+                    .arch = Arch::Bert,
+                    .task = "",
+                    .make = encoder_make,
+                    .init = encoder_init,
+                    .holds = holds<BertModelImpl>,
+                    .options = encoder_options,
+                    .load_hf = encoder_load_hf,
+                    .open_hf = encoder_open_hf,
+                    .save_hf = encoder_save_hf,
+                    .scored = encoder_scored},
 };
 
 constexpr bool rows_complete() {
   for (const auto& row : kKinds) {
-    if (row.task.empty() || !row.make || !row.init || !row.holds || !row.options || !row.load_hf || !row.open_hf ||
+    if (!row.make || !row.init || !row.holds || !row.options || !row.load_hf || !row.open_hf ||
         !row.save_hf || !row.scored)
       return false;
     if ((row.tied_head == nullptr) != (row.separate_head == nullptr) ||

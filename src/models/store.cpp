@@ -161,12 +161,20 @@ namespace {
 
 /// The kind a Hugging Face directory is read as: `want`, or the first kind of its architecture.
 const ModelKindTraits& hf_row(const fs::path& path, std::optional<ModelKind> want) {
-  const auto type = io::read_json(path / "config.json").value("model_type", "");
+  const auto config = io::read_json(path / "config.json");
+  const auto type = config.value("model_type", "");
   // Every other model_type is a GPT family's (which refuses the types it does not know).
   const Arch arch = type == "bert" ? Arch::Bert : Arch::Gpt;
   const auto kinds = model_kinds();
   const auto* row = want ? &kind_traits(*want)
                          : &*std::find_if(kinds.begin(), kinds.end(), [&](const auto& k) { return k.arch == arch; });
+  // A BERT without a word of its head is its encoder; a classifier directory its classifier.
+  if (!want && arch == Arch::Bert && config.contains("architectures") && config["architectures"].is_array() &&
+      !config["architectures"].empty()) {
+    const auto architecture = config["architectures"][0].get<std::string>();
+    if (architecture == "BertModel") row = &kind_traits(ModelKind::BertEncoder);
+    if (architecture == "BertForSequenceClassification") row = &kind_traits(ModelKind::BertClassifier);
+  }
   if (row->arch != arch)
     throw Error(path.string() + (arch == Arch::Bert ? std::string(": a BERT model cannot be trained or run as a GPT")
                                                     : ": a " + type + " model cannot be used as a BERT model"));

@@ -402,7 +402,7 @@ class ConsistencyCheck {
     section_problems("prune", r_.prune.gate.problems());
     section_problems("quantize", r_.quantize.gate.problems());
     section_problems("export", r_.export_.gate.problems());
-    if (r_.export_.gate.enabled() && r_.export_.format == ExportFormat::Onnx)
+    if (r_.export_.gate.enabled() && !r_.export_.writes(ExportFormat::Hf))
       fail({"export.gate.metric", "export.format"},
            "export.gate measures the exported Hugging Face directory read back: set export.format to hf or both");
     if (r_.eval.every > 0 && r_.eval.tasks.empty())
@@ -413,12 +413,12 @@ class ConsistencyCheck {
     for (const auto* g : {&r_.prune.gate, &r_.quantize.gate, &r_.export_.gate})
       if (g->enabled() && !g->task.empty() && r_.eval.tasks.empty())
         fail({"eval.tasks"}, "a gate on task '" + g->task + "' needs the task's file in eval.tasks");
-    if (r_.export_.format != ExportFormat::Onnx) try {
+    if (r_.export_.writes(ExportFormat::Hf)) try {
         r_.export_.max_shard_bytes();
       } catch (const std::invalid_argument& e) {
         fail({"export.max_shard_size"}, e.what());
       }
-    if (r_.export_.format != ExportFormat::Hf) {
+    if (r_.export_.writes(ExportFormat::Onnx)) {
       export_::OnnxOptions onnx;
       onnx.opset = r_.export_.opset;
       section_problems("export", onnx.problems());
@@ -635,6 +635,12 @@ Recipe parse_recipe(std::string_view yaml, const std::string& name, const std::v
   std::vector<std::filesystem::path> read;
   Node root = detail::load_tree_from_text(yaml, name, base_dir, diags, read);
   return bind(std::move(root), overrides, std::move(diags), std::move(read));
+}
+
+bool ExportConfig::writes(ExportFormat f) const {
+  for (const auto g : format)
+    if (g == f || (g == ExportFormat::Both && (f == ExportFormat::Onnx || f == ExportFormat::Hf))) return true;
+  return false;
 }
 
 int64_t ExportConfig::max_shard_bytes() const {

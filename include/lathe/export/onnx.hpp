@@ -19,6 +19,9 @@
 //                                  int64 -> logits (masked LM: (batch_size, sequence_length, vocab);
 //                                  classifier: (batch_size, num_labels)) and last_hidden_state
 //                                  (batch_size, sequence_length, d_model), the encoder's output.
+//   bert_encoder (no head):        the same inputs -> last_hidden_state, pooler_output (batch_size,
+//                                  d_model) where the checkpoint has a pooler, and with
+//                                  OnnxOptions::pooling sentence_embedding (batch_size, d_model).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "lathe/core/enum_table.hpp"
 #include "lathe/models/store.hpp"
 
 namespace onnx {
@@ -35,6 +39,12 @@ class ModelProto;
 }
 
 namespace lathe::export_ {
+
+using lathe::operator<<;
+
+/// A sentence embedding from an encoder's hidden states: none, the mean of the real tokens'
+/// (sentence-transformers' mean pooling), or the first token's.
+enum class Pooling { None, Mean, Cls };
 
 struct OnnxOptions {
   /// Version of the default ONNX domain: 17 (LayerNormalization) up to the linked onnx
@@ -46,6 +56,10 @@ struct OnnxOptions {
   /// Written as the model's metadata_props (with "lathe.kind" added, and for a classifier that
   /// knows its label names "id2label": a JSON object {"0": name, ...} as in config.json).
   std::map<std::string, std::string> metadata;
+  /// bert_encoder: the sentence_embedding output, and whether it is L2-normalised (as
+  /// sentence-transformers' Normalize module does).
+  Pooling pooling = Pooling::None;
+  bool normalize = false;
 
   /// Every problem, each naming its field; empty when valid. The recipe's loader reports them
   /// under export.* (so `lathe recipe check` and `lathe run` refuse the same values).
@@ -78,3 +92,6 @@ std::vector<std::filesystem::path> write_onnx(const OnnxExport& exported, const 
                                               int64_t external_data_bytes = int64_t{2} * 1000 * 1000 * 1000);
 
 }  // namespace lathe::export_
+
+LATHE_ENUM_TABLE(lathe::export_::Pooling, {lathe::export_::Pooling::None, "none"},
+                 {lathe::export_::Pooling::Mean, "mean"}, {lathe::export_::Pooling::Cls, "cls"});

@@ -53,6 +53,11 @@ BertForSequenceClassification load_hf_bert_classifier(const std::filesystem::pat
 std::pair<BertForSequenceClassification, nn::ValueSource> open_hf_bert_classifier(
     const std::filesystem::path& dir, int64_t num_labels = 0, std::vector<std::string>* initialized = nullptr);
 
+/// A BertModel directory (a BERT without a head: sentence-embedding checkpoints such as
+/// all-MiniLM-L6-v2), its tensors with or without the "bert." prefix; the pooler is read when
+/// the directory has one (options.pooler says whether it did).
+BertModel load_hf_bert_encoder(const std::filesystem::path& dir);
+std::pair<BertModel, nn::ValueSource> open_hf_bert_encoder(const std::filesystem::path& dir);
 /// Writes config.json and model.safetensors (float32, tied weights stored once) into `dir`. A
 /// GPT whose head was separated from its tied embedding (separate_head) is written untied.
 /// A GPT read from a Hugging Face directory is written as the family it was read as
@@ -65,6 +70,8 @@ std::pair<BertForSequenceClassification, nn::ValueSource> open_hf_bert_classifie
 std::vector<std::string> save_hf(Gpt& model, const std::filesystem::path& dir, const HfWriteOptions& options = {});
 std::vector<std::string> save_hf(BertForMaskedLM& model, const std::filesystem::path& dir,
                                  const HfWriteOptions& options = {});
+/// As transformers' BertModel.save_pretrained: no "bert." prefix.
+std::vector<std::string> save_hf(BertModel& model, const std::filesystem::path& dir, const HfWriteOptions& options = {});
 /// `labels`: the name of each class (id2label / label2id); empty: LABEL_0, LABEL_1, ...
 std::vector<std::string> save_hf(BertForSequenceClassification& model, const std::filesystem::path& dir,
                                  const std::vector<std::string>& labels = {}, const HfWriteOptions& options = {});

@@ -31,7 +31,9 @@ class Module;
 
 namespace lathe::models {
 
-enum class ModelKind { Gpt, BertMaskedLm, BertClassifier };
+/// bert_encoder: a BERT without a head (feature extraction, sentence embeddings): imported from a
+/// Hugging Face BertModel directory and exported; no train.task trains it.
+enum class ModelKind { Gpt, BertMaskedLm, BertClassifier, BertEncoder };
 
 /// What a task feeds a model (tensors the kind does not read may be undefined). targets: next
 /// tokens (B, T), masked-LM labels (B, T) with -100 where nothing is predicted, or class ids (B).
@@ -52,7 +54,7 @@ struct TaskLogits {
 struct ModelKindTraits {
   ModelKind kind;
   Arch arch;
-  /// The spelling of train.task that trains this kind (recipe::Task's table).
+  /// The spelling of train.task that trains this kind (recipe::Task's table); empty: none does.
   std::string_view task;
   /// Other train.task spellings that train this kind (the GPT: sft, dpo); empty entries: none.
   std::array<std::string_view, 2> also_trains = {};
@@ -124,7 +126,8 @@ const ModelKindTraits& kind_traits(ModelKind kind);
 
 LATHE_ENUM_TABLE(lathe::models::ModelKind, {lathe::models::ModelKind::Gpt, "gpt"},
                  {lathe::models::ModelKind::BertMaskedLm, "bert_masked_lm"},
-                 {lathe::models::ModelKind::BertClassifier, "bert_classifier"});
+                 {lathe::models::ModelKind::BertClassifier, "bert_classifier"},
+                 {lathe::models::ModelKind::BertEncoder, "bert_encoder"});
 
 namespace lathe::models {
 
@@ -136,7 +139,8 @@ constexpr bool is_spelled(ModelKind kind) {
   switch (kind) {
     case ModelKind::Gpt:
     case ModelKind::BertMaskedLm:
-    case ModelKind::BertClassifier: return enum_name(kind) != "?";
+    case ModelKind::BertClassifier:
+    case ModelKind::BertEncoder: return enum_name(kind) != "?";
   }
   return false;
 }

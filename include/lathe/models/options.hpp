@@ -74,6 +74,7 @@ struct ModelOptions {
   int64_t type_vocab_size = 2;
   int64_t num_labels = 2;
   int64_t pad_token_id = -1;
+  bool pooler = true;
   /// Where the parameters are created (meta: shapes only). Not an option of the model itself.
   c10::Device device = c10::kCPU;
 
@@ -199,6 +200,9 @@ constexpr void visit(V& v, ModelOptions& c) {
   v.field("pad_token_id", c.pad_token_id, "The [PAD] row of the word embedding, which gets no gradient; -1: none. "
                                           "Taken from the tokenizer.",
           at_least(-1), Traits{.recipe_key = false, .shape = false, .applies = A::Bert});
+  v.field("pooler", c.pooler, "bert_encoder: the encoder has its pooler (tanh(dense(first token))), as the "
+                              "checkpoint it was read from has one; masked-LM models never do, classifiers always.",
+          any_value(), Traits{.recipe_key = false, .shape = true, .applies = A::Bert});
 }
 
 namespace detail {

@@ -47,7 +47,14 @@ constexpr at::ScalarType scalar_type(Precision p) {
 }
 enum class NanPolicy { Error, Skip };
 using dist::Backend;
-enum class ExportFormat { Onnx, Hf, Both };
+/// What the export stage writes; both: onnx and hf (a list names any set of them).
+enum class ExportFormat { Onnx, Hf, Gguf, Both };
+/// The ggml type of a GGUF export's weight matrices; auto: the closest type of each quantized
+/// layer's scheme, and the float matrices as hf_dtype says.
+enum class GgufType { Auto, F32, F16, BF16, Q8_0, Q4_0, Q4_1 };
+/// A BERT encoder's sentence embedding in the export; auto: the sentence-transformers pooling of
+/// the Hugging Face directory the model came from (1_Pooling/config.json), else none.
+enum class Pooling { Auto, None, Mean, Cls };
 /// The storage dtype of an exported Hugging Face directory; auto: that of the Hugging Face
 /// directory the model came from (export.checkpoint, else train.init_from), float32 otherwise.
 enum class HfDtype { Auto, Float32, BFloat16, Float16 };
@@ -74,7 +81,13 @@ LATHE_ENUM_TABLE(lathe::recipe::LossOn, {lathe::recipe::LossOn::Assistant, "assi
                  {lathe::recipe::LossOn::Completion, "completion"});
 LATHE_ENUM_TABLE(lathe::recipe::Precision, {lathe::recipe::Precision::Fp32, "fp32"}, {lathe::recipe::Precision::Bf16, "bf16"}, {lathe::recipe::Precision::Fp16, "fp16"});
 LATHE_ENUM_TABLE(lathe::recipe::NanPolicy, {lathe::recipe::NanPolicy::Error, "error"}, {lathe::recipe::NanPolicy::Skip, "skip"});
-LATHE_ENUM_TABLE(lathe::recipe::ExportFormat, {lathe::recipe::ExportFormat::Onnx, "onnx"}, {lathe::recipe::ExportFormat::Hf, "hf"}, {lathe::recipe::ExportFormat::Both, "both"});
+LATHE_ENUM_TABLE(lathe::recipe::ExportFormat, {lathe::recipe::ExportFormat::Onnx, "onnx"}, {lathe::recipe::ExportFormat::Hf, "hf"}, {lathe::recipe::ExportFormat::Gguf, "gguf"}, {lathe::recipe::ExportFormat::Both, "both"});
+LATHE_ENUM_TABLE(lathe::recipe::Pooling, {lathe::recipe::Pooling::Auto, "auto"}, {lathe::recipe::Pooling::None, "none"},
+                 {lathe::recipe::Pooling::Mean, "mean"}, {lathe::recipe::Pooling::Cls, "cls"});
+LATHE_ENUM_TABLE(lathe::recipe::GgufType, {lathe::recipe::GgufType::Auto, "auto"}, {lathe::recipe::GgufType::F32, "f32"},
+                 {lathe::recipe::GgufType::F16, "f16"}, {lathe::recipe::GgufType::BF16, "bf16"},
+                 {lathe::recipe::GgufType::Q8_0, "q8_0"}, {lathe::recipe::GgufType::Q4_0, "q4_0"},
+                 {lathe::recipe::GgufType::Q4_1, "q4_1"});
 LATHE_ENUM_TABLE(lathe::recipe::HfDtype, {lathe::recipe::HfDtype::Auto, "auto"},
                  {lathe::recipe::HfDtype::Float32, "float32"}, {lathe::recipe::HfDtype::BFloat16, "bfloat16"},
                  {lathe::recipe::HfDtype::Float16, "float16"});

@@ -357,7 +357,10 @@ void visit(V& v, QuantizeConfig& c) {
 }
 
 struct ExportConfig {
-  ExportFormat format = ExportFormat::Onnx;
+  std::vector<ExportFormat> format = {ExportFormat::Onnx};
+  std::vector<GgufType> gguf_type = {GgufType::Auto};
+  Pooling pooling = Pooling::Auto;
+  bool normalize = false;
   int64_t opset = 17;
   bool dynamic_axes = true;
   ModelSource source = ModelSource::Auto;
@@ -370,12 +373,18 @@ struct ExportConfig {
   /// max_shard_size in bytes: an integer, or a whole number of KB / MB / GB (powers of 1000) or
   /// KiB / MiB / GiB (of 1024); std::invalid_argument saying so otherwise.
   int64_t max_shard_bytes() const;
+  /// Whether `format` lists `f` (both stands for onnx and hf).
+  bool writes(ExportFormat f) const;
 };
 
 template <class V>
 void visit(V& v, ExportConfig& c) {
-  v.field("format", c.format, "onnx (model.onnx, and decoder_with_past_model.onnx for a GPT), hf (Hugging Face "
-                              "config.json + model.safetensors) or both.");
+  v.field("format", c.format, "What to write, one or a list: onnx (model.onnx, and decoder_with_past_model.onnx "
+                              "for a GPT), hf (Hugging Face config.json + model.safetensors), gguf (llama.cpp: "
+                              "model.gguf, or model-<TYPE>.gguf per gguf_type), both (onnx and hf).");
+  v.field("gguf_type", c.gguf_type, "gguf: the ggml type of the weight matrices, one or a list (a file each): f32, "
+                                    "f16, bf16, q8_0, q4_0, q4_1, or auto (model.gguf: quantized layers in the closest "
+                                    "type of their scheme, int8 -> q8_0, int4 -> q4_1; float ones as hf_dtype says).");
   v.field("opset", c.opset, "ONNX opset of the default domain (17: LayerNormalization; at most the newest the "
                             "linked onnx library checks).", between(17, 21));
   v.field("dynamic_axes", c.dynamic_axes, "Leave the batch dimension symbolic in the ONNX graphs; false fixes it "
@@ -383,9 +392,15 @@ void visit(V& v, ExportConfig& c) {
   v.field("source", c.source, "Model to export: checkpoint, pruned, quantized, or auto (the output of the "
                               "nearest earlier prune or quantize stage of the pipeline, else the checkpoint).");
   v.field("checkpoint", c.checkpoint, "source checkpoint: a checkpoint, a lathe model file or a Hugging Face "
-                                      "directory (docs/models.md lists the families). Empty: the newest in "
-                                      "<out_dir>/checkpoints.");
+                                      "directory (docs/models.md lists the families; a BertModel directory, such "
+                                      "as a sentence-embedding model, exports as a feature extractor). Empty: the "
+                                      "newest in <out_dir>/checkpoints.");
   v.field("path", c.path, "Output directory. Empty: <out_dir>/export.");
+  v.field("pooling", c.pooling, "A BERT encoder's sentence embedding (ONNX output sentence_embedding; "
+                                "sentence-transformers' modules.json and 1_Pooling beside the Hugging Face files): "
+                                "mean (of the real tokens), cls (the first token), none, or auto (the pooling of "
+                                "the sentence-transformers directory the model came from, with its Normalize).");
+  v.field("normalize", c.normalize, "pooling mean or cls: L2-normalise the sentence embedding.");
   v.field("hf_dtype", c.hf_dtype, "hf: storage dtype of the weights: float32, bfloat16, float16, or auto (that of "
                                   "the Hugging Face directory the model came from, export.checkpoint or "
                                   "train.init_from; float32 otherwise).");

@@ -15,14 +15,18 @@ using namespace hf;
 
 namespace {
 
-Table bert_encoder_table(const ModelOptions& o, bool pooler) {
+/// The encoder's tensors: lathe's under `ours` ("bert." inside a model with a head, "" for the
+/// encoder alone), the family's under `theirs` (the same: BertModel saves without the prefix).
+Table bert_encoder_table(const ModelOptions& o, bool pooler, const std::string& ours = "bert.",
+                         const std::string& theirs = "bert.") {
   Table t;
-  add_wb(t, "bert.word_embeddings.", "bert.embeddings.word_embeddings.", false);
-  add_wb(t, "bert.position_embeddings.", "bert.embeddings.position_embeddings.", false);
-  add_wb(t, "bert.token_type_embeddings.", "bert.embeddings.token_type_embeddings.", false);
-  add_wb(t, "bert.embeddings_norm.", "bert.embeddings.LayerNorm.", true);
+  add_wb(t, ours + "word_embeddings.", theirs + "embeddings.word_embeddings.", false);
+  add_wb(t, ours + "position_embeddings.", theirs + "embeddings.position_embeddings.", false);
+  add_wb(t, ours + "token_type_embeddings.", theirs + "embeddings.token_type_embeddings.", false);
+  add_wb(t, ours + "embeddings_norm.", theirs + "embeddings.LayerNorm.", true);
   for (int64_t i = 0; i < o.n_layer; ++i) {
-    const std::string p = "bert.layers." + std::to_string(i) + ".", h = "bert.encoder.layer." + std::to_string(i) + ".";
+    const std::string p = ours + "layers." + std::to_string(i) + ".",
+                      h = theirs + "encoder.layer." + std::to_string(i) + ".";
     add_stacked(t, p + "attn.qkv.", h + "attention.self.", {"query", "key", "value"}, {o.d_model, o.d_model, o.d_model}, true);
     add_wb(t, p + "attn.proj.", h + "attention.output.dense.", true);
     add_wb(t, p + "ln_1.", h + "attention.output.LayerNorm.", true);
@@ -30,7 +34,7 @@ Table bert_encoder_table(const ModelOptions& o, bool pooler) {
     add_wb(t, p + "mlp.proj.", h + "output.dense.", true);
     add_wb(t, p + "ln_2.", h + "output.LayerNorm.", true);
   }
-  if (pooler) add_wb(t, "bert.pooler.", "bert.pooler.dense.", true);
+  if (pooler) add_wb(t, ours + "pooler.", theirs + "pooler.dense.", true);
   return t;
 }
 
@@ -140,6 +144,29 @@ std::pair<BertForSequenceClassification, nn::ValueSource> open_hf_bert_classifie
   return {model, std::move(values)};
 }
 
+std::pair<BertModel, nn::ValueSource> open_hf_bert_encoder(const fs::path& dir) {
+  auto options = read_hf_bert_config(dir);
+  // The pooler is the checkpoint's when it has one (all-MiniLM-L6-v2 does; many do not).
+  options.pooler = false;
+  for (const auto& file : weights_files(dir))
+    for (const auto& [name, info] : io::load_safetensors(file, io::Read::Map).tensors)
+      if (name == "pooler.dense.weight" || name == "bert.pooler.dense.weight") options.pooler = true;
+  options.device = at::kMeta;
+  nn::SkipInitGuard skip_init;
+  BertModel model(options, options.pooler);
+  // Heads of other kinds (a masked-LM or classifier checkpoint read as its encoder) are left.
+  Layout layout = kBertLayout;
+  layout.ignore.insert(layout.ignore.end(), {"cls.", "classifier."});
+  auto values = tensor_values(*model, bert_encoder_table(options, options.pooler, "", "bert."), weights_files(dir),
+                              layout, {}, nullptr, io::Read::Map);
+  return {model, std::move(values)};
+}
+
+BertModel load_hf_bert_encoder(const fs::path& dir) {
+  auto [model, values] = open_hf_bert_encoder(dir);
+  return materialised(model, values);
+}
+
 BertForMaskedLM load_hf_bert_mlm(const fs::path& dir) {
   auto [model, values] = open_hf_bert_mlm(dir);
   return materialised(model, values);
@@ -149,6 +176,11 @@ BertForSequenceClassification load_hf_bert_classifier(const fs::path& dir, int64
                                                        std::vector<std::string>* initialized) {
   auto [model, values] = open_hf_bert_classifier(dir, num_labels, initialized);
   return materialised(model, values);
+}
+
+std::vector<std::string> save_hf(BertModel& model, const fs::path& dir, const HfWriteOptions& options) {
+  const auto& o = model->options;
+  return save_tensors(*model, bert_encoder_table(o, o.pooler, "", ""), dir, bert_config(o, "BertModel"), options);
 }
 
 std::vector<std::string> save_hf(BertForMaskedLM& model, const fs::path& dir, const HfWriteOptions& options) {

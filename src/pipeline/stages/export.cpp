@@ -10,9 +10,12 @@
 #include "lathe/adapters/lora.hpp"
 #include "lathe/core/build_info.hpp"
 #include "lathe/core/error.hpp"
+#include "lathe/eval/scorer.hpp"
+#include "lathe/export/gguf_model.hpp"
 #include "lathe/export/graph.hpp"
 #include "lathe/export/onnx.hpp"
 #include "lathe/io/atomic_file.hpp"
+#include "lathe/io/json_file.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/train/run_dir.hpp"
 #include "lathe/models/hf.hpp"
@@ -35,8 +38,31 @@ using recipe::Stage;
 
 namespace {
 
-bool writes_onnx(const recipe::Recipe& r) { return r.export_.format != ExportFormat::Hf; }
-bool writes_hf(const recipe::Recipe& r) { return r.export_.format != ExportFormat::Onnx; }
+bool writes_onnx(const recipe::Recipe& r) { return r.export_.writes(ExportFormat::Onnx); }
+bool writes_hf(const recipe::Recipe& r) { return r.export_.writes(ExportFormat::Hf); }
+bool writes_gguf(const recipe::Recipe& r) { return r.export_.writes(ExportFormat::Gguf); }
+
+/// Each GGUF file export.gguf_type asks for (nullopt: auto), in order, once each.
+std::vector<std::optional<export_::GgmlType>> gguf_types(const recipe::Recipe& r) {
+  std::vector<std::optional<export_::GgmlType>> types;
+  for (const auto t : r.export_.gguf_type) {
+    std::optional<export_::GgmlType> type;
+    if (t != recipe::GgufType::Auto) type = *parse_enum<export_::GgmlType>(enum_name(t));
+    if (std::find(types.begin(), types.end(), type) == types.end()) types.push_back(type);
+  }
+  return types;
+}
+
+std::string gguf_name(const std::optional<export_::GgmlType>& type) {
+  return type ? export_::gguf_file_name(*type) : "model.gguf";
+}
+
+/// The file the stage's freshness is judged by: its first format's main file.
+fs::path main_file(const recipe::Recipe& r, const fs::path& out) {
+  if (writes_onnx(r)) return out / "model.onnx";
+  if (writes_hf(r)) return out / "config.json";
+  return out / gguf_name(gguf_types(r).front());
+}
 
 /// The Hugging Face directory the exported model came from: the source itself, else
 /// train.init_from; empty when neither is one.
@@ -75,6 +101,73 @@ std::vector<std::string> write_hf(const models::AnyModel& model, const fs::path&
   }
 }
 
+/// export.hf_dtype: the storage dtype of float weights.
+at::ScalarType float_storage(const recipe::Recipe& r, const fs::path& src) {
+  const auto origin = hf_origin(r, src);
+  const auto dtype = r.export_.hf_dtype;
+  return dtype == recipe::HfDtype::Auto       ? (origin.empty() ? at::kFloat : models::hf_storage_dtype(origin))
+         : dtype == recipe::HfDtype::BFloat16 ? at::kBFloat16
+         : dtype == recipe::HfDtype::Float16  ? at::kHalf
+                                              : at::kFloat;
+}
+
+/// A BERT encoder's sentence embedding: export.pooling, or with auto the sentence-transformers
+/// modules of the Hugging Face directory the model came from.
+struct Pooled {
+  export_::Pooling pooling = export_::Pooling::None;
+  bool normalize = false;
+};
+
+Pooled pooling_of(const recipe::Recipe& r, const fs::path& src) {
+  const auto p = r.export_.pooling;
+  if (p != recipe::Pooling::Auto)
+    return {*parse_enum<export_::Pooling>(enum_name(p)), p != recipe::Pooling::None && r.export_.normalize};
+  const auto origin = hf_origin(r, src);
+  if (origin.empty() || !fs::exists(origin / "1_Pooling" / "config.json")) return {};
+  const auto file = origin / "1_Pooling" / "config.json";
+  const auto config = io::read_json(file);
+  Pooled out;
+  if (config.value("pooling_mode_mean_tokens", false)) out.pooling = export_::Pooling::Mean;
+  else if (config.value("pooling_mode_cls_token", false)) out.pooling = export_::Pooling::Cls;
+  else
+    throw Error(file.string() + ": a pooling mode lathe does not export (it exports mean and cls); set "
+                                "export.pooling");
+  if (fs::exists(origin / "modules.json"))
+    for (const auto& m : io::read_json(origin / "modules.json"))
+      if (m.value("type", "") == "sentence_transformers.models.Normalize") out.normalize = true;
+  return out;
+}
+
+/// sentence-transformers' files for an encoder exported with a pooling (SentenceTransformer(dir)
+/// then embeds as the ONNX graph's sentence_embedding does).
+std::vector<std::string> sentence_transformers_files(const Pooled& pooled, const models::AnyModel& model,
+                                                     const fs::path& out) {
+  if (pooled.pooling == export_::Pooling::None || model.kind() != models::ModelKind::BertEncoder) return {};
+  nlohmann::ordered_json modules = nlohmann::ordered_json::array();
+  modules.push_back({{"idx", 0}, {"name", "0"}, {"path", ""}, {"type", "sentence_transformers.models.Transformer"}});
+  modules.push_back({{"idx", 1}, {"name", "1"}, {"path", "1_Pooling"}, {"type", "sentence_transformers.models.Pooling"}});
+  if (pooled.normalize)
+    modules.push_back(
+        {{"idx", 2}, {"name", "2"}, {"path", "2_Normalize"}, {"type", "sentence_transformers.models.Normalize"}});
+  const nlohmann::ordered_json pooling{{"word_embedding_dimension", model.options().d_model},
+                                       {"pooling_mode_cls_token", pooled.pooling == export_::Pooling::Cls},
+                                       {"pooling_mode_mean_tokens", pooled.pooling == export_::Pooling::Mean},
+                                       {"pooling_mode_max_tokens", false},
+                                       {"pooling_mode_mean_sqrt_len_tokens", false}};
+  const nlohmann::ordered_json bert{{"max_seq_length", model.options().max_seq_len}, {"do_lower_case", false}};
+  const std::vector<std::pair<std::string, std::string>> files{{"modules.json", modules.dump(2)},
+                                                               {"1_Pooling/config.json", pooling.dump(2)},
+                                                               {"sentence_bert_config.json", bert.dump(2)}};
+  for (const auto& [name, text] : files) io::check_claimable(out / name);
+  std::vector<std::string> names;
+  for (const auto& [name, text] : files) {
+    io::claim(out / name);
+    io::write_file_atomic(out / name, text);
+    names.push_back(name);
+  }
+  return names;
+}
+
 export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
   export_::OnnxOptions o;
   o.opset = r.export_.opset;
@@ -94,11 +187,7 @@ void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tok
   const auto origin = hf_origin(r, src);
   models::HfWriteOptions options;
   options.max_shard_bytes = r.export_.max_shard_bytes();
-  const auto dtype = r.export_.hf_dtype;
-  options.dtype = dtype == recipe::HfDtype::Auto     ? (origin.empty() ? at::kFloat : models::hf_storage_dtype(origin))
-                  : dtype == recipe::HfDtype::BFloat16 ? at::kBFloat16
-                  : dtype == recipe::HfDtype::Float16  ? at::kHalf
-                                                       : at::kFloat;
+  options.dtype = float_storage(r, src);
   if (!origin.empty()) options.family = models::read_hf_model_type(origin);
   // The origin's generation and tokenizer settings (chat template, special tokens) hold for
   // the origin's tokenizer only.
@@ -118,6 +207,92 @@ void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tok
     fs::copy_file(origin / name, out / name, fs::copy_options::overwrite_existing);
     parts.push_back(name);
   }
+}
+
+/// The tokenizer.json a GGUF file's vocabulary is read from: the recipe's, or the tokenizer
+/// saved as one (a tiktoken file, vocab.json + merges.txt) into a file removed with this object.
+class TokenizerJson {
+ public:
+  TokenizerJson(const recipe::Recipe& r, const fs::path& tokenizer, const fs::path& out) {
+    if (tokenizer.extension() == ".json" && tokenizer.filename() != "vocab.json") {
+      path_ = tokenizer;
+      return;
+    }
+    path_ = temporary_ = out / ".lathe-gguf-tokenizer.json";
+    tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r))->save(path_);
+  }
+  ~TokenizerJson() {
+    std::error_code ec;
+    if (!temporary_.empty()) fs::remove(temporary_, ec);
+  }
+  TokenizerJson(const TokenizerJson&) = delete;
+  TokenizerJson& operator=(const TokenizerJson&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_, temporary_;
+};
+
+/// The GGUF files of export.gguf_type, each built and then written (the quantized layers are
+/// read as they are; the float ones in export.hf_dtype's storage when the type is auto).
+void export_gguf(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer,
+                 const models::AnyModel& model, const fs::path& out, std::vector<std::string>& parts,
+                 std::vector<std::string>& notes, std::vector<std::string>& runs) {
+  const auto types = gguf_types(r);
+  for (const auto& type : types) io::check_claimable(out / gguf_name(type));  // before any file is replaced
+  const auto tok = tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r));
+  export_::GgufOptions options;
+  options.name = r.run.name;
+  options.eos_id = tok->eos_id();
+  options.bos_token = eval::configured_bos_token(tokenizer).value_or("");
+  options.chat_template = train::chat_template_source(r);
+  const auto storage = float_storage(r, src);
+  options.float_type = storage == at::kBFloat16 ? export_::GgmlType::BF16
+                       : storage == at::kHalf   ? export_::GgmlType::F16
+                                                : export_::GgmlType::F32;
+  const TokenizerJson vocab(r, tokenizer, out);
+  options.tokenizer_json = vocab.path();
+  for (const auto& type : types) {
+    options.type = type;
+    const auto name = gguf_name(type);
+    const auto gguf = export_::export_gguf(model, options);
+    io::claim(out / name);
+    gguf.file.write(out / name);
+    parts.push_back(name);
+    for (const auto& note : gguf.notes) notes.push_back(name + ": " + note);
+    runs.push_back(fmt::format("llama.cpp ({} {}): llama-cli -m {} -p \"...\"", gguf.arch,
+                               export_::ggml_type(gguf.type).name, (out / name).string()));
+  }
+}
+
+/// transformers' Auto class for the model's kind.
+const char* auto_class(models::ModelKind kind) {
+  switch (kind) {
+    case models::ModelKind::Gpt: return "AutoModelForCausalLM";
+    case models::ModelKind::BertMaskedLm: return "AutoModelForMaskedLM";
+    case models::ModelKind::BertClassifier: return "AutoModelForSequenceClassification";
+    case models::ModelKind::BertEncoder: return "AutoModel";
+  }
+  return "AutoModel";
+}
+
+/// How to run what was written, one line per format.
+void add_onnx_hf_runs(const recipe::Recipe& r, const fs::path& out, const models::AnyModel& model,
+                      const Pooled& pooled, std::vector<std::string>& runs) {
+  if (writes_hf(r)) {
+    runs.push_back(fmt::format(
+        "transformers: python -c \"from transformers import {0}, AutoTokenizer; m = {0}.from_pretrained('{1}'); "
+        "t = AutoTokenizer.from_pretrained('{1}')\"",
+        auto_class(model.kind()), out.string()));
+    if (model.kind() == models::ModelKind::BertEncoder && pooled.pooling != export_::Pooling::None)
+      runs.push_back(fmt::format("sentence-transformers: python -c \"from sentence_transformers import "
+                                 "SentenceTransformer; print(SentenceTransformer('{}').encode(['...']))\"",
+                                 out.string()));
+  }
+  if (writes_onnx(r))
+    runs.push_back(fmt::format("ONNX Runtime: python -c \"import onnxruntime as ort; "
+                               "s = ort.InferenceSession('{}')\"",
+                               (out / "model.onnx").string()));
 }
 
 }  // namespace
@@ -154,7 +329,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   const auto src = source_model(r, r.export_.source, Stage::Export, r.export_.checkpoint);
   const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
   const auto tokenizer = recipe::tokenizer_path(r);
-  const auto marker = out / (writes_onnx(r) ? "model.onnx" : "config.json");
+  const auto marker = main_file(r, out);
   MadeFrom made_from = stage_record(r, Stage::Export, src);
   add_gate_inputs(made_from, r, r.export_.gate, true);
   const auto fresh = freshness(force, marker, read_stage_record(r.run.out_dir, "export"), made_from);
@@ -171,12 +346,24 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   fs::create_directories(out);
   open_gate(out, r, r.export_.gate, "export");
 
-  auto model = adapters::load_model(src, train::model_kind(r.train.task));
-  std::vector<std::string> parts, notes;
+  // A Hugging Face directory is read as the kind its architecture names (a BertModel as an
+  // encoder); lathe's own files as the kind train.task trains.
+  auto model = adapters::load_model(src, models::is_hf_model_dir(src) ? std::nullopt
+                                                                      : std::optional(train::model_kind(r.train.task)));
+  const auto pooled = pooling_of(r, src);
+  if (pooled.pooling != export_::Pooling::None && model.kind() != models::ModelKind::BertEncoder &&
+      r.export_.pooling != recipe::Pooling::Auto)
+    throw Error(fmt::format("export.pooling: {} pools a BERT encoder's hidden states; {} is a {}",
+                            enum_name(r.export_.pooling), src.string(), model.kind_name()));
+  std::vector<std::string> parts, notes, runs;
   // Every graph is built and checked before the first file is written: an unsupported part
   // leaves the directory as it was.
   if (writes_onnx(r)) {
     auto options = onnx_options(r);
+    if (model.kind() == models::ModelKind::BertEncoder) {
+      options.pooling = pooled.pooling;
+      options.normalize = pooled.normalize;
+    }
     options.metadata = {
         {"lathe.version", build::kVersion},
         {"lathe.recipe_hash", fmt::format("{:016x}", recipe::recipe_hash(r))},
@@ -188,7 +375,13 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
     for (const auto& f : export_::write_onnx(onnx, out))
       parts.push_back(f.filename().string());
   }
-  if (writes_hf(r)) export_hf(r, src, tokenizer, model, out, parts, notes);
+  // GGUF reads the quantized layers as they are; the Hugging Face directory dequantizes them.
+  if (writes_gguf(r)) export_gguf(r, src, tokenizer, model, out, parts, notes, runs);
+  if (writes_hf(r)) {
+    export_hf(r, src, tokenizer, model, out, parts, notes);
+    for (const auto& f : sentence_transformers_files(pooled, model, out)) parts.push_back(f);
+  }
+  add_onnx_hf_runs(r, out, model, pooled, runs);
   // Files an earlier export of another format or model kind left here would pass for this
   // model's: they go (only those lathe wrote).
   std::vector<std::string> earlier{"model.onnx",        "model.onnx.data",
@@ -196,13 +389,15 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
                                    "config.json",       "model.safetensors",
                                    "model.safetensors.index.json"};
   earlier.insert(earlier.end(), kCarried.begin(), kCarried.end());
+  earlier.insert(earlier.end(), {"model.gguf", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json"});
   for (const auto& entry : io::owned_entries(out))
-    if (const auto name = entry.filename().string(); name.starts_with("model-") && name.ends_with(".safetensors"))
+    if (const auto name = entry.filename().string();
+        name.starts_with("model-") && (name.ends_with(".safetensors") || name.ends_with(".gguf")))
       earlier.push_back(name);
   int shards = 0;
   for (const auto& name : earlier)
     if (std::find(parts.begin(), parts.end(), name) == parts.end() && io::remove_owned(out / name)) {
-      if (name.starts_with("model-")) ++shards;
+      if (name.ends_with(".safetensors") && name.starts_with("model-")) ++shards;
       else notes.push_back(fmt::format("removed {} of an earlier export", name));
     }
   if (shards > 0) notes.push_back(fmt::format("removed {} safetensors shard(s) of an earlier export", shards));
@@ -222,8 +417,10 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   write_stage_record(r.run.out_dir, "export", made_from);
   if (gate) enforce_gate(*gate);
   if (gate) notes.push_back("gate passed: " + gate->text());
-  return {false, fmt::format("{}{} -> {} ({}){}", fresh.why(), src.string(), out.string(), fmt::join(parts, ", "),
-                             notes.empty() ? "" : "; " + fmt::format("{}", fmt::join(notes, "; ")))};
+  std::string how;
+  for (const auto& line : runs) how += "\n  run with " + line;
+  return {false, fmt::format("{}{} -> {} ({}){}{}", fresh.why(), src.string(), out.string(), fmt::join(parts, ", "),
+                             notes.empty() ? "" : "; " + fmt::format("{}", fmt::join(notes, "; ")), how)};
 }
 
 }  // namespace lathe::pipeline
