@@ -22,6 +22,7 @@
 #include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/nn/linear.hpp"
+#include "lathe/tokenizer/chat_template.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/pipeline/run.hpp"
 #include "lathe/train/checkpoint.hpp"
@@ -658,4 +659,65 @@ export: {{format: both, checkpoint: {}}}
   wrong.export_.pooling = lathe::recipe::Pooling::Mean;
   CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_export_stage(wrong, false); }),
              Catch::Contains("export.pooling: mean pools a BERT encoder's hidden states"));
+}
+
+TEST_CASE("export: ONNX Runtime GenAI loads the exported folder and generates lathe's greedy tokens, with and "
+          "without the chat template",
+          "[export][onnx][genai]") {
+  lathe::test::Corpus corpus;
+  TempDir dir;
+  const std::string chat =
+      "{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+      "{% if add_generation_prompt %}<|endoftext|>assistant:{% endif %}";
+  for (const bool llama : {false, true}) {
+    INFO((llama ? "llama-style" : "gpt2-style"));
+    const auto run = dir.path() / (llama ? "llama" : "gpt2");
+    auto r = lathe::test::recipe_from(corpus.recipe(run, "max_steps: 60, batch_size: 8", "export: {format: onnx}"));
+    r.tokenizer.chat_template = chat;
+    r.model.max_seq_len = 64;  // room for the chat prompt and 20 tokens
+    if (llama) {
+      r.model.position = lathe::nn::Position::Rope;
+      r.model.norm = lathe::nn::NormKind::RmsNorm;
+      r.model.activation = lathe::nn::Activation::SwiGlu;
+      r.model.bias = false;
+      r.model.n_kv_head = 1;
+      r.model.tie_embeddings = false;
+    }
+    lathe::pipeline::run_tokenizer_stage(r, false);
+    lathe::pipeline::run_data_stage(r, false);
+    lathe::pipeline::run_train_stage(r, false);
+    const auto exported = lathe::pipeline::run_export_stage(r, false);
+    CHECK_THAT(exported.summary, Catch::Contains("run with ONNX Runtime GenAI"));
+    const auto out = run / "export";
+    REQUIRE(fs::exists(out / "genai_config.json"));
+    const auto tok = lathe::tokenizer::load_tokenizer(out / "tokenizer.json");
+    fs::path newest;
+    for (const auto& e : fs::directory_iterator(run / "checkpoints"))
+      if (e.path().filename().string().starts_with("step_") && e.path() > newest) newest = e.path();
+    auto gpt = lathe::models::load_model(newest).as<lathe::models::Gpt>();
+    lathe::models::SamplingOptions s;
+    s.temperature = 0.0;
+    s.top_k = 0;
+    s.max_new_tokens = 20;
+    s.stop_tokens = {tok->eos_id()};
+    nlohmann::json cases = nlohmann::json::array();
+    const auto add = [&](const std::string& text, nlohmann::json c) {
+      const auto ids = tok->encode(text);
+      const std::vector<int64_t> prompt(ids.begin(), ids.end());
+      c["prompt_ids"] = prompt;
+      const auto g = lathe::models::generate(gpt, prompt, s);
+      c["greedy"] = g.tokens;
+      c["finish_reason"] = g.finish_reason;
+      cases.push_back(c);
+    };
+    add("And God said", nlohmann::json::object());
+    const nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", "Who made the heaven?"}}});
+    const auto text = lathe::tokenizer::ChatTemplate(chat)
+                          .render(nlohmann::json{{"messages", messages}, {"add_generation_prompt", true}})
+                          .text;
+    add(text, {{"messages", messages}, {"chat_text", text}});
+    const nlohmann::json c{{"dir", out.string()}, {"eos", tok->eos_id()}, {"cases", cases}};
+    std::ofstream(run / "genai_case.json") << c.dump();
+    lathe::test::run_reference("genai_reference.py", {(run / "genai_case.json").string()});
+  }
 }

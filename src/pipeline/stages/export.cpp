@@ -11,6 +11,7 @@
 #include "lathe/core/build_info.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/eval/scorer.hpp"
+#include "lathe/export/genai.hpp"
 #include "lathe/export/gguf_model.hpp"
 #include "lathe/export/graph.hpp"
 #include "lathe/export/onnx.hpp"
@@ -295,6 +296,105 @@ void add_onnx_hf_runs(const recipe::Recipe& r, const fs::path& out, const models
                                (out / "model.onnx").string()));
 }
 
+/// Files an earlier export of another format or model kind left here would pass for this
+/// model's: they go (only those lathe wrote), each said in `notes`.
+void remove_earlier(const fs::path& out, const std::vector<std::string>& parts, std::vector<std::string>& notes) {
+  std::vector<std::string> earlier{"model.onnx",        "model.onnx.data",
+                                   "decoder_with_past_model.onnx", "decoder_with_past_model.onnx.data",
+                                   "config.json",       "model.safetensors",
+                                   "model.safetensors.index.json", "genai_config.json"};
+  earlier.insert(earlier.end(), kCarried.begin(), kCarried.end());
+  earlier.insert(earlier.end(), {"model.gguf", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json"});
+  for (const auto& entry : io::owned_entries(out))
+    if (const auto name = entry.filename().string();
+        name.starts_with("model-") && (name.ends_with(".safetensors") || name.ends_with(".gguf")))
+      earlier.push_back(name);
+  int shards = 0;
+  for (const auto& name : earlier)
+    if (std::find(parts.begin(), parts.end(), name) == parts.end() && io::remove_owned(out / name)) {
+      if (name.ends_with(".safetensors") && name.starts_with("model-")) ++shards;
+      else notes.push_back(fmt::format("removed {} of an earlier export", name));
+    }
+  if (shards > 0) notes.push_back(fmt::format("removed {} safetensors shard(s) of an earlier export", shards));
+}
+
+/// The tokenizer beside the model: as tokenizer.json (`as_json`), else the file as read.
+void write_tokenizer(const recipe::Recipe& r, const fs::path& tokenizer, const fs::path& tokenizer_out, bool as_json) {
+  io::claim(tokenizer_out);
+  if (as_json) {
+    tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r))->save(tokenizer_out);
+    return;
+  }
+  std::ifstream in(tokenizer, std::ios::binary);
+  if (!in) throw Error("cannot read the tokenizer " + tokenizer.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  io::write_file_atomic(tokenizer_out, text.str());
+}
+
+/// tokenizer_config.json for ONNX Runtime GenAI's tokenizer (and transformers'): the origin's
+/// when the recipe's tokenizer is the one beside it, else the class, special tokens and chat
+/// template of the recipe's.
+std::string tokenizer_config(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer,
+                             const tokenizer::Tokenizer& tok, const models::AnyModel& model) {
+  const auto origin = hf_origin(r, src);
+  const auto where = [](const fs::path& p) { return fs::weakly_canonical(fs::absolute(p)); };
+  if (!origin.empty() && fs::exists(origin / "tokenizer_config.json") &&
+      where(tokenizer).parent_path() == where(origin))
+    return io::read_json(origin / "tokenizer_config.json").dump(2);
+  const std::string eos = !tok.eos_token().empty()                     ? tok.eos_token()
+                          : tok.token_to_id("<|endoftext|>") == tok.eos_id() ? std::string("<|endoftext|>")
+                                                                              : std::string("[SEP]");
+  const auto bos = eval::configured_bos_token(tokenizer).value_or(eos);
+  nlohmann::ordered_json c{{"tokenizer_class", "GPT2Tokenizer"}, {"bos_token", bos},       {"eos_token", eos},
+                           {"unk_token", eos},                   {"add_bos_token", false}, {"add_prefix_space", false},
+                           {"model_max_length", model.options().max_seq_len}};
+  if (const auto chat = train::chat_template_source(r); !chat.empty()) c["chat_template"] = chat;
+  return c.dump(2);
+}
+
+/// The ONNX graphs; for a GPT also ONNX Runtime GenAI's genai_config.json and the
+/// tokenizer_config.json its tokenizer reads.
+void export_onnx_files(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer,
+                       const models::AnyModel& model, const Pooled& pooled, const fs::path& out,
+                       std::vector<std::string>& parts, std::vector<std::string>& notes,
+                       std::vector<std::string>& runs) {
+  auto options = onnx_options(r);
+  if (model.kind() == models::ModelKind::BertEncoder) {
+    options.pooling = pooled.pooling;
+    options.normalize = pooled.normalize;
+  }
+  const auto tok = tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r));
+  options.metadata = {{"lathe.version", build::kVersion},
+                      {"lathe.recipe_hash", fmt::format("{:016x}", recipe::recipe_hash(r))},
+                      {"lathe.tokenizer_fingerprint", fmt::format("{:016x}", tok->fingerprint())},
+                      {"lathe.source", src.string()}};
+  const auto onnx = export_::export_onnx(model, options);
+  std::vector<std::pair<std::string, std::string>> genai;
+  if (model.arch() == models::Arch::Gpt) {
+    export_::GenAiOptions g;
+    g.eos_id = tok->eos_id();
+    if (const auto bos = eval::configured_bos_token(tokenizer)) g.bos_id = tok->token_to_id(*bos);
+    genai = {{"genai_config.json", export_::genai_config(model, g)},
+             {"tokenizer_config.json", tokenizer_config(r, src, tokenizer, *tok, model)}};
+  }
+  for (const auto& [name, text] : genai) io::check_claimable(out / name);
+  notes = onnx.notes;
+  for (const auto& f : export_::write_onnx(onnx, out)) parts.push_back(f.filename().string());
+  for (const auto& [name, text] : genai) {
+    io::claim(out / name);
+    io::write_file_atomic(out / name, text);
+    parts.push_back(name);
+  }
+  if (!genai.empty())
+    runs.push_back(fmt::format(
+        "ONNX Runtime GenAI: python -c \"import onnxruntime_genai as og; m = og.Model('{0}'); t = og.Tokenizer(m); "
+        "p = og.GeneratorParams(m); p.set_search_options(max_length=64); g = og.Generator(m, p); "
+        "g.append_tokens(t.encode('...')); exec('while not g.is_done(): g.generate_next_token()'); "
+        "print(t.decode(g.get_sequence(0)))\"",
+        out.string()));
+}
+
 }  // namespace
 
 namespace {
@@ -358,23 +458,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   std::vector<std::string> parts, notes, runs;
   // Every graph is built and checked before the first file is written: an unsupported part
   // leaves the directory as it was.
-  if (writes_onnx(r)) {
-    auto options = onnx_options(r);
-    if (model.kind() == models::ModelKind::BertEncoder) {
-      options.pooling = pooled.pooling;
-      options.normalize = pooled.normalize;
-    }
-    options.metadata = {
-        {"lathe.version", build::kVersion},
-        {"lathe.recipe_hash", fmt::format("{:016x}", recipe::recipe_hash(r))},
-        {"lathe.tokenizer_fingerprint",
-         fmt::format("{:016x}", tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r))->fingerprint())},
-        {"lathe.source", src.string()}};
-    const auto onnx = export_::export_onnx(model, options);
-    notes = onnx.notes;
-    for (const auto& f : export_::write_onnx(onnx, out))
-      parts.push_back(f.filename().string());
-  }
+  if (writes_onnx(r)) export_onnx_files(r, src, tokenizer, model, pooled, out, parts, notes, runs);
   // GGUF reads the quantized layers as they are; the Hugging Face directory dequantizes them.
   if (writes_gguf(r)) export_gguf(r, src, tokenizer, model, out, parts, notes, runs);
   if (writes_hf(r)) {
@@ -382,35 +466,8 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
     for (const auto& f : sentence_transformers_files(pooled, model, out)) parts.push_back(f);
   }
   add_onnx_hf_runs(r, out, model, pooled, runs);
-  // Files an earlier export of another format or model kind left here would pass for this
-  // model's: they go (only those lathe wrote).
-  std::vector<std::string> earlier{"model.onnx",        "model.onnx.data",
-                                   "decoder_with_past_model.onnx", "decoder_with_past_model.onnx.data",
-                                   "config.json",       "model.safetensors",
-                                   "model.safetensors.index.json"};
-  earlier.insert(earlier.end(), kCarried.begin(), kCarried.end());
-  earlier.insert(earlier.end(), {"model.gguf", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json"});
-  for (const auto& entry : io::owned_entries(out))
-    if (const auto name = entry.filename().string();
-        name.starts_with("model-") && (name.ends_with(".safetensors") || name.ends_with(".gguf")))
-      earlier.push_back(name);
-  int shards = 0;
-  for (const auto& name : earlier)
-    if (std::find(parts.begin(), parts.end(), name) == parts.end() && io::remove_owned(out / name)) {
-      if (name.ends_with(".safetensors") && name.starts_with("model-")) ++shards;
-      else notes.push_back(fmt::format("removed {} of an earlier export", name));
-    }
-  if (shards > 0) notes.push_back(fmt::format("removed {} safetensors shard(s) of an earlier export", shards));
-  io::claim(tokenizer_out);
-  if (as_json) {
-    tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r))->save(tokenizer_out);
-  } else {
-    std::ifstream in(tokenizer, std::ios::binary);
-    if (!in) throw Error("cannot read the tokenizer " + tokenizer.string());
-    std::ostringstream text;
-    text << in.rdbuf();
-    io::write_file_atomic(tokenizer_out, text.str());
-  }
+  remove_earlier(out, parts, notes);
+  write_tokenizer(r, tokenizer, tokenizer_out, as_json);
   parts.push_back(tokenizer_out.filename().string());
   const auto gate = measure_export_gate(r, src, model, out);
   if (gate) record_gate(out, *gate);
