@@ -171,9 +171,6 @@ at::Tensor small_rows_linear(const at::Tensor& x, const at::Tensor& weight, cons
     return {};
   const int64_t out = weight.size(0), in = weight.size(1);
   if (bias.defined() && (bias.scalar_type() != type || !bias.device().is_cpu() || bias.numel() != out)) return {};
-  // float32: one row is left to ATen's product, which streams a float32 weight at the memory's
-  // rate already; from two rows on, ATen's runs at about a third of it.
-  if (type == at::kFloat && x.numel() < 2 * in) return {};
   const auto x2 = small_rows(x, in);
   if (!x2.defined()) return {};
   auto y = at::empty({x2.size(0), out}, x.options());

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include "lathe/core/build_info.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/eval/scorer.hpp"
+#include "lathe/export/compressed_tensors.hpp"
 #include "lathe/export/genai.hpp"
 #include "lathe/export/gguf_model.hpp"
 #include "lathe/export/graph.hpp"
@@ -82,11 +84,13 @@ constexpr std::array kCarried{"generation_config.json", "tokenizer_config.json",
 /// once every name is known to be lathe's to write: a foreign file stops the export before any
 /// file is replaced. Returns the names written.
 std::vector<std::string> write_hf(const models::AnyModel& model, const fs::path& out,
-                                  const models::HfWriteOptions& options) {
+                                  const models::HfWriteOptions& options,
+                                  const std::function<void(const fs::path& staging)>& rewrite) {
   const auto staging = out / ".lathe-hf-staging";
   fs::remove_all(staging);
   try {
     const auto files = models::save_hf(model, staging, options);
+    rewrite(staging);
     // Either weights layout shadows the other where both are: a foreign one of them stops it too.
     for (const auto* f : {"model.safetensors", "model.safetensors.index.json"}) io::check_claimable(out / f);
     for (const auto& f : files) io::check_claimable(out / f);
@@ -179,11 +183,14 @@ export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
 /// The Hugging Face directory: the model's files, and the origin's settings beside them.
 void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer, const models::AnyModel& model,
                const fs::path& out, std::vector<std::string>& parts, std::vector<std::string>& notes) {
-  // transformers has no reader for lathe's integer layout: the weights go out as the float
-  // values the codes stand for.
-  if (!models::quantized_layers(model).empty())
-    notes.push_back("quantized weights written as the float values their codes stand for (transformers reads no "
-                    "lathe integer layout)");
+  // Quantized layers go out in the compressed-tensors layout where the family allows it, else as
+  // the float values their codes stand for.
+  const bool quantized = !models::quantized_layers(model).empty();
+  const auto problem = quantized ? export_::compressed_tensors_problem(model) : std::string();
+  const auto layers = quantized && problem.empty() ? export_::quantized_weights(model)
+                                                   : std::map<std::string, nn::QuantizedWeight>{};
+  if (quantized && !problem.empty())
+    notes.push_back("quantized weights written as the float values their codes stand for (" + problem + ")");
   for (const auto& [path, lin] : nn::linear_layers(*model.module())) lin->dequantize();
   const auto origin = hf_origin(r, src);
   models::HfWriteOptions options;
@@ -202,7 +209,10 @@ void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tok
     carried.clear();
   }
   for (const auto& name : carried) io::check_claimable(out / name);  // before any file is replaced
-  for (const auto& f : write_hf(model, out, options)) parts.push_back(f);
+  const auto rewrite = [&](const fs::path& staging) {
+    for (const auto& n : export_::write_compressed_tensors(model, layers, staging, options.dtype)) notes.push_back(n);
+  };
+  for (const auto& f : write_hf(model, out, options, rewrite)) parts.push_back(f);
   for (const auto& name : carried) {
     io::claim(out / name);
     fs::copy_file(origin / name, out / name, fs::copy_options::overwrite_existing);
