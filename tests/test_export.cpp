@@ -628,6 +628,8 @@ export: {{format: both, checkpoint: {}}}
   REQUIRE(modules.size() == 3);
   CHECK(modules[2]["type"] == "sentence_transformers.models.Normalize");
   CHECK(nlohmann::json::parse(lathe::test::read_file(out / "config.json"))["architectures"][0] == "BertModel");
+  // The origin's truncation length, not the position table's.
+  CHECK(nlohmann::json::parse(lathe::test::read_file(out / "sentence_bert_config.json"))["max_seq_length"] == 256);
   const auto check = lathe::test::run_python(
       "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
       {(lathe::test::source_dir() / "tests/reference/encoder_reference.py").string(), "check", origin.string(),

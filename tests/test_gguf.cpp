@@ -224,8 +224,12 @@ TEST_CASE("gguf: GPT-2-, Llama- and Qwen2-style models run in llama.cpp with lat
                          : type == GgmlType::Q8_0 ? 0.25
                                                   : 2.0;
       const bool f32 = type == GgmlType::F32;
+      json types{{"blk.0.attn_norm.weight", "F32"}};
+      if (a == "gpt2") types["position_embd.weight"] = "F32";  // as convert_hf_to_gguf.py keeps it
+      types[a == "gpt2" ? "blk.1.attn_qkv.weight" : "blk.1.attn_q.weight"] = std::string(lathe::export_::ggml_type(type).name);
       const auto report = check_case(dir.path(), path, dir.path() / "hf", run, tol, f32, expect,
-                                     f32 ? hidden_lines(200) : std::vector<std::string>{}, f32 ? tok.get() : nullptr);
+                                     f32 ? hidden_lines(200) : std::vector<std::string>{}, f32 ? tok.get() : nullptr,
+                                     types);
       INFO(report.dump());
       CHECK(report["arch"] == shape.arch);
       if (f32) CHECK(report["lines_tokenized"] == 200);
@@ -331,9 +335,11 @@ TEST_CASE("gguf: the export stage writes a file per gguf_type that llama.cpp run
   // A file lathe did not write is never replaced; the export stops before writing anything.
   std::ofstream(out / "model-F16.gguf") << "someone else's";
   r.export_.gguf_type = {lathe::recipe::GgufType::F16};
+  r.export_.format = {lathe::recipe::ExportFormat::Onnx, lathe::recipe::ExportFormat::Gguf};
   CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_export_stage(r, false); }),
              Catch::Contains("model-F16.gguf"));
   CHECK(lathe::test::read_file(out / "model-F16.gguf") == "someone else's");
+  CHECK_FALSE(fs::exists(out / "model.onnx"));  // refused before the ONNX graphs were written
   CHECK(fs::exists(out / "model-Q4_0.gguf"));
 }
 
@@ -373,6 +379,15 @@ TEST_CASE("gguf: what llama.cpp cannot hold is refused by name before a file is 
              Catch::Contains("llama.cpp has no pre-tokenizer that splits text with the regex \\w+"));
   CHECK_THAT(gguf_error(gpt, options(bpe_head + R"("pre_tokenizer": {"type": "Whitespace"},)" + bpe_model)),
              Catch::Contains("pre_tokenizer is ByteLevel"));
+  auto qwen2 = lathe::test::tiny("llama");
+  qwen2.qkv_bias = true;
+  qwen2.rope_scaling = lathe::nn::RopeScaling::Linear;
+  qwen2.rope_factor = 2.0;
+  CHECK_THAT(gguf_error(lathe::models::make_model(lathe::models::ModelKind::Gpt, qwen2), good),
+             Catch::Contains("llama.cpp's qwen2 architecture has no rope scaling"));
+  CHECK_THAT(gguf_error(gpt, options(bpe_head + R"("pre_tokenizer": {"type": "ByteLevel", "use_regex": true,
+      "add_prefix_space": true},)" + bpe_model)),
+             Catch::Contains("adds a space before the text"));
   auto bad_eos = good;
   bad_eos.eos_id = 5;
   CHECK_THAT(gguf_error(gpt, bad_eos), Catch::Contains("the end-of-text token id 5 is not one of its tokens"));

@@ -43,17 +43,6 @@ const SchemeLayout& layout_of(nn::QuantScheme scheme) {
   throw std::logic_error("no compressed-tensors layout for a scheme");
 }
 
-/// Packs (rows, cols) values in [0, 15] into int32 words along the columns, eight per word, the
-/// first in the low bits (compressed-tensors' pack_to_int32 for 4 bits); cols padded to 8.
-at::Tensor pack_nibbles(const at::Tensor& u) {
-  auto v = u.to(at::kLong);
-  if (const auto pad = (8 - v.size(1) % 8) % 8; pad > 0) v = at::constant_pad_nd(v, {0, pad}, 0);
-  v = v.reshape({v.size(0), -1, 8}) * at::pow(at::full({8}, 16, at::kLong), at::arange(8, at::kLong));
-  auto words = v.sum(-1);
-  words = at::where(words >= (int64_t{1} << 31), words - (int64_t{1} << 32), words);
-  return words.to(at::kInt).contiguous();
-}
-
 struct Piece {
   std::string prefix;  // the Hugging Face module ("model.layers.0.self_attn.q_proj")
   int64_t row = 0, rows = 0;
@@ -62,17 +51,22 @@ struct Piece {
 /// The compressed tensors of one piece of a quantized layer; `worst` gets the largest
 /// difference from lathe's values (int4), relative to the layer's largest weight.
 std::vector<std::pair<std::string, at::Tensor>> compress(const nn::QuantizedWeight& q, const Piece& p,
-                                                         at::ScalarType scale_dtype, double& worst) {
+                                                         double& worst) {
   const auto codes = q.codes().narrow(0, p.row, p.rows);
   const auto scales = q.scales().narrow(0, p.row, p.rows).to(at::kFloat);
   if (!layout_of(q.grid().scheme).grouped)
     return {{p.prefix + ".weight", codes.to(at::kChar).contiguous()},
-            {p.prefix + ".weight_scale", scales.reshape({p.rows, 1}).to(scale_dtype).contiguous()}};
+            {p.prefix + ".weight_scale", scales.reshape({p.rows, 1}).contiguous()}};
   // int4: lathe's w = (c - 8) * s + zero is compressed-tensors' w = (q - zp) * s with q = c - 8
   // and a float zero point zp = -zero / s (zp_dtype): the same values, the codes one per byte.
+  // Scales and zero points in float32 whatever the weights' storage: -zero / scale overflows
+  // float16 (and is not finite for a constant group's tiny scale) where float32 holds it.
   const auto zeros = q.zeros().narrow(0, p.row, p.rows).to(at::kFloat);
-  const auto stored = scales.to(scale_dtype);
-  const auto zp = (-zeros / stored.to(at::kFloat)).to(scale_dtype);
+  const auto stored = scales;
+  const auto zp = -zeros / stored;
+  if (!at::isfinite(zp).all().item<bool>())
+    throw Error("compressed-tensors export: " + p.prefix + " has an int4 group whose zero point -zero / scale is not "
+                                                           "finite in float32");
   const int64_t group = q.grid().group(q.in());
   const auto meant = (codes.to(at::kFloat) - 8) * scales.repeat_interleave(group, 1) + zeros.repeat_interleave(group, 1);
   const auto written = (codes.to(at::kFloat) - 8 - zp.to(at::kFloat).repeat_interleave(group, 1)) *
@@ -84,8 +78,7 @@ std::vector<std::pair<std::string, at::Tensor>> compress(const nn::QuantizedWeig
           {p.prefix + ".weight_zero_point", zp.contiguous()}};
 }
 
-ordered_json quantization_config(const SchemeLayout& l, const nn::QuantGrid& grid, const std::vector<std::string>& ignore,
-                                 at::ScalarType scale_dtype) {
+ordered_json quantization_config(const SchemeLayout& l, const nn::QuantGrid& grid, const std::vector<std::string>& ignore) {
   const bool grouped = l.grouped;
   ordered_json weights{{"num_bits", grouped ? 4 : 8},
                        {"type", "int"},
@@ -94,10 +87,7 @@ ordered_json quantization_config(const SchemeLayout& l, const nn::QuantGrid& gri
                        {"strategy", grouped ? "group" : "channel"},
                        {"dynamic", false},
                        {"observer", "minmax"}};
-  if (grouped)
-    weights["zp_dtype"] = scale_dtype == at::kBFloat16 ? "torch.bfloat16"
-                          : scale_dtype == at::kHalf   ? "torch.float16"
-                                                       : "torch.float32";
+  if (grouped) weights["zp_dtype"] = "torch.float32";
   ordered_json activations = nullptr;
   if (l.dynamic_activations)
     activations = {{"num_bits", 8}, {"type", "int"},  {"symmetric", true},
@@ -138,7 +128,7 @@ std::map<std::string, nn::QuantizedWeight> quantized_weights(const models::AnyMo
 
 std::vector<std::string> write_compressed_tensors(const models::AnyModel& model,
                                                   const std::map<std::string, nn::QuantizedWeight>& layers,
-                                                  const fs::path& dir, at::ScalarType scale_dtype) {
+                                                  const fs::path& dir) {
   if (layers.empty()) return {};
   if (const auto problem = compressed_tensors_problem(model); !problem.empty()) throw Error(problem);
   const auto naming = model.traits().hf_naming(*model.module());
@@ -161,7 +151,7 @@ std::vector<std::string> write_compressed_tensors(const models::AnyModel& model,
         continue;
       }
       const int64_t rows = rule.theirs.size() == 1 ? it->second.out() : rule.rows[i];
-      replaced[hf] = compress(it->second, {prefix, row, rows}, scale_dtype, worst);
+      replaced[hf] = compress(it->second, {prefix, row, rows}, worst);
       row += rows;
     }
   }
@@ -200,13 +190,14 @@ std::vector<std::string> write_compressed_tensors(const models::AnyModel& model,
   auto config = io::read_json(dir / "config.json");
   const auto& first = layers.begin()->second;
   config["quantization_config"] =
-      nlohmann::json::parse(quantization_config(layout_of(first.grid().scheme), first.grid(), ignore, scale_dtype).dump());
+      nlohmann::json::parse(quantization_config(layout_of(first.grid().scheme), first.grid(), ignore).dump());
   io::write_file_atomic(dir / "config.json", config.dump(2));
   std::vector<std::string> notes{fmt::format("{} layers in compressed-tensors' {} layout", layers.size(),
                                              layout_of(first.grid().scheme).format)};
   if (layout_of(first.grid().scheme).grouped)
-    notes.push_back(fmt::format("int4 zero points as {} (zp_dtype): weights within {:.3g}% of a layer's largest",
-                                c10::toString(scale_dtype), 100 * worst));
+    notes.push_back(fmt::format("int4 scales and zero points in float32 (zp_dtype): weights within {:.3g}% of a "
+                                "layer's largest",
+                                100 * worst));
   return notes;
 }
 

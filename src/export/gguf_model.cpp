@@ -27,12 +27,14 @@ struct GgufArch {
   bool rms_norm;                // layer_norm_rms_epsilon (else layer_norm_epsilon)
   bool rope;                    // rope keys and head_count_kv
   bool permute_qk;              // q / k rows from rotate-half order to llama.cpp's pairs
+  bool scaled_rope;             // rope scaling (rope_freqs.weight, rope.scaling.*) and a head width of
+                                // its own (key_length): llama.cpp's llama reads them, its qwen2 does not
 };
 constexpr GgufArch kArchs[] = {
-    {"gpt2", "gpt2", false, false, false},
-    {"llama", "llama", true, true, true},
-    {"mistral", "llama", true, true, true},
-    {"qwen2", "qwen2", true, true, false},
+    {"gpt2", "gpt2", false, false, false, false},
+    {"llama", "llama", true, true, true, true},
+    {"mistral", "llama", true, true, true, true},
+    {"qwen2", "qwen2", true, true, false, false},
 };
 
 /// The ggml type closest to each quantization scheme's grid.
@@ -122,6 +124,12 @@ const GgufArch& arch_of(const std::string& model_type) {
 
 void add_architecture(GgufFile& f, const GgufArch& a, const models::ModelOptions& o, std::vector<std::string>& notes) {
   const std::string p(a.arch);
+  if (!a.scaled_rope && o.rope_scaling != nn::RopeScaling::None)
+    throw Error(fmt::format("GGUF export: llama.cpp's {} architecture has no rope scaling; this model's is {}", p,
+                            enum_name(o.rope_scaling)));
+  if (!a.scaled_rope && a.rope && o.head_dim() * o.n_head != o.d_model)
+    throw Error(fmt::format("GGUF export: llama.cpp's {} architecture takes heads that fill the width ({} x {} != {})",
+                            p, o.n_head, o.head_dim(), o.d_model));
   f.set("general.architecture", p);
   f.set(p + ".context_length", static_cast<uint32_t>(o.max_seq_len));
   f.set(p + ".embedding_length", static_cast<uint32_t>(o.d_model));
@@ -156,7 +164,8 @@ void add_architecture(GgufFile& f, const GgufArch& a, const models::ModelOptions
 /// One tensor's type (and the fallback note it needs).
 GgmlType pick_type(const GgufOptions& options, const at::Tensor& t, const nn::QuantScheme* scheme,
                    const std::string& name, std::vector<std::string>& fallbacks) {
-  if (t.dim() < 2) return GgmlType::F32;
+  // Norms, biases and the learned positions stay F32, as convert_hf_to_gguf.py keeps them.
+  if (t.dim() < 2 || name == "position_embd.weight") return GgmlType::F32;
   const auto type = options.type ? *options.type : scheme ? closest_type(*scheme) : options.float_type;
   if (t.size(-1) % ggml_type(type).block_size == 0) return type;
   fallbacks.push_back(name);
@@ -205,7 +214,8 @@ void add_tensors(GgufFile& f, const models::AnyModel& model, const GgufArch& a, 
       const auto sc = schemes.find(rule.ours);
       const auto type = pick_type(options, t, sc == schemes.end() ? nullptr : &sc->second, name, w.fallbacks);
       f.add_tensor(name, t, type);
-      if (t.dim() < 2) continue;
+      if (t.dim() < 2 || name == "position_embd.weight") continue;
+      if (!at::isfinite(t).all().item<bool>()) throw Error("GGUF export: " + name + " holds values that are not finite");
       ++w.matrices[type];
       if (ggml_type(type).block_size == 1) continue;
       const double err = relative_error(type, f.tensors().back().data, t);
@@ -216,6 +226,16 @@ void add_tensors(GgufFile& f, const models::AnyModel& model, const GgufArch& a, 
 }
 
 }  // namespace
+
+void check_gguf(const models::AnyModel& model, const GgufOptions& options) {
+  if (model.arch() != models::Arch::Gpt || !model.traits().hf_naming)
+    throw Error("GGUF export writes GPT models (llama.cpp's decoders); this model is a " + model.kind_name());
+  const auto& a = arch_of(model.traits().hf_naming(*model.module()).model_type);
+  GgufFile scratch;
+  std::vector<std::string> notes;
+  add_architecture(scratch, a, model.options(), notes);
+  add_vocab(scratch, options, model.options().vocab_size);
+}
 
 std::string gguf_file_name(GgmlType type) { return fmt::format("model-{}.gguf", ggml_type(type).name); }
 

@@ -53,14 +53,24 @@ class Reader {
 
   /// tokenizer.ggml.pre for the tokenizer's pre_tokenizer.
   std::string pre() const {
-    const auto& p = root_.value("pre_tokenizer", json());
-    if (p.is_object() && p.value("type", "") == "ByteLevel" && p.value("use_regex", true)) return "gpt-2";
+    const json p = root_.value("pre_tokenizer", json());
+    // llama.cpp never puts a space before the text: a tokenizer that does would split the first word otherwise.
+    const auto no_prefix_space = [&](const json& byte_level) {
+      if (byte_level.value("add_prefix_space", false))
+        fail("its ByteLevel pre-tokenizer adds a space before the text, which llama.cpp does not");
+    };
+    if (p.is_object() && p.value("type", "") == "ByteLevel" && p.value("use_regex", true)) {
+      no_prefix_space(p);
+      return "gpt-2";
+    }
     if (p.is_object() && p.value("type", "") == "Sequence" && p.contains("pretokenizers") &&
         p["pretokenizers"].size() == 2) {
       const auto& split = p["pretokenizers"][0];
       const auto& bytes = p["pretokenizers"][1];
       if (split.value("type", "") == "Split" && bytes.value("type", "") == "ByteLevel" &&
-          !bytes.value("use_regex", true) && split.contains("pattern") && split["pattern"].contains("Regex")) {
+          !bytes.value("use_regex", true) && split.contains("pattern") && split["pattern"].contains("Regex") &&
+          split.value("behavior", "Isolated") == "Isolated" && !split.value("invert", false)) {
+        no_prefix_space(bytes);
         const auto pattern = split["pattern"]["Regex"].get<std::string>();
         for (const auto& known : kPreTokenizers)
           if (known.pattern == pattern) return std::string(known.name);
@@ -74,7 +84,8 @@ class Reader {
 
   /// Whether the post-processor puts a special token before (and after) the text, and which.
   void added_specials(std::string& first, std::string& last) const {
-    std::vector<const json*> todo{&root_["post_processor"]};
+    const json post = root_.value("post_processor", json());
+    std::vector<const json*> todo{&post};
     while (!todo.empty()) {
       const json& p = *todo.back();
       todo.pop_back();

@@ -413,6 +413,9 @@ class ConsistencyCheck {
     for (const auto* g : {&r_.prune.gate, &r_.quantize.gate, &r_.export_.gate})
       if (g->enabled() && !g->task.empty() && r_.eval.tasks.empty())
         fail({"eval.tasks"}, "a gate on task '" + g->task + "' needs the task's file in eval.tasks");
+    if (r_.export_.format.empty()) fail({"export.format"}, "names no format (onnx, hf, gguf or both)");
+    if (r_.export_.writes(ExportFormat::Gguf) && r_.export_.gguf_type.empty())
+      fail({"export.gguf_type"}, "names no type (auto, f32, f16, bf16, q8_0, q4_0 or q4_1)");
     if (r_.export_.writes(ExportFormat::Hf)) try {
         r_.export_.max_shard_bytes();
       } catch (const std::invalid_argument& e) {

@@ -1,14 +1,16 @@
 // A quantized GPT's Hugging Face directory in the compressed-tensors layout (the
-// `compressed-tensors` package's, which transformers and vLLM read): the quantized layers'
-// tensors stored as integers with their scales, and config.json's quantization_config.
+// `compressed-tensors` package's, which transformers reads through it): the quantized layers'
+// tensors stored as integers with their float32 scales, and config.json's quantization_config.
+// vLLM's own kernels take other forms for weight-only schemes (packed, integer zero points); it
+// is not checked here.
 //
 //   int8_weight_only, int8_dynamic -> format int-quantized: <layer>.weight int8 (out, in) and
 //       <layer>.weight_scale (out, 1); weights {num_bits 8, type int, symmetric, strategy
 //       channel}; int8_dynamic adds input_activations {num_bits 8, symmetric, strategy token,
 //       dynamic}. lathe's codes and scales as they are: the same weights.
 //   int4_weight_only -> format int-quantized: <layer>.weight int8 (out, in) holding q = c - 8 in
-//       [-8, 7], .weight_scale and .weight_zero_point (out, in / group); weights {num_bits 4, type
-//       int, asymmetric, strategy group, group_size, zp_dtype the scales' dtype}. lathe's
+//       [-8, 7], .weight_scale and .weight_zero_point (out, in / group) float32; weights {num_bits
+//       4, type int, asymmetric, strategy group, group_size, zp_dtype float32}. lathe's
 //       w = (c - 8) * scale + zero is compressed-tensors' (q - zp) * scale with the float zero
 //       point zp = -zero / scale: the same values (up to the storage dtype). The codes take a byte
 //       each: compressed-tensors' packed form holds integer zero points only, which lathe's grid
@@ -45,6 +47,6 @@ std::map<std::string, nn::QuantizedWeight> quantized_weights(const models::AnyMo
 /// Returns notes (the layout, and int4's requantization error).
 std::vector<std::string> write_compressed_tensors(const models::AnyModel& model,
                                                   const std::map<std::string, nn::QuantizedWeight>& layers,
-                                                  const std::filesystem::path& dir, at::ScalarType scale_dtype);
+                                                  const std::filesystem::path& dir);
 
 }  // namespace lathe::export_

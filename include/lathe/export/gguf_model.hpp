@@ -10,7 +10,7 @@
 // Other families are refused by name. Tensor shapes are torch's (out, in); GGUF lists them
 // innermost first.
 //
-// Tensor types: 1-D tensors (norms, biases) are F32. Weight matrices are `type` when given; a
+// Tensor types: 1-D tensors (norms, biases) and GPT-2's position table are F32. Weight matrices are `type` when given; a
 // quantized type whose block does not tile a row falls back to F16 (as convert_hf_to_gguf.py
 // does), with a note. Without `type`, a quantized layer is written in the closest ggml type of
 // its scheme (int8 -> Q8_0, int4 -> Q4_1: asymmetric groups) and the other matrices in
@@ -61,6 +61,10 @@ struct GgufExport {
 /// naming what llama.cpp cannot hold (a family, a rope scaling, a tokenizer kind) before any
 /// tensor is converted.
 GgufExport export_gguf(const models::AnyModel& model, const GgufOptions& options);
+
+/// What export_gguf checks before it converts a tensor (the family, the rope, the tokenizer),
+/// without converting any: run before other files are written.
+void check_gguf(const models::AnyModel& model, const GgufOptions& options);
 
 /// The file's name in an export directory: model-<TYPE>.gguf (model-Q8_0.gguf).
 std::string gguf_file_name(GgmlType type);

@@ -4,6 +4,7 @@
 #include <array>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -146,7 +147,7 @@ Pooled pooling_of(const recipe::Recipe& r, const fs::path& src) {
 /// sentence-transformers' files for an encoder exported with a pooling (SentenceTransformer(dir)
 /// then embeds as the ONNX graph's sentence_embedding does).
 std::vector<std::string> sentence_transformers_files(const Pooled& pooled, const models::AnyModel& model,
-                                                     const fs::path& out) {
+                                                     const fs::path& origin, const fs::path& out) {
   if (pooled.pooling == export_::Pooling::None || model.kind() != models::ModelKind::BertEncoder) return {};
   nlohmann::ordered_json modules = nlohmann::ordered_json::array();
   modules.push_back({{"idx", 0}, {"name", "0"}, {"path", ""}, {"type", "sentence_transformers.models.Transformer"}});
@@ -159,7 +160,13 @@ std::vector<std::string> sentence_transformers_files(const Pooled& pooled, const
                                        {"pooling_mode_mean_tokens", pooled.pooling == export_::Pooling::Mean},
                                        {"pooling_mode_max_tokens", false},
                                        {"pooling_mode_mean_sqrt_len_tokens", false}};
-  const nlohmann::ordered_json bert{{"max_seq_length", model.options().max_seq_len}, {"do_lower_case", false}};
+  // The origin's truncation length where it has one (all-MiniLM-L6-v2: 256 of its 512 positions).
+  nlohmann::ordered_json bert{{"max_seq_length", model.options().max_seq_len}, {"do_lower_case", false}};
+  if (!origin.empty() && fs::exists(origin / "sentence_bert_config.json")) {
+    const auto theirs = io::read_json(origin / "sentence_bert_config.json");
+    bert["max_seq_length"] = theirs.value("max_seq_length", model.options().max_seq_len);
+    bert["do_lower_case"] = theirs.value("do_lower_case", false);
+  }
   const std::vector<std::pair<std::string, std::string>> files{{"modules.json", modules.dump(2)},
                                                                {"1_Pooling/config.json", pooling.dump(2)},
                                                                {"sentence_bert_config.json", bert.dump(2)}};
@@ -210,7 +217,7 @@ void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tok
   }
   for (const auto& name : carried) io::check_claimable(out / name);  // before any file is replaced
   const auto rewrite = [&](const fs::path& staging) {
-    for (const auto& n : export_::write_compressed_tensors(model, layers, staging, options.dtype)) notes.push_back(n);
+    for (const auto& n : export_::write_compressed_tensors(model, layers, staging)) notes.push_back(n);
   };
   for (const auto& f : write_hf(model, out, options, rewrite)) parts.push_back(f);
   for (const auto& name : carried) {
@@ -244,15 +251,21 @@ class TokenizerJson {
   fs::path path_, temporary_;
 };
 
-/// The GGUF files of export.gguf_type, each built and then written (the quantized layers are
-/// read as they are; the float ones in export.hf_dtype's storage when the type is auto).
-void export_gguf(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer,
-                 const models::AnyModel& model, const fs::path& out, std::vector<std::string>& parts,
-                 std::vector<std::string>& notes, std::vector<std::string>& runs) {
-  const auto types = gguf_types(r);
-  for (const auto& type : types) io::check_claimable(out / gguf_name(type));  // before any file is replaced
-  const auto tok = tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r));
+/// What the GGUF files are written with: the tokenizer's ids and template, the float type of
+/// export.hf_dtype, and the tokenizer.json (kept while this object lives).
+struct GgufPlan {
   export_::GgufOptions options;
+  std::unique_ptr<TokenizerJson> vocab;
+};
+
+/// The plan, checked against the model (family, rope, tokenizer) without converting a tensor:
+/// made before any file of the export is written.
+GgufPlan plan_gguf(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer,
+                   const models::AnyModel& model, const fs::path& out) {
+  for (const auto& type : gguf_types(r)) io::check_claimable(out / gguf_name(type));  // before any file is replaced
+  const auto tok = tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r));
+  GgufPlan plan;
+  auto& options = plan.options;
   options.name = r.run.name;
   options.eos_id = tok->eos_id();
   options.bos_token = eval::configured_bos_token(tokenizer).value_or("");
@@ -261,12 +274,20 @@ void export_gguf(const recipe::Recipe& r, const fs::path& src, const fs::path& t
   options.float_type = storage == at::kBFloat16 ? export_::GgmlType::BF16
                        : storage == at::kHalf   ? export_::GgmlType::F16
                                                 : export_::GgmlType::F32;
-  const TokenizerJson vocab(r, tokenizer, out);
-  options.tokenizer_json = vocab.path();
-  for (const auto& type : types) {
-    options.type = type;
+  plan.vocab = std::make_unique<TokenizerJson>(r, tokenizer, out);
+  options.tokenizer_json = plan.vocab->path();
+  export_::check_gguf(model, options);
+  return plan;
+}
+
+/// The GGUF files of export.gguf_type, each built and then written (the quantized layers are
+/// read as they are).
+void export_gguf(const recipe::Recipe& r, GgufPlan& plan, const models::AnyModel& model, const fs::path& out,
+                 std::vector<std::string>& parts, std::vector<std::string>& notes, std::vector<std::string>& runs) {
+  for (const auto& type : gguf_types(r)) {
+    plan.options.type = type;
     const auto name = gguf_name(type);
-    const auto gguf = export_::export_gguf(model, options);
+    const auto gguf = export_::export_gguf(model, plan.options);
     io::claim(out / name);
     gguf.file.write(out / name);
     parts.push_back(name);
@@ -460,20 +481,23 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   // encoder); lathe's own files as the kind train.task trains.
   auto model = adapters::load_model(src, models::is_hf_model_dir(src) ? std::nullopt
                                                                       : std::optional(train::model_kind(r.train.task)));
-  const auto pooled = pooling_of(r, src);
-  if (pooled.pooling != export_::Pooling::None && model.kind() != models::ModelKind::BertEncoder &&
-      r.export_.pooling != recipe::Pooling::Auto)
+  // Only an encoder pools; the sentence-transformers modules of another model's origin are its own.
+  const auto pooled = model.kind() == models::ModelKind::BertEncoder ? pooling_of(r, src) : Pooled{};
+  if (model.kind() != models::ModelKind::BertEncoder && r.export_.pooling != recipe::Pooling::Auto &&
+      r.export_.pooling != recipe::Pooling::None)
     throw Error(fmt::format("export.pooling: {} pools a BERT encoder's hidden states; {} is a {}",
                             enum_name(r.export_.pooling), src.string(), model.kind_name()));
   std::vector<std::string> parts, notes, runs;
   // Every graph is built and checked before the first file is written: an unsupported part
   // leaves the directory as it was.
+  // The GGUF files' checks (family, rope, tokenizer) run before any file is written too.
+  auto gguf = writes_gguf(r) ? plan_gguf(r, src, tokenizer, model, out) : GgufPlan{};
   if (writes_onnx(r)) export_onnx_files(r, src, tokenizer, model, pooled, out, parts, notes, runs);
   // GGUF reads the quantized layers as they are; the Hugging Face directory dequantizes them.
-  if (writes_gguf(r)) export_gguf(r, src, tokenizer, model, out, parts, notes, runs);
+  if (writes_gguf(r)) export_gguf(r, gguf, model, out, parts, notes, runs);
   if (writes_hf(r)) {
     export_hf(r, src, tokenizer, model, out, parts, notes);
-    for (const auto& f : sentence_transformers_files(pooled, model, out)) parts.push_back(f);
+    for (const auto& f : sentence_transformers_files(pooled, model, hf_origin(r, src), out)) parts.push_back(f);
   }
   add_onnx_hf_runs(r, out, model, pooled, runs);
   remove_earlier(out, parts, notes);
