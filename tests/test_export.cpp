@@ -25,6 +25,7 @@
 #include "lathe/tokenizer/chat_template.hpp"
 #include "lathe/tokenizer/tokenizer.hpp"
 #include "lathe/pipeline/run.hpp"
+#include "lathe/recipe/paths.hpp"
 #include "lathe/train/checkpoint.hpp"
 #include "lathe/train/run_dir.hpp"
 #include "run_fixture.hpp"
@@ -81,8 +82,11 @@ AnyModel bert(ModelKind kind) {
   return m;
 }
 
-fs::path export_to(const AnyModel& m, const TempDir& dir, int64_t external_data_bytes = int64_t{1} << 31) {
-  const auto e = lathe::export_::export_onnx(m, {});
+fs::path export_to(const AnyModel& m, const TempDir& dir, int64_t external_data_bytes = int64_t{1} << 31,
+                   lathe::export_::OnnxAttention attention = lathe::export_::OnnxAttention::Standard) {
+  lathe::export_::OnnxOptions options;
+  options.attention = attention;
+  const auto e = lathe::export_::export_onnx(m, options);
   lathe::export_::write_onnx(e, dir.path() / "onnx", external_data_bytes);
   return dir.path() / "onnx";
 }
@@ -114,14 +118,15 @@ at::Tensor left_padded_mask(int64_t batch, int64_t t) {
 /// transformers' position_ids for a left-padded batch: cumsum(mask) - 1, padding at 1.
 at::Tensor position_ids(const at::Tensor& mask) { return (mask.cumsum(1) - 1).masked_fill(mask == 0, 1); }
 
-/// The GPT's ONNX outputs on batch 1 and 3 (left-padded), lengths 1, 7 and 64, with the
-/// decoder-with-past run on the first half, then the rest; returns the worst difference.
-double gpt_worst_diff(AnyModel m, const TempDir& dir, const fs::path& onnx) {
+/// The GPT's ONNX outputs on batch 1 and 3 (left-padded; `padded` false: batch 1 alone, as
+/// GroupQueryAttention takes a continuation after a cache), lengths 1, 7 and 64, with the decoder-with-past run on the first half, then the
+/// rest; returns the worst difference.
+double gpt_worst_diff(AnyModel m, const TempDir& dir, const fs::path& onnx, bool padded = true) {
   Cases cases;
   std::map<std::string, at::Tensor> want;
   std::map<std::string, int64_t> past;
   torch::manual_seed(3);
-  for (int64_t b : {1, 3})
+  for (int64_t b : padded ? std::vector<int64_t>{1, 3} : std::vector<int64_t>{1})
     for (int64_t t : {1, 7, 64}) {
       const auto c = fmt::format("b{}t{}", b, t);
       const auto mask = left_padded_mask(b, t);
@@ -168,6 +173,68 @@ TEST_CASE("export: GPT-2-style and Llama-style decoders in ONNX Runtime give Lib
     CHECK(fs::exists(onnx / "decoder_with_past_model.onnx"));
     gpt_worst_diff(m, dir, onnx);
   }
+}
+
+TEST_CASE("export: the decoder-with-past model with ONNX Runtime's GroupQueryAttention gives LibTorch's logits "
+          "and greedy tokens, GPT-2-, Llama- and Gemma-2-style", "[export][onnx]") {
+  for (const std::string kind : {"gpt2-style", "llama-style", "gemma2"}) {
+    INFO(kind);
+    TempDir dir;
+    auto m = [&] {
+      if (kind == "gpt2-style") return gpt(false);  // heads 8 wide
+      if (kind == "llama-style") {  // rotary heads 16 wide, 2 key/value heads for 4 query heads
+        auto o = lathe::test::tiny("llama");
+        o.d_model = 64;
+        o.vocab_size = 97;
+        o.max_seq_len = 128;
+        torch::manual_seed(15);
+        auto l = lathe::models::make_model(ModelKind::Gpt, o);
+        perturb(l);
+        return l;
+      }
+      // Gemma 2's soft-capped scores and scale of its own, without its window.
+      lathe::test::run_reference("hf_models.py", {"make", kind, dir.path().string()});
+      auto o = lathe::models::load_model(dir.path() / "hf").options();
+      o.sliding_window = 0;
+      o.sliding_window_pattern = 0;
+      o.d_head = 16;  // rotary heads ONNX Runtime's kernel takes
+      torch::manual_seed(14);
+      auto g = lathe::models::make_model(ModelKind::Gpt, o);
+      perturb(g);
+      return g;
+    }();
+    const auto onnx = export_to(m, dir, int64_t{1} << 31, lathe::export_::OnnxAttention::GroupQuery);
+    CHECK_THAT(lathe::test::read_file(onnx / "decoder_with_past_model.onnx"), Catch::Contains("GroupQueryAttention"));
+    CHECK(lathe::test::read_file(onnx / "model.onnx").find("GroupQueryAttention") == std::string::npos);
+    WARN(kind << ": worst logit difference " << gpt_worst_diff(m, dir, onnx, false));
+    const std::vector<int64_t> prompt{5, 17, 42, 8, 64};
+    lathe::models::SamplingOptions s;
+    s.temperature = 0;
+    s.max_new_tokens = 20;
+    auto decoder = m.as<lathe::models::Gpt>();
+    const auto ours = lathe::models::generate(decoder, prompt, s).tokens;
+    const auto out = dir.path() / "greedy.safetensors";
+    lathe::test::run_reference("onnx_run.py", {"greedy", onnx.string(), "5,17,42,8,64", "20", out.string()});
+    const auto theirs = lathe::io::load_safetensors(out).at("tokens");
+    CHECK(std::vector<int64_t>(theirs.data_ptr<int64_t>(), theirs.data_ptr<int64_t>() + theirs.numel()) == ours);
+  }
+  // A sliding window, and rotary heads ONNX Runtime's kernel does not take, are refused by the key
+  // that asks for the fused graph.
+  const auto refusal = [](const lathe::models::ModelOptions& o) {
+    return lathe::test::error_of([&] {
+      lathe::export_::OnnxOptions options;
+      options.attention = lathe::export_::OnnxAttention::GroupQuery;
+      lathe::export_::export_onnx(lathe::models::make_model(ModelKind::Gpt, o), options);
+    });
+  };
+  auto o = lathe::test::tiny("llama");
+  CHECK_THAT(refusal(o), Catch::Contains("export.onnx_attention: group_query") && Catch::Contains("is 8"));
+  auto learned = lathe::test::tiny("gpt");
+  learned.d_model = 48;  // heads 12 wide
+  CHECK_THAT(refusal(learned), Catch::Contains("multiple of 8") && Catch::Contains("is 12"));
+  o.d_model = 64;
+  o.sliding_window = 4;
+  CHECK_THAT(refusal(o), Catch::Contains("export.onnx_attention: group_query") && Catch::Contains("sliding window of 4"));
 }
 
 TEST_CASE("export: greedy generation with the decoder-with-past model gives lathe generate's tokens",
@@ -688,11 +755,7 @@ TEST_CASE("export: ONNX Runtime GenAI loads the exported folder and generates la
     lathe::pipeline::run_tokenizer_stage(r, false);
     lathe::pipeline::run_data_stage(r, false);
     lathe::pipeline::run_train_stage(r, false);
-    const auto exported = lathe::pipeline::run_export_stage(r, false);
-    CHECK_THAT(exported.summary, Catch::Contains("run with ONNX Runtime GenAI"));
-    const auto out = run / "export";
-    REQUIRE(fs::exists(out / "genai_config.json"));
-    const auto tok = lathe::tokenizer::load_tokenizer(out / "tokenizer.json");
+    const auto tok = lathe::tokenizer::load_tokenizer(lathe::recipe::tokenizer_path(r));
     fs::path newest;
     for (const auto& e : fs::directory_iterator(run / "checkpoints"))
       if (e.path().filename().string().starts_with("step_") && e.path() > newest) newest = e.path();
@@ -718,9 +781,22 @@ TEST_CASE("export: ONNX Runtime GenAI loads the exported folder and generates la
                           .render(nlohmann::json{{"messages", messages}, {"add_generation_prompt", true}})
                           .text;
     add(text, {{"messages", messages}, {"chat_text", text}});
-    const nlohmann::json c{{"dir", out.string()}, {"eos", tok->eos_id()}, {"cases", cases}};
-    std::ofstream(run / "genai_case.json") << c.dump();
-    lathe::test::run_reference("genai_reference.py", {(run / "genai_case.json").string()});
+    // The decoder with standard ops and with GroupQueryAttention: the same tokens.
+    for (const auto attention : {lathe::recipe::OnnxAttention::Standard, lathe::recipe::OnnxAttention::GroupQuery}) {
+      INFO(lathe::enum_name(attention));
+      const bool standard = attention == lathe::recipe::OnnxAttention::Standard;
+      const auto out = run / (standard ? "export" : "export-group-query");
+      r.export_.onnx_attention = attention;
+      r.export_.path = standard ? "" : out.string();
+      const auto exported = lathe::pipeline::run_export_stage(r, false);
+      CHECK_THAT(exported.summary, Catch::Contains("run with ONNX Runtime GenAI"));
+      REQUIRE(fs::exists(out / "genai_config.json"));
+      CHECK((lathe::test::read_file(out / "decoder_with_past_model.onnx").find("GroupQueryAttention") ==
+             std::string::npos) == standard);
+      const nlohmann::json c{{"dir", out.string()}, {"eos", tok->eos_id()}, {"cases", cases}};
+      std::ofstream(run / "genai_case.json") << c.dump();
+      lathe::test::run_reference("genai_reference.py", {(run / "genai_case.json").string()});
+    }
   }
 }
 

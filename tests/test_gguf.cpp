@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -104,11 +105,12 @@ LatheRun lathe_run(const AnyModel& m, const std::vector<int64_t>& prompt, int64_
 json check_case(const fs::path& dir, const fs::path& gguf, const fs::path& hf, const LatheRun& run, double tol,
                 bool greedy_must_match, const json& expect = json::object(),
                 const std::vector<std::string>& lines = {}, const lathe::tokenizer::Tokenizer* tok = nullptr,
-                const json& types = json::object()) {
+                const json& types = json::object(), bool codes_carried = false) {
   lathe::io::save_safetensors(dir / "lathe_logits.safetensors", {{"logits", run.logits}});
   json c{{"gguf", gguf.string()},       {"hf_dir", hf.string()},      {"expect", expect},
          {"prompt", run.prompt},         {"greedy", run.greedy},        {"logits", (dir / "lathe_logits.safetensors").string()},
-         {"logits_tol", tol},            {"greedy_must_match", greedy_must_match}, {"types", types}};
+         {"logits_tol", tol},            {"greedy_must_match", greedy_must_match}, {"types", types},
+         {"codes_carried", codes_carried}};
   if (tok) {
     c["lines"] = lines;
     json tokens = json::array();
@@ -250,9 +252,9 @@ TEST_CASE("gguf: lathe's int8 and int4 models go to Q8_0 and Q4_1 and run in lla
     const char* type;
     double tol;
   };
-  // Q8_0 re-rounds each int8 row's values in blocks of 32 (about 0.5% rms) and llama.cpp
-  // quantizes the activations of its products to Q8_0; Q4_1 holds an int4 group of 32 as
-  // its codes with the scale and minimum rounded to F16.
+  // Both types hold the layers' own codes (an int8 row's scale, an int4 group's scale and
+  // minimum rounded to F16); llama.cpp quantizes the activations of its products to 8 bits,
+  // which lathe's weight-only schemes do not.
   for (const Case c : {Case{QuantScheme::Int8WeightOnly, "Q8_0", 0.15}, Case{QuantScheme::Int8Dynamic, "Q8_0", 0.3},
                        Case{QuantScheme::Int4WeightOnly, "Q4_1", 0.15}}) {
     INFO(lathe::enum_name(c.scheme));
@@ -274,6 +276,7 @@ TEST_CASE("gguf: lathe's int8 and int4 models go to Q8_0 and Q4_1 and run in lla
     CHECK(lathe::export_::ggml_type(gguf.type).name == c.type);
     REQUIRE(!gguf.notes.empty());
     CHECK_THAT(gguf.notes.back(), Catch::Contains(std::string(c.type) + " tensors differ"));
+    CHECK_THAT(fmt::format("{}", fmt::join(gguf.notes, "\n")), Catch::Contains("21 quantized matrices carry lathe's own codes"));
     TempDir dir;
     gguf.file.write(dir.path() / "model.gguf");
     // The Hugging Face directory holds the values the codes stand for: what the file's tensors
@@ -288,7 +291,7 @@ TEST_CASE("gguf: lathe's int8 and int4 models go to Q8_0 and Q4_1 and run in lla
     const auto report = check_case(dir.path(), dir.path() / "model.gguf", dir.path() / "hf", run, c.tol, false,
                                    {{"general.file_type", lathe::export_::ggml_type(gguf.type).file_type},
                                     {"general.quantization_version", 2}},
-                                   {}, nullptr, types);
+                                   {}, nullptr, types, true);
     WARN(fmt::format("{}: {}", lathe::enum_name(c.scheme), report.dump()));
   }
 }
@@ -331,6 +334,23 @@ TEST_CASE("gguf: the export stage writes a file per gguf_type that llama.cpp run
   CHECK_FALSE(fs::exists(out / "model.gguf"));
   CHECK_FALSE(fs::exists(out / "model-Q8_0.gguf"));
   CHECK_THAT(second.summary, Catch::Contains("removed model-Q8_0.gguf of an earlier export"));
+  // A file of the export deleted since is made again, not skipped.
+  fs::remove(out / "model.safetensors");
+  CHECK_FALSE(lathe::pipeline::run_export_stage(r, false).skipped);
+  CHECK(fs::exists(out / "model.safetensors"));
+  CHECK(lathe::pipeline::run_export_stage(r, false).skipped);
+
+  // A directory of the user's holding a tokenizer.json: refused before any file is written.
+  const auto mine = dir.path() / "mine";
+  fs::create_directories(mine);
+  std::ofstream(mine / "tokenizer.json") << "the user's";
+  auto elsewhere = r;
+  elsewhere.export_.path = mine.string();
+  CHECK_THAT(lathe::test::error_of([&] { lathe::pipeline::run_export_stage(elsewhere, false); }),
+             Catch::Contains((mine / "tokenizer.json").string()));
+  CHECK(lathe::test::read_file(mine / "tokenizer.json") == "the user's");
+  CHECK_FALSE(fs::exists(mine / "model-Q4_0.gguf"));
+  CHECK_FALSE(fs::exists(mine / "config.json"));
 
   // A file lathe did not write is never replaced; the export stops before writing anything.
   std::ofstream(out / "model-F16.gguf") << "someone else's";
@@ -341,6 +361,63 @@ TEST_CASE("gguf: the export stage writes a file per gguf_type that llama.cpp run
   CHECK(lathe::test::read_file(out / "model-F16.gguf") == "someone else's");
   CHECK_FALSE(fs::exists(out / "model.onnx"));  // refused before the ONNX graphs were written
   CHECK(fs::exists(out / "model-Q4_0.gguf"));
+}
+
+TEST_CASE("gguf: GgufFile reads what the gguf package writes (another alignment, every value type lathe keeps) "
+          "and what it writes itself; a truncated file is refused by name",
+          "[gguf]") {
+  TempDir dir;
+  const auto theirs = dir.path() / "theirs.gguf";
+  const auto made = lathe::test::run_python(
+      "import sys, numpy as np, gguf\n"
+      "w = gguf.GGUFWriter(sys.argv[1], 'llama')\n"
+      "w.add_custom_alignment(64)\n"
+      "w.add_uint32('a.u32', 7); w.add_int32('a.i32', -3); w.add_float32('a.f32', 0.5)\n"
+      "w.add_bool('a.bool', True); w.add_string('a.str', 'héllo'); w.add_uint64('a.u64', 1 << 40)\n"
+      "w.add_array('a.strs', ['x', 'yz']); w.add_array('a.ints', [1, -2, 3]); w.add_uint16('a.u16', 9)\n"
+      "w.add_tensor('t.f32', np.arange(6, dtype=np.float32).reshape(2, 3))\n"
+      "w.add_tensor('t.f16', np.arange(64, dtype=np.float16).reshape(2, 32))\n"
+      "q = gguf.quants.quantize(np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32), gguf.GGMLQuantizationType.Q8_0)\n"
+      "w.add_tensor('t.q8', q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)\n"
+      "w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()\n",
+      {theirs.string()});
+  INFO(made.err);
+  REQUIRE(made.code == 0);
+  const auto f = lathe::export_::GgufFile::read(theirs);
+  CHECK(std::get<std::string>(*f.find("general.architecture")) == "llama");
+  CHECK(std::get<uint32_t>(*f.find("a.u32")) == 7);
+  CHECK(std::get<int32_t>(*f.find("a.i32")) == -3);
+  CHECK(std::get<float>(*f.find("a.f32")) == 0.5f);
+  CHECK(std::get<bool>(*f.find("a.bool")));
+  CHECK(std::get<std::string>(*f.find("a.str")) == "h\xc3\xa9llo");
+  CHECK(std::get<uint64_t>(*f.find("a.u64")) == (uint64_t{1} << 40));
+  CHECK(std::get<std::vector<std::string>>(*f.find("a.strs")) == std::vector<std::string>{"x", "yz"});
+  CHECK(std::get<std::vector<int32_t>>(*f.find("a.ints")) == std::vector<int32_t>{1, -2, 3});
+  CHECK(f.find("a.u16") == nullptr);  // a type lathe does not keep is skipped
+  REQUIRE(f.tensors().size() == 3);
+  const auto& t0 = f.tensors()[0];
+  CHECK(t0.shape == std::vector<int64_t>{2, 3});
+  CHECK(lathe::export_::ggml_dequantize(t0.type, t0.data, t0.shape).equal(at::arange(6, at::kFloat).reshape({2, 3})));
+  const auto& t1 = f.tensors()[1];
+  CHECK(t1.type == GgmlType::F16);
+  CHECK(lathe::export_::ggml_dequantize(t1.type, t1.data, t1.shape).equal(at::arange(64, at::kFloat).reshape({2, 32})));
+  const auto& t2 = f.tensors()[2];
+  CHECK(t2.type == GgmlType::Q8_0);
+  CHECK(t2.data == lathe::export_::ggml_quantize(GgmlType::Q8_0, at::linspace(-1, 1, 64, at::kFloat).reshape({2, 32})));
+
+  // lathe's own file back, byte for byte the same tensors and values.
+  const auto ours = dir.path() / "ours.gguf";
+  f.write(ours);
+  const auto back = lathe::export_::GgufFile::read(ours);
+  CHECK(back.metadata().size() == f.metadata().size());
+  for (const auto& [k, v] : f.metadata()) CHECK(*back.find(k) == v);
+  for (std::size_t i = 0; i < f.tensors().size(); ++i) CHECK(back.tensors()[i].data == f.tensors()[i].data);
+
+  // Cut short (into the last tensor's 68 bytes, past its padding to 96): refused naming the file.
+  const auto bytes = lathe::test::read_file(ours);
+  std::ofstream(dir.path() / "cut.gguf", std::ios::binary) << bytes.substr(0, bytes.size() - 60);
+  CHECK_THAT(lathe::test::error_of([&] { lathe::export_::GgufFile::read(dir.path() / "cut.gguf"); }),
+             Catch::Contains((dir.path() / "cut.gguf").string()));
 }
 
 TEST_CASE("gguf: what llama.cpp cannot hold is refused by name before a file is written", "[gguf]") {

@@ -97,6 +97,12 @@ TEST_CASE("recipe: an unknown key far from any name lists the valid keys", "[rec
   CHECK(contains(d.message, "the keys here are: name, warmup_steps, min_lr_ratio, decay_fraction"));
 }
 
+TEST_CASE("recipe: a value spelled in other case is suggested in the recipe's spelling", "[recipe][errors]") {
+  auto d = problem(kCorpus + "export:\n  format: GGUF\n");
+  CHECK(d.key == "export.format");
+  CHECK(contains(d.message, "unknown value 'GGUF' (did you mean 'gguf'?)"));
+}
+
 TEST_CASE("recipe: an unknown section is reported with a suggestion", "[recipe][errors]") {
   auto d = problem(kCorpus + "modle:\n  n_layer: 2\n");
   CHECK(d.mark.line == 3);

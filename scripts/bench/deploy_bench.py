@@ -12,7 +12,9 @@ The model is GPT-2 124M's shape with random weights (seed 0) written by transfor
 `lathe export` (format [onnx, gguf], gguf_type f32, bf16, q8_0, q4_0); its own int8 and int4
 models come from its quantize stage (weight-only, RTN; int4 in groups of 32) and run with
 bfloat16 activations. Pairs compared (same precision class):
-  fp32:  lathe fp32            | llama.cpp F32  | GenAI on model.onnx (fp32)
+  fp32:  lathe fp32            | llama.cpp F32  | GenAI on lathe's ONNX folder (fp32), its decoder
+                                                  with GroupQueryAttention (onnx_attention:
+                                                  group_query) and with standard ops
   bf16:  lathe --dtype bf16    | llama.cpp BF16
   int8:  lathe int8_weight_only| llama.cpp Q8_0
   int4:  lathe int4_weight_only| llama.cpp Q4_0
@@ -105,15 +107,15 @@ def lathe_quantized(a, path, method):
     return model
 
 
-def export(a, path):
-    out = os.path.join(a.out, "export")
-    if os.path.exists(os.path.join(out, "model-Q4_0.gguf")):
+def export(a, path, name="export", formats="[onnx, gguf]", attention="group_query"):
+    out = os.path.join(a.out, name)
+    if os.path.exists(os.path.join(out, "tokenizer.json")):
         return out
-    recipe = os.path.join(a.out, "export.yaml")
+    recipe = os.path.join(a.out, name + ".yaml")
     with open(recipe, "w") as f:
-        f.write(f"pipeline: [export]\nrun: {{out_dir: {a.out}/run, device: cpu}}\n"
+        f.write(f"pipeline: [export]\nrun: {{out_dir: {a.out}/run-{name}, device: cpu}}\n"
                 f"tokenizer: {{path: {path}/tokenizer.json}}\n"
-                f"export: {{format: [onnx, gguf], checkpoint: {path}, path: {out}, "
+                f"export: {{format: {formats}, checkpoint: {path}, path: {out}, onnx_attention: {attention}, "
                 f"gguf_type: [f32, bf16, q8_0, q4_0]}}\n")
     subprocess.run([LATHE, "run", recipe], check=True, capture_output=True)
     return out
@@ -123,7 +125,7 @@ def run_lathe(model, tokenizer, dtype, prompt_text, new, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [LATHE, "generate", "--model", model, "--tokenizer", tokenizer, "--greedy", "--max-new-tokens", str(new),
            "--dtype", dtype, "--prompt", prompt_text]
-    err = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stderr
+    err = subprocess.run(cmd, env=env, capture_output=True, text=True, errors="replace", check=True).stderr
     line = next(l for l in err.splitlines() if "first text after" in l)
     # "[N tokens, length] first text after F s, then D tokens/s"
     first = float(line.split("first text after ")[1].split(" s")[0])
@@ -168,7 +170,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     path = make_llama(a, a.out) if a.llama else gb.make_model(a, a.out)
     tokenizer = os.path.join(path, "tokenizer.json")
-    folder = export(a, path)
+    folder = export(a, path)  # GGUF files and the ONNX folder with GroupQueryAttention
+    standard = export(a, path, "export-standard", "[onnx]", "standard")  # ONNX ops only
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(tokenizer)
     text = open(os.path.join(ROOT, "data/kjv/kjv.txt")).read(20000)
@@ -182,7 +185,10 @@ def main():
         "fp32": [("lathe fp32", lambda t: run_lathe(path, tokenizer, "fp32", prompt_text, a.new, t)),
                  ("llama.cpp F32", lambda t: run_child(LLAMA_CHILD, [f"{folder}/model-F32.gguf", str(t), str(a.new),
                                                                      json.dumps(ids)], t)),
-                 ("GenAI fp32", lambda t: run_child(GENAI_CHILD, [genai_dir(folder, t), str(a.new), json.dumps(ids)], t))],
+                 ("GenAI fp32 GQA", lambda t: run_child(GENAI_CHILD, [genai_dir(folder, t), str(a.new),
+                                                                    json.dumps(ids)], t)),
+                 ("GenAI fp32 ops", lambda t: run_child(GENAI_CHILD, [genai_dir(standard, t), str(a.new),
+                                                                    json.dumps(ids)], t))],
         "bf16": [("lathe bf16", lambda t: run_lathe(path, tokenizer, "bf16", prompt_text, a.new, t)),
                  ("llama.cpp BF16", lambda t: run_child(LLAMA_CHILD, [f"{folder}/model-BF16.gguf", str(t), str(a.new),
                                                                       json.dumps(ids)], t))],
@@ -207,7 +213,7 @@ def main():
             for name, (first, decode) in med.items():
                 ratio = "" if name.startswith("lathe") else \
                     f"   lathe/this: decode {base_decode / decode:.2f}x, first token {first / base_first:.2f}x sooner"
-                print(f"  {threads}t {precision:5s} {name:15s} prompt {len(ids) / first:7.1f} tok/s (first token "
+                print(f"  {threads}t {precision:5s} {name:16s} prompt {len(ids) / first:7.1f} tok/s (first token "
                       f"{first * 1000:7.1f} ms)   decode {decode:6.1f} tok/s{ratio}")
 
 

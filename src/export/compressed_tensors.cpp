@@ -126,6 +126,52 @@ std::map<std::string, nn::QuantizedWeight> quantized_weights(const models::AnyMo
   return out;
 }
 
+namespace {
+
+/// The weights files of the Hugging Face directory `dir` (one, or the index's shards), rewritten
+/// with each weight named in `replaced` replaced by its tensors.
+void replace_in_files(const fs::path& dir,
+                      const std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>>& replaced) {
+  const auto index_path = dir / "model.safetensors.index.json";
+  nlohmann::json index = fs::exists(index_path) ? io::read_json(index_path) : nlohmann::json();
+  std::vector<fs::path> files;
+  if (index.is_null()) files.push_back(dir / "model.safetensors");
+  else
+    for (const auto& f : std::set<std::string>{[&] {
+           std::set<std::string> names;
+           for (const auto& [k, v] : index["weight_map"].items()) names.insert(v.get<std::string>());
+           return names;
+         }()})
+      files.push_back(dir / f);
+  std::set<std::string> unwritten;
+  for (const auto& [name, tensors] : replaced) unwritten.insert(name);
+  for (const auto& file : files) {
+    auto st = io::load_safetensors(file);
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (auto& [name, t] : st.tensors) {
+      const auto r = replaced.find(name);
+      if (r == replaced.end()) {
+        out.emplace_back(name, t);
+        continue;
+      }
+      unwritten.erase(name);
+      for (const auto& [n, v] : r->second) {
+        out.emplace_back(n, v);
+        if (!index.is_null()) index["weight_map"][n] = file.filename().string();
+      }
+      if (!index.is_null()) index["weight_map"].erase(name);
+    }
+    io::save_safetensors(file, out, {{"format", "pt"}});
+  }
+  // A quantized weight under another name than the files' would load as an uninitialised layer.
+  if (!unwritten.empty())
+    throw Error(fmt::format("compressed-tensors export: the Hugging Face files in {} hold no {}", dir.string(),
+                            *unwritten.begin()));
+  if (!index.is_null()) io::write_file_atomic(index_path, index.dump(2));
+}
+
+}  // namespace
+
 std::vector<std::string> write_compressed_tensors(const models::AnyModel& model,
                                                   const std::map<std::string, nn::QuantizedWeight>& layers,
                                                   const fs::path& dir) {
@@ -157,36 +203,7 @@ std::vector<std::string> write_compressed_tensors(const models::AnyModel& model,
   }
   if (std::find(ignore.begin(), ignore.end(), "lm_head") == ignore.end() && !layers.count("lm_head"))
     ignore.push_back("lm_head");  // a tied head is a Linear of transformers' model too
-  // The weights files, rewritten with each quantized weight replaced by its tensors.
-  const auto index_path = dir / "model.safetensors.index.json";
-  nlohmann::json index = fs::exists(index_path) ? io::read_json(index_path) : nlohmann::json();
-  std::vector<fs::path> files;
-  if (index.is_null()) files.push_back(dir / "model.safetensors");
-  else
-    for (const auto& f : std::set<std::string>{[&] {
-           std::set<std::string> names;
-           for (const auto& [k, v] : index["weight_map"].items()) names.insert(v.get<std::string>());
-           return names;
-         }()})
-      files.push_back(dir / f);
-  for (const auto& file : files) {
-    auto st = io::load_safetensors(file);
-    std::vector<std::pair<std::string, at::Tensor>> out;
-    for (auto& [name, t] : st.tensors) {
-      const auto r = replaced.find(name);
-      if (r == replaced.end()) {
-        out.emplace_back(name, t);
-        continue;
-      }
-      for (const auto& [n, v] : r->second) {
-        out.emplace_back(n, v);
-        if (!index.is_null()) index["weight_map"][n] = file.filename().string();
-      }
-      if (!index.is_null()) index["weight_map"].erase(name);
-    }
-    io::save_safetensors(file, out, {{"format", "pt"}});
-  }
-  if (!index.is_null()) io::write_file_atomic(index_path, index.dump(2));
+  replace_in_files(dir, replaced);
   auto config = io::read_json(dir / "config.json");
   const auto& first = layers.begin()->second;
   config["quantization_config"] =

@@ -162,14 +162,43 @@ void dequantize_q4_1(const uint8_t* data, int64_t n, float* out) {
   }
 }
 
+// Codes already on a block type's grid, with each block's d (and m).
+void encode_q8_0(const int32_t* q, const float* d, const float*, int64_t n, uint8_t* out) {
+  for (int64_t b = 0; b < n / kQk; ++b, q += kQk, out += 2 + kQk) {
+    const uint16_t h = to_half(d[b]);
+    std::memcpy(out, &h, 2);
+    for (int64_t j = 0; j < kQk; ++j) out[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(q[j]));
+  }
+}
+void encode_nibbles(const int32_t* q, const float* d, const float* m, int64_t n, uint8_t* out) {
+  const int64_t head = m ? 4 : 2;
+  for (int64_t b = 0; b < n / kQk; ++b, q += kQk, out += head + kQk / 2) {
+    const uint16_t hd = to_half(d[b]);
+    std::memcpy(out, &hd, 2);
+    if (m) {
+      const uint16_t hm = to_half(m[b]);
+      std::memcpy(out + 2, &hm, 2);
+    }
+    uint8_t codes[kQk];
+    for (int64_t j = 0; j < kQk; ++j) codes[j] = static_cast<uint8_t>(q[j]);
+    pack_nibbles(codes, out + head);
+  }
+}
+void encode_q4_0(const int32_t* q, const float* d, const float*, int64_t n, uint8_t* out) {
+  encode_nibbles(q, d, nullptr, n, out);
+}
+void encode_q4_1(const int32_t* q, const float* d, const float* m, int64_t n, uint8_t* out) {
+  encode_nibbles(q, d, m, n, out);
+}
+
 // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_BF16 32.
 constexpr GgmlTypeTraits kTypes[] = {
-    {GgmlType::F32, "F32", 1, 4, 0, quantize_f32, dequantize_f32},
-    {GgmlType::F16, "F16", 1, 2, 1, quantize_f16, dequantize_f16},
-    {GgmlType::BF16, "BF16", 1, 2, 32, quantize_bf16, dequantize_bf16},
-    {GgmlType::Q8_0, "Q8_0", kQk, 2 + kQk, 7, quantize_q8_0, dequantize_q8_0},
-    {GgmlType::Q4_0, "Q4_0", kQk, 2 + kQk / 2, 2, quantize_q4_0, dequantize_q4_0},
-    {GgmlType::Q4_1, "Q4_1", kQk, 4 + kQk / 2, 3, quantize_q4_1, dequantize_q4_1},
+    {GgmlType::F32, "F32", 1, 4, 0, quantize_f32, dequantize_f32, nullptr},
+    {GgmlType::F16, "F16", 1, 2, 1, quantize_f16, dequantize_f16, nullptr},
+    {GgmlType::BF16, "BF16", 1, 2, 32, quantize_bf16, dequantize_bf16, nullptr},
+    {GgmlType::Q8_0, "Q8_0", kQk, 2 + kQk, 7, quantize_q8_0, dequantize_q8_0, encode_q8_0},
+    {GgmlType::Q4_0, "Q4_0", kQk, 2 + kQk / 2, 2, quantize_q4_0, dequantize_q4_0, encode_q4_0},
+    {GgmlType::Q4_1, "Q4_1", kQk, 4 + kQk / 2, 3, quantize_q4_1, dequantize_q4_1, encode_q4_1},
 };
 static_assert(std::size(kTypes) == EnumTable<GgmlType>::values.size(),
               "every GgmlType needs its row in kTypes, in the order of its spelling table");
@@ -199,6 +228,26 @@ std::vector<uint8_t> ggml_quantize(GgmlType type, const at::Tensor& rows) {
                                             t.block_size, last));
   std::vector<uint8_t> out(static_cast<std::size_t>(n / t.block_size * t.block_bytes));
   t.quantize(x.data_ptr<float>(), n, out.data());
+  return out;
+}
+
+std::vector<uint8_t> ggml_encode(GgmlType type, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
+  const auto& t = ggml_type(type);
+  if (!t.encode) throw std::invalid_argument(fmt::format("{} is a float type: it has no codes", t.name));
+  const bool with_min = type == GgmlType::Q4_1;
+  if (codes.dim() != 2 || codes.size(1) % t.block_size != 0 || d.dim() != 2 || d.size(0) != codes.size(0) ||
+      d.size(1) != codes.size(1) / t.block_size || (with_min && !(m.defined() && m.sizes() == d.sizes())))
+    throw std::invalid_argument(fmt::format("{} codes need (rows, a multiple of {}) codes and a d{} per block", t.name,
+                                            t.block_size, with_min ? " and m" : ""));
+  const auto q = codes.to(at::kInt).contiguous();
+  const int lo = type == GgmlType::Q8_0 ? -128 : 0, hi = type == GgmlType::Q8_0 ? 127 : 15;
+  if (q.numel() > 0 && (q.min().item<int>() < lo || q.max().item<int>() > hi))
+    throw std::invalid_argument(fmt::format("{} codes lie in [{}, {}]", t.name, lo, hi));
+  const auto dd = d.to(at::kFloat).contiguous();
+  const auto mm = with_min ? m.to(at::kFloat).contiguous() : at::Tensor();
+  std::vector<uint8_t> out(static_cast<std::size_t>(q.numel() / t.block_size * t.block_bytes));
+  t.encode(q.data_ptr<int32_t>(), dd.data_ptr<float>(), with_min ? mm.data_ptr<float>() : nullptr, q.numel(),
+           out.data());
   return out;
 }
 
@@ -293,6 +342,20 @@ void GgufFile::add_tensor(const std::string& name, const at::Tensor& values, Ggm
   for (const auto& t : tensors_)
     if (t.name == name) throw std::invalid_argument("GGUF tensor " + name + " added twice");
   tensors_.push_back({name, values.sizes().vec(), type, ggml_quantize(type, values)});
+}
+
+void GgufFile::add_tensor(const std::string& name, std::vector<int64_t> shape, GgmlType type,
+                          std::vector<uint8_t> data) {
+  for (const auto& t : tensors_)
+    if (t.name == name) throw std::invalid_argument("GGUF tensor " + name + " added twice");
+  const auto& t = ggml_type(type);
+  int64_t n = 1;
+  for (const auto s : shape) n *= s;
+  if (shape.empty() || shape.back() % t.block_size != 0 ||
+      static_cast<int64_t>(data.size()) != n / t.block_size * t.block_bytes)
+    throw std::invalid_argument(fmt::format("GGUF tensor {}: {} bytes are not {} {} values", name, data.size(), n,
+                                            t.name));
+  tensors_.push_back({name, std::move(shape), type, std::move(data)});
 }
 
 void GgufFile::write(const std::filesystem::path& path) const {

@@ -15,6 +15,7 @@
 #include "lathe/models/hf_options.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/nn/quant_scheme.hpp"
+#include "lathe/nn/quantized.hpp"
 #include "gguf_vocab.hpp"
 
 namespace lathe::export_ {
@@ -180,20 +181,79 @@ double relative_error(GgmlType type, const std::vector<uint8_t>& data, const at:
   return norm > 0 ? err / norm : err;
 }
 
+/// Rows of a lathe quantized weight: codes (rows, in), scales and zeros (rows) or (rows, groups).
+struct Grid {
+  const nn::QuantizedWeight* weight = nullptr;
+  at::Tensor codes, scales, zeros;
+};
+
+Grid rows_of(const nn::QuantizedWeight& q, int64_t row, int64_t rows, int64_t permute_heads) {
+  const auto take = [&](const at::Tensor& t) {
+    if (!t.defined()) return t;
+    auto part = t.narrow(0, row, rows).contiguous();
+    return permute_heads > 0 ? permute_rope_rows(part, permute_heads) : part;
+  };
+  return {&q, take(q.codes()), take(q.scales()), take(q.zeros())};
+}
+
+/// A grid's own codes in `type` (its scales and minimums rounded to F16), where `type` holds the
+/// scheme's grid: int8 rows in Q8_0 blocks, int4 groups (a multiple of 32 inputs) in Q4_1 blocks
+/// with d = scale and m = zero - 8 scale. Empty where it does not.
+std::vector<uint8_t> carried_codes(GgmlType type, const Grid& g) {
+  const auto& grid = g.weight->grid();
+  const int64_t block = ggml_type(type).block_size, in = g.codes.size(1);
+  const auto per_block = [&](const at::Tensor& t) {  // (rows) or (rows, groups) -> (rows, in / block)
+    const int64_t group = grid.group(in);
+    return (t.dim() == 1 ? t.unsqueeze(1) : t).to(at::kFloat).repeat_interleave(group / block, 1).contiguous();
+  };
+  if (in % block != 0 || grid.group(in) % block != 0) return {};
+  if (type == GgmlType::Q8_0 && grid.bits() == 8 && grid.traits().symmetric)
+    return ggml_encode(type, g.codes, per_block(g.scales), {});
+  if (type == GgmlType::Q4_1 && grid.scheme == nn::QuantScheme::Int4WeightOnly)
+    return ggml_encode(type, g.codes, per_block(g.scales), per_block(g.zeros - 8 * g.scales.to(at::kFloat)));
+  return {};
+}
+
 struct Written {
   std::map<GgmlType, std::pair<double, std::string>> worst;  // largest relative error per quantized type
   std::vector<std::string> fallbacks;
   std::map<GgmlType, int64_t> matrices;  // weight matrices per type
+  int64_t carried = 0;                   // of them, lathe's own codes
 };
+
+/// One weight matrix (or piece of one) in `type`: a quantized layer's codes as they are where the
+/// type holds its grid and that is no further from its values than quantizing them again.
+void add_matrix(GgufFile& f, const std::string& name, const at::Tensor& t, GgmlType type, const Grid* grid,
+                Written& w) {
+  if (!at::isfinite(t).all().item<bool>()) throw Error("GGUF export: " + name + " holds values that are not finite");
+  ++w.matrices[type];
+  if (ggml_type(type).block_size == 1) {
+    f.add_tensor(name, t, type);
+    return;
+  }
+  auto data = ggml_quantize(type, t);
+  double err = relative_error(type, data, t);
+  if (grid) {
+    auto codes = carried_codes(type, *grid);
+    const double codes_err = codes.empty() ? err : relative_error(type, codes, t);
+    if (!codes.empty() && codes_err <= err) {
+      data = std::move(codes);
+      err = codes_err;
+      ++w.carried;
+    }
+  }
+  f.add_tensor(name, t.sizes().vec(), type, std::move(data));
+  if (err > w.worst[type].first || w.worst[type].second.empty()) w.worst[type] = {err, name};
+}
 
 void add_tensors(GgufFile& f, const models::AnyModel& model, const GgufArch& a, const GgufOptions& options,
                  Written& w) {
   const auto& o = model.options();
-  std::map<std::string, nn::QuantScheme> schemes;
+  std::map<std::string, const nn::QuantizedWeight*> quantized;
   std::map<std::string, at::Tensor> values;
   for (const auto& [path, lin] : nn::linear_layers(*model.module())) {
     if (!lin->quantized()) continue;
-    schemes[path + ".weight"] = lin->quantized()->grid().scheme;
+    quantized[path + ".weight"] = lin->quantized();
     values[path + ".weight"] = lin->quantized()->dequantize();
   }
   for (const auto& item : model.module()->named_parameters())
@@ -202,24 +262,27 @@ void add_tensors(GgufFile& f, const models::AnyModel& model, const GgufArch& a, 
   for (const auto& rule : naming.tensors) {
     const auto it = values.find(rule.ours);
     if (it == values.end()) throw Error("GGUF export: the model has no tensor " + rule.ours);
+    const auto q = quantized.find(rule.ours);
     int64_t row = 0;
     for (std::size_t i = 0; i < rule.theirs.size(); ++i) {
       const auto& hf = rule.theirs[i];
       const int64_t rows = rule.theirs.size() == 1 ? it->second.size(0) : rule.rows[i];
+      const bool is_q = hf.find("q_proj.") != std::string::npos, is_k = hf.find("k_proj.") != std::string::npos;
+      const int64_t heads = a.permute_qk && (is_q || is_k) ? (is_q ? o.n_head : o.kv_heads()) : 0;
       auto t = it->second.narrow(0, row, rows).contiguous();
-      row += rows;
-      if (a.permute_qk && (hf.find("q_proj.") != std::string::npos || hf.find("k_proj.") != std::string::npos))
-        t = permute_rope_rows(t, hf.find("q_proj.") != std::string::npos ? o.n_head : o.kv_heads());
+      if (heads > 0) t = permute_rope_rows(t, heads);
       const auto name = gguf_name(hf);
-      const auto sc = schemes.find(rule.ours);
-      const auto type = pick_type(options, t, sc == schemes.end() ? nullptr : &sc->second, name, w.fallbacks);
-      f.add_tensor(name, t, type);
-      if (t.dim() < 2 || name == "position_embd.weight") continue;
-      if (!at::isfinite(t).all().item<bool>()) throw Error("GGUF export: " + name + " holds values that are not finite");
-      ++w.matrices[type];
-      if (ggml_type(type).block_size == 1) continue;
-      const double err = relative_error(type, f.tensors().back().data, t);
-      if (err > w.worst[type].first || w.worst[type].second.empty()) w.worst[type] = {err, name};
+      const auto type = pick_type(options, t, q == quantized.end() ? nullptr : &q->second->grid().scheme, name,
+                                  w.fallbacks);
+      if (t.dim() < 2 || name == "position_embd.weight") {
+        f.add_tensor(name, t, type);
+      } else if (q != quantized.end()) {
+        const auto grid = rows_of(*q->second, row, rows, heads);
+        add_matrix(f, name, t, type, &grid, w);
+      } else {
+        add_matrix(f, name, t, type, nullptr, w);
+      }
+      row += rows;
     }
   }
   if (o.rope_scaling == nn::RopeScaling::Llama3) f.add_tensor("rope_freqs.weight", llama3_rope_factors(o), GgmlType::F32);
@@ -262,6 +325,8 @@ GgufExport export_gguf(const models::AnyModel& model, const GgufOptions& options
     }
   out.file.set("general.file_type", ggml_type(out.type).file_type);
   if (!w.worst.empty()) out.file.set("general.quantization_version", uint32_t{2});
+  if (w.carried > 0)
+    out.notes.push_back(fmt::format("{} quantized matrices carry lathe's own codes (scales rounded to F16)", w.carried));
   for (const auto& [type, worst] : w.worst)
     out.notes.push_back(fmt::format("{} tensors differ from the weights they stand for by at most {:.3g}% (rms, {})",
                                     ggml_type(type).name, 100 * worst.first, worst.second));

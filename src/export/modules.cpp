@@ -230,6 +230,31 @@ std::string emit(Graph& g, nn::MlpImpl& mlp, const std::string& x) {
   return emit(g, *mlp.proj, h);
 }
 
+namespace {
+
+/// Attention as one com.microsoft GroupQueryAttention node over the packed q, k, v projections.
+AttentionOutputs emit_group_query(Graph& g, nn::AttentionImpl& attn, const std::string& qkv,
+                                  const AttentionValues& ctx) {
+  const auto& o = attn.options;
+  std::vector<std::string> in{qkv, "", "", ctx.past_key, ctx.past_value, ctx.seqlens_k, ctx.total_length};
+  if (!ctx.cos_cache.empty()) in.insert(in.end(), {ctx.cos_cache, ctx.sin_cache});
+  std::vector<Attr> attrs{{"num_heads", o.n_head},
+                          {"kv_num_heads", o.kv_heads()},
+                          {"do_rotary", int64_t{ctx.cos_cache.empty() ? 0 : 1}},
+                          {"rotary_interleaved", int64_t{0}}};
+  if (o.scale > 0) attrs.push_back({"scale", o.scale});
+  if (o.softcap > 0) attrs.push_back({"softcap", o.softcap});
+  const auto outs = g.ops("GroupQueryAttention", in, 3, attrs, kMicrosoft);
+  AttentionOutputs out;
+  out.present_key = outs[1];
+  out.present_value = outs[2];
+  Graph::Scope s(g, "proj");
+  out.y = emit(g, *attn.proj, outs[0]);
+  return out;
+}
+
+}  // namespace
+
 AttentionOutputs emit(Graph& g, nn::AttentionImpl& attn, const std::string& x, const AttentionValues& ctx) {
   const auto& o = attn.options;
   const int64_t H = o.n_head, Hkv = o.kv_heads(), D = o.head_dim();
@@ -238,6 +263,7 @@ AttentionOutputs emit(Graph& g, nn::AttentionImpl& attn, const std::string& x, c
     Graph::Scope s(g, "qkv");
     qkv = emit(g, *attn.qkv, x);
   }
+  if (!ctx.seqlens_k.empty()) return emit_group_query(g, attn, qkv, ctx);
   const auto parts = split_last(g, qkv, {H * D, Hkv * D, Hkv * D});
   auto q = heads_first(g, parts[0], H, D);  // (B, H, T, D)
   auto k = heads_first(g, parts[1], Hkv, D);

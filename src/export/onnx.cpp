@@ -73,6 +73,43 @@ std::map<std::string, std::string> metadata(const models::AnyModel& model, const
   return m;
 }
 
+}  // namespace
+
+std::string group_query_problem(const models::ModelOptions& o) {
+  if (o.sliding_window > 0 && o.sliding_window < o.max_seq_len)
+    return fmt::format("this model attends within a sliding window of {} tokens, which lathe writes with standard "
+                       "ops only",
+                       o.sliding_window);
+  if (o.head_dim() % 8 != 0)
+    return fmt::format("ONNX Runtime's GroupQueryAttention takes heads whose width is a multiple of 8; this model's "
+                       "is {}",
+                       o.head_dim());
+  if (o.position == nn::Position::Rope && o.head_dim() % 16 != 0)
+    return fmt::format("ONNX Runtime's GroupQueryAttention rotates heads whose width is a multiple of 16; this "
+                       "model's is {}",
+                       o.head_dim());
+  return {};
+}
+
+namespace {
+
+/// GroupQueryAttention's inputs: each row's last real position (its real tokens first) and the
+/// total length from the attention mask, and the rotary tables of every position.
+void group_query_inputs(Graph& g, const models::ModelOptions& opt, const std::string& attention_mask,
+                        AttentionValues& ctx) {
+  if (const auto problem = group_query_problem(opt); !problem.empty())
+    throw Error("export.onnx_attention: group_query: " + problem + " (onnx_attention: standard writes it)");
+  Graph::Scope s(g, "group_query");
+  const auto real = g.op("ReduceSum", {attention_mask, g.ints({1})}, {{"keepdims", int64_t{0}}});
+  ctx.seqlens_k = g.op("Cast", {g.op("Sub", {real, g.int_scalar(1)})}, {{"to", int64_t{6}}});
+  ctx.total_length = g.op("Cast", {shape_dim(g, attention_mask, 1)}, {{"to", int64_t{6}}});
+  if (opt.position == nn::Position::Learned) return;
+  const auto inv_freq = nn::rotary_inv_freq(opt.head_dim(), opt.rotary()).to(at::kFloat);
+  const auto angles = at::outer(at::arange(opt.max_seq_len, at::kFloat), inv_freq);  // (max_seq_len, d / 2)
+  ctx.cos_cache = g.initializer("cos_cache", angles.cos());
+  ctx.sin_cache = g.initializer("sin_cache", angles.sin());
+}
+
 OnnxGraph gpt_graph(models::GptImpl& gpt, const OnnxOptions& o, bool with_past,
                     const std::map<std::string, std::string>& meta) {
   const auto& opt = gpt.options;
@@ -92,9 +129,11 @@ OnnxGraph gpt_graph(models::GptImpl& gpt, const OnnxOptions& o, bool with_past,
     }
 
   AttentionValues ctx;
+  const bool fused = with_past && o.attention == OnnxAttention::GroupQuery;
+  if (fused) group_query_inputs(g, opt, attention_mask, ctx);
   // The windowed layers' mask, and the others' where some layers have no window (Gemma 2).
-  const auto windowed_mask = causal_mask(g, ids, attention_mask, opt.sliding_window);
-  const auto full_mask = opt.sliding_window > 0 && opt.sliding_window_pattern > 0
+  const auto windowed_mask = fused ? std::string() : causal_mask(g, ids, attention_mask, opt.sliding_window);
+  const auto full_mask = !fused && opt.sliding_window > 0 && opt.sliding_window_pattern > 0
                              ? causal_mask(g, ids, attention_mask, 0)
                              : windowed_mask;
   std::string x;
@@ -106,7 +145,7 @@ OnnxGraph gpt_graph(models::GptImpl& gpt, const OnnxOptions& o, bool with_past,
   if (gpt.wpe) {
     Graph::Scope s(g, "wpe");
     x = g.op("Add", {x, emit(g, *gpt.wpe, position_ids)});
-  } else {
+  } else if (!fused) {
     Graph::Scope s(g, "rotary");
     const auto inv_freq = g.initializer("inv_freq", nn::rotary_inv_freq(d, opt.rotary()));
     const auto pos = g.op("Unsqueeze", {g.op("Cast", {position_ids}, {{"to", int64_t{1}}}), g.ints({-1})});
@@ -398,6 +437,11 @@ OnnxExport export_onnx(const models::AnyModel& model, const OnnxOptions& options
 std::vector<fs::path> write_onnx(const OnnxExport& exported, const fs::path& dir, int64_t external_data_bytes) {
   std::vector<fs::path> written;
   fs::create_directories(dir);
+  // Every name is checked before the first file is written: a foreign one leaves the directory as it was.
+  for (const auto& graph : exported.graphs) {
+    io::check_claimable(dir / graph.file);
+    if (weight_bytes(*graph.model) > external_data_bytes) io::check_claimable(dir / (graph.file + ".data"));
+  }
   for (const auto& graph : exported.graphs) {
     const auto file = dir / graph.file;
     const auto data_file = fs::path(file.string() + ".data");

@@ -150,6 +150,8 @@ fs::path source_model(const recipe::Recipe& r, ModelSource source, Stage reader,
     }
     default: {
       if (checkpoint.empty()) return train::newest_checkpoint(r);
+      if (!fs::exists(checkpoint))
+        throw Error(fmt::format("{}.checkpoint: {} does not exist", enum_name(reader), checkpoint));
       refuse_model_of_failed_gate(checkpoint);  // a stage's output named by its path
       return checkpoint;
     }

@@ -1,6 +1,7 @@
 #include "values.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -106,6 +107,13 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 }
 
 std::string closest(std::string_view word, const std::vector<std::string_view>& candidates) {
+  const auto lower = [](std::string_view s) {
+    std::string out(s);
+    for (auto& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return out;
+  };
+  for (auto c : candidates)  // the spelling in other case ("GGUF" for gguf)
+    if (lower(c) == lower(word)) return std::string(c);
   std::string best;
   std::size_t best_d = std::max<std::size_t>(2, word.size() / 3) + 1;
   for (auto c : candidates) {

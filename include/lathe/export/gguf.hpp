@@ -39,6 +39,10 @@ struct GgmlTypeTraits {
   void (*quantize)(const float* row, int64_t n, uint8_t* out);
   /// The float values of `n` elements stored as `data`.
   void (*dequantize)(const uint8_t* data, int64_t n, float* out);
+  /// Bytes of `n` elements already on the type's grid: integer `codes` (Q8_0: [-128, 127],
+  /// value code * d; Q4_0: [0, 15], value (code - 8) * d; Q4_1: [0, 15], value code * d + m)
+  /// and each block's `d` and `m` (m read by Q4_1 only). nullptr for the float types.
+  void (*encode)(const int32_t* codes, const float* d, const float* m, int64_t n, uint8_t* out);
 };
 
 /// Every type's row, in GgmlType's spelling order.
@@ -48,6 +52,11 @@ const GgmlTypeTraits& ggml_type(GgmlType type);
 /// A (rows, n) float tensor as `type`'s bytes, row after row; n must be a multiple of the block
 /// size (std::invalid_argument otherwise).
 std::vector<uint8_t> ggml_quantize(GgmlType type, const at::Tensor& rows);
+/// `type`'s bytes for integer `codes` (rows, n) on the type's grid with per-block `d` and `m`
+/// (rows, n / block_size; `m` undefined unless the type is Q4_1), as GgmlTypeTraits::encode
+/// reads them. Throws std::invalid_argument for a float type, shapes that do not fit or a code
+/// out of range.
+std::vector<uint8_t> ggml_encode(GgmlType type, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m);
 /// The float32 tensor of `shape` (row-major) that `type`'s `data` stands for.
 at::Tensor ggml_dequantize(GgmlType type, std::span<const uint8_t> data, at::IntArrayRef shape);
 
@@ -70,6 +79,8 @@ class GgufFile {
   const GgufValue* find(const std::string& key) const;
   /// Adds a tensor of `type` from float `values` (row-major; quantized along the last dimension).
   void add_tensor(const std::string& name, const at::Tensor& values, GgmlType type);
+  /// Adds a tensor of `shape` whose `type` bytes are already made (ggml_encode).
+  void add_tensor(const std::string& name, std::vector<int64_t> shape, GgmlType type, std::vector<uint8_t> data);
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return metadata_; }
 

@@ -53,6 +53,11 @@ struct AttentionValues {
   std::string sin;
   std::string past_key;    // (B, kv_heads, P, head_dim); empty: no cache
   std::string past_value;
+  /// The fused path: ONNX Runtime's com.microsoft GroupQueryAttention, causal over the first
+  /// seqlens_k + 1 positions of each row (B, int32) out of total_length (int32 scalar), rotary
+  /// from cos_cache / sin_cache (max_seq_len, head_dim / 2) when those are set. Empty
+  /// seqlens_k: standard ONNX ops with `mask`, `cos`, `sin`.
+  std::string seqlens_k, total_length, cos_cache, sin_cache;
 };
 
 /// Attention's outputs: y (B, T, d_model) and, with a cache, the keys and values of all

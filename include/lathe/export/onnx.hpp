@@ -42,6 +42,12 @@ namespace lathe::export_ {
 
 using lathe::operator<<;
 
+/// How the GPT decoder-with-past graph computes attention: standard ONNX ops (MatMul, Softmax,
+/// an additive mask; any runtime, left-padded batches), or one com.microsoft
+/// GroupQueryAttention node per layer (ONNX Runtime only; rows whose real tokens come first, as
+/// ONNX Runtime GenAI feeds them).
+enum class OnnxAttention { Standard, GroupQuery };
+
 /// A sentence embedding from an encoder's hidden states: none, the mean of the real tokens'
 /// (sentence-transformers' mean pooling), or the first token's.
 enum class Pooling { None, Mean, Cls };
@@ -60,11 +66,18 @@ struct OnnxOptions {
   /// sentence-transformers' Normalize module does).
   Pooling pooling = Pooling::None;
   bool normalize = false;
+  /// GPT: the attention of decoder_with_past_model.onnx (model.onnx keeps standard ops).
+  OnnxAttention attention = OnnxAttention::Standard;
 
   /// Every problem, each naming its field; empty when valid. The recipe's loader reports them
   /// under export.* (so `lathe recipe check` and `lathe run` refuse the same values).
   std::vector<models::OptionProblem> problems() const;
 };
+
+/// Why a GPT of options `o` cannot have the GroupQueryAttention graph (a sliding window; heads
+/// whose width is not a multiple of 8, or of 16 with rotary, as ONNX Runtime's kernel needs);
+/// empty when it can.
+std::string group_query_problem(const models::ModelOptions& o);
 
 /// One checked graph and the file it goes to.
 struct OnnxGraph {
@@ -95,3 +108,6 @@ std::vector<std::filesystem::path> write_onnx(const OnnxExport& exported, const 
 
 LATHE_ENUM_TABLE(lathe::export_::Pooling, {lathe::export_::Pooling::None, "none"},
                  {lathe::export_::Pooling::Mean, "mean"}, {lathe::export_::Pooling::Cls, "cls"});
+
+LATHE_ENUM_TABLE(lathe::export_::OnnxAttention, {lathe::export_::OnnxAttention::Standard, "standard"},
+                 {lathe::export_::OnnxAttention::GroupQuery, "group_query"});

@@ -55,6 +55,9 @@ enum class GgufType { Auto, F32, F16, BF16, Q8_0, Q4_0, Q4_1 };
 /// A BERT encoder's sentence embedding in the export; auto: the sentence-transformers pooling of
 /// the Hugging Face directory the model came from (1_Pooling/config.json), else none.
 enum class Pooling { Auto, None, Mean, Cls };
+/// The attention of a GPT's decoder_with_past_model.onnx: standard ONNX ops, or ONNX Runtime's
+/// fused com.microsoft GroupQueryAttention.
+enum class OnnxAttention { Standard, GroupQuery };
 /// The storage dtype of an exported Hugging Face directory; auto: that of the Hugging Face
 /// directory the model came from (export.checkpoint, else train.init_from), float32 otherwise.
 enum class HfDtype { Auto, Float32, BFloat16, Float16 };
@@ -84,6 +87,8 @@ LATHE_ENUM_TABLE(lathe::recipe::NanPolicy, {lathe::recipe::NanPolicy::Error, "er
 LATHE_ENUM_TABLE(lathe::recipe::ExportFormat, {lathe::recipe::ExportFormat::Onnx, "onnx"}, {lathe::recipe::ExportFormat::Hf, "hf"}, {lathe::recipe::ExportFormat::Gguf, "gguf"}, {lathe::recipe::ExportFormat::Both, "both"});
 LATHE_ENUM_TABLE(lathe::recipe::Pooling, {lathe::recipe::Pooling::Auto, "auto"}, {lathe::recipe::Pooling::None, "none"},
                  {lathe::recipe::Pooling::Mean, "mean"}, {lathe::recipe::Pooling::Cls, "cls"});
+LATHE_ENUM_TABLE(lathe::recipe::OnnxAttention, {lathe::recipe::OnnxAttention::Standard, "standard"},
+                 {lathe::recipe::OnnxAttention::GroupQuery, "group_query"});
 LATHE_ENUM_TABLE(lathe::recipe::GgufType, {lathe::recipe::GgufType::Auto, "auto"}, {lathe::recipe::GgufType::F32, "f32"},
                  {lathe::recipe::GgufType::F16, "f16"}, {lathe::recipe::GgufType::BF16, "bf16"},
                  {lathe::recipe::GgufType::Q8_0, "q8_0"}, {lathe::recipe::GgufType::Q4_0, "q4_0"},

@@ -363,6 +363,7 @@ struct ExportConfig {
   bool normalize = false;
   int64_t opset = 17;
   bool dynamic_axes = true;
+  OnnxAttention onnx_attention = OnnxAttention::Standard;
   ModelSource source = ModelSource::Auto;
   std::string checkpoint;
   std::string path;
@@ -389,6 +390,12 @@ void visit(V& v, ExportConfig& c) {
                             "linked onnx library checks).", between(17, 21));
   v.field("dynamic_axes", c.dynamic_axes, "Leave the batch dimension symbolic in the ONNX graphs; false fixes it "
                                           "at 1 (sequence dimensions stay symbolic).");
+  v.field("onnx_attention", c.onnx_attention,
+          "onnx, a GPT: the attention of decoder_with_past_model.onnx (the graph ONNX Runtime GenAI runs): "
+          "standard (ONNX ops any runtime runs, left-padded batches too) or group_query (one ONNX Runtime "
+          "com.microsoft GroupQueryAttention node per layer, as GenAI's model builder writes it: rows whose real "
+          "tokens come first, a continuation after a cache at batch 1; no sliding window, heads a multiple of 8 "
+          "wide, 16 with rotary). model.onnx always has standard ops.");
   v.field("source", c.source, "Model to export: checkpoint, pruned, quantized, or auto (the output of the "
                               "nearest earlier prune or quantize stage of the pipeline, else the checkpoint).");
   v.field("checkpoint", c.checkpoint, "source checkpoint: a checkpoint, a lathe model file or a Hugging Face "

@@ -7,6 +7,8 @@
 #include <memory>
 #include <sstream>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "lathe/adapters/lora.hpp"
@@ -22,6 +24,7 @@
 #include "lathe/io/json_file.hpp"
 #include "lathe/io/ownership.hpp"
 #include "lathe/train/run_dir.hpp"
+#include "lathe/models/gpt.hpp"
 #include "lathe/models/hf.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/pipeline/stages.hpp"
@@ -61,11 +64,35 @@ std::string gguf_name(const std::optional<export_::GgmlType>& type) {
   return type ? export_::gguf_file_name(*type) : "model.gguf";
 }
 
-/// The file the stage's freshness is judged by: its first format's main file.
-fs::path main_file(const recipe::Recipe& r, const fs::path& out) {
-  if (writes_onnx(r)) return out / "model.onnx";
-  if (writes_hf(r)) return out / "config.json";
-  return out / gguf_name(gguf_types(r).front());
+/// The file the stage's freshness is judged by: the first file every export of the recipe's
+/// formats writes that is missing (a partly deleted export is made again), else its first
+/// format's main file.
+fs::path freshness_file(const recipe::Recipe& r, const fs::path& out, const fs::path& tokenizer_out) {
+  std::vector<fs::path> files;
+  if (writes_onnx(r)) files.push_back(out / "model.onnx");
+  if (writes_hf(r)) files.push_back(out / "config.json");
+  if (writes_gguf(r))
+    for (const auto& type : gguf_types(r)) files.push_back(out / gguf_name(type));
+  if (writes_hf(r) && !fs::exists(out / "model.safetensors")) files.push_back(out / "model.safetensors.index.json");
+  files.push_back(tokenizer_out);
+  for (const auto& f : files)
+    if (!fs::exists(f)) return f;
+  return files.front();
+}
+
+/// Names the export writes whatever the model's size: each is checked before the first file
+/// is written, so a foreign file with one of them leaves the directory as it was.
+void check_names_free(const recipe::Recipe& r, const models::AnyModel& model, bool pools, const fs::path& out,
+                      const fs::path& tokenizer_out) {
+  std::vector<std::string> names;
+  const bool gpt = model.arch() == models::Arch::Gpt;
+  if (writes_onnx(r)) names.push_back("model.onnx");
+  if (writes_onnx(r) && gpt) names.insert(names.end(), {"genai_config.json", "tokenizer_config.json"});
+  if (writes_hf(r)) names.insert(names.end(), {"config.json", "model.safetensors", "model.safetensors.index.json"});
+  if (writes_hf(r) && pools)
+    names.insert(names.end(), {"modules.json", "1_Pooling/config.json", "sentence_bert_config.json"});
+  for (const auto& name : names) io::check_claimable(out / name);
+  io::check_claimable(tokenizer_out);
 }
 
 /// The Hugging Face directory the exported model came from: the source itself, else
@@ -88,6 +115,7 @@ std::vector<std::string> write_hf(const models::AnyModel& model, const fs::path&
                                   const models::HfWriteOptions& options,
                                   const std::function<void(const fs::path& staging)>& rewrite) {
   const auto staging = out / ".lathe-hf-staging";
+  io::claim(staging);  // a directory of that name that lathe did not make stops it
   fs::remove_all(staging);
   try {
     const auto files = models::save_hf(model, staging, options);
@@ -99,10 +127,10 @@ std::vector<std::string> write_hf(const models::AnyModel& model, const fs::path&
       io::claim(out / f);
       fs::rename(staging / f, out / f);
     }
-    fs::remove_all(staging);
+    io::remove_owned(staging);
     return files;
   } catch (...) {
-    fs::remove_all(staging);
+    io::remove_owned(staging);
     throw;
   }
 }
@@ -204,6 +232,9 @@ void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tok
   options.max_shard_bytes = r.export_.max_shard_bytes();
   options.dtype = float_storage(r, src);
   if (!origin.empty()) options.family = models::read_hf_model_type(origin);
+  // The compressed-tensors names follow the family save_hf writes (a Phi-3's fused qkv_proj).
+  if (!options.family.empty() && model.arch() == models::Arch::Gpt)
+    model.as<models::Gpt>()->hf_family = options.family;
   // The origin's generation and tokenizer settings (chat template, special tokens) hold for
   // the origin's tokenizer only.
   const auto where = [](const fs::path& p) { return fs::weakly_canonical(fs::absolute(p)); };
@@ -231,12 +262,12 @@ void export_hf(const recipe::Recipe& r, const fs::path& src, const fs::path& tok
 /// saved as one (a tiktoken file, vocab.json + merges.txt) into a file removed with this object.
 class TokenizerJson {
  public:
-  TokenizerJson(const recipe::Recipe& r, const fs::path& tokenizer, const fs::path& out) {
+  TokenizerJson(const recipe::Recipe& r, const fs::path& tokenizer) {
     if (tokenizer.extension() == ".json" && tokenizer.filename() != "vocab.json") {
       path_ = tokenizer;
       return;
     }
-    path_ = temporary_ = out / ".lathe-gguf-tokenizer.json";
+    path_ = temporary_ = fs::temp_directory_path() / fmt::format("lathe-gguf-tokenizer-{}.json", ::getpid());
     tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r))->save(path_);
   }
   ~TokenizerJson() {
@@ -261,7 +292,7 @@ struct GgufPlan {
 /// The plan, checked against the model (family, rope, tokenizer) without converting a tensor:
 /// made before any file of the export is written.
 GgufPlan plan_gguf(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer,
-                   const models::AnyModel& model, const fs::path& out) {
+                   const models::AnyModel& model, const fs::path& out) {  // writes nothing
   for (const auto& type : gguf_types(r)) io::check_claimable(out / gguf_name(type));  // before any file is replaced
   const auto tok = tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r));
   GgufPlan plan;
@@ -274,8 +305,11 @@ GgufPlan plan_gguf(const recipe::Recipe& r, const fs::path& src, const fs::path&
   options.float_type = storage == at::kBFloat16 ? export_::GgmlType::BF16
                        : storage == at::kHalf   ? export_::GgmlType::F16
                                                 : export_::GgmlType::F32;
-  plan.vocab = std::make_unique<TokenizerJson>(r, tokenizer, out);
+  plan.vocab = std::make_unique<TokenizerJson>(r, tokenizer);
   options.tokenizer_json = plan.vocab->path();
+  if (model.arch() != models::Arch::Gpt)
+    throw Error(fmt::format("export.format: gguf writes GPT models (llama.cpp's decoders); {} is a {}", src.string(),
+                            model.kind_name()));
   export_::check_gguf(model, options);
   return plan;
 }
@@ -391,6 +425,9 @@ void export_onnx_files(const recipe::Recipe& r, const fs::path& src, const fs::p
                        std::vector<std::string>& parts, std::vector<std::string>& notes,
                        std::vector<std::string>& runs) {
   auto options = onnx_options(r);
+  options.attention = r.export_.onnx_attention == recipe::OnnxAttention::GroupQuery
+                          ? export_::OnnxAttention::GroupQuery
+                          : export_::OnnxAttention::Standard;
   if (model.kind() == models::ModelKind::BertEncoder) {
     options.pooling = pooled.pooling;
     options.normalize = pooled.normalize;
@@ -460,7 +497,11 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
   const auto src = source_model(r, r.export_.source, Stage::Export, r.export_.checkpoint);
   const fs::path out = r.export_.path.empty() ? fs::path(r.run.out_dir) / "export" : fs::path(r.export_.path);
   const auto tokenizer = recipe::tokenizer_path(r);
-  const auto marker = main_file(r, out);
+  // A tiktoken file holds no added tokens and vocab.json needs merges.txt beside it: the
+  // tokenizer as the model used it goes out as tokenizer.json. Other forms are copied as read.
+  const bool as_json = tokenizer.extension() == ".tiktoken" || tokenizer.filename() == "vocab.json";
+  const auto tokenizer_out = out / (as_json ? fs::path("tokenizer.json") : tokenizer.filename());
+  const auto marker = freshness_file(r, out, tokenizer_out);
   MadeFrom made_from = stage_record(r, Stage::Export, src);
   add_gate_inputs(made_from, r, r.export_.gate, true);
   const auto fresh = freshness(force, marker, read_stage_record(r.run.out_dir, "export"), made_from);
@@ -468,15 +509,7 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
     refuse_failed_output(out, "the export in " + out.string());
     return {true, fmt::format("{} holds {}", out.string(), src.string())};
   }
-  // A tiktoken file holds no added tokens and vocab.json needs merges.txt beside it: the
-  // tokenizer as the model used it goes out as tokenizer.json. Other forms are copied as read.
-  const bool as_json = tokenizer.extension() == ".tiktoken" || tokenizer.filename() == "vocab.json";
-  const auto tokenizer_out = out / (as_json ? fs::path("tokenizer.json") : tokenizer.filename());
   check_not_input(r, {out, marker, tokenizer_out});
-  if (r.export_.path.empty()) io::claim(out);
-  fs::create_directories(out);
-  open_gate(out, r, r.export_.gate, "export");
-
   // A Hugging Face directory is read as the kind its architecture names (a BertModel as an
   // encoder); lathe's own files as the kind train.task trains.
   auto model = adapters::load_model(src, models::is_hf_model_dir(src) ? std::nullopt
@@ -487,11 +520,15 @@ StageResult run_export_stage(const recipe::Recipe& r, bool force) {
       r.export_.pooling != recipe::Pooling::None)
     throw Error(fmt::format("export.pooling: {} pools a BERT encoder's hidden states; {} is a {}",
                             enum_name(r.export_.pooling), src.string(), model.kind_name()));
+  check_names_free(r, model, pooled.pooling != export_::Pooling::None, out, tokenizer_out);
+  // The GGUF files' checks (family, rope, tokenizer) run before the directory is made.
+  auto gguf = writes_gguf(r) ? plan_gguf(r, src, tokenizer, model, out) : GgufPlan{};
+  if (r.export_.path.empty()) io::claim(out);
+  fs::create_directories(out);
+  open_gate(out, r, r.export_.gate, "export");
   std::vector<std::string> parts, notes, runs;
   // Every graph is built and checked before the first file is written: an unsupported part
   // leaves the directory as it was.
-  // The GGUF files' checks (family, rope, tokenizer) run before any file is written too.
-  auto gguf = writes_gguf(r) ? plan_gguf(r, src, tokenizer, model, out) : GgufPlan{};
   if (writes_onnx(r)) export_onnx_files(r, src, tokenizer, model, pooled, out, parts, notes, runs);
   // GGUF reads the quantized layers as they are; the Hugging Face directory dequantizes them.
   if (writes_gguf(r)) export_gguf(r, gguf, model, out, parts, notes, runs);
