@@ -73,8 +73,9 @@ std::map<std::string, std::string> metadata(const models::AnyModel& model, const
   return m;
 }
 
-}  // namespace
-
+/// Why a GPT of options `o` cannot have the GroupQueryAttention graph (a sliding window; heads
+/// whose width is not a multiple of 8, or of 16 with rotary, as ONNX Runtime's kernel needs);
+/// empty when it can.
 std::string group_query_problem(const models::ModelOptions& o) {
   if (o.sliding_window > 0 && o.sliding_window < o.max_seq_len)
     return fmt::format("this model attends within a sliding window of {} tokens, which lathe writes with standard "
@@ -90,8 +91,6 @@ std::string group_query_problem(const models::ModelOptions& o) {
                        o.head_dim());
   return {};
 }
-
-namespace {
 
 /// GroupQueryAttention's inputs: each row's last real position (its real tokens first) and the
 /// total length from the attention mask, and the rotary tables of every position.

@@ -74,11 +74,6 @@ struct OnnxOptions {
   std::vector<models::OptionProblem> problems() const;
 };
 
-/// Why a GPT of options `o` cannot have the GroupQueryAttention graph (a sliding window; heads
-/// whose width is not a multiple of 8, or of 16 with rotary, as ONNX Runtime's kernel needs);
-/// empty when it can.
-std::string group_query_problem(const models::ModelOptions& o);
-
 /// One checked graph and the file it goes to.
 struct OnnxGraph {
   std::string file;  // "model.onnx", "decoder_with_past_model.onnx"

@@ -212,6 +212,7 @@ export_::OnnxOptions onnx_options(const recipe::Recipe& r) {
   export_::OnnxOptions o;
   o.opset = r.export_.opset;
   o.dynamic_axes = r.export_.dynamic_axes;
+  o.attention = *parse_enum<export_::OnnxAttention>(enum_name(r.export_.onnx_attention));
   return o;
 }
 
@@ -289,10 +290,13 @@ struct GgufPlan {
   std::unique_ptr<TokenizerJson> vocab;
 };
 
-/// The plan, checked against the model (family, rope, tokenizer) without converting a tensor:
-/// made before any file of the export is written.
+/// The plan, checked against the model (family, rope, tokenizer) without converting a tensor
+/// or writing into `out`: made before the export directory is.
 GgufPlan plan_gguf(const recipe::Recipe& r, const fs::path& src, const fs::path& tokenizer,
-                   const models::AnyModel& model, const fs::path& out) {  // writes nothing
+                   const models::AnyModel& model, const fs::path& out) {
+  if (model.arch() != models::Arch::Gpt)
+    throw Error(fmt::format("export.format: gguf writes GPT models (llama.cpp's decoders); {} is a {}", src.string(),
+                            model.kind_name()));
   for (const auto& type : gguf_types(r)) io::check_claimable(out / gguf_name(type));  // before any file is replaced
   const auto tok = tokenizer::load_tokenizer(tokenizer, train::tokenizer_load_options(r));
   GgufPlan plan;
@@ -307,9 +311,6 @@ GgufPlan plan_gguf(const recipe::Recipe& r, const fs::path& src, const fs::path&
                                                 : export_::GgmlType::F32;
   plan.vocab = std::make_unique<TokenizerJson>(r, tokenizer);
   options.tokenizer_json = plan.vocab->path();
-  if (model.arch() != models::Arch::Gpt)
-    throw Error(fmt::format("export.format: gguf writes GPT models (llama.cpp's decoders); {} is a {}", src.string(),
-                            model.kind_name()));
   export_::check_gguf(model, options);
   return plan;
 }
@@ -425,9 +426,6 @@ void export_onnx_files(const recipe::Recipe& r, const fs::path& src, const fs::p
                        std::vector<std::string>& parts, std::vector<std::string>& notes,
                        std::vector<std::string>& runs) {
   auto options = onnx_options(r);
-  options.attention = r.export_.onnx_attention == recipe::OnnxAttention::GroupQuery
-                          ? export_::OnnxAttention::GroupQuery
-                          : export_::OnnxAttention::Standard;
   if (model.kind() == models::ModelKind::BertEncoder) {
     options.pooling = pooled.pooling;
     options.normalize = pooled.normalize;
