@@ -85,18 +85,69 @@ if ! "$venv/bin/python" -c "import pip, sys; sys.exit(pip.__version__ != '$pip_p
   say "installing pip $pip_pin into $venv"
   retry "$venv/bin/python" -m pip install -q "${pip_net[@]}" "pip==$pip_pin"
 fi
-stamp=$venv/.lathe-requirements
-want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  need_space 10 "$venv" "installing the Python packages (5 GB installed, 3.5 GB of downloads)"
-  need_space 4 "${TMPDIR:-/tmp}" "unpacking the downloaded wheels"
-  say "installing Python packages (requirements.txt) into $venv; the torch wheel is about 3.5 GB"
+# requirements.lock pins every package requirements.txt needs. On the interpreter and platform it
+# was made for, it is installed with --no-deps, so a machine without a GPU can leave out the CUDA
+# library wheels whose libraries its own CUDA toolkit already has (about 2.5 GB installed; torch
+# only has to load them there) and triton (0.6 GB, GPU code generation only). Anywhere else pip
+# resolves requirements.txt itself and installs everything.
+lock=$root/requirements.lock
+reqs=$venv/.lathe-install.txt
+venv_tag=$("$venv/bin/python" -c 'import sys, sysconfig; print(f"cp{sys.version_info[0]}{sys.version_info[1]} {sysconfig.get_platform()}")')
+# With a GPU, or where torch did not load without them once, every wheel is installed.
+all_wheels=false
+nvidia-smi -L >/dev/null 2>&1 && all_wheels=true
+[ -f "$venv/.lathe-all-wheels" ] && all_wheels=true
+skipped=()
+if grep -qxF "# for: $venv_tag" "$lock"; then
+  system_libs=" $(ldconfig -p 2>/dev/null | awk 'NR > 1 { printf "%s ", $1 }')"
+  : >"$reqs.new"
+  while IFS= read -r line; do
+    spec=${line%%#*}
+    spec=${spec%% *}
+    [ -n "$spec" ] || continue
+    if ! $all_wheels; then
+      case $line in
+        *"# gpu-only"*) skipped+=("$spec"); continue ;;
+        *"# cuda-libs:"*)
+          have=true
+          for so in ${line#*# cuda-libs:}; do
+            case $system_libs in *" $so "*) ;; *) have=false ;; esac
+          done
+          if $have; then skipped+=("$spec"); continue; fi ;;
+      esac
+    fi
+    echo "$spec" >>"$reqs.new"
+  done <"$lock"
+  deps=(--no-deps)
+  space=(5 "installing the Python packages (3 GB installed, 1.5 GB of downloads)")
+else
+  say "requirements.lock is for $(sed -n 's/^# for: //p' "$lock"), this venv is $venv_tag: pip resolves requirements.txt"
+  cp "$root/requirements.txt" "$reqs.new"
+  deps=()
+  space=(10 "installing the Python packages (6 GB installed, 3.5 GB of downloads)")
+fi
+if ! cmp -s "$reqs.new" "$reqs"; then
+  need_space "${space[0]}" "$venv" "${space[1]}"
+  [ ${#skipped[@]} -eq 0 ] || say "no GPU: leaving out ${skipped[*]} (the system has their CUDA libraries, or GPU only)"
+  say "installing Python packages ($(wc -l <"$reqs.new") lines) into $venv; the torch wheel is about 0.9 GB"
   progress=()
   $tty || progress=(--progress-bar off)
-  retry "$venv/bin/python" -m pip install "${pip_net[@]}" --resume-retries 20 "${progress[@]}" \
-    -r "$root/requirements.txt"
-  echo "$want" > "$stamp"
+  # --no-cache-dir: a cached copy of every wheel would double what the install takes on disk.
+  retry "$venv/bin/python" -m pip install "${pip_net[@]}" --resume-retries 20 --no-cache-dir \
+    "${progress[@]}" "${deps[@]}" -r "$reqs.new"
+  # torch has to load: a system CUDA library too old for it, or one with a different ABI, shows
+  # here and not in the first test. Install what was left out, then.
+  if ! "$venv/bin/python" -c "import torch" 2>"$venv/.lathe-import.log"; then
+    [ ${#skipped[@]} -gt 0 ] || { cat "$venv/.lathe-import.log"; say "error: torch does not load in $venv"; exit 1; }
+    say "torch does not load with the system's CUDA libraries ($(tail -1 "$venv/.lathe-import.log")); installing ${skipped[*]}"
+    retry "$venv/bin/python" -m pip install -q "${pip_net[@]}" --no-cache-dir --no-deps "${skipped[@]}"
+    "$venv/bin/python" -c "import torch" || { say "error: torch does not load in $venv"; exit 1; }
+    touch "$venv/.lathe-all-wheels"
+  else
+    mv "$reqs.new" "$reqs"
+  fi
 fi
+rm -f "$reqs.new" "$venv/.lathe-requirements"
 # llama.cpp (llama-cpp-python, the runtime the GGUF tests and benchmark run) is built from its
 # source for this CPU (GGML_NATIVE): its wheel is kept per CPU feature set, so a cached build
 # never runs on a machine without the instructions it was compiled for.
