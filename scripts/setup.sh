@@ -119,12 +119,12 @@ if grep -qxF "# for: $venv_tag" "$lock"; then
     echo "$spec" >>"$reqs.new"
   done <"$lock"
   deps=(--no-deps)
-  space=(5 "installing the Python packages (3 GB installed, 1.5 GB of downloads)")
+  space=(5 "installing the Python packages (3 GB installed, 4 GB while the downloads are kept)")
 else
   say "requirements.lock is for $(sed -n 's/^# for: //p' "$lock"), this venv is $venv_tag: pip resolves requirements.txt"
   cp "$root/requirements.txt" "$reqs.new"
   deps=()
-  space=(10 "installing the Python packages (6 GB installed, 3.5 GB of downloads)")
+  space=(10 "installing the Python packages (6 GB installed, 9.5 GB while the downloads are kept)")
 fi
 if ! cmp -s "$reqs.new" "$reqs"; then
   need_space "${space[0]}" "$venv" "${space[1]}"

@@ -10,8 +10,8 @@ The model is GPT-2 124M's shape with random weights (seed 0) written by transfor
 (generate_bench.py's make_model); --llama makes a Llama-shaped model instead (--layers/--width/
 --heads, 4 key/value heads, SwiGLU MLP of 8/3 width rounded to 256). lathe exports it with
 `lathe export` (format [onnx, gguf], gguf_type f32, bf16, q8_0, q4_0); its own int8 and int4
-models come from its quantize stage (weight-only, RTN; int4 in groups of 32) and run with
-bfloat16 activations. Pairs compared (same precision class):
+models come from its quantize stage (weight-only, RTN; int4 in groups of --int4-group, 32 unless
+set) and run with bfloat16 activations. Pairs compared (same precision class):
   fp32:  lathe fp32            | llama.cpp F32  | GenAI on lathe's ONNX folder (fp32), its decoder
                                                   with GroupQueryAttention (onnx_attention:
                                                   group_query) and with standard ops
@@ -92,15 +92,15 @@ def make_llama(a, out):
     return path
 
 
-def lathe_quantized(a, path, method):
-    out = os.path.join(a.out, method)
+def lathe_quantized(a, path, method, group=32):
+    out = os.path.join(a.out, method if group == 32 else f"{method}-g{group}")
     model = os.path.join(out, "quantized", "model.safetensors")
     if not os.path.exists(model):
         subprocess.run([LATHE, "run", os.path.join(ROOT, "recipes/gpt/tiny_quantize.yaml"), "--force",
                         "--set", "pipeline=[data,quantize]", "--set", f"run.out_dir={out}",
                         "--set", f"tokenizer.path={path}/tokenizer.json", "--set", f"data.shard_dir={out}/shards",
                         "--set", "quantize.source=checkpoint", "--set", f"quantize.checkpoint={path}",
-                        "--set", f"quantize.method={method}", "--set", "quantize.group_size=32",
+                        "--set", f"quantize.method={method}", "--set", f"quantize.group_size={group}",
                         "--set", "quantize.activations=bfloat16", "--set", f"model.vocab_size={a.vocab}",
                         "--set", "eval.batches=2"],
                        check=True, capture_output=True)
@@ -165,6 +165,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--precisions", default="fp32,bf16,int8,int4")
+    ap.add_argument("--int4-group", type=int, default=32,
+                    help="lathe's int4 group size: 32 as Q4_0's blocks; 128 (quantize.group_size's "
+                         "default) reads the same bytes per weight as Q4_0 (0.5625)")
     ap.add_argument("--out", default="/tmp/lathe-deploy-bench")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -196,7 +199,7 @@ def main():
                                                     prompt_text, a.new, t)),
                  ("llama.cpp Q8_0", lambda t: run_child(LLAMA_CHILD, [f"{folder}/model-Q8_0.gguf", str(t), str(a.new),
                                                                       json.dumps(ids)], t))],
-        "int4": [("lathe int4", lambda t: run_lathe(lathe_quantized(a, path, "int4_weight_only"), tokenizer, "bf16",
+        "int4": [("lathe int4", lambda t: run_lathe(lathe_quantized(a, path, "int4_weight_only", a.int4_group), tokenizer, "bf16",
                                                     prompt_text, a.new, t)),
                  ("llama.cpp Q4_0", lambda t: run_child(LLAMA_CHILD, [f"{folder}/model-Q4_0.gguf", str(t), str(a.new),
                                                                       json.dumps(ids)], t))],

@@ -25,6 +25,7 @@
 #include "lathe/core/build_info.hpp"
 #include "lathe/core/console.hpp"
 #include "lathe/core/env_info.hpp"
+#include "lathe/nn/gemv.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/core/denormals.hpp"
 #include "lathe/core/host_memory.hpp"
@@ -457,6 +458,7 @@ int cmd_tokenizer_decode(const cxxopts::ParseResult& r) {
 
 int cmd_env(const cxxopts::ParseResult&) {
   std::cout << lathe::environment_report();
+  std::cout << lathe::environment_line("decoding", lathe::nn::gemv_kernels());
   // The world a training command started here would join, and how its ranks would meet.
   const auto world = lathe::dist::detect_world();
   std::string how = "one process (no launcher variables set)";

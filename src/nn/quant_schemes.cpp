@@ -152,6 +152,9 @@ QuantKernelForms int4_weight_only_prepare(const QuantizedWeight& w) {
   QuantKernelForms forms;
   if (!bf16(w)) return forms;
   forms.weight = at::_convert_weight_to_int4pack_for_cpu(w.codes().to(at::kInt), /*innerKTiles=*/2);
+  // lathe's own form for a few rows (decoding), where this CPU and the layer's shape allow it.
+  if (auto rows = small_rows_int4_pack(w.codes(), w.scales(), w.zeros(), w.grid().group(w.in())); rows.codes.defined())
+    forms.packed = std::make_shared<const SmallRowsInt4>(std::move(rows));
   // (in / group, out, 2): scale and zero of each group.
   forms.scales = at::stack({w.scales(), w.zeros()}, -1).transpose(0, 1).contiguous().to(at::kBFloat16);
   return forms;
@@ -159,6 +162,12 @@ QuantKernelForms int4_weight_only_prepare(const QuantizedWeight& w) {
 
 at::Tensor int4_weight_only_linear(const QuantizedWeight& w, const at::Tensor& x, const at::Tensor& bias) {
   const auto& k = w.kernel_forms();
+  if (k.packed && x.numel() <= kSmallRowsMax * w.in()) {
+    // A few rows (decoding): lathe's product, which reads each packed code once.
+    if (auto y = small_rows_linear_int4(x.to(at::kBFloat16), *static_cast<const SmallRowsInt4*>(k.packed.get()), bias);
+        y.defined())
+      return y.to(x.scalar_type());
+  }
   auto y = bf16(w) ? at::_weight_int4pack_mm_for_cpu(x.to(at::kBFloat16).contiguous(), k.weight, w.grid().group_size,
                                                      k.scales)
                    : at::linear(x.to(at::kFloat), w.dequantize());
