@@ -101,6 +101,15 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
     mask = m;
   }
   const double p = is_training() ? options.attn_dropout : 0.0;
+  if (T == 1 && Hkv != H && !mask && !is_causal && options.softcap <= 0) {
+    // One new token without a mask (decoding): the queries of each key/value head's group are
+    // rows of one attention over that head, which needs no copy of the keys and values per query
+    // head (ATen's GQA path repeats them for every token).
+    const auto qg = q.reshape({B, Hkv, H / Hkv, D});
+    auto yg = at::scaled_dot_product_attention(qg, k, v, std::nullopt, p, false,
+                                               options.scale > 0 ? std::optional(options.scale) : std::nullopt);
+    return finish_attention(yg.reshape({B, H, 1, D}), B, T, H * D);
+  }
   auto y = options.softcap > 0
                ? softcapped_attention(q, k, v, mask, is_causal, p,
                                       options.scale > 0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(D)),
@@ -108,7 +117,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionCont
                : at::scaled_dot_product_attention(q, k, v, mask, p, is_causal,
                                                   options.scale > 0 ? std::optional(options.scale) : std::nullopt,
                                                   /*enable_gqa=*/Hkv != H);
-  y = proj(y.transpose(1, 2).reshape({B, T, H * D}));
+  return finish_attention(y, B, T, H * D);
+}
+
+torch::Tensor AttentionImpl::finish_attention(const torch::Tensor& heads, int64_t B, int64_t T, int64_t width) {
+  auto y = proj(heads.transpose(1, 2).reshape({B, T, width}));
   if (options.dropout > 0 && is_training()) y = at::dropout(y, options.dropout, /*train=*/true);
   return y;
 }

@@ -1,4 +1,5 @@
-// small_rows_linear: bfloat16 weights streamed once, widened to float, accumulated in float.
+// The small-rows products: every weight streamed once, one row after the other, accumulated in
+// float (float32 and int8 widened to float; bfloat16 and int4 by avx512_bf16's dot product).
 //
 // Built with -fopenmp and without the precompiled header (CMakeLists.txt): at::parallel_for's
 // OpenMP body is compiled into the caller, so without -fopenmp it would run on one thread.
@@ -77,7 +78,7 @@ __attribute__((target("avx512f"))) inline void finish(const Product<W, Y>& p, in
 /// Output rows [o0, o1) of the product for M rows of x. `in` is a multiple of 16 (the caller
 /// checks). One weight row at a time, front to back: the matrix is one sequential stream, which
 /// the hardware prefetcher follows best (two rows interleaved, with software prefetches, streamed
-/// a third slower on one core here). Two accumulators per row of x: independent chains.
+/// about a quarter slower on one core here). Two accumulators per row of x: independent chains.
 template <class W, class Y, int M>
 __attribute__((target("avx512f"))) void rows_kernel(const Product<W, Y>& p, int64_t o0, int64_t o1) {
   const int64_t in = p.in;

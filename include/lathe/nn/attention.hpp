@@ -76,6 +76,10 @@ class AttentionImpl : public torch::nn::Module {
   AttentionOptions options;
   Linear qkv{nullptr};
   Linear proj{nullptr};
+
+ private:
+  /// The heads (B, H, T, head_dim) joined, projected (and dropped out in training).
+  torch::Tensor finish_attention(const torch::Tensor& heads, int64_t B, int64_t T, int64_t width);
 };
 TORCH_MODULE(Attention);
 

@@ -15,11 +15,12 @@ inline constexpr int64_t kSmallRowsMax = 8;
 /// on the CPU, without autograd. Each weight row is read once for all rows of x and accumulated
 /// in float: bfloat16 pairs by avx512_bf16's dot product where the CPU has it (and `in` is a
 /// multiple of 32), otherwise widened to float in registers (AVX-512F); output rows are split
-/// over the intra-op threads. Decoding reads every weight once per step, so its speed is the rate the
-/// weights stream from memory. Measured against ATen here (2 cores, weights beyond the caches):
-/// bfloat16 one row about 21 GB/s against ATen's 12; float32 eight rows about 3x ATen's, whose
-/// product streamed at 8 GB/s there. One float32 row: ATen hands it to MKL's sgemv, which runs
-/// on one thread (GPT-2 124M decoding at 34 tokens/s on 1 or 2 threads, against 54 and 76 here).
+/// over the intra-op threads. Decoding reads every weight once per step, so its speed is the rate
+/// the weights stream from memory. One weight row after the other, front to back: two rows
+/// interleaved with software prefetches streamed a quarter slower on one core here.
+/// scripts/bench/gemv_bench.cpp measures each product against ATen's (one row, weights beyond
+/// the caches, 1 / 2 threads, GB/s): float32 40 / 47 against 21 / 21 (ATen hands one float32 row
+/// to MKL's sgemv, which runs on one thread); bfloat16 39 / 45 against 17 / 29.
 /// Returns an undefined tensor where it does not apply (another dtype or device, other row
 /// counts, a non-contiguous weight, gradients wanted, no AVX-512 on this CPU): the caller runs
 /// at::linear.
