@@ -95,11 +95,16 @@ reqs=$venv/.lathe-install.txt
 venv_tag=$("$venv/bin/python" -c 'import sys, sysconfig; print(f"cp{sys.version_info[0]}{sys.version_info[1]} {sysconfig.get_platform()}")')
 # With a GPU, or where torch did not load without them once, every wheel is installed.
 all_wheels=false
-nvidia-smi -L >/dev/null 2>&1 && all_wheels=true
+if nvidia-smi -L >/dev/null 2>&1 || [ -e /dev/nvidia0 ] || ls /proc/driver/nvidia/gpus/* >/dev/null 2>&1; then
+  all_wheels=true
+fi
 [ -f "$venv/.lathe-all-wheels" ] && all_wheels=true
-skipped=()
-if grep -qxF "# for: $venv_tag" "$lock"; then
-  system_libs=" $(ldconfig -p 2>/dev/null | awk 'NR > 1 { printf "%s ", $1 }')"
+# The sonames the system's loader finds (ldconfig is in /sbin, off a user's PATH).
+system_libs=" $({ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | awk 'NR > 1 { printf "%s ", $1 }' || true)"
+# lock_list: the lock's pins for this machine into $reqs.new; what it leaves out into `skipped`.
+lock_list() {
+  local line spec so have
+  skipped=()
   : >"$reqs.new"
   while IFS= read -r line; do
     spec=${line%%#*}
@@ -118,34 +123,60 @@ if grep -qxF "# for: $venv_tag" "$lock"; then
     fi
     echo "$spec" >>"$reqs.new"
   done <"$lock"
+}
+if grep -qxF "# for: $venv_tag" "$lock"; then
+  lock_list
   deps=(--no-deps)
-  space=(5 "installing the Python packages (3 GB installed, 4 GB while the downloads are kept)")
+  space=(5 "installing the Python packages (3 GB installed, 4 GB while the downloads are kept)" 2)
 else
   say "requirements.lock is for $(sed -n 's/^# for: //p' "$lock"), this venv is $venv_tag: pip resolves requirements.txt"
   cp "$root/requirements.txt" "$reqs.new"
+  skipped=()
   deps=()
-  space=(10 "installing the Python packages (6 GB installed, 9.5 GB while the downloads are kept)")
+  space=(10 "installing the Python packages (6 GB installed, 9.5 GB while the downloads are kept)" 4)
 fi
+# The pins not installed yet (a venv an earlier setup made may hold them all already).
+missing() {
+  "$venv/bin/python" - "$reqs.new" <<'PY'
+import importlib.metadata as md, re, sys
+have = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in md.distributions()}
+for line in open(sys.argv[1]):
+    spec = line.split("#", 1)[0].strip()
+    if not spec:
+        continue
+    if "==" not in spec:
+        print(spec)
+        continue
+    name, version = spec.split("==", 1)
+    if have.get(re.sub(r"[-_.]+", "-", name).lower()) != version:
+        print(spec)
+PY
+}
 if ! cmp -s "$reqs.new" "$reqs"; then
-  need_space "${space[0]}" "$venv" "${space[1]}"
-  [ ${#skipped[@]} -eq 0 ] || say "no GPU: leaving out ${skipped[*]} (the system has their CUDA libraries, or GPU only)"
-  say "installing Python packages ($(wc -l <"$reqs.new") lines) into $venv; the torch wheel is about 0.9 GB"
-  progress=()
-  $tty || progress=(--progress-bar off)
-  # --no-cache-dir: a cached copy of every wheel would double what the install takes on disk.
-  retry "$venv/bin/python" -m pip install "${pip_net[@]}" --resume-retries 20 --no-cache-dir \
-    "${progress[@]}" "${deps[@]}" -r "$reqs.new"
+  if [ -n "$(missing)" ]; then
+    need_space "${space[0]}" "$venv" "${space[1]}"
+    # --no-cache-dir: pip keeps the downloaded wheels in TMPDIR until they are installed (and a
+    # cached copy of each would double what the install takes on disk).
+    need_space "${space[2]}" "${TMPDIR:-/tmp}" "keeping the downloaded wheels until they are installed"
+    [ ${#skipped[@]} -eq 0 ] || say "no GPU: leaving out ${skipped[*]} (the system has their CUDA libraries, or GPU only)"
+    say "installing Python packages ($(wc -l <"$reqs.new") lines) into $venv; the torch wheel is about 0.9 GB"
+    progress=()
+    $tty || progress=(--progress-bar off)
+    retry "$venv/bin/python" -m pip install "${pip_net[@]}" --resume-retries 20 --no-cache-dir \
+      "${progress[@]}" "${deps[@]}" -r "$reqs.new"
+  fi
   # torch has to load: a system CUDA library too old for it, or one with a different ABI, shows
-  # here and not in the first test. Install what was left out, then.
+  # here and not in the first test. Install what was left out, then, and from now on.
   if ! "$venv/bin/python" -c "import torch" 2>"$venv/.lathe-import.log"; then
     [ ${#skipped[@]} -gt 0 ] || { cat "$venv/.lathe-import.log"; say "error: torch does not load in $venv"; exit 1; }
     say "torch does not load with the system's CUDA libraries ($(tail -1 "$venv/.lathe-import.log")); installing ${skipped[*]}"
     retry "$venv/bin/python" -m pip install -q "${pip_net[@]}" --no-cache-dir --no-deps "${skipped[@]}"
     "$venv/bin/python" -c "import torch" || { say "error: torch does not load in $venv"; exit 1; }
     touch "$venv/.lathe-all-wheels"
-  else
-    mv "$reqs.new" "$reqs"
+    all_wheels=true
+    lock_list
   fi
+  mv "$reqs.new" "$reqs"
 fi
 rm -f "$reqs.new" "$venv/.lathe-requirements"
 # llama.cpp (llama-cpp-python, the runtime the GGUF tests and benchmark run) is built from its

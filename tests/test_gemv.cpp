@@ -45,9 +45,9 @@ TEST_CASE("nn: small-rows linear equals at::linear in float32 (bfloat16: up to t
   for (auto isa : isas_here()) {
     const lathe::nn::GemvIsaCap cap(isa);
     // in: one block of 16 (the dot product's 32 do not divide it: the widening kernel), 48, one
-    // dot block, a 768-wide model, an MLP's 3072; out: odd counts take the one-row tail.
+    // dot block, 64 + a tail of 32, a 768-wide model, an MLP's 3072; out: odd counts.
     for (auto [in, out] :
-         std::vector<std::pair<int64_t, int64_t>>{{16, 3}, {48, 97}, {32, 5}, {768, 2305}, {3072, 768}}) {
+         std::vector<std::pair<int64_t, int64_t>>{{16, 3}, {48, 97}, {32, 5}, {96, 33}, {768, 2305}, {3072, 768}}) {
       for (int64_t rows = 1; rows <= lathe::nn::kSmallRowsMax; ++rows) {
         for (bool with_bias : {false, true}) {
           INFO(isa_name(isa) << ": " << in << " -> " << out << ", " << rows << " rows, bias " << with_bias);
@@ -178,6 +178,9 @@ TEST_CASE("nn: small-rows int4 linear equals at::linear of the values its codes 
   CHECK_FALSE(lathe::nn::small_rows_int4_pack(q.narrow(1, 0, 64).contiguous(), at::ones({4, 1}), at::zeros({4, 1}), 64)
                   .codes.defined());  // in 64: not a whole block of 128
   CHECK_FALSE(lathe::nn::small_rows_int4_pack(q, at::ones({4, 4}), at::zeros({4, 4}), 32).codes.defined());  // group 32
+  const auto q384 = at::randint(0, 16, {4, 384}, at::kByte);
+  CHECK_FALSE(lathe::nn::small_rows_int4_pack(q384, at::ones({4, 2}), at::zeros({4, 2}), 192)
+                  .codes.defined());  // 192: a block of 128 would span two groups
   CHECK_FALSE(lathe::nn::small_rows_int4_pack(q, at::ones({4, 3}), at::zeros({4, 3}), 64).codes.defined());  // scales
   const auto form = lathe::nn::small_rows_int4_pack(q, s1, z1, 64);
   REQUIRE(form.codes.defined());

@@ -669,13 +669,15 @@ TEST_CASE("models: Llama-style cached decoding equals full recomputation", "[mod
   // Prefill in two chunks equals one: the cache's bottom-right causal mask is right.
   torch::NoGradGuard no_grad;
   model->eval();
-  auto ids = at::randint(0, 50, {2, 12}, at::kLong);
+  auto ids = at::randint(0, 50, {2, 13}, at::kLong);
   auto whole = model(ids);
   auto cache = model->make_cache(2);
   auto first = model->forward(ids.narrow(1, 0, 5), {}, &cache);
   auto second = model->forward(ids.narrow(1, 5, 7), {}, &cache);
-  CHECK(max_diff(at::cat({first, second}, 1), whole) <= 1e-5);
-  CHECK(cache.length == 12);
+  // Then one token per row, as decoding goes (the grouped queries' own path), batch 2.
+  auto third = model->forward(ids.narrow(1, 12, 1), {}, &cache);
+  CHECK(max_diff(at::cat({first, second, third}, 1), whole) <= 1e-5);
+  CHECK(cache.length == 13);
 }
 
 TEST_CASE("models: generation uses every position: a prompt of max_seq_len tokens still gets one token", "[models]") {

@@ -146,6 +146,15 @@ TEST_CASE("quantize: each scheme's product is its dequantized weight's, within t
     const auto back = lathe::nn::QuantizedWeight::from_stored(q.grid(), c.act, q.stored(), 128);
     CHECK(at::equal(back.codes(), q.codes()));
     CHECK(at::equal(back.linear(x, bias), y));
+    // A few rows without gradients (decoding) take lathe's small-rows products, int4 from
+    // groups of 64 on: the same values, within the same precision.
+    const auto q128 = lathe::nn::quantize_rtn(w, {c.scheme, 128}, c.act);
+    torch::NoGradGuard no_grad;
+    for (int64_t rows : {1, 3, 8}) {
+      INFO(rows << " rows, group 128");
+      const auto xr = at::randn({rows, 1, 128});
+      CHECK(rel(q128.linear(xr, bias), at::linear(xr, q128.dequantize(), bias)) < c.budget);
+    }
   }
   // int4: two codes a byte, group scales and zeros; int8: a byte a weight and a scale a row.
   const auto i4 = lathe::nn::quantize_rtn(w, {QuantScheme::Int4WeightOnly, 32}, QuantActivations::BFloat16);

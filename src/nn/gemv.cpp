@@ -15,15 +15,15 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
-// GCC 12 reports the intrinsics' own _mm512_undefined_* operands as maybe-uninitialized when they
-// are inlined into a target("avx512f") function.
+// GCC 12 reports the intrinsics' own _mm512_undefined_* / _mm256_undefined_* operands as
+// (maybe-)uninitialized when they are inlined into a target("avx512f") function.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace lathe::nn {
 namespace {
@@ -274,13 +274,16 @@ void run(const at::Tensor& x2, const at::Tensor& weight, const at::Tensor& scale
 }
 
 GemvIsa cpu_isa() {
-  static const GemvIsa isa = !__builtin_cpu_supports("avx512f")     ? GemvIsa::None
-                             : __builtin_cpu_supports("avx512bf16") ? GemvIsa::Avx512Bf16
-                                                                    : GemvIsa::Avx512F;
+  // The bfloat16 kernels also use AVX512BW's 16-bit shifts and widening.
+  static const GemvIsa isa = !__builtin_cpu_supports("avx512f") ? GemvIsa::None
+                             : __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw")
+                                 ? GemvIsa::Avx512Bf16
+                                 : GemvIsa::Avx512F;
   return isa;
 }
 
-std::atomic<GemvIsa> isa_cap{GemvIsa::Avx512Bf16};
+// Per thread: the kernel is chosen on the calling thread, before the work is split.
+thread_local GemvIsa isa_cap = GemvIsa::Avx512Bf16;
 
 bool has_avx512() { return gemv_isa() >= GemvIsa::Avx512F; }
 bool has_bf16_dot() { return gemv_isa() >= GemvIsa::Avx512Bf16; }
@@ -359,13 +362,17 @@ at::Tensor small_rows_linear_int8(const at::Tensor& x, const at::Tensor& codes, 
 
 SmallRowsInt4 small_rows_int4_pack(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& zeros,
                                    int64_t group) {
-  if (cpu_isa() < GemvIsa::Avx512Bf16 || codes.dim() != 2 || codes.scalar_type() != at::kByte) return {};
+  if (cpu_isa() < GemvIsa::Avx512Bf16 || codes.dim() != 2 || codes.scalar_type() != at::kByte ||
+      !codes.device().is_cpu())
+    return {};
   const int64_t out = codes.size(0), in = codes.size(1);
-  if (in % 128 != 0 || group <= 0 || group % 64 != 0 || in % group != 0) return {};
+  // A group is half a block (64) or whole blocks (multiples of 128): a block never spans two
+  // groups of 128 or more.
+  if (in % 128 != 0 || (group != 64 && (group <= 0 || group % 128 != 0)) || in % group != 0) return {};
   if (scales.sizes() != at::IntArrayRef({out, in / group}) || zeros.sizes() != scales.sizes()) return {};
   at::NoGradGuard no_grad;
   // Block of 128: lane j's nibble i is code 32 i + j; the lanes little-endian.
-  const auto q = codes.view({out, in / 128, 4, 32}).to(at::kInt);
+  const auto q = codes.reshape({out, in / 128, 4, 32}).to(at::kInt).bitwise_and(15);
   using namespace at::indexing;
   auto lanes = q.index({Slice(), Slice(), 0});
   for (int i = 1; i < 4; ++i) lanes = lanes.bitwise_or(q.index({Slice(), Slice(), i}).bitwise_left_shift(4 * i));
@@ -406,10 +413,10 @@ at::Tensor small_rows_linear_int4(const at::Tensor& x, const SmallRowsInt4& w, c
   return y.view(out_shape(x, out));
 }
 
-GemvIsa gemv_isa() { return std::min(cpu_isa(), isa_cap.load()); }
+GemvIsa gemv_isa() { return std::min(cpu_isa(), isa_cap); }
 
-GemvIsaCap::GemvIsaCap(GemvIsa max) : previous_(isa_cap.exchange(max)) {}
-GemvIsaCap::~GemvIsaCap() { isa_cap.store(previous_); }
+GemvIsaCap::GemvIsaCap(GemvIsa max) : previous_(std::exchange(isa_cap, max)) {}
+GemvIsaCap::~GemvIsaCap() { isa_cap = previous_; }
 
 std::string gemv_kernels() {
   switch (gemv_isa()) {

@@ -45,10 +45,10 @@ struct SmallRowsInt4 {
 
 /// small_rows_linear_int4's form of int4 codes (out, in) uint8 in [0, 15] with per-group
 /// float32 `scales` and `zeros` (out, in / group), w = (q - 8) scale + zero; empty (undefined
-/// codes) where the kernel does not apply: `in` not a multiple of 128, a group not a multiple of
-/// 64, or a CPU without avx512_bf16. (Groups of 32 take a scale and a sum per 32 weights, and
-/// ATen's int4 kernel was 10% faster at them here; from 64 on this one is as fast or faster:
-/// scripts/bench/gemv_bench.cpp.)
+/// codes) where the kernel does not apply: `in` not a multiple of 128, a group other than 64 or
+/// a multiple of 128, or a CPU without avx512_bf16 (and AVX512BW). (Groups of 32 take a scale
+/// and a sum per 32 weights, and ATen's int4 kernel was 10% faster at them here; at 64 the two
+/// were even, from 128 on this one is faster: scripts/bench/gemv_bench.cpp.)
 SmallRowsInt4 small_rows_int4_pack(const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& zeros,
                                    int64_t group);
 
@@ -67,8 +67,8 @@ enum class GemvIsa { None, Avx512F, Avx512Bf16 };
 /// The best the CPU has, or less while a GemvIsaCap lives.
 GemvIsa gemv_isa();
 
-/// Limits the small-rows products to `max` while it lives (tests run each kernel the CPU has;
-/// the last cap made wins, and its end restores the one before).
+/// Limits the small-rows products called from this thread to `max` while it lives (tests run
+/// each kernel the CPU has; the last cap made wins, and its end restores the one before).
 class GemvIsaCap {
  public:
   explicit GemvIsaCap(GemvIsa max);
