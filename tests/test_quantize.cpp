@@ -15,6 +15,7 @@
 #include "lathe/compress/quantize.hpp"
 #include "lathe/core/error.hpp"
 #include "lathe/io/safetensors.hpp"
+#include "lathe/nn/gemv.hpp"
 #include "lathe/models/store.hpp"
 #include "lathe/nn/linear.hpp"
 #include "lathe/pipeline/run.hpp"
@@ -155,6 +156,21 @@ TEST_CASE("quantize: each scheme's product is its dequantized weight's, within t
       const auto xr = at::randn({rows, 1, 128});
       CHECK(rel(q128.linear(xr, bias), at::linear(xr, q128.dequantize(), bias)) < c.budget);
     }
+    // Decoding (lathe's int4 product) and prompts (ATen's) compute with the same weights: the
+    // same bfloat16 scales and zeros.
+    if (const auto* rows = static_cast<const lathe::nn::SmallRowsInt4*>(q128.kernel_forms().packed.get());
+        rows && c.scheme == QuantScheme::Int4WeightOnly) {
+      const auto aten = q128.kernel_forms().scales.to(at::kFloat);  // (groups, out, 2): scale, zero
+      const auto scale = aten.select(-1, 0).t(), zero = aten.select(-1, 1).t();
+      CHECK(at::equal(rows->scales, scale));
+      CHECK(at::allclose(rows->offsets, zero - scale * 136.0, 0, 1e-7));
+    }
+    // A row decoded alone gives what it gives among a prompt's 16 rows (ATen's kernels there),
+    // up to float sums in another order and one rounding of the result.
+    const auto prompt = at::randn({16, 128});
+    const auto among = q128.linear(prompt, bias).narrow(0, 5, 1);
+    const auto alone = q128.linear(prompt.narrow(0, 5, 1), bias);
+    CHECK(rel(alone, among) < (c.act == QuantActivations::BFloat16 ? 1.0 / 128 : 1e-6));
   }
   // int4: two codes a byte, group scales and zeros; int8: a byte a weight and a scale a row.
   const auto i4 = lathe::nn::quantize_rtn(w, {QuantScheme::Int4WeightOnly, 32}, QuantActivations::BFloat16);

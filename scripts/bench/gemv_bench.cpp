@@ -17,8 +17,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -54,18 +56,36 @@ std::vector<std::string> names(const std::string& text) {
   return out;
 }
 
+constexpr const char* kUsage =
+    "usage: lathe_bench_gemv [--threads 1,2] [--rows 1] [--reps 20] [--mb 768]\n"
+    "                        [--types float32,bfloat16,bfloat16-widened,int8,int4] [--group 128]\n"
+    "One-row decoding products, lathe's against ATen's: GB/s of weights read and the ratio.\n";
+
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string key = argv[i], value = argv[i + 1];
+  for (int i = 1; i < argc; i += 2) {
+    const std::string key = argv[i];
+    if (key == "-h" || key == "--help") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (i + 1 >= argc) throw std::invalid_argument(key + " needs a value");
+    const std::string value = argv[i + 1];
     if (key == "--threads") a.threads = int_list(value);
     else if (key == "--rows") a.rows = std::stoll(value);
     else if (key == "--reps") a.reps = std::stoi(value);
     else if (key == "--mb") a.mb = std::stoll(value);
     else if (key == "--types") a.types = names(value);
     else if (key == "--group") a_group = std::stoll(value);
-    else throw std::invalid_argument("gemv_bench: unknown argument " + key);
+    else throw std::invalid_argument("unknown argument " + key);
   }
+  const std::vector<std::string> known{"float32", "bfloat16", "bfloat16 (widened)", "int8", "int4"};
+  for (const auto& t : a.types)
+    if (std::find(known.begin(), known.end(), t) == known.end())
+      throw std::invalid_argument("--types: unknown type '" + t +
+                                  "' (float32, bfloat16, bfloat16-widened, int8, int4)");
+  if (a.rows < 1 || a.rows > lathe::nn::kSmallRowsMax || a.reps < 1 || a.mb < 1 || a_group < 1)
+    throw std::invalid_argument("--rows takes 1 to 8; --reps, --mb and --group positive numbers");
   return a;
 }
 
@@ -142,8 +162,9 @@ void run_case(const Args& a, const std::string& type, int64_t out, int64_t in) {
   const auto isa = type == "bfloat16 (widened)" ? lathe::nn::GemvIsa::Avx512F : lathe::nn::GemvIsa::Avx512Bf16;
   const lathe::nn::GemvIsaCap cap(isa);
   if (!k.lathe(0).defined()) {
-    std::printf("%-5ld x %-5ld %-19s lathe's product does not apply on this CPU\n", static_cast<long>(out),
-                static_cast<long>(in), type.c_str());
+    std::printf(
+        "%-5ld x %-5ld %-19s lathe's product does not apply (this CPU, or int4 groups not 64 or a multiple of 128)\n",
+        static_cast<long>(out), static_cast<long>(in), type.c_str());
     return;
   }
   // The same product on both sides: the largest difference relative to the peer's largest value.
@@ -167,7 +188,14 @@ void run_case(const Args& a, const std::string& type, int64_t out, int64_t in) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Args a = parse(argc, argv);
+  Args a;
+  try {
+    a = parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lathe_bench_gemv: %s\n%s", e.what(), kUsage);
+    return 2;
+  }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a line per case, also into a pipe
   at::NoGradGuard no_grad;
   at::manual_seed(0);
   std::printf("decode kernels: %s; %ld row%s, %ld MB of weights a pass, median of %d passes\n",

@@ -420,7 +420,9 @@ GemvIsaCap::~GemvIsaCap() { isa_cap = previous_; }
 
 std::string gemv_kernels() {
   switch (gemv_isa()) {
-    case GemvIsa::Avx512Bf16: return "bfloat16: avx512_bf16 dot; float32, int8: AVX-512F; int4: avx512_bf16 dot";
+    case GemvIsa::Avx512Bf16:
+      return "bfloat16: avx512_bf16 dot; float32, int8: AVX-512F; int4: avx512_bf16 dot (groups of 64 and more; "
+             "ATen for 32)";
     case GemvIsa::Avx512F: return "bfloat16, float32, int8: AVX-512F (bfloat16 widened to float); int4: ATen";
     case GemvIsa::None: break;
   }

@@ -138,7 +138,10 @@ at::Tensor int8_weight_only_linear(const QuantizedWeight& w, const at::Tensor& x
   if (x.numel() <= kSmallRowsMax * w.in()) {
     // A few rows (decoding): the codes streamed once by lathe's product, in float, from x as
     // the scheme's activations hold it. (More rows skip the conversion: ATen's kernels below.)
-    if (auto y = small_rows_linear_int8(x.to(bf16(w) ? at::kBFloat16 : at::kFloat), w.codes(), w.scales(), bias);
+    // In bfloat16, with ATen's bfloat16 scales: a prompt and the tokens after it compute with
+    // the same weights.
+    const auto scales = bf16(w) ? w.kernel_forms().scales.to(at::kFloat) : w.scales();
+    if (auto y = small_rows_linear_int8(x.to(bf16(w) ? at::kBFloat16 : at::kFloat), w.codes(), scales, bias);
         y.defined())
       return y.to(x.scalar_type());
   }
@@ -152,8 +155,12 @@ QuantKernelForms int4_weight_only_prepare(const QuantizedWeight& w) {
   QuantKernelForms forms;
   if (!bf16(w)) return forms;
   forms.weight = at::_convert_weight_to_int4pack_for_cpu(w.codes().to(at::kInt), /*innerKTiles=*/2);
-  // lathe's own form for a few rows (decoding), where this CPU and the layer's shape allow it.
-  if (auto rows = small_rows_int4_pack(w.codes(), w.scales(), w.zeros(), w.grid().group(w.in())); rows.codes.defined())
+  // lathe's own form for a few rows (decoding), where this CPU and the layer's shape allow it,
+  // from the same bfloat16 scales and zeros as ATen's form: a prompt and the tokens after it
+  // compute with the same weights.
+  const auto rounded = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
+  if (auto rows = small_rows_int4_pack(w.codes(), rounded(w.scales()), rounded(w.zeros()), w.grid().group(w.in()));
+      rows.codes.defined())
     forms.packed = std::make_shared<const SmallRowsInt4>(std::move(rows));
   // (in / group, out, 2): scale and zero of each group.
   forms.scales = at::stack({w.scales(), w.zeros()}, -1).transpose(0, 1).contiguous().to(at::kBFloat16);

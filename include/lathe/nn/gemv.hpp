@@ -81,7 +81,8 @@ class GemvIsaCap {
 };
 
 /// What the small-rows products run on this CPU, for benchmarks and `lathe env`: e.g.
-/// "bfloat16: avx512_bf16 dot; float32, int8: AVX-512F; int4: avx512_bf16 dot".
+/// "bfloat16: avx512_bf16 dot; float32, int8: AVX-512F; int4: avx512_bf16 dot (groups of 64 and
+/// more; ATen for 32)".
 std::string gemv_kernels();
 
 /// small_rows_linear where it applies, else at::linear.
