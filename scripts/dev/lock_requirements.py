@@ -61,12 +61,12 @@ def torch_needed_sonames():
         sys.exit(f"lock_requirements: no torch libraries under {site / 'torch' / 'lib'}: "
                  "install torch in this venv first")
     wheel_libs = {so.name: so for so in (site / "nvidia").glob("**/lib/*.so*")}
-    todo = list(needed & wheel_libs.keys())
-    while todo:
-        for name in dt_needed(wheel_libs[todo.pop()]) - needed:
+    pending = list(needed & wheel_libs.keys())
+    while pending:
+        for name in dt_needed(wheel_libs[pending.pop()]) - needed:
             needed.add(name)
             if name in wheel_libs:
-                todo.append(name)
+                pending.append(name)
     return needed
 
 
